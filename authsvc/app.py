@@ -1,0 +1,176 @@
+"""The application factory: settings in, a configured Flask app out.
+
+Everything that can be done once is done here (policy parsing, redirect rules, header strings,
+the argon2 dummy hash, serializers); views only call the services bound in ``app.extensions``.
+In production, :func:`create_app` refuses unsound settings with :class:`StartupRefused`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+from limits.storage import storage_from_string
+
+from authsvc import config as config_mod
+from authsvc.accounts import AccountStore
+from authsvc.audit import Audit
+from authsvc.db import make_engine
+from authsvc.devices import DeviceCookies
+from authsvc.hashing import Hasher
+from authsvc.passwords import Blocklist, PasswordRules, load_default_blocklist
+from authsvc.policy import Policy
+from authsvc.proxies import TrustedProxies
+from authsvc.redirects import AllowedApp, RedirectRules, build_rules
+from authsvc.remember import RememberStore
+from authsvc.sessions import SessionStore
+from authsvc.signing import SessionInterface, serializer, timed_serializer
+from authsvc.throttle import Throttle
+
+log = logging.getLogger("authsvc")
+
+
+class StartupRefused(RuntimeError):
+    """Production settings are unsound; ``problems`` says which and how to fix each."""
+
+    def __init__(self, problems: list[config_mod.Problem]) -> None:
+        self.problems = problems
+        super().__init__("authsvc refuses to start:\n" + "\n".join(f"  - {p.message}" for p in problems))
+
+
+@dataclass(frozen=True)
+class CookieNames:
+    session: str
+    remember: str
+    device: str
+    secure: bool
+    domain: str | None
+
+    @classmethod
+    def for_settings(cls, settings: config_mod.Settings) -> "CookieNames":
+        # __Host- needs Secure, Path=/ and no Domain; a shared (SSO) cookie needs Domain: __Secure-.
+        prefix = "__Secure-" if settings.cookie_domain else ("__Host-" if settings.production else "")
+        return cls(f"{prefix}authsvc_session", f"{prefix}authsvc_remember", f"{prefix}authsvc_device",
+                   secure=settings.production, domain=settings.cookie_domain)
+
+    def attributes(self) -> dict:
+        return {"secure": self.secure, "httponly": True, "samesite": "Lax", "path": "/", "domain": self.domain}
+
+
+@dataclass
+class Services:
+    """What views need, built once. Tests may swap ``clock`` (all stores read it through here)."""
+
+    settings: config_mod.Settings
+    policy: Policy
+    clock: Callable[[], float]
+    cookies: CookieNames
+    redirect_rules: RedirectRules
+    password_rules: PasswordRules
+    blocklist: Blocklist
+    hasher: Hasher
+    accounts: AccountStore
+    sessions: SessionStore
+    remember: RememberStore
+    devices: DeviceCookies
+    throttle: Throttle
+    audit: Audit
+    engine: object
+    extra: dict = field(default_factory=dict)
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        for store in (self.accounts, self.sessions, self.remember, self.throttle):
+            store.clock = clock
+        self.audit.clock = clock
+
+
+def _redirect_rules(settings: config_mod.Settings) -> RedirectRules:
+    apps = [AllowedApp(origin) for origin in settings.redirect_allowed_origins]
+    apps += [AllowedApp(a.origin, a.path_prefix, a.name) for a in settings.policy.redirects.apps]
+    return build_rules(settings.own_origin, apps, default=settings.policy.redirects.default)
+
+
+def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[], float] = time.time) -> Flask:
+    settings = settings or config_mod.from_env()
+    errors = [p for p in config_mod.audit(settings) if p.severity == "error"]
+    if errors and settings.production:
+        raise StartupRefused(errors)
+    policy = settings.policy
+
+    app = Flask(__name__, instance_path=settings.instance_path, instance_relative_config=False)
+    app.session_interface = SessionInterface()
+    cookies = CookieNames.for_settings(settings)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
+        SESSION_COOKIE_NAME=cookies.session,
+        SESSION_COOKIE_SECURE=cookies.secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_DOMAIN=cookies.domain or None,
+        SESSION_COOKIE_PATH="/",
+        PERMANENT_SESSION_LIFETIME=policy.sessions.absolute_lifetime_seconds,
+        MAX_CONTENT_LENGTH=policy.limits.max_content_length,
+        MAX_FORM_MEMORY_SIZE=policy.limits.max_content_length,
+        MAX_FORM_PARTS=50,
+        # Referrer-Policy is no-referrer, so browsers send no Referer for Flask-WTF's HTTPS
+        # referrer check to compare; the token (bound to the session) is the CSRF defence.
+        WTF_CSRF_SSL_STRICT=False,
+        WTF_CSRF_TIME_LIMIT=3600,
+        SESSION_PROTECTION="strong",
+        AUTHSVC_SETTINGS=settings,
+    )
+    if not settings.production:
+        print("*** authsvc is running in DEVELOPMENT mode: cookies are not Secure, HTTPS is not enforced "
+              "and a generated key is used. Never use this mode in production. ***", file=sys.stderr)
+
+    engine = make_engine(settings.database_url)
+    storage = storage_from_string(settings.ratelimit_storage_uri)
+    services = Services(
+        settings=settings, policy=policy, clock=clock, cookies=cookies,
+        redirect_rules=_redirect_rules(settings),
+        password_rules=PasswordRules(policy.passwords.min_length, policy.passwords.max_length,
+                                     policy.passwords.context_words),
+        blocklist=load_default_blocklist(),
+        hasher=Hasher(policy.argon2),
+        accounts=AccountStore(engine, clock),
+        sessions=SessionStore(engine, policy.sessions, clock),
+        remember=RememberStore(engine, policy.sessions, clock, serializer(
+            settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember")),
+        devices=DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks,
+                                               "authsvc.device"), policy.throttle.device_cookie_lifetime_days),
+        throttle=Throttle(storage, policy.throttle, clock),
+        audit=Audit(context=_audit_context, clock=clock),
+        engine=engine,
+        extra={"storage": storage},
+    )
+    app.extensions["authsvc"] = services
+
+    CSRFProtect(app)
+    from authsvc import auth, headers, limiter, errors as error_pages
+    from authsvc.views import account, api, health, login, verify
+
+    for bp in (login.bp, account.bp, verify.bp, api.bp, health.bp):
+        app.register_blueprint(bp)
+    auth.init_app(app)
+    limiter.init_app(app, services)
+    headers.init_app(app, settings, services.redirect_rules)
+    error_pages.init_app(app)
+    app.jinja_env.filters["datetimeformat"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
+    return app
+
+
+def _audit_context() -> dict:
+    from flask import g, has_request_context, request
+
+    if not has_request_context():
+        return {}
+    return {"request_id": g.get("request_id"), "client_ip": request.remote_addr,
+            "user_agent": (request.user_agent.string or "")[:256], "user_id": g.get("audit_user_id")}

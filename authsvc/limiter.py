@@ -1,0 +1,48 @@
+"""Flask-Limiter: the per-client limit on POST /login, keyed by address (IPv6 by /64).
+
+Counters live in ``AUTHSVC_RATELIMIT_STORAGE_URI`` (memory, or Redis shared by all instances).
+Rate-limit headers are off: a 429 must not say which limit fired. When the storage fails the
+request fails closed (503, see :mod:`authsvc.errors`) unless the policy chose the in-memory fallback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+
+from authsvc.clientip import client_key
+
+
+def _key() -> str:
+    return client_key(request.remote_addr)
+
+
+def init_app(app: Flask, services) -> Limiter:
+    policy = services.policy.throttle
+    limiter = Limiter(
+        key_func=_key,
+        app=app,
+        storage_uri=services.settings.ratelimit_storage_uri,
+        strategy="moving-window",
+        headers_enabled=False,
+        swallow_errors=False,
+        in_memory_fallback_enabled=policy.storage_failure == "memory",
+        key_prefix="authsvc",
+    )
+    if policy.per_client:
+        endpoint = "login.login_post"
+        app.view_functions[endpoint] = limiter.limit(";".join(policy.per_client), methods=["POST"])(
+            app.view_functions[endpoint])
+    app.extensions["authsvc_limiter"] = limiter
+    return limiter
+
+
+def retry_after_seconds() -> int:
+    """Seconds until the breached Flask-Limiter limit resets (for Retry-After)."""
+    limiter = current_app.extensions.get("authsvc_limiter")
+    current = getattr(limiter, "current_limit", None) if limiter else None
+    reset_at = getattr(current, "reset_at", None)
+    return max(1, math.ceil(reset_at - time.time())) if reset_at else 60

@@ -1,0 +1,54 @@
+"""The schema, as SQLAlchemy Core tables (the verify path needs one indexed query, not an ORM).
+
+Times are Unix epoch seconds (float, UTC by definition). Secrets never stored in the clear:
+session tokens and remember-me validators are stored as SHA-256 digests, passwords as argon2id.
+Changing a table means a new alembic revision in ``authsvc/migrations/versions``.
+"""
+
+from sqlalchemy import (Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        String, Table)
+
+metadata = MetaData()
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False),                  # as the admin typed it
+    Column("username_key", String(64), nullable=False, unique=True),  # normalized: what logins match
+    Column("password_hash", String(255), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("password_changed_at", Float, nullable=False),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),       # absolute lifetime
+    Column("remembered", Boolean, nullable=False, default=False),
+    Column("client_ip", String(64), nullable=False, default=""),
+    Column("user_agent", String(256), nullable=False, default=""),
+    Column("revoked_at", Float, nullable=True),
+    Column("revoke_reason", String(32), nullable=True),
+)
+Index("ix_sessions_user_live", sessions.c.user_id, sessions.c.revoked_at)
+Index("ix_sessions_expires", sessions.c.expires_at)
+
+remember_tokens = Table(
+    "remember_tokens", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("selector", String(32), nullable=False, unique=True),
+    Column("validator_hash", LargeBinary(32), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),        # fixed at first login; rotation never extends it
+    Column("rotated_at", Float, nullable=True),         # set when used up; reuse after that = theft
+    Column("revoked_at", Float, nullable=True),
+    Column("client_ip", String(64), nullable=False, default=""),
+    Column("user_agent", String(256), nullable=False, default=""),
+)
+Index("ix_remember_user", remember_tokens.c.user_id)

@@ -1,0 +1,157 @@
+"""Server-side session records: every login is a row the service can end, and that ends by itself.
+
+The browser holds only an opaque 256-bit token (inside the signed Flask session cookie, as
+Flask-Login's user id: the alternative-token pattern). The database holds its SHA-256 digest, so a
+leaked table gives no usable session. Whether a record still authenticates is decided by the pure
+function :func:`session_verdict`; :class:`SessionStore` does the I/O around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from authsvc.models import sessions, users
+from authsvc.policy import SessionPolicy
+
+LIVE = "live"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: int
+    user_id: int
+    username: str
+    user_disabled: bool
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    remembered: bool
+    client_ip: str
+    user_agent: str
+    revoked_at: float | None
+
+
+def session_verdict(rec: SessionRecord | None, now: float, policy: SessionPolicy) -> str:
+    """``"live"`` when ``rec`` authenticates at ``now``, else why not:
+    ``"unknown"``, ``"revoked"``, ``"disabled"``, ``"expired"`` (absolute lifetime) or ``"idle"``."""
+    if rec is None:
+        return "unknown"
+    if rec.revoked_at is not None:
+        return "revoked"
+    if rec.user_disabled:
+        return "disabled"
+    if now >= rec.expires_at:
+        return "expired"
+    if now - rec.last_seen_at >= policy.idle_timeout_seconds:
+        return "idle"
+    return LIVE
+
+
+def needs_touch(rec: SessionRecord, now: float, policy: SessionPolicy) -> bool:
+    """last_seen is written at most every ``touch_interval_seconds``: verify stays read-only."""
+    return now - rec.last_seen_at >= policy.touch_interval_seconds
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+_SELECT = sa.select(
+    sessions.c.id, sessions.c.user_id, users.c.username, users.c.disabled, sessions.c.created_at,
+    sessions.c.last_seen_at, sessions.c.expires_at, sessions.c.remembered, sessions.c.client_ip,
+    sessions.c.user_agent, sessions.c.revoked_at,
+).select_from(sessions.join(users, users.c.id == sessions.c.user_id))
+_BY_DIGEST = _SELECT.where(sessions.c.token_hash == sa.bindparam("digest"))
+
+
+class SessionStore:
+    def __init__(self, engine: Engine, policy: SessionPolicy, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.clock = clock
+
+    def create(self, user_id: int, client_ip: str, user_agent: str, remembered: bool) -> tuple[str, int]:
+        """A new record and its token (shown once, to be put in the cookie)."""
+        now = self.clock()
+        token = new_token()
+        with self.engine.begin() as conn:
+            row = conn.execute(sessions.insert().values(
+                token_hash=token_digest(token), user_id=user_id, created_at=now, last_seen_at=now,
+                expires_at=now + self.policy.absolute_lifetime_seconds, remembered=remembered,
+                client_ip=client_ip[:64], user_agent=user_agent[:256],
+            ).returning(sessions.c.id)).one()
+            self._enforce_cap(conn, user_id, now)
+        return token, row.id
+
+    def _enforce_cap(self, conn, user_id: int, now: float) -> None:
+        cap = self.policy.max_sessions_per_user
+        if not cap:
+            return
+        live = conn.execute(sa.select(sessions.c.id).where(
+            sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now,
+        ).order_by(sessions.c.created_at.desc(), sessions.c.id.desc())).scalars().all()
+        if len(live) > cap:
+            conn.execute(sessions.update().where(sessions.c.id.in_(live[cap:])).values(
+                revoked_at=now, revoke_reason="session_cap"))
+
+    def load(self, token: str) -> SessionRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(_BY_DIGEST, {"digest": token_digest(token)}).first()
+        return SessionRecord(*row) if row else None
+
+    def authenticate(self, token: str) -> tuple[SessionRecord | None, str]:
+        """Load, judge and (rarely) touch: the whole per-request check."""
+        rec = self.load(token)
+        now = self.clock()
+        verdict = session_verdict(rec, now, self.policy)
+        if verdict == LIVE and needs_touch(rec, now, self.policy):
+            with self.engine.begin() as conn:
+                conn.execute(sessions.update().where(sessions.c.id == rec.id).values(last_seen_at=now))
+        return rec, verdict
+
+    def revoke(self, session_id: int, reason: str, user_id: int | None = None) -> bool:
+        """End one session (of ``user_id``, when given). True if it was live."""
+        cond = [sessions.c.id == session_id, sessions.c.revoked_at.is_(None)]
+        if user_id is not None:
+            cond.append(sessions.c.user_id == user_id)
+        with self.engine.begin() as conn:
+            done = conn.execute(sessions.update().where(*cond).values(
+                revoked_at=self.clock(), revoke_reason=reason)).rowcount
+        return bool(done)
+
+    def revoke_all(self, user_id: int, reason: str, except_id: int | None = None) -> int:
+        cond = [sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None)]
+        if except_id is not None:
+            cond.append(sessions.c.id != except_id)
+        with self.engine.begin() as conn:
+            return conn.execute(sessions.update().where(*cond).values(
+                revoked_at=self.clock(), revoke_reason=reason)).rowcount
+
+    def list_live(self, user_id: int) -> list[SessionRecord]:
+        now = self.clock()
+        with self.engine.connect() as conn:
+            rows = conn.execute(_SELECT.where(
+                sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None),
+            ).order_by(sessions.c.last_seen_at.desc())).all()
+        recs = [SessionRecord(*r) for r in rows]
+        return [r for r in recs if session_verdict(r, now, self.policy) == LIVE]
+
+    def purge(self) -> int:
+        """Delete records that ended more than ``purge_after_seconds`` ago."""
+        cutoff = self.clock() - self.policy.purge_after_seconds
+        with self.engine.begin() as conn:
+            return conn.execute(sessions.delete().where(sa.or_(
+                sessions.c.expires_at < cutoff,
+                sa.and_(sessions.c.revoked_at.is_not(None), sessions.c.revoked_at < cutoff),
+                sessions.c.last_seen_at < cutoff - self.policy.idle_timeout_seconds,
+            ))).rowcount

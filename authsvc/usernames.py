@@ -1,0 +1,30 @@
+"""Usernames: one normal form, so "Alice", "ＡＬＩＣＥ" and "alice" are one account.
+
+NFKC folds full-width and compatibility look-alikes to ASCII, casefold removes case; what remains
+must be ASCII letters, digits and ``._@+-``, so no two accounts can differ by a confusable
+character (Cyrillic "а" vs Latin "a" is refused rather than folded).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_ALLOWED = re.compile(r"[a-z0-9._@+-]+\Z")
+
+
+def normalize_username(raw: str) -> str:
+    """The form logins and throttles match on. Never raises; may return an invalid name."""
+    return unicodedata.normalize("NFKC", raw.strip()).casefold()
+
+
+def username_problem(raw: str, max_length: int) -> str | None:
+    """Why ``raw`` cannot name a new account, or None."""
+    key = normalize_username(raw)
+    if not key:
+        return "Username is empty."
+    if len(key) > max_length:
+        return f"Username is longer than {max_length} characters."
+    if not _ALLOWED.match(key):
+        return "Username may contain only letters a-z, digits and . _ @ + -"
+    return None

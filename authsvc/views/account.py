@@ -1,0 +1,76 @@
+"""The account page: who you are, your sessions (end any of them), password change, logout."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from flask_login import current_user, logout_user
+
+from authsvc.auth import services
+from authsvc.errors import respond
+from authsvc.forms import field
+from authsvc.passwords import normalize_password, password_problems
+from authsvc.views.login import restore_from_remember
+
+bp = Blueprint("account", __name__)
+
+
+def _page(status: int = 200, *, errors: list[str] | None = None, notice: str | None = None):
+    svc = services()
+    live = svc.sessions.list_live(current_user.user_id)
+    return render_template("account.html", username=current_user.username, sessions=live,
+                           current_session=current_user.session_id, errors=errors or [],
+                           notice=notice, min_length=svc.password_rules.min_length), status
+
+
+@bp.get("/")
+def home():
+    if current_user.is_authenticated:
+        return _page()
+    if restore_from_remember():
+        return redirect(url_for("account.home"), 303)
+    return redirect(url_for("login.login_form"), 303)
+
+
+@bp.post("/account/password")
+def change_password():
+    if not current_user.is_authenticated:
+        abort(401)
+    svc = services()
+    rules = svc.password_rules
+    current = field("current_password", rules.max_length * 4)
+    new = field("new_password", rules.max_length * 4)
+    account = svc.accounts.by_id(current_user.user_id)
+    verdict = svc.throttle.check(account.username_key, None)
+    if not verdict.allowed:
+        svc.audit.emit("password_change_throttled", reason=verdict.reason)
+        return respond(429, retry_after=verdict.retry_after)
+    if len(normalize_password(current)) > rules.max_length or \
+            not svc.hasher.verify(account.password_hash, normalize_password(current)).ok:
+        svc.throttle.record_failure(account.username_key, None)
+        svc.audit.emit("password_change_failed", reason="bad_current_password")
+        return _page(400, errors=["The current password is not correct."])
+    problems = password_problems(normalize_password(new), username=account.username, rules=rules,
+                                 blocklist=svc.blocklist)
+    if problems:
+        svc.audit.emit("password_change_failed", reason="policy")
+        return _page(400, errors=problems)
+    svc.accounts.set_password_hash(account.id, svc.hasher.hash(normalize_password(new)))
+    ended = svc.sessions.revoke_all(account.id, "password_changed", except_id=current_user.session_id)
+    svc.remember.revoke_all(account.id)
+    svc.audit.emit("password_changed", by="user", sessions_revoked=ended)
+    return _page(notice="Password changed. Every other session has been signed out.")
+
+
+@bp.post("/account/sessions/<int:session_id>/revoke")
+def revoke_session(session_id: int):
+    if not current_user.is_authenticated:
+        abort(401)
+    svc = services()
+    if not svc.sessions.revoke(session_id, "user_revoked", user_id=current_user.user_id):
+        abort(404)
+    g.audit_user_id = current_user.user_id
+    svc.audit.emit("session_revoked", reason="user_revoked", session_id=session_id)
+    if session_id == current_user.session_id:
+        logout_user()
+        return redirect(url_for("login.login_form"), 303)
+    return redirect(url_for("account.home"), 303)

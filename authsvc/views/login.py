@@ -1,0 +1,157 @@
+"""Login and logout: the only way a session starts or ends from a browser."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, after_this_request, g, redirect, render_template, request, session, url_for
+from flask_login import current_user
+
+from authsvc.auth import services, start_session
+from authsvc.errors import respond
+from authsvc.forms import checkbox, field
+from authsvc.passwords import normalize_password
+from authsvc.redirects import RedirectDecision, validate_next
+from authsvc.usernames import normalize_username
+
+bp = Blueprint("login", __name__)
+
+GENERIC_FAILURE = "The username or password is not correct."
+
+
+def next_decision(raw: str | None) -> RedirectDecision:
+    svc = services()
+    decision = validate_next(raw, svc.redirect_rules)
+    if raw and not decision.accepted:
+        svc.audit.emit("redirect_rejected", reason=decision.reason, value=raw[:200])
+    return decision
+
+
+def _raw_next() -> str | None:
+    return request.form.get("next") or request.args.get("next")
+
+
+def _render(decision: RedirectDecision, *, error: str | None = None, status: int = 200, username: str = ""):
+    app_name = decision.app.name if decision.app is not None else None
+    return render_template("login.html", next=decision.target if decision.accepted else "",
+                           app_name=app_name, error=error, username=username), status
+
+
+def set_cookie(response, name: str, value: str, max_age: int | None) -> None:
+    response.set_cookie(name, value, max_age=max_age, **services().cookies.attributes())
+
+
+def delete_cookie(response, name: str) -> None:
+    attrs = services().cookies.attributes()
+    response.delete_cookie(name, path="/", domain=attrs["domain"], secure=attrs["secure"],
+                           httponly=True, samesite="Lax")
+
+
+def restore_from_remember() -> bool:
+    """Start a session from a remember-me cookie, rotating it. True if a session was started.
+
+    Runs only on pages the browser itself loads (/login, /), never in /auth/verify: behind
+    auth_request the proxy drops verify's Set-Cookie, which would lose the rotated cookie.
+    """
+    svc = services()
+    name = svc.cookies.remember
+    cookie = request.cookies.get(name)
+    if not cookie:
+        return False
+    consumed, new_cookie = svc.remember.consume(cookie, request.remote_addr or "",
+                                                request.headers.get("User-Agent", ""))
+    if consumed.outcome == "ok":
+        account = svc.accounts.by_id(consumed.user_id)
+        start_session(account, remembered=True, fresh=False)
+        max_age = max(1, int(consumed.expires_at - svc.clock()))
+
+        @after_this_request
+        def _rotate(response):
+            set_cookie(response, name, new_cookie, max_age)
+            return response
+        svc.audit.emit("remember_rotated", outcome="success")
+        return True
+    if consumed.outcome == "replay":
+        g.audit_user_id = consumed.user_id
+        sessions_ended = svc.sessions.revoke_all(consumed.user_id, "remember_replay")
+        svc.remember.revoke_all(consumed.user_id)
+        svc.audit.emit("remember_replay_detected", outcome="revoked_all", sessions_revoked=sessions_ended)
+    else:
+        svc.audit.emit("remember_rejected", reason=consumed.outcome)
+
+    @after_this_request
+    def _clear(response):
+        delete_cookie(response, name)
+        return response
+    return False
+
+
+@bp.get("/login")
+def login_form():
+    decision = next_decision(_raw_next())
+    if current_user.is_authenticated or restore_from_remember():
+        return redirect(decision.target, 303)
+    return _render(decision)
+
+
+@bp.post("/login")
+def login_post():
+    svc = services()
+    decision = next_decision(_raw_next())
+    limits = svc.policy
+    username = field("username", limits.limits.username_max_length * 4)
+    password = field("password", limits.passwords.max_length * 4)
+    remember = checkbox("remember")
+    if len(normalize_password(password)) > limits.passwords.max_length:
+        return _render(decision, error="The password is too long.", status=400)
+
+    key = normalize_username(username)
+    device = svc.devices.device_for(request.cookies.get(svc.cookies.device), key)
+    verdict = svc.throttle.check(key, device)
+    if not verdict.allowed:
+        svc.audit.emit("login_throttled", reason=verdict.reason, known_device=device is not None)
+        return respond(429, retry_after=verdict.retry_after)
+
+    account = svc.accounts.by_username(key) if len(key) <= limits.limits.username_max_length else None
+    checked = svc.hasher.verify(account.password_hash if account else None, normalize_password(password))
+    if not checked.ok or account is None or account.disabled:
+        svc.throttle.record_failure(key, device)
+        reason = "unknown_user" if account is None else ("disabled" if checked.ok else "bad_password")
+        g.audit_user_id = account.id if account else None
+        svc.audit.emit("login_failure", reason=reason, known_device=device is not None)
+        return _render(decision, error=GENERIC_FAILURE, status=401, username=username[:200])
+
+    svc.throttle.record_success(key, device)
+    if checked.needs_rehash:
+        svc.accounts.set_password_hash(account.id, svc.hasher.hash(normalize_password(password)), changed=False)
+        svc.audit.emit("password_rehashed", user_id=account.id)
+    start_session(account, remembered=remember)
+    response = redirect(decision.target, 303)
+    set_cookie(response, svc.cookies.device, svc.devices.issue(key, device),
+               svc.policy.throttle.device_cookie_lifetime_days * 86400)
+    if remember:
+        value, expires = svc.remember.issue(account.id, request.remote_addr or "",
+                                            request.headers.get("User-Agent", ""))
+        set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
+    elif request.cookies.get(svc.cookies.remember):
+        svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember))
+        delete_cookie(response, svc.cookies.remember)
+    svc.audit.emit("login_success", remembered=remember, known_device=device is not None)
+    if secrets.randbelow(100) == 0:  # opportunistic purge keeps the table bounded
+        svc.sessions.purge()
+        svc.remember.purge(svc.clock() - svc.policy.sessions.purge_after_seconds)
+    return response
+
+
+@bp.post("/logout")
+def logout():
+    svc = services()
+    if current_user.is_authenticated:
+        svc.sessions.revoke(current_user.session_id, "logout")
+        svc.audit.emit("logout", session_id=current_user.session_id)
+    svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember))
+    session.clear()
+    response = redirect(url_for("login.login_form"), 303)
+    delete_cookie(response, svc.cookies.remember)  # the session cookie is deleted by Flask (emptied)
+    response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
+    return response

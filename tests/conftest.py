@@ -1,0 +1,136 @@
+"""Shared fixtures: an app on a fresh SQLite database with the cheap test policy, a clock the
+test controls, and helpers to create users and log in through the real HTTP interface."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from authsvc import config, db
+from authsvc.app import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_POLICY = str(ROOT / "policies" / "test.toml")
+STRONG_KEY = "k3Y-for-tests-only-7f9c2a1e5b8d4f6a0c3e9b7d1f5a8c2e"
+PASSWORD = "correct horse battery staple 42"
+HTTPS = "https://auth.example.test"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "asvs(*ids): OWASP ASVS 5.0 requirement ids this test proves")
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_env(tmp_path, **overrides) -> dict:
+    env = {
+        "AUTHSVC_ENV": "production",
+        "AUTHSVC_SECRET_KEY": STRONG_KEY,
+        "AUTHSVC_POLICY": TEST_POLICY,
+        "AUTHSVC_DATABASE_URL": f"sqlite:///{tmp_path / 'authsvc.db'}",
+        "AUTHSVC_PUBLIC_URL": HTTPS,
+        "AUTHSVC_REDIRECT_ALLOWED_ORIGINS": "https://app.example.test",
+    }
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    for k in [k for k, v in overrides.items() if v is None]:
+        env.pop(k, None)
+    return env
+
+
+def build_app(tmp_path, clock=None, **env_overrides):
+    settings = config.from_env(make_env(tmp_path, **env_overrides), instance_path=str(tmp_path / "instance"))
+    app = create_app(settings, clock=clock or Clock())
+    app.config["TESTING"] = False  # production behaviour: no exception propagation
+    db.upgrade(app.extensions["authsvc"].engine)
+    return app
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def app(tmp_path, clock):
+    return build_app(tmp_path, clock)
+
+
+@pytest.fixture
+def svc(app):
+    return app.extensions["authsvc"]
+
+
+class HttpsClient(FlaskClient):
+    """A test client that talks to the service as a browser would: over https, at its public host."""
+
+    def open(self, *args, **kwargs):
+        if not (args and not isinstance(args[0], str)):
+            kwargs.setdefault("base_url", HTTPS)
+        return super().open(*args, **kwargs)
+
+
+def new_client(app, **kwargs):
+    app.test_client_class = HttpsClient
+    return app.test_client(**kwargs)
+
+
+@pytest.fixture
+def client(app):
+    return new_client(app)
+
+
+def add_user(app, name: str = "alice", password: str = PASSWORD):
+    svc = app.extensions["authsvc"]
+    return svc.accounts.create(name, svc.hasher.hash(password))
+
+
+@pytest.fixture
+def user(app):
+    return add_user(app)
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf(client, path: str = "/login") -> str:
+    page = client.get(path)
+    match = _CSRF.search(page.get_data(as_text=True))
+    assert match, f"no csrf token on {path} ({page.status_code})"
+    return match.group(1)
+
+
+def login(client, username: str = "alice", password: str = PASSWORD, *, remember: bool = False,
+          next: str | None = None, headers=None):
+    data = {"csrf_token": csrf(client), "username": username, "password": password}
+    if remember:
+        data["remember"] = "on"
+    if next is not None:
+        data["next"] = next
+    return client.post("/login", data=data, headers=headers or {})
+
+
+def cookie_value(client, name: str):
+    c = client.get_cookie(name, domain=HTTPS.split("://")[1])
+    return c.value if c else None
+
+
+def set_cookie_headers(response) -> list[str]:
+    return response.headers.getlist("Set-Cookie")
+
+
+os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")

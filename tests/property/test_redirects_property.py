@@ -1,0 +1,325 @@
+"""Property tests for authsvc.redirects, with ada-url (WHATWG URL parsing) as the oracle.
+
+Whatever string arrives as ``next``:
+
+* if it is accepted, the target we send is printable ASCII without space, quotes, ``<``, ``>``,
+  backtick or backslash, and a browser resolving it against our origin lands on our origin or on
+  the matched app's origin, inside the app's path prefix (also after a server decodes it once);
+* if it is rejected, the target is exactly ``rules.default``;
+* validating an accepted target again accepts it unchanged.
+
+Inputs are built from hostile fragments glued together, because uniform random text almost never
+looks like a URL. Every line of redirect_corpus.txt is replayed through the same oracle on every
+run; when hypothesis finds a bypass, fix the validator and append the input to that file.
+Run the long hunt with ``HYPOTHESIS_PROFILE=fuzz``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import pathlib
+import posixpath
+import re
+from urllib.parse import unquote
+
+import ada_url
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from authsvc.redirects import AllowedApp, RedirectDecision, RedirectRules, build_rules, validate_next
+
+RULES = build_rules(
+    "https://auth.example.com",
+    [
+        AllowedApp("https://app.example.com", "/wiki", "Wiki"),
+        AllowedApp("https://app.example.com", "/docs/v2", "Docs"),
+        AllowedApp("https://grafana.example.com:8443", "/", "Grafana"),
+        AllowedApp("https://[2001:db8::1]", "/v6", "IPv6 app"),
+        AllowedApp("https://192.0.2.10", "/ip", "IPv4 app"),
+    ],
+    default="/welcome",
+)
+DEV_RULES = build_rules("http://127.0.0.1:8000", [AllowedApp("https://app.example.com", "/wiki", "Wiki")])
+# A short limit makes "target grew past max_length while percent-encoding" reachable.
+SHORT_RULES = dataclasses.replace(RULES, max_length=48)
+RULE_SETS = st.sampled_from([RULES, DEV_RULES, SHORT_RULES])
+
+# Printable ASCII minus space " ' < > \ ` : what may appear in a Location we build.
+SAFE_TARGET = re.compile(r"[!#-&(-;=?-\[\]-_a-~]+")
+
+CORPUS = pathlib.Path(__file__).with_name("redirect_corpus.txt")
+
+
+# --- The oracle ----------------------------------------------------------------------------------
+
+
+def within(path: str, prefix: str) -> bool:
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+def assert_lands_safely(decision: RedirectDecision, rules: RedirectRules, raw: str | None = None) -> None:
+    target = decision.target
+    assert SAFE_TARGET.fullmatch(target), f"unsafe characters in {target!r}"
+    url = ada_url.URL(target, base=rules.own_origin)
+    assert url.username == "" and url.password == "", target
+    if decision.app is None:
+        assert url.origin == rules.own_origin, f"{target!r} lands on {url.origin}"
+    else:
+        assert decision.app in rules.apps
+        assert url.origin == decision.app.origin, f"{target!r} lands on {url.origin}"
+        assert within(url.pathname, decision.app.path_prefix), f"{target!r} leaves the prefix"
+        # An app server that percent-decodes once and normalizes must still be inside the prefix.
+        decoded = unquote(url.pathname)
+        assert "\\" not in decoded and "//" not in decoded, f"{target!r} decodes to {decoded!r}"
+        assert within(posixpath.normpath(decoded), decoded_prefix(decision.app.path_prefix)), target
+    # Our serialization is already WHATWG-canonical: the browser changes nothing.
+    expected = target if not target.startswith("/") else rules.own_origin + target
+    assert url.href == expected, f"browser reads {target!r} as {url.href!r}"
+    if raw is not None:
+        # Same destination as the browser would have chosen for the raw input: no parser split.
+        assert ada_url.URL(raw, base=rules.own_origin).origin == url.origin, raw
+
+
+def decoded_prefix(prefix: str) -> str:
+    return posixpath.normpath(prefix) if prefix != "/" else "/"
+
+
+def assert_rejection_is_default(decision: RedirectDecision, rules: RedirectRules) -> None:
+    assert decision.target == rules.default and decision.app is None and decision.reason != "ok"
+
+
+def assert_idempotent(decision: RedirectDecision, rules: RedirectRules) -> None:
+    again = validate_next(decision.target, rules)
+    assert again == decision, f"{decision.target!r} revalidates as {again}"
+
+
+def assert_oracle(raw: str | None, rules: RedirectRules) -> RedirectDecision:
+    decision = validate_next(raw, rules)
+    if decision.accepted:
+        assert decision.reason == "ok"
+        assert_lands_safely(decision, rules, raw)
+        assert_idempotent(decision, rules)
+    else:
+        assert_rejection_is_default(decision, rules)
+    return decision
+
+
+# --- Hostile fragments ----------------------------------------------------------------------------
+
+SCHEMES = ["https", "HTTPS", "hTtPs", "Https", "http", "HTTP", "javascript", "JaVaScRiPt",
+           "data", "file", "ftp", "vbscript", "blob", "ws", "", "https+x", "1https"]  # fmt: skip
+SEPARATORS = [":", "://", ":/", ":\\\\", ":\\", "//", "/\\", "\\\\", "///", "/", "\\",
+              ":///", ":\\/", ":/\\", "\\/", "://\\", "::", ":////"]  # fmt: skip
+CONTROLS = ["\x00", "\x01", "\x08", "\t", "\n", "\x0b", "\x0c", "\r", "\r\n", "\x19", "\x1f",
+            "\x7f", " ", "\x80", "\x85", "\x9b", "\u00a0", "\u00ad", "\u1680", "\u180e", "\u2000",
+            "\u200a", "\u200b", "\u200d", "\u2028", "\u2029", "\u202e", "\u202f", "\u205f",
+            "\u2060", "\u3000", "\ufeff", "\ue000", "\ufffd", "\U000e0001"]  # fmt: skip
+USERINFO = ["user@", "user:pass@", "app.example.com@", "auth.example.com:443@", "@", ":@",
+            "%40", "app.example.com%40", "a%40b@", "grafana.example.com:8443@"]  # fmt: skip
+ENCODINGS = ["%2f", "%2F", "%5c", "%5C", "%2e", "%2E", "%25", "%252f", "%252e", "%255c", "%09",
+             "%00", "%0a", "%0D", "%7f", "%40", "%3f", "%23", "%20", "%", "%zz", "%2", "%e3%80%82",
+             "%ef%bc%8f", "%C3%A9", "%7e", "%61", "%3a", "%2e%2e", ".%2e", "%2e."]  # fmt: skip
+LOOKALIKES = ["\uff0f", "\uff3c", "\uff0e", "\u3002", "\uff61", "\u2024", "\u2025", "\u2026",
+              "\ufe52", "\uff05", "\uff20", "\uff1a", "\uff1f", "\uff03", "\u212a", "\u0130",
+              "\u017f", "\u00df", "\uff41\uff50\uff50", "\uff48\uff54\uff54\uff50\uff53",
+              "\u2044", "\u2215", "\u29f8", "\ufe68", "\u0664"]  # fmt: skip
+ALLOWED_HOSTS = ["app.example.com", "APP.EXAMPLE.COM", "App.Example.Com", "auth.example.com",
+                 "AUTH.example.com", "grafana.example.com", "[2001:db8::1]", "[2001:DB8::1]",
+                 "192.0.2.10", "127.0.0.1"]  # fmt: skip
+OTHER_HOSTS = ["evil.com", "app.example.com.evil.com", "evilapp.example.com", "app.example.com.",
+               "example.com", "auth.example.com.evil.com", "localhost", ".app.example.com",
+               "bücher.example", "xn--bcher-kva.example", "\u0430pp.example.com",
+               "app.ex\u0430mple.com", "\u4f8b\u3048.jp", "xn--pp-6la.example.com",
+               "app\uff0eexample.com", "app\u3002example.com", "3221226250", "0xc0.0.2.10",
+               "0300.0.2.10", "0xc0000210", "192.0.2.010", "192.0.0x2.10", "192.0.2.10.",
+               "127.1", "0x7f.1", "2130706433", "[::1]", "[::ffff:192.0.2.10]",
+               "[::ffff:c000:20a]", "[2001:db8:0::1]", "[2001:0db8::1]", "[2001:db8::1%25eth0]",
+               "[2001:db8::1", "2001:db8::1]", "[v1.x]", "*.example.com"]  # fmt: skip
+PORTS = ["", ":443", ":444", ":0", ":99999", ":8443", ":8000", ":", ":0443", ":80", ":443:443",
+         ":08443", ":65536", ":4\u0664\u0663", ":+443", ":0x1bb"]  # fmt: skip
+PATH_PIECES = ["/", "wiki", "/wiki", "/wiki/", "/wiki/page", "/wiki-evil", "/wikix", "/docs/v2",
+               "/docs/v2x", "/docs", "/v6", "/ip", "/admin", ".", "..", "/.", "/..", "/./",
+               "/../", "..;", ";", ";x=1", "evil.com", "/evil.com", "@evil.com", ":443", "~",
+               "'", '"', "<", ">", "`", "|", "^", "{", "}", "[", "]", "!", "$", "&", "(", "*",
+               "+", ",", "="]  # fmt: skip
+TAILS = ["?", "?next=//evil.com", "?next=https://evil.com", "?a=b", "#", "#frag", "?x#y", "?%",
+         "?'\"<>", "#@evil.com", "?\\", "&", "=", "?%zz#%", "#a#b", "?\u00e9", "?/../"]  # fmt: skip
+GOOD = ["/", "/account", "/view?next=http://x", "https://app.example.com/wiki/page",
+        "https://APP.example.com:443/wiki?x#y", "https://app.example.com/docs/v2/intro",
+        "https://grafana.example.com:8443", "https://grafana.example.com:8443/d/x?orgId=1",
+        "https://auth.example.com/account", "https://[2001:db8::1]/v6/a",
+        "https://192.0.2.10/ip", "http://127.0.0.1:8000/account", "/caf\u00e9?q=%#x"]  # fmt: skip
+
+ALL_FRAGMENTS = [*SCHEMES, *SEPARATORS, *CONTROLS, *USERINFO, *ENCODINGS, *LOOKALIKES,
+                 *ALLOWED_HOSTS, *OTHER_HOSTS, *PORTS, *PATH_PIECES, *TAILS]  # fmt: skip
+
+slash_runs = st.text(alphabet="/\\", min_size=1, max_size=6)
+fragments = st.one_of(
+    st.sampled_from(ALL_FRAGMENTS),
+    slash_runs,
+    st.characters(),
+    st.text(max_size=3),
+)
+noise = st.one_of(st.sampled_from(CONTROLS + ENCODINGS + LOOKALIKES + SEPARATORS), slash_runs)
+
+hostile_strings = st.lists(fragments, min_size=1, max_size=12).map("".join)
+
+
+def with_noise(parts: list[str], draw) -> str:
+    for _ in range(draw(st.integers(0, 2))):
+        parts.insert(draw(st.integers(0, len(parts))), draw(noise))
+    return "".join(parts)
+
+
+@st.composite
+def url_shaped(draw) -> str:
+    parts = [
+        draw(st.one_of(st.sampled_from(["https", "HTTPS", "http"]), st.sampled_from(SCHEMES))),
+        draw(st.one_of(st.just("://"), st.sampled_from(SEPARATORS), slash_runs)),
+        draw(st.one_of(st.just(""), st.sampled_from(USERINFO))),
+        draw(st.one_of(st.sampled_from(ALLOWED_HOSTS), st.sampled_from(OTHER_HOSTS))),
+        draw(st.sampled_from(PORTS)),
+        *draw(st.lists(st.sampled_from(PATH_PIECES + ENCODINGS + LOOKALIKES), max_size=5)),
+        draw(st.one_of(st.just(""), st.sampled_from(TAILS))),
+    ]
+    return with_noise(parts, draw)
+
+
+@st.composite
+def path_shaped(draw) -> str:
+    parts = [
+        draw(st.one_of(st.just("/"), slash_runs, st.sampled_from(SEPARATORS))),
+        *draw(st.lists(st.sampled_from(PATH_PIECES + ENCODINGS + LOOKALIKES + OTHER_HOSTS), max_size=6)),
+        draw(st.one_of(st.just(""), st.sampled_from(TAILS))),
+    ]
+    return with_noise(parts, draw)
+
+
+@st.composite
+def mutated_good(draw) -> str:
+    text = draw(st.sampled_from(GOOD))
+    for _ in range(draw(st.integers(1, 3))):
+        start = draw(st.integers(0, len(text)))
+        end = draw(st.integers(start, min(len(text), start + 3)))
+        text = text[:start] + draw(fragments) + text[end:]
+    return text
+
+
+# --- Properties ----------------------------------------------------------------------------------
+
+
+@given(raw=hostile_strings, rules=RULE_SETS)
+def test_hostile_concatenations_never_leave_the_allow_list(raw, rules):
+    assert_oracle(raw, rules)
+
+
+@given(raw=url_shaped(), rules=RULE_SETS)
+def test_url_shaped_inputs_never_leave_the_allow_list(raw, rules):
+    assert_oracle(raw, rules)
+
+
+@given(raw=path_shaped(), rules=RULE_SETS)
+def test_path_shaped_inputs_never_leave_our_origin(raw, rules):
+    assert_oracle(raw, rules)
+
+
+@given(raw=mutated_good(), rules=RULE_SETS)
+def test_mutated_good_urls_never_leave_the_allow_list(raw, rules):
+    assert_oracle(raw, rules)
+
+
+@given(raw=st.text(max_size=64), rules=RULE_SETS)
+def test_arbitrary_text_never_leaves_the_allow_list(raw, rules):
+    assert_oracle(raw, rules)
+
+
+@given(raw=st.one_of(hostile_strings, url_shaped(), mutated_good()), rules=RULE_SETS)
+def test_rejection_always_sends_the_default(raw, rules):
+    decision = validate_next(raw, rules)
+    if not decision.accepted:
+        assert_rejection_is_default(decision, rules)
+
+
+@given(raw=st.one_of(url_shaped(), path_shaped(), mutated_good()), rules=RULE_SETS)
+def test_accepted_targets_revalidate_to_themselves(raw, rules):
+    decision = validate_next(raw, rules)
+    if decision.accepted:
+        assert_idempotent(decision, rules)
+
+
+# --- Regression corpus ---------------------------------------------------------------------------
+
+
+def decode_corpus_line(line: str) -> str:
+    """A line is the body of a Python string literal: ``\\t``, ``\\x00``, ``\\u3002``, ``\\\\``."""
+    return codecs.decode(line.encode("ascii", "backslashreplace"), "unicode_escape")
+
+
+def encode_corpus_line(payload: str) -> str:
+    """Inverse of decode_corpus_line, for appending a new finding to the corpus."""
+    line = payload.encode("unicode_escape").decode("ascii").replace(" ", "\\x20")
+    return "\\x23" + line[1:] if line.startswith("#") else line
+
+
+def corpus_lines() -> list:
+    params = []
+    for number, line in enumerate(CORPUS.read_text(encoding="utf-8").split("\n"), start=1):
+        if line and not line.startswith("#"):
+            params.append(pytest.param(decode_corpus_line(line), id=f"line{number}"))
+    return params
+
+
+CORPUS_PARAMS = corpus_lines()
+
+
+@pytest.mark.asvs("V3.7.2", "V3.7.3", "V1.2.2")
+@pytest.mark.parametrize("raw", CORPUS_PARAMS)
+@pytest.mark.parametrize("rules", [RULES, DEV_RULES, SHORT_RULES], ids=["prod", "dev", "short"])
+def test_corpus_input_holds_the_oracle(raw, rules):
+    assert_oracle(raw, rules)
+
+
+@pytest.mark.parametrize("raw", CORPUS_PARAMS)
+def test_corpus_input_is_rejected(raw):
+    # The corpus holds hostile inputs only: none of them is a legitimate destination.
+    assert not validate_next(raw, RULES).accepted
+
+
+def test_corpus_encoding_round_trips():
+    for payload in ["/\t/evil.com", "\\\\x", "# x", " \u3002\x00\ud800\U0001f600", "%2f"]:
+        assert decode_corpus_line(encode_corpus_line(payload)) == payload
+    assert len(CORPUS_PARAMS) > 200
+
+
+# --- The oracle itself must catch bypasses, or the properties prove nothing ------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "app"),
+    [
+        pytest.param("/\\evil.com", None, id="backslash"),
+        pytest.param("//evil.com", None, id="scheme-relative"),
+        pytest.param("https:evil.com", None, id="slashless scheme"),
+        pytest.param("https://app.example.com@evil.com/wiki", RULES.apps[0], id="userinfo"),
+        pytest.param("https://app.example.com/wiki/../admin", RULES.apps[0], id="dot-dot"),
+        pytest.param("https://app.example.com/wiki/%2e%2e/admin", RULES.apps[0], id="encoded dot-dot"),
+        pytest.param("https://app.example.com/wiki/..%2fadmin", RULES.apps[0], id="decodes out of prefix"),
+        pytest.param("https://app\u3002example.com/wiki", RULES.apps[0], id="ideographic stop"),
+        pytest.param("https://app.example.com/wiki-evil", RULES.apps[0], id="prefix boundary"),
+        pytest.param("/a b", None, id="space"),
+        pytest.param("/a'b", None, id="quote"),
+        pytest.param("https://grafana.example.com:8443/", RULES.apps[0], id="wrong app"),
+    ],
+)
+def test_oracle_catches_known_bypasses(target, app):
+    forged = RedirectDecision(target=target, accepted=True, reason="ok", app=app)
+    with pytest.raises(AssertionError):
+        assert_lands_safely(forged, RULES)
+
+
+@pytest.mark.parametrize("raw", GOOD)
+def test_oracle_passes_good_urls(raw):
+    rules = DEV_RULES if raw.startswith("http://") else RULES
+    assert assert_oracle(raw, rules).accepted
