@@ -18,11 +18,14 @@ from flask_wtf.csrf import CSRFProtect
 from limits.storage import storage_from_string
 
 from authsvc import config as config_mod
+from authsvc import logging_setup
 from authsvc.accounts import AccountStore
 from authsvc.audit import Audit
 from authsvc.db import make_engine
 from authsvc.devices import DeviceCookies
 from authsvc.hashing import Hasher
+from authsvc.limiter import storage_options
+from authsvc.metrics import Metrics
 from authsvc.passwords import Blocklist, PasswordRules, load_default_blocklist
 from authsvc.policy import Policy
 from authsvc.proxies import TrustedProxies
@@ -81,6 +84,7 @@ class Services:
     throttle: Throttle
     audit: Audit
     engine: object
+    metrics: Metrics | None = None
     extra: dict = field(default_factory=dict)
 
     def set_clock(self, clock: Callable[[], float]) -> None:
@@ -98,8 +102,11 @@ def _redirect_rules(settings: config_mod.Settings) -> RedirectRules:
 
 def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[], float] = time.time) -> Flask:
     settings = settings or config_mod.from_env()
+    logging_setup.configure(settings.log_destination)
     errors = [p for p in config_mod.audit(settings) if p.severity == "error"]
     if errors and settings.production:
+        # Setting names only: a refused value may be a (weak) secret.
+        Audit(context=dict, clock=clock).emit("config_refused", settings=",".join(sorted({p.setting for p in errors})))
         raise StartupRefused(errors)
     policy = settings.policy
 
@@ -131,23 +138,25 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
               "and a generated key is used. Never use this mode in production. ***", file=sys.stderr)
 
     engine = make_engine(settings.database_url)
-    storage = storage_from_string(settings.ratelimit_storage_uri)
+    storage = storage_from_string(settings.ratelimit_storage_uri, **storage_options(settings.ratelimit_storage_uri))
+    metrics = Metrics()
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
         redirect_rules=_redirect_rules(settings),
         password_rules=PasswordRules(policy.passwords.min_length, policy.passwords.max_length,
                                      policy.passwords.context_words),
         blocklist=load_default_blocklist(),
-        hasher=Hasher(policy.argon2),
+        hasher=metrics.instrument(Hasher(policy.argon2, observe=metrics.argon2_seconds.observe)),
         accounts=AccountStore(engine, clock),
         sessions=SessionStore(engine, policy.sessions, clock),
         remember=RememberStore(engine, policy.sessions, clock, serializer(
             settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember")),
         devices=DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks,
                                                "authsvc.device"), policy.throttle.device_cookie_lifetime_days),
-        throttle=Throttle(storage, policy.throttle, clock),
-        audit=Audit(context=_audit_context, clock=clock),
+        throttle=Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix),
+        audit=Audit(context=_audit_context, clock=clock, sink=metrics.count_event),
         engine=engine,
+        metrics=metrics,
         extra={"storage": storage},
     )
     app.extensions["authsvc"] = services
@@ -158,6 +167,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
 
     for bp in (login.bp, account.bp, verify.bp, api.bp, health.bp):
         app.register_blueprint(bp)
+    metrics.init_app(app, services)  # first before_request hook: times the others too
     auth.init_app(app)
     limiter.init_app(app, services)
     headers.init_app(app, settings, services.redirect_rules)

@@ -96,12 +96,21 @@ def _after_request(response):
     return response
 
 
-def start_session(account: Account, *, remembered: bool, fresh: bool = True) -> AuthUser:
-    """A new server-side session for ``account`` (never reusing the visitor's: no fixation)."""
+def start_session(account: Account, *, remembered: bool, fresh: bool = True,
+                  not_after: float | None = None) -> AuthUser:
+    """A new server-side session for ``account`` (never reusing the visitor's: no fixation).
+
+    A session this browser held before is ended, not just forgotten: its token may have been copied
+    (ASVS 7.2.4). ``not_after`` caps the new session's absolute lifetime."""
     svc = services()
+    previous = session.get("_user_id")
+    if isinstance(previous, str) and _TOKEN.match(previous):
+        old = svc.sessions.load(previous)
+        if old is not None and old.revoked_at is None:
+            svc.sessions.revoke(old.id, "replaced")
     session.clear()
     ua = request.headers.get("User-Agent", "")
-    token, _sid = svc.sessions.create(account.id, request.remote_addr or "", ua, remembered)
+    token, _sid = svc.sessions.create(account.id, request.remote_addr or "", ua, remembered, not_after)
     record = svc.sessions.load(token)
     user = AuthUser(record, token)
     login_user(user, fresh=fresh)

@@ -6,6 +6,7 @@ import argparse
 import getpass
 import os
 import sys
+import tempfile
 import time
 
 from authsvc import config as config_mod
@@ -41,8 +42,12 @@ def _read_password(args, prompt: str = "Password: ") -> str:
     if args.password_stdin:
         line = sys.stdin.readline()
         return line[:-1] if line.endswith("\n") else line
-    first = getpass.getpass(prompt)
-    if getpass.getpass("Repeat: ") != first:
+    try:
+        first = getpass.getpass(prompt)
+        again = getpass.getpass("Repeat: ")
+    except EOFError:  # no terminal and nothing (more) on stdin
+        raise SystemExit(_fail("no password was entered; to read it from a pipe, use --password-stdin")) from None
+    if again != first:
         raise SystemExit(_fail("the passwords did not match"))
     return first
 
@@ -101,9 +106,13 @@ def cmd_serve(args) -> int:
     problem = db.schema_problem(db.make_engine(settings.database_url))
     if problem:
         return _fail(problem)
-    argv = [sys.executable, "-m", "gunicorn", "--bind", args.bind, "--workers", str(args.workers),
+    # Workers share metrics through files here; a fresh directory per start, so no stale counts.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:authsvc.gunicorn_conf",
+            "--bind", args.bind, "--workers", str(args.workers),
             "--worker-class", args.worker_class, "--access-logfile", "-", "--error-logfile", "-",
-            "--access-logformat", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss',  # never the query (next=...) or cookies
+            # never the query (next=...) or cookies; the request id ties a line to the audit events
+            "--access-logformat", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss %({x-request-id}o)s',
             "--limit-request-line", "8190", "--limit-request-field_size", "8190", "--forwarded-allow-ips", "",
             "authsvc.wsgi:app"]
     if args.worker_class == "gthread":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from authsvc import secretkeys
+from authsvc.logging_setup import parse_destination
 from authsvc.policy import Policy, PolicyError, load_policy
 from authsvc.redirects import parse_origin
 
@@ -68,6 +69,7 @@ class Settings:
     log_destination: str = "stdout"
     key_file: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    ratelimit_key_prefix: str = "authsvc"   # lets several deployments (or tests) share one Redis
 
     @property
     def production(self) -> bool:
@@ -90,6 +92,22 @@ def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if value < 0:
         raise ConfigError(f"{name} must be 0 or more")
+    return value
+
+
+def _key_prefix(environ: Mapping[str, str]) -> str:
+    raw = environ.get("AUTHSVC_RATELIMIT_KEY_PREFIX", "").strip() or "authsvc"
+    if len(raw) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in raw):
+        raise ConfigError(f"AUTHSVC_RATELIMIT_KEY_PREFIX={raw!r}: use up to 64 letters, digits, '-', '_' or '.'")
+    return raw
+
+
+def _log_destination(environ: Mapping[str, str]) -> str:
+    value = environ.get("AUTHSVC_LOG") or "stdout"
+    try:
+        parse_destination(value)
+    except ValueError as exc:
+        raise ConfigError(f"AUTHSVC_LOG: {exc}") from None
     return value
 
 
@@ -162,6 +180,7 @@ def from_env(environ: Mapping[str, str] | None = None, *, instance_path: str | N
         secret_source=source,
         database_url=database_url,
         ratelimit_storage_uri=environ.get("AUTHSVC_RATELIMIT_STORAGE_URI") or "memory://",
+        ratelimit_key_prefix=_key_prefix(environ),
         policy=policy,
         redirect_allowed_origins=origins,
         trusted_proxies=_int_env(environ, "AUTHSVC_TRUSTED_PROXIES", 0),
@@ -169,7 +188,7 @@ def from_env(environ: Mapping[str, str] | None = None, *, instance_path: str | N
         public_url=public_url,
         cookie_domain=cookie_domain,
         metrics_token=environ.get("AUTHSVC_METRICS_TOKEN") or None,
-        log_destination=environ.get("AUTHSVC_LOG") or "stdout",
+        log_destination=_log_destination(environ),
         key_file=key_file,
         extra={k: v for k, v in environ.items() if k.startswith("AUTHSVC_")
                and "SECRET" not in k and "TOKEN" not in k and "PASSWORD" not in k},
@@ -291,6 +310,12 @@ def _deployment_problems(s: Settings) -> list[Problem]:
                                "password. Fix: give the database role a generated password."))
     if s.cookie_domain:
         out += cookie_domain_problems(s.cookie_domain, s.public_url)
+    if s.metrics_token is not None:  # a bearer token is a secret: the same strength rules as the key
+        out += [Problem("error", "AUTHSVC_METRICS_TOKEN", m)
+                for m in secretkeys.secret_problems(s.metrics_token, setting="AUTHSVC_METRICS_TOKEN")]
+        if s.metrics_token == s.secret_key:
+            out.append(Problem("error", "AUTHSVC_METRICS_TOKEN", "AUTHSVC_METRICS_TOKEN repeats the secret key; "
+                               "whoever scrapes metrics could sign cookies. Fix: a separate `authsvc gen-secret`."))
     if s.ratelimit_storage_uri.startswith("memory://"):
         out.append(Problem("note", "AUTHSVC_RATELIMIT_STORAGE_URI", "AUTHSVC_RATELIMIT_STORAGE_URI=memory:// "
                            "counts per process: with N workers or instances an attacker gets N times the attempts. "

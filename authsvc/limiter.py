@@ -1,6 +1,8 @@
 """Flask-Limiter: the per-client limit on POST /login, keyed by address (IPv6 by /64).
 
-Counters live in ``AUTHSVC_RATELIMIT_STORAGE_URI`` (memory, or Redis shared by all instances).
+Counters live in ``AUTHSVC_RATELIMIT_STORAGE_URI`` (memory, or Redis shared by all instances) under
+``AUTHSVC_RATELIMIT_KEY_PREFIX``. The address is ``request.remote_addr`` after
+:mod:`authsvc.proxies` (never ``access_route``, which believes any client-sent X-Forwarded-For).
 Rate-limit headers are off: a 429 must not say which limit fired. When the storage fails the
 request fails closed (503, see :mod:`authsvc.errors`) unless the policy chose the in-memory fallback.
 """
@@ -15,6 +17,17 @@ from flask_limiter import Limiter
 
 from authsvc.clientip import client_key
 
+# A dead or black-holed Redis must cost a login a fraction of a second, not the OS connect timeout
+# (minutes): with sync workers a hanging request is a worker lost.
+REDIS_TIMEOUT_SECONDS = 1.0
+
+
+def storage_options(uri: str) -> dict:
+    """Client options for a ``limits`` storage URI: short socket timeouts for plain Redis."""
+    if uri.split("://", 1)[0] in ("redis", "rediss", "redis+unix"):
+        return {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
+    return {}
+
 
 def _key() -> str:
     return client_key(request.remote_addr)
@@ -22,15 +35,17 @@ def _key() -> str:
 
 def init_app(app: Flask, services) -> Limiter:
     policy = services.policy.throttle
+    settings = services.settings
     limiter = Limiter(
         key_func=_key,
         app=app,
-        storage_uri=services.settings.ratelimit_storage_uri,
+        storage_uri=settings.ratelimit_storage_uri,
+        storage_options=storage_options(settings.ratelimit_storage_uri),
         strategy="moving-window",
         headers_enabled=False,
         swallow_errors=False,
         in_memory_fallback_enabled=policy.storage_failure == "memory",
-        key_prefix="authsvc",
+        key_prefix=settings.ratelimit_key_prefix,
     )
     if policy.per_client:
         endpoint = "login.login_post"

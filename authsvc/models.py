@@ -50,5 +50,9 @@ remember_tokens = Table(
     Column("revoked_at", Float, nullable=True),
     Column("client_ip", String(64), nullable=False, default=""),
     Column("user_agent", String(256), nullable=False, default=""),
+    # The session this token started (login or restore): ending that session ends the token too.
+    Column("session_id", Integer, ForeignKey("sessions.id", ondelete="SET NULL",
+                                             name="fk_remember_tokens_session_id"), nullable=True),
 )
 Index("ix_remember_user", remember_tokens.c.user_id)
+Index("ix_remember_session", remember_tokens.c.session_id)

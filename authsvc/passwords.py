@@ -199,7 +199,7 @@ def _guessable_problems(folded: str, blocklist: Blocklist) -> list[str]:
         return ["Password repeats a short pattern; choose another."]
     if repeated >= _MIN_REPEAT:
         unit = folded[:period]
-        if period >= _BLOCKLISTED_UNIT_MIN and unit in blocklist:
+        if _repeats_blocklisted(folded, period, blocklist):
             return ["Password repeats a common password; choose another."]
         if _is_walk(unit):
             return [
@@ -208,6 +208,18 @@ def _guessable_problems(folded: str, blocklist: Blocklist) -> list[str]:
     if _is_walk(folded):
         return ["Password is a simple sequence or keyboard pattern; choose another."]
     return []
+
+
+def _repeats_blocklisted(folded: str, period: int, blocklist: Blocklist) -> bool:
+    """Is ``folded`` a listed password repeated? The listed one may itself be a repetition
+    ("chouchou" is listed, "chou" is not), so try each whole number of periods that leaves
+    at least _MIN_REPEAT characters of repetition."""
+    longest = len(folded) - _MIN_REPEAT
+    return any(
+        folded[:size] in blocklist
+        for size in range(period, longest + 1, period)
+        if size >= _BLOCKLISTED_UNIT_MIN
+    )
 
 
 def _identity_problems(folded: str, username: str, rules: PasswordRules) -> list[str]:

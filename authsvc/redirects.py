@@ -171,7 +171,7 @@ def _check_chars(raw: str) -> None:
         raise _Rejected("backslash" if char == "\\" else "whitespace" if char == " " else "control_char")
     if raw.isascii():
         return
-    for char in raw:
+    for char in set(raw):
         category = unicodedata.category(char)[0]
         if category == "C":  # Cc, Cf (zero-width, bidi), Cs, Co, Cn
             raise _Rejected("control_char")
@@ -241,7 +241,7 @@ def _check_path(path: str) -> None:
         raise _Rejected("malformed")
     if not path.isascii() and any(
         not _LOOKALIKE_TARGETS.isdisjoint(unicodedata.normalize("NFKC", char))
-        for char in path
+        for char in set(path)
         if not char.isascii()
     ):
         raise _Rejected("lookalike")  # "\uff0f" or "\u2025": harmless to browsers, not to every server

@@ -60,13 +60,15 @@ class RememberStore:
         self.serializer = serializer
 
     def issue(self, user_id: int, client_ip: str, user_agent: str, expires_at: float | None = None,
-              conn=None) -> tuple[str, float]:
-        """A new token; returns the signed cookie value and its expiry (epoch seconds)."""
+              conn=None, *, session_id: int | None = None) -> tuple[str, float]:
+        """A new token; returns the signed cookie value and its expiry (epoch seconds).
+        ``session_id`` is the session it started: ending that session ends the token too."""
         now = self.clock()
         expires = expires_at or now + self.policy.remember_lifetime_days * 86400
         selector, validator = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
         values = dict(selector=selector, validator_hash=_digest(validator), user_id=user_id, created_at=now,
-                      expires_at=expires, client_ip=client_ip[:64], user_agent=user_agent[:256])
+                      expires_at=expires, client_ip=client_ip[:64], user_agent=user_agent[:256],
+                      session_id=session_id)
         if conn is None:
             with self.engine.begin() as c:
                 c.execute(remember_tokens.insert().values(**values))
@@ -115,6 +117,24 @@ class RememberStore:
             new_cookie, _ = self.issue(row.user_id, client_ip, user_agent, row.expires_at, conn=conn)
         return Consumed("ok", row.user_id, row.expires_at), new_cookie
 
+    def attach(self, cookie: str, session_id: int) -> None:
+        """Record which session a freshly rotated token started (it is issued before the session)."""
+        parts = self.parse(cookie)
+        if parts is None:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(remember_tokens.update().where(remember_tokens.c.selector == parts[0])
+                         .values(session_id=session_id))
+
+    def revoke_for_session(self, session_id: int) -> int:
+        """End the unused token that would restore ``session_id``'s browser (a rotated one stays
+        rotated, so presenting it again is still detected as replay)."""
+        with self.engine.begin() as conn:
+            return conn.execute(remember_tokens.update().where(
+                remember_tokens.c.session_id == session_id, remember_tokens.c.rotated_at.is_(None),
+                remember_tokens.c.revoked_at.is_(None),
+            ).values(revoked_at=self.clock())).rowcount
+
     def revoke_cookie(self, cookie: str | None) -> None:
         parts = self.parse(cookie)
         if parts is None:
@@ -131,5 +151,10 @@ class RememberStore:
             ).values(revoked_at=self.clock())).rowcount
 
     def purge(self, before: float) -> int:
+        """Delete tokens that expired or were revoked before ``before``. Rotated tokens stay until
+        they expire: until then, presenting one again must still be recognised as replay."""
         with self.engine.begin() as conn:
-            return conn.execute(remember_tokens.delete().where(remember_tokens.c.expires_at < before)).rowcount
+            return conn.execute(remember_tokens.delete().where(sa.or_(
+                remember_tokens.c.expires_at < before,
+                sa.and_(remember_tokens.c.revoked_at.is_not(None), remember_tokens.c.revoked_at < before),
+            ))).rowcount

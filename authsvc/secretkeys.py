@@ -6,8 +6,8 @@ documentation, tutorials or templates, or visibly non-random. Unlike Django (a w
 ``check --deploy``) or Kratos (a random key made up at boot), the refusal is the point: the fix is
 always ``authsvc gen-secret`` (:func:`generate_secret`).
 
-These checks catch keys a person chose or pasted. They cannot prove that a key is random; they make
-the common mistakes impossible to ship.
+These checks catch keys a person chose or pasted. They cannot prove that a key is random (an
+English sentence of 40 characters passes them); they make the common mistakes impossible to ship.
 
 Entropy estimate (conservative by design): ``len(key) * min(H(characters), H(steps))`` where ``H``
 is the Shannon entropy, in bits per symbol, of the key's own character frequencies, and of the

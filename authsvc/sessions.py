@@ -80,14 +80,19 @@ class SessionStore:
         self.policy = policy
         self.clock = clock
 
-    def create(self, user_id: int, client_ip: str, user_agent: str, remembered: bool) -> tuple[str, int]:
-        """A new record and its token (shown once, to be put in the cookie)."""
+    def create(self, user_id: int, client_ip: str, user_agent: str, remembered: bool,
+               not_after: float | None = None) -> tuple[str, int]:
+        """A new record and its token (shown once, to be put in the cookie). ``not_after`` caps the
+        absolute lifetime: a session restored from a remember cookie ends when that cookie does."""
         now = self.clock()
         token = new_token()
+        expires = now + self.policy.absolute_lifetime_seconds
+        if not_after is not None:
+            expires = min(expires, not_after)
         with self.engine.begin() as conn:
             row = conn.execute(sessions.insert().values(
                 token_hash=token_digest(token), user_id=user_id, created_at=now, last_seen_at=now,
-                expires_at=now + self.policy.absolute_lifetime_seconds, remembered=remembered,
+                expires_at=expires, remembered=remembered,
                 client_ip=client_ip[:64], user_agent=user_agent[:256],
             ).returning(sessions.c.id)).one()
             self._enforce_cap(conn, user_id, now)

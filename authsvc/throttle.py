@@ -1,31 +1,56 @@
 """Per-account login throttle: exponential back-off that cannot be turned into a lock-out.
 
-Decisions are pure functions of counts and times (:func:`decide`, :func:`block_after_failure`);
-:class:`Throttle` keeps the counts in the rate-limit storage (``limits``: memory, Redis, Sentinel,
-Cluster), so every instance sharing that storage shares the counts. Storage expiry is used only to
-forget old keys; every time comparison uses the injected clock, so tests can move time.
+Decisions are pure functions of counts and times (:func:`decide`, :func:`window_full`,
+:func:`block_after_failure`, :func:`backoff_seconds`); :class:`Throttle` keeps the counts in the
+rate-limit storage (``limits``: memory, Redis, Sentinel, Cluster), so every instance sharing that
+storage shares them. Storage expiry is used only to forget old keys; every time comparison uses
+the injected clock, so tests can move time.
 
 Buckets are keyed by a hash of the normalized username, whether or not the account exists, so the
-throttle behaves identically for both and Redis never holds usernames. A browser with a valid
+throttle behaves identically for both and the storage never holds usernames. A browser with a valid
 device cookie for the account (it logged in successfully before) gets its own bucket: an attacker
 exhausting the anonymous bucket does not lock the owner out.
 
+The rules, all from ``[throttle]`` in the policy:
+
+* once ``failures_before_backoff`` (F) failures of a bucket fall within ``failure_window_seconds``
+  (a sliding window, so a burst across a window boundary counts too), every further failure blocks
+  the bucket for ``backoff_initial_seconds * 2^(consecutive - F)``, at most ``backoff_max_seconds``;
+  the back-off lasts until a success, or until no failure came for a whole window after the last
+  block ended;
+* at ``max_consecutive_failures`` consecutive failures the bucket refuses until a success (NIST
+  SP 800-63B: at most 100);
+* a success in a bucket forgets that bucket's failures. A success from a known device also resets
+  the anonymous bucket's consecutive count (lifting the NIST hard limit for the owner's new
+  browsers) but keeps its back-off and window, so the owner's logins never hand an attacker fresh
+  attempts.
+
+:meth:`Throttle.begin` also holds a short per-bucket gate while the password is checked, so a
+burst of parallel requests cannot all pass the check before the first failure is recorded (the
+classic "limit overrun" race).
+
 If the storage fails, :class:`ThrottleUnavailable` is raised and the login is refused with 503
-(fail closed), unless the policy chose ``storage_failure = "memory"``.
+(fail closed), unless the policy chose ``storage_failure = "memory"``. Warehouse's limiter answers
+"allowed" when Redis is down; for a login throttle that would mean unlimited guesses.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
+import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from limits import parse as parse_limit
 from limits.storage import MemoryStorage, Storage
-from limits.strategies import MovingWindowRateLimiter
 
 from authsvc.policy import ThrottlePolicy
+
+# Longest time a bucket's gate can stay held if its holder dies without releasing it (a worker
+# killed mid-request). Far above any argon2 verification plus its queue wait.
+GATE_SECONDS = 30
 
 
 class ThrottleUnavailable(Exception):
@@ -36,11 +61,11 @@ class ThrottleUnavailable(Exception):
 class Verdict:
     allowed: bool
     retry_after: int = 0
-    reason: str = "ok"     # "ok", "backoff", "locked", "global" (never shown to the user)
+    reason: str = "ok"     # "ok", "backoff", "locked", "global", "busy" (never shown to the user)
 
 
 def backoff_seconds(consecutive: int, rules: ThrottlePolicy) -> float:
-    """How long an account waits after its ``consecutive``-th failure in a full window."""
+    """How long a bucket waits after its ``consecutive``-th failure once its window is full."""
     over = max(0, consecutive - rules.failures_before_backoff)
     return float(min(rules.backoff_initial_seconds * 2 ** min(over, 32), rules.backoff_max_seconds))
 
@@ -54,9 +79,22 @@ def decide(consecutive: int, blocked_until: float, now: float, rules: ThrottlePo
     return Verdict(True)
 
 
-def block_after_failure(in_window: int, consecutive: int, now: float, rules: ThrottlePolicy) -> float | None:
-    """After a failure: the time until which the bucket is blocked, or None if it is not."""
-    if in_window < rules.failures_before_backoff:
+def window_full(recent_failures: Sequence[float], now: float, rules: ThrottlePolicy) -> bool:
+    """Do at least ``failures_before_backoff`` of ``recent_failures`` (times) fall in the window?"""
+    since = now - rules.failure_window_seconds
+    return sum(1 for t in recent_failures if t > since) >= rules.failures_before_backoff
+
+
+def block_after_failure(recent_failures: Sequence[float], consecutive: int, now: float,
+                        previous_block_until: float, rules: ThrottlePolicy) -> float | None:
+    """After a failure at ``now`` (included in ``recent_failures``): blocked until when, or None.
+
+    A bucket backs off once its window is full, and stays backing off while failures keep coming
+    within a window of its last block's end: otherwise a long block would age the window out and
+    every block would be followed by a fresh burst of free attempts.
+    """
+    persisting = previous_block_until > 0 and now - previous_block_until < rules.failure_window_seconds
+    if not (persisting or window_full(recent_failures, now, rules)):
         return None
     return now + backoff_seconds(consecutive, rules)
 
@@ -65,19 +103,71 @@ def account_hash(username_key: str) -> str:
     return hashlib.sha256(b"authsvc-throttle\0" + username_key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+class _GlobalWindow:
+    """A moving window of failure times kept in this process, on the injected clock."""
+
+    def __init__(self, amount: int, period: int) -> None:
+        self.amount = amount
+        self.period = period
+        self._times: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        while self._times and self._times[0] <= now - self.period:
+            self._times.popleft()
+
+    def retry_after(self, now: float) -> int:
+        """0 if another failure may be tried now, else seconds until one may."""
+        with self._lock:
+            self._expire(now)
+            if len(self._times) < self.amount:
+                return 0
+            return max(1, math.ceil(self._times[0] + self.period - now))
+
+    def hit(self, now: float) -> None:
+        with self._lock:
+            self._expire(now)
+            self._times.append(now)
+            while len(self._times) > self.amount:  # memory stays bounded whatever the flood
+                self._times.popleft()
+
+
+class Attempt:
+    """One login attempt that passed or failed :meth:`Throttle.begin`. ``end()`` releases the
+    bucket's gate; it is idempotent and never raises (the gate also expires by itself)."""
+
+    def __init__(self, throttle: "Throttle", gate: str | None, verdict: Verdict) -> None:
+        self.verdict = verdict
+        self._throttle = throttle
+        self._gate = gate
+
+    def end(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            try:
+                self._throttle._run(lambda st: st.clear(gate))
+            except ThrottleUnavailable:
+                pass
+
+
 class Throttle:
-    def __init__(self, storage: Storage, rules: ThrottlePolicy, clock: Callable[[], float]) -> None:
+    def __init__(self, storage: Storage, rules: ThrottlePolicy, clock: Callable[[], float],
+                 prefix: str = "authsvc") -> None:
         self.storage = storage
         self.rules = rules
         self.clock = clock
+        self.prefix = prefix
         self._fallback = MemoryStorage() if rules.storage_failure == "memory" else None
         # The global limit is per process on purpose: it protects this instance's CPU.
-        self._global = MovingWindowRateLimiter(MemoryStorage())
-        self._global_item = parse_limit(rules.global_failed_logins)
+        item = parse_limit(rules.global_failed_logins)
+        self._global = _GlobalWindow(item.amount, item.get_expiry())
+        # The last F failure times live in F slots (a ring), enough to decide whether F fall
+        # within the window; at least one slot so the ring is never empty.
+        self._slots = max(1, rules.failures_before_backoff)
 
     def _bucket(self, username_key: str, device_id: str | None) -> str:
         who = f"dev:{device_id}" if device_id else "anon"
-        return f"authsvc:acct:{account_hash(username_key)}:{who}"
+        return f"{self.prefix}:acct:{account_hash(username_key)}:{who}"
 
     def _run(self, op: Callable[[Storage], object]) -> object:
         try:
@@ -87,41 +177,74 @@ class Throttle:
                 raise ThrottleUnavailable(str(type(exc).__name__)) from None
             return op(self._fallback)
 
-    def check(self, username_key: str, device_id: str | None) -> Verdict:
-        if device_id is None and not self._global.test(self._global_item, "failed"):
-            return Verdict(False, 60, "global")
-        bucket = self._bucket(username_key, device_id)
-
+    def _state(self, bucket: str) -> Verdict:
         def read(st: Storage) -> tuple[int, int]:
             return st.get(f"{bucket}:c"), st.get(f"{bucket}:u")
-        consecutive, blocked_until = self._run(read)  # type: ignore[misc]
-        return decide(consecutive, blocked_until, self.clock(), self.rules)
+        consecutive, blocked_until_ms = self._run(read)  # type: ignore[misc]
+        return decide(consecutive, blocked_until_ms / 1000, self.clock(), self.rules)
+
+    def check(self, username_key: str, device_id: str | None) -> Verdict:
+        """May this bucket try a password now? Reads only; see :meth:`begin` for logins."""
+        if device_id is None:
+            wait = self._global.retry_after(self.clock())
+            if wait:
+                return Verdict(False, wait, "global")
+        return self._state(self._bucket(username_key, device_id))
+
+    def begin(self, username_key: str, device_id: str | None) -> Attempt:
+        """:meth:`check`, and when allowed also hold the bucket's gate until ``Attempt.end()``.
+
+        The verdict is decided again after the gate is taken, so an attempt that waited behind a
+        parallel one sees that one's failure.
+        """
+        verdict = self.check(username_key, device_id)  # cheap refusal without touching the gate
+        if not verdict.allowed:
+            return Attempt(self, None, verdict)
+        bucket = self._bucket(username_key, device_id)
+        gate = f"{bucket}:g"
+        if self._run(lambda st: st.incr(gate, GATE_SECONDS)) != 1:
+            return Attempt(self, None, Verdict(False, 1, "busy"))
+        attempt = Attempt(self, gate, self._state(bucket))
+        if not attempt.verdict.allowed:
+            attempt.end()
+        return attempt
 
     def record_failure(self, username_key: str, device_id: str | None) -> None:
         r = self.rules
         now = self.clock()
+        now_ms = int(now * 1000)
         bucket = self._bucket(username_key, device_id)
-        window = f"{bucket}:w:{int(now // r.failure_window_seconds)}"
+        memory = max(1, r.consecutive_failure_memory_seconds)
         if device_id is None:
-            self._global.hit(self._global_item, "failed")
+            self._global.hit(now)
 
         def write(st: Storage) -> None:
-            consecutive = st.incr(f"{bucket}:c", r.consecutive_failure_memory_seconds)
-            in_window = st.incr(window, 2 * r.failure_window_seconds)
-            until = block_after_failure(in_window, consecutive, now, r)
+            consecutive = st.incr(f"{bucket}:c", memory)
+            sequence = st.incr(f"{bucket}:n", memory)
+            slot = f"{bucket}:t:{sequence % self._slots}"
+            st.clear(slot)
+            st.incr(slot, r.failure_window_seconds + 60, now_ms)
+            recent = [st.get(f"{bucket}:t:{i}") / 1000 for i in range(self._slots)]
+            previous = st.get(f"{bucket}:u") / 1000
+            until = block_after_failure([t for t in recent if t > 0], consecutive, now, previous, r)
             if until is not None:
                 st.clear(f"{bucket}:u")
-                st.incr(f"{bucket}:u", int(until - now) + r.failure_window_seconds, math.ceil(until))
+                # kept a window past its end: block_after_failure asks when the last block ended
+                st.incr(f"{bucket}:u", math.ceil(until - now) + r.failure_window_seconds + 60,
+                        math.ceil(until * 1000))
         self._run(write)
 
     def record_success(self, username_key: str, device_id: str | None) -> None:
-        """A success forgets earlier failures (NIST SP 800-63B), for this bucket and the anonymous one."""
-        buckets = {self._bucket(username_key, device_id), self._bucket(username_key, None)}
+        """A success forgets this bucket's failures (NIST SP 800-63B). From a known device it also
+        resets the anonymous bucket's consecutive count, but not its back-off or window."""
+        own = self._bucket(username_key, device_id)
+        anon = self._bucket(username_key, None)
 
         def clear(st: Storage) -> None:
-            for b in buckets:
-                st.clear(f"{b}:c")
-                st.clear(f"{b}:u")
+            for suffix in ("c", "u", "n", *(f"t:{i}" for i in range(self._slots))):
+                st.clear(f"{own}:{suffix}")
+            if own != anon:
+                st.clear(f"{anon}:c")
         self._run(clear)
 
     def unlock(self, username_key: str) -> None:

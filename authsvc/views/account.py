@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, after_this_request, g, redirect, render_template, request, url_for
 from flask_login import current_user, logout_user
 
 from authsvc.auth import services
 from authsvc.errors import respond
 from authsvc.forms import field
 from authsvc.passwords import normalize_password, password_problems
-from authsvc.views.login import restore_from_remember
+from authsvc.views.login import delete_cookie, restore_from_remember
 
 bp = Blueprint("account", __name__)
 
@@ -56,8 +56,13 @@ def change_password():
         return _page(400, errors=problems)
     svc.accounts.set_password_hash(account.id, svc.hasher.hash(normalize_password(new)))
     ended = svc.sessions.revoke_all(account.id, "password_changed", except_id=current_user.session_id)
-    svc.remember.revoke_all(account.id)
+    svc.remember.revoke_all(account.id)  # this browser's too: it was issued under the old password
     svc.audit.emit("password_changed", by="user", sessions_revoked=ended)
+
+    @after_this_request
+    def _forget_remember(response):
+        delete_cookie(response, svc.cookies.remember)
+        return response
     return _page(notice="Password changed. Every other session has been signed out.")
 
 
@@ -68,9 +73,13 @@ def revoke_session(session_id: int):
     svc = services()
     if not svc.sessions.revoke(session_id, "user_revoked", user_id=current_user.user_id):
         abort(404)
+    # Its remember cookie would otherwise start a new session on that device's next page load.
+    tokens = svc.remember.revoke_for_session(session_id)
     g.audit_user_id = current_user.user_id
-    svc.audit.emit("session_revoked", reason="user_revoked", session_id=session_id)
+    svc.audit.emit("session_revoked", reason="user_revoked", session_id=session_id, remember_revoked=tokens)
     if session_id == current_user.session_id:
         logout_user()
-        return redirect(url_for("login.login_form"), 303)
+        response = redirect(url_for("login.login_form"), 303)
+        delete_cookie(response, svc.cookies.remember)
+        return response
     return redirect(url_for("account.home"), 303)

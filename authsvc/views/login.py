@@ -62,7 +62,10 @@ def restore_from_remember() -> bool:
                                                 request.headers.get("User-Agent", ""))
     if consumed.outcome == "ok":
         account = svc.accounts.by_id(consumed.user_id)
-        start_session(account, remembered=True, fresh=False)
+        # The restored session ends no later than the remember token: remembering never
+        # extends past remember_lifetime_days (ASVS 7.3.2).
+        user = start_session(account, remembered=True, fresh=False, not_after=consumed.expires_at)
+        svc.remember.attach(new_cookie, user.session_id)
         max_age = max(1, int(consumed.expires_at - svc.clock()))
 
         @after_this_request
@@ -78,6 +81,10 @@ def restore_from_remember() -> bool:
         svc.audit.emit("remember_replay_detected", outcome="revoked_all", sessions_revoked=sessions_ended)
     else:
         svc.audit.emit("remember_rejected", reason=consumed.outcome)
+    if consumed.outcome == "race":
+        # Another tab of this browser just rotated the cookie; its response carries the new one,
+        # which clearing here could overwrite.
+        return False
 
     @after_this_request
     def _clear(response):
@@ -107,7 +114,9 @@ def login_post():
 
     key = normalize_username(username)
     device = svc.devices.device_for(request.cookies.get(svc.cookies.device), key)
-    verdict = svc.throttle.check(key, device)
+    attempt = svc.throttle.begin(key, device)
+    g.throttle_attempt = attempt  # its gate is released in end_throttle_attempt, even on a 503
+    verdict = attempt.verdict
     if not verdict.allowed:
         svc.audit.emit("login_throttled", reason=verdict.reason, known_device=device is not None)
         return respond(429, retry_after=verdict.retry_after)
@@ -119,28 +128,38 @@ def login_post():
         reason = "unknown_user" if account is None else ("disabled" if checked.ok else "bad_password")
         g.audit_user_id = account.id if account else None
         svc.audit.emit("login_failure", reason=reason, known_device=device is not None)
+        if svc.throttle.check(key, device).reason == "locked":  # this failure reached the lock-out
+            svc.audit.emit("device_locked_out" if device else "account_locked_out", reason="max_consecutive_failures")
         return _render(decision, error=GENERIC_FAILURE, status=401, username=username[:200])
 
     svc.throttle.record_success(key, device)
     if checked.needs_rehash:
         svc.accounts.set_password_hash(account.id, svc.hasher.hash(normalize_password(password)), changed=False)
         svc.audit.emit("password_rehashed", user_id=account.id)
-    start_session(account, remembered=remember)
+    user = start_session(account, remembered=remember)
     response = redirect(decision.target, 303)
     set_cookie(response, svc.cookies.device, svc.devices.issue(key, device),
                svc.policy.throttle.device_cookie_lifetime_days * 86400)
+    if request.cookies.get(svc.cookies.remember):  # replaced or declined: end it, don't orphan it
+        svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember))
+        if not remember:
+            delete_cookie(response, svc.cookies.remember)
     if remember:
         value, expires = svc.remember.issue(account.id, request.remote_addr or "",
-                                            request.headers.get("User-Agent", ""))
+                                            request.headers.get("User-Agent", ""), session_id=user.session_id)
         set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
-    elif request.cookies.get(svc.cookies.remember):
-        svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember))
-        delete_cookie(response, svc.cookies.remember)
     svc.audit.emit("login_success", remembered=remember, known_device=device is not None)
     if secrets.randbelow(100) == 0:  # opportunistic purge keeps the table bounded
         svc.sessions.purge()
         svc.remember.purge(svc.clock() - svc.policy.sessions.purge_after_seconds)
     return response
+
+
+@bp.teardown_request
+def end_throttle_attempt(_exc):
+    attempt = g.pop("throttle_attempt", None)
+    if attempt is not None:
+        attempt.end()
 
 
 @bp.post("/logout")

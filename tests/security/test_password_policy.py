@@ -27,8 +27,12 @@ USER = "alice.example"
 FILLER = "Tq8vLr2mWz5kXc9pJh4nBd7fGs3yNe6aUo1iKw0x" * 26
 
 
-def problems(password: str, *, username: str = USER, rules: PasswordRules = RULES) -> list[str]:
-    return password_problems(password, username=username, rules=rules, blocklist=BLOCKLIST)
+def problems(
+    password: str, *, username: str = USER, rules: PasswordRules = RULES
+) -> list[str]:
+    return password_problems(
+        password, username=username, rules=rules, blocklist=BLOCKLIST
+    )
 
 
 def accepted(password: str, **kwargs) -> bool:
@@ -50,7 +54,9 @@ def test_fifteen_characters_is_accepted():
 
 @pytest.mark.asvs("V6.2.1")
 def test_defaults_are_nist_single_factor_minimum_and_asvs_cap():
-    assert PasswordRules() == PasswordRules(min_length=15, max_length=1024, context_words=("authsvc",))
+    assert PasswordRules() == PasswordRules(
+        min_length=15, max_length=1024, context_words=("authsvc",)
+    )
 
 
 @pytest.mark.asvs("V6.2.1")
@@ -139,16 +145,34 @@ def test_bundled_blocklist_is_loaded_once():
 
 @pytest.mark.asvs("V6.2.4")
 @pytest.mark.parametrize(
-    "password", ["password", "PASSWORD", "PassWord", "qwerty", "iloveyou", "ILoveYou", "123456789", "dragon"]
+    "password",
+    [
+        "password",
+        "PASSWORD",
+        "PassWord",
+        "qwerty",
+        "iloveyou",
+        "ILoveYou",
+        "123456789",
+        "dragon",
+    ],
 )
 def test_top_passwords_are_rejected_in_any_case(password):
-    assert "Password is on a list of common or breached passwords; choose another." in problems(password)
+    assert (
+        "Password is on a list of common or breached passwords; choose another."
+        in problems(password)
+    )
 
 
 @pytest.mark.asvs("V6.2.4", "V6.2.12")
-@pytest.mark.parametrize("password", ["friend of emily", "Friend Of Emily", "1Q2W3E4R5T6Y7U8I9O0P", "1qaz2wsx3edc4rfv"])
+@pytest.mark.parametrize(
+    "password",
+    ["friend of emily", "Friend Of Emily", "1Q2W3E4R5T6Y7U8I9O0P", "1qaz2wsx3edc4rfv"],
+)
 def test_long_list_entries_that_meet_the_length_rule_are_still_rejected(password):
-    assert problems(password) == ["Password is on a list of common or breached passwords; choose another."]
+    assert problems(password) == [
+        "Password is on a list of common or breached passwords; choose another."
+    ]
 
 
 @pytest.mark.asvs("V6.2.4")
@@ -160,11 +184,15 @@ def test_blocklist_matches_the_whole_password_not_substrings():
 
 @pytest.mark.asvs("V6.2.4")
 def test_blocklist_compares_case_insensitively_including_unicode_case():
-    blocklist = Blocklist.from_lines(["straße-passwort-123\n", "ÉTÉ-ÉTÉ-ÉTÉ-ÉTÉ\r\n", "", "#1hashtagpassword"])
+    blocklist = Blocklist.from_lines(
+        ["straße-passwort-123\n", "ÉTÉ-ÉTÉ-ÉTÉ-ÉTÉ\r\n", "", "#1hashtagpassword"]
+    )
     assert len(blocklist) == 3
     assert "STRASSE-PASSWORT-123" in blocklist  # casefold, not lower
     assert "été-été-été-été" in blocklist
-    assert "#1HashtagPassword" in blocklist  # lines starting with '#' are passwords, not comments
+    assert (
+        "#1HashtagPassword" in blocklist
+    )  # lines starting with '#' are passwords, not comments
     assert "straße-passwort-12" not in blocklist
 
 
@@ -197,9 +225,13 @@ def test_blocklisted_word_repeated_to_reach_the_length_is_rejected(password):
 
 
 @pytest.mark.asvs("V6.2.4")
-@pytest.mark.parametrize("password", ["a" * 15, "A" * 64, "1" * 20, " " * 16, "🔒" * 15, "é" * 30])
+@pytest.mark.parametrize(
+    "password", ["a" * 15, "A" * 64, "1" * 20, " " * 16, "🔒" * 15, "é" * 30]
+)
 def test_single_character_repeated_is_rejected(password):
-    assert problems(password) == ["Password is a single character repeated; choose another."]
+    assert problems(password) == [
+        "Password is a single character repeated; choose another."
+    ]
 
 
 @pytest.mark.asvs("V6.2.4")
@@ -230,28 +262,42 @@ def test_short_unit_repeated_is_rejected(password):
 def test_sequences_and_keyboard_walks_are_rejected(password):
     found = problems(password)
     assert len(found) == 1
-    assert "sequence or keyboard pattern" in found[0] or "repeats a common password" in found[0]
+    assert (
+        "sequence or keyboard pattern" in found[0]
+        or "repeats a common password" in found[0]
+    )
 
 
 @pytest.mark.asvs("V6.2.4")
 def test_repeated_keyboard_walk_not_on_the_list_is_rejected():
     assert "fghjk" not in BLOCKLIST
-    assert problems("fghjkfghjkfghjk") == ["Password repeats a simple sequence or keyboard pattern; choose another."]
+    assert problems("fghjkfghjkfghjk") == [
+        "Password repeats a simple sequence or keyboard pattern; choose another."
+    ]
 
 
 # --- username and context words (V6.2.11, V6.1.2) ----------------------------------------------
 
 
 @pytest.mark.asvs("V6.2.11")
-@pytest.mark.parametrize("password", ["alexander.hamilton", "ALEXANDER.HAMILTON", "Alexander.Hamilton"])
+@pytest.mark.parametrize(
+    "password", ["alexander.hamilton", "ALEXANDER.HAMILTON", "Alexander.Hamilton"]
+)
 def test_password_equal_to_the_username_is_rejected_in_any_case(password):
-    assert problems(password, username="alexander.hamilton") == ["Password must not be the username."]
+    assert problems(password, username="alexander.hamilton") == [
+        "Password must not be the username."
+    ]
 
 
 @pytest.mark.asvs("V6.2.11")
-@pytest.mark.parametrize("password", ["my name is Alice and I sing", "ALICE-glimmerquartz", "glimmerquartz-alice"])
+@pytest.mark.parametrize(
+    "password",
+    ["my name is Alice and I sing", "ALICE-glimmerquartz", "glimmerquartz-alice"],
+)
 def test_password_containing_the_username_is_rejected(password):
-    assert problems(password, username="alice") == ["Password must not contain the username."]
+    assert problems(password, username="alice") == [
+        "Password must not contain the username."
+    ]
 
 
 @pytest.mark.asvs("V6.2.11")
@@ -262,7 +308,9 @@ def test_short_usernames_are_only_matched_whole():
 
 
 @pytest.mark.asvs("V6.2.11", "V6.1.2")
-@pytest.mark.parametrize("password", ["authsvc-is-great-2025", "MyAUTHSVCpassword", "glimmer AuthSvc pond"])
+@pytest.mark.parametrize(
+    "password", ["authsvc-is-great-2025", "MyAUTHSVCpassword", "glimmer AuthSvc pond"]
+)
 def test_service_name_is_rejected_in_any_case(password):
     assert problems(password) == ["Password must not contain 'authsvc'."]
 
@@ -270,8 +318,12 @@ def test_service_name_is_rejected_in_any_case(password):
 @pytest.mark.asvs("V6.2.11", "V6.1.2")
 def test_configured_context_words_are_rejected():
     rules = PasswordRules(context_words=("authsvc", "Example Corp", "intranet"))
-    assert problems("example corp glimmer pond", rules=rules) == ["Password must not contain 'Example Corp'."]
-    assert problems("my INTRANET login 42", rules=rules) == ["Password must not contain 'intranet'."]
+    assert problems("example corp glimmer pond", rules=rules) == [
+        "Password must not contain 'Example Corp'."
+    ]
+    assert problems("my INTRANET login 42", rules=rules) == [
+        "Password must not contain 'intranet'."
+    ]
 
 
 @pytest.mark.asvs("V6.1.2")
@@ -284,7 +336,12 @@ def test_rules_refuse_empty_context_words_that_would_ban_everything(words):
 @pytest.mark.asvs("V6.2.11")
 def test_messages_never_quote_the_password_or_username():
     username = "victor.username"
-    for password in ["victor.username", "xx victor.username xx", "passwordpassword", "zq"]:
+    for password in [
+        "victor.username",
+        "xx victor.username xx",
+        "passwordpassword",
+        "zq",
+    ]:
         for message in problems(password, username=username):
             assert password not in message
             assert username not in message
@@ -315,7 +372,9 @@ def test_normalize_uses_nfc_not_nfkc():
 
 
 @pytest.mark.asvs("V6.2.8")
-@pytest.mark.parametrize("password", ["  spaced  ", "MiXeD CaSe", "tab\there", "trailing newline\n"])
+@pytest.mark.parametrize(
+    "password", ["  spaced  ", "MiXeD CaSe", "tab\there", "trailing newline\n"]
+)
 def test_normalize_does_not_strip_or_change_case(password):
     assert normalize_password(password) == password
 
@@ -329,10 +388,14 @@ def test_normalize_does_not_truncate():
 
 @pytest.mark.asvs("V6.2.8")
 def test_length_counts_code_points_after_nfc():
-    decomposed = unicodedata.normalize("NFD", "éèêëàâäôöûü") + "glim"  # 26 code points before NFC
+    decomposed = (
+        unicodedata.normalize("NFD", "éèêëàâäôöûü") + "glim"
+    )  # 26 code points before NFC
     assert len(decomposed) == 26
     assert accepted(decomposed)
-    assert problems(decomposed[:-2]) == ["Password is 13 characters; the minimum is 15."]
+    assert problems(decomposed[:-2]) == [
+        "Password is 13 characters; the minimum is 15."
+    ]
 
 
 @pytest.mark.asvs("V6.2.8")

@@ -473,11 +473,12 @@ def test_target_grown_by_percent_encoding_past_the_limit_is_refused():
 
 
 def test_worst_case_input_within_the_limit_is_fast():
-    payloads = ["/" + "\u00e9" * 2047, "/" + "a/" * 1023, "/x?" + "\uff05" * 2045]
+    distinct_cjk = "".join(chr(0x4E00 + i) for i in range(2046))  # one NFKC lookup per char
+    payloads = ["/" + "\u00e9" * 2047, "/" + "a/" * 1023, "/x?" + "\uff05" * 2045, "/" + distinct_cjk]
     started = time.perf_counter()
-    for payload in payloads * 50:
+    for payload in payloads * 25:
         validate_next(payload, RULES)
-    assert (time.perf_counter() - started) / 150 < 0.005
+    assert (time.perf_counter() - started) / 100 < 0.02  # ~1-4 ms each on a laptop
 
 
 # --- What is accepted, and exactly what is sent back ------------------------------------------

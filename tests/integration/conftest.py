@@ -1,0 +1,356 @@
+"""Real processes for the integration tests: nginx in front of authsvc (gunicorn) and a small app.
+
+The layout is the one docs/integration.md describes, on loopback with high ports:
+
+    https://auth.example.test:<port>  nginx -> authsvc (`authsvc serve`, production settings)
+    https://app.example.test:<port>   nginx -> auth_request /auth/verify -> echo app
+
+nginx runs deploy/nginx/authsvc.conf itself, with its placeholders filled in; TLS uses a CA and a
+certificate made here with openssl. The hosts resolve to 127.0.0.1 inside the tests only (a patched
+resolver for `requests`, --host-resolver-rules for Chromium). Production cookies are Secure and the
+session must reach both hosts, so authsvc runs with AUTHSVC_COOKIE_DOMAIN=.example.test (cookies
+`__Secure-authsvc_*`).
+
+Each test module gets its own stack (module-scoped fixture); servers start once per module.
+
+A missing dependency (nginx, openssl, chromium, selenium) skips a test with the reason, except under
+CI=true, where it fails: CI must not go green by testing nothing. Use :func:`require_binary` and
+:func:`require_module` for that in any integration test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import urllib3.util.connection
+
+from tests.conftest import PASSWORD, ROOT, STRONG_KEY, TEST_POLICY
+
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "authsvc.conf"
+AUTH_HOST = "auth.example.test"
+APP_HOST = "app.example.test"
+COOKIE_DOMAIN = ".example.test"
+APP_NAME = "Notes"
+APP_PREFIX = "/notes"   # the allow-list admits only this part of the app
+USERNAME = "alice"
+# Searched besides PATH: a non-root PATH often lacks the sbin folders where Debian puts nginx.
+_EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+
+def _missing(reason: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: a missing test dependency is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_binary(name: str, package: str | None = None) -> str:
+    """Path of executable ``name``; skips the test if missing (fails it under CI=true)."""
+    path = shutil.which(name) or shutil.which(name, path=os.pathsep.join(_EXTRA_PATH))
+    if path is None:
+        _missing(f"{name} is not installed: apt-get install {package or name} (scripts/test installs it)")
+    return path
+
+
+def require_module(name: str, package: str | None = None) -> None:
+    """Skip the test if Python module ``name`` is missing (fail it under CI=true)."""
+    if importlib.util.find_spec(name) is None:
+        _missing(f"Python package {package or name} is not installed: pip install -e '.[test]'")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None, log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s:\n{tail(log)}")
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"({path} not readable)"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(folder: Path) -> Tls:
+    """A throw-away CA and one certificate for every *.example.test host the tests use."""
+    openssl = require_binary("openssl")
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = folder / "ca.pem", folder / "ca.key"
+    cert, key, csr = folder / "site.pem", folder / "site.key", folder / "site.csr"
+    ext = folder / "site.ext"
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+        f"subjectAltName=DNS:{AUTH_HOST},DNS:{APP_HOST},DNS:evil.example.test\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *args: subprocess.run([openssl, *args], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=authsvc integration test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={APP_HOST}")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return Tls(ca, cert, key)
+
+
+# --- the protected app: echoes who nginx says the user is ------------------------------------------
+
+
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with JSON: the path, and every header that a framework might read as
+    X-Auth-User or X-Auth-User-Id (WSGI and CGI turn both "-" and "_" into "_")."""
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        seen: dict[str, list[str]] = {"x-auth-user": [], "x-auth-user-id": []}
+        for name, value in self.headers.items():
+            key = name.lower().replace("_", "-")
+            if key in seen:
+                seen[key].append(value)
+        self.server.hits.append(self.path)
+        body = json.dumps({"app": APP_NAME, "path": self.path, "user": seen["x-auth-user"],
+                           "user_id": seen["x-auth-user-id"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
+        pass
+
+
+@contextlib.contextmanager
+def echo_app():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    server.hits = []  # paths the app was asked for: proves what nginx let through
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- authsvc -----------------------------------------------------------------------------------------
+
+
+def authsvc_env(folder: Path, public_url: str, app_origin: str) -> dict[str, str]:
+    """Production settings, as docs/integration.md has them, plus the cheap test argon2 policy."""
+    policy = folder / "policy.toml"
+    # The tests sign in from 127.0.0.1 more often than a person would: a higher per-client limit.
+    policy.write_text(Path(TEST_POLICY).read_text() + (
+        '\n[throttle]\nper_client = ["300 per minute"]\n'
+        f'\n[[redirects.apps]]\nname = "{APP_NAME}"\norigin = "{app_origin}"\npath_prefix = "{APP_PREFIX}"\n'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env.update({
+        "AUTHSVC_ENV": "production",
+        "AUTHSVC_SECRET_KEY": STRONG_KEY,
+        "AUTHSVC_POLICY": str(policy),
+        "AUTHSVC_DATABASE_URL": f"sqlite:///{folder / 'authsvc.db'}",
+        "AUTHSVC_INSTANCE_PATH": str(folder / "instance"),
+        "AUTHSVC_PUBLIC_URL": public_url,
+        "AUTHSVC_COOKIE_DOMAIN": COOKIE_DOMAIN,
+        "AUTHSVC_TRUSTED_PROXIES": "1",
+    })
+    return env
+
+
+def authsvc_command() -> list[str]:
+    exe = Path(sys.executable).parent / "authsvc"
+    if not exe.exists():
+        _missing(f"{exe} not found: install the project into the virtualenv (pip install -e '.[test]')")
+    return [str(exe)]
+
+
+@contextlib.contextmanager
+def authsvc_server(folder: Path, public_url: str, app_origin: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    env, cmd = authsvc_env(folder, public_url, app_origin), authsvc_command()
+    subprocess.run([*cmd, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
+    added = subprocess.run([*cmd, "user", "add", USERNAME, "--password-stdin"], env=env, input=PASSWORD + "\n",
+                           capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    port = free_port()
+    log = folder / "authsvc.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*cmd, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, log)
+        yield port, log
+    finally:
+        stop(proc)
+
+
+# --- nginx -------------------------------------------------------------------------------------------
+
+
+def render_nginx_site(values: dict[str, str]) -> str:
+    """deploy/nginx/authsvc.conf with its ${PLACEHOLDERS} filled in, as envsubst would."""
+    text = NGINX_TEMPLATE.read_text()
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    assert "${" not in text, "a placeholder in deploy/nginx/authsvc.conf has no test value"
+    return text
+
+
+@contextlib.contextmanager
+def nginx_server(folder: Path, port: int, site_values: dict[str, str]):
+    nginx = require_binary("nginx")
+    folder.mkdir(parents=True, exist_ok=True)
+    site = folder / "authsvc.conf"
+    site.write_text(render_nginx_site(site_values))
+    temp = {name: folder / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
+    for path in temp.values():
+        path.mkdir(exist_ok=True)
+    # The main file only says where nginx keeps its own files (all under `folder`): the site file is
+    # the one from deploy/. As root, workers would run as "nobody" and could not use the 0700 temp
+    # folders pytest makes, so they keep the test's user.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    (folder / "nginx.conf").write_text(
+        f"{user}worker_processes 1;\npid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'} info;\n"
+        "events { worker_connections 256; }\n"
+        "http {\n"
+        f"  access_log {folder / 'access.log'};\n"
+        f"  client_body_temp_path {temp['client_body']};\n  proxy_temp_path {temp['proxy']};\n"
+        f"  fastcgi_temp_path {temp['fastcgi']};\n  uwsgi_temp_path {temp['uwsgi']};\n"
+        f"  scgi_temp_path {temp['scgi']};\n"
+        f"  include {site};\n"
+        "}\n"
+    )
+    log = folder / "error.log"
+    test = subprocess.run([nginx, "-t", "-q", "-p", str(folder), "-e", str(log), "-c", str(folder / "nginx.conf")],
+                          capture_output=True, text=True)
+    assert test.returncode == 0, f"nginx -t refused the config:\n{test.stderr}"
+    with open(folder / "nginx.out", "wb") as out:
+        proc = subprocess.Popen([nginx, "-p", str(folder), "-e", str(log), "-c", str(folder / "nginx.conf"),
+                                 "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, log)
+        yield log
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def example_test_resolves_to_loopback():
+    """*.example.test is 127.0.0.1 for `requests` (urllib3) while this is active; TLS still checks
+    the certificate against the real name. Chromium gets the same with --host-resolver-rules."""
+    real = urllib3.util.connection.create_connection
+
+    def connect(address, *args, **kwargs):
+        host, port = address
+        return real(("127.0.0.1" if host.endswith(".example.test") else host, port), *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(urllib3.util.connection, "create_connection", connect)
+        yield
+
+
+# --- the whole stack -------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    port: int                 # nginx's https port, shared by both hosts
+    auth: str                 # https://auth.example.test:<port>
+    app: str                  # https://app.example.test:<port>
+    tls: Tls
+    folder: Path
+    app_hits: list[str]       # paths the echo app served, in order
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def protected(self, path: str = "/") -> str:
+        """A URL on the app inside the allow-listed prefix."""
+        return f"{self.app}{APP_PREFIX}{path}"
+
+    def diagnostics(self) -> str:
+        return "\n".join(f"--- {name} ({path}):\n{tail(path)}" for name, path in self.logs.items())
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """nginx + authsvc + echo app, started once for the module."""
+    require_binary("nginx")
+    require_binary("openssl")
+    folder = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    auth, app = f"https://{AUTH_HOST}:{port}", f"https://{APP_HOST}:{port}"
+    tls = make_tls(folder / "tls")
+    with contextlib.ExitStack() as running:
+        app_server = running.enter_context(echo_app())
+        app_port = app_server.server_address[1]
+        authsvc_port, authsvc_log = running.enter_context(authsvc_server(folder / "authsvc", auth, app))
+        nginx_log = running.enter_context(nginx_server(folder / "nginx", port, {
+            "AUTH_HOST": AUTH_HOST, "APP_HOST": APP_HOST, "HTTPS_PORT": str(port),
+            "TLS_CERT": str(tls.cert), "TLS_KEY": str(tls.key),
+            "AUTHSVC_ADDR": f"127.0.0.1:{authsvc_port}", "APP_ADDR": f"127.0.0.1:{app_port}",
+        }))
+        yield Stack(port, auth, app, tls, folder, app_server.hits,
+                    {"authsvc": authsvc_log, "nginx": nginx_log, "nginx access": folder / "nginx" / "access.log"})
+
+
+@pytest.fixture(autouse=True)
+def show_logs_on_failure(request):
+    """Under a failing test that used the stack, print the servers' logs (pytest shows them)."""
+    stack = request.getfixturevalue("stack") if "stack" in request.fixturenames else None
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if stack is not None and report is not None and report.failed:
+        print(stack.diagnostics())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

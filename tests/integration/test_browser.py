@@ -1,0 +1,173 @@
+"""A real browser through nginx: headless Chromium (Debian's chromium + chromedriver via Selenium).
+
+What only a browser proves: the login form works as plain HTML (JavaScript off), the CSP
+form-action does not block the redirect after the form post to an allowed app, Secure/__Secure-
+cookies are kept over TLS and sent to the app's host, remember-me survives a browser restart
+(session cookie gone, the remember cookie restores the session via /login), and an off-list next
+leads to the default page. Screenshots of the login page (plain and with an error) are saved to
+artifacts/login-page.png and artifacts/login-page-error.png.
+
+No browser is downloaded: Selenium gets the paths of /usr/bin/chromium and /usr/bin/chromedriver,
+so Selenium Manager never runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import PASSWORD, ROOT
+from tests.integration.conftest import APP_NAME, USERNAME, require_binary, require_module
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = ROOT / "artifacts"
+SESSION, REMEMBER = "__Secure-authsvc_session", "__Secure-authsvc_remember"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+         "--no-default-browser-check", "--password-store=basic", "--window-size=1000,900",
+         "--host-resolver-rules=MAP *.example.test 127.0.0.1",
+         # The test CA is not in Chromium's store; the origins stay https (Secure cookies work).
+         "--ignore-certificate-errors"]
+
+
+@pytest.fixture(scope="module")
+def launch(stack, tmp_path_factory):
+    """``launch(profile=None, javascript=True)``: a context manager giving a WebDriver. The same
+    ``profile`` folder again is the same browser profile after a restart."""
+    chromium = require_binary("chromium")
+    chromedriver = require_binary("chromedriver", "chromium-driver")
+    require_module("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    logs = tmp_path_factory.mktemp("chromium")
+
+    @contextlib.contextmanager
+    def start(profile: Path | None = None, javascript: bool = True):
+        options = Options()
+        options.binary_location = chromium
+        for flag in FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={profile or tmp_path_factory.mktemp('profile')}")
+        if not javascript:
+            options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+        driver = webdriver.Chrome(service=Service(chromedriver, log_output=str(logs / "chromedriver.log")),
+                                  options=options)
+        driver.set_page_load_timeout(20)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+    return start
+
+
+def by_css(driver, selector: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def submit_login(driver, *, remember: bool = False) -> None:
+    by_css(driver, "#username").send_keys(USERNAME)
+    by_css(driver, "#password").send_keys(PASSWORD)
+    if remember:
+        by_css(driver, "#remember").click()
+    by_css(driver, "button[type=submit]").click()
+
+
+def app_answer(driver) -> dict:
+    """The echo app's JSON (Chromium shows it as text)."""
+    return json.loads(by_css(driver, "body").text)
+
+
+def all_cookies(driver) -> dict[str, dict]:
+    return {c["name"]: c for c in driver.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]}
+
+
+def response_headers(driver, url: str) -> dict[str, str]:
+    """Headers of the document response for ``url``, from Chromium's own network log."""
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.responseReceived" and message["params"]["response"]["url"] == url:
+            return {k.lower(): v for k, v in message["params"]["response"]["headers"].items()}
+    raise AssertionError(f"no response for {url} in the network log")
+
+
+def test_login_form_without_javascript_returns_to_the_allowed_app(stack, launch):
+    wanted = stack.protected("/today?tab=open")
+    with launch(javascript=False) as driver:
+        driver.get(wanted)
+        login_page = f"{stack.auth}/login?next={quote(wanted, safe=':/')}"
+        assert driver.current_url == login_page
+        assert f"to continue to {APP_NAME}" in by_css(driver, "main").text
+        assert driver.title == f"Sign in to {APP_NAME} · authsvc"
+        csp = response_headers(driver, login_page)["content-security-policy"]
+        assert f"form-action 'self' {stack.app}" in csp, csp
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "login-page.png"))
+
+        submit_login(driver)
+
+        # The 303 after the post goes to another origin: only form-action's list lets it through.
+        assert driver.current_url == wanted, driver.page_source[:500]
+        answer = app_answer(driver)
+        assert answer["user"] == [USERNAME] and answer["path"] == "/notes/today?tab=open"
+        cookies = all_cookies(driver)
+        assert cookies[SESSION]["secure"] and cookies[SESSION]["httpOnly"]
+        assert cookies[SESSION]["domain"] == ".example.test"
+
+
+def test_login_page_focus_and_error_announcement(stack, launch):
+    with launch() as driver:
+        driver.get(f"{stack.auth}/login")
+        assert driver.switch_to.active_element.get_attribute("id") == "username"
+        by_css(driver, "#username").send_keys(USERNAME)
+        by_css(driver, "#password").send_keys("not the password at all, sorry")
+        by_css(driver, "button[type=submit]").click()
+        alert = by_css(driver, "[role=alert]")
+        assert "not correct" in alert.text
+        assert driver.switch_to.active_element.get_attribute("id") == "password"
+        assert by_css(driver, "#password").get_attribute("aria-describedby") == alert.get_attribute("id")
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "login-page-error.png"))
+
+
+def test_remember_me_restores_the_session_after_a_browser_restart(stack, launch, tmp_path):
+    profile = tmp_path / "profile"
+    first, second = stack.protected("/first"), stack.protected("/second")
+    with launch(profile) as driver:
+        driver.get(first)
+        submit_login(driver, remember=True)
+        assert driver.current_url == first
+        assert app_answer(driver)["user"] == [USERNAME]
+        remembered = all_cookies(driver)[REMEMBER]["value"]
+
+    with launch(profile) as driver:   # same profile, new browser process
+        cookies = all_cookies(driver)
+        assert SESSION not in cookies, "a browser-session cookie must not survive the restart"
+        assert cookies[REMEMBER]["value"] == remembered
+
+        driver.get(second)   # verify: no session -> /login -> remember cookie -> session -> back
+        assert driver.current_url == second
+        assert app_answer(driver)["user"] == [USERNAME]
+        cookies = all_cookies(driver)
+        assert SESSION in cookies
+        assert cookies[REMEMBER]["value"] != remembered, "the remember cookie is rotated on use"
+
+
+def test_off_list_next_lands_on_the_default_page(stack, launch):
+    evil = f"https://evil.example.test:{stack.port}/notes"
+    with launch() as driver:
+        driver.get(f"{stack.auth}/login?next={quote(evil, safe='')}")
+        assert "to continue to" not in by_css(driver, "main").text
+        submit_login(driver)
+        assert driver.current_url == f"{stack.auth}/"
+        assert f"Signed in as {USERNAME}" in by_css(driver, "h1").text

@@ -1,0 +1,234 @@
+"""nginx auth_request in front of a real app, with deploy/nginx/authsvc.conf exactly as shipped.
+
+The whole delegated-login path over TLS with `requests` as the browser: anonymous request -> login
+page with next -> login -> back at the app, which sees X-Auth-User -> logout -> refused again. Then
+the attacks on the glue: identity headers a client makes up, forward-auth headers a client makes
+up, and next values off the allow-list.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD
+from tests.integration.conftest import (
+    APP_NAME,
+    USERNAME,
+    example_test_resolves_to_loopback,
+    require_binary,
+    require_module,
+)
+
+pytestmark = pytest.mark.integration
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="module", autouse=True)
+def resolve_example_test():
+    with example_test_resolves_to_loopback():
+        yield
+
+
+def browser(stack) -> requests.Session:
+    """A cookie-keeping client that trusts the test CA and follows no redirect by itself."""
+    s = requests.Session()
+    s.trust_env = False   # no proxy or CA bundle from the environment: REQUESTS_CA_BUNDLE beats .verify
+    s.verify = str(stack.tls.ca)
+    s.headers["User-Agent"] = "authsvc-integration-test"
+    return s
+
+
+def get(s: requests.Session, url: str, **kwargs) -> requests.Response:
+    return s.get(url, allow_redirects=False, timeout=10, **kwargs)
+
+
+def csrf_from(page: requests.Response) -> str:
+    match = _CSRF.search(page.text)
+    assert match, f"no csrf token in {page.url} ({page.status_code})"
+    return match.group(1)
+
+
+def sign_in(stack, s: requests.Session, login_url: str, password: str = PASSWORD) -> requests.Response:
+    """Load the login page at ``login_url`` (as the redirect gave it) and post the form."""
+    page = get(s, login_url)
+    assert page.status_code == 200, page.text
+    fields = {"csrf_token": csrf_from(page), "username": USERNAME, "password": password}
+    hidden_next = re.search(r'name="next" value="([^"]*)"', page.text)
+    if hidden_next:
+        fields["next"] = hidden_next.group(1).replace("&amp;", "&")
+    return s.post(f"{stack.auth}/login", data=fields, allow_redirects=False, timeout=10)
+
+
+def login_target(location: str) -> tuple[str, str | None]:
+    """(login URL without query, next or None) from a Location header."""
+    parts = urlsplit(location)
+    query = parse_qs(parts.query)
+    assert set(query) <= {"next"}, location
+    return f"{parts.scheme}://{parts.netloc}{parts.path}", query.get("next", [None])[0]
+
+
+def signed_in(stack) -> requests.Session:
+    s = browser(stack)
+    response = sign_in(stack, s, f"{stack.auth}/login")
+    assert response.status_code == 303, response.text
+    return s
+
+
+# --- the delegated login, end to end -----------------------------------------------------------
+
+
+@pytest.mark.asvs("V7.2.1", "V7.4.1", "V3.3.1")
+def test_full_delegated_login_round_trip(stack):
+    s = browser(stack)
+    wanted = stack.protected("/page?x=1&y=two%20words")
+
+    first = get(s, wanted)
+    assert first.status_code == 302, first.text
+    login, next_url = login_target(first.headers["Location"])
+    assert login == f"{stack.auth}/login"
+    assert next_url == wanted
+    assert wanted not in [f"{stack.app}{p}" for p in stack.app_hits]
+
+    page = get(s, first.headers["Location"])
+    assert f"to continue to <strong>{APP_NAME}</strong>" in page.text
+    posted = sign_in(stack, s, first.headers["Location"])
+    assert posted.status_code == 303
+    assert posted.headers["Location"] == wanted
+
+    cookies = {c.name: c for c in s.cookies}
+    assert "__Secure-authsvc_session" in cookies, cookies
+    assert all(c.secure and c.domain.lstrip(".") == "example.test" for c in cookies.values())
+
+    arrived = get(s, wanted)
+    assert arrived.status_code == 200, arrived.text
+    assert arrived.json()["user"] == [USERNAME]
+    assert arrived.json()["user_id"] and arrived.json()["user_id"][0].isdigit()
+    assert arrived.json()["path"] == "/notes/page?x=1&y=two%20words"
+
+    account = get(s, f"{stack.auth}/")
+    out = s.post(f"{stack.auth}/logout", data={"csrf_token": csrf_from(account)}, allow_redirects=False, timeout=10)
+    assert out.status_code == 303
+
+    again = get(s, wanted)
+    assert again.status_code == 302
+    assert login_target(again.headers["Location"]) == (f"{stack.auth}/login", wanted)
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_a_stolen_session_cookie_stops_working_after_logout(stack):
+    s = signed_in(stack)
+    stolen = {c.name: c.value for c in s.cookies}
+    account = get(s, f"{stack.auth}/")
+    s.post(f"{stack.auth}/logout", data={"csrf_token": csrf_from(account)}, allow_redirects=False, timeout=10)
+
+    thief = browser(stack)
+    replay = get(thief, stack.protected("/"), cookies=stolen)
+    assert replay.status_code == 302, "the server-side session must be gone, not just the browser's copy"
+
+
+def test_anonymous_post_is_sent_to_login_without_next(stack):
+    """A POST cannot be repeated after login, so no next (the login page lands on its default)."""
+    s = browser(stack)
+    response = s.post(stack.protected("/form"), data={"a": "b"}, allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    assert login_target(response.headers["Location"]) == (f"{stack.auth}/login", None)
+
+
+# --- identity headers are nginx's to set, never the client's -------------------------------------
+
+
+@pytest.mark.asvs("V4.1.3", "V8.3.1")
+def test_client_identity_headers_never_reach_the_app(stack):
+    s = signed_in(stack)
+    forged = {"X-Auth-User": "mallory", "X-Auth-User-Id": "999", "X_Auth_User": "mallory", "X_Auth_User_Id": "999"}
+    seen = get(s, stack.protected("/whoami"), headers=forged)
+    assert seen.status_code == 200
+    assert seen.json()["user"] == [USERNAME]
+    assert seen.json()["user_id"] != ["999"] and len(seen.json()["user_id"]) == 1
+
+
+def test_anonymous_client_with_forged_identity_is_not_let_through(stack):
+    s = browser(stack)
+    before = len(stack.app_hits)
+    response = get(s, stack.protected("/forged"), headers={"X-Auth-User": USERNAME, "X-Auth-User-Id": "1"})
+    assert response.status_code == 302
+    assert len(stack.app_hits) == before, "the app must not be reached without a session"
+
+
+def test_forged_session_cookie_is_not_let_through(stack):
+    s = browser(stack)
+    response = get(s, stack.protected("/"), cookies={"__Secure-authsvc_session": "eyJfdXNlcl9pZCI6ImEifQ.x.y"})
+    assert response.status_code == 302
+
+
+# --- forward-auth headers are nginx's to set, never the client's ---------------------------------
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_client_x_original_url_is_replaced_by_nginx(stack):
+    s = browser(stack)
+    response = get(s, stack.protected("/real"), headers={"X-Original-URL": stack.protected("/fake"),
+                                                         "X-Forwarded-Host": "evil.example.test",
+                                                         "X-Forwarded-Uri": "/fake"})
+    assert login_target(response.headers["Location"])[1] == stack.protected("/real")
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_client_cannot_describe_a_forward_auth_request_to_the_login_host(stack):
+    """On the auth host nginx blanks the forward-auth headers, so verify has no URL to send back to."""
+    s = browser(stack)
+    response = get(s, f"{stack.auth}/auth/verify?redirect=1", headers={"X-Original-URL": stack.protected("/x")})
+    assert response.status_code == 302
+    assert login_target(response.headers["Location"]) == (f"{stack.auth}/login", None)
+
+
+# --- next must be on the allow-list ---------------------------------------------------------------
+
+
+@pytest.mark.asvs("V3.7.2")
+def test_app_url_outside_the_allowed_prefix_gets_login_without_next(stack):
+    s = browser(stack)
+    response = get(s, f"{stack.app}/admin")   # the app is protected everywhere, allow-listed under /notes
+    assert response.status_code == 302
+    assert login_target(response.headers["Location"]) == (f"{stack.auth}/login", None)
+
+
+@pytest.mark.asvs("V3.7.2")
+@pytest.mark.parametrize("next_url", [
+    "https://evil.example.test:{port}/",
+    "https://app.example.test:{port}/admin",
+    "https://app.example.test:{port}/notes-evil",
+    "https://app.example.test:{port}@evil.example.test/notes",
+    "//evil.example.test/notes",
+    "javascript:alert(1)",
+], ids=["other-host", "outside-prefix", "prefix-without-boundary", "userinfo", "scheme-relative", "javascript"])
+def test_login_with_next_off_the_allow_list_lands_on_the_default_page(stack, next_url):
+    next_url = next_url.format(port=stack.port)
+    via_link = browser(stack)   # the login page drops the bad next from its form...
+    page = get(via_link, f"{stack.auth}/login?next={quote(next_url, safe='')}")
+    assert "to continue to" not in page.text and 'name="next"' not in page.text
+    posted = sign_in(stack, via_link, f"{stack.auth}/login?next={quote(next_url, safe='')}")
+    forged = browser(stack)     # ...and the POST refuses it when an attacker puts it back
+    fields = {"csrf_token": csrf_from(get(forged, f"{stack.auth}/login")), "username": USERNAME,
+              "password": PASSWORD, "next": next_url}
+    direct = forged.post(f"{stack.auth}/login", data=fields, allow_redirects=False, timeout=10)
+    for response in (posted, direct):
+        assert response.status_code == 303
+        assert response.headers["Location"] == "/", response.headers["Location"]
+
+
+# --- the harness itself: a missing dependency must not turn CI green --------------------------
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_missing_dependency_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="no-such-binary-for-authsvc is not installed"):
+        require_binary("no-such-binary-for-authsvc")
+    with pytest.raises(outcome, match="no_such_module_for_authsvc"):
+        require_module("no_such_module_for_authsvc")

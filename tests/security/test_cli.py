@@ -1,0 +1,474 @@
+"""The ``authsvc`` command (interface): account administration and the production audit.
+
+Every test runs the installed ``.venv/bin/authsvc`` in a scrubbed environment with the working
+directory in ``tmp_path``, on the same SQLite file as the in-process ``app`` fixture, so what the
+command does is checked through the HTTP interface. The threats: default accounts (ASVS 6.3.2), weak
+or look-alike account names, weak passwords set by an operator, passwords echoed to the terminal,
+and configurations that `authsvc check` must not call sound.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import subprocess
+import time
+
+import pytest
+
+from authsvc.secretkeys import secret_problems
+from tests.conftest import PASSWORD, ROOT, STRONG_KEY, add_user, build_app, login, make_env, new_client
+
+AUTHSVC = ROOT / ".venv" / "bin" / "authsvc"
+SESSION = "__Host-authsvc_session"
+NEW_PASSWORD = "tangerine orbit lighthouse 1987"
+
+
+def cli_env(tmp_path, **overrides) -> dict:
+    """A scrubbed environment: nothing from the developer's shell, only what the test states."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    env.update(make_env(tmp_path, **overrides))
+    return env
+
+
+def run_cli(tmp_path, *args, input: str | None = None, timeout: float = 60, **overrides):
+    return subprocess.run([str(AUTHSVC), *args], cwd=tmp_path, env=cli_env(tmp_path, **overrides), input=input,
+                          capture_output=True, text=True, encoding="utf-8", timeout=timeout,
+                          start_new_session=True)  # no controlling terminal: getpass cannot open /dev/tty
+
+
+def add_via_cli(tmp_path, name: str, password: str, **overrides):
+    return run_cli(tmp_path, "user", "add", name, "--password-stdin", input=password + "\n", **overrides)
+
+
+def usernames(tmp_path) -> list[str]:
+    result = run_cli(tmp_path, "user", "list")
+    assert result.returncode == 0, result.stderr
+    return [line.split("\t")[1] for line in result.stdout.splitlines() if line.strip()]
+
+
+def session_token(app, browser) -> str:
+    cookie = browser.get_cookie(SESSION, domain="auth.example.test").value
+    return app.session_interface.get_signing_serializer(app).loads(cookie)["_user_id"]
+
+
+# --- gen-secret -------------------------------------------------------------------------------
+
+
+@pytest.mark.asvs("V11.5.1", "V11.2.3")
+def test_gen_secret_prints_64_urlsafe_chars_unique_each_run_and_strong(tmp_path):
+    keys = [run_cli(tmp_path, "gen-secret").stdout for _ in range(3)]
+    for key in keys:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{64}\n", key)
+        assert secret_problems(key.strip()) == []
+    assert len(set(keys)) == 3
+
+
+def test_gen_secret_needs_no_configuration(tmp_path):
+    """An operator with no key yet must be able to make one: gen-secret ignores the refused settings."""
+    result = run_cli(tmp_path, "gen-secret", AUTHSVC_SECRET_KEY=None, AUTHSVC_ENV="production")
+    assert result.returncode == 0
+    assert len(result.stdout.strip()) == 64
+
+
+# --- no default accounts ----------------------------------------------------------------------
+
+
+@pytest.mark.asvs("V6.3.2")
+def test_fresh_database_has_no_accounts_user_list_is_empty(tmp_path):
+    assert run_cli(tmp_path, "db", "upgrade").returncode == 0
+    result = run_cli(tmp_path, "user", "list")
+    assert result.returncode == 0
+    assert result.stdout == ""
+
+
+@pytest.mark.asvs("V6.3.2")
+@pytest.mark.parametrize("username,password", [
+    ("admin", "admin"), ("root", "root"), ("admin", "password"), ("administrator", "changeme"),
+    ("sa", "sa"), ("admin", "admin123456789012"), ("authsvc", "authsvc"), ("test", "test"),
+])
+def test_default_credentials_do_not_log_in_on_fresh_database(app, client, username, password):
+    response = login(client, username, password)
+    assert response.status_code == 401
+    assert client.get("/auth/verify").status_code == 401
+
+
+# --- user add ---------------------------------------------------------------------------------
+
+
+def test_user_add_with_password_stdin_creates_a_working_account_without_echo(app, tmp_path):
+    result = add_via_cli(tmp_path, "alice", PASSWORD)
+    assert result.returncode == 0, result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    assert usernames(tmp_path) == ["alice"]
+    assert login(new_client(app)).status_code == 303
+
+
+def test_user_list_never_shows_password_hashes(app, tmp_path):
+    add_user(app)
+    result = run_cli(tmp_path, "user", "list")
+    assert "alice" in result.stdout
+    assert "$argon2" not in result.stdout
+    assert app.extensions["authsvc"].accounts.by_username("alice").password_hash not in result.stdout
+
+
+@pytest.mark.asvs("V6.2.1", "V6.2.4", "V6.2.11")
+@pytest.mark.parametrize("password,reason", [
+    pytest.param("Tq8vLr2mWz5kXc", "minimum is 15", id="too-short-14"),
+    pytest.param("", "minimum is 15", id="empty"),
+    pytest.param("123456789987654321", "common", id="common-password"),
+    pytest.param("passwordpasswordpassword", "common", id="common-password-repeated"),
+    pytest.param("alice-in-wonderland-42", "username", id="contains-the-username"),
+    pytest.param("my authsvc login 2024 x", "authsvc", id="contains-the-service-name"),
+    pytest.param("abcdefghijklmnopqrstu", "sequence", id="alphabet-walk"),
+])
+def test_user_add_refuses_weak_password_and_says_why(app, tmp_path, password, reason):
+    result = add_via_cli(tmp_path, "alice", password)
+    assert result.returncode != 0
+    assert reason in result.stderr
+    if password:
+        assert password not in result.stdout + result.stderr
+    assert usernames(tmp_path) == []
+
+
+@pytest.mark.asvs("V6.2.5")
+@pytest.mark.parametrize("password", [
+    pytest.param("glimmeringostrich", id="lowercase-only"),
+    pytest.param("493817265049381726", id="digits-only-no-pattern"),
+    pytest.param("orchid 🦜 parrot 🌵 mesa", id="spaces-and-emoji"),
+])
+def test_user_add_needs_no_composition_rules(app, tmp_path, password):
+    assert add_via_cli(tmp_path, "alice", password).returncode == 0
+    assert login(new_client(app), "alice", password).status_code == 303
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("alice", id="same"),
+    pytest.param("ALICE", id="upper-case"),
+    pytest.param("Alice", id="title-case"),
+    pytest.param("ａｌｉｃｅ", id="full-width"),
+    pytest.param(" alice ", id="padded-with-spaces"),
+])
+def test_user_add_refuses_existing_name_in_any_case_or_width(app, tmp_path, name):
+    add_user(app, "alice")
+    result = add_via_cli(tmp_path, name, NEW_PASSWORD)
+    assert result.returncode != 0
+    assert "already exists" in result.stderr
+    assert usernames(tmp_path) == ["alice"]
+    assert login(new_client(app), "alice", NEW_PASSWORD).status_code == 401  # the original is untouched
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("\u0430lice", id="cyrillic-a"),
+    pytest.param("alic\u0435", id="cyrillic-ie"),
+    pytest.param("\u0440aypal", id="cyrillic-er"),
+    pytest.param("ali\x1b[31mce", id="ansi-escape"),
+    pytest.param("ali\tce", id="tab"),
+    pytest.param("ali\x07ce", id="bell"),
+    pytest.param("ali\u200bce", id="zero-width-space"),
+    pytest.param("ali\u202ece", id="right-to-left-override"),
+    pytest.param("ali ce", id="inner-space"),
+    pytest.param("alice\u0301", id="combining-accent"),
+    pytest.param("", id="empty"),
+    pytest.param("a" * 65, id="too-long"),
+])
+def test_user_add_refuses_control_characters_and_look_alike_names(app, tmp_path, name):
+    result = add_via_cli(tmp_path, name, NEW_PASSWORD)
+    assert result.returncode != 0
+    assert "Username" in result.stderr
+    assert usernames(tmp_path) == []
+
+
+def test_cyrillic_look_alike_cannot_shadow_an_existing_account(app, tmp_path):
+    add_user(app, "alice")
+    assert add_via_cli(tmp_path, "\u0430lice", NEW_PASSWORD).returncode != 0
+    assert usernames(tmp_path) == ["alice"]
+
+
+# --- password prompt (getpass) ----------------------------------------------------------------
+
+
+def run_in_pty(tmp_path, args, replies: list[tuple[str, str]], timeout: float = 30):
+    """Run the CLI with a pseudo-terminal as stdin/stdout/stderr, answering each prompt once it
+    appears (so the reply is typed after the program had its chance to turn echo off).
+    Returns (exit code, everything the terminal showed)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen([str(AUTHSVC), *args], cwd=tmp_path, env=cli_env(tmp_path), stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True)
+    os.close(slave)
+    shown, searched_from = b"", 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if replies and replies[0][0].encode() in shown[searched_from:]:
+                prompt, reply = replies.pop(0)
+                searched_from = shown.index(prompt.encode(), searched_from) + len(prompt)
+                os.write(master, reply.encode() + b"\n")
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, shown.decode("utf-8", "replace")
+
+
+def test_user_add_prompt_on_terminal_does_not_echo_the_password(app, tmp_path):
+    code, shown = run_in_pty(tmp_path, ["user", "add", "alice"], [("Password:", PASSWORD), ("Repeat:", PASSWORD)])
+    assert "Password:" in shown and "Repeat:" in shown
+    assert PASSWORD not in shown
+    assert code == 0, shown
+    assert login(new_client(app)).status_code == 303
+
+
+def test_user_add_prompt_mismatch_creates_nothing(app, tmp_path):
+    code, shown = run_in_pty(tmp_path, ["user", "add", "alice"], [("Password:", PASSWORD), ("Repeat:", NEW_PASSWORD)])
+    assert code != 0
+    assert "did not match" in shown
+    assert PASSWORD not in shown and NEW_PASSWORD not in shown
+    assert usernames(tmp_path) == []
+
+
+def test_user_add_without_terminal_or_password_stdin_fails_cleanly_on_no_input(app, tmp_path):
+    """stdin is an empty pipe and there is no terminal: getpass gets end-of-file. The command
+    must fail with a message, not a traceback, and create nothing."""
+    result = run_cli(tmp_path, "user", "add", "alice", input="")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "--password-stdin" in result.stderr
+    assert usernames(tmp_path) == []
+
+
+def test_user_add_without_terminal_reads_piped_password_without_printing_it(app, tmp_path):
+    """getpass falls back to reading the pipe (with its warning on stderr); the password itself is
+    never written back to stdout or stderr."""
+    result = run_cli(tmp_path, "user", "add", "alice", input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert PASSWORD not in result.stdout + result.stderr
+    assert "Password:" not in result.stdout  # prompts go to the terminal or stderr, never stdout
+    assert result.returncode == 0, result.stderr
+    assert login(new_client(app)).status_code == 303
+
+
+# --- user passwd / disable / enable -----------------------------------------------------------
+
+
+@pytest.mark.asvs("V7.4.3")
+def test_user_passwd_changes_password_and_ends_existing_sessions(app, tmp_path, user):
+    browser = new_client(app)
+    assert login(browser).status_code == 303
+    result = run_cli(tmp_path, "user", "passwd", "alice", "--password-stdin", input=NEW_PASSWORD + "\n")
+    assert result.returncode == 0, result.stderr
+    assert NEW_PASSWORD not in result.stdout + result.stderr
+    assert browser.get("/auth/verify").status_code == 401
+    assert login(new_client(app), "alice", PASSWORD).status_code == 401
+    assert login(new_client(app), "alice", NEW_PASSWORD).status_code == 303
+
+
+@pytest.mark.asvs("V6.2.4", "V6.2.11")
+@pytest.mark.parametrize("password,reason", [
+    pytest.param("short one", "minimum", id="too-short"),
+    pytest.param("123456789987654321", "common", id="common"),
+    pytest.param("ALICE and the looking glass", "username", id="contains-username"),
+])
+def test_user_passwd_applies_the_policy_and_keeps_the_old_password(app, tmp_path, user, password, reason):
+    before = app.extensions["authsvc"].accounts.by_username("alice").password_hash
+    result = run_cli(tmp_path, "user", "passwd", "alice", "--password-stdin", input=password + "\n")
+    assert result.returncode != 0
+    assert reason in result.stderr
+    assert app.extensions["authsvc"].accounts.by_username("alice").password_hash == before
+    assert login(new_client(app)).status_code == 303
+
+
+@pytest.mark.asvs("V7.4.2")
+def test_user_disable_ends_sessions_and_blocks_login_until_enabled(app, tmp_path, user):
+    browser = new_client(app)
+    assert login(browser).status_code == 303
+    assert run_cli(tmp_path, "user", "disable", "alice").returncode == 0
+    assert browser.get("/auth/verify").status_code == 401
+    assert login(new_client(app)).status_code == 401
+    assert "disabled" in run_cli(tmp_path, "user", "list").stdout
+    assert run_cli(tmp_path, "user", "enable", "alice").returncode == 0
+    assert browser.get("/auth/verify").status_code == 401  # enabling does not revive old sessions
+    assert login(new_client(app)).status_code == 303
+
+
+@pytest.mark.parametrize("command", [
+    ["user", "passwd", "ghost", "--password-stdin"], ["user", "disable", "ghost"], ["user", "enable", "ghost"],
+    ["sessions", "list", "ghost"], ["sessions", "revoke", "ghost"],
+])
+def test_commands_on_unknown_user_fail_with_message(app, tmp_path, command):
+    result = run_cli(tmp_path, *command, input=NEW_PASSWORD + "\n")
+    assert result.returncode != 0
+    assert "no user named 'ghost'" in result.stderr
+    assert usernames(tmp_path) == []
+
+
+def test_user_commands_refuse_a_database_without_schema(tmp_path):
+    result = add_via_cli(tmp_path, "alice", PASSWORD)
+    assert result.returncode != 0
+    assert "authsvc db upgrade" in result.stderr
+
+
+# --- sessions list / revoke -------------------------------------------------------------------
+
+
+@pytest.mark.asvs("V7.4.5")
+def test_sessions_list_shows_each_live_session_but_never_its_token(app, tmp_path, user):
+    browsers = [new_client(app), new_client(app)]
+    for browser in browsers:
+        assert login(browser).status_code == 303
+    result = run_cli(tmp_path, "sessions", "list", "alice")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert all("127.0.0.1" in line for line in lines)
+    for browser in browsers:
+        token = session_token(app, browser)
+        assert token not in result.stdout
+        assert browser.get_cookie(SESSION, domain="auth.example.test").value not in result.stdout
+
+
+@pytest.mark.asvs("V7.4.5")
+def test_sessions_revoke_ends_every_session_of_that_user_only(app, tmp_path, user):
+    add_user(app, "bob")
+    alice_browsers = [new_client(app), new_client(app)]
+    for browser in alice_browsers:
+        assert login(browser).status_code == 303
+    bob = new_client(app)
+    assert login(bob, "bob").status_code == 303
+    result = run_cli(tmp_path, "sessions", "revoke", "alice")
+    assert result.returncode == 0
+    assert "revoked 2 session(s)" in result.stdout
+    assert [b.get("/auth/verify").status_code for b in alice_browsers] == [401, 401]
+    assert bob.get("/auth/verify").status_code == 200
+    assert run_cli(tmp_path, "sessions", "list", "alice").stdout == ""
+
+
+# --- authsvc check ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def upgraded_db(tmp_path_factory):
+    """One database brought to head with `authsvc db upgrade`, shared by the read-only check runs."""
+    where = tmp_path_factory.mktemp("checked-db")
+    result = run_cli(where, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    return f"sqlite:///{where / 'authsvc.db'}"
+
+
+def problem_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(("error: ", "warning: "))]
+
+
+@pytest.mark.asvs("V11.2.3", "V13.2.3")
+def test_check_passes_sound_production_config_after_db_upgrade(tmp_path):
+    upgrade = run_cli(tmp_path, "db", "upgrade")
+    assert upgrade.returncode == 0
+    assert "database at revision" in upgrade.stdout
+    result = run_cli(tmp_path, "check")
+    assert result.returncode == 0, result.stdout
+    assert problem_lines(result.stdout) == []
+    assert any(line.startswith("note: ") and "memory://" in line for line in result.stdout.splitlines())
+    assert result.stdout.splitlines()[-1].startswith("ok: configuration is sound for production")
+    assert STRONG_KEY not in result.stdout + result.stderr
+
+
+def _policy(text: str):
+    def make(tmp_path) -> dict:
+        path = tmp_path / "policy.toml"
+        path.write_text(text)
+        return {"AUTHSVC_POLICY": str(path)}
+    return make
+
+
+def _env(**values):
+    return lambda tmp_path: values
+
+
+def _key_file_0644(tmp_path) -> dict:
+    path = tmp_path / "key"
+    path.write_text(STRONG_KEY + "\n")
+    path.chmod(0o644)
+    return {"AUTHSVC_SECRET_KEY": None, "AUTHSVC_SECRET_KEY_FILE": str(path)}
+
+
+def _fresh_database(tmp_path) -> dict:
+    return {"AUTHSVC_DATABASE_URL": f"sqlite:///{tmp_path / 'never-upgraded.db'}"}
+
+
+# (setup, text one problem line must contain, number of problem lines or None for "at least one")
+UNSOUND = {
+    "weak-key-from-tutorial": (_env(AUTHSVC_SECRET_KEY="you-will-never-guess-" + STRONG_KEY),
+                               "AUTHSVC_SECRET_KEY is, or is built from, a well-known", 1),
+    "short-key": (_env(AUTHSVC_SECRET_KEY="Xk9#vQ2!mP7@tR4$"), "AUTHSVC_SECRET_KEY is 16 bytes", 1),
+    "missing-key": (_env(AUTHSVC_SECRET_KEY=None), "AUTHSVC_SECRET_KEY is not set", 1),
+    "weak-fallback-key": (_env(AUTHSVC_SECRET_KEY_FALLBACKS="changeme"), "AUTHSVC_SECRET_KEY_FALLBACKS", None),
+    "key-file-0644": (_key_file_0644, "chmod 600", 1),
+    "key-and-key-file": (lambda p: {**_key_file_0644(p), "AUTHSVC_SECRET_KEY": STRONG_KEY}, "not both", 1),
+    "argon2-t2-below-19MiB": (_policy("[argon2]\ntime_cost = 2\nmemory_cost_kib = 12288\nparallelism = 1\n"),
+                              "below the OWASP/ASVS floor", 1),
+    "argon2-t3-below-12MiB": (_policy("[argon2]\ntime_cost = 3\nmemory_cost_kib = 8192\n"),
+                              "below the OWASP/ASVS floor", 1),
+    "argon2-t1-below-46MiB": (_policy("[argon2]\ntime_cost = 1\nmemory_cost_kib = 19456\n"),
+                              "below the OWASP/ASVS floor", 1),
+    "argon2-short-salt": (_policy("[argon2]\nsalt_len = 8\n"), "salt_len >= 16", 1),
+    "min-length-14": (_policy("[passwords]\nmin_length = 14\n"), "passwords.min_length=14", 1),
+    "max-length-32": (_policy("[passwords]\nmax_length = 32\n"), "passwords.max_length=32", 1),
+    "remember-31-days": (_policy("[sessions]\nremember_lifetime_days = 31\n"), "remember_lifetime_days=31", 1),
+    "idle-timeout-2h": (_policy("[sessions]\nidle_timeout_seconds = 7200\n"), "idle_timeout_seconds=7200", 1),
+    "verify-cache-5s": (_policy("[sessions]\nverify_cache_seconds = 5\n"), "verify_cache_seconds", 1),
+    "max-consecutive-failures-101": (_policy("[throttle]\nmax_consecutive_failures = 101\n"),
+                                     "max_consecutive_failures=101", 1),
+    "throttle-fails-open-to-memory": (_policy('[throttle]\nstorage_failure = "memory"\n'),
+                                      'storage_failure="memory"', 1),
+    "no-per-client-limit": (_policy("[throttle]\nper_client = []\n"), "throttle.per_client", 1),
+    "hsts-1000s": (_policy("[headers]\nhsts_max_age_seconds = 1000\n"), "hsts_max_age_seconds", 1),
+    "http-redirect-origin": (_env(AUTHSVC_REDIRECT_ALLOWED_ORIGINS="http://app.example.test"),
+                             "redirect origin http://app.example.test is http", 1),
+    "http-redirect-app-in-policy": (_policy('[[redirects.apps]]\norigin = "http://wiki.example.test"\n'),
+                                    "redirect origin http://wiki.example.test is http", 1),
+    "http-public-url": (_env(AUTHSVC_PUBLIC_URL="http://auth.example.test"), "AUTHSVC_PUBLIC_URL must be https", 1),
+    "cookie-domain-public-suffix": (_env(AUTHSVC_COOKIE_DOMAIN="co.uk"), "public suffix", 1),
+    "cookie-domain-dotted-public-suffix": (_env(AUTHSVC_COOKIE_DOMAIN=".github.io"), "public suffix", 1),
+    "cookie-domain-single-label": (_env(AUTHSVC_COOKIE_DOMAIN="test"), "public suffix", 1),
+    "cookie-domain-not-covering-public-url": (_env(AUTHSVC_COOKIE_DOMAIN=".other.test"), "does not cover", 1),
+    "cookie-domain-suffix-trick": (_env(AUTHSVC_COOKIE_DOMAIN="ple.test"), "does not cover", 1),
+    "database-password-postgres": (
+        _env(AUTHSVC_DATABASE_URL="postgresql+psycopg://authsvc:postgres@127.0.0.1:9/authsvc"),
+        "default database password", None),
+    "unknown-policy-key": (_policy("[passwords]\nmin_lenght = 15\n"), "unknown policy key passwords.min_lenght", 1),
+    "authsvc-env-typo-prod": (_env(AUTHSVC_ENV="prod"), "AUTHSVC_ENV='prod'", 1),
+    "schema-not-upgraded": (_fresh_database, "authsvc db upgrade", 1),
+}
+
+
+@pytest.mark.asvs("V11.2.3", "V11.4.2", "V13.2.3", "V13.3.2", "V6.2.1", "V6.2.9", "V3.4.1")
+@pytest.mark.parametrize("case", list(UNSOUND))
+def test_check_fails_unsound_config_with_one_line_per_problem(tmp_path, upgraded_db, case):
+    setup, expected, count = UNSOUND[case]
+    overrides = {"AUTHSVC_DATABASE_URL": upgraded_db, **setup(tmp_path)}
+    result = run_cli(tmp_path, "check", **overrides)
+    assert result.returncode != 0, result.stdout
+    problems = problem_lines(result.stdout)
+    assert any(expected in line for line in problems), result.stdout
+    if count is not None:
+        assert len(problems) == count, result.stdout
+    assert not any(line.startswith("ok:") for line in result.stdout.splitlines())
+    shown = result.stdout + result.stderr
+    for name, value in overrides.items():  # no key or database password is printed back
+        if value and name in ("AUTHSVC_SECRET_KEY", "AUTHSVC_SECRET_KEY_FALLBACKS"):
+            assert value not in shown.replace(name, "")
+    assert STRONG_KEY not in shown
+    assert ":postgres@" not in shown

@@ -1,0 +1,573 @@
+"""Control: abuse resistance of POST /login (ASVS 5.0 V6.3.1, V6.1.1, V2.4.1, V6.3.8, V16.5.2, V15.3.4).
+
+Each test plays one attack on the login throttle through the real HTTP interface:
+
+- guessing many passwords from one address (per-client limit, Flask-Limiter, real time);
+- guessing one account's password from ever new addresses, IPv4 or a whole IPv6 /64 (per-account
+  back-off, moved along with the ``clock`` fixture);
+- spoofing X-Forwarded-For to get fresh addresses, or to lock a victim's address out;
+- flooding an account so that its owner is locked out (known-device cookies), forging that cookie
+  or bringing one from another account;
+- spraying many accounts (global limit), racing parallel requests past the check;
+- telling which accounts exist, or which limit fired, from the 429;
+- making the service fail open by breaking its rate-limit storage.
+
+Every throttled attempt is also checked to have run no argon2 at all (the hasher is counted).
+The per-client limit uses real time, so per-account tests give each attempt its own address.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import threading
+import time
+import types
+import uuid
+from pathlib import Path
+
+import pytest
+
+from authsvc import cli
+from authsvc.errors import respond
+from tests.conftest import PASSWORD, STRONG_KEY, TEST_POLICY, add_user, build_app, csrf, make_env, new_client
+
+WRONG = "not the password at all 1234"
+DEVICE = "__Host-authsvc_device"
+HOST = "auth.example.test"
+_ips = itertools.count(1)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def fresh_ip() -> str:
+    """A never-used IPv4 address: an attacker with a botnet."""
+    n = next(_ips)
+    return f"198.{18 + n // 65000 % 2}.{n // 250 % 250}.{n % 250 + 1}"
+
+
+def policy_file(tmp_path: Path, **throttle) -> str:
+    """The test policy (cheap argon2) with ``[throttle]`` keys overridden."""
+    lines = [Path(TEST_POLICY).read_text(), "", "[throttle]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in throttle.items()]
+    path = tmp_path / f"policy-{uuid.uuid4().hex[:8]}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+class Browser:
+    """One browser: its own cookies (session, CSRF token, device cookie), address set per request."""
+
+    def __init__(self, app, ip: str | None = None) -> None:
+        self.client = new_client(app)
+        self.ip = ip
+        self.token = None
+
+    def post_login(self, username: str, password: str = WRONG, *, ip: str | None = None, headers=None):
+        if self.token is None:
+            self.token = csrf(self.client)
+        environ = {"REMOTE_ADDR": ip or self.ip or fresh_ip()}
+        return self.client.post("/login", data={"csrf_token": self.token, "username": username,
+                                                "password": password},
+                                headers=headers or {}, environ_base=environ)
+
+    def logout(self):
+        self.client.post("/logout", data={"csrf_token": csrf(self.client, "/")})
+        self.token = None
+
+    @property
+    def device_cookie(self):
+        c = self.client.get_cookie(DEVICE, domain=HOST)
+        return c.value if c else None
+
+
+@pytest.fixture
+def argon2_calls(svc, monkeypatch):
+    """How many argon2 verifications ran (a throttled attempt must run none)."""
+    calls = []
+    real = svc.hasher.verify
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(svc.hasher, "verify", counting)
+    return calls
+
+
+def assert_throttled(resp, retry_after: int | None = None):
+    assert resp.status_code == 429, resp.status_code
+    assert resp.headers["Retry-After"].isdigit()
+    if retry_after is not None:
+        assert int(resp.headers["Retry-After"]) == retry_after
+    assert "Too many attempts" in resp.get_data(as_text=True)
+
+
+def fail_until_throttled(app, username: str, limit: int = 50) -> int:
+    """Failures from fresh addresses until the first 429; returns how many got through."""
+    browser = Browser(app)
+    for n in range(limit):
+        if browser.post_login(username).status_code == 429:
+            return n
+    raise AssertionError(f"no 429 after {limit} failures")
+
+
+def comparable(resp, username: str) -> tuple:
+    """Status, body and headers with the parts that differ per request anyway masked out."""
+    body = resp.get_data(as_text=True).replace(f'value="{username}"', 'value="USER"')
+    body = re.sub(r'name="csrf_token" value="[^"]+"', 'name="csrf_token" value="T"', body)
+    headers = sorted((k, re.sub(r"=[^;]*;", "=V;", v, count=1) if k == "Set-Cookie" else v)
+                     for k, v in resp.headers.items() if k != "X-Request-ID")
+    return resp.status_code, body, headers
+
+
+# --- per-client limit (Flask-Limiter, real time) ------------------------------------------------------
+
+@pytest.mark.asvs("V6.3.1")
+def test_password_spray_from_one_address_is_cut_off_after_10_per_minute(app, argon2_calls):
+    # Every attempt names a different account, so only the per-client limit can stop it.
+    browser = Browser(app, ip="203.0.113.10")
+    for n in range(10):
+        assert browser.post_login(f"sprayed{n}").status_code == 401, f"attempt {n + 1} refused early"
+    assert len(argon2_calls) == 10
+    resp = browser.post_login("sprayed10")
+    assert_throttled(resp)
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    assert len(argon2_calls) == 10  # the refused attempt ran no argon2
+    assert Browser(app, ip="203.0.113.11").post_login("sprayed11").status_code == 401  # others unaffected
+
+
+class FakeTime(types.SimpleNamespace):
+    """Stands in for the ``time`` module inside limits' MemoryStorage, so an hour can pass."""
+
+    def __init__(self) -> None:
+        super().__init__(offset=0.0)
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_slow_spray_from_one_address_is_cut_off_after_100_per_hour(app, monkeypatch, argon2_calls):
+    fake = FakeTime()
+    monkeypatch.setattr("limits.storage.memory.time", fake)
+    monkeypatch.setattr("authsvc.limiter.time", fake)
+    browser = Browser(app, ip="203.0.113.20")
+    for n in range(100):
+        if n and n % 10 == 0:
+            fake.offset += 61  # stay under 10 per minute
+        assert browser.post_login(f"slow{n}").status_code == 401, f"attempt {n + 1} refused early"
+    fake.offset += 61
+    resp = browser.post_login("slow100")
+    assert_throttled(resp)
+    assert 60 < int(resp.headers["Retry-After"]) <= 3600  # the hourly limit, not the minute one
+    assert len(argon2_calls) == 100
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_rotating_addresses_inside_one_ipv6_64_shares_one_bucket(app):
+    browser = Browser(app)
+    for n in range(10):
+        assert browser.post_login(f"v6user{n}", ip=f"2001:db8:1:2::{n + 1:x}").status_code == 401
+    assert_throttled(browser.post_login("v6user10", ip="2001:db8:1:2:ffff:ffff:ffff:ffff"))
+    assert browser.post_login("v6user11", ip="2001:db8:1:3::1").status_code == 401  # another /64
+
+
+@pytest.mark.asvs("V15.3.4", "V6.3.1")
+def test_new_x_forwarded_for_per_request_gets_nothing_without_trusted_proxies(app, argon2_calls):
+    browser = Browser(app, ip="203.0.113.30")
+    statuses = [browser.post_login(f"xff{n}", headers={"X-Forwarded-For": fresh_ip(), "X-Real-IP": fresh_ip(),
+                                                         "Forwarded": f"for={fresh_ip()}"}).status_code
+                for n in range(12)]
+    assert statuses == [401] * 10 + [429] * 2
+    assert len(argon2_calls) == 10
+
+
+@pytest.mark.asvs("V15.3.4", "V6.3.1")
+def test_victim_address_in_x_forwarded_for_does_not_lock_the_victim_out(app):
+    victim = "192.0.2.55"
+    attacker = Browser(app, ip="203.0.113.40")
+    for n in range(11):
+        attacker.post_login(f"frame{n}", headers={"X-Forwarded-For": victim})
+    assert_throttled(attacker.post_login("frame11", headers={"X-Forwarded-For": victim}))
+    assert Browser(app, ip=victim).post_login("frame12").status_code == 401
+
+
+@pytest.mark.asvs("V15.3.4", "V6.3.1")
+def test_one_trusted_proxy_keys_on_the_hop_it_appended_not_the_spoofed_one(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_TRUSTED_PROXIES="1")
+    proxy = "10.0.0.1"
+    real = "203.0.113.50"
+    browser = Browser(app, ip=proxy)
+    for n in range(10):  # the attacker puts a new spoofed address first each time; the proxy appends the real one
+        assert browser.post_login(f"hop{n}", headers={"X-Forwarded-For": f"{fresh_ip()}, {real}"}).status_code == 401
+    assert_throttled(browser.post_login("hop10", headers={"X-Forwarded-For": f"{fresh_ip()}, {real}"}))
+    # Another client behind the same proxy is not the attacker, even if it names the attacker first.
+    resp = browser.post_login("hop11", headers={"X-Forwarded-For": f"{real}, 198.51.100.9"})
+    assert resp.status_code == 401
+
+
+# --- per-account back-off (the clock fixture moves time) --------------------------------------------
+
+@pytest.mark.asvs("V6.3.1", "V6.1.1")
+def test_guessing_one_account_from_new_addresses_backs_off_30s_then_doubling(app, user, clock, argon2_calls):
+    browser = Browser(app)  # every attempt from a fresh address: IP rotation buys nothing
+    for n in range(5):
+        assert browser.post_login("alice").status_code == 401, f"failure {n + 1} refused early"
+    expected = [30, 60, 120, 240, 480, 900, 900]
+    for wait in expected:
+        assert_throttled(browser.post_login("alice"), wait)
+        clock.advance(wait - 1)
+        assert_throttled(browser.post_login("alice"), 1)  # not a second early
+        clock.advance(1)
+        assert browser.post_login("alice").status_code == 401
+    assert len(argon2_calls) == 5 + len(expected)
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_correct_password_is_refused_while_backing_off_with_the_same_response(app, user, argon2_calls):
+    browser = Browser(app)
+    for _ in range(5):
+        browser.post_login("alice")
+    wrong = browser.post_login("alice", WRONG)
+    right = browser.post_login("alice", PASSWORD)
+    assert_throttled(right, 30)
+    assert comparable(right, "alice") == comparable(wrong, "alice")
+    assert len(argon2_calls) == 5
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_burst_straddling_a_window_boundary_still_backs_off(app, user, clock):
+    # Four failures late in one 15-minute period and one early in the next: a fixed window would
+    # count 4 + 1; the window slides, so five within 900 s back off.
+    browser = Browser(app)
+    clock.advance(900 - clock.now % 900 - 10)
+    for _ in range(4):
+        assert browser.post_login("alice").status_code == 401
+    clock.advance(20)
+    assert browser.post_login("alice").status_code == 401
+    assert_throttled(browser.post_login("alice"), 30)
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_failures_spread_wider_than_the_window_never_back_off(app, user, clock):
+    browser = Browser(app)
+    for _ in range(12):  # one every 225 s: at most 4 in any 900 s
+        assert browser.post_login("alice").status_code == 401
+        clock.advance(225)
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_success_resets_the_failure_count(app, user, clock):
+    browser = Browser(app)
+    for _ in range(4):
+        assert browser.post_login("alice").status_code == 401
+    assert browser.post_login("alice", PASSWORD).status_code == 303
+    browser.logout()
+    for n in range(5):
+        assert browser.post_login("alice").status_code == 401, f"failure {n + 1} after the success refused"
+    assert_throttled(browser.post_login("alice"), 30)
+
+
+@pytest.mark.asvs("V6.3.1", "V6.1.1")
+def test_a_hundred_consecutive_failures_stop_anonymous_attempts_until_unlocked(app, user, svc, clock,
+                                                                               argon2_calls):
+    browser = Browser(app)
+    for n in range(100):
+        assert browser.post_login("alice").status_code == 401, f"failure {n + 1} refused"
+        clock.advance(901)  # wait out every back-off: only the NIST cap is left
+    clock.advance(30 * 86400)
+    assert_throttled(browser.post_login("alice", PASSWORD))
+    assert len(argon2_calls) == 100
+    svc.throttle.unlock("alice")  # `authsvc user unlock alice`
+    assert browser.post_login("alice", PASSWORD).status_code == 303
+
+
+# --- known devices ---------------------------------------------------------------------------------------
+
+def owner_with_device(app) -> Browser:
+    owner = Browser(app, ip="192.0.2.10")
+    assert owner.post_login("alice", PASSWORD).status_code == 303
+    assert owner.device_cookie
+    owner.logout()
+    return owner
+
+
+@pytest.mark.asvs("V6.3.1", "V6.3.8")
+def test_attacker_flooding_the_account_does_not_lock_out_the_owners_browser(app, user, argon2_calls):
+    owner = owner_with_device(app)
+    attacker = Browser(app)
+    for _ in range(30):
+        attacker.post_login("alice")
+    assert_throttled(attacker.post_login("alice", PASSWORD))  # even the right password, anonymously
+    calls = len(argon2_calls)
+    assert owner.post_login("alice", PASSWORD).status_code == 303
+    assert len(argon2_calls) == calls + 1
+    # The owner's login hands the attacker no fresh attempts.
+    assert_throttled(attacker.post_login("alice"))
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_stolen_device_cookie_is_throttled_on_its_own(app, user):
+    owner = owner_with_device(app)
+    for _ in range(5):
+        assert owner.post_login("alice").status_code == 401
+    assert_throttled(owner.post_login("alice"), 30)
+
+
+@pytest.mark.asvs("V6.3.1")
+@pytest.mark.parametrize("forgery", ["garbage", "truncated", "other-key", "other-account", "too-long"])
+def test_forged_or_foreign_device_cookie_gets_the_anonymous_bucket(app, user, forgery):
+    from itsdangerous import URLSafeTimedSerializer
+
+    add_user(app, "mallory")
+    owner = owner_with_device(app)
+    genuine = owner.device_cookie
+    mallory = Browser(app, ip="192.0.2.66")
+    assert mallory.post_login("mallory", PASSWORD).status_code == 303
+    cookie = {
+        "garbage": "eyJhIjoieCJ9.abc.def",
+        "truncated": genuine[:-3],
+        "other-key": URLSafeTimedSerializer("x" * 48, salt="authsvc.device").dumps(
+            {"a": "0" * 32, "d": "A" * 22}),
+        "other-account": mallory.device_cookie,
+        "too-long": genuine + "A" * 600,
+    }[forgery]
+    fail_until_throttled(app, "alice")
+    attacker = Browser(app)
+    attacker.client.set_cookie(DEVICE, cookie, domain=HOST)
+    assert_throttled(attacker.post_login("alice", PASSWORD))
+
+
+# --- global limit ------------------------------------------------------------------------------------
+
+@pytest.mark.asvs("V6.3.1")
+def test_spraying_many_accounts_hits_the_global_failure_limit(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_failed_logins="20 per minute"))
+    add_user(app)
+    owner = owner_with_device(app)
+    calls = []
+    real = app.extensions["authsvc"].hasher.verify
+    app.extensions["authsvc"].hasher.verify = lambda *a, **k: calls.append(1) or real(*a, **k)
+    sprayer = Browser(app)
+    for n in range(20):
+        assert sprayer.post_login(f"spray{n}").status_code == 401, f"failure {n + 1} refused early"
+    clock.advance(15)
+    assert_throttled(sprayer.post_login("spray20"), 45)
+    assert_throttled(sprayer.post_login("alice", PASSWORD))  # anonymous attempts all wait
+    assert len(calls) == 20
+    assert owner.post_login("alice", PASSWORD).status_code == 303  # known devices are exempt
+    clock.advance(45)
+    assert sprayer.post_login("spray21").status_code == 401
+
+
+# --- races ---------------------------------------------------------------------------------------------
+
+@pytest.mark.asvs("V6.3.1")
+def test_parallel_requests_cannot_overrun_the_account_throttle(app, user, svc, monkeypatch):
+    browser = Browser(app)
+    for _ in range(4):
+        browser.post_login("alice")
+    calls = []
+    real = svc.hasher.verify
+
+    def slow_verify(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # every parallel request arrives while the first is still hashing
+        return real(*args, **kwargs)
+    monkeypatch.setattr(svc.hasher, "verify", slow_verify)
+    attackers = [Browser(app) for _ in range(12)]
+    for a in attackers:
+        a.token = csrf(a.client)
+    start = threading.Barrier(len(attackers))
+    statuses = []
+
+    def attack(b):
+        start.wait()
+        statuses.append(b.post_login("alice").status_code)
+    threads = [threading.Thread(target=attack, args=(a,)) for a in attackers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 1, f"{len(calls)} parallel guesses reached argon2"
+    assert sorted(statuses) == [401] + [429] * 11
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_503_while_hashing_is_saturated_does_not_leave_the_account_gated(app, user, svc, monkeypatch):
+    from authsvc.hashing import HashingBusy
+
+    def busy(*args, **kwargs):
+        raise HashingBusy(retry_after=3)
+    monkeypatch.setattr(svc.hasher, "verify", busy)
+    resp = Browser(app).post_login("alice", PASSWORD)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "3"
+    monkeypatch.undo()
+    assert Browser(app).post_login("alice", PASSWORD).status_code == 303
+
+
+# --- nothing to learn from a 429 -----------------------------------------------------------------------
+
+@pytest.mark.asvs("V6.3.8")
+def test_unknown_and_existing_accounts_throttle_identically(app, user, clock):
+    def run(username):
+        browser = Browser(app)
+        out = []
+        for step in range(8):
+            out.append(comparable(browser.post_login(username), username))
+            if step == 6:
+                clock.advance(30)
+        return out
+    existing = run("alice")
+    unknown = run("nobody-here")
+    assert [o[0] for o in existing] == [401] * 5 + [429, 429, 401]
+    assert existing == unknown
+
+
+@pytest.mark.asvs("V6.3.8", "V16.5.2")
+def test_every_limit_answers_with_the_same_429_page(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_failed_logins="7 per minute"))
+    add_user(app)
+    browser = Browser(app)
+    for _ in range(5):
+        browser.post_login("alice")
+    per_account = browser.post_login("alice")          # 5 failures so far
+    for n in range(2):
+        browser.post_login(f"global{n}")
+    global_ = browser.post_login("global2")           # 7 failures: the global limit
+    for n in range(10):
+        browser.post_login(f"client{n}", ip="203.0.113.60")
+    per_client = browser.post_login("client10", ip="203.0.113.60")
+    pages = []
+    for resp in (per_account, global_, per_client):
+        assert_throttled(resp)
+        pages.append((resp.get_data(), sorted(resp.headers.keys()), resp.headers["Content-Type"]))
+    assert pages[0] == pages[1] == pages[2]
+    assert len({r.headers["Retry-After"] for r in (per_account, global_, per_client)}) == 3  # three limits
+
+
+def test_throttled_api_responses_are_json(app):
+    with app.test_request_context("/api/v1/session"):
+        resp = respond(429, retry_after=30)
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "30"
+    assert resp.get_json() == {"error": "throttled", "message": "Too many attempts. Please wait and try again."}
+
+
+# --- fail closed ---------------------------------------------------------------------------------------
+
+DEAD_STORAGE = "redis://127.0.0.1:1"  # nothing listens on port 1: connection refused
+
+
+@pytest.mark.asvs("V16.5.2", "V6.3.1")
+def test_unreachable_ratelimit_storage_refuses_logins_with_503_not_unlimited(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_RATELIMIT_STORAGE_URI=DEAD_STORAGE)
+    add_user(app)
+    svc = app.extensions["authsvc"]
+    calls = []
+    real = svc.hasher.verify
+    svc.hasher.verify = lambda *a, **k: calls.append(1) or real(*a, **k)
+    for password in (WRONG, PASSWORD):
+        resp = Browser(app).post_login("alice", password)
+        assert resp.status_code == 503 and int(resp.headers["Retry-After"]) >= 1
+        assert "Traceback" not in resp.get_data(as_text=True)
+    assert calls == []
+    ready = new_client(app).get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["ratelimit_storage"] == "unavailable"
+
+
+@pytest.mark.asvs("V16.5.2")
+def test_throttle_storage_down_fails_closed_even_without_a_per_client_limit(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_RATELIMIT_STORAGE_URI=DEAD_STORAGE,
+                    AUTHSVC_POLICY=policy_file(tmp_path, per_client=[]))
+    add_user(app)
+    resp = Browser(app).post_login("alice", PASSWORD)
+    assert resp.status_code == 503 and resp.headers["Retry-After"]
+
+
+@pytest.mark.asvs("V16.5.2")
+def test_memory_fallback_keeps_logins_working_and_still_throttled(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_RATELIMIT_STORAGE_URI=DEAD_STORAGE,
+                    AUTHSVC_POLICY=policy_file(tmp_path, storage_failure="memory"))
+    add_user(app)
+    assert Browser(app).post_login("alice", PASSWORD).status_code == 303
+    assert fail_until_throttled(app, "alice") == 5
+    browser = Browser(app, ip="203.0.113.70")
+    assert [browser.post_login(f"mem{n}").status_code for n in range(11)] == [401] * 10 + [429]
+    ready = new_client(app).get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["ratelimit_storage"] == "unavailable"
+
+
+# --- shared storage ---------------------------------------------------------------------------------------
+
+def redis_url_or_skip() -> str:
+    url = os.environ.get("AUTHSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        message = f"Redis at {url} is unreachable ({type(exc).__name__})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_two_instances_on_one_redis_share_every_count(tmp_path, clock):
+    url = redis_url_or_skip()
+    prefix = f"authsvc-test-{uuid.uuid4().hex}"
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    apps = [build_app(tmp_path / name, clock, AUTHSVC_RATELIMIT_STORAGE_URI=url,
+                      AUTHSVC_RATELIMIT_KEY_PREFIX=prefix) for name in ("a", "b")]
+    try:
+        for app in apps:
+            add_user(app)
+        browsers = [Browser(app) for app in apps]
+        for n in range(5):  # alternate instances: each sees only half the failures locally
+            assert browsers[n % 2].post_login("alice").status_code == 401
+        assert_throttled(browsers[1].post_login("alice", PASSWORD), 30)
+        assert_throttled(browsers[0].post_login("alice", PASSWORD), 30)
+        ip = "203.0.113.80"
+        for n in range(10):
+            assert browsers[n % 2].post_login(f"shared{n}", ip=ip).status_code == 401
+        assert_throttled(browsers[0].post_login("shared10", ip=ip))
+        assert_throttled(browsers[1].post_login("shared11", ip=ip))
+    finally:
+        import redis
+        conn = redis.Redis.from_url(url)
+        keys = list(conn.scan_iter(f"*{prefix}*"))
+        if keys:
+            conn.delete(*keys)
+
+
+# --- configuration audit ------------------------------------------------------------------------------------
+
+@pytest.mark.asvs("V6.1.1")
+@pytest.mark.parametrize("throttle, key", [
+    ({"per_client": []}, "throttle.per_client"),
+    ({"failures_before_backoff": 0}, "throttle.failures_before_backoff"),
+    ({"failures_before_backoff": 21}, "throttle.failures_before_backoff"),
+    ({"backoff_initial_seconds": 0}, "throttle backoff"),
+    ({"backoff_max_seconds": 10}, "throttle backoff"),
+])
+def test_authsvc_check_warns_about_limits_that_are_off_or_too_loose(tmp_path, monkeypatch, capsys, throttle, key):
+    env = make_env(tmp_path, AUTHSVC_POLICY=policy_file(tmp_path, **throttle))
+    for name in [n for n in os.environ if n.startswith("AUTHSVC_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert any(line.startswith("warning:") and key in line for line in out.splitlines()), out
+
+
+def test_authsvc_check_is_quiet_about_the_shipped_limits(tmp_path, monkeypatch, capsys):
+    for name in [n for n in os.environ if n.startswith("AUTHSVC_")]:
+        monkeypatch.delenv(name)
+    for name, value in make_env(tmp_path, AUTHSVC_SECRET_KEY=STRONG_KEY).items():
+        monkeypatch.setenv(name, value)
+    cli.main(["check"])
+    assert "throttle" not in capsys.readouterr().out
