@@ -33,9 +33,10 @@ _COLUMNS = (users.c.id, users.c.username, users.c.username_key, users.c.password
 
 
 class AccountStore:
-    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float], revocations=None) -> None:
         self.engine = engine
         self.clock = clock
+        self.revocations = revocations  # moved when an account is disabled: see authsvc.revocation
 
     def _one(self, cond) -> Account | None:
         with self.engine.connect() as conn:
@@ -71,6 +72,8 @@ class AccountStore:
     def set_disabled(self, user_id: int, disabled: bool) -> None:
         with self.engine.begin() as conn:
             conn.execute(users.update().where(users.c.id == user_id).values(disabled=disabled))
+        if disabled and self.revocations is not None:
+            self.revocations.bump()
 
     def all(self) -> list[Account]:
         with self.engine.connect() as conn:

@@ -23,6 +23,7 @@ from authsvc.accounts import AccountStore
 from authsvc.audit import Audit
 from authsvc.db import make_engine
 from authsvc.devices import DeviceCookies
+from authsvc.forms import StrictRequest
 from authsvc.hashing import Hasher
 from authsvc.limiter import storage_options
 from authsvc.metrics import Metrics
@@ -31,9 +32,11 @@ from authsvc.policy import Policy
 from authsvc.proxies import TrustedProxies
 from authsvc.redirects import AllowedApp, RedirectRules, build_rules
 from authsvc.remember import RememberStore
+from authsvc.revocation import RevocationEpoch
 from authsvc.sessions import SessionStore
 from authsvc.signing import SessionInterface, serializer, timed_serializer
 from authsvc.throttle import Throttle
+from authsvc.verify_cache import VerifyCache
 
 log = logging.getLogger("authsvc")
 
@@ -57,7 +60,8 @@ class CookieNames:
     @classmethod
     def for_settings(cls, settings: config_mod.Settings) -> "CookieNames":
         # __Host- needs Secure, Path=/ and no Domain; a shared (SSO) cookie needs Domain: __Secure-.
-        prefix = "__Secure-" if settings.cookie_domain else ("__Host-" if settings.production else "")
+        # Both prefixes need Secure, which development (plain http) cannot send.
+        prefix = ("__Secure-" if settings.cookie_domain else "__Host-") if settings.production else ""
         return cls(f"{prefix}authsvc_session", f"{prefix}authsvc_remember", f"{prefix}authsvc_device",
                    secure=settings.production, domain=settings.cookie_domain)
 
@@ -94,10 +98,19 @@ class Services:
         self.audit.clock = clock
 
 
+def _password_rules(policy: Policy) -> PasswordRules:
+    """Even development cannot run with limits the password policy itself rejects."""
+    try:
+        return PasswordRules(policy.passwords.min_length, policy.passwords.max_length, policy.passwords.context_words)
+    except ValueError as exc:
+        raise StartupRefused([config_mod.Problem("error", "passwords", f"policy passwords: {exc}")]) from None
+
+
 def _redirect_rules(settings: config_mod.Settings) -> RedirectRules:
     apps = [AllowedApp(origin) for origin in settings.redirect_allowed_origins]
     apps += [AllowedApp(a.origin, a.path_prefix, a.name) for a in settings.policy.redirects.apps]
-    return build_rules(settings.own_origin, apps, default=settings.policy.redirects.default)
+    return build_rules(settings.own_origin, apps, default=settings.policy.redirects.default,
+                       max_length=settings.policy.redirects.max_length)
 
 
 def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[], float] = time.time) -> Flask:
@@ -112,6 +125,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
 
     app = Flask(__name__, instance_path=settings.instance_path, instance_relative_config=False)
     app.session_interface = SessionInterface()
+    app.request_class = StrictRequest  # undecodable form bytes -> U+FFFD -> 400 (authsvc.forms.field)
     cookies = CookieNames.for_settings(settings)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -140,15 +154,17 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     engine = make_engine(settings.database_url)
     storage = storage_from_string(settings.ratelimit_storage_uri, **storage_options(settings.ratelimit_storage_uri))
     metrics = Metrics()
+    revocations = RevocationEpoch.in_folder(settings.instance_path)
+    cache_seconds = policy.sessions.verify_cache_seconds
+    verify_cache = VerifyCache(cache_seconds, revocations) if revocations and cache_seconds > 0 else None
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
         redirect_rules=_redirect_rules(settings),
-        password_rules=PasswordRules(policy.passwords.min_length, policy.passwords.max_length,
-                                     policy.passwords.context_words),
+        password_rules=_password_rules(policy),
         blocklist=load_default_blocklist(),
         hasher=metrics.instrument(Hasher(policy.argon2, observe=metrics.argon2_seconds.observe)),
-        accounts=AccountStore(engine, clock),
-        sessions=SessionStore(engine, policy.sessions, clock),
+        accounts=AccountStore(engine, clock, revocations),
+        sessions=SessionStore(engine, policy.sessions, clock, revocations=revocations, cache=verify_cache),
         remember=RememberStore(engine, policy.sessions, clock, serializer(
             settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember")),
         devices=DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks,
@@ -161,7 +177,6 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     )
     app.extensions["authsvc"] = services
 
-    CSRFProtect(app)
     from authsvc import auth, headers, limiter, errors as error_pages
     from authsvc.views import account, api, health, login, verify
 
@@ -169,11 +184,13 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         app.register_blueprint(bp)
     metrics.init_app(app, services)  # first before_request hook: times the others too
     auth.init_app(app)
+    CSRFProtect(app)  # after auth's hook, so a CSRF failure is logged with its request id
     limiter.init_app(app, services)
     headers.init_app(app, settings, services.redirect_rules)
     error_pages.init_app(app)
     app.jinja_env.filters["datetimeformat"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
-    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
+    fast_verify = verify.FastPath(app, app.wsgi_app)  # after every hook: it copies their headers
+    app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies)  # type: ignore[method-assign]
     return app
 
 

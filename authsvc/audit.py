@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger("authsvc.audit")
 
@@ -49,10 +50,10 @@ EVENTS: dict[str, str] = {
     "csrf_failed": "refused",
     "metrics_denied": "refused",
     "config_refused": "refused",
-    # the service or a dependency failing (the request fails closed)
-    "hashing_saturated": "unavailable",
-    "ratelimit_storage_unavailable": "unavailable",
-    "dependency_failed": "unavailable",
+    # the service or a dependency failing: the request is refused (fail closed, 503)
+    "hashing_saturated": "refused",
+    "ratelimit_storage_unavailable": "refused",
+    "dependency_failed": "refused",
     "unhandled_error": "error",
 }
 

@@ -28,10 +28,14 @@ def services():
     return current_app.extensions["authsvc"]
 
 
-def session_identifier() -> str:
+def binding_identifier(remote_addr: str | None, user_agent: str) -> str:
     """What "strong" session protection binds a session to: client address and user agent."""
-    raw = f"{request.remote_addr}|{request.headers.get('User-Agent', '')}"
+    raw = f"{remote_addr}|{user_agent}"
     return hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def session_identifier() -> str:
+    return binding_identifier(request.remote_addr, request.headers.get("User-Agent", ""))
 
 
 class AuthUser(flask_login.UserMixin):
@@ -65,8 +69,18 @@ class LoginManager(flask_login.LoginManager):
         return response
 
 
+def is_session_token(value: object) -> bool:
+    """The shape of a token :func:`authsvc.sessions.new_token` makes (anything else is not looked up)."""
+    return isinstance(value, str) and _TOKEN.match(value) is not None
+
+
+def request_id(incoming: str) -> str:
+    """The proxy's X-Request-ID when it looks like one, else a new one."""
+    return incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+
+
 def load_user(token: str) -> AuthUser | None:
-    if not isinstance(token, str) or not _TOKEN.match(token):
+    if not is_session_token(token):
         return None
     record, verdict = services().sessions.authenticate(token)
     if verdict != LIVE:
@@ -77,12 +91,11 @@ def load_user(token: str) -> AuthUser | None:
 
 
 def _before_request() -> None:
-    incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+    g.request_id = request_id(request.headers.get("X-Request-ID", ""))
     # Strong protection: a changed address or user agent ends the server-side session too, not
     # just this cookie's copy of it (Flask-Login only forgets the token in the cookie).
     bound, token = session.get("_id"), session.get("_user_id")
-    if token and bound and bound != session_identifier() and isinstance(token, str) and _TOKEN.match(token):
+    if token and bound and bound != session_identifier() and is_session_token(token):
         svc = services()
         record = svc.sessions.load(token)
         if record and record.revoked_at is None:
@@ -104,7 +117,7 @@ def start_session(account: Account, *, remembered: bool, fresh: bool = True,
     (ASVS 7.2.4). ``not_after`` caps the new session's absolute lifetime."""
     svc = services()
     previous = session.get("_user_id")
-    if isinstance(previous, str) and _TOKEN.match(previous):
+    if is_session_token(previous):
         old = svc.sessions.load(previous)
         if old is not None and old.revoked_at is None:
             svc.sessions.revoke(old.id, "replaced")

@@ -19,6 +19,12 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def _shown(text: str) -> str:
+    """Client-supplied text (User-Agent) made safe for the operator's terminal: control and
+    format characters (escape sequences, tabs, newlines, bidi overrides) are printed escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _settings() -> config_mod.Settings:
     return config_mod.from_env()
 
@@ -108,17 +114,25 @@ def cmd_serve(args) -> int:
         return _fail(problem)
     # Workers share metrics through files here; a fresh directory per start, so no stale counts.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
+    argv = gunicorn_argv(args.bind, args.workers, args.worker_class, args.threads)
+    os.execv(sys.executable, argv)  # nosec B606 - fixed argv, no shell
+    return 0  # pragma: no cover
+
+
+def gunicorn_argv(bind: str, workers: int, worker_class: str = "sync", threads: int = 4,
+                  app: str = "authsvc.wsgi:app") -> list[str]:
+    """gunicorn's command line for ``authsvc serve`` (scripts/bench serves its bare-Flask baseline
+    with the same, so the two differ only in the application)."""
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:authsvc.gunicorn_conf",
-            "--bind", args.bind, "--workers", str(args.workers),
-            "--worker-class", args.worker_class, "--access-logfile", "-", "--error-logfile", "-",
+            "--bind", bind, "--workers", str(workers),
+            "--worker-class", worker_class, "--access-logfile", "-", "--error-logfile", "-",
             # never the query (next=...) or cookies; the request id ties a line to the audit events
             "--access-logformat", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss %({x-request-id}o)s',
             "--limit-request-line", "8190", "--limit-request-field_size", "8190", "--forwarded-allow-ips", "",
-            "authsvc.wsgi:app"]
-    if args.worker_class == "gthread":
-        argv[argv.index("--worker-class"):argv.index("--worker-class")] = ["--threads", str(args.threads)]
-    os.execv(sys.executable, argv)  # nosec B606 - fixed argv, no shell
-    return 0  # pragma: no cover
+            app]
+    if worker_class == "gthread":
+        argv[argv.index("--worker-class"):argv.index("--worker-class")] = ["--threads", str(threads)]
+    return argv
 
 
 def _account(store, name):
@@ -197,8 +211,8 @@ def cmd_sessions(args) -> int:
     account = _account(svc.accounts, args.name)
     if args.sessions_cmd == "list":
         for s in svc.sessions.list_live(account.id):
-            print(f"{s.id}\t{time.strftime('%Y-%m-%d %H:%M', time.gmtime(s.last_seen_at))}\t{s.client_ip}\t"
-                  f"{'remembered' if s.remembered else '-'}\t{s.user_agent[:60]}")
+            print(f"{s.id}\t{time.strftime('%Y-%m-%d %H:%M', time.gmtime(s.last_seen_at))}\t{_shown(s.client_ip)}\t"
+                  f"{'remembered' if s.remembered else '-'}\t{_shown(s.user_agent[:60])}")
         return 0
     ended = svc.sessions.revoke_all(account.id, "admin_revoked")
     tokens = svc.remember.revoke_all(account.id)

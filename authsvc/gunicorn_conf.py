@@ -13,7 +13,8 @@ METRICS_DIR_PREFIX = "authsvc-metrics-"
 
 def child_exit(server, worker) -> None:
     """A worker ended: drop its live gauges (its counters stay, so totals remain whole)."""
-    multiprocess.mark_process_dead(worker.pid)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # unset: single-process metrics, nothing to drop
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server) -> None:

@@ -23,9 +23,15 @@ REDIS_TIMEOUT_SECONDS = 1.0
 
 
 def storage_options(uri: str) -> dict:
-    """Client options for a ``limits`` storage URI: short socket timeouts for plain Redis."""
-    if uri.split("://", 1)[0] in ("redis", "rediss", "redis+unix"):
-        return {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
+    """Client options for a ``limits`` storage URI: short socket timeouts for every Redis form.
+    Sentinel also reads from the master only: the throttle reads back counters it has just
+    written, and a lagging replica would hand an attacker the attempts it has not seen yet."""
+    timeouts = {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
+    scheme = uri.split("://", 1)[0]
+    if scheme in ("redis", "rediss", "redis+unix", "redis+cluster"):
+        return timeouts
+    if scheme == "redis+sentinel":
+        return {**timeouts, "use_replicas": False, "sentinel_kwargs": dict(timeouts)}
     return {}
 
 

@@ -19,11 +19,18 @@ import functools
 import os
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from flask import Flask, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from authsvc.models import sessions

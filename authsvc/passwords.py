@@ -33,6 +33,7 @@ __all__ = [
     "load_default_blocklist",
     "normalize_password",
     "password_problems",
+    "shortest_period",
 ]
 
 # ASVS 6.2.1 floor; NIST rev. 4 allows 8 only when the password is one factor of MFA.
@@ -79,9 +80,8 @@ class PasswordRules:
 
     min_length: int = 15  # NIST SP 800-63B rev 4, single-factor
     max_length: int = 1024  # cap (DoS guard); must be >= 64
-    context_words: tuple[str, ...] = (
-        "authsvc",
-    )  # service-specific banned words (ASVS 6.1.2/6.2.11)
+    # Service-specific banned words (ASVS 6.1.2/6.2.11), matched case-insensitively anywhere.
+    context_words: tuple[str, ...] = ("authsvc",)
 
     def __post_init__(self) -> None:
         if self.min_length < _ABSOLUTE_MIN_LENGTH:
@@ -191,7 +191,7 @@ def _guessable_problems(folded: str, blocklist: Blocklist) -> list[str]:
         return [
             "Password is on a list of common or breached passwords; choose another."
         ]
-    period = _shortest_period(folded)
+    period = shortest_period(folded)
     repeated = len(folded) - period  # characters that only copy the first `period` ones
     if period == 1 and repeated:
         return ["Password is a single character repeated; choose another."]
@@ -235,7 +235,7 @@ def _identity_problems(folded: str, username: str, rules: PasswordRules) -> list
     return problems
 
 
-def _shortest_period(text: str) -> int:
+def shortest_period(text: str) -> int:
     """Smallest p with text[i] == text[i - p] for every i >= p (len(text) if none is shorter).
 
     "abcabcab" has period 3: a unit repeated, possibly cut short to reach a length. Computed

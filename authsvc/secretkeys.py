@@ -23,6 +23,7 @@ when a key must be identified.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -32,6 +33,8 @@ import shlex
 import stat
 from collections import Counter
 from itertools import pairwise
+
+from authsvc.passwords import shortest_period
 
 __all__ = [
     "KNOWN_WEAK_SECRETS",
@@ -43,9 +46,8 @@ __all__ = [
     "secret_problems",
 ]
 
-MIN_SECRET_BYTES = (
-    32  # 256 bits if random; ASVS 11.2.3 asks for at least 128-bit security
-)
+# 256 bits if random; ASVS 11.2.3 asks for at least 128-bit security.
+MIN_SECRET_BYTES = 32
 MIN_ENTROPY_BITS = 128
 MIN_DISTINCT_CHARS = 12
 MAX_KEY_FILE_BYTES = 64 * 1024  # a key file bigger than this is the wrong file
@@ -143,6 +145,13 @@ _WEAK_LONGEST_FIRST = tuple(
     sorted(_WEAK_FOLDED | _WEAK_SQUASHED, key=len, reverse=True)
 )
 
+# str(uuid.uuid4()) is a popular SECRET_KEY; its 36 characters look random enough to pass the
+# estimate, but version and variant bits are fixed.
+_UUID = re.compile(
+    r"\{?(?:urn:uuid:)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}?",
+    re.IGNORECASE,
+)
+
 # Pairs of keys next to each other on a US keyboard row, both orders; with code point +-1 these
 # make up "simple sequences" (abc, 123, qwe, 0-9 wrapping through the number row).
 _KEYBOARD_ROWS = ("`1234567890-=", "qwertyuiop[]\\", "asdfghjkl;'", "zxcvbnm,./")
@@ -182,9 +191,8 @@ def secret_problems(
             f"{setting} is, or is built from, a well-known example value from documentation or templates; "
             f"anyone can guess it. {_FIX}"
         )
-    if (
-        size >= MIN_SECRET_BYTES
-    ):  # a short key needs replacing anyway; its patterns are noise
+    # A short key needs replacing anyway; reporting its patterns as well would be noise.
+    if size >= MIN_SECRET_BYTES:
         problems += _randomness_problems(text, setting)
     return problems
 
@@ -201,17 +209,14 @@ def key_file_problems(
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        return [
-            f"{setting} points to {shown}, which does not exist. Write a key there (`authsvc gen-secret`), then chmod 600 it."
-        ]
+        why = "which does not exist. Write a key there (`authsvc gen-secret`), then chmod 600 it."
+        return [f"{setting} points to {shown}, {why}"]
     except OSError as error:
-        return [
-            f"{setting} points to {shown}, which cannot be inspected ({error.strerror}). Let the service user reach it."
-        ]
+        why = f"which cannot be inspected ({error.strerror}). Let the service user reach it."
+        return [f"{setting} points to {shown}, {why}"]
     if not stat.S_ISREG(info.st_mode):
-        return [
-            f"{setting} points to {shown}, which is not a regular file. Point it at a file that holds only the key."
-        ]
+        why = "which is not a regular file. Point it at a file that holds only the key."
+        return [f"{setting} points to {shown}, {why}"]
     problems = []
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
@@ -224,7 +229,8 @@ def key_file_problems(
             pass
     except OSError as error:
         problems.append(
-            f"{setting} file {shown} cannot be read by this process ({error.strerror}). Make the service user its owner, mode 600."
+            f"{setting} file {shown} cannot be read by this process ({error.strerror}). "
+            "Make the service user its owner, mode 600."
         )
     return problems
 
@@ -233,19 +239,21 @@ def read_key_file(path: str) -> str:
     """The key stored at ``path``, as text. Only trailing whitespace (the newline editors and ``echo``
     add) is removed; nothing else is changed.
 
-    Raises OSError if it cannot be opened, ValueError if it is not a regular file, is larger than
-    64 KiB, or is not UTF-8. Opened non-blocking, so a FIFO cannot hang start-up.
+    Raises OSError (with ``strerror`` set) for every problem with the file itself: missing,
+    unreadable, not a regular file, larger than 64 KiB. Opened non-blocking, so a FIFO cannot hang
+    start-up. Never raises for the content: bytes that are not UTF-8 come back as surrogate escapes
+    (like ``os.environ``), which :func:`secret_problems` reports.
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ValueError(f"{_display(path)} is not a regular file")
+            raise OSError(errno.EINVAL, "not a regular file", path)
         data = handle.read(MAX_KEY_FILE_BYTES + 1)
     if len(data) > MAX_KEY_FILE_BYTES:
-        raise ValueError(
-            f"{_display(path)} is larger than {MAX_KEY_FILE_BYTES} bytes; it is not a key file"
+        raise OSError(
+            errno.EFBIG, f"larger than {MAX_KEY_FILE_BYTES} bytes, not a key file", path
         )
-    return data.decode("utf-8").rstrip(" \t\r\n")
+    return data.decode("utf-8", "surrogateescape").rstrip(" \t\r\n")
 
 
 def generate_secret() -> str:
@@ -310,6 +318,9 @@ def _is_padded_weak(folded: str) -> bool:
 
 def _randomness_problems(text: str, setting: str) -> list[str]:
     """At most one problem: the most specific reason the key is not random."""
+    if _UUID.fullmatch(text.strip()):
+        why = "is a UUID, which holds at most 122 random bits; production needs at least 128."
+        return [f"{setting} {why} {_FIX}"]
     if _repeated_unit(text) is not None:
         return [
             f"{setting} repeats a shorter pattern, so it is much weaker than its length suggests. {_FIX}"
@@ -335,20 +346,8 @@ def _randomness_problems(text: str, setting: str) -> list[str]:
 
 
 def _repeated_unit(text: str) -> str | None:
-    """The unit if ``text`` is a shorter string repeated at least twice (the last copy may be cut).
-
-    The shortest period comes from the Knuth-Morris-Pratt border of the whole text: linear time,
-    whatever an operator pastes.
-    """
-    border = [0] * len(text)
-    k = 0
-    for i in range(1, len(text)):
-        while k and text[i] != text[k]:
-            k = border[k - 1]
-        if text[i] == text[k]:
-            k += 1
-        border[i] = k
-    period = len(text) - (border[-1] if text else 0)
+    """The unit if ``text`` is a shorter string repeated at least twice (the last copy may be cut)."""
+    period = shortest_period(text)
     return text[:period] if text and 2 * period <= len(text) else None
 
 

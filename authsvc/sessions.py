@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from authsvc.models import sessions, users
 from authsvc.policy import SessionPolicy
+
+if TYPE_CHECKING:
+    from authsvc.revocation import RevocationEpoch
+    from authsvc.verify_cache import VerifyCache
 
 LIVE = "live"
 
@@ -75,10 +79,20 @@ _BY_DIGEST = _SELECT.where(sessions.c.token_hash == sa.bindparam("digest"))
 
 
 class SessionStore:
-    def __init__(self, engine: Engine, policy: SessionPolicy, clock: Callable[[], float]) -> None:
+    """``revocations`` is moved after every change that ends sessions (so ``cache``, and the other
+    workers' caches, stop answering for them); ``cache`` serves :meth:`authenticate` when asked."""
+
+    def __init__(self, engine: Engine, policy: SessionPolicy, clock: Callable[[], float], *,
+                 revocations: RevocationEpoch | None = None, cache: VerifyCache | None = None) -> None:
         self.engine = engine
         self.policy = policy
         self.clock = clock
+        self.revocations = revocations
+        self.cache = cache
+
+    def _ended(self, count: int) -> None:
+        if count and self.revocations is not None:
+            self.revocations.bump()
 
     def create(self, user_id: int, client_ip: str, user_agent: str, remembered: bool,
                not_after: float | None = None) -> tuple[str, int]:
@@ -95,33 +109,55 @@ class SessionStore:
                 expires_at=expires, remembered=remembered,
                 client_ip=client_ip[:64], user_agent=user_agent[:256],
             ).returning(sessions.c.id)).one()
-            self._enforce_cap(conn, user_id, now)
+            capped = self._enforce_cap(conn, user_id, now)
+        self._ended(capped)  # after the commit (see RevocationEpoch.bump)
         return token, row.id
 
-    def _enforce_cap(self, conn, user_id: int, now: float) -> None:
+    def _enforce_cap(self, conn, user_id: int, now: float) -> int:
         cap = self.policy.max_sessions_per_user
         if not cap:
-            return
+            return 0
         live = conn.execute(sa.select(sessions.c.id).where(
             sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now,
         ).order_by(sessions.c.created_at.desc(), sessions.c.id.desc())).scalars().all()
         if len(live) > cap:
             conn.execute(sessions.update().where(sessions.c.id.in_(live[cap:])).values(
                 revoked_at=now, revoke_reason="session_cap"))
+            return len(live) - cap
+        return 0
 
     def load(self, token: str) -> SessionRecord | None:
+        return self._load(token_digest(token))
+
+    def _load(self, digest: bytes) -> SessionRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(_BY_DIGEST, {"digest": token_digest(token)}).first()
+            row = conn.execute(_BY_DIGEST, {"digest": digest}).first()
         return SessionRecord(*row) if row else None
 
-    def authenticate(self, token: str) -> tuple[SessionRecord | None, str]:
-        """Load, judge and (rarely) touch: the whole per-request check."""
-        rec = self.load(token)
+    def authenticate(self, token: str, *, cached: bool = False) -> tuple[SessionRecord | None, str]:
+        """Load, judge and (rarely) touch: the whole per-request check.
+
+        With ``cached`` (/auth/verify) a record from :attr:`cache` may answer, but only "live, and
+        nothing to write": every other outcome is decided on a fresh read."""
+        digest = token_digest(token)
+        cache = self.cache if cached else None
+        if cache is not None:
+            rec = cache.get(digest)
+            if rec is not None:
+                now = self.clock()
+                if session_verdict(rec, now, self.policy) == LIVE and not needs_touch(rec, now, self.policy):
+                    return rec, LIVE
+            mark = cache.mark()  # before the read
+        rec = self._load(digest)
         now = self.clock()
         verdict = session_verdict(rec, now, self.policy)
-        if verdict == LIVE and needs_touch(rec, now, self.policy):
-            with self.engine.begin() as conn:
-                conn.execute(sessions.update().where(sessions.c.id == rec.id).values(last_seen_at=now))
+        if verdict == LIVE:
+            touched = needs_touch(rec, now, self.policy)
+            if touched:
+                with self.engine.begin() as conn:
+                    conn.execute(sessions.update().where(sessions.c.id == rec.id).values(last_seen_at=now))
+            if cache is not None:
+                cache.put(digest, replace(rec, last_seen_at=now) if touched else rec, mark)
         return rec, verdict
 
     def revoke(self, session_id: int, reason: str, user_id: int | None = None) -> bool:
@@ -132,6 +168,7 @@ class SessionStore:
         with self.engine.begin() as conn:
             done = conn.execute(sessions.update().where(*cond).values(
                 revoked_at=self.clock(), revoke_reason=reason)).rowcount
+        self._ended(done)
         return bool(done)
 
     def revoke_all(self, user_id: int, reason: str, except_id: int | None = None) -> int:
@@ -139,8 +176,10 @@ class SessionStore:
         if except_id is not None:
             cond.append(sessions.c.id != except_id)
         with self.engine.begin() as conn:
-            return conn.execute(sessions.update().where(*cond).values(
+            done = conn.execute(sessions.update().where(*cond).values(
                 revoked_at=self.clock(), revoke_reason=reason)).rowcount
+        self._ended(done)
+        return done
 
     def list_live(self, user_id: int) -> list[SessionRecord]:
         now = self.clock()

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, after_this_request, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    after_this_request,
+    g,
+    redirect,
+    render_template,
+    url_for,
+)
 from flask_login import current_user, logout_user
 
 from authsvc.auth import services
@@ -74,9 +82,9 @@ def revoke_session(session_id: int):
     if not svc.sessions.revoke(session_id, "user_revoked", user_id=current_user.user_id):
         abort(404)
     # Its remember cookie would otherwise start a new session on that device's next page load.
-    tokens = svc.remember.revoke_for_session(session_id)
+    remember_ended = svc.remember.revoke_for_session(session_id)  # a count
     g.audit_user_id = current_user.user_id
-    svc.audit.emit("session_revoked", reason="user_revoked", session_id=session_id, remember_revoked=tokens)
+    svc.audit.emit("session_revoked", reason="user_revoked", session_id=session_id, remember_revoked=remember_ended)
     if session_id == current_user.session_id:
         logout_user()
         response = redirect(url_for("login.login_form"), 303)

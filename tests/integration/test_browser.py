@@ -21,7 +21,12 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import PASSWORD, ROOT
-from tests.integration.conftest import APP_NAME, USERNAME, require_binary, require_module
+from tests.integration.conftest import (
+    APP_NAME,
+    USERNAME,
+    require_binary,
+    require_module,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +66,7 @@ def launch(stack, tmp_path_factory):
         driver = webdriver.Chrome(service=Service(chromedriver, log_output=str(logs / "chromedriver.log")),
                                   options=options)
         driver.set_page_load_timeout(20)
+        driver.implicitly_wait(5)
         try:
             yield driver
         finally:
@@ -75,12 +81,23 @@ def by_css(driver, selector: str):
     return driver.find_element(By.CSS_SELECTOR, selector)
 
 
+def submit(driver) -> None:
+    """Click the form's button and wait until the next page has replaced this one."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    button = by_css(driver, "button[type=submit]")
+    button.click()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def submit_login(driver, *, remember: bool = False) -> None:
     by_css(driver, "#username").send_keys(USERNAME)
     by_css(driver, "#password").send_keys(PASSWORD)
     if remember:
         by_css(driver, "#remember").click()
-    by_css(driver, "button[type=submit]").click()
+    submit(driver)
 
 
 def app_answer(driver) -> dict:
@@ -131,7 +148,7 @@ def test_login_page_focus_and_error_announcement(stack, launch):
         assert driver.switch_to.active_element.get_attribute("id") == "username"
         by_css(driver, "#username").send_keys(USERNAME)
         by_css(driver, "#password").send_keys("not the password at all, sorry")
-        by_css(driver, "button[type=submit]").click()
+        submit(driver)
         alert = by_css(driver, "[role=alert]")
         assert "not correct" in alert.text
         assert driver.switch_to.active_element.get_attribute("id") == "password"

@@ -17,8 +17,17 @@ import time
 
 import pytest
 
+from authsvc import cli
 from authsvc.secretkeys import secret_problems
-from tests.conftest import PASSWORD, ROOT, STRONG_KEY, add_user, build_app, login, make_env, new_client
+from tests.conftest import (
+    PASSWORD,
+    ROOT,
+    STRONG_KEY,
+    add_user,
+    login,
+    make_env,
+    new_client,
+)
 
 AUTHSVC = ROOT / ".venv" / "bin" / "authsvc"
 SESSION = "__Host-authsvc_session"
@@ -33,8 +42,8 @@ def cli_env(tmp_path, **overrides) -> dict:
 
 
 def run_cli(tmp_path, *args, input: str | None = None, timeout: float = 60, **overrides):
-    return subprocess.run([str(AUTHSVC), *args], cwd=tmp_path, env=cli_env(tmp_path, **overrides), input=input,
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout,
+    return subprocess.run([str(AUTHSVC), *args], check=False, cwd=tmp_path, env=cli_env(tmp_path, **overrides),
+                          input=input, capture_output=True, text=True, encoding="utf-8", timeout=timeout,
                           start_new_session=True)  # no controlling terminal: getpass cannot open /dev/tty
 
 
@@ -42,10 +51,9 @@ def add_via_cli(tmp_path, name: str, password: str, **overrides):
     return run_cli(tmp_path, "user", "add", name, "--password-stdin", input=password + "\n", **overrides)
 
 
-def usernames(tmp_path) -> list[str]:
-    result = run_cli(tmp_path, "user", "list")
-    assert result.returncode == 0, result.stderr
-    return [line.split("\t")[1] for line in result.stdout.splitlines() if line.strip()]
+def usernames(app) -> list[str]:
+    """The accounts in the shared database (read in-process: one subprocess per test is enough)."""
+    return [account.username for account in app.extensions["authsvc"].accounts.all()]
 
 
 def session_token(app, browser) -> str:
@@ -101,7 +109,7 @@ def test_user_add_with_password_stdin_creates_a_working_account_without_echo(app
     result = add_via_cli(tmp_path, "alice", PASSWORD)
     assert result.returncode == 0, result.stderr
     assert PASSWORD not in result.stdout + result.stderr
-    assert usernames(tmp_path) == ["alice"]
+    assert usernames(app) == ["alice"]
     assert login(new_client(app)).status_code == 303
 
 
@@ -129,7 +137,7 @@ def test_user_add_refuses_weak_password_and_says_why(app, tmp_path, password, re
     assert reason in result.stderr
     if password:
         assert password not in result.stdout + result.stderr
-    assert usernames(tmp_path) == []
+    assert usernames(app) == []
 
 
 @pytest.mark.asvs("V6.2.5")
@@ -155,7 +163,7 @@ def test_user_add_refuses_existing_name_in_any_case_or_width(app, tmp_path, name
     result = add_via_cli(tmp_path, name, NEW_PASSWORD)
     assert result.returncode != 0
     assert "already exists" in result.stderr
-    assert usernames(tmp_path) == ["alice"]
+    assert usernames(app) == ["alice"]
     assert login(new_client(app), "alice", NEW_PASSWORD).status_code == 401  # the original is untouched
 
 
@@ -177,13 +185,13 @@ def test_user_add_refuses_control_characters_and_look_alike_names(app, tmp_path,
     result = add_via_cli(tmp_path, name, NEW_PASSWORD)
     assert result.returncode != 0
     assert "Username" in result.stderr
-    assert usernames(tmp_path) == []
+    assert usernames(app) == []
 
 
 def test_cyrillic_look_alike_cannot_shadow_an_existing_account(app, tmp_path):
     add_user(app, "alice")
     assert add_via_cli(tmp_path, "\u0430lice", NEW_PASSWORD).returncode != 0
-    assert usernames(tmp_path) == ["alice"]
+    assert usernames(app) == ["alice"]
 
 
 # --- password prompt (getpass) ----------------------------------------------------------------
@@ -238,7 +246,7 @@ def test_user_add_prompt_mismatch_creates_nothing(app, tmp_path):
     assert code != 0
     assert "did not match" in shown
     assert PASSWORD not in shown and NEW_PASSWORD not in shown
-    assert usernames(tmp_path) == []
+    assert usernames(app) == []
 
 
 def test_user_add_without_terminal_or_password_stdin_fails_cleanly_on_no_input(app, tmp_path):
@@ -248,7 +256,7 @@ def test_user_add_without_terminal_or_password_stdin_fails_cleanly_on_no_input(a
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "--password-stdin" in result.stderr
-    assert usernames(tmp_path) == []
+    assert usernames(app) == []
 
 
 def test_user_add_without_terminal_reads_piped_password_without_printing_it(app, tmp_path):
@@ -312,7 +320,7 @@ def test_commands_on_unknown_user_fail_with_message(app, tmp_path, command):
     result = run_cli(tmp_path, *command, input=NEW_PASSWORD + "\n")
     assert result.returncode != 0
     assert "no user named 'ghost'" in result.stderr
-    assert usernames(tmp_path) == []
+    assert usernames(app) == []
 
 
 def test_user_commands_refuse_a_database_without_schema(tmp_path):
@@ -338,6 +346,23 @@ def test_sessions_list_shows_each_live_session_but_never_its_token(app, tmp_path
         token = session_token(app, browser)
         assert token not in result.stdout
         assert browser.get_cookie(SESSION, domain="auth.example.test").value not in result.stdout
+
+
+@pytest.mark.asvs("V16.4.1")
+def test_sessions_list_escapes_terminal_control_sequences_in_user_agent(app, tmp_path, user):
+    """The User-Agent is the attacker's text: printed raw, escape sequences would clear or retitle
+    the operator's terminal, and tabs or carriage returns would forge extra columns or lines."""
+    browser = new_client(app)
+    browser.environ_base["HTTP_USER_AGENT"] = "Mozilla\x1b[2J\x1b]0;pwned\x07\tfake\rroot\u202eevil"
+    assert login(browser).status_code == 303
+    result = run_cli(tmp_path, "sessions", "list", "alice")
+    assert result.returncode == 0
+    raw = result.stdout
+    assert not any(c in raw for c in "\x1b\x07\r\u202e")
+    lines = raw.splitlines()
+    assert len(lines) == 1
+    assert len(lines[0].split("\t")) == 5
+    assert "Mozilla" in lines[0]
 
 
 @pytest.mark.asvs("V7.4.5")
@@ -368,6 +393,20 @@ def upgraded_db(tmp_path_factory):
     return f"sqlite:///{where / 'authsvc.db'}"
 
 
+def check_in_process(tmp_path, monkeypatch, capsys, **overrides) -> tuple[int, str]:
+    """`authsvc check` through ``cli.main`` with exactly the stated environment. The subprocess
+    runs above prove the installed command and its exit status; the matrix below runs in-process
+    so thirty configurations cost seconds, not minutes."""
+    for name in [n for n in os.environ if n.startswith("AUTHSVC_")]:
+        monkeypatch.delenv(name)
+    for name, value in make_env(tmp_path, **overrides).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["check"])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
 def problem_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith(("error: ", "warning: "))]
 
@@ -383,6 +422,13 @@ def test_check_passes_sound_production_config_after_db_upgrade(tmp_path):
     assert any(line.startswith("note: ") and "memory://" in line for line in result.stdout.splitlines())
     assert result.stdout.splitlines()[-1].startswith("ok: configuration is sound for production")
     assert STRONG_KEY not in result.stdout + result.stderr
+
+
+def test_check_in_process_passes_the_matrix_base_config(tmp_path, monkeypatch, capsys, upgraded_db):
+    """The control for every case below: without the one change, check finds nothing."""
+    code, shown = check_in_process(tmp_path, monkeypatch, capsys, AUTHSVC_DATABASE_URL=upgraded_db)
+    assert code == 0, shown
+    assert problem_lines(shown) == []
 
 
 def _policy(text: str):
@@ -456,17 +502,16 @@ UNSOUND = {
 
 @pytest.mark.asvs("V11.2.3", "V11.4.2", "V13.2.3", "V13.3.2", "V6.2.1", "V6.2.9", "V3.4.1")
 @pytest.mark.parametrize("case", list(UNSOUND))
-def test_check_fails_unsound_config_with_one_line_per_problem(tmp_path, upgraded_db, case):
+def test_check_fails_unsound_config_with_one_line_per_problem(tmp_path, monkeypatch, capsys, upgraded_db, case):
     setup, expected, count = UNSOUND[case]
     overrides = {"AUTHSVC_DATABASE_URL": upgraded_db, **setup(tmp_path)}
-    result = run_cli(tmp_path, "check", **overrides)
-    assert result.returncode != 0, result.stdout
-    problems = problem_lines(result.stdout)
-    assert any(expected in line for line in problems), result.stdout
+    code, shown = check_in_process(tmp_path, monkeypatch, capsys, **overrides)
+    assert code != 0, shown
+    problems = problem_lines(shown)
+    assert any(expected in line for line in problems), shown
     if count is not None:
-        assert len(problems) == count, result.stdout
-    assert not any(line.startswith("ok:") for line in result.stdout.splitlines())
-    shown = result.stdout + result.stderr
+        assert len(problems) == count, shown
+    assert not any(line.startswith("ok:") for line in shown.splitlines())
     for name, value in overrides.items():  # no key or database password is printed back
         if value and name in ("AUTHSVC_SECRET_KEY", "AUTHSVC_SECRET_KEY_FALLBACKS"):
             assert value not in shown.replace(name, "")

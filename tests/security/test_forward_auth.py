@@ -13,14 +13,31 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from authsvc import config
-from authsvc.forward_auth import LoginRedirect, OriginalRequest, login_location, login_url, original_request
+from authsvc.forward_auth import (
+    LoginRedirect,
+    OriginalRequest,
+    login_location,
+    login_url,
+    original_request,
+)
 from authsvc.redirects import AllowedApp, build_rules, validate_next
-from tests.conftest import HTTPS, TEST_POLICY, add_user, build_app, login, new_client, set_cookie_headers
+from tests.conftest import (
+    HTTPS,
+    TEST_POLICY,
+    add_user,
+    build_app,
+    login,
+    new_client,
+    set_cookie_headers,
+)
 
 PUBLIC = "https://auth.example.test"
 LOGIN = f"{PUBLIC}/login"
@@ -32,7 +49,7 @@ REDIRECT = LoginRedirect(LOGIN, RULES, trusted_proxies=1)
 
 def policy_with_apps(tmp_path) -> str:
     path = tmp_path / "policy.toml"
-    path.write_text(open(TEST_POLICY).read() + "".join(
+    path.write_text(Path(TEST_POLICY).read_text() + "".join(
         f'\n[[redirects.apps]]\norigin = "{a.origin}"\npath_prefix = "{a.path_prefix}"\n'
         + (f'name = "{a.name}"\n' if a.name else "") for a in APPS))
     return str(path)
@@ -434,7 +451,7 @@ def test_login_error_is_announced_and_tied_to_the_fields(proxied):
     assert re.search(r'<p class="error" role="alert" id="form-error">', page)
     assert page.count('aria-describedby="form-error"') == 2
     assert page.count('aria-invalid="true"') == 2
-    assert re.search(r'id="password"[^>]*autofocus', page, re.S), "focus returns to the password"
+    assert re.search(r'id="password"[^>]*autofocus', page, re.DOTALL), "focus returns to the password"
 
 
 # --- single sign-on: one cookie for every host under AUTHSVC_COOKIE_DOMAIN -----------------------
@@ -494,3 +511,29 @@ def test_production_refuses_to_start_with_a_public_suffix_cookie_domain(tmp_path
 
     with pytest.raises(StartupRefused, match="AUTHSVC_COOKIE_DOMAIN=co.uk"):
         build_app(tmp_path, AUTHSVC_COOKIE_DOMAIN="co.uk")
+
+
+# --- property: whatever the proxy headers say, the Location stays on the allow-list ---------------
+
+_PIECES = st.sampled_from(["app.example.test", "grafana.example.test", "evil.example", "/notes", "/notes/",
+                           "/other", "@", ":", ":443", ":444", "/", "\\", "//", "#", "?", "%2e", "%2F", "%40",
+                           "..", ".", ",", " ", "\t", "\r\n", "\x00", "\u3002", "\uff0f", "javascript:",
+                           "https://", "http://", "https:", "next=", "&"])
+_FRAGMENT = st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=6).map("".join)
+_HOSTS = st.one_of(st.sampled_from(["app.example.test", "grafana.example.test", "APP.example.test:443"]),
+                   st.tuples(st.sampled_from(["app.example.test", ""]), _FRAGMENT).map("".join))
+_URIS = st.tuples(st.sampled_from(["/notes", "/notes/", "/", ""]), _FRAGMENT).map("".join)
+
+
+@given(host=_HOSTS, uri=_URIS, scheme=st.sampled_from(["https", "http", "javascript"]),
+       prefix=st.sampled_from(["https://", "http://", "", "https:/", "//"]),
+       method=st.one_of(st.none(), st.sampled_from(["GET", "HEAD", "POST", "get", ""])), use_url=st.booleans())
+def test_no_proxy_description_yields_a_location_off_the_allow_list(host, uri, scheme, prefix, method, use_url):
+    headers = {"X-Forwarded-Host": host, "X-Forwarded-Uri": uri}
+    if use_url:
+        headers["X-Original-URL"] = prefix + host + uri
+    if method is not None:
+        headers["X-Original-Method"] = method
+    location, _ = login_location(REDIRECT, original_request(headers, scheme, 1))
+    assert_on_allow_list(location)
+    assert location.isascii() and location.isprintable()

@@ -18,8 +18,17 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 from authsvc.views.login import GENERIC_FAILURE
-from tests.conftest import HTTPS, PASSWORD, STRONG_KEY, add_user, cookie_value, csrf, login, new_client, \
-    set_cookie_headers
+from tests.conftest import (
+    HTTPS,
+    PASSWORD,
+    STRONG_KEY,
+    add_user,
+    cookie_value,
+    csrf,
+    login,
+    new_client,
+    set_cookie_headers,
+)
 
 SESSION = "__Host-authsvc_session"
 REMEMBER = "__Host-authsvc_remember"
@@ -360,12 +369,16 @@ def test_account_page_offers_a_post_logout_button(app, user):
 @pytest.mark.asvs("V7.2.4")
 def test_session_fixation_cookie_planted_before_login_stays_anonymous(app, user):
     victim = new_client(app)
-    victim.get("/login")
+    planted_token = csrf(victim)  # the attacker loaded the login page and planted its cookie
     planted = cookie_value(victim, SESSION)
     assert "csrf_token" in session_payload(planted)  # the attacker's cookie is a real, signed one
 
     assert login(victim).status_code == 303
     assert cookie_value(victim, SESSION) != planted
+    assert verify(victim).status_code == 200
+    # The CSRF token the attacker knows from before the login is dead in the victim's session.
+    assert session_of(victim).get("csrf_token") != session_payload(planted)["csrf_token"]
+    assert victim.post("/logout", data={"csrf_token": planted_token}).status_code == 400
     assert verify(victim).status_code == 200
 
     attacker = new_client(app)

@@ -5,7 +5,7 @@ Keycloak, mod_auth_mellon, ...) or is a sibling of one that did. Each must come 
 with the default page as target and a stable reason code. The good inputs pin the re-serialized
 Location we send instead of the raw value.
 
-The same payloads seed tests/property/redirect_corpus.txt, which the property tests replay.
+The same payloads seed tests/property/corpus/redirects.txt, which the property tests replay.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ RULES = build_rules("https://auth.example.com", [WIKI, GRAFANA], default=DEFAULT
 DEV_RULES = build_rules("http://127.0.0.1:8000", [WIKI])
 
 
-def P(payload: str, reason: str, id: str):  # noqa: A002 - mirrors pytest.param
+def P(payload: str, reason: str, id: str):  # same shape as pytest.param
     return pytest.param(payload, reason, id=id)
 
 
@@ -334,6 +334,12 @@ PATHS = [
     P("/\uff3c\uff3cevil.com", "lookalike", "full-width backslashes in own path"),
     P("/\uff05\uff12\uff46evil.com", "lookalike", "full-width percent"),
     P("/\ufe52\ufe52/admin", "lookalike", "small full stops"),
+    P("/%EF%BC%8F%EF%BC%8Fevil.com", "lookalike", "encoded full-width slashes"),
+    P("https://app.example.com/wiki/%e2%80%a5/admin", "lookalike", "encoded two dot leader"),
+    P("https://app.example.com/wiki/%c0%ae%c0%ae/admin", "malformed", "overlong UTF-8 dot-dot"),
+    P("/%c0%af%c0%afevil.com", "malformed", "overlong UTF-8 slashes"),
+    P("/%ff", "malformed", "invalid UTF-8 byte"),
+    P("/%ed%a0%80", "malformed", "encoded surrogate"),
 ]
 
 # --- Not a path on our origin and not an absolute URL --------------------------------------------
@@ -504,6 +510,7 @@ GOOD = [
     pytest.param("/?x=1", "/?x=1", None, id="root with query"),
     pytest.param("/url%20with%20spaces/", "/url%20with%20spaces/", None, id="django encoded spaces"),
     pytest.param("/caf\u00e9", "/caf%C3%A9", None, id="non-ascii path encoded"),
+    pytest.param("/caf%c3%a9", "/caf%c3%a9", None, id="encoded UTF-8 kept as sent"),
     pytest.param("/\u3002", "/%E3%80%82", None, id="ideographic stop in path is only text"),
     pytest.param("/a'b", "/a%27b", None, id="single quote encoded"),
     pytest.param('/a"b', "/a%22b", None, id="double quote encoded"),

@@ -26,7 +26,16 @@ from authsvc.models import remember_tokens
 from authsvc.models import sessions as sessions_table
 from authsvc.remember import split_cookie
 from authsvc.views import login as login_view
-from tests.conftest import PASSWORD, add_user, build_app, cookie_value, csrf, login, make_env, new_client
+from tests.conftest import (
+    PASSWORD,
+    add_user,
+    build_app,
+    cookie_value,
+    csrf,
+    login,
+    make_env,
+    new_client,
+)
 
 HOST = "auth.example.test"
 DAY = 86400

@@ -97,8 +97,8 @@ def cli_env(tmp_path, **overrides) -> dict:
 
 
 def run_cli(tmp_path, *args, input: str | None = None, timeout: float = 60, **overrides):
-    return subprocess.run([str(AUTHSVC), *args], cwd=tmp_path, env=cli_env(tmp_path, **overrides), input=input,
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout,
+    return subprocess.run([str(AUTHSVC), *args], check=False, cwd=tmp_path, env=cli_env(tmp_path, **overrides),
+                          input=input, capture_output=True, text=True, encoding="utf-8", timeout=timeout,
                           start_new_session=True)
 
 
@@ -228,14 +228,16 @@ def test_production_never_generates_a_key(tmp_path):
 
 
 def test_development_cli_generates_key_in_cwd_instance_and_shows_banner(tmp_path):
-    first = run_cli(tmp_path, "user", "list", AUTHSVC_ENV="development", AUTHSVC_SECRET_KEY=None)
-    path = tmp_path / "instance" / "secret_key"
+    dev = {"AUTHSVC_ENV": "development", "AUTHSVC_SECRET_KEY": None}
+    assert run_cli(tmp_path, "db", "upgrade", **dev).returncode == 0
+    path = tmp_path / "instance" / "secret_key"  # the working directory's instance folder
     assert path.is_file() and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert "DEVELOPMENT" in first.stderr
     key = path.read_text()
-    assert key.strip() not in first.stdout + first.stderr
-    run_cli(tmp_path, "user", "list", AUTHSVC_ENV="development", AUTHSVC_SECRET_KEY=None)
-    assert path.read_text() == key
+    listed = run_cli(tmp_path, "user", "list", **dev)
+    assert listed.returncode == 0, listed.stderr
+    assert "DEVELOPMENT" in listed.stderr
+    assert key.strip() not in listed.stdout + listed.stderr
+    assert path.read_text() == key  # reused, not replaced
 
 
 # --- key rotation (AUTHSVC_SECRET_KEY_FALLBACKS) ------------------------------------------------
@@ -312,9 +314,10 @@ def _logged_in(tmp_path):
     return app, browser
 
 
-def _forge_session(app, data: dict, digest) -> str:
-    """The session cookie a holder of the right key would make with ``digest``."""
-    return URLSafeTimedSerializer(app.secret_key, salt=app.session_interface.salt, serializer=session_json_serializer,
+def _forge_session(app, data: dict, digest, key: str | None = None) -> str:
+    """The session cookie a holder of ``key`` (default: the app's own) would make with ``digest``."""
+    return URLSafeTimedSerializer(key or app.secret_key, salt=app.session_interface.salt,
+                                  serializer=session_json_serializer,
                                   signer_kwargs={"key_derivation": "hmac", "digest_method": digest}).dumps(data)
 
 
@@ -353,9 +356,7 @@ def test_session_cookie_resigned_with_sha1_under_the_right_key_is_refused(tmp_pa
 def test_session_cookie_signed_with_another_key_is_refused(tmp_path):
     app, browser = _logged_in(tmp_path)
     data = app.session_interface.get_signing_serializer(app).loads(cookie_value(browser, SESSION))
-    forged = URLSafeTimedSerializer(KEY_A, salt=app.session_interface.salt, serializer=session_json_serializer,
-                                    signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256}).dumps(data)
-    assert _verify_with_cookie(app, forged) == 401
+    assert _verify_with_cookie(app, _forge_session(app, data, hashlib.sha256, key=KEY_A)) == 401
 
 
 # --- the command line: `authsvc serve` and `authsvc check` --------------------------------------
@@ -364,10 +365,11 @@ def test_session_cookie_signed_with_another_key_is_refused(tmp_path):
 @pytest.mark.asvs("V11.2.3", "V13.3.1")
 @pytest.mark.parametrize("key", CLI_BAD_KEY_PARAMS)
 def test_serve_refuses_weak_key_quickly_without_starting_gunicorn(tmp_path, key):
+    # A gunicorn that started would run until the timeout (TimeoutExpired fails the test).
     started = time.monotonic()
-    result = run_cli(tmp_path, "serve", "--bind", "127.0.0.1:0", "--workers", "1", timeout=30,
+    result = run_cli(tmp_path, "serve", "--bind", "127.0.0.1:0", "--workers", "1", timeout=60,
                      AUTHSVC_SECRET_KEY=key)
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 45
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "Listening at" not in output and "Booting worker" not in output

@@ -11,6 +11,7 @@ import hashlib
 import os
 import secrets
 import stat
+import uuid
 
 import pytest
 
@@ -252,6 +253,24 @@ def test_each_low_entropy_rule_names_its_reason():
     assert "bits of entropy" in rejected("a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7")[0]
 
 
+@pytest.mark.asvs("V11.2.3")
+def test_uuid_keys_are_rejected_for_holding_only_122_random_bits():
+    for key in (
+        str(uuid.uuid4()),
+        str(uuid.uuid4()).upper(),
+        f"{{{uuid.uuid4()}}}",
+        uuid.uuid4().urn,
+    ):
+        found = rejected(key)
+        assert any("is a UUID" in p for p in found), key
+    assert rejected(
+        uuid.uuid4().hex
+    )  # 32 hex characters: the entropy estimate refuses it
+    assert (
+        secret_problems(str(uuid.uuid4()) + str(uuid.uuid4())) == []
+    )  # two are 244 bits
+
+
 # --- strong keys are accepted --------------------------------------------------------------------
 
 
@@ -399,8 +418,9 @@ def test_fifo_instead_of_key_file_is_rejected_without_blocking(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo, 0o600)
     assert "not a regular file" in key_file_problems(str(fifo))[0]
-    with pytest.raises(ValueError, match="not a regular file"):
+    with pytest.raises(OSError, match="not a regular file") as raised:
         read_key_file(str(fifo))
+    assert raised.value.strerror == "not a regular file"
 
 
 @pytest.mark.asvs("V13.3.2")
@@ -451,15 +471,32 @@ def test_read_key_file_output_is_checked_like_any_key(tmp_path):
 
 
 @pytest.mark.asvs("V13.3.1")
-def test_read_key_file_refuses_huge_and_non_utf8_files(tmp_path):
+def test_read_key_file_refuses_a_huge_file_with_an_oserror(tmp_path):
     huge = tmp_path / "huge"
     huge.write_bytes(b"x" * (64 * 1024 + 1))
-    with pytest.raises(ValueError, match="larger than"):
+    with pytest.raises(OSError, match="larger than") as raised:
         read_key_file(str(huge))
+    assert raised.value.strerror.startswith("larger than 65536 bytes")
+
+
+@pytest.mark.asvs("V13.3.1")
+def test_read_key_file_directory_raises_oserror(tmp_path):
+    with pytest.raises(OSError):
+        read_key_file(str(tmp_path))
+
+
+@pytest.mark.asvs("V11.2.3", "V13.3.1")
+def test_non_utf8_key_file_is_reported_by_the_checks_not_raised(tmp_path):
     binary = tmp_path / "binary"
-    binary.write_bytes(b"\xff\xfe" + secrets.token_bytes(40))
-    with pytest.raises(ValueError):
-        read_key_file(str(binary))
+    binary.write_bytes(b"\xff\xfe" + b"\x80" * 40)
+    key = read_key_file(str(binary))
+    found = secret_problems(key, setting="AUTHSVC_SECRET_KEY_FILE")
+    assert found[0].startswith(
+        "AUTHSVC_SECRET_KEY_FILE contains bytes that are not valid UTF-8"
+    )
+    assert (
+        key.encode("utf-8", "surrogateescape") == b"\xff\xfe" + b"\x80" * 40
+    )  # nothing lost
 
 
 @pytest.mark.asvs("V13.3.1")

@@ -545,7 +545,7 @@ def test_purge_removes_ended_records_older_than_purge_after_and_keeps_the_rest(a
     keep_after = svc.policy.sessions.purge_after_seconds
     _, revoked_long_ago = svc.sessions.create(user.id, "192.0.2.1", "ua", False)
     svc.sessions.revoke(revoked_long_ago, "logout")
-    _, expired_long_ago = svc.sessions.create(user.id, "192.0.2.1", "ua", False)
+    svc.sessions.create(user.id, "192.0.2.1", "ua", False)  # expires long before the purge
     clock.advance(ABSOLUTE + keep_after + 1)
     _, idle_recently = svc.sessions.create(user.id, "192.0.2.1", "ua", False)
     clock.advance(IDLE + 10)

@@ -1,0 +1,60 @@
+"""The revocation epoch: one number every process of an instance shares, moved by every revocation.
+
+/auth/verify may answer from a short-lived per-process cache (:mod:`authsvc.verify_cache`). A
+revocation must still take effect at once on the instance that made it, in every worker process,
+not only in the one that served the logout. So whatever makes a session stop being live (a
+revocation, the session cap, disabling an account) calls :meth:`RevocationEpoch.bump` after its
+transaction commits, and a cache entry counts only while the epoch is what it was when the entry
+was read from the database.
+
+The number lives in an 8-byte file in the instance folder, memory-mapped by each process: reading
+it costs no system call, so verify can check it on every request. Processes on other hosts (or
+with another instance folder) do not see it; for them the cache's lifetime
+(``sessions.verify_cache_seconds``, at most 1 second) is the bound.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import mmap
+import os
+
+log = logging.getLogger("authsvc")
+
+FILENAME = "revocation-epoch"
+_SIZE = 8
+
+
+class RevocationEpoch:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _SIZE:
+                os.ftruncate(fd, _SIZE)
+            self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)  # the mapping keeps the file
+
+    @classmethod
+    def in_folder(cls, folder: str) -> "RevocationEpoch | None":
+        """The epoch of the instance at ``folder``, or None (and a warning) if it cannot be kept
+        there: then nothing may be cached, as a revocation could not reach the other workers."""
+        try:
+            os.makedirs(folder, exist_ok=True)
+            return cls(os.path.join(folder, FILENAME))
+        except OSError as exc:
+            log.warning("verify cache off: cannot keep %s in %s (%s)", FILENAME, folder, exc.strerror)
+            return None
+
+    def current(self) -> int:
+        return int.from_bytes(self._map[:_SIZE], "little")
+
+    def bump(self) -> None:
+        """Call after the revocation has committed: a reader that saw the old value read the
+        database before the change, so its entries must go; one that sees the new value read it after."""
+        with open(self.path, "rb") as lock:
+            # Two processes bumping at once must not both write the same "new" value.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._map[:_SIZE] = ((self.current() + 1) % 2**64).to_bytes(_SIZE, "little")

@@ -1,0 +1,373 @@
+"""Two authsvc instances, one truth: docs/deployment.md's configuration, attacked across instances.
+
+Two real ``authsvc serve --workers 2`` processes (four worker processes in all) on different ports,
+each with its own instance folder as on separate hosts, share one PostgreSQL schema and one Redis
+key prefix, with the environment file of the deployment guide. A test addresses either instance
+directly, playing the TLS proxy (one trusted hop: ``X-Forwarded-For`` chooses the client address),
+or, in the last test, goes through nginx running deploy/nginx/loadbalancer.conf.
+
+The threats: an attacker who alternates instances to multiply his guesses (per-client limit,
+per-account back-off, known-device counters); a revocation (logout, password change,
+``authsvc sessions revoke``) that one instance made and another, with its verify cache, ignores for
+longer than the policy's bound of one second; two instances racing to rotate one remember-me cookie
+(exactly one may win, and the loser must not be taken for a thief); two administrators creating the
+same account at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+
+import pytest
+import requests
+import sqlalchemy as sa
+from limits import parse as parse_limit
+
+from authsvc import config
+from authsvc.app import create_app
+from authsvc.models import remember_tokens
+from authsvc.models import sessions as sessions_table
+from authsvc.policy import load_policy
+from tests.backends import pg_schema, redis_prefix, redis_url
+from tests.conftest import PASSWORD, TEST_POLICY
+from tests.integration import conftest as stack_helpers
+from tests.integration.conftest import (
+    APP_HOST,
+    APP_PREFIX,
+    AUTH_HOST,
+    echo_app,
+    example_test_resolves_to_loopback,
+    free_port,
+    make_tls,
+    nginx_server,
+    require_binary,
+    require_module,
+)
+from tests.integration.instances import (
+    NEW_PASSWORD,
+    ROOT,
+    Browser,
+    cli,
+    deployment_env,
+    instances,
+    parallel,
+    seconds_until_refused,
+)
+
+pytestmark = pytest.mark.integration
+
+POLICY = load_policy(TEST_POLICY)
+# The spec's bound: a revocation reaches every instance within one second, cache or no cache.
+REVOCATION_BOUND_SECONDS = 1.0
+USERS = ("pat", "dex", "lou", "pam", "rev", "vic", "rem", "lb")
+LOADBALANCER = ROOT / "deploy" / "nginx" / "loadbalancer.conf"
+
+
+class Deployment:
+    def __init__(self, env, one, two, admin):
+        self.env = env
+        self.one = one          # instance 1
+        self.two = two          # instance 2
+        self.admin = admin      # the same configuration in-process: seeds accounts, reads the tables
+
+    @property
+    def both(self):
+        return (self.one, self.two)
+
+    def svc(self):
+        return self.admin.extensions["authsvc"]
+
+    def user_id(self, name: str) -> int:
+        return self.svc().accounts.by_username(name).id
+
+    def diagnostics(self) -> str:
+        return "\n".join(i.diagnostics() for i in self.both)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    require_module("requests")
+    folder = tmp_path_factory.mktemp("scaleout")
+    with contextlib.ExitStack() as running:
+        _schema, database_url = running.enter_context(pg_schema("scaleout"))
+        prefix = running.enter_context(redis_prefix("scaleout"))
+        env = deployment_env(folder, database_url=database_url, storage_uri=redis_url(), key_prefix=prefix)
+        upgraded = cli(env, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        admin = create_app(config.from_env(env))
+        running.callback(admin.extensions["authsvc"].engine.dispose)
+        svc = admin.extensions["authsvc"]
+        for name in USERS:
+            svc.accounts.create(name, svc.hasher.hash(PASSWORD))
+        one, two = running.enter_context(instances(folder, env, count=2, workers=2))
+        yield Deployment(env, one, two, admin)
+
+
+@pytest.fixture(autouse=True)
+def show_instance_logs_on_failure(request):
+    deployment = request.getfixturevalue("deployment") if "deployment" in request.fixturenames else None
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if deployment is not None and report is not None and report.failed:
+        print(deployment.diagnostics())
+
+
+def per_client_amount() -> int:
+    return min(parse_limit(limit).amount for limit in POLICY.throttle.per_client)
+
+
+# --- limits count across instances -------------------------------------------------------------------
+
+@pytest.mark.asvs("V6.3.1")
+def test_attacker_alternating_instances_gets_no_more_per_client_attempts_than_against_one(deployment):
+    """Guessing from one address, alternating instance 1 and 2 (and so four worker processes): the
+    per-client limit on POST /login counts in Redis, so the budget is the policy's, not 4x it."""
+    amount = per_client_amount()
+    attacker = Browser("203.0.113.77")
+    token = attacker.csrf(deployment.one)
+    statuses = []
+    for i in range(amount + 3):
+        instance = deployment.both[i % 2]
+        response = attacker.post(instance, "/login", data={"csrf_token": token, "username": f"nobody{i}",
+                                                            "password": "not the password at all"})
+        statuses.append(response.status_code)
+    assert statuses == [401] * amount + [429] * 3, statuses
+    # The count is this address's: another client is still heard on either instance.
+    other = Browser("203.0.113.78")
+    assert other.login(deployment.two, "nobody", "not the password at all").status_code == 401
+
+
+@pytest.mark.asvs("V6.3.1", "V6.3.2")
+def test_attacker_alternating_instances_gets_no_more_per_account_attempts_than_against_one(deployment):
+    """Guessing one account's password from a fresh address each time, alternating instances: the
+    account's back-off counts in Redis, so it starts after the policy's failures_before_backoff,
+    the right password then gets 429 too (no oracle), and the owner's known browser still gets in."""
+    owner = Browser("198.51.100.9")
+    assert owner.login(deployment.one, "pat").status_code == 303
+    assert owner.cookie("authsvc_device"), "no known-device cookie after a login"
+    allowed = POLICY.throttle.failures_before_backoff
+    statuses = []
+    for i in range(allowed + 1):
+        attacker = Browser(f"198.51.100.{10 + i}")
+        statuses.append(attacker.login(deployment.both[i % 2], "pat", "wrong password number one").status_code)
+    assert statuses == [401] * allowed + [429], statuses
+    for instance in deployment.both:
+        assert Browser("198.51.100.40").login(instance, "pat").status_code == 429, \
+            "the right password got through a backing-off account"
+    assert owner.login(deployment.two, "pat").status_code == 303, "the owner's known device was locked out"
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_known_device_counter_is_shared_by_instances_and_apart_from_the_anonymous_one(deployment):
+    """A known-device cookie issued by instance 1 is honoured by instance 2, and that device's own
+    failure counter is counted by both together: its back-off starts after the same number of
+    failures whichever instance they went to, and leaves other browsers of the account alone."""
+    device = Browser("198.51.100.30")
+    assert device.login(deployment.one, "dex").status_code == 303
+    allowed = POLICY.throttle.failures_before_backoff
+    statuses = [device.login(deployment.both[(i + 1) % 2], "dex", "wrong password number two").status_code
+                for i in range(allowed + 1)]
+    assert statuses == [401] * allowed + [429], statuses
+    assert device.login(deployment.one, "dex").status_code == 429
+    assert Browser("198.51.100.31").login(deployment.one, "dex").status_code == 303, \
+        "the device's failures blocked the account's other browsers"
+
+
+# --- revocation reaches every instance -----------------------------------------------------------------
+
+def logged_in_on(instance, name: str, ip: str) -> Browser:
+    b = Browser(ip)
+    response = b.login(instance, name)
+    assert response.status_code == 303, response.status_code
+    return b
+
+
+def warm(deployment, *browsers: Browser) -> None:
+    """Every browser verified on both instances, several times (both workers): any verify cache
+    now holds their sessions."""
+    for b in browsers:
+        for instance in deployment.both:
+            assert [b.verify(instance) for _ in range(4)] == [200] * 4
+
+
+def clone(b: Browser) -> Browser:
+    """A copy of the browser's cookies (another tab, or a thief's copy) at the same place."""
+    c = Browser(b.ip, b.ua)
+    c.cookies = dict(b.cookies)
+    return c
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_logout_on_one_instance_is_401_on_the_other_within_one_second(deployment):
+    b = logged_in_on(deployment.one, "lou", "198.51.100.41")
+    copy = clone(b)
+    warm(deployment, copy)
+    token = b.csrf(deployment.one, "/")
+    assert b.post(deployment.one, "/logout", data={"csrf_token": token}).status_code == 303
+    accepted_for = parallel(
+        lambda: seconds_until_refused(lambda: copy.verify(deployment.two), bound=REVOCATION_BOUND_SECONDS),
+        lambda: seconds_until_refused(lambda: copy.verify(deployment.one), bound=REVOCATION_BOUND_SECONDS))
+    print("ACCEPTED_FOR", accepted_for)
+    assert max(accepted_for) <= REVOCATION_BOUND_SECONDS, \
+        f"the logged-out session was still accepted {accepted_for} s after the logout"
+
+
+@pytest.mark.asvs("V7.4.3")
+def test_password_change_on_one_instance_ends_other_sessions_on_the_other_within_one_second(deployment):
+    here = logged_in_on(deployment.one, "pam", "198.51.100.50")
+    there = logged_in_on(deployment.two, "pam", "198.51.100.51")
+    warm(deployment, here, there)
+    token = here.csrf(deployment.one, "/")
+    changed = here.post(deployment.one, "/account/password",
+                        data={"csrf_token": token, "current_password": PASSWORD, "new_password": NEW_PASSWORD})
+    assert changed.status_code == 200 and "Password changed" in changed.text, changed.status_code
+    accepted_for = seconds_until_refused(lambda: there.verify(deployment.two), bound=REVOCATION_BOUND_SECONDS)
+    assert accepted_for <= REVOCATION_BOUND_SECONDS, \
+        f"a session of the old password was still accepted {accepted_for} s after the change"
+    assert [here.verify(i) for i in deployment.both] == [200, 200], "the changing session itself was ended"
+    assert Browser("198.51.100.52").login(deployment.two, "pam").status_code == 401
+    assert Browser("198.51.100.53").login(deployment.two, "pam", NEW_PASSWORD).status_code == 303
+
+
+@pytest.mark.asvs("V7.4.2")
+def test_cli_sessions_revoke_is_401_on_both_instances_within_one_second(deployment):
+    on_one = logged_in_on(deployment.one, "rev", "198.51.100.60")
+    on_two = logged_in_on(deployment.two, "rev", "198.51.100.61")
+    bystander = logged_in_on(deployment.two, "vic", "198.51.100.62")
+    warm(deployment, on_one, on_two)
+    revoked = cli(deployment.env, "sessions", "revoke", "rev")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked 2 session(s)" in revoked.stdout, revoked.stdout
+    accepted_for = parallel(
+        lambda: seconds_until_refused(lambda: on_one.verify(deployment.two), bound=REVOCATION_BOUND_SECONDS),
+        lambda: seconds_until_refused(lambda: on_two.verify(deployment.one), bound=REVOCATION_BOUND_SECONDS))
+    print("ACCEPTED_FOR", accepted_for)
+    assert max(accepted_for) <= REVOCATION_BOUND_SECONDS, \
+        f"a revoked session was still accepted {accepted_for} s after `authsvc sessions revoke`"
+    assert [bystander.verify(i) for i in deployment.both] == [200, 200], "another user's session was ended"
+
+
+# --- races between instances -------------------------------------------------------------------------
+
+@pytest.mark.asvs("V7.4.1")
+def test_concurrent_remember_rotation_on_both_instances_has_exactly_one_winner(deployment):
+    """Two tabs of one browser restore from the same remember cookie at the same moment, one through
+    each instance. The conditional UPDATE (under PostgreSQL's READ COMMITTED) lets one rotate; the
+    other is a race inside the grace window, refused without clearing the cookie and without the
+    replay alarm that would sign the user out everywhere."""
+    svc = deployment.svc()
+    user_id = deployment.user_id("rem")
+    elsewhere = logged_in_on(deployment.one, "rem", "198.51.100.70")
+    rounds = 6
+    for round_ in range(rounds):
+        ip, ua = f"198.51.100.{71 + round_}", f"Mozilla/5.0 RaceTab/{round_}"
+        value, _ = svc.remember.issue(user_id, ip, ua)
+        tabs = [Browser(ip, ua), Browser(ip, ua)]
+        for tab in tabs:
+            tab.cookies = {svc.cookies.remember: value}
+        gate = threading.Barrier(2, timeout=30)
+
+        def restore(tab, instance):
+            gate.wait()
+            return tab.get(instance, "/login").status_code
+        statuses = parallel(lambda: restore(tabs[0], deployment.one), lambda: restore(tabs[1], deployment.two))
+        assert sorted(statuses) == [200, 303], f"round {round_}: {statuses}"
+        winner, loser = (tabs[0], tabs[1]) if statuses[0] == 303 else (tabs[1], tabs[0])
+        assert [winner.verify(i) for i in deployment.both] == [200, 200]
+        assert [loser.verify(i) for i in deployment.both] == [401, 401]
+        assert loser.cookies.get(svc.cookies.remember) == value, "the racing tab's cookie was cleared"
+        assert winner.cookies.get(svc.cookies.remember) not in (None, value), "the winner got no new cookie"
+    with svc.engine.connect() as conn:
+        tokens = conn.execute(sa.select(remember_tokens).where(remember_tokens.c.user_id == user_id)).all()
+        live = conn.execute(sa.select(sa.func.count()).select_from(sessions_table).where(
+            sessions_table.c.user_id == user_id, sessions_table.c.revoked_at.is_(None))).scalar_one()
+    assert len(tokens) == 2 * rounds, "a rotation issued more (or fewer) than one successor"
+    assert sum(t.rotated_at is not None for t in tokens) == rounds
+    assert all(t.revoked_at is None for t in tokens), "a race was taken for theft: tokens revoked"
+    assert live == 1 + rounds
+    assert [elsewhere.verify(i) for i in deployment.both] == [200, 200], "mass revocation after a race"
+    for instance in deployment.both:
+        assert "remember_replay_detected" not in instance.log_text()
+
+
+def test_creating_the_same_user_from_two_places_at_once_makes_one_account(deployment):
+    """`authsvc user add` run twice at the same moment, with two spellings of one name: the unique
+    normalized username decides; one command creates the account, the other says it exists."""
+    results = parallel(
+        lambda: cli(deployment.env, "user", "add", "gina", "--password-stdin", stdin=PASSWORD + "\n"),
+        lambda: cli(deployment.env, "user", "add", "GINA", "--password-stdin", stdin=PASSWORD + "\n"))
+    assert sorted(r.returncode for r in results) == [0, 1], [(r.returncode, r.stdout, r.stderr) for r in results]
+    made, refused = sorted(results, key=lambda r: r.returncode)
+    assert "created user" in made.stdout
+    assert "already exists" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    names = [a.username_key for a in deployment.svc().accounts.all()]
+    assert names.count("gina") == 1
+    assert Browser("198.51.100.90").login(deployment.two, "Gina").status_code == 303
+
+
+# --- the load balancer as shipped ------------------------------------------------------------------------
+
+def _requests_count(instance, line: str) -> int:
+    return instance.log_text().count(line)
+
+
+def test_nginx_load_balancer_config_spreads_requests_and_survives_losing_an_instance(deployment, tmp_path):
+    """deploy/nginx/loadbalancer.conf as shipped, over TLS, in front of both instances and an app:
+    sign in once, and the app's requests are checked by both instances with no stickiness; the
+    login POST reached exactly one instance; sign out through either and the app refuses; and when
+    an instance dies, a session it never saw is still served by the other. (Run last: it kills
+    instance 2.)"""
+    require_binary("nginx")
+    require_binary("openssl")
+    tls = make_tls(tmp_path / "tls")
+    port = free_port()
+    auth, app = f"https://{AUTH_HOST}:{port}", f"https://{APP_HOST}:{port}"
+    # The instances were configured for port 443; here nginx listens on a high port. The origin is
+    # what matters for next: only the login page's absolute URL would differ, and it is not used.
+    with contextlib.ExitStack() as running, pytest.MonkeyPatch.context() as mp:
+        app_server = running.enter_context(echo_app())
+        mp.setattr(stack_helpers, "NGINX_TEMPLATE", LOADBALANCER)
+        running.enter_context(nginx_server(tmp_path / "nginx", port, {
+            "AUTH_HOST": AUTH_HOST, "APP_HOST": APP_HOST, "HTTPS_PORT": str(port),
+            "TLS_CERT": str(tls.cert), "TLS_KEY": str(tls.key),
+            "AUTHSVC_ADDR_1": f"127.0.0.1:{deployment.one.port}",
+            "AUTHSVC_ADDR_2": f"127.0.0.1:{deployment.two.port}",
+            "APP_ADDR": f"127.0.0.1:{app_server.server_address[1]}",
+        }))
+        running.enter_context(example_test_resolves_to_loopback())
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = str(tls.ca)
+        s.headers["User-Agent"] = "authsvc-loadbalancer-test"
+
+        def get(url):
+            return s.get(url, allow_redirects=False, timeout=30)
+
+        posts_before = sum(_requests_count(i, '"POST /login"') for i in deployment.both)
+        verifies_before = [_requests_count(i, '"GET /auth/verify"') for i in deployment.both]
+        page = get(f"{auth}/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        signed_in = s.post(f"{auth}/login", data={"csrf_token": token, "username": "lb", "password": PASSWORD},
+                           allow_redirects=False, timeout=30)
+        assert signed_in.status_code == 303, signed_in.status_code
+        for _ in range(8):
+            r = get(f"{app}{APP_PREFIX}/page")
+            assert r.status_code == 200 and r.json()["user"] == ["lb"], (r.status_code, r.text[:200])
+        assert sum(_requests_count(i, '"POST /login"') for i in deployment.both) == posts_before + 1
+        verifies = [_requests_count(i, '"GET /auth/verify"') - before
+                    for i, before in zip(deployment.both, verifies_before)]
+        assert all(n > 0 for n in verifies), f"verify requests per instance: {verifies}: not balanced"
+
+        deployment.two.crash()
+        for _ in range(4):
+            r = get(f"{app}{APP_PREFIX}/page")
+            assert r.status_code == 200 and r.json()["user"] == ["lb"], "losing an instance lost the session"
+        account = get(f"{auth}/")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', account.text).group(1)
+        assert s.post(f"{auth}/logout", data={"csrf_token": token}, allow_redirects=False,
+                      timeout=30).status_code == 303
+        r = get(f"{app}{APP_PREFIX}/page")
+        assert r.status_code == 302 and r.headers["Location"].startswith(f"https://{AUTH_HOST}"), r.status_code

@@ -1,0 +1,434 @@
+"""Sessions and remember-me as a state machine: random interleavings of logins, verifies, logouts,
+password changes, admin revocation, ended sessions, clock jumps, cookie theft and replay.
+
+A small model tracks which server-side sessions are live and what each remember token may still do;
+the real service (HTTP interface, real database, the test clock) must agree with it at every step.
+The invariant is the security property itself: /auth/verify answers 200 exactly when the cookie
+presented is backed by a live, unexpired, unrevoked session, and never again for a cookie that a
+logout, password change, revocation, timeout, strong-protection failure or detected replay ended.
+
+Each browser is its own test client at its own address. A thief is a new client holding copies of
+a browser's cookies, either on the victim's network (same address and agent) or elsewhere.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import itertools
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+)
+
+from authsvc.models import remember_tokens
+from authsvc.sessions import LIVE, session_verdict
+from tests.conftest import (
+    PASSWORD,
+    Clock,
+    add_user,
+    build_app,
+    cookie_value,
+    csrf,
+    new_client,
+)
+
+HOST = "auth.example.test"
+USERS = ("alice", "bob")
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@functools.cache
+def _template() -> Path:
+    """A database with the schema and both users, made once per run (argon2 hashing is the slow part)."""
+    path = Path(tempfile.mkdtemp(prefix="authsvc-sm-template-"))
+    app = build_app(path, Clock())
+    for user in USERS:
+        add_user(app, user)
+    app.extensions["authsvc"].engine.dispose()
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+@dataclass(eq=False)
+class Sess:
+    """Model of one server-side session record."""
+
+    user: str
+    binding: tuple[str, str]
+    created: float
+    last_seen: float
+    expires: float
+    revoked: bool = False
+    token: str | None = None  # the real token, once the response has shown it
+
+
+@dataclass(eq=False)
+class Token:
+    """Model of one remember-me token (one selector)."""
+
+    user: str
+    expires: float
+    session: Sess | None
+    rotated_at: float | None = None
+    revoked: bool = False
+    selector: str | None = None
+
+
+@dataclass(eq=False)
+class Browser:
+    client: object
+    ip: str
+    ua: str
+    session: Sess | None = None    # the session the session cookie points to
+    remember: Token | None = None  # the token the remember cookie holds
+    thief: bool = False
+
+
+class SessionMachine(RuleBasedStateMachine):
+    browsers = Bundle("browsers")
+    thieves = Bundle("thieves")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.mkdtemp(prefix="authsvc-sm-")
+        shutil.copy(_template() / "authsvc.db", self.tmp)  # migrated, users in: only the app is new
+        self.clock = Clock()
+        self.app = build_app(Path(self.tmp), self.clock)
+        self.svc = self.app.extensions["authsvc"]
+        p = self.svc.policy.sessions
+        self.idle, self.absolute, self.touch = p.idle_timeout_seconds, p.absolute_lifetime_seconds, p.touch_interval_seconds
+        self.grace, self.cap = p.remember_rotation_grace_seconds, p.max_sessions_per_user
+        self.remember_lifetime = p.remember_lifetime_days * 86400
+        self.passwords = {u: PASSWORD for u in USERS}
+        self.user_ids = {u: self.svc.accounts.by_username(u).id for u in USERS}
+        self.sessions: list[Sess] = []
+        self.tokens: list[Token] = []
+        self.seen_tokens: set[str] = set()
+        self.seen_selectors: set[str] = set()
+        self.ended: set[str] = set()  # tokens of sessions that some event or timeout ended
+        self.addresses = itertools.count(1)
+        self.password_serial = itertools.count(1)
+        self.steps = 0
+
+    def teardown(self) -> None:
+        event(f"steps: {self.steps // 5 * 5}-{self.steps // 5 * 5 + 4}")
+        self.svc.engine.dispose()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- model -------------------------------------------------------------------------------------
+
+    def _live(self, s: Sess | None) -> bool:
+        now = self.clock()
+        return s is not None and not s.revoked and now < s.expires and now - s.last_seen < self.idle
+
+    def _authenticate(self, b: Browser) -> bool:
+        """One request's worth of session handling: strong protection, then the live check and touch."""
+        s = b.session
+        if s is None:
+            return False
+        if s.binding != (b.ip, b.ua):
+            event("strong protection: binding changed")
+            s.revoked = True  # a changed address or agent ends the server-side session itself
+            return False
+        if not self._live(s):
+            return False
+        if self.clock() - s.last_seen >= self.touch:
+            s.last_seen = self.clock()
+        return True
+
+    def _new_session(self, b: Browser, user: str, not_after: float | None = None) -> Sess:
+        now = self.clock()
+        if b.session is not None:  # the browser's previous session is ended, not just forgotten
+            b.session.revoked = True
+        expires = now + self.absolute if not_after is None else min(now + self.absolute, not_after)
+        s = Sess(user, (b.ip, b.ua), now, now, expires)
+        self.sessions.append(s)
+        counted = [x for x in self.sessions if x.user == user and not x.revoked and x.expires > now]
+        for old in counted[: max(0, len(counted) - self.cap)]:  # oldest first
+            old.revoked = True
+        b.session = s
+        return s
+
+    def _revoke_user(self, user: str, *, except_session: Sess | None = None) -> None:
+        for s in self.sessions:
+            if s.user == user and s is not except_session:
+                s.revoked = True
+        for t in self.tokens:
+            if t.user == user:
+                t.revoked = True
+
+    def _visit(self, b: Browser) -> str:
+        """GET /login or GET /: "authed", "restored" (remember cookie rotated) or "anonymous"."""
+        if self._authenticate(b):
+            return "authed"
+        t = b.remember
+        if t is None:
+            return "anonymous"
+        now = self.clock()
+        if t.revoked:
+            b.remember = None
+            return "anonymous"
+        if t.rotated_at is not None:
+            if now - t.rotated_at <= self.grace:
+                event("remember: reuse within grace")
+                return "anonymous"  # two tabs racing: refused, nothing revoked, cookie kept
+            event("remember: replay detected")
+            self._revoke_user(t.user)  # replay: theft
+            b.remember = None
+            return "anonymous"
+        if now >= t.expires:
+            event("remember: expired")
+            b.remember = None
+            return "anonymous"
+        event("remember: restored")
+        t.rotated_at = now
+        s = self._new_session(b, t.user, not_after=t.expires)
+        b.remember = Token(t.user, t.expires, s)
+        self.tokens.append(b.remember)
+        return "restored"
+
+    # --- reading the real cookies ------------------------------------------------------------------
+
+    def _cookie_token(self, b: Browser) -> str | None:
+        value = cookie_value(b.client, self.svc.cookies.session)
+        if not value:
+            return None
+        return self.app.session_interface.get_signing_serializer(self.app).loads(value).get("_user_id")
+
+    def _bind_new(self, b: Browser, remember_is_new: bool) -> None:
+        """After a response that started a session: learn its real token (and the new selector)."""
+        token = self._cookie_token(b)
+        assert token is not None
+        assert token not in self.seen_tokens, "a session token was issued twice"
+        self.seen_tokens.add(token)
+        b.session.token = token
+        if remember_is_new:
+            parts = self.svc.remember.parse(cookie_value(b.client, self.svc.cookies.remember))
+            assert parts is not None
+            assert parts[0] not in self.seen_selectors, "a remember selector was reused"
+            self.seen_selectors.add(parts[0])
+            b.remember.selector = parts[0]
+
+    def _new_client(self, ip: str, ua: str):
+        c = new_client(self.app)
+        c.environ_base.update(REMOTE_ADDR=ip, HTTP_USER_AGENT=ua)
+        return c
+
+    def _page(self, b: Browser, path: str):
+        """Load a page, check the response against the model; (outcome, response)."""
+        outcome = self._visit(b)
+        r = b.client.get(path)
+        if path == "/login":
+            expected = 303 if outcome in ("authed", "restored") else 200
+        else:
+            expected = 200 if outcome == "authed" else 303
+        assert r.status_code == expected, (path, outcome, r.status_code)
+        if path == "/" and expected == 303:
+            assert r.headers["Location"].endswith("/login") == (outcome == "anonymous")
+        if outcome == "restored":
+            self._bind_new(b, remember_is_new=True)
+        return outcome, r
+
+    def _csrf(self, b: Browser) -> tuple[bool, str]:
+        """(signed in, CSRF token): from the login form, or from the account page when signed in."""
+        outcome, r = self._page(b, "/login")
+        if outcome == "anonymous":
+            return False, _CSRF.search(r.get_data(as_text=True)).group(1)
+        assert self._authenticate(b)
+        return True, csrf(b.client, "/")
+
+    # --- rules -------------------------------------------------------------------------------------
+
+    @initialize(target=browsers, user=st.sampled_from(USERS))
+    def first_browser(self, user):
+        return self._login(user, remember=True)
+
+    @initialize(target=browsers, remember=st.booleans())
+    def second_browser_of_alice(self, remember):
+        return self._login("alice", remember)
+
+    @rule(target=browsers, user=st.sampled_from(USERS), remember=st.booleans())
+    def login(self, user, remember):
+        return self._login(user, remember)
+
+    def _login(self, user: str, remember: bool) -> Browser:
+        n = next(self.addresses)
+        b = Browser(None, f"10.{n // 250}.{n % 250}.1", f"Browser/{n}")
+        b.client = self._new_client(b.ip, b.ua)
+        data = {"csrf_token": csrf(b.client), "username": user, "password": self.passwords[user]}
+        if remember:
+            data["remember"] = "on"
+        r = b.client.post("/login", data=data)
+        assert r.status_code == 303, r.status_code
+        s = self._new_session(b, user)
+        if remember:
+            b.remember = Token(user, self.clock() + self.remember_lifetime, s)
+            self.tokens.append(b.remember)
+        self._bind_new(b, remember_is_new=remember)
+        return b
+
+    def _verify(self, b: Browser, api: bool) -> None:
+        expected = self._authenticate(b)
+        status = b.client.get("/api/v1/session" if api else "/auth/verify").status_code
+        assert status == (200 if expected else 401), (api, expected, status)
+        event(f"verify: {status}")
+        if status == 200:
+            token = self._cookie_token(b)
+            assert token == b.session.token
+            assert token not in self.ended, "a cookie that was ended authenticated again"
+
+    @rule(b=browsers, where=st.sampled_from(["/auth/verify", "/api/v1/session", "/login", "/"]))
+    def request(self, b, where):
+        """A proxied app asks /auth/verify, a client asks the API, or the browser loads a page
+        (the only place a remember cookie is used)."""
+        if where.startswith(("/auth", "/api")):
+            self._verify(b, api=where.startswith("/api"))
+        else:
+            self._page(b, where)
+
+    @rule(t=thieves, wait=st.sampled_from([0, 3, 6, 3601]))
+    def replay(self, t, wait):
+        """The thief waits, then uses the stolen cookies on the login page (where remember-me acts)."""
+        self.clock.advance(wait)
+        self._page(t, "/login")
+
+    @rule(b=browsers, half_hours=st.integers(1, 60))
+    def stay_active(self, b, half_hours):
+        """A request every 30 minutes: never idle, so only the absolute lifetime can end the session."""
+        for _ in range(half_hours):
+            self.clock.advance(1800)
+            self._verify(b, api=False)
+
+    @rule(b=browsers, action=st.sampled_from(["logout", "change_password", "end_session"]),
+          pick=st.integers(0, 40))
+    def account(self, b, action, pick):
+        """What a signed-in user does with the account page (a signed-out one can only log out)."""
+        signed_in, token = self._csrf(b)
+        if action == "logout":
+            self._logout(b, token)
+        elif signed_in and action == "change_password":
+            self._change_password(b, token)
+        elif signed_in:
+            self._end_session(b, token, pick)
+
+    def _logout(self, b: Browser, token: str) -> None:
+        if self._authenticate(b):
+            b.session.revoked = True
+        if b.remember is not None:
+            b.remember.revoked = True  # even a rotated one: it is this browser's to end
+        b.session, b.remember = None, None
+        r = b.client.post("/logout", data={"csrf_token": token})
+        assert r.status_code == 303
+
+    def _change_password(self, b: Browser, token: str) -> None:
+        assert self._authenticate(b)
+        user = b.session.user
+        new = f"correct horse number {next(self.password_serial)} staple"
+        r = b.client.post("/account/password", data={
+            "csrf_token": token, "current_password": self.passwords[user], "new_password": new})
+        assert r.status_code == 200, r.status_code
+        self.passwords[user] = new
+        self._revoke_user(user, except_session=b.session)
+        b.remember = None  # the response clears this browser's (revoked) remember cookie
+
+    def _end_session(self, b: Browser, token: str, pick: int) -> None:
+        """End one of the user's live sessions (maybe this one) from the account page."""
+        assert self._authenticate(b)
+        mine = [s for s in self.sessions if s.user == b.session.user and self._live(s)]
+        target = mine[pick % len(mine)]
+        sid = self.svc.sessions.load(target.token).id
+        r = b.client.post(f"/account/sessions/{sid}/revoke", data={"csrf_token": token})
+        assert r.status_code == 303
+        target.revoked = True
+        for t in self.tokens:
+            if t.session is target and t.rotated_at is None:
+                t.revoked = True  # the unused remember token that would bring it back
+        if target is b.session:
+            b.session, b.remember = None, None
+
+    @rule(user=st.sampled_from(USERS))
+    def revoke_all(self, user):
+        """What `authsvc sessions revoke NAME` does."""
+        uid = self.user_ids[user]
+        self.svc.sessions.revoke_all(uid, "admin_revoked")
+        self.svc.remember.revoke_all(uid)
+        self._revoke_user(user)
+
+    @rule(seconds=st.one_of(
+        st.sampled_from([1, 5, 6, 59, 60, 3599, 3600, 3601, 86400]),
+        st.integers(1, 120),
+        st.integers(1, 2 * 86400),
+    ))
+    def advance_clock(self, seconds):
+        self.clock.advance(seconds)
+
+    @rule(targets=(thieves, browsers), victim=browsers, same_place=st.booleans(),
+          what=st.sampled_from(["both", "remember"]))
+    def steal_cookies(self, victim, same_place, what):
+        """Copy the victim's cookies into a new browser. A thief is a browser like any other after this."""
+        if same_place:  # malware on the victim's machine, or a shared network and browser build
+            ip, ua = victim.ip, victim.ua
+        else:
+            n = next(self.addresses)
+            ip, ua = f"203.0.{n // 250}.{n % 250 + 1}", "curl/8.0"
+        stolen = [self.svc.cookies.remember] + ([self.svc.cookies.session] if what == "both" else [])
+        session = victim.session if what == "both" else None
+        thief = Browser(self._new_client(ip, ua), ip, ua, session, victim.remember, thief=True)
+        for name in stolen:
+            value = cookie_value(victim.client, name)
+            if value is not None:
+                thief.client.set_cookie(name, value, domain=HOST)
+        return thief
+
+    # --- invariants (no requests: reading the database does not touch sessions) -------------------
+
+    @invariant()
+    def database_agrees_with_model(self):
+        self.steps += 1
+        now = self.clock()
+        for s in self.sessions:
+            if s.token is None:
+                continue
+            live = session_verdict(self.svc.sessions.load(s.token), now, self.svc.policy.sessions) == LIVE
+            assert live == self._live(s), (s, now)
+            if not live:
+                self.ended.add(s.token)
+        with self.svc.engine.connect() as conn:
+            rows = {r.selector: r for r in conn.execute(sa.select(remember_tokens))}
+        for t in self.tokens:
+            if t.selector is None:
+                continue
+            row = rows[t.selector]
+            assert (row.revoked_at is not None) == t.revoked, t
+            assert (row.rotated_at is not None) == (t.rotated_at is not None), t
+            assert row.expires_at == t.expires  # rotation never extends a remember token
+
+    @invariant()
+    def ended_sessions_stay_ended(self):
+        for s in self.sessions:
+            if s.token in self.ended:
+                assert not self._live(s)
+
+
+_FUZZ = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+SessionMachine.TestCase.settings = settings(
+    max_examples=1000 if _FUZZ else 50,
+    stateful_step_count=40 if _FUZZ else 25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestSessionStateMachine = SessionMachine.TestCase
