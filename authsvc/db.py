@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 
 _MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
@@ -94,7 +95,7 @@ def current_revision(engine: Engine) -> str | None:
 def _known(revision: str) -> bool:
     try:
         return _scripts().get_revision(revision) is not None
-    except Exception:  # alembic raises ResolutionError / CommandError for an unknown id
+    except CommandError:  # alembic's answer for an id no script has
         return False
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -42,7 +42,11 @@ def respond(status: int, message: str | None = None, retry_after: int | None = N
     elif path.startswith("/auth/") or request.method == "HEAD":
         resp = Response(b"", mimetype="text/plain")
     else:
-        resp = Response(render_template("error.html", status=status, message=message), mimetype="text/html")
+        # Straight from the template, without Flask's context processors: Flask-Login's loads the
+        # user, which needs the database, and the error may be that the database is down (a
+        # second failure inside the error handler would become gunicorn's bare 500).
+        page = current_app.jinja_env.get_template("error.html").render(status=status, message=message)
+        resp = Response(page, mimetype="text/html")
     resp.status_code = status
     if retry_after is not None:
         resp.headers["Retry-After"] = str(int(retry_after))
@@ -91,7 +95,11 @@ def init_app(app: Flask) -> None:
     def http_error(exc):
         if exc.code is None or exc.code >= 500:
             return respond(exc.code or 500)
-        return respond(exc.code, MESSAGES.get(exc.code, exc.name))
+        response = respond(exc.code, MESSAGES.get(exc.code, exc.name))
+        allowed = getattr(exc, "valid_methods", None)
+        if exc.code == 405 and allowed:  # RFC 9110 15.5.6: a 405 names the methods that are allowed
+            response.headers["Allow"] = ", ".join(allowed)
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc):

@@ -348,7 +348,8 @@ def _canonical_prefix(prefix: str) -> str:
     if "*" in prefix:
         raise ValueError(f"path_prefix {prefix!r} is a literal prefix matched on '/' boundaries; drop the '*'")
     trimmed = prefix[:-1] if len(prefix) > 1 and prefix.endswith("/") else prefix
-    if not _PREFIX.fullmatch(trimmed) or any(seg in (".", "..") for seg in trimmed.split("/")):
+    # "//" before trimming too: trimmed, "//" would silently become "/", the whole origin.
+    if "//" in prefix or not _PREFIX.fullmatch(trimmed) or any(seg in (".", "..") for seg in trimmed.split("/")):
         raise ValueError(
             f"path_prefix {prefix!r} must be plain path segments (letters, digits, '-._~' and "
             "sub-delimiters), without '//', dot segments, percent-encoding, query or fragment"

@@ -38,7 +38,7 @@ class RevocationEpoch:
             os.close(fd)  # the mapping keeps the file
 
     @classmethod
-    def in_folder(cls, folder: str) -> "RevocationEpoch | None":
+    def in_folder(cls, folder: str) -> RevocationEpoch | None:
         """The epoch of the instance at ``folder``, or None (and a warning) if it cannot be kept
         there: then nothing may be cached, as a revocation could not reach the other workers."""
         try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from authsvc.revocation import RevocationEpoch
 from authsvc.sessions import SessionRecord

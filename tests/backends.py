@@ -25,7 +25,8 @@ import os
 import secrets
 import socket
 import threading
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Self
 
 import pytest
 
@@ -62,7 +63,7 @@ def require_postgres() -> str:
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
             _reachable[url] = None
-        except Exception as exc:  # driver missing, refused, auth failed, ...
+        except (ImportError, sa.exc.SQLAlchemyError) as exc:  # driver missing, refused, auth failed, ...
             _reachable[url] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         finally:
             engine.dispose()
@@ -82,7 +83,7 @@ def require_redis() -> str:
         try:
             client.ping()
             _reachable[url] = None
-        except Exception as exc:
+        except (redis.RedisError, OSError) as exc:
             _reachable[url] = f"{type(exc).__name__}: {exc}"
         finally:
             client.close()
@@ -94,10 +95,11 @@ def require_redis() -> str:
 
 def _safe(url: str) -> str:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+    except ArgumentError:
         return url.split("@")[-1]
 
 
@@ -301,7 +303,7 @@ class TcpProxy:
             with contextlib.suppress(threading.BrokenBarrierError):
                 done.wait()
 
-    def __enter__(self) -> "TcpProxy":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -91,7 +91,7 @@ class FastPath:
         self.cookie = app.config["SESSION_COOKIE_NAME"]
         self.serializer = app.session_interface.get_signing_serializer(app)
         self.max_age = int(app.permanent_session_lifetime.total_seconds())
-        self.headers = {scheme: _answer_headers(app, scheme) for scheme in ("http", "https")}
+        self.headers = {secure: _answer_headers(app, "https" if secure else "http") for secure in (False, True)}
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == "/auth/verify" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
@@ -99,7 +99,8 @@ class FastPath:
             record = self._live_session(environ)
             if record is not None:
                 start_response("200 OK", [
-                    *self.headers[environ.get("wsgi.url_scheme")], ("X-Auth-User", record.username),
+                    *self.headers[environ.get("wsgi.url_scheme") in ("https", "wss")],  # request.is_secure
+                    ("X-Auth-User", record.username),
                     ("X-Auth-User-Id", str(record.user_id)),
                     ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", "")))])
                 if self.metrics is not None:
@@ -117,21 +118,21 @@ class FastPath:
             return None
         if not isinstance(data, dict) or data.get("_id") != binding_identifier(
                 environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT", "")):
-            return None
+            return None  # moved (the Flask path ends the session), or no binding at all
         token = data.get("_user_id")
         if not is_session_token(token):
             return None
         try:
             record, verdict = self.sessions.authenticate(token, cached=True)
         except SQLAlchemyError:
-            return None
+            return None  # the Flask path fails closed with its 503
         return record if verdict == LIVE else None
 
 
 def _answer_headers(app: Flask, scheme: str) -> list[tuple[str, str]]:
     """The headers the Flask view's 200 gets from the app's after-request hooks (Talisman,
     authsvc.headers, ...), made once by running those hooks on an empty answer. Only HSTS
-    depends on the request (https or not), hence one list per scheme."""
+    depends on the request (secure or not), hence two lists."""
     with app.test_request_context("/auth/verify", base_url=f"{scheme}://verify.invalid"):
         response = app.process_response(ProxyAnswer(status=200))
         _, _, headers = response.get_wsgi_response(request.environ)

@@ -100,6 +100,9 @@ def report(found: dict[str, str], listed: dict[str, str], fail_under: float) -> 
     if not total:
         print("mutation: no results; run without --report-only first", file=sys.stderr)
         return 1
+    unchecked = sorted(n for n, s in found.items() if s in ("not checked", "check was interrupted by user"))
+    if unchecked:
+        print(f"mutation: {len(unchecked)} mutants were not run (interrupted?); they count as survivors below")
     killed = sorted(n for n, s in found.items() if s in KILLED)
     survivors = sorted(n for n, s in found.items() if s not in KILLED)
     equivalent = [n for n in survivors if n in listed]

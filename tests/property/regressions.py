@@ -78,8 +78,7 @@ def main(argv: list[str]) -> int:
         print("the payload must be a string", file=sys.stderr)
         return 2
     added = add(argv[1], payload)
-    print(f"{'added to' if added else 'already in'} {path(argv[1]).relative_to(Path.cwd()) if path(argv[1]).is_relative_to(Path.cwd()) else path(argv[1])}: "
-          f"{encode_line(payload)}")
+    print(f"{'added to' if added else 'already in'} {path(argv[1])}: {encode_line(payload)}")
     return 0
 
 

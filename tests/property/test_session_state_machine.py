@@ -95,7 +95,7 @@ class Browser:
     ua: str
     session: Sess | None = None    # the session the session cookie points to
     remember: Token | None = None  # the token the remember cookie holds
-    thief: bool = False
+    victim: Browser | None = None   # for a thief: whose cookies it copied
 
 
 class SessionMachine(RuleBasedStateMachine):
@@ -306,6 +306,13 @@ class SessionMachine(RuleBasedStateMachine):
         self.clock.advance(wait)
         self._page(t, "/login")
 
+    @rule(t=thieves, wait=st.sampled_from([3, 6, 3601, 86400]))
+    def victim_returns(self, t, wait):
+        """Later, the owner of the stolen cookies loads a page: whoever uses the copied remember
+        cookie second (after the grace) gives the theft away."""
+        self.clock.advance(wait)
+        self._page(t.victim, "/login")
+
     @rule(b=browsers, half_hours=st.integers(1, 60))
     def stay_active(self, b, half_hours):
         """A request every 30 minutes: never idle, so only the absolute lifetime can end the session."""
@@ -380,6 +387,27 @@ class SessionMachine(RuleBasedStateMachine):
           what=st.sampled_from(["both", "remember"]))
     def steal_cookies(self, victim, same_place, what):
         """Copy the victim's cookies into a new browser. A thief is a browser like any other after this."""
+        return self._steal(victim, same_place, what)
+
+    @rule(targets=(thieves, browsers), victim=browsers, same_place=st.booleans(),
+          what=st.sampled_from(["both", "remember"]), thief_first=st.booleans(),
+          gap=st.sampled_from([3, 6, 3601, 86400]))
+    def theft_story(self, victim, same_place, what, thief_first, gap):
+        """The whole theft in one step: steal, then thief and owner each load a page, ``gap`` apart
+        (the owner only after its session has idled out, so that it needs its remember cookie)."""
+        thief = self._steal(victim, same_place, what)
+        if thief_first:
+            self._page(thief, "/login")
+            self.clock.advance(gap)
+            self._page(victim, "/login")
+        else:
+            self.clock.advance(self.idle + 1)
+            self._page(victim, "/login")
+            self.clock.advance(gap)
+            self._page(thief, "/login")
+        return thief
+
+    def _steal(self, victim: Browser, same_place: bool, what: str) -> Browser:
         if same_place:  # malware on the victim's machine, or a shared network and browser build
             ip, ua = victim.ip, victim.ua
         else:
@@ -387,7 +415,7 @@ class SessionMachine(RuleBasedStateMachine):
             ip, ua = f"203.0.{n // 250}.{n % 250 + 1}", "curl/8.0"
         stolen = [self.svc.cookies.remember] + ([self.svc.cookies.session] if what == "both" else [])
         session = victim.session if what == "both" else None
-        thief = Browser(self._new_client(ip, ua), ip, ua, session, victim.remember, thief=True)
+        thief = Browser(self._new_client(ip, ua), ip, ua, session, victim.remember, victim=victim)
         for name in stolen:
             value = cookie_value(victim.client, name)
             if value is not None:

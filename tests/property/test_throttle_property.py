@@ -37,7 +37,7 @@ from authsvc.throttle import Throttle
 DEFAULT = load_policy().throttle
 START = 1_800_000_000
 ACCOUNTS = ["alice", "nobody-such"]
-DEVICES = [None, None, None, "device-one-aaaaaaaa", "device-two-bbbbbbbb"]
+DEVICES = [None, "device-one-aaaaaaaa", "device-two-bbbbbbbb"]
 
 
 @st.composite
@@ -59,19 +59,20 @@ def policies(draw):
 def advances(policy):
     """Mostly short steps (bursts), plus every edge the policy defines, plus long pauses."""
     w, first, cap = policy.failure_window_seconds, policy.backoff_initial_seconds, policy.backoff_max_seconds
-    edges = sorted({0, 1, first - 1, first, first + 1, w - 1, w, w + 1, cap - 1, cap, cap + 1} - {-1})
+    steps = {min(first * 2 ** k, cap) for k in range(12)}  # each back-off the policy can impose
+    edges = sorted({e + d for e in steps | {w} for d in (-1, 0, 1)} | {0, 1})
     return st.one_of(st.integers(0, 3), st.sampled_from(edges), st.integers(0, 2 * max(w, cap)))
 
 
 def attempts(policy):
-    # Few buckets, so runs get long enough to reach every limit.
+    # Most attempts hit one account anonymously, so runs get long enough to reach every limit.
+    buckets = [("alice", None)] * 8 + [(a, d) for a in ACCOUNTS for d in DEVICES]
     return st.lists(st.tuples(
-        st.sampled_from(ACCOUNTS),
-        st.sampled_from(DEVICES),
+        st.sampled_from(buckets),
         st.ip_addresses().map(str),
-        st.sampled_from(["failure"] * 5 + ["success"]),
-        advances(policy),
-    ), max_size=80)
+        st.sampled_from(["failure"] * 7 + ["success"]),
+        st.one_of(st.just(0), st.just("obey"), advances(policy)),
+    ), max_size=80).map(lambda steps: [(a, d, ip, o, adv) for (a, d), ip, o, adv in steps])
 
 
 class Clock:
@@ -101,8 +102,9 @@ def run(policy, trace):
     throttle = Throttle(MemoryStorage(), policy, clock)
     model: dict[tuple, Bucket] = {}
     log = []
+    told: dict[tuple, int] = {}  # "obey": wait the Retry-After last given, as a patient attacker does
     for account, device, ip, outcome, advance in trace:
-        clock.now += advance
+        clock.now += told.get((account, device), 0) if advance == "obey" else advance
         now = clock.now
         bucket = model.setdefault((account, device), Bucket())
         attempt = throttle.begin(account, device)
@@ -113,6 +115,7 @@ def run(policy, trace):
         blocked = now < bucket.blocked_until
         assert verdict.allowed == (not locked and not blocked), (account, device, now, verdict, bucket)
         if not verdict.allowed:
+            told[(account, device)] = verdict.retry_after
             if not locked:
                 assert verdict.retry_after == math.ceil(bucket.blocked_until - now)
             continue

@@ -9,11 +9,17 @@ also run in the mutation test selection of pyproject.toml's ``[tool.mutmut]``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
+import os
 
 import pytest
 
+from authsvc import secretkeys
+from authsvc.passwords import Blocklist, PasswordRules, load_default_blocklist, password_problems, shortest_period
 from authsvc.policy import load_policy
+from authsvc.redirects import AllowedApp, build_rules, parse_origin, validate_next
+from authsvc.secretkeys import key_file_problems, read_key_file, secret_problems
 from authsvc.sessions import LIVE, SessionRecord, needs_touch, session_verdict
 from authsvc.throttle import Verdict, backoff_seconds, block_after_failure, decide, window_full
 
@@ -160,3 +166,278 @@ def test_block_persists_while_failures_keep_coming_within_a_window_of_the_last_b
 def test_retry_after_is_an_int_the_retry_after_header_can_carry():
     verdict = decide(4, 5000.5, 5000.0, THROTTLE)
     assert isinstance(verdict.retry_after, int) and verdict.retry_after == math.ceil(0.5)
+
+
+# --- passwords ---------------------------------------------------------------------------------------
+
+BLOCKLIST = load_default_blocklist()
+PW_RULES = PasswordRules()
+SEQUENCE = "Password is a simple sequence or keyboard pattern; choose another."
+REPEATS_COMMON = "Password repeats a common password; choose another."
+
+
+def pw(password: str, username: str = "u", rules: PasswordRules = PW_RULES) -> list[str]:
+    return password_problems(password, username=username, rules=rules, blocklist=BLOCKLIST)
+
+
+@pytest.mark.asvs("V6.2.1")
+def test_length_message_counts_in_singular_and_plural():
+    assert pw("\u03b6") == ["Password is 1 character; the minimum is 15."]  # not on any list, nothing repeated
+    assert pw("ab") == ["Password is 2 characters; the minimum is 15."]  # two characters are no walk yet
+
+
+def test_three_characters_stepping_evenly_are_already_a_sequence():
+    assert pw('!"#') == ["Password is 3 characters; the minimum is 15.", SEQUENCE]
+
+
+@pytest.mark.asvs("V6.2.4")
+@pytest.mark.parametrize("password", ['!"#$%&\'()*+,-./', "!#%')+-/13579;=?"])
+def test_a_constant_step_through_code_points_outside_any_keyboard_row_is_a_sequence(password):
+    assert SEQUENCE in pw(password)
+
+
+def test_steps_of_two_sizes_are_not_a_sequence():
+    assert SEQUENCE not in pw("abdfhjlnprtvxzB")
+
+
+def test_a_short_unit_repeated_exactly_once_is_a_pattern():
+    assert "Password repeats a short pattern; choose another." in pw("xqzxqz")
+
+
+@pytest.mark.asvs("V6.2.4")
+def test_a_listed_password_with_exactly_three_characters_repeated_is_caught():
+    assert REPEATS_COMMON in pw("sunshinesun")  # "sunshine" + 3 characters of it again
+
+
+@pytest.mark.asvs("V6.2.4")
+def test_a_four_letter_listed_unit_repeated_is_caught():
+    assert REPEATS_COMMON in pw("abbyabbyabby")
+
+
+def test_only_whole_repetitions_of_the_unit_count_as_a_listed_password_repeated():
+    # "chouchou" is listed, but "chouchouch" repeats it by only two characters (the rule wants 3).
+    assert REPEATS_COMMON not in pw("chouchouch")
+    # "desmond" is listed, but this is "desmon" repeated; a listed word is not searched as a substring.
+    assert REPEATS_COMMON not in pw("desmondesmondesmon")
+
+
+@pytest.mark.asvs("V6.2.11")
+def test_a_three_character_username_inside_the_password_is_refused():
+    assert pw("xxbobxxTq8vLr2mWz", username="bob") == ["Password must not contain the username."]
+
+
+def test_an_empty_username_forbids_nothing():
+    assert pw("Tq8vLr2xxxxmWz5kXc9p", username="") == []
+
+
+@pytest.mark.asvs("V6.2.9")
+def test_a_password_exactly_at_the_raw_cap_is_normalized_before_it_is_judged():
+    # Four code points that NFC composes into one (U+1FA7): 4096 raw, 1024 after normalizing = the cap.
+    password = "\u03c9\u0314\u0342\u0345" * 1024
+    assert len(password) == 4 * PW_RULES.max_length
+    assert "Password is longer than 1024 characters." not in pw(password)
+    assert pw(password + "x") == ["Password is longer than 1024 characters."]
+
+
+def test_shortest_period_of_tricky_strings():
+    assert shortest_period("") == 0
+    assert shortest_period("aabaaa") == 4
+    assert shortest_period("abab") == 2 and shortest_period("abcab") == 3 and shortest_period("x") == 1
+
+
+def test_blocklist_lines_lose_only_their_line_ending():
+    listed = Blocklist.from_lines(["pass word \r\n", "boxX\n"])
+    assert "pass word " in listed and "pass word" not in listed
+    assert "boxx" in listed and "bo" not in listed
+
+
+@pytest.mark.asvs("V6.2.1", "V6.2.9")
+def test_policy_bounds_are_inclusive_and_errors_name_the_setting():
+    assert PasswordRules(min_length=8).min_length == 8
+    assert PasswordRules(max_length=64).max_length == 64
+    with pytest.raises(ValueError, match="ASVS 6.2.1 requires at least 8"):
+        PasswordRules(min_length=7)
+    with pytest.raises(ValueError, match=r"must be at least 64 \(ASVS 6.2.9\)"):
+        PasswordRules(max_length=63)
+    with pytest.raises(ValueError, match="^context_words must be non-empty strings.$"):
+        PasswordRules(context_words=("",))
+
+
+# --- throttle ------------------------------------------------------------------------------------------
+
+
+def test_any_earlier_block_keeps_the_back_off_going_even_at_tiny_clock_values():
+    assert block_after_failure([100.0], 6, 100.0, 0.5, THROTTLE) == 100.0 + backoff_seconds(6, THROTTLE)
+
+
+# --- redirects -----------------------------------------------------------------------------------------
+
+REDIRECTS = build_rules("https://auth.example.com", [AllowedApp("https://app.example.com", "/wiki", "Wiki"),
+                                                     AllowedApp("https://[2001:db8::1]", "/v6", "v6")])
+
+
+@pytest.mark.asvs("V3.7.2")
+def test_path_prefix_of_a_double_slash_is_refused_not_widened_to_the_whole_origin():
+    # Found by mutation testing: "//" used to become "/", admitting every path of the app's origin.
+    with pytest.raises(ValueError, match="without '//'"):
+        build_rules("https://auth.example.com", [AllowedApp("https://app.example.com", "//", "x")])
+
+
+def test_path_prefix_errors_say_what_to_write():
+    with pytest.raises(ValueError, match="must start with '/'"):
+        build_rules("https://auth.example.com", [AllowedApp("https://app.example.com", "wiki", "x")])
+    with pytest.raises(ValueError, match="dot segments, percent-encoding, query or fragment$"):
+        build_rules("https://auth.example.com", [AllowedApp("https://app.example.com", "/a?b", "x")])
+    with pytest.raises(TypeError, match="got str"):
+        build_rules("https://auth.example.com", ["https://app.example.com"])
+
+
+def test_build_rules_keeps_the_configured_maximum_length():
+    assert build_rules("https://auth.example.com", max_length=100).max_length == 100
+
+
+def test_a_lone_percent_in_the_fragment_is_escaped_exactly_once():
+    assert validate_next("/p?q=5%#50%", REDIRECTS).target == "/p?q=5%25#50%25"
+
+
+@pytest.mark.asvs("V3.7.2")
+def test_a_second_closing_bracket_after_an_ipv6_host_is_malformed():
+    decision = validate_next("https://[2001:db8::1]]/v6", REDIRECTS)
+    assert (decision.accepted, decision.reason) == (False, "malformed")
+
+
+@pytest.mark.parametrize("host", ["a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61])  # 253
+def test_a_host_of_253_characters_is_a_valid_origin_and_254_is_not(host):
+    assert len(host) == 253
+    assert parse_origin(f"https://{host}") == f"https://{host}"
+    with pytest.raises(ValueError):
+        parse_origin(f"https://{host}e")
+
+
+def test_parse_origin_accepts_port_1_and_upper_case_x_in_hosts():
+    assert parse_origin("https://app.example.com:1") == "https://app.example.com:1"
+    assert parse_origin("https://XKCD.Example.com") == "https://xkcd.example.com"
+
+
+def test_parse_origin_errors_quote_the_configured_text():
+    with pytest.raises(ValueError, match="^origin is empty; expected scheme://host"):
+        parse_origin("")
+    with pytest.raises(ValueError, match="'https://a://b' must not have a path"):
+        parse_origin("https://a://b")
+    with pytest.raises(ValueError, match=r"'https://-bad-\.example\.com'"):
+        parse_origin("https://-bad-.example.com")
+    with pytest.raises(ValueError, match="expected ':port' after the IPv6 literal"):
+        parse_origin("https://[::1]]")
+
+
+# --- secret keys ---------------------------------------------------------------------------------------
+
+WEAK = "AUTHSVC_SECRET_KEY is, or is built from, a well-known example value"
+
+
+@pytest.mark.asvs("V11.2.3")
+def test_a_key_with_exactly_128_estimated_bits_is_enough():
+    key = "GEF7vhcY7ceDQ3YepQh3EDCp5KCKFG5v"  # 16 symbols twice each: exactly 32 * 4.0 bits
+    assert secretkeys._estimated_bits(key) == 128.0
+    assert secret_problems(key) == []
+
+
+@pytest.mark.asvs("V11.2.3")
+def test_twelve_distinct_characters_are_enough_when_the_entropy_is():
+    key = "gmbmgEtf7tGbEQmg7mEbGGQDfgfmD3eGQbgg7gbmbmGG"
+    assert len(set(key)) == 12 and secret_problems(key) == []
+
+
+@pytest.mark.asvs("V11.2.3")
+def test_a_key_whose_steps_are_exactly_half_neighbours_is_mostly_a_sequence():
+    found = secret_problems("HIbc9:ababXYFGKLGHvwZ[vwTUabstMNdeBCQRde3")
+    assert any("mostly a run of neighbouring characters" in p for p in found), found
+
+
+@pytest.mark.asvs("V11.2.3")
+def test_random_text_exactly_twice_is_a_repeated_pattern():
+    half = "Tq8vLr2mWz5kXc9pJh4nBd"
+    assert any("repeats a shorter pattern" in p for p in secret_problems(half * 2))
+
+
+@pytest.mark.asvs("V11.2.3")
+def test_a_short_example_word_padded_with_too_little_randomness_is_weak():
+    # "dev" + 29 characters worth 114 bits: the filler is not random enough to hide the example.
+    assert WEAK in " ".join(secret_problems("dev55bfm85fvj7fvt62r4rkfnkrqrabh"))
+
+
+@pytest.mark.asvs("V11.2.3")
+def test_a_short_example_word_spelled_out_with_punctuation_is_weak():
+    assert WEAK in " ".join(secret_problems("D-E-V"))
+    assert WEAK in " ".join(secret_problems("d.e.v." * 6))  # repeated, 36 characters
+
+
+@pytest.mark.asvs("V11.2.3")
+def test_a_uuid_is_refused_with_the_reason():
+    found = secret_problems("0f8fad5b-d9cb-469f-a165-70867728950e")
+    assert any("is a UUID, which holds at most 122 random bits; production needs at least 128." in p for p in found)
+
+
+@pytest.mark.parametrize("char", ["\ud800", "\udfff"])
+def test_the_first_and_last_surrogates_are_invalid_key_characters(char):
+    assert any("not valid UTF-8" in p for p in secret_problems(secretkeys.generate_secret() + char))
+
+
+def test_key_file_messages_quote_odd_paths_safely(tmp_path):
+    odd = tmp_path / "new\nline"
+    [message] = key_file_problems(str(odd))
+    assert "\n" not in message and repr(str(odd)) in message
+
+
+@pytest.mark.asvs("V13.3.2")
+def test_key_file_messages_say_what_to_do(tmp_path, monkeypatch):
+    missing = tmp_path / "nope"
+    assert key_file_problems(str(missing)) == [
+        f"AUTHSVC_SECRET_KEY_FILE points to {missing}, which does not exist. Write a key there "
+        "(`authsvc gen-secret`), then chmod 600 it."]
+    assert key_file_problems(str(tmp_path)) == [
+        f"AUTHSVC_SECRET_KEY_FILE points to {tmp_path}, which is not a regular file. Point it at a file that "
+        "holds only the key."]
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    assert key_file_problems(str(plain / "key")) == [
+        f"AUTHSVC_SECRET_KEY_FILE points to {plain / 'key'}, which cannot be inspected (Not a directory). "
+        "Let the service user reach it."]
+    key = tmp_path / "key"
+    key.write_text(secretkeys.generate_secret())
+    key.chmod(0o600)
+
+    def refuse(*_args, **_kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(secretkeys, "open", refuse, raising=False)  # root can read anything
+    assert key_file_problems(str(key)) == [
+        f"AUTHSVC_SECRET_KEY_FILE file {key} cannot be read by this process (Permission denied). "
+        "Make the service user its owner, mode 600."]
+
+
+def test_read_key_file_errors_carry_errno_and_path(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError) as not_regular:
+        read_key_file(str(fifo))
+    assert (not_regular.value.errno, not_regular.value.filename) == (errno.EINVAL, str(fifo))
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"k" * (secretkeys.MAX_KEY_FILE_BYTES + 1))
+    with pytest.raises(OSError) as too_big:
+        read_key_file(str(huge))
+    assert (too_big.value.errno, too_big.value.filename) == (errno.EFBIG, str(huge))
+
+
+def test_read_key_file_takes_a_file_of_exactly_the_maximum_size(tmp_path):
+    exact = tmp_path / "exact"
+    exact.write_bytes(b"k" * secretkeys.MAX_KEY_FILE_BYTES)
+    assert len(read_key_file(str(exact))) == secretkeys.MAX_KEY_FILE_BYTES
+
+
+def test_read_key_file_strips_only_spaces_tabs_and_line_ends(tmp_path):
+    path = tmp_path / "key"
+    path.write_bytes(b"abcX\x0c\n")
+    assert read_key_file(str(path)) == "abcX\x0c"
+    path.write_bytes(b"abcX \t\r\n")
+    assert read_key_file(str(path)) == "abcX"

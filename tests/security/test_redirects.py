@@ -473,6 +473,15 @@ def test_length_limit_is_inclusive_and_configurable():
     assert_rejected("/12345678", "too_long", short)
 
 
+def test_build_rules_passes_the_length_limit_through():
+    rules = build_rules("https://auth.example.com", max_length=16)
+    assert rules.max_length == 16
+    assert validate_next("/" + "a" * 15, rules).accepted
+    assert_rejected("/" + "a" * 16, "too_long", rules)
+    with pytest.raises(ValueError, match="too_long"):
+        build_rules("https://auth.example.com", default="/welcome", max_length=4)
+
+
 def test_target_grown_by_percent_encoding_past_the_limit_is_refused():
     # 1 char -> 6 bytes of %XX: accepting would make validate_next(target) disagree with itself.
     assert_rejected("/" + "\u00e9" * 1000, "too_long")

@@ -1,0 +1,323 @@
+"""Schema migrations on SQLite and PostgreSQL: from nothing, from the previous release, and refusing
+to run on a schema that is behind.
+
+* From an empty database, ``authsvc db upgrade`` (:func:`authsvc.db.upgrade`) builds exactly the
+  schema authsvc/models.py describes: a model changed without a migration fails here.
+* From the previous release's schema (revision 0001) holding an account, a live session and a
+  remember-me token, upgrading to head keeps all three usable: the password still signs in, the
+  session cookie still verifies, the remember cookie still restores (and is now linked to its
+  session, which is what 0002 added).
+* ``authsvc serve`` and the other commands refuse a schema that is behind (naming both revisions
+  and ``authsvc db upgrade``), one that a newer release migrated, and a database they cannot reach,
+  with a message instead of a traceback and without starting gunicorn.
+* On PostgreSQL, instances that all run ``authsvc db upgrade`` as they start take turns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from authsvc import cli, db, models
+from authsvc.auth import session_identifier
+from authsvc.hashing import Hasher
+from authsvc.policy import load_policy
+from authsvc.sessions import new_token, token_digest
+from tests.backends import pg_schema
+from tests.conftest import (
+    PASSWORD,
+    TEST_POLICY,
+    Clock,
+    build_app,
+    login,
+    make_env,
+    new_client,
+)
+from tests.integration.conftest import authsvc_command, free_port
+
+pytestmark = pytest.mark.integration
+
+PREVIOUS_RELEASE = "0001"
+IP, UA = "198.51.100.7", "Mozilla/5.0 (X11) MigratedBrowser/1"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    """An empty database of each kind: its URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'authsvc.db'}"
+    else:
+        with pg_schema("migr") as (_name, url):
+            yield url
+
+
+@pytest.fixture
+def engine(database):
+    e = db.make_engine(database)
+    yield e
+    e.dispose()
+
+
+def tables(engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+# --- from nothing ----------------------------------------------------------------------------------------
+
+def test_upgrade_from_an_empty_database_builds_exactly_the_schema_the_models_describe(engine):
+    assert db.current_revision(engine) is None
+    db.upgrade(engine)
+    assert db.current_revision(engine) == db.head_revision()
+    assert tables(engine) == {"users", "sessions", "remember_tokens", "alembic_version"}
+    with engine.connect() as conn:
+        drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), models.metadata)
+    assert drift == [], f"authsvc/models.py and the migrations disagree (a change without a revision?): {drift}"
+    assert db.schema_problem(engine) is None
+    db.upgrade(engine)  # again: nothing to do, nothing breaks
+    assert db.current_revision(engine) == db.head_revision()
+
+
+# --- from the previous release, with data ------------------------------------------------------------------
+
+def seed_previous_release(engine, clock: Clock) -> dict:
+    """The schema as release 0001 left it, with what that release wrote: an account, a live
+    session and an unused remember-me token (tables reflected, so nothing of head leaks in)."""
+    db.upgrade(engine, PREVIOUS_RELEASE)
+    assert db.current_revision(engine) == PREVIOUS_RELEASE
+    meta = sa.MetaData()
+    users, sessions, remember = (sa.Table(n, meta, autoload_with=engine)
+                                 for n in ("users", "sessions", "remember_tokens"))
+    assert "session_id" not in remember.c, "revision 0001 already had 0002's column"
+    now = clock()
+    token, selector, validator = new_token(), secrets.token_urlsafe(16), secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        user_id = conn.execute(users.insert().values(
+            username="Alice", username_key="alice", password_hash=Hasher(load_policy(TEST_POLICY).argon2).hash(PASSWORD),
+            disabled=False, created_at=now - 3600, password_changed_at=now - 3600).returning(users.c.id)).scalar_one()
+        session_id = conn.execute(sessions.insert().values(
+            token_hash=token_digest(token), user_id=user_id, created_at=now - 60, last_seen_at=now - 60,
+            expires_at=now + 86400, remembered=True, client_ip=IP, user_agent=UA,
+        ).returning(sessions.c.id)).scalar_one()
+        conn.execute(remember.insert().values(
+            selector=selector, validator_hash=hashlib.sha256(validator.encode()).digest(), user_id=user_id,
+            created_at=now - 60, expires_at=now + 14 * 86400, client_ip=IP, user_agent=UA))
+    return {"token": token, "cookie": f"{selector}.{validator}", "user_id": user_id, "session_id": session_id,
+            "selector": selector}
+
+
+def browser(app):
+    c = new_client(app)
+    c.environ_base.update(REMOTE_ADDR=IP, HTTP_USER_AGENT=UA)
+    return c
+
+
+def with_session(app, token: str):
+    """A browser holding the Flask session cookie that release 0001 gave for ``token``."""
+    with app.test_request_context(environ_base={"REMOTE_ADDR": IP, "HTTP_USER_AGENT": UA}):
+        binding = session_identifier()
+    value = app.session_interface.get_signing_serializer(app).dumps(
+        {"_user_id": token, "_id": binding, "_fresh": True})
+    c = browser(app)
+    c.set_cookie(app.extensions["authsvc"].cookies.session, value, domain="auth.example.test")
+    return c
+
+
+def test_upgrade_from_the_previous_release_keeps_accounts_sessions_and_remember_tokens_usable(database, engine,
+                                                                                               tmp_path):
+    clock = Clock()
+    old = seed_previous_release(engine, clock)
+    db.upgrade(engine)  # what `authsvc db upgrade` does
+    assert db.current_revision(engine) == db.head_revision()
+
+    app = build_app(tmp_path, clock, AUTHSVC_DATABASE_URL=database)
+    svc = app.extensions["authsvc"]
+    try:
+        account = svc.accounts.by_username("ALICE")
+        assert account is not None and account.id == old["user_id"] and account.username == "Alice"
+        # The session the old release started still authenticates, and can still be ended.
+        kept = with_session(app, old["token"])
+        answer = kept.get("/auth/verify")
+        assert answer.status_code == 200 and answer.headers["X-Auth-User"] == "Alice"
+        assert [s.id for s in svc.sessions.list_live(account.id)] == [old["session_id"]]
+        # The password hashed by the old release still signs in.
+        assert login(browser(app), "alice").status_code == 303
+        # The remember cookie it issued still restores once, rotating into a token linked to the
+        # session it started (the column 0002 added).
+        restoring = browser(app)
+        restoring.set_cookie(svc.cookies.remember, svc.remember.serializer.dumps(old["cookie"]),
+                             domain="auth.example.test")
+        assert restoring.get("/login").status_code == 303
+        assert restoring.get("/auth/verify").status_code == 200
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(models.remember_tokens).order_by(models.remember_tokens.c.id)).all()
+        assert rows[0].selector == old["selector"] and rows[0].rotated_at is not None and rows[0].session_id is None
+        assert len(rows) == 2 and rows[1].session_id is not None and rows[1].expires_at == rows[0].expires_at
+        # Logging the old session out ends it.
+        token = _csrf(kept)
+        assert kept.post("/logout", data={"csrf_token": token}).status_code == 303
+        assert with_session(app, old["token"]).get("/auth/verify").status_code == 401
+    finally:
+        svc.engine.dispose()
+
+
+def _csrf(client) -> str:
+    import re
+
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+
+
+# --- refusing a schema that is behind ------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def configured(monkeypatch, tmp_path, database):
+    """`authsvc ...` in-process with the environment of a production instance on ``database``;
+    ``os.execv`` (serve's hand-over to gunicorn) is recorded instead of run."""
+    for key in [k for k in os.environ if k.startswith(("AUTHSVC_", "PROMETHEUS_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    for key, value in make_env(tmp_path, AUTHSVC_DATABASE_URL=database).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AUTHSVC_INSTANCE_PATH", str(tmp_path / "instance"))
+    started: list[list[str]] = []
+
+    def execv(path, argv):
+        started.append(list(argv))
+        raise SystemExit(0)
+    monkeypatch.setattr(cli.os, "execv", execv)
+    yield started
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+SERVE = ["serve", "--bind", "127.0.0.1:1", "--workers", "1"]
+
+
+def test_serve_and_the_cli_refuse_a_schema_that_is_behind_and_say_to_run_db_upgrade(database, engine, tmp_path,
+                                                                                   monkeypatch, capsys):
+    with configured(monkeypatch, tmp_path, database) as started:
+        # no schema at all
+        code, err = run(SERVE, capsys)
+        assert code == 1 and "no authsvc schema" in err and "authsvc db upgrade" in err, err
+        # the previous release's schema
+        db.upgrade(engine, PREVIOUS_RELEASE)
+        for argv in (SERVE, ["user", "list"], ["sessions", "purge"], ["sessions", "revoke", "alice"]):
+            code, err = run(argv, capsys)
+            assert code == 1, (argv, err)
+            assert f"revision {PREVIOUS_RELEASE}" in err and db.head_revision() in err, err
+            assert "authsvc db upgrade" in err and "Traceback" not in err, err
+        assert started == [], "gunicorn was started on a schema that is behind"
+        assert tables(engine) >= {"users", "sessions"} and db.current_revision(engine) == PREVIOUS_RELEASE, \
+            "refusing changed the schema"
+        # after the upgrade, serve gets as far as handing over to gunicorn
+        assert run(["db", "upgrade"], capsys)[0] == 0
+        code, err = run(SERVE, capsys)
+        assert code == 0 and len(started) == 1 and "authsvc.wsgi:app" in started[0], err
+        os.rmdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])  # made for the gunicorn that never ran
+
+
+def test_a_schema_from_a_newer_release_is_refused_without_suggesting_db_upgrade(database, engine, tmp_path,
+                                                                                monkeypatch, capsys):
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    with configured(monkeypatch, tmp_path, database) as started:
+        code, err = run(SERVE, capsys)
+    assert code == 1 and started == []
+    assert "9999_from_the_future" in err and "newer release" in err and "db upgrade" not in err, err
+
+
+def test_an_unreachable_database_is_a_clear_refusal_not_a_traceback(tmp_path, monkeypatch, capsys):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg://authsvc@127.0.0.1:{port}/authsvc"
+    with configured(monkeypatch, tmp_path, url) as started:
+        code, err = run(SERVE, capsys)
+    assert code == 1 and started == []
+    assert "cannot read the database schema" in err and "AUTHSVC_DATABASE_URL" in err, err
+    assert "Traceback" not in err
+
+
+def test_real_serve_process_refuses_the_previous_release_schema_until_db_upgrade(tmp_path):
+    """The same, end to end on PostgreSQL: the `authsvc serve` process exits 1 with the message and
+    nothing listens on its port; `authsvc db upgrade` then brings the schema to head."""
+    with pg_schema("migr") as (_name, url):
+        engine = db.make_engine(url)
+        try:
+            db.upgrade(engine, PREVIOUS_RELEASE)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "PROMETHEUS_"))}
+            env.update(make_env(tmp_path, AUTHSVC_DATABASE_URL=url), AUTHSVC_INSTANCE_PATH=str(tmp_path / "i"))
+            port = free_port()
+            served = subprocess.run([*authsvc_command(), "serve", "--bind", f"127.0.0.1:{port}"], env=env,
+                                    capture_output=True, text=True, timeout=60, check=False)
+            assert served.returncode == 1, served.stderr
+            assert f"revision {PREVIOUS_RELEASE}" in served.stderr and "authsvc db upgrade" in served.stderr
+            assert "Traceback" not in served.stderr
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            upgraded = subprocess.run([*authsvc_command(), "db", "upgrade"], env=env, capture_output=True,
+                                      text=True, timeout=60, check=False)
+            assert upgraded.returncode == 0, upgraded.stderr
+            assert f"database at revision {db.head_revision()}" in upgraded.stdout
+            assert db.schema_problem(engine) is None
+        finally:
+            engine.dispose()
+
+
+# --- several instances upgrading at once ---------------------------------------------------------------------
+
+_UPGRADE = """
+import sys
+from authsvc import db
+engine = db.make_engine(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()  # go: all racers at once
+db.upgrade(engine)
+print(db.current_revision(engine))
+"""
+
+
+def test_instances_upgrading_postgres_at_the_same_moment_take_turns():
+    """Four processes run `authsvc db upgrade`'s code on one empty PostgreSQL schema at the same
+    moment (instances that upgrade as they start): every one succeeds, the later ones finding
+    nothing to do, and the schema is built once. Without the lock they collide on CREATE TABLE."""
+    with pg_schema("migr") as (_name, url):
+        racers = [subprocess.Popen([sys.executable, "-c", _UPGRADE, url], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        try:
+            for r in racers:
+                assert r.stdout.readline().strip() == "ready", r.stderr.read()
+            for r in racers:
+                r.stdin.write("go\n")
+                r.stdin.flush()
+            results = [r.communicate(timeout=60) + (r.returncode,) for r in racers]
+        finally:
+            for r in racers:
+                if r.poll() is None:
+                    r.kill()
+        failed = [next((line for line in reversed(err.splitlines()) if "Error" in line), err[-300:])
+                  for _out, err, code in results if code != 0]
+        assert failed == [], f"concurrent upgrades failed: {failed}"
+        assert [out.strip() for out, _err, _code in results] == [db.head_revision()] * 4
+        engine = db.make_engine(url)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        finally:
+            engine.dispose()
