@@ -91,11 +91,17 @@ def cmd_check(_args) -> int:
 
 
 def cmd_db_upgrade(_args) -> int:
+    import sqlalchemy as sa
+
     from authsvc import db
 
     settings = _settings()
     engine = db.make_engine(settings.database_url)
-    db.upgrade(engine)
+    try:
+        db.upgrade(engine)
+    except sa.exc.OperationalError as exc:  # unreachable server, bad credentials
+        return _fail(f"cannot migrate the database ({str(exc.orig).strip().splitlines()[0][:200]}). "
+                     "Fix: check AUTHSVC_DATABASE_URL and that the database server is up.")
     print(f"database at revision {db.current_revision(engine)}")
     return 0
 

@@ -1,5 +1,8 @@
 """Flask-Limiter: the per-client limit on POST /login, keyed by address (IPv6 by /64).
 
+Known devices (a valid device cookie for the account named in the form) are exempt: their
+attempts are counted in their own per-account bucket (:mod:`authsvc.throttle`) instead.
+
 Counters live in ``AUTHSVC_RATELIMIT_STORAGE_URI`` (memory, or Redis shared by all instances) under
 ``AUTHSVC_RATELIMIT_KEY_PREFIX``. The address is ``request.remote_addr`` after
 :mod:`authsvc.proxies` (never ``access_route``, which believes any client-sent X-Forwarded-For).
@@ -16,6 +19,7 @@ from flask import Flask, current_app, request
 from flask_limiter import Limiter
 
 from authsvc.clientip import client_key
+from authsvc.usernames import normalize_username
 
 # A dead or black-holed Redis must cost a login a fraction of a second, not the OS connect timeout
 # (minutes): with sync workers a hanging request is a worker lost.
@@ -39,6 +43,21 @@ def _key() -> str:
     return client_key(request.remote_addr)
 
 
+def _known_device() -> bool:
+    """A valid device cookie for the account being signed in to: counted apart, not by address.
+
+    The owner's browser is then throttled only by its own per-account device bucket, so an attacker
+    behind the same address (a shared NAT, or a spoofed one) cannot use this limit to lock it out.
+    The cookie is signed and names the account, so it is worth nothing for any other account.
+    """
+    svc = current_app.extensions["authsvc"]
+    cookie = request.cookies.get(svc.cookies.device)
+    names = request.form.getlist("username") if cookie else []
+    if len(names) != 1 or len(names[0]) > svc.policy.limits.username_max_length * 4:
+        return False
+    return svc.devices.device_for(cookie, normalize_username(names[0])) is not None
+
+
 def init_app(app: Flask, services) -> Limiter:
     policy = services.policy.throttle
     settings = services.settings
@@ -55,8 +74,8 @@ def init_app(app: Flask, services) -> Limiter:
     )
     if policy.per_client:
         endpoint = "login.login_post"
-        app.view_functions[endpoint] = limiter.limit(";".join(policy.per_client), methods=["POST"])(
-            app.view_functions[endpoint])
+        app.view_functions[endpoint] = limiter.limit(";".join(policy.per_client), methods=["POST"],
+                                                     exempt_when=_known_device)(app.view_functions[endpoint])
     app.extensions["authsvc_limiter"] = limiter
     return limiter
 

@@ -93,15 +93,16 @@ def faulty(tmp_path_factory):
                              storage_uri=through(redis_url(), redis.port))
         upgraded = cli(env, "db", "upgrade")
         assert upgraded.returncode == 0, upgraded.stderr
-        admin = create_app(config.from_env(env))
-        running.callback(admin.extensions["authsvc"].engine.dispose)
-        svc = admin.extensions["authsvc"]
+        admin = []
 
-        def seed():
+        def seed():  # while the instance boots
+            admin.append(create_app(config.from_env(env)))
+            running.callback(admin[0].extensions["authsvc"].engine.dispose)
+            svc = admin[0].extensions["authsvc"]
             for name in USERS:
                 svc.accounts.create(name, svc.hasher.hash(PASSWORD))
         (instance,) = running.enter_context(instances(folder, env, count=1, workers=2, meanwhile=seed))
-        yield Faulty(env, instance, admin, postgres, redis)
+        yield Faulty(env, instance, admin[0], postgres, redis)
 
 
 @pytest.fixture(autouse=True)

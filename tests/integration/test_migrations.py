@@ -184,7 +184,10 @@ def configured(monkeypatch, tmp_path, database):
     ``os.execv`` (serve's hand-over to gunicorn) is recorded instead of run."""
     for key in [k for k in os.environ if k.startswith(("AUTHSVC_", "PROMETHEUS_"))]:
         monkeypatch.delenv(key)
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # serve sets this in os.environ for gunicorn: recorded here (set, then removed) so that the
+    # undo removes serve's value too, instead of leaking it into every later test
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     for key, value in make_env(tmp_path, AUTHSVC_DATABASE_URL=database).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AUTHSVC_INSTANCE_PATH", str(tmp_path / "instance"))
@@ -249,9 +252,24 @@ def test_an_unreachable_database_is_a_clear_refusal_not_a_traceback(tmp_path, mo
     url = f"postgresql+psycopg://authsvc@127.0.0.1:{port}/authsvc"
     with configured(monkeypatch, tmp_path, url) as started:
         code, err = run(SERVE, capsys)
-    assert code == 1 and started == []
-    assert "cannot read the database schema" in err and "AUTHSVC_DATABASE_URL" in err, err
+        assert code == 1 and started == []
+        assert "cannot read the database schema" in err and "AUTHSVC_DATABASE_URL" in err, err
+        code, err = run(["db", "upgrade"], capsys)
+        assert code == 1 and "cannot migrate the database" in err and "AUTHSVC_DATABASE_URL" in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # SQLite's DDL is not transactional
+def test_a_failed_upgrade_on_postgres_leaves_nothing_half_done(engine):
+    """The whole upgrade is one transaction: when a step fails (here a table in the way of 0001's
+    last one), the tables made before it are gone too and the schema is still "empty", so the
+    next `authsvc db upgrade` starts clean instead of from a state no revision describes."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE remember_tokens (id integer)"))
+    with pytest.raises(sa.exc.ProgrammingError):
+        db.upgrade(engine)
+    assert tables(engine) == {"remember_tokens"}, "a failed upgrade left tables behind"
+    assert db.current_revision(engine) is None
 
 
 def test_real_serve_process_refuses_the_previous_release_schema_until_db_upgrade(tmp_path):
@@ -294,12 +312,12 @@ print(db.current_revision(engine))
 
 
 def test_instances_upgrading_postgres_at_the_same_moment_take_turns():
-    """Four processes run `authsvc db upgrade`'s code on one empty PostgreSQL schema at the same
+    """Three processes run `authsvc db upgrade`'s code on one empty PostgreSQL schema at the same
     moment (instances that upgrade as they start): every one succeeds, the later ones finding
     nothing to do, and the schema is built once. Without the lock they collide on CREATE TABLE."""
     with pg_schema("migr") as (_name, url):
         racers = [subprocess.Popen([sys.executable, "-c", _UPGRADE, url], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
         try:
             for r in racers:
                 assert r.stdout.readline().strip() == "ready", r.stderr.read()
@@ -314,7 +332,7 @@ def test_instances_upgrading_postgres_at_the_same_moment_take_turns():
         failed = [next((line for line in reversed(err.splitlines()) if "Error" in line), err[-300:])
                   for _out, err, code in results if code != 0]
         assert failed == [], f"concurrent upgrades failed: {failed}"
-        assert [out.strip() for out, _err, _code in results] == [db.head_revision()] * 4
+        assert [out.strip() for out, _err, _code in results] == [db.head_revision()] * 3
         engine = db.make_engine(url)
         try:
             with engine.connect() as conn:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
@@ -62,16 +63,17 @@ pytestmark = pytest.mark.integration
 POLICY = load_policy(TEST_POLICY)
 # The spec's bound: a revocation reaches every instance within one second, cache or no cache.
 REVOCATION_BOUND_SECONDS = 1.0
-USERS = ("pat", "dex", "lou", "pam", "rev", "vic", "rem", "lb")
+USERS = ("pat", "dex", "lou", "pam", "rev", "vic", "rem", "sam", "lb")
 LOADBALANCER = ROOT / "deploy" / "nginx" / "loadbalancer.conf"
 
 
 class Deployment:
-    def __init__(self, env, one, two, admin):
+    def __init__(self, env, one, two, admin, checked):
         self.env = env
         self.one = one          # instance 1
         self.two = two          # instance 2
         self.admin = admin      # the same configuration in-process: seeds accounts, reads the tables
+        self.checked = checked  # what `authsvc check` said about this configuration
 
     @property
     def both(self):
@@ -97,15 +99,19 @@ def deployment(tmp_path_factory):
         env = deployment_env(folder, database_url=database_url, storage_uri=redis_url(), key_prefix=prefix)
         upgraded = cli(env, "db", "upgrade")
         assert upgraded.returncode == 0, upgraded.stderr
-        admin = create_app(config.from_env(env))
-        running.callback(admin.extensions["authsvc"].engine.dispose)
-        svc = admin.extensions["authsvc"]
+        admin, checked = [], []
 
-        def seed():
-            for name in USERS:
-                svc.accounts.create(name, svc.hasher.hash(PASSWORD))
+        def seed():  # while the instances boot
+            with ThreadPoolExecutor(1) as pool:
+                check = pool.submit(cli, env, "check")
+                admin.append(create_app(config.from_env(env)))
+                running.callback(admin[0].extensions["authsvc"].engine.dispose)
+                svc = admin[0].extensions["authsvc"]
+                for name in USERS:
+                    svc.accounts.create(name, svc.hasher.hash(PASSWORD))
+                checked.append(check.result())
         one, two = running.enter_context(instances(folder, env, count=2, workers=2, meanwhile=seed))
-        yield Deployment(env, one, two, admin)
+        yield Deployment(env, one, two, admin[0], checked[0])
 
 
 @pytest.fixture(autouse=True)
@@ -119,6 +125,15 @@ def show_instance_logs_on_failure(request):
 
 def per_client_amount() -> int:
     return min(parse_limit(limit).amount for limit in POLICY.throttle.per_client)
+
+
+def test_the_guides_configuration_passes_authsvc_check(deployment):
+    """docs/deployment.md's environment (with this machine's servers) is sound for production by the
+    service's own audit: no error, no warning, not even the memory:// note."""
+    result = deployment.checked
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines() == [line for line in result.stdout.strip().splitlines()
+                                                  if line.startswith("ok:")], result.stdout
 
 
 # --- limits count across instances -------------------------------------------------------------------
@@ -291,6 +306,37 @@ def test_concurrent_remember_rotation_on_both_instances_has_exactly_one_winner(d
     assert [elsewhere.verify(i) for i in deployment.both] == [200, 200], "mass revocation after a race"
     for instance in deployment.both:
         assert "remember_replay_detected" not in instance.log_text()
+
+
+def test_one_user_signing_in_on_both_instances_at_once_gets_one_session_per_login(deployment):
+    """Six of the user's browsers sign in at the same moment, three through each instance. Known
+    browsers (device cookie) have a throttle bucket each, so all get in; unknown ones share the
+    account's bucket, whose gate lets one password check run at a time, so some are told to retry
+    (429), never an error. Every 303 is exactly one new live session, and each browser's previous
+    session is ended, not left behind."""
+    svc = deployment.svc()
+    user_id = deployment.user_id("sam")
+    known = [logged_in_on(deployment.both[i % 2], "sam", f"198.51.100.{110 + i}") for i in range(6)]
+    before = {b.cookie("authsvc_session") for b in known}
+    gate = threading.Barrier(len(known), timeout=30)
+
+    def sign_in(b, instance):
+        token = b.csrf(instance)
+        gate.wait()
+        return b.post(instance, "/login", data={"csrf_token": token, "username": "sam", "password": PASSWORD})
+    answers = parallel(*(partial(sign_in, b, deployment.both[i % 2]) for i, b in enumerate(known)))
+    assert [a.status_code for a in answers] == [303] * len(known), [a.status_code for a in answers]
+    assert len({b.cookie("authsvc_session") for b in known} | before) == 2 * len(known), "a session was shared"
+    for b in known:
+        assert [b.verify(i) for i in deployment.both] == [200, 200]
+    assert len(svc.sessions.list_live(user_id)) == len(known), "replaced sessions were left live"
+
+    strangers = [Browser(f"198.51.100.{120 + i}") for i in range(4)]
+    gate = threading.Barrier(len(strangers), timeout=30)
+    answers = parallel(*(partial(sign_in, b, deployment.both[i % 2]) for i, b in enumerate(strangers)))
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {303, 429} and 303 in statuses, statuses
+    assert len(svc.sessions.list_live(user_id)) == len(known) + statuses.count(303)
 
 
 def test_creating_the_same_user_from_two_places_at_once_makes_one_account(deployment):

@@ -314,6 +314,25 @@ def test_attacker_flooding_the_account_does_not_lock_out_the_owners_browser(app,
     assert_throttled(attacker.post_login("alice"))
 
 
+@pytest.mark.asvs("V6.3.1", "V6.3.8")
+def test_attacker_behind_the_owners_address_does_not_lock_out_the_owners_browser(app, user, argon2_calls):
+    owner = owner_with_device(app)
+    nat = owner.ip  # the attacker shares the owner's address (office NAT, or a spoofed hop)
+    attacker = Browser(app, ip=nat)
+    statuses = [attacker.post_login(f"guess{n}") for n in range(11)]
+    assert_throttled(statuses[-1])
+    assert owner.post_login("alice", PASSWORD).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_device_cookie_does_not_lift_the_per_client_limit_for_other_accounts(app, user):
+    owner = owner_with_device(app)  # a genuine cookie, but for alice
+    attacker = Browser(app, ip="203.0.113.90")
+    attacker.client.set_cookie(DEVICE, owner.device_cookie, domain=HOST)
+    statuses = [attacker.post_login(f"not-alice-{n}").status_code for n in range(11)]
+    assert statuses == [401] * 10 + [429]
+
+
 @pytest.mark.asvs("V6.3.1")
 def test_a_stolen_device_cookie_is_throttled_on_its_own(app, user):
     owner = owner_with_device(app)
