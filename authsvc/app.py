@@ -15,7 +15,6 @@ from typing import Callable
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
-from limits.storage import storage_from_string
 
 from authsvc import config as config_mod
 from authsvc import logging_setup
@@ -25,7 +24,7 @@ from authsvc.db import make_engine
 from authsvc.devices import DeviceCookies
 from authsvc.forms import StrictRequest
 from authsvc.hashing import Hasher
-from authsvc.limiter import storage_options
+from authsvc.limiter import make_storage
 from authsvc.metrics import Metrics
 from authsvc.passwords import Blocklist, PasswordRules, load_default_blocklist
 from authsvc.policy import Policy
@@ -152,7 +151,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
               "and a generated key is used. Never use this mode in production. ***", file=sys.stderr)
 
     engine = make_engine(settings.database_url)
-    storage = storage_from_string(settings.ratelimit_storage_uri, **storage_options(settings.ratelimit_storage_uri))
+    storage = make_storage(settings.ratelimit_storage_uri)
     metrics = Metrics()
     revocations = RevocationEpoch.in_folder(settings.instance_path)
     cache_seconds = policy.sessions.verify_cache_seconds

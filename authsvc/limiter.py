@@ -13,10 +13,12 @@ request fails closed (503, see :mod:`authsvc.errors`) unless the policy chose th
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
+from limits.storage import MemoryStorage, Storage, storage_from_string
 
 from authsvc.clientip import client_key
 from authsvc.usernames import normalize_username
@@ -24,6 +26,46 @@ from authsvc.usernames import normalize_username
 # A dead or black-holed Redis must cost a login a fraction of a second, not the OS connect timeout
 # (minutes): with sync workers a hanging request is a worker lost.
 REDIS_TIMEOUT_SECONDS = 1.0
+
+
+# How often the in-memory storage sweeps expired keys (limits' own MemoryStorage: every 10 ms).
+SWEEP_SECONDS = 1.0
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """``limits``' MemoryStorage, sweeping expired keys at most once per :data:`SWEEP_SECONDS`.
+
+    The stock storage starts a sweeper thread 10 ms after any write and each sweep visits every
+    key, so a flood from ever new addresses (one key per address and limit, kept for an hour)
+    makes each request pay a thread start and a scan that grows with the flood: a throttled
+    request's CPU time went from 1.4 to 2.8 ms over 18,000 new addresses (1.2 ms flat with this
+    class). Reads already ignore expired counters, so sweeping less often only delays freeing memory.
+    """
+
+    STORAGE_SCHEME = ["authsvc+memory"]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options) -> None:
+        self._next_sweep = 0.0
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces the every-write scheduling
+        now = time.monotonic()
+        if now < self._next_sweep or self.timer.is_alive():
+            return
+        self._next_sweep = now + SWEEP_SECONDS
+        self.timer = threading.Timer(0.0, self._MemoryStorage__expire_events)
+        self.timer.daemon = True
+        self.timer.start()
+
+
+def storage_uri(uri: str) -> str:
+    """The ``limits`` URI to open: ``memory://`` means :class:`SweptMemoryStorage`."""
+    return "authsvc+memory://" if uri.split("://", 1)[0] == "memory" else uri
+
+
+def make_storage(uri: str) -> Storage:
+    """The storage behind ``AUTHSVC_RATELIMIT_STORAGE_URI``, as the per-account throttle uses it."""
+    return storage_from_string(storage_uri(uri), **storage_options(uri))
 
 
 def storage_options(uri: str) -> dict:
@@ -64,7 +106,7 @@ def init_app(app: Flask, services) -> Limiter:
     limiter = Limiter(
         key_func=_key,
         app=app,
-        storage_uri=settings.ratelimit_storage_uri,
+        storage_uri=storage_uri(settings.ratelimit_storage_uri),
         storage_options=storage_options(settings.ratelimit_storage_uri),
         strategy="moving-window",
         headers_enabled=False,
@@ -84,5 +126,8 @@ def retry_after_seconds() -> int:
     """Seconds until the breached Flask-Limiter limit resets (for Retry-After)."""
     limiter = current_app.extensions.get("authsvc_limiter")
     current = getattr(limiter, "current_limit", None) if limiter else None
-    reset_at = getattr(current, "reset_at", None)
-    return max(1, math.ceil(reset_at - time.time())) if reset_at else 60
+    if current is None:
+        return 60
+    # The window's own reset time: RequestLimit.reset_at adds a second and truncates.
+    reset_at = float(current.window[0])
+    return max(1, math.ceil(reset_at - time.time()))

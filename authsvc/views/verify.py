@@ -21,7 +21,7 @@ from flask import Blueprint, Flask, Response, request
 from flask_login import current_user
 from itsdangerous import BadData
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.http import parse_cookie
+from werkzeug.exceptions import HTTPException
 
 from authsvc.auth import binding_identifier, is_session_token, request_id, services
 from authsvc.forward_auth import (
@@ -85,6 +85,7 @@ class FastPath:
     the address and scheme Flask sees."""
 
     def __init__(self, app: Flask, flask_wsgi) -> None:
+        self.app = app
         self.flask_wsgi = flask_wsgi
         self.sessions = app.extensions["authsvc"].sessions
         self.metrics = app.extensions["authsvc"].metrics
@@ -96,20 +97,27 @@ class FastPath:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == "/auth/verify" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             started = time.perf_counter()
-            record = self._live_session(environ)
+            req = self.app.request_class(environ)  # read exactly as Flask reads it, no context
+            record = self._live_session(req) if self._routed_to_verify(req) else None
             if record is not None:
                 start_response("200 OK", [
-                    *self.headers[environ.get("wsgi.url_scheme") in ("https", "wss")],  # request.is_secure
-                    ("X-Auth-User", record.username),
+                    *self.headers[req.is_secure], ("X-Auth-User", record.username),
                     ("X-Auth-User-Id", str(record.user_id)),
-                    ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", "")))])
+                    ("X-Request-ID", request_id(req.headers.get("X-Request-ID", "")))])
                 if self.metrics is not None:
                     self.metrics.verify_seconds.labels("200").observe(time.perf_counter() - started)
                 return []
         return self.flask_wsgi(environ, start_response)
 
-    def _live_session(self, environ):
-        value = parse_cookie(environ).get(self.cookie)  # what Flask's session would read
+    def _routed_to_verify(self, req) -> bool:
+        """Flask's own routing decision: a websocket upgrade of the same path, say, is a 400 there."""
+        try:
+            return self.app.create_url_adapter(req).match()[0] == "verify.verify"
+        except HTTPException:
+            return False
+
+    def _live_session(self, req):
+        value = req.cookies.get(self.cookie)  # as Flask's session interface reads it
         if not value:
             return None
         try:
@@ -117,7 +125,7 @@ class FastPath:
         except BadData:
             return None
         if not isinstance(data, dict) or data.get("_id") != binding_identifier(
-                environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT", "")):
+                req.remote_addr, req.headers.get("User-Agent", "")):
             return None  # moved (the Flask path ends the session), or no binding at all
         token = data.get("_user_id")
         if not is_session_token(token):

@@ -95,7 +95,7 @@ def run_mutmut(pats: list[str], max_children: int | None) -> None:
             raise
 
 
-def report(found: dict[str, str], listed: dict[str, str], fail_under: float) -> int:
+def report(found: dict[str, str], listed: dict[str, str], fail_under: float, complete: bool = True) -> int:
     total = len(found)
     if not total:
         print("mutation: no results; run without --report-only first", file=sys.stderr)
@@ -107,7 +107,7 @@ def report(found: dict[str, str], listed: dict[str, str], fail_under: float) -> 
     survivors = sorted(n for n, s in found.items() if s not in KILLED)
     equivalent = [n for n in survivors if n in listed]
     unexplained = [n for n in survivors if n not in listed]
-    stale = sorted(n for n in listed if found.get(n) in KILLED or n not in found)
+    stale = sorted(n for n in listed if found.get(n) in KILLED or (complete and n not in found))
     by_file: dict[str, list[int]] = {}
     for name, status in found.items():
         module = name.split(".x_")[0].split(".xǁ")[0]
@@ -144,12 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     os.environ["HYPOTHESIS_PROFILE"] = "mutation"
-    pats = patterns()
-    if args.only:
-        pats = [p for p in args.only]
+    pats = list(args.only) if args.only else patterns()
     if not args.report_only:
         run_mutmut(pats, args.max_children)
-    return report(results(pats), equivalents(ROOT / "docs" / "mutation.md"), args.fail_under)
+    return report(results(pats), equivalents(ROOT / "docs" / "mutation.md"), args.fail_under,
+                  complete=not args.only)
 
 
 if __name__ == "__main__":

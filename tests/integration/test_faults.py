@@ -149,7 +149,7 @@ def live_session_ids(faulty, name: str) -> set[int]:
 
 # --- Redis ---------------------------------------------------------------------------------------------
 
-@pytest.mark.asvs("V6.3.1")
+@pytest.mark.asvs("V6.3.1", "V16.5.3")
 def test_redis_down_logins_fail_closed_verify_keeps_working_and_counts_survive(faulty):
     inst = faulty.instance
     session = signed_in(faulty, "ann", "192.0.2.10")
@@ -225,7 +225,7 @@ def test_sentinel_storage_reads_the_master_and_every_redis_form_has_timeouts():
 
 # --- PostgreSQL ----------------------------------------------------------------------------------------
 
-@pytest.mark.asvs("V16.5.2")
+@pytest.mark.asvs("V16.5.2", "V16.5.3")
 def test_postgres_down_verify_and_readyz_answer_503_never_200_or_500_then_recover(faulty):
     inst = faulty.instance
     session = signed_in(faulty, "bea", "192.0.2.200")

@@ -38,6 +38,7 @@ from authsvc.models import remember_tokens
 from authsvc.sessions import LIVE, session_verdict
 from tests.conftest import (
     PASSWORD,
+    TEST_POLICY,
     Clock,
     add_user,
     build_app,
@@ -51,11 +52,17 @@ USERS = ("alice", "bob")
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+CAP = 3  # a small session cap, so that a short run can reach it
+
+
 @functools.cache
 def _template() -> Path:
-    """A database with the schema and both users, made once per run (argon2 hashing is the slow part)."""
+    """A database with the schema and both users, made once per run (argon2 hashing is the slow
+    part), and the test policy with a small session cap."""
     path = Path(tempfile.mkdtemp(prefix="authsvc-sm-template-"))
-    app = build_app(path, Clock())
+    policy = Path(TEST_POLICY).read_text() + f"\n[sessions]\nmax_sessions_per_user = {CAP}\n"
+    (path / "policy.toml").write_text(policy)
+    app = build_app(path, Clock(), AUTHSVC_POLICY=str(path / "policy.toml"))
     for user in USERS:
         add_user(app, user)
     app.extensions["authsvc"].engine.dispose()
@@ -107,11 +114,12 @@ class SessionMachine(RuleBasedStateMachine):
         self.tmp = tempfile.mkdtemp(prefix="authsvc-sm-")
         shutil.copy(_template() / "authsvc.db", self.tmp)  # migrated, users in: only the app is new
         self.clock = Clock()
-        self.app = build_app(Path(self.tmp), self.clock)
+        self.app = build_app(Path(self.tmp), self.clock, AUTHSVC_POLICY=str(_template() / "policy.toml"))
         self.svc = self.app.extensions["authsvc"]
         p = self.svc.policy.sessions
         self.idle, self.absolute, self.touch = p.idle_timeout_seconds, p.absolute_lifetime_seconds, p.touch_interval_seconds
         self.grace, self.cap = p.remember_rotation_grace_seconds, p.max_sessions_per_user
+        assert self.cap == CAP
         self.remember_lifetime = p.remember_lifetime_days * 86400
         self.passwords = {u: PASSWORD for u in USERS}
         self.user_ids = {u: self.svc.accounts.by_username(u).id for u in USERS}
@@ -311,9 +319,11 @@ class SessionMachine(RuleBasedStateMachine):
         self.clock.advance(wait)
         self._page(t.victim, "/login")
 
-    @rule(b=browsers, half_hours=st.integers(1, 60))
+    @rule(b=browsers, half_hours=st.sampled_from([1, 2, 10, 47, 48, 49, 60]))
     def stay_active(self, b, half_hours):
-        """A request every 30 minutes: never idle, so only the absolute lifetime can end the session."""
+        """Open the app (restoring from remember-me if need be), then a request every 30 minutes:
+        never idle, so only the absolute lifetime can end the session."""
+        self._page(b, "/login")
         for _ in range(half_hours):
             self.clock.advance(1800)
             self._verify(b, api=False)
@@ -394,6 +404,7 @@ class SessionMachine(RuleBasedStateMachine):
         """The whole theft in one step: steal, then thief and owner each load a page, ``gap`` apart
         (the owner only after its session has idled out, so that it needs its remember cookie)."""
         thief = self._steal(victim, same_place, what)
+        self._verify(thief, api=False)  # first, the stolen session cookie at a proxied app
         if thief_first:
             self._page(thief, "/login")
             self.clock.advance(gap)
@@ -428,8 +439,10 @@ class SessionMachine(RuleBasedStateMachine):
         for s in self.sessions:
             if s.token is None:
                 continue
-            live = session_verdict(self.svc.sessions.load(s.token), now, self.svc.policy.sessions) == LIVE
+            rec = self.svc.sessions.load(s.token)
+            live = session_verdict(rec, now, self.svc.policy.sessions) == LIVE
             assert live == self._live(s), (s, now)
+            assert (rec.revoked_at is not None) == s.revoked, (s, rec.revoke_reason)
             if not live:
                 self.ended.add(s.token)
         with self.svc.engine.connect() as conn:

@@ -219,21 +219,26 @@ class Scope:
         yield element, value, index
 
     def _solve(self) -> None:
-        assignments = list(self._assignments())
-        changed = True
-        while changed:
-            changed = False
-            for target, value, index in assignments:
-                if not isinstance(target, ast.Name):
-                    continue
-                labels = self.labels(value, index)
-                current = self.env.setdefault(target.id, set())
-                # Flow-insensitive: tainted anywhere is tainted; "safe" only if every assignment is.
-                merged = current | labels if TAINTED in labels or not current else \
-                    ({TAINTED} & (current | labels)) | (current & labels) or current | labels
-                if merged != current:
-                    self.env[target.id] = merged
-                    changed = True
+        """Iterate to a fixed point: a name is request data if any assignment to it is; it is a
+        decision, safe URL or constant only if every assignment (and its annotation) says so."""
+        grouped: dict[str, list[tuple[ast.AST | None, int | None]]] = {}
+        for target, value, index in self._assignments():
+            if isinstance(target, ast.Name):
+                grouped.setdefault(target.id, []).append((value, index))
+        params = dict(self.env)
+        for _ in range(100):
+            new = dict(params)
+            for name, sources in grouped.items():
+                sets = [self.labels(value, index) for value, index in sources]
+                if name in params:
+                    sets.append(params[name])
+                if any(TAINTED in s for s in sets):
+                    new[name] = {TAINTED}
+                else:
+                    new[name] = set.intersection(*sets)
+            if new == self.env:
+                return
+            self.env = new
 
     def labels(self, node: ast.AST | None, index: int | None = None) -> set[str]:
         if node is None:

@@ -375,7 +375,8 @@ def test_a_short_example_word_spelled_out_with_punctuation_is_weak():
 @pytest.mark.asvs("V11.2.3")
 def test_a_uuid_is_refused_with_the_reason():
     found = secret_problems("0f8fad5b-d9cb-469f-a165-70867728950e")
-    assert any("is a UUID, which holds at most 122 random bits; production needs at least 128." in p for p in found)
+    assert "AUTHSVC_SECRET_KEY is a UUID, which holds at most 122 random bits; production needs at least 128. " \
+           "Generate one with `authsvc gen-secret`." in found
 
 
 @pytest.mark.parametrize("char", ["\ud800", "\udfff"])
@@ -441,3 +442,52 @@ def test_read_key_file_strips_only_spaces_tabs_and_line_ends(tmp_path):
     assert read_key_file(str(path)) == "abcX\x0c"
     path.write_bytes(b"abcX \t\r\n")
     assert read_key_file(str(path)) == "abcX"
+
+
+@pytest.mark.asvs("V11.2.3")
+def test_filler_of_exactly_128_bits_after_an_example_word_is_random_enough():
+    key = "dev3aj4ase8scx9uewvwuhjh8cxnn3gg4v9"
+    assert secretkeys._estimated_bits(key[3:]) == 128.0
+    assert secret_problems(key) == []
+
+
+@pytest.mark.asvs("V11.2.3")
+def test_a_third_of_neighbouring_steps_is_not_mostly_a_sequence():
+    key = "GHT7X4ehijBkMYgtnghinFGHBCHICDfVCDEC678Z"  # 16 of 39 steps go to a neighbour
+    assert secret_problems(key) == []
+
+
+def test_a_huge_key_file_is_never_read_whole(tmp_path, monkeypatch):
+    """The 64 KiB limit bounds the read itself, not only the check after it."""
+    sizes = []
+    real_fdopen = os.fdopen
+
+    class Recording:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def fileno(self):
+            return self.handle.fileno()
+
+        def read(self, size=-1):
+            sizes.append(size)
+            return self.handle.read(size)
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Recording(real_fdopen(fd, mode)))
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"k" * (secretkeys.MAX_KEY_FILE_BYTES * 2))
+    with pytest.raises(OSError):
+        read_key_file(str(huge))
+    assert sizes == [secretkeys.MAX_KEY_FILE_BYTES + 1]
+
+
+def test_the_first_listed_app_names_the_destination_when_two_share_origin_and_prefix():
+    rules = build_rules("https://auth.example.com", [AllowedApp("https://app.example.com", "/w", "One"),
+                                                     AllowedApp("https://app.example.com", "/w", "Two")])
+    assert validate_next("https://app.example.com/w/x", rules).app.name == "One"

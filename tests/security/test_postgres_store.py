@@ -114,7 +114,6 @@ def test_every_postgres_url_spelling_uses_psycopg_3_with_a_pre_ping_pool(url):
 
 # --- accounts ------------------------------------------------------------------------------------------
 
-@pytest.mark.asvs("V6.8.4")
 @pytest.mark.parametrize("spelling", ["alice", "ALICE", " Alice ", "\uff41\uff4c\uff49\uff43\uff45"])
 def test_second_account_under_any_spelling_is_refused_by_the_database(svc, user, spelling):
     with pytest.raises(UsernameTaken):
@@ -147,6 +146,7 @@ def test_db_leak_session_row_holds_only_the_sha256_of_the_token(svc, user):
     assert svc.sessions.load(token).id == session_id
 
 
+@pytest.mark.asvs("V7.3.1")
 def test_session_times_keep_sub_second_precision_so_timeouts_are_exact(svc, clock, user):
     """Epoch seconds around 1.8e9 need a double: a 4-byte float column would round them to minutes
     and move every idle and absolute timeout."""

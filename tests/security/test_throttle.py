@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import time
+import tomllib
 import types
 import uuid
 from pathlib import Path
@@ -48,10 +49,14 @@ def fresh_ip() -> str:
     return f"198.{18 + n // 65000 % 2}.{n // 250 % 250}.{n % 250 + 1}"
 
 
-def policy_file(tmp_path: Path, **throttle) -> str:
-    """The test policy (cheap argon2) with ``[throttle]`` keys overridden."""
-    lines = [Path(TEST_POLICY).read_text(), "", "[throttle]"]
-    lines += [f"{key} = {json.dumps(value)}" for key, value in throttle.items()]
+def policy_file(tmp_path: Path, argon2: dict | None = None, **throttle) -> str:
+    """The test policy (cheap argon2) with ``[throttle]`` (and ``[argon2]``) keys overridden."""
+    sections = tomllib.loads(Path(TEST_POLICY).read_text())
+    sections.setdefault("argon2", {}).update(argon2 or {})
+    sections.setdefault("throttle", {}).update(throttle)
+    lines = []
+    for name, values in sections.items():
+        lines += [f"[{name}]"] + [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     path = tmp_path / f"policy-{uuid.uuid4().hex[:8]}.toml"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -130,7 +135,7 @@ def comparable(resp, username: str) -> tuple:
 
 # --- per-client limit (Flask-Limiter, real time) ------------------------------------------------------
 
-@pytest.mark.asvs("V6.3.1")
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_password_spray_from_one_address_is_cut_off_after_10_per_minute(app, argon2_calls):
     # Every attempt names a different account, so only the per-client limit can stop it.
     browser = Browser(app, ip="203.0.113.10")
@@ -153,8 +158,11 @@ class FakeTime(types.SimpleNamespace):
     def time(self) -> float:
         return time.time() + self.offset
 
+    def __getattr__(self, name):  # monotonic, sleep, ...: the real ones
+        return getattr(time, name)
 
-@pytest.mark.asvs("V6.3.1")
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_slow_spray_from_one_address_is_cut_off_after_100_per_hour(app, monkeypatch, argon2_calls):
     fake = FakeTime()
     monkeypatch.setattr("limits.storage.memory.time", fake)
@@ -171,7 +179,7 @@ def test_slow_spray_from_one_address_is_cut_off_after_100_per_hour(app, monkeypa
     assert len(argon2_calls) == 100
 
 
-@pytest.mark.asvs("V6.3.1")
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_rotating_addresses_inside_one_ipv6_64_shares_one_bucket(app):
     browser = Browser(app)
     for n in range(10):
@@ -256,7 +264,7 @@ def test_burst_straddling_a_window_boundary_still_backs_off(app, user, clock):
     assert_throttled(browser.post_login("alice"), 30)
 
 
-@pytest.mark.asvs("V6.3.1")
+@pytest.mark.asvs("V6.3.1", "V6.1.1")
 def test_failures_spread_wider_than_the_window_never_back_off(app, user, clock):
     browser = Browser(app)
     for _ in range(12):  # one every 225 s: at most 4 in any 900 s
@@ -300,7 +308,7 @@ def owner_with_device(app) -> Browser:
     return owner
 
 
-@pytest.mark.asvs("V6.3.1", "V6.3.8")
+@pytest.mark.asvs("V6.3.1", "V6.1.1")
 def test_attacker_flooding_the_account_does_not_lock_out_the_owners_browser(app, user, argon2_calls):
     owner = owner_with_device(app)
     attacker = Browser(app)
@@ -314,7 +322,7 @@ def test_attacker_flooding_the_account_does_not_lock_out_the_owners_browser(app,
     assert_throttled(attacker.post_login("alice"))
 
 
-@pytest.mark.asvs("V6.3.1", "V6.3.8")
+@pytest.mark.asvs("V6.3.1", "V6.1.1")
 def test_attacker_behind_the_owners_address_does_not_lock_out_the_owners_browser(app, user, argon2_calls):
     owner = owner_with_device(app)
     nat = owner.ip  # the attacker shares the owner's address (office NAT, or a spoofed hop)
@@ -367,7 +375,7 @@ def test_forged_or_foreign_device_cookie_gets_the_anonymous_bucket(app, user, fo
 
 # --- global limit ------------------------------------------------------------------------------------
 
-@pytest.mark.asvs("V6.3.1")
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_spraying_many_accounts_hits_the_global_failure_limit(tmp_path, clock):
     app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_failed_logins="20 per minute"))
     add_user(app)
@@ -389,7 +397,7 @@ def test_spraying_many_accounts_hits_the_global_failure_limit(tmp_path, clock):
 
 # --- races ---------------------------------------------------------------------------------------------
 
-@pytest.mark.asvs("V6.3.1")
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_parallel_requests_cannot_overrun_the_account_throttle(app, user, svc, monkeypatch):
     browser = Browser(app)
     for _ in range(4):
@@ -420,7 +428,7 @@ def test_parallel_requests_cannot_overrun_the_account_throttle(app, user, svc, m
     assert sorted(statuses) == [401] + [429] * 11
 
 
-@pytest.mark.asvs("V6.3.1")
+@pytest.mark.asvs("V2.4.1")
 def test_a_503_while_hashing_is_saturated_does_not_leave_the_account_gated(app, user, svc, monkeypatch):
     from authsvc.hashing import HashingBusy
 
@@ -431,6 +439,50 @@ def test_a_503_while_hashing_is_saturated_does_not_leave_the_account_gated(app, 
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "3"
     monkeypatch.undo()
     assert Browser(app).post_login("alice", PASSWORD).status_code == 303
+
+
+@pytest.mark.asvs("V2.4.1")
+def test_flood_from_ever_new_addresses_does_not_spin_the_in_memory_sweeper(app, svc, monkeypatch):
+    # limits' stock MemoryStorage starts a sweeper thread 10 ms after every write and each sweep
+    # visits every key: a flood of new addresses made every request costlier as it went on.
+    from authsvc.limiter import SweptMemoryStorage
+
+    limiter = app.extensions["authsvc_limiter"]
+    assert isinstance(limiter.storage, SweptMemoryStorage) and isinstance(svc.throttle.storage, SweptMemoryStorage)
+    started = []
+    real_timer = threading.Timer
+
+    class CountingTimer(real_timer):
+        def start(self):
+            started.append(1)
+            super().start()
+    monkeypatch.setattr(threading, "Timer", CountingTimer)
+    storage = SweptMemoryStorage()
+    began = time.monotonic()
+    for n in range(5000):
+        storage.acquire_entry(f"LIMITER/v4:10.{n // 65536}.{n // 256 % 256}.{n % 256}/login", 10, 60)
+        storage.incr(f"authsvc:acct:{n}:c", 60)
+    assert len(started) <= 2 + int(time.monotonic() - began), f"{len(started)} sweeps for 10,000 writes"
+
+
+@pytest.mark.asvs("V2.4.1")
+def test_hashing_flood_beyond_max_concurrent_gets_503_after_the_queue_timeout(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(
+        tmp_path, argon2={"time_cost": 60, "max_concurrent": 1, "queue_timeout_seconds": 0.3}))
+    add_user(app)
+    svc = app.extensions["authsvc"]
+    holder = threading.Thread(target=svc.hasher.hash, args=("a long hash holding the only slot",))
+    holder.start()  # at time_cost 60 one hash takes far longer than the 0.3 s queue timeout
+    try:
+        time.sleep(0.05)
+        began = time.monotonic()
+        resp = Browser(app).post_login("alice", PASSWORD)
+        waited = time.monotonic() - began
+    finally:
+        holder.join(60)
+    assert resp.status_code == 503 and int(resp.headers["Retry-After"]) >= 1
+    assert 0.3 <= waited < 3
+    assert Browser(app).post_login("alice", PASSWORD).status_code == 303  # slot free: no gate left behind
 
 
 # --- nothing to learn from a 429 -----------------------------------------------------------------------
@@ -451,8 +503,8 @@ def test_unknown_and_existing_accounts_throttle_identically(app, user, clock):
     assert existing == unknown
 
 
-@pytest.mark.asvs("V6.3.8", "V16.5.2")
-def test_every_limit_answers_with_the_same_429_page(tmp_path, clock):
+@pytest.mark.asvs("V6.3.8")
+def test_every_limit_answers_with_the_same_429_page(tmp_path, clock, caplog):
     app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_failed_logins="7 per minute"))
     add_user(app)
     browser = Browser(app)
@@ -470,7 +522,10 @@ def test_every_limit_answers_with_the_same_429_page(tmp_path, clock):
         assert_throttled(resp)
         pages.append((resp.get_data(), sorted(resp.headers.keys()), resp.headers["Content-Type"]))
     assert pages[0] == pages[1] == pages[2]
-    assert len({r.headers["Retry-After"] for r in (per_account, global_, per_client)}) == 3  # three limits
+    # Three different limits fired: only the audit log says which.
+    reasons = [json.loads(r.getMessage()).get("reason") for r in caplog.records
+               if r.name == "authsvc.audit" and '"login_throttled"' in r.getMessage()]
+    assert reasons[:2] == ["backoff", "global"] and reasons[-1] == "per_client"
 
 
 def test_throttled_api_responses_are_json(app):

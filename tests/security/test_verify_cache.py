@@ -207,21 +207,24 @@ def test_activity_answered_from_the_cache_still_counts_against_the_idle_timeout(
 
 # --- the fast answer is the Flask view's answer ------------------------------------------------------
 
-def flask_view_answer(app, client):
+def flask_view_answer(app, client, headers=None):
     """The same request through Flask only (the fast path taken out of the WSGI chain)."""
     chain = app.wsgi_app
     fast = chain.app
     chain.app = fast.flask_wsgi
     try:
-        return client.get("/auth/verify")
+        return client.get("/auth/verify", headers=headers or {})
     finally:
         chain.app = fast
 
 
 @pytest.mark.asvs("V3.4.1", "V3.4.3", "V3.4.4")
-@pytest.mark.parametrize("trusted_proxies, proto", [("0", None), ("1", "https"), ("1", "http"), ("1", "wss"),
-                                                    ("1", "gopher")])
-def test_fast_answer_has_exactly_the_headers_and_status_of_the_flask_view(tmp_path, clock, trusted_proxies, proto):
+@pytest.mark.parametrize("trusted_proxies, proto, status", [
+    ("0", None, 200), ("1", "https", 200), ("1", "http", 200), ("1", "gopher", 200),
+    ("1", "wss", 400),  # a websocket request: Flask's router refuses it, so must the fast path
+])
+def test_fast_answer_has_exactly_the_headers_and_status_of_the_flask_view(tmp_path, clock, trusted_proxies, proto,
+                                                                          status):
     app = build_app(tmp_path, clock, AUTHSVC_TRUSTED_PROXIES=trusted_proxies)
     add_user(app)
     c = new_client(app)
@@ -231,7 +234,7 @@ def test_fast_answer_has_exactly_the_headers_and_status_of_the_flask_view(tmp_pa
     if proto:
         c.environ_base["HTTP_X_FORWARDED_PROTO"] = proto
     fast, slow = c.get("/auth/verify"), flask_view_answer(app, c)
-    assert (fast.status_code, fast.get_data()) == (slow.status_code, slow.get_data()) == (200, b"")
+    assert (fast.status_code, fast.get_data()) == (slow.status_code, slow.get_data()) == (status, b"")
 
     def comparable(response):
         return sorted((k, v) for k, v in response.headers.items() if k != "X-Request-ID")
@@ -239,6 +242,12 @@ def test_fast_answer_has_exactly_the_headers_and_status_of_the_flask_view(tmp_pa
     assert comparable(fast) == comparable(slow)
     assert ("Strict-Transport-Security" in fast.headers) == (proto in (None, "https", "wss"))
     assert fast.headers["X-Request-ID"] and "Set-Cookie" not in fast.headers
+
+
+def test_a_websocket_upgrade_of_the_verify_path_is_left_to_flask(app, alice):
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket"}
+    fast = alice.get("/auth/verify", headers=upgrade)
+    assert fast.status_code == flask_view_answer(app, alice, headers=upgrade).status_code == 400
 
 
 @pytest.mark.parametrize("trusted_proxies", ["0", "1"])
