@@ -21,7 +21,7 @@ from flask import Blueprint, Flask, Response, request
 from flask_login import current_user
 from itsdangerous import BadData
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.sansio.http import parse_cookie
 
 from authsvc.auth import binding_identifier, is_session_token, request_id, services
 from authsvc.forward_auth import (
@@ -80,12 +80,11 @@ class FastPath:
     signed session cookie (the app's own serializer), the strong-protection binding, the session
     verdict (with :class:`~authsvc.verify_cache.VerifyCache`), and sends the headers the Flask
     view's answer gets, computed once. It can only say yes: a missing, bad or foreign cookie, a
-    changed binding (which must end the session), any verdict but live, a database error, all go
-    to the Flask view, unchanged. Sits inside :class:`~authsvc.proxies.TrustedProxies`, so it sees
-    the address and scheme Flask sees."""
+    changed binding (which must end the session), any verdict but live, a database error, a request
+    Flask might route elsewhere, all go to the Flask view, unchanged. Sits inside
+    :class:`~authsvc.proxies.TrustedProxies`, so it sees the address and scheme Flask sees."""
 
     def __init__(self, app: Flask, flask_wsgi) -> None:
-        self.app = app
         self.flask_wsgi = flask_wsgi
         self.sessions = app.extensions["authsvc"].sessions
         self.metrics = app.extensions["authsvc"].metrics
@@ -93,31 +92,28 @@ class FastPath:
         self.serializer = app.session_interface.get_signing_serializer(app)
         self.max_age = int(app.permanent_session_lifetime.total_seconds())
         self.headers = {secure: _answer_headers(app, "https" if secure else "http") for secure in (False, True)}
+        # Routing that depends on the host would make "is this verify?" more than the path: off then.
+        self.enabled = (app.config["SERVER_NAME"] is None and app.config["TRUSTED_HOSTS"] is None
+                        and not app.url_map.host_matching and not app.subdomain_matching)
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == "/auth/verify" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+        if (self.enabled and environ.get("PATH_INFO") == "/auth/verify"
+                and environ.get("REQUEST_METHOD") in ("GET", "HEAD") and _plain_http(environ)):
             started = time.perf_counter()
-            req = self.app.request_class(environ)  # read exactly as Flask reads it, no context
-            record = self._live_session(req) if self._routed_to_verify(req) else None
+            record = self._live_session(environ)
             if record is not None:
                 start_response("200 OK", [
-                    *self.headers[req.is_secure], ("X-Auth-User", record.username),
+                    *self.headers[environ["wsgi.url_scheme"] == "https"], ("X-Auth-User", record.username),
                     ("X-Auth-User-Id", str(record.user_id)),
-                    ("X-Request-ID", request_id(req.headers.get("X-Request-ID", "")))])
+                    ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", "")))])
                 if self.metrics is not None:
                     self.metrics.verify_seconds.labels("200").observe(time.perf_counter() - started)
                 return []
         return self.flask_wsgi(environ, start_response)
 
-    def _routed_to_verify(self, req) -> bool:
-        """Flask's own routing decision: a websocket upgrade of the same path, say, is a 400 there."""
-        try:
-            return self.app.create_url_adapter(req).match()[0] == "verify.verify"
-        except HTTPException:
-            return False
-
-    def _live_session(self, req):
-        value = req.cookies.get(self.cookie)  # as Flask's session interface reads it
+    def _live_session(self, environ):
+        # What Flask reads: request.cookies, request.remote_addr, request.headers["User-Agent"].
+        value = parse_cookie(environ.get("HTTP_COOKIE")).get(self.cookie)
         if not value:
             return None
         try:
@@ -125,7 +121,7 @@ class FastPath:
         except BadData:
             return None
         if not isinstance(data, dict) or data.get("_id") != binding_identifier(
-                req.remote_addr, req.headers.get("User-Agent", "")):
+                environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT", "")):
             return None  # moved (the Flask path ends the session), or no binding at all
         token = data.get("_user_id")
         if not is_session_token(token):
@@ -135,6 +131,13 @@ class FastPath:
         except SQLAlchemyError:
             return None  # the Flask path fails closed with its 503
         return record if verdict == LIVE else None
+
+
+def _plain_http(environ) -> bool:
+    """Not a websocket request, with room to spare: Werkzeug routes ws/wss schemes and
+    ``Upgrade: websocket`` to websocket rules only (a 400 at verify), so any scheme but http(s)
+    and any Upgrade header are left to Flask."""
+    return environ.get("wsgi.url_scheme") in ("http", "https") and "HTTP_UPGRADE" not in environ
 
 
 def _answer_headers(app: Flask, scheme: str) -> list[tuple[str, str]]:
