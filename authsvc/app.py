@@ -155,7 +155,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     metrics = Metrics()
     revocations = RevocationEpoch.in_folder(settings.instance_path)
     cache_seconds = policy.sessions.verify_cache_seconds
-    verify_cache = VerifyCache(cache_seconds, revocations) if revocations and cache_seconds > 0 else None
+    verify_cache = VerifyCache(cache_seconds, revocations) if revocations is not None and cache_seconds > 0 else None
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
         redirect_rules=_redirect_rules(settings),

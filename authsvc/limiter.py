@@ -42,7 +42,7 @@ class SweptMemoryStorage(MemoryStorage):
     class). Reads already ignore expired counters, so sweeping less often only delays freeing memory.
     """
 
-    STORAGE_SCHEME = ["authsvc+memory"]
+    STORAGE_SCHEME = ["authsvc+memory"]  # noqa: RUF012 - read once by limits' scheme registry
 
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options) -> None:
         self._next_sweep = 0.0

@@ -52,9 +52,15 @@ class RevocationEpoch:
         return int.from_bytes(self._map[:_SIZE], "little")
 
     def bump(self) -> None:
-        """Call after the revocation has committed: a reader that saw the old value read the
-        database before the change, so its entries must go; one that sees the new value read it after."""
-        with open(self.path, "rb") as lock:
-            # Two processes bumping at once must not both write the same "new" value.
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self._map[:_SIZE] = ((self.current() + 1) % 2**64).to_bytes(_SIZE, "little")
+        """Call after the revocation has committed. Readers read the epoch before the database: an
+        entry tagged with the old value may predate the change and is dropped; one tagged with the
+        new value was read after the commit."""
+        try:
+            with open(self.path, "rb") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # two processes must not both write the same "new" value
+                self._increment()
+        except OSError:  # the file was removed under us: this mapping is still the one the workers share
+            self._increment()
+
+    def _increment(self) -> None:
+        self._map[:_SIZE] = ((self.current() + 1) % 2**64).to_bytes(_SIZE, "little")

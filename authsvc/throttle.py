@@ -40,8 +40,8 @@ import collections
 import hashlib
 import math
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from limits import parse as parse_limit
 from limits.storage import MemoryStorage, Storage
@@ -136,7 +136,7 @@ class Attempt:
     """One login attempt that passed or failed :meth:`Throttle.begin`. ``end()`` releases the
     bucket's gate; it is idempotent and never raises (the gate also expires by itself)."""
 
-    def __init__(self, throttle: "Throttle", gate: str | None, verdict: Verdict) -> None:
+    def __init__(self, throttle: Throttle, gate: str | None, verdict: Verdict) -> None:
         self.verdict = verdict
         self._throttle = throttle
         self._gate = gate
@@ -172,7 +172,7 @@ class Throttle:
     def _run(self, op: Callable[[Storage], object]) -> object:
         try:
             return op(self.storage)
-        except Exception as exc:  # any storage client error (redis.ConnectionError, timeouts, ...)
+        except Exception as exc:  # noqa: BLE001 - any storage client error: redis, timeouts, ...
             if self._fallback is None:
                 raise ThrottleUnavailable(str(type(exc).__name__)) from None
             return op(self._fallback)
@@ -254,5 +254,5 @@ class Throttle:
     def healthy(self) -> bool:
         try:
             return bool(self.storage.check())
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever the client raises, the storage is not ready
             return False

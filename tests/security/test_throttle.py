@@ -33,7 +33,16 @@ import pytest
 
 from authsvc import cli
 from authsvc.errors import respond
-from tests.conftest import PASSWORD, STRONG_KEY, TEST_POLICY, add_user, build_app, csrf, make_env, new_client
+from tests.conftest import (
+    PASSWORD,
+    STRONG_KEY,
+    TEST_POLICY,
+    add_user,
+    build_app,
+    csrf,
+    make_env,
+    new_client,
+)
 
 WRONG = "not the password at all 1234"
 DEVICE = "__Host-authsvc_device"
@@ -586,7 +595,7 @@ def redis_url_or_skip() -> str:
     try:
         import redis
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to reach it is "unreachable"
         message = f"Redis at {url} is unreachable ({type(exc).__name__})"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
