@@ -204,9 +204,12 @@ class Throttle:
         gate = f"{bucket}:g"
         if self._run(lambda st: st.incr(gate, GATE_SECONDS)) != 1:
             return Attempt(self, None, Verdict(False, 1, "busy"))
-        attempt = Attempt(self, gate, self._state(bucket))
-        if not attempt.verdict.allowed:
-            attempt.end()
+        attempt = Attempt(self, gate, Verdict(False, 1, "busy"))
+        try:
+            attempt.verdict = self._state(bucket)
+        finally:
+            if not attempt.verdict.allowed:  # refused, or the storage failed: let the gate go
+                attempt.end()
         return attempt
 
     def record_failure(self, username_key: str, device_id: str | None) -> None:
