@@ -234,9 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the production server (gunicorn)")
     serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default 127.0.0.1:8000)")
     serve.add_argument("--workers", type=int, default=2)
-    # gthread: a login's argon2 (which releases the GIL) no longer holds a whole worker, so verify keeps
-    # answering during logins; scripts/bench measured about twice the requests/s of sync workers at
-    # about 7% more CPU per request (docs/performance.md).
+    # gthread: a login's argon2 (which releases the GIL) holds one thread, not a whole worker, so verify
+    # keeps answering while people sign in; sync answers more verify requests per core when nobody
+    # does (scripts/bench, docs/performance.md).
     serve.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
     serve.add_argument("--threads", type=int, default=4, help="threads per worker with --worker-class gthread")
     serve.set_defaults(func=cmd_serve)
