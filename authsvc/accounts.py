@@ -30,6 +30,9 @@ class Account:
 
 _COLUMNS = (users.c.id, users.c.username, users.c.username_key, users.c.password_hash, users.c.disabled,
             users.c.created_at, users.c.password_changed_at)
+# Built once: login looks an account up every time.
+_BY_KEY = sa.select(*_COLUMNS).where(users.c.username_key == sa.bindparam("key"))
+_BY_ID = sa.select(*_COLUMNS).where(users.c.id == sa.bindparam("id"))
 
 
 class AccountStore:
@@ -38,16 +41,16 @@ class AccountStore:
         self.clock = clock
         self.revocations = revocations  # moved when an account is disabled: see authsvc.revocation
 
-    def _one(self, cond) -> Account | None:
+    def _one(self, statement, params: dict) -> Account | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(*_COLUMNS).where(cond)).first()
+            row = conn.execute(statement, params).first()
         return Account(*row) if row else None
 
     def by_username(self, username: str) -> Account | None:
-        return self._one(users.c.username_key == normalize_username(username))
+        return self._one(_BY_KEY, {"key": normalize_username(username)})
 
     def by_id(self, user_id: int) -> Account | None:
-        return self._one(users.c.id == user_id)
+        return self._one(_BY_ID, {"id": user_id})
 
     def create(self, username: str, password_hash: str) -> Account:
         now = self.clock()

@@ -125,7 +125,7 @@ def cmd_serve(args) -> int:
     return 0  # pragma: no cover
 
 
-def gunicorn_argv(bind: str, workers: int, worker_class: str = "gthread", threads: int = 4,
+def gunicorn_argv(bind: str, workers: int, worker_class: str = "gthread", threads: int = 8,
                   app: str = "authsvc.wsgi:app") -> list[str]:
     """gunicorn's command line for ``authsvc serve`` (scripts/bench serves its bare-Flask baseline
     with the same, so the two differ only in the application)."""
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     # keeps answering while people sign in; sync answers more verify requests per core when nobody
     # does (scripts/bench, docs/performance.md).
     serve.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
-    serve.add_argument("--threads", type=int, default=4, help="threads per worker with --worker-class gthread")
+    serve.add_argument("--threads", type=int, default=8, help="threads per worker with --worker-class gthread")
     serve.set_defaults(func=cmd_serve)
 
     dbp = sub.add_parser("db", help="database schema")

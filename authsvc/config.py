@@ -246,6 +246,20 @@ def _policy_problems(p: Policy) -> list[Problem]:
         err("argon2", "policy argon2 needs parallelism >= 1, hash_len >= 32 and salt_len >= 16.")
     if a.max_concurrent < 1:
         err("argon2.max_concurrent", "policy argon2.max_concurrent must be at least 1.")
+    if not 1 <= a.anonymous_max_concurrent <= max(1, a.max_concurrent):
+        err("argon2.anonymous_max_concurrent", "policy argon2.anonymous_max_concurrent must be between 1 and "
+                                               "max_concurrent. Fix: set it to max_concurrent - 1 (at least 1).")
+    elif a.max_concurrent > 1 and a.anonymous_max_concurrent == a.max_concurrent:
+        warn("argon2.anonymous_max_concurrent", "policy argon2.anonymous_max_concurrent equals max_concurrent: a "
+                                                "login flood can take every argon2 slot from known devices. Fix: "
+                                                "set it to max_concurrent - 1.")
+    if a.anonymous_queue < 0:
+        err("argon2.anonymous_queue", "policy argon2.anonymous_queue must be 0 or more.")
+    if not 0 <= a.anonymous_nice <= 19:
+        err("argon2.anonymous_nice", "policy argon2.anonymous_nice must be between 0 and 19.")
+    elif a.anonymous_nice == 0:
+        warn("argon2.anonymous_nice", "policy argon2.anonymous_nice = 0: under a login flood, known devices' "
+                                      "logins get no more CPU than the attacker's. Fix: set 10.")
     pw = p.passwords
     if pw.min_length < 15:
         err("passwords.min_length", f"policy passwords.min_length={pw.min_length}; NIST SP 800-63B rev. 4 requires "

@@ -6,14 +6,25 @@ the same parameters, so the two cases cost the same. At most ``max_concurrent`` 
 run at once; a caller that cannot get a slot within ``queue_timeout_seconds`` gets
 :class:`HashingBusy` (the view answers 503 with Retry-After), which bounds both CPU queueing and
 memory (each operation holds ``memory_cost_kib``).
+
+Verifications for logins without a known-device cookie ("anonymous": every attacker, and an owner
+on a new browser) get ``anonymous_max_concurrent`` of those slots and everything else the rest, at
+most ``anonymous_queue`` anonymous ones wait (the rest get :class:`HashingBusy` at once, so a flood
+cannot tie up every server thread), and anonymous argon2 runs on a thread ``anonymous_nice``
+lower in priority, so under a flood the kernel gives a known device's login most of the CPU,
+across all worker processes.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
+import sys
 import threading
 import time
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -37,41 +48,106 @@ class Verified:
     needs_rehash: bool = False
 
 
+log = logging.getLogger(__name__)
+
+
+class Slots:
+    """At most ``size`` holders and at most ``queue`` waiters; a waiter gives up after ``timeout``."""
+
+    def __init__(self, size: int, queue: int, timeout: float) -> None:
+        self._free = threading.BoundedSemaphore(size)
+        self._queue = queue
+        self._timeout = timeout
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if not self._free.acquire(blocking=False):
+            with self._lock:
+                if self._waiting >= self._queue:
+                    raise HashingBusy(retry_after=max(1, int(self._timeout)))
+                self._waiting += 1
+            try:
+                acquired = self._free.acquire(timeout=self._timeout)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+            if not acquired:
+                raise HashingBusy(retry_after=max(1, int(self._timeout)))
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
+def lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value by ``increment`` (at most 19); the argon2 threads it
+    starts inherit it. Linux's nice value is per thread; elsewhere setting it would renice the whole
+    process, so nothing is done there."""
+    if increment and sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+        except OSError as exc:  # lowering one's own priority needs no privilege; say so if it fails anyway
+            log.warning("could not lower the anonymous argon2 thread's priority: %s", exc)
+
+
 class Hasher:
     def __init__(self, policy: Argon2Policy, observe: Callable[[float], None] | None = None) -> None:
         self._ph = PasswordHasher(time_cost=policy.time_cost, memory_cost=policy.memory_cost_kib,
                                   parallelism=policy.parallelism, hash_len=policy.hash_len,
                                   salt_len=policy.salt_len, type=Type.ID)
-        self._slots = threading.BoundedSemaphore(policy.max_concurrent)
-        self._timeout = policy.queue_timeout_seconds
+        timeout = policy.queue_timeout_seconds
+        # Every operation holds one of max_concurrent slots (the memory bound). Within them the
+        # classes are partitioned: anonymous logins get anonymous_max_concurrent, everything else
+        # (known devices, password changes, the CLI) the rest, so neither class can take the
+        # other's, and with the defaults a process runs at most one argon2 per class: argon2s
+        # beyond the machine's cores only make each one costlier.
+        self._slots = Slots(policy.max_concurrent, sys.maxsize, timeout)
+        self._anonymous = Slots(policy.anonymous_max_concurrent, policy.anonymous_queue, timeout)
+        self._known = Slots(max(1, policy.max_concurrent - policy.anonymous_max_concurrent), sys.maxsize, timeout)
+        # Started lazily (after gunicorn forks its workers); one thread per anonymous slot.
+        self._low_priority = ThreadPoolExecutor(policy.anonymous_max_concurrent, "argon2-anonymous",
+                                                lower_thread_priority, (policy.anonymous_nice,))
         self._observe = observe or (lambda seconds: None)
         self.in_progress = 0
         self._dummy = self._ph.hash(secrets.token_urlsafe(32))
 
     @contextmanager
-    def _slot(self) -> Iterator[None]:
-        if not self._slots.acquire(timeout=self._timeout):
-            raise HashingBusy(retry_after=max(1, int(self._timeout)))
-        self.in_progress += 1
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._observe(time.perf_counter() - started)
-            self.in_progress -= 1
-            self._slots.release()
+    def _slot(self, anonymous: bool = False) -> Iterator[None]:
+        with ExitStack() as stack:
+            stack.enter_context((self._anonymous if anonymous else self._known).held())
+            stack.enter_context(self._slots.held())
+            self.in_progress += 1
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._observe(time.perf_counter() - started)
+                self.in_progress -= 1
 
     def hash(self, password: str) -> str:
         with self._slot():
             return self._ph.hash(password)
 
-    def verify(self, stored: str | None, password: str) -> Verified:
-        """Check ``password`` against ``stored`` (None: against the dummy, always False)."""
-        with self._slot():
-            try:
-                self._ph.verify(stored or self._dummy, password)
-            except (VerifyMismatchError, VerificationError, InvalidHashError):
-                return Verified(False)
-        if stored is None:  # pragma: no cover - the dummy's password is never known
+    def verify(self, stored: str | None, password: str, *, known_device: bool = True) -> Verified:
+        """Check ``password`` against ``stored`` (None: against the dummy, always False).
+
+        ``known_device=False`` (a login without a known-device cookie) takes an anonymous slot and
+        runs argon2 at low priority."""
+        anonymous = not known_device
+        with self._slot(anonymous):
+            if anonymous:
+                ok = self._low_priority.submit(self._check, stored, password).result()
+            else:
+                ok = self._check(stored, password)
+        if not ok or stored is None:
             return Verified(False)
         return Verified(True, self._ph.check_needs_rehash(stored))
+
+    def _check(self, stored: str | None, password: str) -> bool:
+        try:
+            return self._ph.verify(stored or self._dummy, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False

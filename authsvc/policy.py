@@ -35,6 +35,9 @@ class Argon2Policy:
     salt_len: int
     max_concurrent: int
     queue_timeout_seconds: float
+    anonymous_max_concurrent: int
+    anonymous_queue: int
+    anonymous_nice: int
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,14 @@ _SELECT = sa.select(
     sessions.c.user_agent, sessions.c.revoked_at,
 ).select_from(sessions.join(users, users.c.id == sessions.c.user_id))
 _BY_DIGEST = _SELECT.where(sessions.c.token_hash == sa.bindparam("digest"))
+# Built once (login runs them every time): SQLAlchemy then only looks up its compiled form.
+_INSERT = sessions.insert().returning(sessions.c.id)
+_LIVE_IDS_NEWEST_FIRST = sa.select(sessions.c.id).where(
+    sessions.c.user_id == sa.bindparam("user_id"), sessions.c.revoked_at.is_(None),
+    sessions.c.expires_at > sa.bindparam("now"),
+).order_by(sessions.c.created_at.desc(), sessions.c.id.desc())
+_REVOKE_IDS = sessions.update().where(sessions.c.id.in_(sa.bindparam("ids", expanding=True))).values(
+    revoked_at=sa.bindparam("now"), revoke_reason=sa.bindparam("reason"))
 
 
 class SessionStore:
@@ -104,11 +112,11 @@ class SessionStore:
         if not_after is not None:
             expires = min(expires, not_after)
         with self.engine.begin() as conn:
-            row = conn.execute(sessions.insert().values(
-                token_hash=token_digest(token), user_id=user_id, created_at=now, last_seen_at=now,
-                expires_at=expires, remembered=remembered,
-                client_ip=client_ip[:64], user_agent=user_agent[:256],
-            ).returning(sessions.c.id)).one()
+            row = conn.execute(_INSERT, {
+                "token_hash": token_digest(token), "user_id": user_id, "created_at": now, "last_seen_at": now,
+                "expires_at": expires, "remembered": remembered,
+                "client_ip": client_ip[:64], "user_agent": user_agent[:256],
+            }).one()
             capped = self._enforce_cap(conn, user_id, now)
         self._ended(capped)  # after the commit (see RevocationEpoch.bump)
         return token, row.id
@@ -117,12 +125,9 @@ class SessionStore:
         cap = self.policy.max_sessions_per_user
         if not cap:
             return 0
-        live = conn.execute(sa.select(sessions.c.id).where(
-            sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now,
-        ).order_by(sessions.c.created_at.desc(), sessions.c.id.desc())).scalars().all()
+        live = conn.execute(_LIVE_IDS_NEWEST_FIRST, {"user_id": user_id, "now": now}).scalars().all()
         if len(live) > cap:
-            conn.execute(sessions.update().where(sessions.c.id.in_(live[cap:])).values(
-                revoked_at=now, revoke_reason="session_cap"))
+            conn.execute(_REVOKE_IDS, {"ids": live[cap:], "now": now, "reason": "session_cap"})
             return len(live) - cap
         return 0
 

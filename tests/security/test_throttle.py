@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import re
+import sys
 import threading
 import time
 import tomllib
@@ -492,6 +493,113 @@ def test_hashing_flood_beyond_max_concurrent_gets_503_after_the_queue_timeout(tm
     assert resp.status_code == 503 and int(resp.headers["Retry-After"]) >= 1
     assert 0.3 <= waited < 3
     assert Browser(app).post_login("alice", PASSWORD).status_code == 303  # slot free: no gate left behind
+
+
+# --- hashing priority: a flood cannot take argon2 from known devices -----------------------------------
+
+PRIORITY = {"max_concurrent": 2, "anonymous_max_concurrent": 1, "anonymous_queue": 1, "queue_timeout_seconds": 0.3}
+
+
+@pytest.mark.asvs("V2.4.1", "V6.3.1")
+def test_anonymous_logins_cannot_take_the_last_argon2_slot_from_a_known_device(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, argon2=PRIORITY))
+    add_user(app)
+    svc = app.extensions["authsvc"]
+    owner = owner_with_device(app)
+    newcomer = Browser(app, ip="192.0.2.11")  # the owner on a new browser: anonymous like an attacker
+    with svc.hasher._anonymous.held():  # an attacker's verification holds the anonymous slot
+        began = time.monotonic()
+        resp = newcomer.post_login("alice", PASSWORD)
+        waited = time.monotonic() - began
+        assert resp.status_code == 503 and int(resp.headers["Retry-After"]) >= 1
+        assert 0.3 <= waited < 3  # it queued for the anonymous slot, then gave up
+        assert owner.post_login("alice", PASSWORD).status_code == 303  # the reserved slot
+    assert newcomer.post_login("alice", PASSWORD).status_code == 303  # nothing left held
+
+
+@pytest.mark.asvs("V2.4.1")
+def test_known_devices_keep_to_their_share_of_argon2_slots(tmp_path, clock):
+    """The partition works both ways: with max_concurrent = 2 a process runs at most one argon2 per
+    kind, so known devices logging in at once never run more argon2s than there are slots for."""
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, argon2=PRIORITY))
+    add_user(app)
+    svc = app.extensions["authsvc"]
+    owner = owner_with_device(app)
+    with svc.hasher._known.held():  # another known device's verification is running
+        began = time.monotonic()
+        resp = owner.post_login("alice", PASSWORD)
+        assert resp.status_code == 503 and 0.3 <= time.monotonic() - began < 3
+        assert Browser(app, ip="192.0.2.12").post_login("alice", PASSWORD).status_code == 303  # anonymous share
+    assert owner.post_login("alice", PASSWORD).status_code == 303
+
+
+def test_anonymous_slots_refuse_at_once_beyond_the_queue():
+    from authsvc.hashing import HashingBusy, Slots
+
+    slots = Slots(1, 1, timeout=30)
+    got_it = threading.Event()
+
+    def waiter() -> None:
+        with slots.held():
+            got_it.set()
+    with slots.held():
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while slots._waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert slots._waiting == 1
+        began = time.monotonic()
+        with pytest.raises(HashingBusy) as busy:
+            with slots.held():
+                pass
+        assert time.monotonic() - began < 5  # refused at once, not after the 30 s queue timeout
+        assert busy.value.retry_after == 30
+        assert not got_it.is_set()
+    thread.join(10)
+    assert got_it.is_set()  # the queued one got the slot when it was freed
+    assert slots._waiting == 0
+    with slots.held():  # and let it go again
+        pass
+
+
+def test_a_queue_timeout_frees_the_waiting_place():
+    from authsvc.hashing import HashingBusy, Slots
+
+    slots = Slots(1, 1, timeout=0.05)
+    with slots.held():
+        for _ in range(3):  # each waits, times out and leaves its place to the next
+            with pytest.raises(HashingBusy):
+                with slots.held():
+                    pass
+        assert slots._waiting == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+@pytest.mark.asvs("V2.4.1")
+def test_anonymous_argon2_runs_at_lower_cpu_priority_and_known_devices_at_normal(app, user, svc, monkeypatch):
+    seen = []
+    real = svc.hasher._ph
+
+    class Probe:
+        def verify(self, stored, password):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return real.verify(stored, password)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+    monkeypatch.setattr(svc.hasher, "_ph", Probe())
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    lowered = min(19, base + svc.policy.argon2.anonymous_nice)
+    assert svc.policy.argon2.anonymous_nice == 10  # the default policy's
+    attacker = Browser(app)
+    assert attacker.post_login("alice").status_code == 401
+    assert attacker.post_login("nobody").status_code == 401
+    owner = owner_with_device(app)  # its first login is anonymous too
+    assert owner.post_login("alice").status_code == 401  # known device, wrong password
+    assert owner.post_login("alice", PASSWORD).status_code == 303
+    assert seen == [lowered, lowered, lowered, base, base]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the request thread untouched
 
 
 # --- nothing to learn from a 429 -----------------------------------------------------------------------
