@@ -48,13 +48,20 @@ def change_password():
     current = field("current_password", rules.max_length * 4)
     new = field("new_password", rules.max_length * 4)
     account = svc.accounts.by_id(current_user.user_id)
-    verdict = svc.throttle.check(account.username_key, None)
-    if not verdict.allowed:
-        svc.audit.emit("password_change_throttled", reason=verdict.reason)
-        return respond(429, retry_after=verdict.retry_after)
-    if len(normalize_password(current)) > rules.max_length or \
-            not svc.hasher.verify(account.password_hash, normalize_password(current)).ok:
-        svc.throttle.record_failure(account.username_key, None)
+    # The login throttle's anonymous bucket, with its gate held while the current password is
+    # checked: parallel attempts cannot overrun it (a stolen session is not a free oracle).
+    attempt = svc.throttle.begin(account.username_key, None)
+    if not attempt.verdict.allowed:
+        svc.audit.emit("password_change_throttled", reason=attempt.verdict.reason)
+        return respond(429, retry_after=attempt.verdict.retry_after)
+    try:
+        correct = len(normalize_password(current)) <= rules.max_length and \
+            svc.hasher.verify(account.password_hash, normalize_password(current)).ok
+        if not correct:
+            svc.throttle.record_failure(account.username_key, None)
+    finally:
+        attempt.end()
+    if not correct:
         svc.audit.emit("password_change_failed", reason="bad_current_password")
         return _page(400, errors=["The current password is not correct."])
     problems = password_problems(normalize_password(new), username=account.username, rules=rules,

@@ -413,6 +413,40 @@ def test_failed_password_change_ends_nothing(app, user):
     assert (verify(here), verify(there)) == (200, 200)
 
 
+@pytest.mark.asvs("V6.2.2", "V6.2.3")
+def test_users_change_their_own_password_only_by_giving_the_current_one(app, svc, user):
+    here = logged_in(app, ip="198.51.100.1")
+    before = svc.accounts.by_username("alice").password_hash
+    missing_current = here.post("/account/password", data={"csrf_token": csrf(here, "/"), "new_password": NEW_PASSWORD})
+    missing_new = here.post("/account/password", data={"csrf_token": csrf(here, "/"), "current_password": PASSWORD})
+    assert (missing_current.status_code, missing_new.status_code) == (400, 400)
+    # three more wrong ones: four failures in all, one short of the account's back-off
+    for current in ("not the current password", PASSWORD.upper(), PASSWORD[:-1] + " "):
+        assert _change_password(here, current=current).status_code == 400, repr(current)
+    assert svc.accounts.by_username("alice").password_hash == before  # nothing changed
+    assert _change_password(here).status_code == 200
+    assert login(browser(app, ip="198.51.100.3")).status_code == 401  # the old password is gone
+    assert login(browser(app, ip="198.51.100.4"), password=NEW_PASSWORD).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_a_password_change_waits_for_a_parallel_attempt_on_the_same_account(app, svc, user, monkeypatch):
+    here = logged_in(app, ip="198.51.100.1")
+    calls = []
+    real = svc.hasher.verify
+    monkeypatch.setattr(svc.hasher, "verify", lambda *a, **k: calls.append(1) or real(*a, **k))
+    parallel = svc.throttle.begin("alice", None)  # a login attempt for alice is checking its password
+    try:
+        assert parallel.verdict.allowed
+        assert _change_password(here, current="not the current password").status_code == 429
+        assert calls == []  # refused before any argon2
+    finally:
+        parallel.end()
+    assert _change_password(here, current="not the current password").status_code == 400
+    assert calls == [1]
+    assert _change_password(here).status_code == 200  # the gate was let go after the failure
+
+
 @pytest.mark.asvs("V7.4.3")
 def test_cli_password_reset_ends_every_session(app, user, tmp_path, monkeypatch, capsys):
     a, b = logged_in(app, ip="198.51.100.1"), logged_in(app, ip="198.51.100.2")

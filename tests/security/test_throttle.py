@@ -478,18 +478,25 @@ def test_flood_from_ever_new_addresses_does_not_spin_the_in_memory_sweeper(app, 
 @pytest.mark.asvs("V2.4.1")
 def test_hashing_flood_beyond_max_concurrent_gets_503_after_the_queue_timeout(tmp_path, clock):
     app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(
-        tmp_path, argon2={"time_cost": 60, "max_concurrent": 1, "queue_timeout_seconds": 0.3}))
+        tmp_path, argon2={"max_concurrent": 1, "queue_timeout_seconds": 0.3}))
     add_user(app)
     svc = app.extensions["authsvc"]
-    holder = threading.Thread(target=svc.hasher.hash, args=("a long hash holding the only slot",))
-    holder.start()  # at time_cost 60 one hash takes far longer than the 0.3 s queue timeout
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_only_slot() -> None:  # another request's argon2, for as long as the test needs
+        with svc.hasher._slots.held():
+            holding.set()
+            release.wait(30)
+    holder = threading.Thread(target=hold_the_only_slot)
+    holder.start()
     try:
-        time.sleep(0.05)
+        assert holding.wait(10)
         began = time.monotonic()
         resp = Browser(app).post_login("alice", PASSWORD)
         waited = time.monotonic() - began
     finally:
-        holder.join(60)
+        release.set()
+        holder.join(30)
     assert resp.status_code == 503 and int(resp.headers["Retry-After"]) >= 1
     assert 0.3 <= waited < 3
     assert Browser(app).post_login("alice", PASSWORD).status_code == 303  # slot free: no gate left behind
