@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -116,9 +116,7 @@ class Hasher:
 
     @contextmanager
     def _slot(self, anonymous: bool = False) -> Iterator[None]:
-        with ExitStack() as stack:
-            stack.enter_context((self._anonymous if anonymous else self._known).held())
-            stack.enter_context(self._slots.held())
+        with (self._anonymous if anonymous else self._known).held(), self._slots.held():
             self.in_progress += 1
             started = time.perf_counter()
             try:
@@ -131,12 +129,11 @@ class Hasher:
         with self._slot():
             return self._ph.hash(password)
 
-    def verify(self, stored: str | None, password: str, *, known_device: bool = True) -> Verified:
+    def verify(self, stored: str | None, password: str, *, anonymous: bool) -> Verified:
         """Check ``password`` against ``stored`` (None: against the dummy, always False).
 
-        ``known_device=False`` (a login without a known-device cookie) takes an anonymous slot and
-        runs argon2 at low priority."""
-        anonymous = not known_device
+        Every caller says which kind it is: ``anonymous=True`` (a login without a known-device
+        cookie) takes an anonymous slot and runs argon2 at low priority."""
         with self._slot(anonymous):
             if anonymous:
                 ok = self._low_priority.submit(self._check, stored, password).result()

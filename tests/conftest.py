@@ -3,14 +3,16 @@ test controls, and helpers to create users and log in through the real HTTP inte
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 
-from authsvc import config, db
+from authsvc import cli, config, db
 from authsvc.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +133,36 @@ def cookie_value(client, name: str):
 
 def set_cookie_headers(response) -> list[str]:
     return response.headers.getlist("Set-Cookie")
+
+
+
+def browser(app, ip: str = "198.51.100.7", ua: str = "Mozilla/5.0 (X11) TestBrowser/1"):
+    """A fresh browser at its own address (each gets its own per-client login budget)."""
+    c = new_client(app)
+    c.environ_base.update(REMOTE_ADDR=ip, HTTP_USER_AGENT=ua)
+    return c
+
+
+def verify(client) -> int:
+    """The status of ``GET /auth/verify`` for this browser."""
+    return client.get("/auth/verify").status_code
+
+
+def api(client) -> int:
+    """The status of ``GET /api/v1/session`` for this browser."""
+    return client.get("/api/v1/session").status_code
+
+
+def run_cli(monkeypatch, tmp_path, *argv, stdin: str | None = None) -> int:
+    """``authsvc ...`` in-process, configured like the app under test (same database)."""
+    for key in [k for k in os.environ if k.startswith("AUTHSVC_")]:
+        monkeypatch.delenv(key)
+    for key, value in make_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AUTHSVC_INSTANCE_PATH", str(tmp_path / "instance"))
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    return cli.main(list(argv))
 
 
 os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")

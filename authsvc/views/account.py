@@ -56,7 +56,7 @@ def change_password():
         return respond(429, retry_after=attempt.verdict.retry_after)
     try:
         correct = len(normalize_password(current)) <= rules.max_length and \
-            svc.hasher.verify(account.password_hash, normalize_password(current)).ok
+            svc.hasher.verify(account.password_hash, normalize_password(current), anonymous=False).ok  # signed in
         if not correct:
             svc.throttle.record_failure(account.username_key, None)
     finally:

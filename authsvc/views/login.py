@@ -123,7 +123,7 @@ def login_post():
 
     account = svc.accounts.by_username(key) if len(key) <= limits.limits.username_max_length else None
     checked = svc.hasher.verify(account.password_hash if account else None, normalize_password(password),
-                                known_device=device is not None)
+                                anonymous=device is None)
     if not checked.ok or account is None or account.disabled:
         svc.throttle.record_failure(key, device)
         reason = "unknown_user" if account is None else ("disabled" if checked.ok else "bad_password")

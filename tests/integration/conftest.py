@@ -186,6 +186,24 @@ def echo_app():
 # --- authsvc -----------------------------------------------------------------------------------------
 
 
+def served_env(folder: Path, public_url: str = "https://auth.example.test", **settings: str) -> dict[str, str]:
+    """The environment of a production ``authsvc serve`` whose files live in ``folder``: strong key,
+    the cheap test policy, SQLite, one trusted proxy (the test or its nginx); ``settings`` add or
+    replace variables. Nothing of the calling environment's AUTHSVC_ or PROMETHEUS_ settings leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "PROMETHEUS_"))}
+    env.update({
+        "AUTHSVC_ENV": "production",
+        "AUTHSVC_SECRET_KEY": STRONG_KEY,
+        "AUTHSVC_POLICY": TEST_POLICY,
+        "AUTHSVC_DATABASE_URL": f"sqlite:///{folder / 'authsvc.db'}",
+        "AUTHSVC_INSTANCE_PATH": str(folder / "instance"),
+        "AUTHSVC_PUBLIC_URL": public_url,
+        "AUTHSVC_TRUSTED_PROXIES": "1",
+    })
+    env.update(settings)
+    return env
+
+
 def authsvc_env(folder: Path, public_url: str, app_origin: str) -> dict[str, str]:
     """Production settings, as docs/integration.md has them, plus the cheap test argon2 policy."""
     policy = folder / "policy.toml"
@@ -193,18 +211,7 @@ def authsvc_env(folder: Path, public_url: str, app_origin: str) -> dict[str, str
     policy.write_text(Path(TEST_POLICY).read_text() + (
         '\n[throttle]\nper_client = ["300 per minute"]\n'
         f'\n[[redirects.apps]]\nname = "{APP_NAME}"\norigin = "{app_origin}"\npath_prefix = "{APP_PREFIX}"\n'))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env.update({
-        "AUTHSVC_ENV": "production",
-        "AUTHSVC_SECRET_KEY": STRONG_KEY,
-        "AUTHSVC_POLICY": str(policy),
-        "AUTHSVC_DATABASE_URL": f"sqlite:///{folder / 'authsvc.db'}",
-        "AUTHSVC_INSTANCE_PATH": str(folder / "instance"),
-        "AUTHSVC_PUBLIC_URL": public_url,
-        "AUTHSVC_COOKIE_DOMAIN": COOKIE_DOMAIN,
-        "AUTHSVC_TRUSTED_PROXIES": "1",
-    })
-    return env
+    return served_env(folder, public_url, AUTHSVC_POLICY=str(policy), AUTHSVC_COOKIE_DOMAIN=COOKIE_DOMAIN)
 
 
 def authsvc_command() -> list[str]:
@@ -214,24 +221,45 @@ def authsvc_command() -> list[str]:
     return [str(exe)]
 
 
+@dataclass(frozen=True)
+class Served:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 @contextlib.contextmanager
-def authsvc_server(folder: Path, public_url: str, app_origin: str):
-    folder.mkdir(parents=True, exist_ok=True)
-    env, cmd = authsvc_env(folder, public_url, app_origin), authsvc_command()
-    subprocess.run([*cmd, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
-    added = subprocess.run([*cmd, "user", "add", USERNAME, "--password-stdin"], env=env, input=PASSWORD + "\n",
-                           capture_output=True, text=True, timeout=60, check=False)
-    assert added.returncode == 0, added.stderr
+def serving(folder: Path, env: dict[str, str], *, workers: int = 1, user: str | None = USERNAME,
+            timeout: float = 60.0):
+    """``authsvc db upgrade``, ``authsvc user add USER`` (PASSWORD; skipped for None), then
+    ``authsvc serve`` on a free loopback port until the block ends (SIGTERM, then SIGKILL)."""
+    cmd = authsvc_command()
+    subprocess.run([*cmd, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
+    if user is not None:
+        added = subprocess.run([*cmd, "user", "add", user, "--password-stdin"], env=env, input=PASSWORD + "\n",
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert added.returncode == 0, added.stderr
     port = free_port()
     log = folder / "authsvc.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*cmd, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        proc = subprocess.Popen([*cmd, "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port, proc, log)
-        yield port, log
+        wait_for_port(port, proc, log, timeout=timeout)
+        yield Served(port, proc, log)
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def authsvc_server(folder: Path, public_url: str, app_origin: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    with serving(folder, authsvc_env(folder, public_url, app_origin)) as server:
+        yield server.port, server.log
 
 
 # --- nginx -------------------------------------------------------------------------------------------

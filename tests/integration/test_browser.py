@@ -85,7 +85,10 @@ def focused_id(driver, expected: str) -> str:
     """The id of the focused element, read again until it is ``expected`` or 5 s pass: right after a
     navigation Chromium can answer with a node of the page being left ("does not belong to the
     document"), which is not a finding about the page."""
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.common.exceptions import (
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.support.wait import WebDriverWait
 
     seen = {"id": None}

@@ -12,22 +12,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import STRONG_KEY, TEST_POLICY
-from tests.integration.conftest import (
-    authsvc_command,
-    free_port,
-    require_module,
-    stop,
-    tail,
-    wait_for_port,
-)
+from tests.integration.conftest import require_module, served_env, serving, tail
 
 TOKEN = "mtk-Zq7Lw2Xc9Vb4Nm1Kj6Hg3Fd8Sa5Pt0Ry-metrics"
 N_VERIFY = 40
@@ -37,20 +28,9 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def serve_env(folder: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "PROMETHEUS_"))}
-    env.update({
-        "AUTHSVC_ENV": "production",
-        "AUTHSVC_SECRET_KEY": STRONG_KEY,
-        "AUTHSVC_POLICY": TEST_POLICY,
-        "AUTHSVC_DATABASE_URL": f"sqlite:///{folder / 'authsvc.db'}",
-        "AUTHSVC_INSTANCE_PATH": str(folder / "instance"),
-        "AUTHSVC_PUBLIC_URL": "https://auth.example.test",
-        "AUTHSVC_METRICS_TOKEN": TOKEN,
-        "AUTHSVC_TRUSTED_PROXIES": "1",  # the test plays the TLS proxy: X-Forwarded-Proto/-For
-        "TMPDIR": str(folder / "tmp"),   # where `authsvc serve` makes its metrics directory
-    })
     (folder / "tmp").mkdir()
-    return env
+    # TMPDIR: where `authsvc serve` makes its metrics directory
+    return served_env(folder, AUTHSVC_METRICS_TOKEN=TOKEN, TMPDIR=str(folder / "tmp"))
 
 
 def workers(log: Path) -> list[int]:
@@ -109,15 +89,8 @@ def test_counts_are_whole_across_gunicorn_workers_and_worker_restarts(tmp_path):
     require_module("requests")
     import requests
 
-    env, cmd = serve_env(tmp_path), authsvc_command()
-    subprocess.run([*cmd, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=60)
-    port, log = free_port(), tmp_path / "serve.log"
-    base = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*cmd, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc, log, timeout=30)
+    with serving(tmp_path, serve_env(tmp_path), workers=2, user=None, timeout=30) as server:
+        proc, log, base = server.proc, server.log, server.base
         wait_until(lambda: len(workers(log)) >= 2, "two workers", log)
         (metrics_dir,) = (tmp_path / "tmp").glob("authsvc-metrics-*")
         wait_until(lambda: {f"histogram_{pid}.db" for pid in workers(log)} <= set(os.listdir(metrics_dir)),
@@ -145,7 +118,5 @@ def test_counts_are_whole_across_gunicorn_workers_and_worker_restarts(tmp_path):
 
         audit = [line for line in log.read_text(errors="replace").splitlines() if '"event":"login_failure"' in line]
         assert len(audit) == N_FAILED_LOGINS
-    finally:
-        stop(proc)
     assert proc.returncode == 0, tail(log)
     assert not metrics_dir.exists(), "on_exit leaves no metrics directory behind"

@@ -14,9 +14,7 @@ Bounded on purpose (a few examples per operation, well under a minute): the long
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +22,8 @@ import pytest
 import requests
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import PASSWORD, ROOT, STRONG_KEY, TEST_POLICY, build_app
-from tests.integration.conftest import authsvc_command, free_port, require_module, stop, tail, wait_for_port
+from tests.conftest import PASSWORD, ROOT, build_app
+from tests.integration.conftest import require_module, served_env, serving, tail
 
 SPEC = ROOT / "docs" / "openapi.yaml"
 TOKEN = "mtk-schemathesis-Vq3Lw9Zc2Xb7Nm5Kj1Hg8Fd4Sa6Pt0Ry"
@@ -60,22 +58,6 @@ class Live:
     log: Path
 
 
-def _env(folder: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "PROMETHEUS_"))}
-    env.update({
-        "AUTHSVC_ENV": "production",
-        "AUTHSVC_SECRET_KEY": STRONG_KEY,
-        "AUTHSVC_POLICY": TEST_POLICY,
-        "AUTHSVC_DATABASE_URL": f"sqlite:///{folder / 'authsvc.db'}",
-        "AUTHSVC_INSTANCE_PATH": str(folder / "instance"),
-        "AUTHSVC_PUBLIC_URL": "https://auth.example.test",
-        "AUTHSVC_REDIRECT_ALLOWED_ORIGINS": "https://app.example.test",
-        "AUTHSVC_METRICS_TOKEN": TOKEN,
-        "AUTHSVC_TRUSTED_PROXIES": "1",  # the test is the TLS proxy
-    })
-    return env
-
-
 def _login(base: str) -> str:
     page = requests.get(f"{base}/login", headers=PROXY, timeout=30)
     assert page.status_code == 200, page.status_code
@@ -95,22 +77,9 @@ def _login(base: str) -> str:
 def live(tmp_path_factory):
     require_module("schemathesis")
     folder = tmp_path_factory.mktemp("schemathesis")
-    env, cmd = _env(folder), authsvc_command()
-    subprocess.run([*cmd, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
-    added = subprocess.run([*cmd, "user", "add", "alice", "--password-stdin"], env=env, input=PASSWORD + "\n",
-                           capture_output=True, text=True, timeout=120, check=False)
-    assert added.returncode == 0, added.stderr
-    port = free_port()
-    log = folder / "authsvc.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*cmd, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc, log, timeout=60)
-        base = f"http://127.0.0.1:{port}"
-        yield Live(base, _login(base), log)
-    finally:
-        stop(proc)
+    env = served_env(folder, AUTHSVC_REDIRECT_ALLOWED_ORIGINS="https://app.example.test", AUTHSVC_METRICS_TOKEN=TOKEN)
+    with serving(folder, env, user="alice") as server:
+        yield Live(server.base, _login(server.base), server.log)
 
 
 @pytest.fixture

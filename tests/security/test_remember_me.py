@@ -10,10 +10,7 @@ token of the user is revoked. Each test plays one attack against the real HTTP i
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 import secrets
-import sys
 import threading
 from http.cookies import SimpleCookie
 from types import SimpleNamespace
@@ -21,7 +18,6 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from authsvc import cli
 from authsvc.models import remember_tokens
 from authsvc.models import sessions as sessions_table
 from authsvc.remember import split_cookie
@@ -29,12 +25,14 @@ from authsvc.views import login as login_view
 from tests.conftest import (
     PASSWORD,
     add_user,
+    api,
+    browser,
     build_app,
     cookie_value,
     csrf,
     login,
-    make_env,
-    new_client,
+    run_cli,
+    verify,
 )
 
 HOST = "auth.example.test"
@@ -44,12 +42,6 @@ NEW_PASSWORD = "a completely different passphrase 7"
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-def browser(app, ip: str = "198.51.100.7", ua: str = "Mozilla/5.0 (X11) TestBrowser/1"):
-    c = new_client(app)
-    c.environ_base.update(REMOTE_ADDR=ip, HTTP_USER_AGENT=ua)
-    return c
-
 
 def names(app):
     return app.extensions["authsvc"].cookies
@@ -72,14 +64,6 @@ def remembered(app, name: str = "alice", **kw):
     assert r.status_code == 303
     assert remember_value(c), "no remember cookie after opting in"
     return c
-
-
-def verify(client) -> int:
-    return client.get("/auth/verify").status_code
-
-
-def api(client) -> int:
-    return client.get("/api/v1/session").status_code
 
 
 def restore(client, path: str = "/login"):
@@ -138,17 +122,6 @@ def events(svc, monkeypatch):
 
 def event_names(events) -> list[str]:
     return [e for e, _ in events]
-
-
-def run_cli(monkeypatch, tmp_path, *argv, stdin: str | None = None) -> int:
-    for key in [k for k in os.environ if k.startswith("AUTHSVC_")]:
-        monkeypatch.delenv(key)
-    for key, value in make_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AUTHSVC_INSTANCE_PATH", str(tmp_path / "instance"))
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    return cli.main(list(argv))
 
 
 # --- the cookie and what the database keeps ---------------------------------------------------------

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
-import os
 import re
 import secrets
-import sys
 import time
 from types import SimpleNamespace
 
@@ -24,7 +21,6 @@ import sqlalchemy as sa
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
-from authsvc import cli
 from authsvc.models import sessions as sessions_table
 from authsvc.sessions import LIVE, session_verdict, token_digest
 from authsvc.views import login as login_view
@@ -33,12 +29,14 @@ from tests.conftest import (
     STRONG_KEY,
     Clock,
     add_user,
+    api,
+    browser,
     build_app,
     cookie_value,
     csrf,
     login,
-    make_env,
-    new_client,
+    run_cli,
+    verify,
 )
 
 HOST = "auth.example.test"
@@ -48,13 +46,6 @@ NEW_PASSWORD = "a completely different passphrase 7"
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-def browser(app, ip: str = "198.51.100.7", ua: str = "Mozilla/5.0 (X11) TestBrowser/1"):
-    """A fresh browser at its own address (each gets its own per-client login budget)."""
-    c = new_client(app)
-    c.environ_base.update(REMOTE_ADDR=ip, HTTP_USER_AGENT=ua)
-    return c
-
 
 def twin(app, original, *, ip: str | None = None, ua: str | None = None):
     """A second browser holding copies of ``original``'s cookies: a thief, or a replay."""
@@ -71,14 +62,6 @@ def with_session_cookie(app, value: str, **kw):
     c = browser(app, **kw)
     c.set_cookie(app.extensions["authsvc"].cookies.session, value, domain=HOST)
     return c
-
-
-def verify(client) -> int:
-    return client.get("/auth/verify").status_code
-
-
-def api(client) -> int:
-    return client.get("/api/v1/session").status_code
 
 
 def session_token(app, client) -> str | None:
@@ -103,18 +86,6 @@ def logged_in(app, name: str = "alice", **kw):
 def all_session_rows(svc):
     with svc.engine.connect() as conn:
         return conn.execute(sa.select(sessions_table)).all()
-
-
-def run_cli(monkeypatch, tmp_path, *argv, stdin: str | None = None) -> int:
-    """``authsvc ...`` in-process, configured like the app under test (same database)."""
-    for key in [k for k in os.environ if k.startswith("AUTHSVC_")]:
-        monkeypatch.delenv(key)
-    for key, value in make_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AUTHSVC_INSTANCE_PATH", str(tmp_path / "instance"))
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    return cli.main(list(argv))
 
 
 # --- tokens: opaque, random, stored hashed ----------------------------------------------------------

@@ -557,9 +557,8 @@ def test_anonymous_slots_refuse_at_once_beyond_the_queue():
             time.sleep(0.01)
         assert slots._waiting == 1
         began = time.monotonic()
-        with pytest.raises(HashingBusy) as busy:
-            with slots.held():
-                pass
+        with pytest.raises(HashingBusy) as busy, slots.held():
+            pass
         assert time.monotonic() - began < 5  # refused at once, not after the 30 s queue timeout
         assert busy.value.retry_after == 30
         assert not got_it.is_set()
@@ -576,9 +575,8 @@ def test_a_queue_timeout_frees_the_waiting_place():
     slots = Slots(1, 1, timeout=0.05)
     with slots.held():
         for _ in range(3):  # each waits, times out and leaves its place to the next
-            with pytest.raises(HashingBusy):
-                with slots.held():
-                    pass
+            with pytest.raises(HashingBusy), slots.held():
+                pass
         assert slots._waiting == 0
 
 
@@ -605,7 +603,10 @@ def test_anonymous_argon2_runs_at_lower_cpu_priority_and_known_devices_at_normal
     owner = owner_with_device(app)  # its first login is anonymous too
     assert owner.post_login("alice").status_code == 401  # known device, wrong password
     assert owner.post_login("alice", PASSWORD).status_code == 303
-    assert seen == [lowered, lowered, lowered, base, base]
+    thief = Browser(app)  # the owner's genuine cookie, presented for another account: anonymous
+    thief.client.set_cookie(DEVICE, owner.device_cookie, domain=HOST)
+    assert thief.post_login("bob").status_code == 401
+    assert seen == [lowered, lowered, lowered, base, base, lowered]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the request thread untouched
 
 

@@ -34,6 +34,7 @@ from tests.conftest import (
     login,
     make_env,
     new_client,
+    verify,
 )
 
 HOST = "auth.example.test"
@@ -67,10 +68,6 @@ def copy_of(app, original):
     c = new_client(app)
     c.set_cookie(name, cookie_value(original, name), domain=HOST)
     return c
-
-
-def verify(client) -> int:
-    return client.get("/auth/verify").status_code
 
 
 @pytest.fixture
