@@ -181,22 +181,19 @@ def _csrf(client) -> str:
 @contextlib.contextmanager
 def configured(monkeypatch, tmp_path, database):
     """`authsvc ...` in-process with the environment of a production instance on ``database``;
-    ``os.execv`` (serve's hand-over to gunicorn) is recorded instead of run."""
+    ``os.execve`` (serve's hand-over to gunicorn) is recorded instead of run."""
     for key in [k for k in os.environ if k.startswith(("AUTHSVC_", "PROMETHEUS_"))]:
         monkeypatch.delenv(key)
-    # serve sets this in os.environ for gunicorn: recorded here (set, then removed) so that the
-    # undo removes serve's value too, instead of leaking it into every later test
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     for key, value in make_env(tmp_path, AUTHSVC_DATABASE_URL=database).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AUTHSVC_INSTANCE_PATH", str(tmp_path / "instance"))
     started: list[list[str]] = []
 
-    def execv(path, argv):
+    def execve(path, argv, env):
         started.append(list(argv))
+        os.rmdir(env["PROMETHEUS_MULTIPROC_DIR"])  # made for the gunicorn that never runs
         raise SystemExit(0)
-    monkeypatch.setattr(cli.os, "execv", execv)
+    monkeypatch.setattr(cli.os, "execve", execve)
     yield started
 
 
@@ -231,7 +228,6 @@ def test_serve_and_the_cli_refuse_a_schema_that_is_behind_and_say_to_run_db_upgr
         assert run(["db", "upgrade"], capsys)[0] == 0
         code, err = run(SERVE, capsys)
         assert code == 0 and len(started) == 1 and "authsvc.wsgi:app" in started[0], err
-        os.rmdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])  # made for the gunicorn that never ran
 
 
 def test_a_schema_from_a_newer_release_is_refused_without_suggesting_db_upgrade(database, engine, tmp_path,

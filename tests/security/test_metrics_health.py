@@ -254,11 +254,12 @@ def test_serve_gives_gunicorn_a_fresh_private_metrics_dir_and_the_hooks(tmp_path
     db.upgrade(db.make_engine(env["AUTHSVC_DATABASE_URL"]))
     runs = []
 
-    def fake_execv(path, argv):
-        runs.append((list(argv), os.environ["PROMETHEUS_MULTIPROC_DIR"]))
-    monkeypatch.setattr(cli.os, "execv", fake_execv)
+    def fake_execve(path, argv, env):
+        runs.append((list(argv), env["PROMETHEUS_MULTIPROC_DIR"]))
+    monkeypatch.setattr(cli.os, "execve", fake_execve)
     for _ in range(2):
         cli.main(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(stale)  # serve's own process is left as it was
     (argv1, dir1), (_, dir2) = runs
     assert argv1[argv1.index("-c") + 1] == "python:authsvc.gunicorn_conf"
     assert dir1 != dir2 and str(stale) not in (dir1, dir2)
