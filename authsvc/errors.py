@@ -7,11 +7,13 @@ status). A throttled request gets the same 429 page whichever limit fired. A fai
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from jinja2 import Environment
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -45,12 +47,18 @@ def respond(status: int, message: str | None = None, retry_after: int | None = N
         # Straight from the template, without Flask's context processors: Flask-Login's loads the
         # user, which needs the database, and the error may be that the database is down (a
         # second failure inside the error handler would become gunicorn's bare 500).
-        page = current_app.jinja_env.get_template("error.html").render(status=status, message=message)
-        resp = Response(page, mimetype="text/html")
+        resp = Response(_page(current_app.jinja_env, request.script_root, status, message), mimetype="text/html")
     resp.status_code = status
     if retry_after is not None:
         resp.headers["Retry-After"] = str(int(retry_after))
     return resp
+
+
+@functools.lru_cache(maxsize=64)
+def _page(env: Environment, script_root: str, status: int, message: str) -> str:
+    """The error page. It depends only on these (its links on the script root), and the messages
+    are a fixed set, so each is rendered once: a flood of refusals renders no template."""
+    return env.get_template("error.html").render(status=status, message=message)
 
 
 def _code(status: int) -> str:
