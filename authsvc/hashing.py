@@ -13,9 +13,6 @@ most ``anonymous_queue`` anonymous ones wait (the rest get :class:`HashingBusy` 
 cannot tie up every server thread), and anonymous argon2 runs on a thread ``anonymous_nice``
 lower in priority, so under a flood the kernel gives a known device's login most of the CPU,
 across all worker processes.
-
-:func:`with_hugepages` is the glibc setting ``authsvc serve`` gives its workers so that argon2's
-memory comes in 2 MiB pages rather than 4 KiB ones (see there).
 """
 
 from __future__ import annotations
@@ -94,27 +91,6 @@ def lower_thread_priority(increment: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
         except OSError as exc:  # lowering one's own priority needs no privilege; say so if it fails anyway
             log.warning("could not lower the anonymous argon2 thread's priority: %s", exc)
-
-
-HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb"
-
-
-def with_hugepages(tunables: str | None) -> str:
-    """The ``GLIBC_TUNABLES`` value for a process that runs argon2: ``tunables`` with
-    ``glibc.malloc.hugetlb=1`` added, unless it already names that tunable (``=0`` turns it off, and
-    the operator's choice stands).
-
-    argon2 mallocs its whole ``memory_cost`` for every operation and frees it after; glibc serves
-    a block that size with a fresh mmap, which the kernel then faults in and zeroes 4 KiB at a time:
-    16,384 faults at 64 MiB, a quarter of a verify's CPU time, work that no attacker's cracking rig
-    does. With ``hugetlb=1`` glibc asks for transparent huge pages on such mappings (madvise), so
-    the same memory arrives in 32 faults of 2 MiB. The hash, its parameters and its cost to an
-    attacker are unchanged. Where the kernel's transparent huge pages are off ("never") nothing
-    changes; ``docs/performance.md`` has the figures."""
-    entries = [entry for entry in (tunables or "").split(":") if entry]
-    if any(entry.split("=", 1)[0].strip() == HUGEPAGES_TUNABLE for entry in entries):
-        return tunables or ""
-    return ":".join([*entries, f"{HUGEPAGES_TUNABLE}=1"])
 
 
 class Hasher:
