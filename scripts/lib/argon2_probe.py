@@ -28,6 +28,7 @@ import time
 from typing import Mapping
 
 PASSWORD = "argon2 probe passphrase"
+HUGEPAGES = "glibc.malloc.hugetlb=1"
 
 
 def _verify_rounds(time_cost: int, memory_kib: int, parallelism: int, hash_len: int, salt_len: int,
@@ -43,9 +44,6 @@ def _verify_rounds(time_cost: int, memory_kib: int, parallelism: int, hash_len: 
         hasher.verify(encoded, PASSWORD)
         samples.append([time.process_time() - c0, time.perf_counter() - w0, start, time.monotonic()])
     return samples
-
-
-HUGEPAGES = "glibc.malloc.hugetlb=1"
 
 
 def opt_in_hugepages(environ: dict[str, str]) -> None:
@@ -92,6 +90,7 @@ def side_by_side(per_process: list[list[list[float]]]) -> dict:
     return {"processes": len(per_process), "window_s": end - start,
             "per_s": done / (end - start) if end > start else 0.0,
             "cpu_ms": statistics.median(s[0] for p in per_process for s in p) * 1000}
+
 
 if __name__ == "__main__":
     print(json.dumps(_verify_rounds(*map(int, sys.argv[1:7]))))

@@ -25,6 +25,7 @@ import http.server
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -253,6 +254,35 @@ def serving(folder: Path, env: dict[str, str], *, workers: int = 1, user: str | 
         yield Served(port, proc, log)
     finally:
         stop(proc)
+
+
+_BOOTED = re.compile(r"Booting worker with pid: (\d+)")
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def workers(log: Path) -> list[int]:
+    """The pids of the gunicorn workers ``authsvc serve`` has booted so far, oldest first."""
+    return [int(pid) for pid in _BOOTED.findall(log.read_text(errors="replace"))]
+
+
+def wait_until(condition, what: str, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{tail(log)}")
+        time.sleep(0.1)
+
+
+def form_login(requests, base: str, username: str, password: str, address: str) -> int:
+    """GET /login, then POST the form as a browser at ``address`` behind the trusted proxy; the status."""
+    proxy = {"X-Forwarded-For": address, "X-Forwarded-Proto": "https"}
+    page = requests.get(f"{base}/login", headers=proxy, timeout=10)
+    token = _CSRF.search(page.text).group(1)
+    # The session cookie is Secure and this hop is plain http: hand it back as the proxy would.
+    cookie = "; ".join(c.split(";", 1)[0] for c in page.raw.headers.getlist("Set-Cookie"))
+    resp = requests.post(f"{base}/login", headers={**proxy, "Cookie": cookie}, allow_redirects=False, timeout=60,
+                         data={"csrf_token": token, "username": username, "password": password})
+    return resp.status_code
 
 
 @contextlib.contextmanager

@@ -15,19 +15,26 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PASSWORD, TEST_POLICY
-from tests.integration.conftest import USERNAME, require_module, served_env, serving, tail
+from tests.integration.conftest import (
+    USERNAME,
+    form_login,
+    require_module,
+    served_env,
+    serving,
+    tail,
+    wait_until,
+    workers,
+)
 
 MEMORY_KIB = 40 * 1024
 PAGES_4K = MEMORY_KIB // 4
 LOGINS = 3
-_BOOTED = re.compile(r"Booting worker with pid: (\d+)")
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+ADDRESS = "198.51.100.20"
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -40,29 +47,9 @@ def thp_mode() -> str | None:
     return match.group(1) if match else None
 
 
-def worker_pid(log: Path) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = _BOOTED.findall(log.read_text(errors="replace"))
-        if found:
-            return int(found[-1])
-        time.sleep(0.1)
-    raise AssertionError(f"no worker booted:\n{tail(log)}")
-
-
 def minor_faults(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[7])  # field 10, minflt
-
-
-def log_in(requests, base: str) -> int:
-    proxy = {"X-Forwarded-For": "198.51.100.20", "X-Forwarded-Proto": "https"}
-    page = requests.get(f"{base}/login", headers=proxy, timeout=10)
-    token = _CSRF.search(page.text).group(1)
-    cookie = "; ".join(c.split(";", 1)[0] for c in page.raw.headers.getlist("Set-Cookie"))
-    resp = requests.post(f"{base}/login", headers={**proxy, "Cookie": cookie}, allow_redirects=False, timeout=60,
-                         data={"csrf_token": token, "username": USERNAME, "password": PASSWORD})
-    return resp.status_code
 
 
 def faults_per_login(folder: Path, **settings: str) -> float:
@@ -80,11 +67,12 @@ def faults_per_login(folder: Path, **settings: str) -> float:
     env.pop("GLIBC_TUNABLES", None)  # the default: whatever the test run's environment holds
     env.update(settings)
     with serving(folder, env, workers=1) as server:
-        pid = worker_pid(server.log)
-        assert log_in(requests, server.base) == 303, tail(server.log)
+        wait_until(lambda: workers(server.log), "a worker", server.log)
+        pid = workers(server.log)[-1]
+        assert form_login(requests, server.base, USERNAME, PASSWORD, ADDRESS) == 303, tail(server.log)
         before = minor_faults(pid)
         for _ in range(LOGINS):
-            assert log_in(requests, server.base) == 303, tail(server.log)
+            assert form_login(requests, server.base, USERNAME, PASSWORD, ADDRESS) == 303, tail(server.log)
         return (minor_faults(pid) - before) / LOGINS
 
 

@@ -10,21 +10,17 @@ killed and replaced, and the server must remove its metrics directory when it st
 from __future__ import annotations
 
 import os
-import re
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import require_module, served_env, serving, tail
+from tests.integration.conftest import form_login, require_module, served_env, serving, tail, wait_until, workers
 
 TOKEN = "mtk-Zq7Lw2Xc9Vb4Nm1Kj6Hg3Fd8Sa5Pt0Ry-metrics"
 N_VERIFY = 40
 N_FAILED_LOGINS = 6
-_BOOTED = re.compile(r"Booting worker with pid: (\d+)")
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def serve_env(folder: Path) -> dict[str, str]:
@@ -33,27 +29,8 @@ def serve_env(folder: Path) -> dict[str, str]:
     return served_env(folder, AUTHSVC_METRICS_TOKEN=TOKEN, TMPDIR=str(folder / "tmp"))
 
 
-def workers(log: Path) -> list[int]:
-    return [int(pid) for pid in _BOOTED.findall(log.read_text(errors="replace"))]
-
-
-def wait_until(condition, what: str, log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{tail(log)}")
-        time.sleep(0.1)
-
-
 def failed_login(requests, base: str, n: int) -> int:
-    proxy = {"X-Forwarded-For": f"203.0.113.{n + 1}", "X-Forwarded-Proto": "https"}
-    page = requests.get(f"{base}/login", headers=proxy, timeout=10)
-    token = _CSRF.search(page.text).group(1)
-    # The session cookie is Secure and this hop is plain http: hand it back as the proxy would.
-    cookie = "; ".join(c.split(";", 1)[0] for c in page.raw.headers.getlist("Set-Cookie"))
-    resp = requests.post(f"{base}/login", headers={**proxy, "Cookie": cookie}, allow_redirects=False, timeout=30,
-                         data={"csrf_token": token, "username": f"nobody{n}", "password": "not the password at all"})
-    return resp.status_code
+    return form_login(requests, base, f"nobody{n}", "not the password at all", f"203.0.113.{n + 1}")
 
 
 def scrape(requests, base: str) -> dict:

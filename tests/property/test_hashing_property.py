@@ -52,4 +52,3 @@ def test_login_normalization_makes_nfd_and_nfc_spellings_one_password(password):
     stored = HASHER.hash(normalize_password(password))
     assert HASHER.verify(stored, normalize_password(unicodedata.normalize("NFD", password)), anonymous=False).ok
     assert HASHER.verify(stored, normalize_password(unicodedata.normalize("NFC", password)), anonymous=False).ok
-

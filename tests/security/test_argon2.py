@@ -350,4 +350,3 @@ def test_login_while_argon2_slots_are_full_gets_503_retry_after_without_hashing(
     response = login(browser, username)
     assert response.status_code == (303 if username == "alice" else 401)
     assert len(calls) == 1
-
