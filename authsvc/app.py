@@ -28,6 +28,7 @@ from authsvc.limiter import make_storage
 from authsvc.metrics import Metrics
 from authsvc.passwords import Blocklist, PasswordRules, load_default_blocklist
 from authsvc.policy import Policy
+from authsvc.priority import KnownLogins, LowPriorityRequests, Priorities
 from authsvc.proxies import TrustedProxies
 from authsvc.redirects import AllowedApp, RedirectRules, build_rules
 from authsvc.remember import RememberStore
@@ -153,6 +154,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     engine = make_engine(settings.database_url)
     storage = make_storage(settings.ratelimit_storage_uri)
     metrics = Metrics()
+    priorities = Priorities(policy.argon2.anonymous_nice, KnownLogins.in_folder(settings.instance_path))
     revocations = RevocationEpoch.in_folder(settings.instance_path)
     cache_seconds = policy.sessions.verify_cache_seconds
     verify_cache = VerifyCache(cache_seconds, revocations) if revocations is not None and cache_seconds > 0 else None
@@ -161,7 +163,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         redirect_rules=_redirect_rules(settings),
         password_rules=_password_rules(policy),
         blocklist=load_default_blocklist(),
-        hasher=metrics.instrument(Hasher(policy.argon2, observe=metrics.argon2_seconds.observe)),
+        hasher=metrics.instrument(Hasher(policy.argon2, metrics.argon2_seconds.observe, priorities)),
         accounts=AccountStore(engine, clock, revocations),
         sessions=SessionStore(engine, policy.sessions, clock, revocations=revocations, cache=verify_cache),
         remember=RememberStore(engine, policy.sessions, clock, serializer(
@@ -188,7 +190,9 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     headers.init_app(app, settings, services.redirect_rules)
     error_pages.init_app(app)
     app.jinja_env.filters["datetimeformat"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
-    fast_verify = verify.FastPath(app, app.wsgi_app)  # after every hook: it copies their headers
+    # A live session's verify is answered at once; while a known device's argon2 runs, every other
+    # request but verify, health and metrics goes to a low-priority lane (authsvc.priority).
+    fast_verify = verify.FastPath(app, LowPriorityRequests(app.wsgi_app, priorities))  # after every hook
     app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies)  # type: ignore[method-assign]
     return app
 

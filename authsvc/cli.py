@@ -8,8 +8,10 @@ import os
 import sys
 import tempfile
 import time
+from typing import Mapping
 
 from authsvc import config as config_mod
+from authsvc.hashing import with_hugepages
 
 EXIT_USAGE = 2
 
@@ -118,12 +120,19 @@ def cmd_serve(args) -> int:
     problem = db.schema_problem(db.make_engine(settings.database_url))
     if problem:
         return _fail(problem)
-    env = dict(os.environ)  # GLIBC_TUNABLES too: docs/performance.md, "argon2's memory in huge pages"
+    env = server_environ(os.environ)
     # Workers share metrics through files here; a fresh directory per start, so no stale counts.
     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
     argv = gunicorn_argv(args.bind, args.workers, args.worker_class, args.threads)
     os.execve(sys.executable, argv, env)  # nosec B606 - fixed argv, no shell
     return 0  # pragma: no cover
+
+
+def server_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment ``authsvc serve`` runs gunicorn in: ``environ`` with argon2's memory in huge
+    pages (``GLIBC_TUNABLES``, read by glibc when the process starts; hashing.with_hugepages).
+    scripts/bench and scripts/bench-flood serve with the same."""
+    return {**environ, "GLIBC_TUNABLES": with_hugepages(environ.get("GLIBC_TUNABLES"))}
 
 
 def gunicorn_argv(bind: str, workers: int, worker_class: str = "gthread", threads: int = 8,

@@ -10,20 +10,20 @@ memory (each operation holds ``memory_cost_kib``).
 Verifications for logins without a known-device cookie ("anonymous": every attacker, and an owner
 on a new browser) get ``anonymous_max_concurrent`` of those slots and everything else the rest, at
 most ``anonymous_queue`` anonymous ones wait (the rest get :class:`HashingBusy` at once, so a flood
-cannot tie up every server thread), and anonymous argon2 runs on a thread ``anonymous_nice``
-lower in priority, so under a flood the kernel gives a known device's login most of the CPU,
-across all worker processes.
+cannot tie up every server thread), and anonymous argon2 runs on a low lane while every other
+argon2 runs at the worker's own priority (:mod:`authsvc.priority`), so under a flood the kernel
+gives a known device's login most of the CPU, across all worker processes.
+
+:func:`with_hugepages` is the glibc setting ``authsvc serve`` gives its workers so that argon2's
+memory comes in 2 MiB pages rather than 4 KiB ones (see there).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import secrets
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -32,6 +32,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from authsvc.policy import Argon2Policy
+from authsvc.priority import Priorities
 
 
 class HashingBusy(Exception):
@@ -46,9 +47,6 @@ class HashingBusy(Exception):
 class Verified:
     ok: bool
     needs_rehash: bool = False
-
-
-log = logging.getLogger(__name__)
 
 
 class Slots:
@@ -81,20 +79,30 @@ class Slots:
             self._free.release()
 
 
-def lower_thread_priority(increment: int) -> None:
-    """Raise the calling thread's nice value by ``increment`` (at most 19); the argon2 threads it
-    starts inherit it. Linux's nice value is per thread; elsewhere setting it would renice the whole
-    process, so nothing is done there."""
-    if increment and sys.platform.startswith("linux"):
-        tid = threading.get_native_id()
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
-        except OSError as exc:  # lowering one's own priority needs no privilege; say so if it fails anyway
-            log.warning("could not lower the anonymous argon2 thread's priority: %s", exc)
+HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb"
+
+
+def with_hugepages(tunables: str | None) -> str:
+    """The ``GLIBC_TUNABLES`` value for a process that runs argon2: ``tunables`` with
+    ``glibc.malloc.hugetlb=1`` added, unless it already names that tunable (``=0`` turns it off, and
+    the operator's choice stands).
+
+    argon2 mallocs its whole ``memory_cost`` for every operation and frees it after; glibc serves
+    a block that size with a fresh mmap, which the kernel then faults in and zeroes 4 KiB at a time:
+    16,384 faults at 64 MiB, a quarter of a verify's CPU time, work that no attacker's cracking rig
+    does. With ``hugetlb=1`` glibc asks for transparent huge pages on such mappings (madvise), so
+    the same memory arrives in 32 faults of 2 MiB. The hash, its parameters and its cost to an
+    attacker are unchanged. Where the kernel's transparent huge pages are off ("never") nothing
+    changes; ``docs/performance.md`` has the figures."""
+    entries = [entry for entry in (tunables or "").split(":") if entry]
+    if any(entry.split("=", 1)[0].strip() == HUGEPAGES_TUNABLE for entry in entries):
+        return tunables or ""
+    return ":".join([*entries, f"{HUGEPAGES_TUNABLE}=1"])
 
 
 class Hasher:
-    def __init__(self, policy: Argon2Policy, observe: Callable[[float], None] | None = None) -> None:
+    def __init__(self, policy: Argon2Policy, observe: Callable[[float], None] | None = None,
+                 priorities: Priorities | None = None) -> None:
         self._ph = PasswordHasher(time_cost=policy.time_cost, memory_cost=policy.memory_cost_kib,
                                   parallelism=policy.parallelism, hash_len=policy.hash_len,
                                   salt_len=policy.salt_len, type=Type.ID)
@@ -107,9 +115,7 @@ class Hasher:
         self._slots = Slots(policy.max_concurrent, sys.maxsize, timeout)
         self._anonymous = Slots(policy.anonymous_max_concurrent, policy.anonymous_queue, timeout)
         self._known = Slots(max(1, policy.max_concurrent - policy.anonymous_max_concurrent), sys.maxsize, timeout)
-        # Started lazily (after gunicorn forks its workers); one thread per anonymous slot.
-        self._low_priority = ThreadPoolExecutor(policy.anonymous_max_concurrent, "argon2-anonymous",
-                                                lower_thread_priority, (policy.anonymous_nice,))
+        self._priorities = priorities or Priorities(policy.anonymous_nice)
         self._observe = observe or (lambda seconds: None)
         self.in_progress = 0
         self._dummy = self._ph.hash(secrets.token_urlsafe(32))
@@ -127,18 +133,16 @@ class Hasher:
 
     def hash(self, password: str) -> str:
         with self._slot():
-            return self._ph.hash(password)
+            return self._priorities.run_known(self._ph.hash, password)
 
     def verify(self, stored: str | None, password: str, *, anonymous: bool) -> Verified:
         """Check ``password`` against ``stored`` (None: against the dummy, always False).
 
         Every caller says which kind it is: ``anonymous=True`` (a login without a known-device
-        cookie) takes an anonymous slot and runs argon2 at low priority."""
+        cookie) takes an anonymous slot and runs argon2 at low priority, everything else at base."""
         with self._slot(anonymous):
-            if anonymous:
-                ok = self._low_priority.submit(self._check, stored, password).result()
-            else:
-                ok = self._check(stored, password)
+            run = self._priorities.run_low if anonymous else self._priorities.run_known
+            ok = run(self._check, stored, password)
         if not ok or stored is None:
             return Verified(False)
         return Verified(True, self._ph.check_needs_rehash(stored))

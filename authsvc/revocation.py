@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import mmap
-import os
+
+from authsvc.sharedmap import in_folder, map_shared
 
 log = logging.getLogger("authsvc")
 
@@ -29,21 +29,14 @@ _SIZE = 8
 class RevocationEpoch:
     def __init__(self, path: str) -> None:
         self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < _SIZE:
-                os.ftruncate(fd, _SIZE)
-            self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)  # the mapping keeps the file
+        self._map = map_shared(path, _SIZE)
 
     @classmethod
     def in_folder(cls, folder: str) -> RevocationEpoch | None:
         """The epoch of the instance at ``folder``, or None (and a warning) if it cannot be kept
         there: then nothing may be cached, as a revocation could not reach the other workers."""
         try:
-            os.makedirs(folder, exist_ok=True)
-            return cls(os.path.join(folder, FILENAME))
+            return cls(in_folder(folder, FILENAME))
         except OSError as exc:
             log.warning("verify cache off: cannot keep %s in %s (%s)", FILENAME, folder, exc.strerror)
             return None

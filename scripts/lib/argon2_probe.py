@@ -2,13 +2,12 @@
 
 Each measurement runs in a fresh process (this file as a script) so that its environment can be
 chosen: glibc reads ``GLIBC_TUNABLES`` only when a process starts, and whether argon2's memory
-comes in huge pages (``glibc.malloc.hugetlb=1``, the opt-in of docs/performance.md) moves a
-verify's CPU time by a fifth to a quarter. Two environments are compared:
+comes in huge pages (``authsvc.hashing.with_hugepages``) moves a verify's CPU time by a quarter.
+Two environments are compared:
 
-* ``shipped``: argon2-cffi as it ships, without any tunable (what the peers' figures were measured
+* ``shipped``: argon2-cffi as it ships, without the tunable (what the peers' figures were measured
   with, and the ceiling the performance issue defines);
-* ``served``: the environment the benchmark's servers run in (the caller's; ``--hugepages``
-  adds the opt-in), which is the shipped one unless an operator opted in.
+* ``served``: the environment ``authsvc serve`` gives its workers (``authsvc.cli.server_environ``).
 
     python scripts/lib/argon2_probe.py TIME_COST MEMORY_KIB PARALLELISM HASH_LEN SALT_LEN ROUNDS
 
@@ -28,7 +27,6 @@ import time
 from typing import Mapping
 
 PASSWORD = "argon2 probe passphrase"
-HUGEPAGES = "glibc.malloc.hugetlb=1"
 
 
 def _verify_rounds(time_cost: int, memory_kib: int, parallelism: int, hash_len: int, salt_len: int,
@@ -44,11 +42,6 @@ def _verify_rounds(time_cost: int, memory_kib: int, parallelism: int, hash_len: 
         hasher.verify(encoded, PASSWORD)
         samples.append([time.process_time() - c0, time.perf_counter() - w0, start, time.monotonic()])
     return samples
-
-
-def opt_in_hugepages(environ: dict[str, str]) -> None:
-    """Add the huge-pages opt-in to ``environ``'s GLIBC_TUNABLES (after any tunables already there)."""
-    environ["GLIBC_TUNABLES"] = ":".join(filter(None, [environ.get("GLIBC_TUNABLES"), HUGEPAGES]))
 
 
 def shipped_environ(environ: Mapping[str, str]) -> dict[str, str]:

@@ -52,3 +52,29 @@ def test_login_normalization_makes_nfd_and_nfc_spellings_one_password(password):
     stored = HASHER.hash(normalize_password(password))
     assert HASHER.verify(stored, normalize_password(unicodedata.normalize("NFD", password)), anonymous=False).ok
     assert HASHER.verify(stored, normalize_password(unicodedata.normalize("NFC", password)), anonymous=False).ok
+
+
+tunable_names = st.from_regex(r"[a-z][a-z0-9_.]{0,30}", fullmatch=True)
+tunable_entries = st.tuples(tunable_names, st.from_regex(r"[0-9a-z]{0,6}", fullmatch=True)).map("=".join)
+
+
+@given(entries=st.lists(tunable_entries, max_size=6))
+def test_hugepages_tunable_keeps_every_other_tunable_in_order_and_adds_itself_once(entries):
+    """Property (authsvc.hashing.with_hugepages): without the tunable the operator's entries come
+    back in order with hugetlb=1 after them; with it anywhere (any value), the value is unchanged."""
+    from authsvc.hashing import HUGEPAGES_TUNABLE, with_hugepages
+
+    given_ = ":".join(entries)
+    if any(e.split("=", 1)[0] == HUGEPAGES_TUNABLE for e in entries):
+        assert with_hugepages(given_) == given_
+    else:
+        assert with_hugepages(given_).split(":") == [*entries, f"{HUGEPAGES_TUNABLE}=1"]
+
+
+@given(before=st.lists(tunable_entries, max_size=3), after=st.lists(tunable_entries, max_size=3),
+       value=st.from_regex(r"[0-9]{0,2}", fullmatch=True))
+def test_hugepages_tunable_never_overrides_the_operators_value(before, after, value):
+    from authsvc.hashing import HUGEPAGES_TUNABLE, with_hugepages
+
+    given_ = ":".join([*before, f"{HUGEPAGES_TUNABLE}={value}", *after])
+    assert with_hugepages(given_) == given_

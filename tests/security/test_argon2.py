@@ -350,3 +350,67 @@ def test_login_while_argon2_slots_are_full_gets_503_retry_after_without_hashing(
     response = login(browser, username)
     assert response.status_code == (303 if username == "alice" else 401)
     assert len(calls) == 1
+
+
+# --- argon2's memory in huge pages (authsvc serve's GLIBC_TUNABLES) --------------------------------
+# A performance setting, not a control; tested here because it must never override an operator's
+# choice nor drop their other tunables. tests/integration/test_argon2_memory.py counts the page
+# faults under the real server.
+
+@pytest.mark.parametrize("given, expected", [
+    (None, "glibc.malloc.hugetlb=1"),
+    ("", "glibc.malloc.hugetlb=1"),
+    (":", "glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.arena_max=2", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0",
+     "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.arena_max=2:", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    # the operator's own value stands, whatever it is and wherever it is
+    ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"),
+    ("glibc.malloc.hugetlb=2", "glibc.malloc.hugetlb=2"),
+    ("glibc.malloc.hugetlb=1", "glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0"),
+    ("glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2", "glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2"),
+    (" glibc.malloc.hugetlb =0", " glibc.malloc.hugetlb =0"),  # malformed but clearly meant: not overridden
+    ("glibc.malloc.hugetlb", "glibc.malloc.hugetlb"),
+    # look-alikes are other tunables, so the setting is added
+    ("glibc.malloc.hugetlbx=0", "glibc.malloc.hugetlbx=0:glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.hugetlb_=0", "glibc.malloc.hugetlb_=0:glibc.malloc.hugetlb=1"),
+    ("xglibc.malloc.hugetlb=0", "xglibc.malloc.hugetlb=0:glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.arena_max=glibc.malloc.hugetlb", "glibc.malloc.arena_max=glibc.malloc.hugetlb:glibc.malloc.hugetlb=1"),
+])
+def test_hugepages_tunable_is_added_unless_the_operator_set_it(given, expected):
+    from authsvc.hashing import with_hugepages
+    assert with_hugepages(given) == expected
+
+
+def test_server_environ_changes_nothing_but_the_tunable():
+    from authsvc.cli import server_environ
+    environ = {"PATH": "/usr/bin", "AUTHSVC_ENV": "production", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    served = server_environ(environ)
+    assert served == {**environ, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}
+    assert environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"  # the caller's mapping is not touched
+
+
+def test_serve_hands_gunicorn_the_tunable_and_leaves_its_own_environment_alone(tmp_path, monkeypatch):
+    import os
+
+    from authsvc import cli, db
+    for key in [k for k in os.environ if k.startswith(("AUTHSVC_", "PROMETHEUS_"))]:
+        monkeypatch.delenv(key)
+    env = make_env(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    db.upgrade(db.make_engine(env["AUTHSVC_DATABASE_URL"]))
+    handed: list[dict] = []
+
+    def execve(path, argv, environ):
+        handed.append(environ)
+        os.rmdir(environ["PROMETHEUS_MULTIPROC_DIR"])  # made for the gunicorn that never runs
+    monkeypatch.setattr(cli.os, "execve", execve)
+    cli.main(["serve", "--bind", "127.0.0.1:0", "--workers", "1"])
+    assert handed[0]["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert handed[0]["AUTHSVC_ENV"] == "production"
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
