@@ -9,6 +9,10 @@ always ``authsvc gen-secret`` (:func:`generate_secret`).
 These checks catch keys a person chose or pasted. They cannot prove that a key is random (an
 English sentence of 40 characters passes them); they make the common mistakes impossible to ship.
 
+A key made only of hex digits is judged by what it encodes, 4 bits a digit: it needs 64 digits
+(``secrets.token_hex(32)``). 32 digits (``token_hex(16)``, ``uuid4().hex``) hold at most 128 bits,
+exactly the estimate's threshold, so without this rule a rare evenly spread one would pass.
+
 Entropy estimate (conservative by design): ``len(key) * min(H(characters), H(steps))`` where ``H``
 is the Shannon entropy, in bits per symbol, of the key's own character frequencies, and of the
 differences between neighbouring code points. The first term never exceeds
@@ -151,6 +155,7 @@ _UUID = re.compile(
     r"\{?(?:urn:uuid:)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}?",
     re.IGNORECASE,
 )
+_HEX_DIGITS = re.compile(r"[0-9a-f]+", re.IGNORECASE)
 
 # Pairs of keys next to each other on a US keyboard row, both orders; with code point +-1 these
 # make up "simple sequences" (abc, 123, qwe, 0-9 wrapping through the number row).
@@ -321,6 +326,14 @@ def _randomness_problems(text: str, setting: str) -> list[str]:
     if _UUID.fullmatch(text.strip()):
         why = "is a UUID, which holds at most 122 random bits; production needs at least 128."
         return [f"{setting} {why} {_FIX}"]
+    digits = len(text.strip())
+    if digits < 2 * MIN_SECRET_BYTES and _HEX_DIGITS.fullmatch(text.strip()):
+        # Hex carries 4 bits per character: 32 digits (token_hex(16), uuid4().hex) are 16 bytes.
+        return [
+            f"{setting} is {digits} hex digits, which hold at most {4 * digits} random bits; "
+            f"production needs at least {MIN_SECRET_BYTES} random bytes ({2 * MIN_SECRET_BYTES} "
+            f"hex digits). {_FIX}"
+        ]
     if _repeated_unit(text) is not None:
         return [
             f"{setting} repeats a shorter pattern, so it is much weaker than its length suggests. {_FIX}"
