@@ -9,9 +9,12 @@ always ``authsvc gen-secret`` (:func:`generate_secret`).
 These checks catch keys a person chose or pasted. They cannot prove that a key is random (an
 English sentence of 40 characters passes them); they make the common mistakes impossible to ship.
 
-A key made only of hex digits is judged by what it encodes, 4 bits a digit: it needs 64 digits
+A hex key is judged by what it encodes, 4 bits a digit, however it is written (``0x`` or ``\\x``
+prefixes, ``:``, ``-``, space or other separators between bytes): it needs 64 digits
 (``secrets.token_hex(32)``). 32 digits (``token_hex(16)``, ``uuid4().hex``) hold at most 128 bits,
-exactly the estimate's threshold, so without this rule a rare evenly spread one would pass.
+exactly the estimate's threshold, and separators would make them look more varied than they are.
+For the same reason a key whose characters could not hold more than 128 bits even if each were
+random (``len * log2(distinct characters)``) is refused whatever its alphabet.
 
 Entropy estimate (conservative by design): ``len(key) * min(H(characters), H(steps))`` where ``H``
 is the Shannon entropy, in bits per symbol, of the key's own character frequencies, and of the
@@ -156,6 +159,8 @@ _UUID = re.compile(
     re.IGNORECASE,
 )
 _HEX_DIGITS = re.compile(r"[0-9a-f]+", re.IGNORECASE)
+# How hex is written around its digits: 0x and \x prefixes, byte separators (xxd, openssl, MACs).
+_HEX_FRAMING = re.compile(r"0x|\\x|[\s:,._-]", re.IGNORECASE)
 
 # Pairs of keys next to each other on a US keyboard row, both orders; with code point +-1 these
 # make up "simple sequences" (abc, 123, qwe, 0-9 wrapping through the number row).
@@ -326,9 +331,9 @@ def _randomness_problems(text: str, setting: str) -> list[str]:
     if _UUID.fullmatch(text.strip()):
         why = "is a UUID, which holds at most 122 random bits; production needs at least 128."
         return [f"{setting} {why} {_FIX}"]
-    digits = len(text.strip())
-    if digits < 2 * MIN_SECRET_BYTES and _HEX_DIGITS.fullmatch(text.strip()):
-        # Hex carries 4 bits per character: 32 digits (token_hex(16), uuid4().hex) are 16 bytes.
+    digits = _hex_digit_count(text)
+    if digits is not None and digits < 2 * MIN_SECRET_BYTES:
+        # Hex carries 4 bits per digit: 32 digits (token_hex(16), uuid4().hex) are 16 bytes.
         return [
             f"{setting} is {digits} hex digits, which hold at most {4 * digits} random bits; "
             f"production needs at least {MIN_SECRET_BYTES} random bytes ({2 * MIN_SECRET_BYTES} "
@@ -343,7 +348,9 @@ def _randomness_problems(text: str, setting: str) -> list[str]:
             f"{setting} is mostly a run of neighbouring characters (alphabet, digit or keyboard order). {_FIX}"
         ]
     distinct = len(set(text))
-    if distinct < MIN_DISTINCT_CHARS:
+    # Also when the characters could not hold the minimum even if each were drawn at random
+    # (32 characters from 16 symbols: exactly 128 bits, which the estimate can reach).
+    if distinct < MIN_DISTINCT_CHARS or len(text) * math.log2(distinct) <= MIN_ENTROPY_BITS:
         return [
             f"{setting} uses only {distinct} distinct characters; a random key uses many more. {_FIX}"
         ]
@@ -356,6 +363,13 @@ def _randomness_problems(text: str, setting: str) -> list[str]:
             )
         ]
     return []
+
+
+def _hex_digit_count(text: str) -> int | None:
+    """How many hex digits ``text`` holds if it is hex, however written (prefixes, separators,
+    any case); None if it is not."""
+    digits = _HEX_FRAMING.sub("", text)
+    return len(digits) if _HEX_DIGITS.fullmatch(digits) else None
 
 
 def _repeated_unit(text: str) -> str | None:
