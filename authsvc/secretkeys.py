@@ -13,8 +13,7 @@ A hex key is judged by what it encodes, 4 bits a digit, however it is written (`
 prefixes, ``:``, ``-``, space or other separators between bytes): it needs 64 digits
 (``secrets.token_hex(32)``). 32 digits (``token_hex(16)``, ``uuid4().hex``) hold at most 128 bits,
 exactly the estimate's threshold, and separators would make them look more varied than they are.
-For the same reason a key whose characters could not hold more than 128 bits even if each were
-random (``len * log2(distinct characters)``) is refused whatever its alphabet.
+Fullwidth look-alike digits count as the digits they stand for.
 
 Entropy estimate (conservative by design): ``len(key) * min(H(characters), H(steps))`` where ``H``
 is the Shannon entropy, in bits per symbol, of the key's own character frequencies, and of the
@@ -38,6 +37,7 @@ import re
 import secrets
 import shlex
 import stat
+import unicodedata
 from collections import Counter
 from itertools import pairwise
 
@@ -348,9 +348,7 @@ def _randomness_problems(text: str, setting: str) -> list[str]:
             f"{setting} is mostly a run of neighbouring characters (alphabet, digit or keyboard order). {_FIX}"
         ]
     distinct = len(set(text))
-    # Also when the characters could not hold the minimum even if each were drawn at random
-    # (32 characters from 16 symbols: exactly 128 bits, which the estimate can reach).
-    if distinct < MIN_DISTINCT_CHARS or len(text) * math.log2(distinct) <= MIN_ENTROPY_BITS:
+    if distinct < MIN_DISTINCT_CHARS:
         return [
             f"{setting} uses only {distinct} distinct characters; a random key uses many more. {_FIX}"
         ]
@@ -367,8 +365,8 @@ def _randomness_problems(text: str, setting: str) -> list[str]:
 
 def _hex_digit_count(text: str) -> int | None:
     """How many hex digits ``text`` holds if it is hex, however written (prefixes, separators,
-    any case); None if it is not."""
-    digits = _HEX_FRAMING.sub("", text)
+    any case, fullwidth look-alikes); None if it is not."""
+    digits = _HEX_FRAMING.sub("", unicodedata.normalize("NFKC", text))
     return len(digits) if _HEX_DIGITS.fullmatch(digits) else None
 
 
