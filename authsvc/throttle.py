@@ -104,7 +104,7 @@ def account_hash(username_key: str) -> str:
 
 
 class _GlobalWindow:
-    """A moving window of failure times kept in this process, on the injected clock."""
+    """A moving window of attempt times kept in this process, on the injected clock."""
 
     def __init__(self, amount: int, period: int) -> None:
         self.amount = amount
@@ -116,15 +116,28 @@ class _GlobalWindow:
         while self._times and self._times[0] <= now - self.period:
             self._times.popleft()
 
+    def _wait(self, now: float) -> int:
+        self._expire(now)
+        if len(self._times) < self.amount:
+            return 0
+        return max(1, math.ceil(self._times[0] + self.period - now))
+
     def retry_after(self, now: float) -> int:
-        """0 if another failure may be tried now, else seconds until one may."""
+        """0 if another attempt may be tried now, else seconds until one may."""
         with self._lock:
-            self._expire(now)
-            if len(self._times) < self.amount:
-                return 0
-            return max(1, math.ceil(self._times[0] + self.period - now))
+            return self._wait(now)
+
+    def take(self, now: float) -> int:
+        """Count an attempt if there is room (0), else the seconds until there is (nothing
+        counted). One step, so parallel attempts cannot all see room for the last one."""
+        with self._lock:
+            wait = self._wait(now)
+            if not wait:
+                self._times.append(now)
+            return wait
 
     def hit(self, now: float) -> None:
+        """Count an attempt that may not be refused (a known device's)."""
         with self._lock:
             self._expire(now)
             self._times.append(now)
@@ -159,7 +172,7 @@ class Throttle:
         self.prefix = prefix
         self._fallback = MemoryStorage() if rules.storage_failure == "memory" else None
         # The global limit is per process on purpose: it protects this instance's CPU.
-        item = parse_limit(rules.global_failed_logins)
+        item = parse_limit(rules.global_logins)
         self._global = _GlobalWindow(item.amount, item.get_expiry())
         # The last F failure times live in F slots (a ring), enough to decide whether F fall
         # within the window; at least one slot so the ring is never empty.
@@ -195,7 +208,9 @@ class Throttle:
         """:meth:`check`, and when allowed also hold the bucket's gate until ``Attempt.end()``.
 
         The verdict is decided again after the gate is taken, so an attempt that waited behind a
-        parallel one sees that one's failure.
+        parallel one sees that one's failure. An allowed attempt (it will run argon2, whether it
+        then succeeds or fails) is counted in the global window: an anonymous one only if there is
+        room, a known device's always.
         """
         verdict = self.check(username_key, device_id)  # cheap refusal without touching the gate
         if not verdict.allowed:
@@ -207,10 +222,20 @@ class Throttle:
         attempt = Attempt(self, gate, Verdict(False, 1, "busy"))
         try:
             attempt.verdict = self._state(bucket)
+            if attempt.verdict.allowed:
+                attempt.verdict = self._count(device_id)
         finally:
             if not attempt.verdict.allowed:  # refused, or the storage failed: let the gate go
                 attempt.end()
         return attempt
+
+    def _count(self, device_id: str | None) -> Verdict:
+        now = self.clock()
+        if device_id is not None:
+            self._global.hit(now)
+            return Verdict(True)
+        wait = self._global.take(now)
+        return Verdict(False, wait, "global") if wait else Verdict(True)
 
     def record_failure(self, username_key: str, device_id: str | None) -> None:
         r = self.rules
@@ -218,8 +243,6 @@ class Throttle:
         now_ms = int(now * 1000)
         bucket = self._bucket(username_key, device_id)
         memory = max(1, r.consecutive_failure_memory_seconds)
-        if device_id is None:
-            self._global.hit(now)
 
         def write(st: Storage) -> None:
             consecutive = st.incr(f"{bucket}:c", memory)

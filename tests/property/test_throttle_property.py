@@ -43,7 +43,7 @@ DEVICES = [None, "device-one-aaaaaaaa", "device-two-bbbbbbbb"]
 @st.composite
 def policies(draw):
     if draw(st.booleans()):
-        return dataclasses.replace(DEFAULT, global_failed_logins="1000000 per minute")
+        return dataclasses.replace(DEFAULT, global_logins="1000000 per minute")
     initial = draw(st.sampled_from([1, 5, 30]))
     return dataclasses.replace(
         DEFAULT,
@@ -52,7 +52,7 @@ def policies(draw):
         backoff_initial_seconds=initial,
         backoff_max_seconds=draw(st.sampled_from([initial, initial * 4, 900])),
         max_consecutive_failures=draw(st.integers(3, 15)),
-        global_failed_logins="1000000 per minute",
+        global_logins="1000000 per minute",
     )
 
 
@@ -208,7 +208,7 @@ def test_a_success_resets_its_bucket(data):
 @given(amount=st.integers(1, 8), gaps=st.lists(st.integers(0, 40), max_size=40))
 def test_global_limit_lets_at_most_its_amount_through_per_period(amount, gaps):
     policy = dataclasses.replace(DEFAULT, failures_before_backoff=20, max_consecutive_failures=100,
-                                 global_failed_logins=f"{amount} per minute")
+                                 global_logins=f"{amount} per minute")
     clock = Clock()
     throttle = Throttle(MemoryStorage(), policy, clock)
     passed = []

@@ -383,26 +383,228 @@ def test_forged_or_foreign_device_cookie_gets_the_anonymous_bucket(app, user, fo
     assert_throttled(attacker.post_login("alice", PASSWORD))
 
 
+# --- known devices cannot take the service's capacity (security review, finding 1) ----------------------
+#
+# The review's attack: an account holder mints device cookies (each successful login used to issue a
+# new known device, without limit), then floods correct-password logins with them: known devices
+# were exempt from every per-client limit and the global limit, and their argon2 queue unbounded.
+
+SESSION = "__Host-authsvc_session"
+
+
+def again(browser: Browser, username: str = "alice", password: str = PASSWORD, *, ip: str | None = None):
+    """Sign in once more from this browser, signed out first (its device cookie kept)."""
+    browser.client.delete_cookie(SESSION, domain=HOST)
+    browser.token = None
+    return browser.post_login(username, password, ip=ip)
+
+
+def mint_devices(app, n: int, username: str = "alice") -> list[Browser]:
+    """``n`` browsers that each signed in once, from an address of their own: n device cookies."""
+    browsers = [Browser(app, ip=fresh_ip()) for _ in range(n)]
+    for b in browsers:
+        assert b.post_login(username, PASSWORD).status_code == 303
+        assert b.device_cookie
+    return browsers
+
+
+def known_devices(svc, username: str = "alice") -> int:
+    return svc.known_devices.count(svc.accounts.by_username(username).id)
+
+
+def throttled_reasons(caplog) -> list[str]:
+    return [json.loads(r.getMessage()).get("reason") for r in caplog.records
+            if r.name == "authsvc.audit" and '"login_throttled"' in r.getMessage()]
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_device_cookies_minted_from_one_address_are_cut_off_by_the_known_device_per_client_limit(
+        app, user, svc, caplog):
+    # The review's attack in small: ten device cookies of the attacker's own account, then
+    # correct-password logins round them all from one address.
+    devices = mint_devices(app, 10)
+    amount = int(svc.policy.throttle.per_client_known_device[0].split()[0])
+    statuses = [again(devices[n % 10], ip="203.0.113.100").status_code for n in range(amount + 5)]
+    assert statuses == [303] * amount + [429] * 5, statuses
+    assert set(throttled_reasons(caplog)) == {"per_client_known_device"}
+    # Counted apart: the same address still has its anonymous budget (and another account's
+    # known devices their own, see below).
+    assert Browser(app, ip="203.0.113.100").post_login("somebody").status_code == 401
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_one_device_cookie_from_ever_new_addresses_is_cut_off_by_its_per_device_limit(app, user, svc, caplog):
+    [device] = mint_devices(app, 1)
+    amount = int(svc.policy.throttle.per_device[0].split()[0])
+    statuses = [again(device).status_code for _ in range(amount + 3)]  # a fresh address every time
+    assert statuses == [303] * amount + [429] * 3, statuses
+    assert set(throttled_reasons(caplog)) == {"per_device"}
+    # Another device of the same account has its own budget.
+    [other] = mint_devices(app, 1)
+    assert again(other).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_an_account_holder_behind_the_owners_address_cannot_spend_the_owners_known_device_budget(app, user, svc):
+    add_user(app, "mallory")
+    nat = "192.0.2.200"
+    owner = owner_with_device(app)
+    mallory = mint_devices(app, 3, "mallory")
+    amount = int(svc.policy.throttle.per_client_known_device[0].split()[0])
+    statuses = [again(mallory[n % 3], "mallory", ip=nat).status_code for n in range(amount + 1)]
+    assert statuses[-1] == 429
+    assert again(owner, ip=nat).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_an_account_has_at_most_max_devices_per_account_known_devices_least_recently_used_forgotten(
+        app, user, svc, clock):
+    cap = svc.policy.throttle.max_devices_per_account
+    devices = mint_devices(app, cap + 2)
+    assert known_devices(svc) == cap
+    # The two oldest cookies are still validly signed, but no longer known: they are anonymous,
+    # so the account's anonymous back-off holds them as it holds any attacker.
+    fail_until_throttled(app, "alice")
+    for old in devices[:2]:
+        assert_throttled(again(old))
+    for kept in devices[2:4]:
+        assert again(kept).status_code == 303
+    # Using a device makes it the most recently used: minting one more forgets the least recently
+    # used one (between equal times, the one registered first), not the one just used.
+    clock.advance(1)
+    assert again(devices[3]).status_code == 303
+    svc.throttle.unlock("alice")
+    mint_devices(app, 1)
+    assert known_devices(svc) == cap
+    ids = [svc.devices.serializer.loads(b.device_cookie)["d"] for b in devices]
+    assert [svc.known_devices.is_known("alice", i) for i in ids[2:5]] == [False, True, True]
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_known_devices_success_keeps_its_id_and_adds_no_row(app, user, svc):
+    owner = owner_with_device(app)
+    first = svc.devices.serializer.loads(owner.device_cookie)["d"]
+    for _ in range(3):
+        assert again(owner).status_code == 303
+    assert svc.devices.serializer.loads(owner.device_cookie)["d"] == first
+    assert known_devices(svc) == 1
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_device_cookie_replayed_after_its_device_was_forgotten_is_anonymous(app, user, svc):
+    cap = svc.policy.throttle.max_devices_per_account
+    owner = owner_with_device(app)
+    copy = owner.device_cookie  # a copy kept by whoever had the browser
+    mint_devices(app, cap)     # the owner's device is now the least recently used: forgotten
+    fail_until_throttled(app, "alice")
+    replay = Browser(app)
+    replay.client.set_cookie(DEVICE, copy, domain=HOST)
+    assert_throttled(replay.post_login("alice", PASSWORD))
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_device_id_registered_to_another_account_is_not_known_for_this_one(app, user, svc):
+    # Even a cookie signed by the server (as with a leaked key) for alice, carrying the id of a
+    # device registered to mallory, is anonymous: the registry is per account.
+    add_user(app, "mallory")
+    [mallory] = mint_devices(app, 1, "mallory")
+    mallory_id = svc.devices.serializer.loads(mallory.device_cookie)["d"]
+    fail_until_throttled(app, "alice")
+    forged = Browser(app)
+    forged.client.set_cookie(DEVICE, svc.devices.issue("alice", mallory_id), domain=HOST)
+    assert_throttled(forged.post_login("alice", PASSWORD))
+
+
+@pytest.mark.asvs("V6.3.1", "V7.4.3")
+@pytest.mark.parametrize("how", ["password_change", "cli_passwd", "cli_disable", "cli_revoke"])
+def test_ending_the_accounts_sessions_forgets_its_known_devices(app, user, svc, monkeypatch, tmp_path, how):
+    """Whoever minted device cookies with the old password keeps no known-device budget (its own
+    per-client limit, a failure bucket of its own per device) for guessing the new one."""
+    from tests.conftest import run_cli
+
+    devices = mint_devices(app, 3)
+    new_password = "a brand new passphrase 2027"
+    if how == "password_change":
+        page = devices[0].client.get("/", environ_base={"REMOTE_ADDR": devices[0].last_ip})
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+        resp = devices[0].client.post("/account/password", environ_base={"REMOTE_ADDR": devices[0].last_ip},
+                                      data={"csrf_token": token, "current_password": PASSWORD,
+                                            "new_password": new_password})
+        assert resp.status_code == 200, resp.status_code
+    elif how == "cli_passwd":
+        assert run_cli(monkeypatch, tmp_path, "user", "passwd", "alice", "--password-stdin",
+                       stdin=new_password + "\n") == 0
+    elif how == "cli_disable":
+        assert run_cli(monkeypatch, tmp_path, "user", "disable", "alice") == 0
+    else:
+        assert run_cli(monkeypatch, tmp_path, "sessions", "revoke", "alice") == 0
+    assert known_devices(svc) == 0
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_successes_count_in_the_global_limit(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="5 per minute"))
+    add_user(app)
+    mint_devices(app, 5)  # five correct passwords from five addresses: five argon2 runs
+    assert_throttled(Browser(app).post_login("alice", PASSWORD))
+    clock.advance(60)
+    assert Browser(app).post_login("alice", PASSWORD).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_known_device_logins_count_in_the_global_limit_but_are_never_refused_by_it(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="3 per minute"))
+    add_user(app)
+    owner = owner_with_device(app)          # 1 (anonymous)
+    assert again(owner).status_code == 303  # 2 (known)
+    assert again(owner).status_code == 303  # 3 (known)
+    assert_throttled(Browser(app).post_login("alice", PASSWORD))  # the known ones filled it
+    assert again(owner).status_code == 303  # still never refused by it
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_parallel_device_cookie_logins_stay_within_the_known_device_limits(app, user, svc):
+    # Ten device cookies, each in its own thread, logging in as fast as they can from one address:
+    # no more pass than the known-device per-client limit, whatever the interleaving.
+    devices = mint_devices(app, 10)
+    amount = int(svc.policy.throttle.per_client_known_device[0].split()[0])
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def flood(b: Browser) -> None:
+        for _ in range(6):
+            status = again(b, ip="203.0.113.101").status_code
+            with lock:
+                statuses.append(status)
+    threads = [threading.Thread(target=flood, args=(b,)) for b in devices]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(statuses) == 60 and set(statuses) <= {303, 429, 503}, statuses
+    assert 1 <= statuses.count(303) <= amount, statuses
+
+
 # --- global limit ------------------------------------------------------------------------------------
 
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
-def test_spraying_many_accounts_hits_the_global_failure_limit(tmp_path, clock):
-    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_failed_logins="20 per minute"))
+def test_spraying_many_accounts_hits_the_global_limit(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="20 per minute"))
     add_user(app)
-    owner = owner_with_device(app)
+    owner = owner_with_device(app)  # its first login ran argon2 too: 1 of the 20
     calls = []
     real = app.extensions["authsvc"].hasher.verify
     app.extensions["authsvc"].hasher.verify = lambda *a, **k: calls.append(1) or real(*a, **k)
     sprayer = Browser(app)
-    for n in range(20):
+    for n in range(19):
         assert sprayer.post_login(f"spray{n}").status_code == 401, f"failure {n + 1} refused early"
     clock.advance(15)
-    assert_throttled(sprayer.post_login("spray20"), 45)
+    assert_throttled(sprayer.post_login("spray19"), 45)
     assert_throttled(sprayer.post_login("alice", PASSWORD))  # anonymous attempts all wait
-    assert len(calls) == 20
-    assert owner.post_login("alice", PASSWORD).status_code == 303  # known devices are exempt
+    assert len(calls) == 19
+    assert owner.post_login("alice", PASSWORD).status_code == 303  # known devices are never refused by it
     clock.advance(45)
-    assert sprayer.post_login("spray21").status_code == 401
+    assert sprayer.post_login("spray20").status_code == 401
 
 
 # --- races ---------------------------------------------------------------------------------------------
@@ -630,7 +832,7 @@ def test_unknown_and_existing_accounts_throttle_identically(app, user, clock):
 
 @pytest.mark.asvs("V6.3.8")
 def test_every_limit_answers_with_the_same_429_page(tmp_path, clock, caplog):
-    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_failed_logins="7 per minute"))
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="7 per minute"))
     add_user(app)
     browser = Browser(app)
     for _ in range(5):
