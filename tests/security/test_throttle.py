@@ -390,6 +390,11 @@ def test_forged_or_foreign_device_cookie_gets_the_anonymous_bucket(app, user, fo
 # were exempt from every per-client limit and the global limit, and their argon2 queue unbounded.
 
 SESSION = "__Host-authsvc_session"
+# The default policy's known-device limits (test.toml inherits them), written out so that each attack
+# below runs, and fails, on code that has no such limits: test_the_known_device_defaults_are_these.
+KNOWN_PER_CLIENT = 30   # throttle.per_client_known_device, per minute
+PER_DEVICE = 10         # throttle.per_device, per minute
+CAP = 10                # throttle.max_devices_per_account
 
 
 def again(browser: Browser, username: str = "alice", password: str = PASSWORD, *, ip: str | None = None):
@@ -417,13 +422,19 @@ def throttled_reasons(caplog) -> list[str]:
             if r.name == "authsvc.audit" and '"login_throttled"' in r.getMessage()]
 
 
+def test_the_known_device_defaults_are_these(svc):
+    t = svc.policy.throttle
+    assert (t.per_client_known_device, t.per_device, t.max_devices_per_account) == \
+        ((f"{KNOWN_PER_CLIENT} per minute", "300 per hour"), (f"{PER_DEVICE} per minute", "60 per hour"), CAP)
+
+
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_device_cookies_minted_from_one_address_are_cut_off_by_the_known_device_per_client_limit(
         app, user, svc, caplog):
     # The review's attack in small: ten device cookies of the attacker's own account, then
     # correct-password logins round them all from one address.
     devices = mint_devices(app, 10)
-    amount = int(svc.policy.throttle.per_client_known_device[0].split()[0])
+    amount = KNOWN_PER_CLIENT
     statuses = [again(devices[n % 10], ip="203.0.113.100").status_code for n in range(amount + 5)]
     assert statuses == [303] * amount + [429] * 5, statuses
     assert set(throttled_reasons(caplog)) == {"per_client_known_device"}
@@ -435,7 +446,7 @@ def test_device_cookies_minted_from_one_address_are_cut_off_by_the_known_device_
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_one_device_cookie_from_ever_new_addresses_is_cut_off_by_its_per_device_limit(app, user, svc, caplog):
     [device] = mint_devices(app, 1)
-    amount = int(svc.policy.throttle.per_device[0].split()[0])
+    amount = PER_DEVICE
     statuses = [again(device).status_code for _ in range(amount + 3)]  # a fresh address every time
     assert statuses == [303] * amount + [429] * 3, statuses
     assert set(throttled_reasons(caplog)) == {"per_device"}
@@ -450,7 +461,7 @@ def test_an_account_holder_behind_the_owners_address_cannot_spend_the_owners_kno
     nat = "192.0.2.200"
     owner = owner_with_device(app)
     mallory = mint_devices(app, 3, "mallory")
-    amount = int(svc.policy.throttle.per_client_known_device[0].split()[0])
+    amount = KNOWN_PER_CLIENT
     statuses = [again(mallory[n % 3], "mallory", ip=nat).status_code for n in range(amount + 1)]
     assert statuses[-1] == 429
     assert again(owner, ip=nat).status_code == 303
@@ -459,9 +470,8 @@ def test_an_account_holder_behind_the_owners_address_cannot_spend_the_owners_kno
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_an_account_has_at_most_max_devices_per_account_known_devices_least_recently_used_forgotten(
         app, user, svc, clock):
-    cap = svc.policy.throttle.max_devices_per_account
+    cap = CAP
     devices = mint_devices(app, cap + 2)
-    assert known_devices(svc) == cap
     # The two oldest cookies are still validly signed, but no longer known: they are anonymous,
     # so the account's anonymous back-off holds them as it holds any attacker.
     fail_until_throttled(app, "alice")
@@ -469,6 +479,7 @@ def test_an_account_has_at_most_max_devices_per_account_known_devices_least_rece
         assert_throttled(again(old))
     for kept in devices[2:4]:
         assert again(kept).status_code == 303
+    assert known_devices(svc) == cap
     # Using a device makes it the most recently used: minting one more forgets the least recently
     # used one (between equal times, the one registered first), not the one just used.
     clock.advance(1)
@@ -492,7 +503,7 @@ def test_a_known_devices_success_keeps_its_id_and_adds_no_row(app, user, svc):
 
 @pytest.mark.asvs("V6.3.1")
 def test_a_device_cookie_replayed_after_its_device_was_forgotten_is_anonymous(app, user, svc):
-    cap = svc.policy.throttle.max_devices_per_account
+    cap = CAP
     owner = owner_with_device(app)
     copy = owner.device_cookie  # a copy kept by whoever had the browser
     mint_devices(app, cap)     # the owner's device is now the least recently used: forgotten
@@ -524,6 +535,7 @@ def test_ending_the_accounts_sessions_forgets_its_known_devices(app, user, svc, 
 
     devices = mint_devices(app, 3)
     new_password = "a brand new passphrase 2027"
+    password = PASSWORD if how in ("cli_disable", "cli_revoke") else new_password
     if how == "password_change":
         page = devices[0].client.get("/", environ_base={"REMOTE_ADDR": devices[0].last_ip})
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
@@ -538,6 +550,12 @@ def test_ending_the_accounts_sessions_forgets_its_known_devices(app, user, svc, 
         assert run_cli(monkeypatch, tmp_path, "user", "disable", "alice") == 0
     else:
         assert run_cli(monkeypatch, tmp_path, "sessions", "revoke", "alice") == 0
+    if how == "cli_disable":
+        assert run_cli(monkeypatch, tmp_path, "user", "enable", "alice") == 0
+    # The old device cookies are anonymous now: the account's anonymous back-off holds them.
+    fail_until_throttled(app, "alice")
+    for old in devices[1:]:
+        assert_throttled(again(old, password=password))
     assert known_devices(svc) == 0
 
 
@@ -567,7 +585,7 @@ def test_parallel_device_cookie_logins_stay_within_the_known_device_limits(app, 
     # Ten device cookies, each in its own thread, logging in as fast as they can from one address:
     # no more pass than the known-device per-client limit, whatever the interleaving.
     devices = mint_devices(app, 10)
-    amount = int(svc.policy.throttle.per_client_known_device[0].split()[0])
+    amount = KNOWN_PER_CLIENT
     statuses: list[int] = []
     lock = threading.Lock()
 
