@@ -760,6 +760,45 @@ def test_known_devices_keep_to_their_share_of_argon2_slots(tmp_path, clock):
     assert owner.post_login("alice", PASSWORD).status_code == 303
 
 
+@pytest.mark.asvs("V2.4.1")
+def test_known_device_logins_beyond_the_known_queue_get_503_at_once_instead_of_a_server_thread_each(
+        tmp_path, clock):
+    # The known class's queue was unbounded: a flood of known-device logins tied up every server
+    # thread, and /auth/verify waited behind them. Now at most known_queue (default 1) wait.
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(
+        tmp_path, argon2={"max_concurrent": 2, "anonymous_max_concurrent": 1, "queue_timeout_seconds": 60}))
+    add_user(app)
+    svc = app.extensions["authsvc"]
+    owner = owner_with_device(app)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_known_slot() -> None:
+        with svc.hasher._known.held():
+            holding.set()
+            release.wait(60)
+    holder = threading.Thread(target=hold_the_known_slot)
+    queued = threading.Thread(target=lambda: svc.hasher.verify(None, "x", anonymous=False))
+    answer = []
+    login = threading.Thread(target=lambda: answer.append(owner.post_login("alice", PASSWORD)))
+    holder.start()
+    try:
+        assert holding.wait(10)
+        queued.start()  # another known device's verification waits for the slot: the queue is full
+        deadline = time.monotonic() + 10
+        while svc.hasher._known._waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        login.start()
+        login.join(10)  # far less than the 60 s a queued login would wait
+        assert not login.is_alive(), "a known-device login beyond the queue holds a server thread"
+    finally:
+        release.set()
+        for t in (holder, queued, login):
+            if t.ident is not None:
+                t.join(70)
+    assert answer[0].status_code == 503 and int(answer[0].headers["Retry-After"]) >= 1
+    assert owner.post_login("alice", PASSWORD).status_code == 303  # nothing left held
+
+
 def test_anonymous_slots_refuse_at_once_beyond_the_queue():
     from authsvc.hashing import HashingBusy, Slots
 
