@@ -7,9 +7,13 @@ storage shares them. Storage expiry is used only to forget old keys; every time 
 the injected clock, so tests can move time.
 
 Buckets are keyed by a hash of the normalized username, whether or not the account exists, so the
-throttle behaves identically for both and the storage never holds usernames. A browser with a valid
-device cookie for the account (it logged in successfully before) gets its own bucket: an attacker
-exhausting the anonymous bucket does not lock the owner out.
+throttle behaves identically for both and the storage never holds usernames. A known device of the
+account (:mod:`authsvc.devices`: a valid device cookie whose id the server holds for the account)
+gets its own bucket: an attacker exhausting the anonymous bucket does not lock the owner out.
+
+The global window (``global_logins``, per process) counts every attempt :meth:`Throttle.begin`
+lets through, since each runs argon2 whatever its outcome: anonymous ones only while it has room,
+known devices' always, though it never refuses them (:mod:`authsvc.limiter` bounds those).
 
 The rules, all from ``[throttle]`` in the policy:
 
@@ -147,18 +151,18 @@ class _GlobalWindow:
 
 class Attempt:
     """One login attempt that passed or failed :meth:`Throttle.begin`. ``end()`` releases the
-    bucket's gate; it is idempotent and never raises (the gate also expires by itself)."""
+    gates it holds; it is idempotent and never raises (a gate also expires by itself)."""
 
-    def __init__(self, throttle: Throttle, gate: str | None, verdict: Verdict) -> None:
+    def __init__(self, throttle: Throttle, gates: list[str], verdict: Verdict) -> None:
         self.verdict = verdict
         self._throttle = throttle
-        self._gate = gate
+        self._gates = gates
 
     def end(self) -> None:
-        gate, self._gate = self._gate, None
-        if gate is not None:
+        gates, self._gates = self._gates, []
+        for gate in gates:
             try:
-                self._throttle._run(lambda st: st.clear(gate))
+                self._throttle._run(lambda st, gate=gate: st.clear(gate))
             except ThrottleUnavailable:
                 pass
 
@@ -205,7 +209,8 @@ class Throttle:
         return self._state(self._bucket(username_key, device_id))
 
     def begin(self, username_key: str, device_id: str | None) -> Attempt:
-        """:meth:`check`, and when allowed also hold the bucket's gate until ``Attempt.end()``.
+        """:meth:`check`, and when allowed also hold the bucket's gate (and a known device its
+        account's, see :meth:`_gates`) until ``Attempt.end()``.
 
         The verdict is decided again after the gate is taken, so an attempt that waited behind a
         parallel one sees that one's failure. An allowed attempt (it will run argon2, whether it
@@ -214,20 +219,32 @@ class Throttle:
         """
         verdict = self.check(username_key, device_id)  # cheap refusal without touching the gate
         if not verdict.allowed:
-            return Attempt(self, None, verdict)
+            return Attempt(self, [], verdict)
         bucket = self._bucket(username_key, device_id)
-        gate = f"{bucket}:g"
-        if self._run(lambda st: st.incr(gate, GATE_SECONDS)) != 1:
-            return Attempt(self, None, Verdict(False, 1, "busy"))
-        attempt = Attempt(self, gate, Verdict(False, 1, "busy"))
+        attempt = Attempt(self, [], Verdict(False, 1, "busy"))
         try:
-            attempt.verdict = self._state(bucket)
+            for gate in self._gates(username_key, bucket, device_id):
+                if self._run(lambda st, gate=gate: st.incr(gate, GATE_SECONDS)) != 1:
+                    break  # held by a parallel attempt, which clears it: "busy"
+                attempt._gates.append(gate)
+            else:
+                attempt.verdict = self._state(bucket)
             if attempt.verdict.allowed:
                 attempt.verdict = self._count(device_id)
         finally:
-            if not attempt.verdict.allowed:  # refused, or the storage failed: let the gate go
+            if not attempt.verdict.allowed:  # refused, or the storage failed: let the gates go
                 attempt.end()
         return attempt
+
+    def _gates(self, username_key: str, bucket: str, device_id: str | None) -> list[str]:
+        """The bucket's own gate, and for a known device also the account's known-device gate: one
+        account's known devices run argon2 one at a time, so an account holder flooding with its
+        many device cookies holds at most one of the known argon2 slots (or places in their queue)
+        and every other account's known devices find one."""
+        own = [f"{bucket}:g"]
+        if device_id is None:
+            return own
+        return [*own, f"{self.prefix}:acct:{account_hash(username_key)}:known:g"]
 
     def _count(self, device_id: str | None) -> Verdict:
         now = self.clock()

@@ -603,6 +603,42 @@ def test_parallel_device_cookie_logins_stay_within_the_known_device_limits(app, 
     assert 1 <= statuses.count(303) <= amount, statuses
 
 
+@pytest.mark.asvs("V2.4.1", "V6.3.1")
+def test_one_accounts_device_cookies_verify_one_at_a_time_so_other_accounts_known_devices_find_a_slot(
+        app, user, svc, monkeypatch):
+    # Ten device cookies of one account, all at the same moment: only one reaches argon2, the
+    # others are refused at once ("busy"), so the account holds at most one known argon2 slot.
+    add_user(app, "bob")
+    devices = mint_devices(app, 10)
+    [bob] = mint_devices(app, 1, "bob")
+    for b in [*devices, bob]:
+        b.client.delete_cookie(SESSION, domain=HOST)
+        b.token = csrf(b.client)
+    calls = []
+    real = svc.hasher.verify
+
+    def slow_verify(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # every parallel request arrives while the first is still hashing
+        return real(*args, **kwargs)
+    monkeypatch.setattr(svc.hasher, "verify", slow_verify)
+    start = threading.Barrier(len(devices))
+    statuses = []
+
+    def attempt(b: Browser) -> None:
+        start.wait()
+        statuses.append(b.post_login("alice", PASSWORD).status_code)
+    threads = [threading.Thread(target=attempt, args=(b,)) for b in devices]
+    for t in threads:
+        t.start()
+    assert bob.post_login("bob", PASSWORD).status_code == 303  # another account's known device: its own gate
+    for t in threads:
+        t.join(30)
+    assert sorted(statuses) == [303] + [429] * 9, statuses
+    assert len(calls) == 2  # one of alice's, and bob's
+    assert [again(b).status_code for b in devices[:3]] == [303] * 3  # nothing left held
+
+
 # --- global limit ------------------------------------------------------------------------------------
 
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
