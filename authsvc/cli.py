@@ -142,8 +142,8 @@ def gunicorn_argv(bind: str, workers: int, worker_class: str = "gthread", thread
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:authsvc.gunicorn_conf",
             "--bind", bind, "--workers", str(workers),
             "--worker-class", worker_class, "--access-logfile", "-", "--error-logfile", "-",
-            # never the query (next=...) or cookies; the request id ties a line to the audit events
-            "--access-logformat", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss %({x-request-id}o)s',
+            # JSON lines (no request can start a line), never the query or cookies: authsvc.access_log
+            "--logger-class", "authsvc.access_log.JsonLogger",
             "--limit-request-line", "8190", "--limit-request-field_size", "8190", "--forwarded-allow-ips", "",
             app]
     if worker_class == "gthread":
