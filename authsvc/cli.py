@@ -84,12 +84,27 @@ def cmd_check(_args) -> int:
     except Exception as exc:  # unreachable database
         problems.append(config_mod.Problem("error", "AUTHSVC_DATABASE_URL",
                                            f"AUTHSVC_DATABASE_URL: cannot connect ({type(exc).__name__})."))
+    problems += _file_mode_problems(settings)
     for p in problems:
         print(p)
     if not [p for p in problems if p.severity != "note"]:
         print(f"ok: configuration is sound for {settings.env} (policy: {settings.policy.source})")
         return 0
     return 1
+
+
+def _file_mode_problems(settings: config_mod.Settings) -> list[config_mod.Problem]:
+    """The instance folder and a SQLite database's folder and files, if group or others can read them."""
+    from authsvc import db, filemodes
+
+    problems = [config_mod.Problem("warning", "AUTHSVC_INSTANCE_PATH", m) for m in
+                filemodes.open_paths([(settings.instance_path, True, "the instance folder")])]
+    database = db.sqlite_file(settings.database_url)
+    if database:
+        paths = [p for p in filemodes.sqlite_paths(database)
+                 if os.path.abspath(p[0]) != os.path.abspath(settings.instance_path)]  # reported once
+        problems += [config_mod.Problem("warning", "AUTHSVC_DATABASE_URL", m) for m in filemodes.open_paths(paths)]
+    return problems
 
 
 def cmd_db_upgrade(_args) -> int:
