@@ -175,7 +175,7 @@ def _account(store, name):
 
 def cmd_user(args) -> int:
     from authsvc.passwords import normalize_password, password_problems
-    from authsvc.usernames import username_problem
+    from authsvc.usernames import normalize_username, username_problem
 
     app = _app()
     svc = app.extensions["authsvc"]
@@ -190,9 +190,14 @@ def cmd_user(args) -> int:
             return _fail(problem)
         if svc.accounts.by_username(args.name):
             return _fail(f"user {args.name!r} already exists")
+        canonical = normalize_username(args.name)
+        if canonical != args.name:
+            print(f"note: {_shown(args.name)!r} is written {canonical}: an account has one name, in lower-case "
+                  "ASCII, and that is the name apps receive")
     if args.user_cmd in ("add", "passwd"):
         password = normalize_password(_read_password(args))
-        problems = password_problems(password, username=args.name, rules=svc.password_rules, blocklist=svc.blocklist)
+        problems = password_problems(password, username=normalize_username(args.name), rules=svc.password_rules,
+                                     blocklist=svc.blocklist)
         if problems:
             for p in problems:
                 print(f"refused: {p}", file=sys.stderr)

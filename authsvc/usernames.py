@@ -3,6 +3,10 @@
 NFKC folds full-width and compatibility look-alikes to ASCII, casefold removes case; what remains
 must be ASCII letters, digits and ``._@+-``, so no two accounts can differ by a confusable
 character (Cyrillic "а" vs Latin "a" is refused rather than folded).
+
+That normal form is also the account's one name: what the CLI shows and what authsvc hands apps
+(``X-Auth-User``, the API), whatever was typed at ``authsvc user add``: printable ASCII by
+construction, so it always fits in a header.
 """
 
 from __future__ import annotations
