@@ -175,6 +175,7 @@ def _account(store, name):
 
 def cmd_user(args) -> int:
     from authsvc.passwords import normalize_password, password_problems
+    from authsvc.streamsafe import MAX_NON_STARTERS, is_stream_safe
     from authsvc.usernames import normalize_username, username_problem
 
     app = _app()
@@ -195,7 +196,11 @@ def cmd_user(args) -> int:
             print(f"note: {_shown(args.name)!r} is written {canonical}: an account has one name, in lower-case "
                   "ASCII, and that is the name apps receive")
     if args.user_cmd in ("add", "passwd"):
-        password = normalize_password(_read_password(args))
+        typed = _read_password(args)
+        if not is_stream_safe(typed):  # before NFC, whose cost grows with the square of such a run
+            return _fail(f"the password has more than {MAX_NON_STARTERS} combining marks in a row, which no "
+                         "language needs; type it again")
+        password = normalize_password(typed)
         problems = password_problems(password, username=normalize_username(args.name), rules=svc.password_rules,
                                      blocklist=svc.blocklist)
         if problems:
