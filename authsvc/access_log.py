@@ -75,7 +75,7 @@ class JsonLogger(Logger):
                 handler.setFormatter(_formatter(log.name))
 
     def access(self, resp, req, environ, request_time) -> None:
-        if not self.access_log_enabled:
+        if not self.access_log.handlers:  # no access log configured (gunicorn's logger does not propagate)
             return
         sent = getattr(resp, "sent", None)
         self.access_log.info("%s", access_line(

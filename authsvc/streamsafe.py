@@ -21,18 +21,23 @@ MAX_NON_STARTERS = 30
 _LONGEST_DECOMPOSITION = 18  # code points in the longest NFKD of one code point (U+FDFA)
 
 
-_STARTER = (0, 0, False)  # the shape of nearly every character: one object, compared by identity
-_SHAPES: dict[str, tuple[int, int, bool]] = {}
+_STARTER = (0, 0, False, 0)  # the shape of nearly every character: one object, compared by identity
+_SHAPES: dict[str, tuple[int, int, bool, int]] = {}
 _MAX_REMEMBERED = 65536  # distinct characters whose shape is kept (a flood of rare ones cannot grow it)
 
 
-def _shape(char: str) -> tuple[int, int, bool]:
-    """For one code point's NFKD: non-starters leading, trailing, and whether all are non-starters."""
-    decomposed = unicodedata.normalize("NFKD", char)
-    marks = [unicodedata.combining(c) != 0 for c in decomposed]
+def _shape(char: str) -> tuple[int, int, bool, int]:
+    """For one code point's NFKD: its non-starters leading and trailing, whether all of it is
+    non-starters, and its longest run of them (U+3300 SQUARE APAATO holds one inside)."""
+    longest = run = 0
+    marks = []
+    for c in unicodedata.normalize("NFKD", char):
+        marks.append(unicodedata.combining(c) != 0)
+        run = run + 1 if marks[-1] else 0
+        longest = max(longest, run)
     leading = next((i for i, mark in enumerate(marks) if not mark), len(marks))
     trailing = next((i for i, mark in enumerate(reversed(marks)) if not mark), len(marks))
-    shape = (leading, trailing, leading == len(marks))
+    shape = (leading, trailing, leading == len(marks), longest)
     shape = _STARTER if shape == _STARTER else shape
     if len(_SHAPES) < _MAX_REMEMBERED:
         _SHAPES[char] = shape
@@ -52,14 +57,13 @@ def longest_non_starter_run(text: str, *, stop_above: int | None = None) -> int:
         if shape is _STARTER:
             run = 0
             continue
-        leading, trailing, all_marks = shape
+        leading, trailing, all_marks, inside = shape
         if all_marks:
             run += leading
         else:
-            longest = max(longest, run + leading)
+            longest = max(longest, run + leading, inside)
             run = trailing
-        if run > longest:
-            longest = run
+        longest = max(longest, run)
         if longest > limit:
             break
     return longest
@@ -70,9 +74,9 @@ def is_stream_safe(text: str, limit: int = MAX_NON_STARTERS) -> bool:
     if text.isascii():
         return True
     shapes = {_SHAPES.get(char) or _shape(char) for char in set(text)}
-    if limit >= _LONGEST_DECOMPOSITION and not any(all_marks for _, _, all_marks in shapes):
-        # No character is all marks, so a run spans at most one character's tail and the next's head
-        # (or lies inside one decomposition): the usual case, decided without walking the text.
-        if max(trailing for _, trailing, _ in shapes) + max(leading for leading, _, _ in shapes) <= limit:
-            return True
+    # No character all marks: a run spans at most one character's tail and the next's head (or lies
+    # inside one decomposition). The usual case, decided without walking the text.
+    if limit >= _LONGEST_DECOMPOSITION and not any(all_marks for _, _, all_marks, _ in shapes) and \
+            max(shape[1] for shape in shapes) + max(shape[0] for shape in shapes) <= limit:
+        return True
     return longest_non_starter_run(text, stop_above=limit) <= limit

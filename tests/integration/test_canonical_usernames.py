@@ -12,14 +12,19 @@ import re
 import subprocess
 
 import pytest
-import sqlalchemy as sa
 
 from authsvc import db
 from authsvc.hashing import Hasher
 from authsvc.models import users
 from authsvc.policy import load_policy
 from tests.conftest import PASSWORD, TEST_POLICY
-from tests.integration.conftest import authsvc_command, require_module, served_env, serving, tail
+from tests.integration.conftest import (
+    authsvc_command,
+    require_module,
+    served_env,
+    serving,
+    tail,
+)
 
 pytestmark = pytest.mark.integration
 

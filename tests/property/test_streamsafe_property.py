@@ -18,7 +18,7 @@ from authsvc.streamsafe import MAX_NON_STARTERS, is_stream_safe, longest_non_sta
 # Marks of several classes, precomposed letters with marks, compatibility characters that are or
 # hold marks (U+FF9E, U+0F73, U+0344), characters whose NFKD is long (U+FDFA), Hangul, ASCII.
 TRICKY = ("\u0300\u0301\u0316\u0323\u0327\u0345\u05b0\u064b\u093c\u0e38\u1dc0\u20d0\u302a\u3099\u309b\uff9e"
-          "\u0f71\u0f72\u0f73\u0344\u1e69\u1ec7\u00e9\u0958\ufb2c\u1fed\ufdfa\uac00\u1100\u1161\u2126\u212b"
+          "\u0f71\u0f72\u0f73\u0344\u1e69\u1ec7\u00e9\u0958\ufb2c\u1fed\ufdfa\uac00\u1100\u1161\u2126\u212b\u3300\u330e"
           "aeiou ")
 texts = st.text(alphabet=st.one_of(st.sampled_from(TRICKY), st.characters(exclude_categories=["Cs"])), max_size=80)
 runs = st.lists(st.sampled_from("\u0300\u0301\u0316\u0323\u0345\u3099\uff9e\u0f73\u0344"), min_size=0, max_size=70)

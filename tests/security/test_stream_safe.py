@@ -23,7 +23,16 @@ from werkzeug.datastructures import MultiDict
 
 from authsvc.policy import load_policy
 from authsvc.streamsafe import MAX_NON_STARTERS, is_stream_safe, longest_non_starter_run
-from tests.conftest import HTTPS, PASSWORD, TEST_POLICY, add_user, csrf, login, new_client, run_cli
+from tests.conftest import (
+    HTTPS,
+    PASSWORD,
+    TEST_POLICY,
+    add_user,
+    csrf,
+    login,
+    new_client,
+    run_cli,
+)
 
 HOST = HTTPS.split("://")[1]
 
@@ -51,6 +60,7 @@ RUN = (ACUTE + CEDILLA_BELOW) * 16  # any 32 of them: a text holding this is the
     pytest.param("\u0f73" * 16, 32, id="tibetan-ii-two-marks-each"),
     pytest.param("\u0344" * 15 + "\u0301", 31, id="greek-dialytika-tonos"),
     pytest.param("a" + ACUTE * 30 + "b" + ACUTE * 30, 30, id="two-runs-of-thirty"),
+    pytest.param("\u3300", 1, id="square-apaato-holds-a-mark-inside"),
     pytest.param("\ud800" + ACUTE, 1, id="lone-surrogate"),
 ])
 def test_longest_run_counts_non_starters_as_nfkd_has_them(text, run):
