@@ -32,6 +32,8 @@ from limits.storage import MemoryStorage, Storage, storage_from_string
 
 from authsvc.clientip import client_key
 from authsvc.devices import device_digest
+from authsvc.forms import value_problem
+from authsvc.passwords import normalize_password
 from authsvc.throttle import account_hash
 from authsvc.usernames import normalize_username
 
@@ -119,15 +121,28 @@ def known_device() -> KnownDevice | None:
         return g.authsvc_known_device
     svc = current_app.extensions["authsvc"]
     cookie = request.cookies.get(svc.cookies.device)
-    names = request.form.getlist("username") if cookie else []
     known = None
-    if len(names) == 1 and len(names[0]) <= svc.policy.limits.username_max_length * 4:
-        key = normalize_username(names[0])
+    if cookie and not refused_for_size(request.form, svc.policy):
+        key = normalize_username(request.form["username"])
         device = svc.devices.device_for(cookie, key)
         if device is not None and svc.known_devices.is_known(key, device):
             known = KnownDevice(account_hash(key), device)
     g.authsvc_known_device = known
     return known
+
+
+def refused_for_size(form, policy) -> bool:
+    """Will POST /login refuse ``form`` with a 400 before any password check (a field missing,
+    repeated, too long, not stream-safe, or a password too long once normalised)? Such a request is
+    no login of a known device's owner, so it counts toward the per-client limit like any other.
+    Normalises only what :func:`authsvc.forms.value_problem` let through: linear."""
+    usernames, passwords = form.getlist("username"), form.getlist("password")
+    if len(usernames) != 1 or len(passwords) != 1:
+        return True
+    if value_problem(usernames[0], policy.limits.username_max_length * 4) or \
+            value_problem(passwords[0], policy.passwords.max_length * 4):
+        return True
+    return len(normalize_password(passwords[0])) > policy.passwords.max_length
 
 
 def _known_client_key() -> str:
