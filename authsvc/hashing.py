@@ -10,8 +10,8 @@ memory (each operation holds ``memory_cost_kib``).
 Verifications for logins without a known-device cookie ("anonymous": every attacker, and an owner
 on a new browser) get ``anonymous_max_concurrent`` of those slots and everything else the rest, at
 most ``anonymous_queue`` anonymous ones wait and at most ``known_queue`` others (the rest get
-:class:`HashingBusy` at once, so a flood of either kind cannot tie up every server thread), and anonymous argon2 runs on a low lane while every other
-argon2 runs at the worker's own priority (:mod:`authsvc.priority`), so under a flood the kernel
+:class:`HashingBusy` at once, so a flood of either kind cannot tie up every server thread), and
+anonymous argon2 runs on a low lane while every other argon2 runs at the worker's own priority (:mod:`authsvc.priority`), so under a flood the kernel
 gives a known device's login most of the CPU, across all worker processes.
 
 :func:`with_hugepages` is the glibc setting ``authsvc serve`` gives its workers so that argon2's
