@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, g, request
 from flask_login import current_user
 from itsdangerous import BadData
 from sqlalchemy.exc import SQLAlchemyError
@@ -59,7 +59,7 @@ def _build_login_redirect(state) -> None:
 @bp.route("/auth/verify", methods=["GET", "HEAD"])
 def verify():
     user = current_user
-    if user.is_authenticated:
+    if user.is_authenticated and not g.get("session_cookie_conflict"):
         return ProxyAnswer(status=200, headers={"X-Auth-User": user.username, "X-Auth-User-Id": str(user.user_id)})
     status = REDIRECT_STATUS.get(request.args.get("redirect", ""))
     if status is None:
@@ -113,9 +113,10 @@ class FastPath:
 
     def _live_session(self, environ):
         # What Flask reads: request.cookies, request.remote_addr, request.headers["User-Agent"].
-        value = parse_cookie(environ.get("HTTP_COOKIE")).get(self.cookie)
-        if not value:
-            return None
+        values = parse_cookie(environ.get("HTTP_COOKIE")).getlist(self.cookie)
+        if len(values) != 1 or not values[0]:
+            return None  # none, or a second one planted by a sibling site (authsvc.crosssite)
+        value = values[0]
         try:
             data = self.serializer.loads(value, max_age=self.max_age)
         except BadData:

@@ -1,0 +1,66 @@
+"""Two cookies of one name in a request: one of them was planted (cookie tossing).
+
+A browser keeps cookies by (name, domain, path). Script on a sibling subdomain can add a second
+session cookie under the shared cookie domain with a longer path (``Path=/login``); the browser
+then sends both, the planted one first, and the server would read the attacker's. authsvc refuses
+such a request (:func:`count`) and tells the browser to drop every copy it may hold except its own
+(:func:`stray_locations`), so the next request works again.
+"""
+
+from __future__ import annotations
+
+from werkzeug.sansio.http import parse_cookie
+
+MAX_PATH_DEPTH = 16  # authsvc's own paths are a few segments deep; deeper ones need no clean-up
+
+
+def count(header: str | None, name: str) -> int:
+    """How many cookies named ``name`` the raw ``Cookie`` header carries, parsed exactly as the
+    request's cookies are (Werkzeug), so this counts what the views could read."""
+    if not header:
+        return 0
+    return len(parse_cookie(header).getlist(name))
+
+
+def path_prefixes(path: str) -> list[str]:
+    """Every cookie path that matches request path ``path`` (RFC 6265 5.1.4), shortest first:
+    ``/account/password`` -> ``/``, ``/account``, ``/account/``, ``/account/password``."""
+    if not path.startswith("/"):
+        return ["/"]
+    out = ["/"]
+    segments = path.split("/")[1:]
+    so_far = ""
+    for index, segment in enumerate(segments[:MAX_PATH_DEPTH]):
+        so_far += "/" + segment
+        if segment:
+            out.append(so_far)
+        if index < len(segments) - 1 and so_far + "/" not in out:
+            out.append(so_far + "/")
+    return out
+
+
+def stray_locations(host: str, path: str, cookie_domain: str | None) -> list[tuple[str | None, str]]:
+    """Every (Domain, Path) under which a cookie sent with a request to ``host`` + ``path`` can be
+    stored, except the one authsvc itself uses (``cookie_domain`` or host-only, ``Path=/``).
+    ``host`` is the Host header (a port is ignored, as browsers ignore it for cookies).
+    ``None`` is host-only. Domains are ``host`` and its parents with at least two labels (a
+    browser refuses a cookie for a bare top-level domain)."""
+    own_domain = cookie_domain.lstrip(".").lower() if cookie_domain else None
+    host = _hostname(host).lower().rstrip(".")
+    labels = host.split(".")
+    domains: list[str | None] = [None]
+    if not (host.startswith("[") or host.replace(".", "").isdigit()):  # IP literals have no parents
+        domains += [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    out = []
+    for domain in domains:
+        for prefix in path_prefixes(path):
+            if domain == own_domain and prefix == "/":
+                continue
+            out.append((domain, prefix))
+    return out
+
+
+def _hostname(host: str) -> str:
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]

@@ -1,0 +1,49 @@
+"""Flask glue for the two cookie-tossing defences: a state-changing request must come from the
+service's own pages (:mod:`authsvc.sameorigin`), and a request must not carry two session cookies
+(:mod:`authsvc.cookieheader`).
+
+``/auth/verify`` is exempt from the origin check (proxies call it, with the browser's headers of
+some other request). With two session cookies it answers as for an anonymous visitor: a proxy
+turns any other status into an error page.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from authsvc import cookieheader, sameorigin
+from authsvc.errors import respond
+
+VERIFY = "verify.verify"
+
+ORIGIN_REFUSED = "This form was not sent from this site's own page. Reload the page and try again."
+TWO_SESSIONS = ("Your browser sent two sign-in cookies; another site under this domain set one of them. "
+                "It has been removed: reload the page.")
+
+
+def init_app(app: Flask) -> None:
+    svc = app.extensions["authsvc"]
+    own_origin = svc.redirect_rules.own_origin
+    name = svc.cookies.session
+    domain, secure = svc.cookies.domain, svc.cookies.secure
+
+    @app.before_request
+    def refuse_cross_site():
+        if cookieheader.count(request.environ.get("HTTP_COOKIE"), name) > 1:
+            svc.audit.emit("csrf_failed", reason="two_session_cookies")
+            if request.endpoint == VERIFY:
+                g.session_cookie_conflict = True  # the verify view answers "not signed in"
+                return None
+            response = respond(400, TWO_SESSIONS)
+            for stray_domain, path in cookieheader.stray_locations(request.host, request.path, domain):
+                response.delete_cookie(name, path=path, domain=stray_domain, secure=secure, httponly=True,
+                                       samesite="Lax")
+            return response
+        if request.endpoint == VERIFY:
+            return None
+        decision = sameorigin.check(request.method, request.headers.get("Origin"),
+                                    request.headers.get("Sec-Fetch-Site"), own_origin)
+        if not decision.allowed:
+            svc.audit.emit("csrf_failed", reason=decision.reason)
+            return respond(403, ORIGIN_REFUSED)
+        return None
