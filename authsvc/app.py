@@ -150,8 +150,8 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         MAX_CONTENT_LENGTH=policy.limits.max_content_length,
         MAX_FORM_MEMORY_SIZE=policy.limits.max_content_length,
         MAX_FORM_PARTS=50,
-        # Referrer-Policy is no-referrer, so browsers send no Referer for Flask-WTF's HTTPS
-        # referrer check to compare; the token (bound to the session) is the CSRF defence.
+        # Flask-WTF's HTTPS Referer check stays off: the token (bound to the session) and the
+        # Origin/Sec-Fetch-Site check (authsvc.sameorigin) are the CSRF defence.
         WTF_CSRF_SSL_STRICT=False,
         WTF_CSRF_TIME_LIMIT=3600,
         SESSION_PROTECTION="strong",
