@@ -12,6 +12,10 @@ from __future__ import annotations
 from werkzeug.sansio.http import parse_cookie
 
 MAX_PATH_DEPTH = 16  # authsvc's own paths are a few segments deep; deeper ones need no clean-up
+# Every name authsvc has given a cookie, in production, SSO and development spellings: none of
+# them is for an app (deploy/nginx/authsvc.conf and deploy/caddy/Caddyfile strip the same set).
+AUTHSVC_NAMES = frozenset(prefix + "authsvc_" + kind for prefix in ("", "__Host-", "__Secure-")
+                          for kind in ("session", "remember", "device"))
 
 
 def count(header: str | None, name: str) -> int:
@@ -20,6 +24,16 @@ def count(header: str | None, name: str) -> int:
     if not header:
         return 0
     return len(parse_cookie(header).getlist(name))
+
+
+def without(header: str | None, names: frozenset[str] = AUTHSVC_NAMES) -> str:
+    """The ``Cookie`` header an app behind the proxy should get: every cookie named in ``names``
+    removed (names read as Werkzeug reads them: spaces around a name ignored), the rest as sent,
+    joined by ``"; "``. ``""`` when nothing is left."""
+    if not header:
+        return ""
+    kept = [part.strip() for part in header.split(";")]
+    return "; ".join(part for part in kept if part and part.partition("=")[0].strip() not in names)
 
 
 def path_prefixes(path: str) -> list[str]:

@@ -356,3 +356,66 @@ def test_verify_treats_two_session_cookies_as_signed_out(sso):
         assert answer.headers["Location"].startswith(f"{HTTPS}/login")
     one = new_client(sso, use_cookies=False).get("/auth/verify", headers={"Cookie": f"{SESSION}={real}"})
     assert one.status_code == 200 and one.headers["X-Auth-User"] == "alice"
+
+
+# --- the app's Cookie header without authsvc's (review finding 3; Traefik's way) ---------------
+
+S = f"{SESSION}=S"
+STRIPPED = [
+    (None, ""),
+    ("", ""),
+    (S, ""),
+    (f"app=1; {S}", "app=1"),
+    (f"{S}; app=1", "app=1"),
+    (f"a=1;{S};b=2", "a=1; b=2"),
+    (f"a=1 ;\t{S} ; b=2", "a=1; b=2"),
+    (f"{S};;", ""),
+    (f"__Secure-authsvc_remember=r; app=1; {S}; __Secure-authsvc_device=d", "app=1"),
+    (f"{S}; __Host-authsvc_remember=r; __Host-authsvc_device=d; authsvc_session=z; app=1", "app=1"),
+    (f"authsvc_remember =r; {S}", ""),                 # Werkzeug ignores the space: so do we
+    (f" {SESSION} =S", ""),
+    (f"{S}; {S}; {S}; {S}; {S}; app=1", "app=1"),       # no pass limit
+    (f"xauthsvc_session=k1; {S}; authsvc_session_app=k2; my__Secure-authsvc_device=k3; authsvc_sessions=k4",
+     "xauthsvc_session=k1; authsvc_session_app=k2; my__Secure-authsvc_device=k3; authsvc_sessions=k4"),
+    (f"app=authsvc_session=v; {S}", "app=authsvc_session=v"),
+    (f"__host-authsvc_session=k; {S}", "__host-authsvc_session=k"),   # not a name authsvc writes
+    (f'q="x; {S}"', 'q="x'),                            # a quoted value hiding ours: ours still goes
+    ("flag", "flag"),
+]
+
+
+@pytest.mark.asvs("V3.3.1", "V14.2.1")
+@pytest.mark.parametrize(("header", "expected"), STRIPPED)
+def test_the_apps_cookie_header_never_holds_one_of_authsvcs(header, expected):
+    assert cookieheader.without(header) == expected
+
+
+def test_every_name_authsvc_gives_a_cookie_is_stripped(sso, tmp_path, clock):
+    dev = build_app(tmp_path / "dev", clock, AUTHSVC_ENV="development", AUTHSVC_SECRET_KEY=None,
+                    AUTHSVC_PUBLIC_URL=None)
+    for app in (sso, build_app(tmp_path / "host", clock), dev):
+        names = app.extensions["authsvc"].cookies
+        for name in (names.session, names.remember, names.device, *names.legacy):
+            assert name in cookieheader.AUTHSVC_NAMES, name
+
+
+@pytest.mark.asvs("V3.3.1")
+@pytest.mark.parametrize("path", ["fast", "flask"])
+def test_verify_answers_the_apps_cookie_header_when_asked(sso, path):
+    """Traefik (authResponseHeaders: [Cookie]) sets the app's Cookie to this answer, or removes it."""
+    victim = new_client(sso)
+    assert login(victim, remember=True).status_code == 303
+    session = shared_cookie(victim)
+    # Upgrade (not a websocket) makes the fast path step aside: the Flask view answers.
+    extra = {} if path == "fast" else {"Upgrade": "h2c"}
+    raw = new_client(sso, use_cookies=False)
+    header = f"theme=dark; {SESSION}={session}; __Secure-authsvc_remember=old; lang=en"
+    answer = raw.get("/auth/verify?redirect=1&app_cookie=1", headers={"Cookie": header, **extra})
+    assert answer.status_code == 200 and answer.headers["X-Auth-User"] == "alice"
+    assert answer.headers.getlist("Cookie") == ["theme=dark; lang=en"]
+    alone = raw.get("/auth/verify?app_cookie=1", headers={"Cookie": f"{SESSION}={session}", **extra})
+    assert alone.status_code == 200 and "Cookie" not in alone.headers
+    unasked = raw.get("/auth/verify?redirect=1", headers={"Cookie": header, **extra})
+    assert unasked.status_code == 200 and "Cookie" not in unasked.headers
+    refused = raw.get("/auth/verify?app_cookie=1", headers={"Cookie": "theme=dark", **extra})
+    assert refused.status_code == 401 and "Cookie" not in refused.headers
