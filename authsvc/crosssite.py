@@ -9,7 +9,9 @@ turns any other status into an error page.
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, g, request
 
 from authsvc import cookieheader, sameorigin
 from authsvc.errors import respond
@@ -47,3 +49,20 @@ def init_app(app: Flask) -> None:
             svc.audit.emit("csrf_failed", reason=decision.reason)
             return respond(403, ORIGIN_REFUSED)
         return None
+
+
+def expire_planted_copies(response, target: str) -> None:
+    """On the redirect of a signed-in browser back to an app (``target``, an accepted next): delete
+    session cookies under the cookie domain on every path of ``target`` but ``/``. Verify answers
+    "signed out" when a sibling planted a copy on the app's path, the login page sends the browser
+    back, and without this the two would bounce it until it gives up."""
+    cookies = current_app.extensions["authsvc"].cookies
+    if not cookies.domain:
+        return
+    parts = urlsplit(target)
+    shared = cookies.domain.lstrip(".")
+    if not parts.hostname or not (parts.hostname == shared or parts.hostname.endswith("." + shared)):
+        return
+    for path in cookieheader.path_prefixes(parts.path)[1:]:
+        response.delete_cookie(cookies.session, path=path, domain=cookies.domain, secure=cookies.secure,
+                               httponly=True, samesite="Lax")

@@ -8,6 +8,7 @@ from flask import Blueprint, after_this_request, g, redirect, render_template, r
 from flask_login import current_user
 
 from authsvc.auth import services, start_session
+from authsvc.crosssite import expire_planted_copies
 from authsvc.errors import respond
 from authsvc.forms import checkbox, field
 from authsvc.passwords import normalize_password
@@ -110,7 +111,9 @@ def restore_from_remember() -> bool:
 def login_form():
     decision = next_decision(_raw_next())
     if current_user.is_authenticated or restore_from_remember():
-        return redirect(decision.target, 303)
+        response = redirect(decision.target, 303)
+        expire_planted_copies(response, decision.target)
+        return response
     return _render(decision)
 
 

@@ -376,3 +376,25 @@ def test_login_csrf_by_cookie_tossing_from_a_sibling_subdomain(stack, launch, vi
             driver.get(f"{stack.auth}/login")
         submit_login(driver)
         assert signed_in_as(driver, stack) == USERNAME
+
+
+PLANT_PAGE = """<!doctype html><title>cat pictures</title>
+<script>document.cookie = "{session}={planted}; Domain=example.test; Path=/notes; Secure";</script>"""
+
+
+@pytest.mark.asvs("V3.3.1")
+def test_a_session_planted_on_the_apps_path_neither_decides_who_the_app_sees_nor_locks_the_user_out(stack, launch):
+    """evil.example.test plants another session cookie for the app's path (Path=/notes). The app
+    must not see anyone but the victim, and one bounce via the login page removes the plant."""
+    planted, _ = attacker_login_form(stack)
+    wanted = stack.protected("/after-the-plant")
+    with tls_site(stack.tls, {"/": PLANT_PAGE.format(session=SESSION, planted=planted)}) as port, launch() as driver:
+        driver.get(f"{stack.auth}/login")
+        submit_login(driver)
+        driver.get(f"https://evil.example.test:{port}/")
+        assert [c["value"] for c in cookie_jar(driver) if c["name"] == SESSION and c["path"] == "/notes"] == [planted]
+
+        driver.get(wanted)
+        assert driver.current_url == wanted, driver.page_source[:300]
+        assert app_answer(driver)["user"] == [USERNAME]
+        assert not [c for c in cookie_jar(driver) if c["name"] == SESSION and c["path"] != "/"]

@@ -419,3 +419,20 @@ def test_verify_answers_the_apps_cookie_header_when_asked(sso, path):
     assert unasked.status_code == 200 and "Cookie" not in unasked.headers
     refused = raw.get("/auth/verify?app_cookie=1", headers={"Cookie": "theme=dark", **extra})
     assert refused.status_code == 401 and "Cookie" not in refused.headers
+
+
+@pytest.mark.asvs("V3.3.1")
+def test_a_copy_planted_on_an_apps_path_is_expired_when_login_sends_the_browser_back(sso):
+    """verify says "signed out" (two cookies at /notes/...), the login page sees one (Path=/) and
+    sends the browser back: the redirect must drop the planted copy, or the two bounce forever."""
+    client = new_client(sso)
+    assert login(client).status_code == 303
+    target = "https://app.example.test/notes/today"
+    back = client.get(f"/login?next={target}")
+    assert back.status_code == 303 and back.headers["Location"] == target
+    deleted = {h.split("Path=")[1].split(";")[0] for h in set_cookie_headers(back)
+               if h.startswith(f"{SESSION}=;") and "Domain=example.test" in h and "Max-Age=0" in h}
+    assert deleted == {"/notes", "/notes/", "/notes/today"}
+    assert signed_in_as(client) == "alice", "the real session (Path=/) is untouched"
+    # Off-domain or relative targets: nothing to expire.
+    assert not [h for h in set_cookie_headers(client.get("/login")) if h.startswith(SESSION)]
