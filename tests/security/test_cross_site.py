@@ -436,3 +436,55 @@ def test_a_copy_planted_on_an_apps_path_is_expired_when_login_sends_the_browser_
     assert signed_in_as(client) == "alice", "the real session (Path=/) is untouched"
     # Off-domain or relative targets: nothing to expire.
     assert not [h for h in set_cookie_headers(client.get("/login")) if h.startswith(SESSION)]
+
+
+# --- upgrading: remember-me and device cookies an older authsvc shared under the domain ----------
+
+LEGACY_REMEMBER, LEGACY_DEVICE = "__Secure-authsvc_remember", "__Secure-authsvc_device"
+
+
+def legacy_header(sso, **extra: str) -> tuple[str, str]:
+    """A Cookie header with an old shared remember-me cookie (a valid token) and device cookie."""
+    svc = sso.extensions["authsvc"]
+    account = svc.accounts.by_username("alice")
+    remember, _ = svc.remember.issue(account.id, "127.0.0.1", "Werkzeug")
+    device = svc.devices.issue("alice", None)
+    parts = [f"{LEGACY_REMEMBER}={remember}", f"{LEGACY_DEVICE}={device}", *(f"{k}={v}" for k, v in extra.items())]
+    return "; ".join(parts), remember
+
+
+@pytest.mark.asvs("V3.3.1", "V7.4.1")
+def test_an_old_shared_remember_cookie_is_not_honoured_and_is_revoked_on_sign_in(sso):
+    header, remember = legacy_header(sso)
+    svc = sso.extensions["authsvc"]
+    raw = new_client(sso, use_cookies=False)
+    page = raw.get("/login", headers={"Cookie": header})
+    assert page.status_code == 200, "a shared remember cookie (every app may have logged it) starts nothing"
+
+    session = next(h for h in set_cookie_headers(page) if h.startswith(SESSION)).split(";")[0]
+    token = page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    data = {"csrf_token": token, "username": "alice", "password": "correct horse battery staple 42"}
+    signed = raw.post("/login", data=data, headers={"Cookie": f"{header}; {session}"})
+    assert signed.status_code == 303
+    deleted = {h.split("=")[0]: h for h in set_cookie_headers(signed) if "Max-Age=0" in h}
+    for name in (LEGACY_REMEMBER, LEGACY_DEVICE):
+        assert "Domain=example.test" in deleted[name] and "Secure" in deleted[name], deleted
+    consumed, _ = svc.remember.consume(remember, "127.0.0.1", "Werkzeug")
+    assert consumed.outcome != "ok", "the old token is revoked, not just forgotten by this browser"
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_sign_out_deletes_old_shared_cookies_too(sso):
+    client = new_client(sso)
+    assert login(client).status_code == 303
+    token = csrf(client, "/")
+    session = shared_cookie(client)
+    header, remember = legacy_header(sso, **{SESSION: session})
+    out = new_client(sso, use_cookies=False).post("/logout", data={"csrf_token": token},
+                                                  headers={"Cookie": header})
+    assert out.status_code == 303
+    deleted = [h.split("=")[0] for h in set_cookie_headers(out) if "Max-Age=0" in h and "Domain=example.test" in h]
+    assert LEGACY_REMEMBER in deleted and LEGACY_DEVICE in deleted
+    assert "__Host-authsvc_device" not in [h.split("=")[0] for h in set_cookie_headers(out)]
+    consumed, _ = sso.extensions["authsvc"].remember.consume(remember, "127.0.0.1", "Werkzeug")
+    assert consumed.outcome != "ok"
