@@ -9,8 +9,12 @@ such a request (:func:`count`) and tells the browser to drop every copy it may h
 
 from __future__ import annotations
 
+import re
+
 from werkzeug.sansio.http import parse_cookie
 
+_DNS_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
+_UNSAFE_IN_PATH = re.compile(r"[^A-Za-z0-9._~!$&'()*+=:@%/-]")
 MAX_PATH_DEPTH = 16  # authsvc's own paths are a few segments deep; deeper ones need no clean-up
 # Every name authsvc has given a cookie, in production, SSO and development spellings: none of
 # them is for an app (deploy/nginx/authsvc.conf and deploy/caddy/Caddyfile strip the same set).
@@ -38,9 +42,12 @@ def without(header: str | None, names: frozenset[str] = AUTHSVC_NAMES) -> str:
 
 def path_prefixes(path: str) -> list[str]:
     """Every cookie path that matches request path ``path`` (RFC 6265 5.1.4), shortest first:
-    ``/account/password`` -> ``/``, ``/account``, ``/account/``, ``/account/password``."""
+    ``/account/password`` -> ``/``, ``/account``, ``/account/``, ``/account/password``. Only up
+    to the first character that has no place in a ``Path`` attribute (``;``, controls, non-ASCII:
+    the path is the client's, and each prefix goes into a Set-Cookie)."""
     if not path.startswith("/"):
         return ["/"]
+    path = _UNSAFE_IN_PATH.split(path, 1)[0]
     out = ["/"]
     segments = path.split("/")[1:]
     so_far = ""
@@ -63,8 +70,12 @@ def stray_locations(host: str, path: str, cookie_domain: str | None) -> list[tup
     host = _hostname(host).lower().rstrip(".")
     labels = host.split(".")
     domains: list[str | None] = [None]
-    if not (host.startswith("[") or host.replace(".", "").isdigit()):  # IP literals have no parents
+    # Only a plain DNS name has parent domains worth a Domain attribute (the Host header is the
+    # client's: nothing else of it goes into a Set-Cookie). IP literals have none.
+    if _DNS_NAME.fullmatch(host) and not host.replace(".", "").isdigit():
         domains += [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    elif own_domain is not None:
+        domains.append(own_domain)
     out = []
     for domain in domains:
         for prefix in path_prefixes(path):

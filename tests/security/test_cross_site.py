@@ -182,6 +182,25 @@ def test_every_cookie_path_that_matches_a_request_path(path, expected):
     assert cookieheader.path_prefixes(path) == expected
 
 
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/x;Domain=evil.test", ["/", "/x"]),
+    ("/x y/z", ["/", "/x"]),
+    ("/a/b\r\nSet-Cookie: x=1", ["/", "/a", "/a/", "/a/b"]),
+    ("/ä/b", ["/"]),
+    ("/a,b", ["/", "/a"]),
+    ("/%3B/x", ["/", "/%3B", "/%3B/", "/%3B/x"]),
+])
+def test_path_prefixes_stop_at_what_a_path_attribute_cannot_hold(path, expected):
+    assert cookieheader.path_prefixes(path) == expected
+
+
+@pytest.mark.parametrize("host", ["evil.test; Secure", "a..b", "-a.test", "xn--ä.test", "a.test\x00", "[::1",
+                                  "a" * 300 + ".test", "", ":", "exa mple.test"])
+def test_a_hostile_host_header_yields_no_domain_but_the_configured_one(host):
+    domains = {d for d, _ in cookieheader.stray_locations(host, "/login", ".example.test")}
+    assert domains <= {None, "example.test"}
+
+
 def test_deep_paths_are_bounded():
     assert len(cookieheader.path_prefixes("/a" * 10_000)) <= 2 * cookieheader.MAX_PATH_DEPTH + 1
 
@@ -301,6 +320,16 @@ def test_verify_is_not_origin_checked(sso):
 
 
 # --- the service: a planted second session cookie --------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["auth.example.test; Domain=evil.test", "auth.example.test:x", "[::1]:443",
+                                  "AUTH.EXAMPLE.TEST", "xn--80ak6aa92e.example.test"])
+def test_two_session_cookies_with_a_hostile_host_are_a_clean_400(sso, host):
+    response = new_client(sso, use_cookies=False).get(
+        "/login;Path=/x", headers={"Cookie": f"{SESSION}=a; {SESSION}=b", "Host": host})
+    assert response.status_code in (400, 404)
+    for header in set_cookie_headers(response):
+        assert "evil" not in header and header.count("Path=") == 1, header
 
 
 @pytest.mark.asvs("V3.5.1", "V3.3.1")
