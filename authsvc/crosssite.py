@@ -4,7 +4,10 @@ service's own pages (:mod:`authsvc.sameorigin`), and a request must not carry tw
 
 ``/auth/verify`` is exempt from the origin check (proxies call it, with the browser's headers of
 some other request). With two session cookies it answers as for an anonymous visitor: a proxy
-turns any other status into an error page.
+turns any other status into an error page. The hook runs for every route, unknown ones included:
+``/metrics`` and ``/api/v1`` have only GET routes today, and a state-changing route added there
+later is checked without further wiring (a script sends neither header and passes; a page on
+another origin does not).
 """
 
 from __future__ import annotations

@@ -291,3 +291,42 @@ def test_two_session_cookies_at_the_app_are_not_let_through(stack):
         assert answer.status_code == 302
         assert login_target(answer.headers["Location"])[0] == f"{stack.auth}/login"
     assert len(stack.app_hits) == hits
+
+
+# --- login CSRF from a sibling host (review finding 6), through nginx and gunicorn ---------------
+
+SIBLING = "https://evil.example.test"
+
+
+@pytest.mark.asvs("V3.5.1")
+@pytest.mark.parametrize("headers", [
+    {"Origin": SIBLING, "Sec-Fetch-Site": "same-site"},
+    {"Origin": SIBLING},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": "{auth}", "Sec-Fetch-Site": "same-site"},
+    {"Origin": "{auth}/"},
+    {"Origin": "{auth}, {auth}"},
+    {"Origin": "http://auth.example.test:{port}"},
+    {"Origin": "https://auth.example.test"},          # the default port, not nginx's
+    {"Origin": "{auth}", "Sec-Fetch-Site": "same-origin, same-site"},
+])
+def test_login_posted_from_another_origin_is_refused_through_nginx(stack, headers):
+    s = browser(stack)
+    page = get(s, f"{stack.auth}/login")
+    sent = {k: v.format(auth=stack.auth, port=stack.port) for k, v in headers.items()}
+    answer = s.post(f"{stack.auth}/login", allow_redirects=False, timeout=10, headers=sent,
+                    data={"csrf_token": csrf_from(page), "username": USERNAME, "password": PASSWORD})
+    assert answer.status_code == 403, answer.text
+    assert get(s, stack.protected("/")).status_code == 302, "not signed in"
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "{auth}", "Sec-Fetch-Site": "same-origin"}, {"Origin": "{auth}"}, {}])
+def test_login_from_the_services_own_origin_or_a_script_works_through_nginx(stack, headers):
+    s = browser(stack)
+    page = get(s, f"{stack.auth}/login")
+    sent = {k: v.format(auth=stack.auth) for k, v in headers.items()}
+    answer = s.post(f"{stack.auth}/login", allow_redirects=False, timeout=10, headers=sent,
+                    data={"csrf_token": csrf_from(page), "username": USERNAME, "password": PASSWORD})
+    assert answer.status_code == 303, answer.text
+    assert get(s, stack.protected("/")).status_code == 200
