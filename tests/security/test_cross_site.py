@@ -364,6 +364,7 @@ def test_any_request_with_two_session_cookies_is_refused(sso, path):
     response = client.open(path, method="POST" if path in ("/logout", "/account/password") else "GET",
                            headers={"Cookie": header})
     assert response.status_code == 400
+    assert "two sign-in cookies" in response.get_data(as_text=True)   # not some other 400 (no CSRF token)
 
 
 @pytest.mark.asvs("V3.3.1")
