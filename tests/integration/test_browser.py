@@ -218,6 +218,23 @@ def test_off_list_next_lands_on_the_default_page(stack, launch):
         assert f"Signed in as {USERNAME}" in by_css(driver, "h1").text
 
 
+def sign_in_at(driver, url: str, *, remember: bool = False) -> None:
+    """Load the login page at ``url`` and sign in. Right after a navigation (the same URL again,
+    above all) Chromium can hand out a node of the page being left ("does not belong to the
+    document"): nothing was typed or sent then, so the page is loaded again."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    for attempt in range(3):
+        driver.get(url)
+        try:
+            submit_login(driver, remember=remember)
+            return
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            stale = isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
+            if not stale or attempt == 2:
+                raise
+
+
 def cookie_jar(driver) -> list[dict]:
     """Every cookie the browser holds (two of one name are two entries)."""
     return driver.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]
@@ -276,8 +293,7 @@ def test_the_login_form_posts_the_services_own_origin(stack, launch):
     """Referrer-Policy same-origin: the form post carries the real Origin (under no-referrer it
     would be "null", which a browser without Sec-Fetch-Site could not get past)."""
     with launch() as driver:
-        driver.get(f"{stack.auth}/login")
-        submit_login(driver)
+        sign_in_at(driver, f"{stack.auth}/login")
         sent = posted_headers(driver, f"{stack.auth}/login")
         assert sent.get("origin") == stack.auth, sent
         assert sent.get("sec-fetch-site") == "same-origin", sent
@@ -293,8 +309,7 @@ def test_logout_keeps_the_device_cookie_and_sibling_sites_cookies(stack, launch)
     from selenium.webdriver.support.wait import WebDriverWait
 
     with launch() as driver:
-        driver.get(f"{stack.auth}/login")
-        submit_login(driver, remember=True)
+        sign_in_at(driver, f"{stack.auth}/login", remember=True)
         # A sibling site's cookies: one of its own host, one it shares under the domain.
         driver.execute_cdp_cmd("Network.setCookie", {"name": "sibling", "value": "keep", "secure": True,
                                                      "url": f"https://evil.example.test:{stack.port}/"})
@@ -373,8 +388,7 @@ def test_login_csrf_by_cookie_tossing_from_a_sibling_subdomain(stack, launch, vi
         driver.get(f"{stack.auth}/login")
         if "two sign-in cookies" in by_css(driver, "body").text:
             assert not [c for c in cookie_jar(driver) if c["name"] == SESSION and c["path"] == "/login"]
-            driver.get(f"{stack.auth}/login")
-        submit_login(driver)
+        sign_in_at(driver, f"{stack.auth}/login")
         assert signed_in_as(driver, stack) == USERNAME
 
 
@@ -389,8 +403,7 @@ def test_a_session_planted_on_the_apps_path_neither_decides_who_the_app_sees_nor
     planted, _ = attacker_login_form(stack)
     wanted = stack.protected("/after-the-plant")
     with tls_site(stack.tls, {"/": PLANT_PAGE.format(session=SESSION, planted=planted)}) as port, launch() as driver:
-        driver.get(f"{stack.auth}/login")
-        submit_login(driver)
+        sign_in_at(driver, f"{stack.auth}/login")
         driver.get(f"https://evil.example.test:{port}/")
         assert [c["value"] for c in cookie_jar(driver) if c["name"] == SESSION and c["path"] == "/notes"] == [planted]
 
