@@ -222,7 +222,10 @@ def sign_in_at(driver, url: str, *, remember: bool = False) -> None:
     """Load the login page at ``url`` and sign in. Right after a navigation (the same URL again,
     above all) Chromium can hand out a node of the page being left ("does not belong to the
     document"): nothing was typed or sent then, so the page is loaded again."""
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.common.exceptions import (
+        StaleElementReferenceException,
+        WebDriverException,
+    )
 
     for attempt in range(3):
         driver.get(url)
