@@ -299,13 +299,17 @@ class RememberStore:
             ).values(revoked_at=self.clock(), revoke_reason="session_ended")).rowcount
 
     def revoke_cookie(self, cookie: str | None, reason: str = "presented") -> None:
+        """End the token of a cookie the browser presented, if its validator matches (a selector
+        alone, from a leaked table, must not end someone's token or its replay evidence)."""
         parts = self.parse(cookie)
         if parts is None:
             return
         with self.engine.begin() as conn:
-            conn.execute(remember_tokens.update().where(
-                remember_tokens.c.selector == parts[0], remember_tokens.c.revoked_at.is_(None),
-            ).values(revoked_at=self.clock(), revoke_reason=reason))
+            row = self._read(conn, parts)
+            if row is not None:
+                conn.execute(remember_tokens.update().where(
+                    remember_tokens.c.id == row.id, remember_tokens.c.revoked_at.is_(None),
+                ).values(revoked_at=self.clock(), revoke_reason=reason))
 
     def revoke_all(self, user_id: int, reason: str = "all") -> int:
         with self.engine.begin() as conn:
