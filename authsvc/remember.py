@@ -267,10 +267,12 @@ class RememberStore:
         abandoned as replay: it was used after our read). Returns the ended session's id."""
         if row.s_revoked_at is not None:  # ended as unused before, with its session
             return None
+        # Still unused, or ended as unused by a request that got there first (no use either).
         if conn.execute(remember_tokens.update().where(
                 remember_tokens.c.id == row.s_id, remember_tokens.c.rotated_at.is_(None),
-                remember_tokens.c.revoked_at.is_(None),
-        ).values(revoked_at=now, revoke_reason=UNUSED_SUCCESSOR)).rowcount != 1:
+                sa.or_(remember_tokens.c.revoked_at.is_(None), remember_tokens.c.revoke_reason == UNUSED_SUCCESSOR),
+        ).values(revoked_at=sa.func.coalesce(remember_tokens.c.revoked_at, now),
+                 revoke_reason=UNUSED_SUCCESSOR)).rowcount != 1:
             raise _Abandon("replay")
         if not end_if_unused(conn, row.s_session_id, now, SESSION_UNUSED):
             raise _Abandon("replay")
