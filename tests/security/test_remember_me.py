@@ -795,7 +795,7 @@ def test_retry_after_a_lost_restore_response_restores_and_signs_no_one_out(app, 
     assert [s.revoke_reason for s in session_rows(svc) if s.client_ip == "198.51.100.2"] == ["replaced", None]
     assert verify(other_device) == 200 or restored(restore(other_device)), "a lost response signed the user out"
     assert verify(other_device) == 200
-    lost = [row for row in token_rows(svc) if row.id == lost_successor.id][0]
+    lost = next(row for row in token_rows(svc) if row.id == lost_successor.id)
     assert lost.revoked_at is not None and lost.revoke_reason == "unused_successor"
     assert session_row(svc, lost.session_id).revoke_reason == "remember_unused"
     # The new successor's expiry is still the first login's.

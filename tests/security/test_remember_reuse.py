@@ -17,7 +17,12 @@ import math
 
 import pytest
 
-from authsvc.remember import UNUSED_SUCCESSOR, TokenFacts, presented_verdict, reuse_verdict
+from authsvc.remember import (
+    UNUSED_SUCCESSOR,
+    TokenFacts,
+    presented_verdict,
+    reuse_verdict,
+)
 
 GRACE = 5.0
 NOW = 1_800_000_000.0
@@ -89,8 +94,8 @@ def test_only_a_real_false_means_never_used(value):
 # --- presented_verdict: the whole decision for a presented token --------------------------------------
 
 def facts(**changes) -> TokenFacts:
-    base = dict(expires_at=NOW + 86400, rotated_at=None, revoked_at=None, revoke_reason=None, user_disabled=False,
-                successor_used=None, successor_session_used=None)
+    base = {"expires_at": NOW + 86400, "rotated_at": None, "revoked_at": None, "revoke_reason": None,
+            "user_disabled": False, "successor_used": None, "successor_session_used": None}
     base.update(changes)
     return TokenFacts(**base)
 
