@@ -20,7 +20,7 @@ class UsernameTaken(Exception):
 @dataclass(frozen=True)
 class Account:
     id: int
-    username: str
+    username: str          # the canonical name: lower-case printable ASCII, the same as username_key
     username_key: str
     password_hash: str
     disabled: bool
@@ -28,7 +28,9 @@ class Account:
     password_changed_at: float
 
 
-_COLUMNS = (users.c.id, users.c.username, users.c.username_key, users.c.password_hash, users.c.disabled,
+# An account's name is its canonical form, the key (authsvc.usernames): what the CLI shows and, through
+# the session, what /auth/verify and the API hand apps. The ``username`` column, as typed, is never read.
+_COLUMNS = (users.c.id, users.c.username_key.label("username"), users.c.username_key, users.c.password_hash, users.c.disabled,
             users.c.created_at, users.c.password_changed_at)
 # Built once: login looks an account up every time.
 _BY_KEY = sa.select(*_COLUMNS).where(users.c.username_key == sa.bindparam("key"))

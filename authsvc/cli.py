@@ -84,12 +84,27 @@ def cmd_check(_args) -> int:
     except Exception as exc:  # unreachable database
         problems.append(config_mod.Problem("error", "AUTHSVC_DATABASE_URL",
                                            f"AUTHSVC_DATABASE_URL: cannot connect ({type(exc).__name__})."))
+    problems += _file_mode_problems(settings)
     for p in problems:
         print(p)
     if not [p for p in problems if p.severity != "note"]:
         print(f"ok: configuration is sound for {settings.env} (policy: {settings.policy.source})")
         return 0
     return 1
+
+
+def _file_mode_problems(settings: config_mod.Settings) -> list[config_mod.Problem]:
+    """The instance folder and a SQLite database's folder and files, if group or others can read them."""
+    from authsvc import db, filemodes
+
+    problems = [config_mod.Problem("warning", "AUTHSVC_INSTANCE_PATH", m) for m in
+                filemodes.open_paths([(settings.instance_path, True, "the instance folder")])]
+    database = db.sqlite_file(settings.database_url)
+    if database:
+        paths = [p for p in filemodes.sqlite_paths(database)
+                 if os.path.abspath(p[0]) != os.path.abspath(settings.instance_path)]  # reported once
+        problems += [config_mod.Problem("warning", "AUTHSVC_DATABASE_URL", m) for m in filemodes.open_paths(paths)]
+    return problems
 
 
 def cmd_db_upgrade(_args) -> int:
@@ -142,8 +157,8 @@ def gunicorn_argv(bind: str, workers: int, worker_class: str = "gthread", thread
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:authsvc.gunicorn_conf",
             "--bind", bind, "--workers", str(workers),
             "--worker-class", worker_class, "--access-logfile", "-", "--error-logfile", "-",
-            # never the query (next=...) or cookies; the request id ties a line to the audit events
-            "--access-logformat", '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss %({x-request-id}o)s',
+            # JSON lines (no request can start a line), never the query or cookies: authsvc.access_log
+            "--logger-class", "authsvc.access_log.JsonLogger",
             "--limit-request-line", "8190", "--limit-request-field_size", "8190", "--forwarded-allow-ips", "",
             app]
     if worker_class == "gthread":
@@ -160,7 +175,8 @@ def _account(store, name):
 
 def cmd_user(args) -> int:
     from authsvc.passwords import normalize_password, password_problems
-    from authsvc.usernames import username_problem
+    from authsvc.streamsafe import MAX_NON_STARTERS, is_stream_safe
+    from authsvc.usernames import normalize_username, username_problem
 
     app = _app()
     svc = app.extensions["authsvc"]
@@ -175,9 +191,18 @@ def cmd_user(args) -> int:
             return _fail(problem)
         if svc.accounts.by_username(args.name):
             return _fail(f"user {args.name!r} already exists")
+        canonical = normalize_username(args.name)
+        if canonical != args.name:
+            print(f"note: {_shown(args.name)!r} is written {canonical}: an account has one name, in lower-case "
+                  "ASCII, and that is the name apps receive")
     if args.user_cmd in ("add", "passwd"):
-        password = normalize_password(_read_password(args))
-        problems = password_problems(password, username=args.name, rules=svc.password_rules, blocklist=svc.blocklist)
+        typed = _read_password(args)
+        if not is_stream_safe(typed):  # before NFC, whose cost grows with the square of such a run
+            return _fail(f"the password has more than {MAX_NON_STARTERS} combining marks in a row, which no "
+                         "language needs; type it again")
+        password = normalize_password(typed)
+        problems = password_problems(password, username=normalize_username(args.name), rules=svc.password_rules,
+                                     blocklist=svc.blocklist)
         if problems:
             for p in problems:
                 print(f"refused: {p}", file=sys.stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from authsvc import secretkeys
+from authsvc.filemodes import make_private_folder
 from authsvc.logging_setup import parse_destination
 from authsvc.policy import Policy, PolicyError, load_policy
 from authsvc.redirects import parse_origin
@@ -115,7 +116,7 @@ def _dev_secret(instance: Path) -> str:
     """Development only: a strong key made once and kept in the instance folder, mode 0600."""
     path = instance / "secret_key"
     if not path.exists():
-        instance.mkdir(parents=True, exist_ok=True)
+        make_private_folder(str(instance))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secretkeys.generate_secret())

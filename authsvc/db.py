@@ -8,6 +8,7 @@ code does not match.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -15,7 +16,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+
+from authsvc import filemodes
 
 _MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
 
@@ -33,6 +36,18 @@ def engine_url(url: str) -> str:
     return url
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (``sqlite:///relative.db``, ``sqlite:////abs/path.db``); None for
+    any other database and for SQLite in memory."""
+    parsed = make_url(engine_url(url))
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    name = parsed.database or ""
+    if not name or name == ":memory:" or name.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return name
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``. SQLite gets foreign keys, WAL and a busy timeout; PostgreSQL a
     pre-ping pool, so connections cut by a database restart are replaced before a request uses
@@ -40,9 +55,11 @@ def make_engine(url: str) -> Engine:
     503), not minutes."""
     url = engine_url(url)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path:
+            # Owner-only whatever the umask: the file holds the password hashes (authsvc.filemodes).
+            filemodes.make_private_folder(os.path.dirname(os.path.abspath(path)))
+            filemodes.create_private_file(path)
         engine = sa.create_engine(url, hide_parameters=True,
                                    connect_args={"timeout": 15, "check_same_thread": False})
 

@@ -17,6 +17,7 @@ from jinja2 import Environment
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from authsvc.forms import FieldRefused
 from authsvc.hashing import HashingBusy
 from authsvc.throttle import ThrottleUnavailable
 
@@ -83,6 +84,10 @@ def init_app(app: Flask) -> None:
     def csrf_error(exc):
         _audit("csrf_failed", reason=str(exc.description)[:80])
         return respond(400, "The form expired or was not sent by this site. Reload the page and try again.")
+
+    @app.errorhandler(FieldRefused)
+    def field_refused(exc):
+        return respond(400, exc.description)
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc):

@@ -21,6 +21,8 @@ from flask_limiter import Limiter
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
 from authsvc.clientip import client_key
+from authsvc.forms import value_problem
+from authsvc.passwords import normalize_password
 from authsvc.usernames import normalize_username
 
 # A dead or black-holed Redis must cost a login a fraction of a second, not the OS connect timeout
@@ -94,10 +96,23 @@ def _known_device() -> bool:
     """
     svc = current_app.extensions["authsvc"]
     cookie = request.cookies.get(svc.cookies.device)
-    names = request.form.getlist("username") if cookie else []
-    if len(names) != 1 or len(names[0]) > svc.policy.limits.username_max_length * 4:
+    if not cookie or refused_for_size(request.form, svc.policy):
         return False
-    return svc.devices.device_for(cookie, normalize_username(names[0])) is not None
+    return svc.devices.device_for(cookie, normalize_username(request.form["username"])) is not None
+
+
+def refused_for_size(form, policy) -> bool:
+    """Will POST /login refuse ``form`` with a 400 before any password check (a field missing,
+    repeated, too long, not stream-safe, or a password too long once normalised)? Such a request is
+    no login of a known device's owner, so it counts toward the per-client limit like any other.
+    Normalises only what :func:`authsvc.forms.value_problem` let through: linear."""
+    usernames, passwords = form.getlist("username"), form.getlist("password")
+    if len(usernames) != 1 or len(passwords) != 1:
+        return True
+    if value_problem(usernames[0], policy.limits.username_max_length * 4) or \
+            value_problem(passwords[0], policy.passwords.max_length * 4):
+        return True
+    return len(normalize_password(passwords[0])) > policy.passwords.max_length
 
 
 def init_app(app: Flask, services) -> Limiter:

@@ -13,8 +13,9 @@ metadata = MetaData()
 users = Table(
     "users", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("username", String(64), nullable=False),                  # as the admin typed it
-    Column("username_key", String(64), nullable=False, unique=True),  # normalized: what logins match
+    Column("username", String(64), nullable=False),                  # as the admin typed it; never shown
+    # The canonical name (authsvc.usernames): what logins match and the only name authsvc shows or sends.
+    Column("username_key", String(64), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),

@@ -86,8 +86,9 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+# The user's canonical name (authsvc.usernames), never the column as typed: verify sends it in a header.
 _SELECT = sa.select(
-    sessions.c.id, sessions.c.user_id, users.c.username, users.c.disabled, sessions.c.created_at,
+    sessions.c.id, sessions.c.user_id, users.c.username_key.label("username"), users.c.disabled, sessions.c.created_at,
     sessions.c.last_seen_at, sessions.c.expires_at, sessions.c.remembered, sessions.c.client_ip,
     sessions.c.user_agent, sessions.c.revoked_at, sessions.c.used_at,
 ).select_from(sessions.join(users, users.c.id == sessions.c.user_id))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import mmap
 import os
 
+from authsvc.filemodes import make_private_folder
+
 
 def map_shared(path: str, size: int) -> mmap.mmap:
     """``path`` (created 0600, grown to ``size`` bytes if shorter) mapped read-write and shared.
@@ -24,6 +26,6 @@ def map_shared(path: str, size: int) -> mmap.mmap:
 
 
 def in_folder(folder: str, name: str) -> str:
-    """The path of ``name`` in ``folder``, creating the folder. Raises OSError when it cannot."""
-    os.makedirs(folder, exist_ok=True)
+    """The path of ``name`` in ``folder``, creating the folder (0700). Raises OSError when it cannot."""
+    make_private_folder(folder)
     return os.path.join(folder, name)
