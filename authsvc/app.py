@@ -51,22 +51,32 @@ class StartupRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class CookieNames:
+    """authsvc's cookie names and attributes. Only the session cookie is ever shared: with
+    ``AUTHSVC_COOKIE_DOMAIN`` it carries that Domain (and so reaches every app under it, where the
+    proxy strips it). Remember-me and device cookies are long-lived credentials the apps never need:
+    they stay on the service's own host (``__Host-`` in production) whatever the domain setting."""
+
     session: str
     remember: str
     device: str
     secure: bool
-    domain: str | None
+    domain: str | None          # the session cookie's only
+    legacy: tuple[str, ...] = ()  # remember/device names that earlier versions shared under ``domain``
 
     @classmethod
     def for_settings(cls, settings: config_mod.Settings) -> "CookieNames":
         # __Host- needs Secure, Path=/ and no Domain; a shared (SSO) cookie needs Domain: __Secure-.
         # Both prefixes need Secure, which development (plain http) cannot send.
-        prefix = ("__Secure-" if settings.cookie_domain else "__Host-") if settings.production else ""
-        return cls(f"{prefix}authsvc_session", f"{prefix}authsvc_remember", f"{prefix}authsvc_device",
-                   secure=settings.production, domain=settings.cookie_domain)
+        host_only = "__Host-" if settings.production else ""
+        shared = settings.production and settings.cookie_domain
+        session_prefix = "__Secure-" if shared else host_only
+        legacy = ("__Secure-authsvc_remember", "__Secure-authsvc_device") if shared else ()
+        return cls(f"{session_prefix}authsvc_session", f"{host_only}authsvc_remember", f"{host_only}authsvc_device",
+                   secure=settings.production, domain=settings.cookie_domain, legacy=legacy)
 
     def attributes(self) -> dict:
-        return {"secure": self.secure, "httponly": True, "samesite": "Lax", "path": "/", "domain": self.domain}
+        """Remember-me and device cookies: host-only (no Domain), whatever ``domain`` says."""
+        return {"secure": self.secure, "httponly": True, "samesite": "Lax", "path": "/", "domain": None}
 
 
 @dataclass
@@ -140,8 +150,8 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         MAX_CONTENT_LENGTH=policy.limits.max_content_length,
         MAX_FORM_MEMORY_SIZE=policy.limits.max_content_length,
         MAX_FORM_PARTS=50,
-        # Referrer-Policy is no-referrer, so browsers send no Referer for Flask-WTF's HTTPS
-        # referrer check to compare; the token (bound to the session) is the CSRF defence.
+        # Flask-WTF's HTTPS Referer check stays off: the token (bound to the session) and the
+        # Origin/Sec-Fetch-Site check (authsvc.sameorigin) are the CSRF defence.
         WTF_CSRF_SSL_STRICT=False,
         WTF_CSRF_TIME_LIMIT=3600,
         SESSION_PROTECTION="strong",
@@ -178,13 +188,14 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     )
     app.extensions["authsvc"] = services
 
-    from authsvc import auth, headers, limiter, errors as error_pages
+    from authsvc import auth, crosssite, headers, limiter, errors as error_pages
     from authsvc.views import account, api, health, login, verify
 
     for bp in (login.bp, account.bp, verify.bp, api.bp, health.bp):
         app.register_blueprint(bp)
     metrics.init_app(app, services)  # first before_request hook: times the others too
     auth.init_app(app)
+    crosssite.init_app(app)  # before CSRF: a cross-site post is refused for what it is
     CSRFProtect(app)  # after auth's hook, so a CSRF failure is logged with its request id
     limiter.init_app(app, services)
     headers.init_app(app, settings, services.redirect_rules)

@@ -60,7 +60,10 @@ def init_app(app: Flask, settings, rules: RedirectRules) -> None:
         strict_transport_security_include_subdomains=True,
         strict_transport_security_preload=policy.hsts_preload,
         content_security_policy=content_security_policy(rules),
-        referrer_policy="no-referrer",
+        # same-origin: no Referer ever leaves the service (the login URL carries next), and a form
+        # post from its own pages carries its real Origin (under no-referrer browsers send
+        # "Origin: null", which authsvc.sameorigin must refuse when no Sec-Fetch-Site vouches).
+        referrer_policy="same-origin",
         session_cookie_secure=settings.production,
         session_cookie_http_only=True,
         session_cookie_samesite="Lax",

@@ -8,6 +8,7 @@ from flask import Blueprint, after_this_request, g, redirect, render_template, r
 from flask_login import current_user, logout_user
 
 from authsvc.auth import services, start_session
+from authsvc.crosssite import expire_planted_copies
 from authsvc.errors import respond
 from authsvc.forms import checkbox, field
 from authsvc.passwords import normalize_password
@@ -45,6 +46,19 @@ def delete_cookie(response, name: str) -> None:
     attrs = services().cookies.attributes()
     response.delete_cookie(name, path="/", domain=attrs["domain"], secure=attrs["secure"],
                            httponly=True, samesite="Lax")
+
+
+def forget_legacy_cookies(response) -> None:
+    """End and delete remember-me/device cookies an earlier version shared with every app under
+    the cookie domain. They are not honoured: every app behind the proxy may have logged them."""
+    svc = services()
+    for name in svc.cookies.legacy:
+        value = request.cookies.get(name)
+        if value is None:
+            continue
+        if name.endswith("_remember"):
+            svc.remember.revoke_cookie(value)
+        response.delete_cookie(name, path="/", domain=svc.cookies.domain, secure=True, httponly=True, samesite="Lax")
 
 
 def restore_from_remember() -> bool:
@@ -146,7 +160,9 @@ def page_session() -> str:
 def login_form():
     decision = next_decision(_raw_next())
     if page_session() != "anonymous":
-        return redirect(decision.target, 303)
+        response = redirect(decision.target, 303)
+        expire_planted_copies(response, decision.target)
+        return response
     return _render(decision)
 
 
@@ -199,6 +215,7 @@ def login_post():
         value, expires = svc.remember.issue(account.id, request.remote_addr or "",
                                             request.headers.get("User-Agent", ""), session_id=user.session_id)
         set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
+    forget_legacy_cookies(response)
     svc.audit.emit("login_success", remembered=remember, known_device=device is not None)
     if secrets.randbelow(100) == 0:  # opportunistic purge keeps the table bounded
         svc.sessions.purge()
@@ -225,5 +242,8 @@ def logout():
     session.clear()
     response = redirect(url_for("login.login_form"), 303)
     delete_cookie(response, svc.cookies.remember)  # the session cookie is deleted by Flask (emptied)
-    response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
+    forget_legacy_cookies(response)
+    # Not "cookies": browsers apply it to the whole registrable domain, which would delete the
+    # device cookie (the user's way past a throttled username) and every sibling site's cookies.
+    response.headers["Clear-Site-Data"] = '"cache", "storage"'
     return response

@@ -16,13 +16,15 @@ docs/performance.md); everything else goes through the Flask view.
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qs
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, g, request
 from flask_login import current_user
 from itsdangerous import BadData
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.sansio.http import parse_cookie
 
+from authsvc import cookieheader
 from authsvc.auth import binding_identifier, is_session_token, request_id, services
 from authsvc.forward_auth import (
     LoginRedirect,
@@ -35,6 +37,16 @@ from authsvc.sessions import LIVE
 bp = Blueprint("verify", __name__)
 
 REDIRECT_STATUS = {"1": 302, "401": 401}
+
+
+def app_cookie(query_flag: str | None, cookie_header: str | None) -> list[tuple[str, str]]:
+    """With ``?app_cookie=1`` a 200 also answers ``Cookie``: the request's cookies without
+    authsvc's, for a proxy that can only copy headers from the answer to the app's request
+    (Traefik's authResponseHeaders, which removes the header when the answer has none)."""
+    if query_flag != "1":
+        return []
+    kept = cookieheader.without(cookie_header)
+    return [("Cookie", kept)] if kept else []
 
 
 class ProxyAnswer(Response):
@@ -59,8 +71,10 @@ def _build_login_redirect(state) -> None:
 @bp.route("/auth/verify", methods=["GET", "HEAD"])
 def verify():
     user = current_user
-    if user.is_authenticated:
-        return ProxyAnswer(status=200, headers={"X-Auth-User": user.username, "X-Auth-User-Id": str(user.user_id)})
+    if user.is_authenticated and not g.get("session_cookie_conflict"):
+        cookie = app_cookie(request.args.get("app_cookie"), request.environ.get("HTTP_COOKIE"))
+        return ProxyAnswer(status=200, headers=[
+            ("X-Auth-User", user.username), ("X-Auth-User-Id", str(user.user_id)), *cookie])
     status = REDIRECT_STATUS.get(request.args.get("redirect", ""))
     if status is None:
         return ProxyAnswer(status=401)
@@ -105,17 +119,27 @@ class FastPath:
                 start_response("200 OK", [
                     *self.headers[environ["wsgi.url_scheme"] == "https"], ("X-Auth-User", record.username),
                     ("X-Auth-User-Id", str(record.user_id)),
-                    ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", "")))])
+                    ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", ""))),
+                    *self._app_cookie(environ)])
                 if self.metrics is not None:
                     self.metrics.verify_seconds.labels("200").observe(time.perf_counter() - started)
                 return []
         return self.flask_wsgi(environ, start_response)
 
+    @staticmethod
+    def _app_cookie(environ) -> list[tuple[str, str]]:
+        query = environ.get("QUERY_STRING", "")
+        if "app_cookie" not in query:  # the common case (nginx) parses nothing
+            return []
+        flag = parse_qs(query).get("app_cookie", [None])[0]
+        return app_cookie(flag, environ.get("HTTP_COOKIE"))
+
     def _live_session(self, environ):
         # What Flask reads: request.cookies, request.remote_addr, request.headers["User-Agent"].
-        value = parse_cookie(environ.get("HTTP_COOKIE")).get(self.cookie)
-        if not value:
-            return None
+        values = parse_cookie(environ.get("HTTP_COOKIE")).getlist(self.cookie)
+        if len(values) != 1 or not values[0]:
+            return None  # none, or a second one planted by a sibling site (authsvc.crosssite)
+        value = values[0]
         try:
             data = self.serializer.loads(value, max_age=self.max_age)
         except BadData:

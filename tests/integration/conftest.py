@@ -149,8 +149,9 @@ def make_tls(folder: Path) -> Tls:
 
 
 class EchoHandler(http.server.BaseHTTPRequestHandler):
-    """Answers every GET with JSON: the path, and every header that a framework might read as
-    X-Auth-User or X-Auth-User-Id (WSGI and CGI turn both "-" and "_" into "_")."""
+    """Answers every GET with JSON: the path, every header that a framework might read as
+    X-Auth-User or X-Auth-User-Id (WSGI and CGI turn both "-" and "_" into "_"), and the Cookie
+    headers the app was sent."""
 
     def do_GET(self):  # http.server's naming
         seen: dict[str, list[str]] = {"x-auth-user": [], "x-auth-user-id": []}
@@ -160,7 +161,7 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
                 seen[key].append(value)
         self.server.hits.append(self.path)
         body = json.dumps({"app": APP_NAME, "path": self.path, "user": seen["x-auth-user"],
-                           "user_id": seen["x-auth-user-id"]}).encode()
+                           "user_id": seen["x-auth-user-id"], "cookie": self.headers.get_all("Cookie") or []}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -179,6 +180,45 @@ def echo_app():
     thread.start()
     try:
         yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class PageHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``self.server.pages`` (path -> HTML), e.g. an attacker's page on a sibling subdomain."""
+
+    def do_GET(self):  # http.server's naming
+        body = self.server.pages.get(self.path.split("?", 1)[0])
+        if body is None:
+            self.send_error(404)
+            return
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args):
+        pass
+
+
+@contextlib.contextmanager
+def tls_site(tls: Tls, pages: dict[str, str]):
+    """An HTTPS server on a free loopback port with the test certificate (valid for
+    evil.example.test: a sibling of the login host); yields the port. ``pages`` may change later."""
+    import ssl
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PageHandler)
+    server.pages = pages
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.cert, tls.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,15 +24,19 @@ import pytest
 from tests.conftest import PASSWORD, ROOT
 from tests.integration.conftest import (
     APP_NAME,
+    AUTH_HOST,
     USERNAME,
+    example_test_resolves_to_loopback,
     require_binary,
     require_module,
+    tls_site,
 )
 
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = ROOT / "artifacts"
-SESSION, REMEMBER = "__Secure-authsvc_session", "__Secure-authsvc_remember"
+# Only the session is shared under the cookie domain; remember-me and device stay on the login host.
+SESSION, REMEMBER, DEVICE = "__Secure-authsvc_session", "__Host-authsvc_remember", "__Host-authsvc_device"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
          "--no-default-browser-check", "--password-store=basic", "--window-size=1000,900",
@@ -211,3 +216,201 @@ def test_off_list_next_lands_on_the_default_page(stack, launch):
         submit_login(driver)
         assert driver.current_url == f"{stack.auth}/"
         assert f"Signed in as {USERNAME}" in by_css(driver, "h1").text
+
+
+def sign_in_at(driver, url: str, *, remember: bool = False) -> None:
+    """Load the login page at ``url`` and sign in. Right after a navigation (the same URL again,
+    above all) Chromium can hand out a node of the page being left ("does not belong to the
+    document"): nothing was typed or sent then, so the page is loaded again."""
+    from selenium.common.exceptions import (
+        StaleElementReferenceException,
+        WebDriverException,
+    )
+
+    for attempt in range(3):
+        driver.get(url)
+        try:
+            submit_login(driver, remember=remember)
+            return
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            stale = isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
+            if not stale or attempt == 2:
+                raise
+
+
+def cookie_jar(driver) -> list[dict]:
+    """Every cookie the browser holds (two of one name are two entries)."""
+    return driver.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]
+
+
+def wait_for_url(driver, prefix: str) -> None:
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    WebDriverWait(driver, 15).until(lambda d: d.current_url.startswith(prefix)
+                                    and d.execute_script("return document.readyState") == "complete")
+
+
+def signed_in_as(driver, stack) -> str | None:
+    """Who the login service says this browser is (its account page), or None."""
+    driver.get(f"{stack.auth}/")
+    if driver.current_url.startswith(f"{stack.auth}/login"):
+        return None
+    match = re.search(r"Signed in as (\S+)", by_css(driver, "h1").text)
+    return match.group(1) if match else None
+
+
+# --- review finding 3: the app never sees authsvc's cookies --------------------------------------
+
+
+@pytest.mark.asvs("V3.3.1", "V3.3.3")
+def test_remember_and_device_cookies_stay_on_the_login_host_and_the_app_sees_none(stack, launch):
+    wanted = stack.protected("/cookies")
+    with launch() as driver:
+        driver.get(wanted)
+        submit_login(driver, remember=True)
+        assert driver.current_url == wanted
+        answer = app_answer(driver)
+        assert answer["user"] == [USERNAME]
+        assert not any("authsvc_" in header for header in answer["cookie"]), answer["cookie"]
+        jar = all_cookies(driver)
+        assert jar[SESSION]["domain"] == ".example.test"
+        for name in (REMEMBER, DEVICE):
+            assert jar[name]["domain"] == AUTH_HOST, jar[name]   # host-only: no leading dot
+            assert jar[name]["secure"] and jar[name]["httpOnly"] and jar[name]["path"] == "/"
+
+
+def posted_headers(driver, url: str) -> dict[str, str]:
+    """The headers Chromium sent with its (first) POST to ``url``, from its network log."""
+    messages = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+    posts = [m["params"]["requestId"] for m in messages if m["method"] == "Network.requestWillBeSent"
+             and m["params"]["request"]["method"] == "POST" and m["params"]["request"]["url"] == url]
+    assert posts, f"no POST to {url} in the network log"
+    for m in messages:
+        if m["method"] == "Network.requestWillBeSentExtraInfo" and m["params"]["requestId"] == posts[0]:
+            return {k.lower(): v for k, v in m["params"]["headers"].items()}
+    raise AssertionError(f"the headers of the POST to {url} are not in the network log")
+
+
+@pytest.mark.asvs("V3.5.1")
+def test_the_login_form_posts_the_services_own_origin(stack, launch):
+    """Referrer-Policy same-origin: the form post carries the real Origin (under no-referrer it
+    would be "null", which a browser without Sec-Fetch-Site could not get past)."""
+    with launch() as driver:
+        sign_in_at(driver, f"{stack.auth}/login")
+        sent = posted_headers(driver, f"{stack.auth}/login")
+        assert sent.get("origin") == stack.auth, sent
+        assert sent.get("sec-fetch-site") == "same-origin", sent
+        assert signed_in_as(driver, stack) == USERNAME
+
+
+# --- review finding 2: sign-out deletes what authsvc owns, nothing else -------------------------
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_logout_keeps_the_device_cookie_and_sibling_sites_cookies(stack, launch):
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    with launch() as driver:
+        sign_in_at(driver, f"{stack.auth}/login", remember=True)
+        # A sibling site's cookies: one of its own host, one it shares under the domain.
+        driver.execute_cdp_cmd("Network.setCookie", {"name": "sibling", "value": "keep", "secure": True,
+                                                     "url": f"https://evil.example.test:{stack.port}/"})
+        driver.execute_cdp_cmd("Network.setCookie", {"name": "shared_pref", "value": "keep", "secure": True,
+                                                     "domain": ".example.test", "path": "/"})
+        # By what they are, not their exact names: the point is what sign-out wipes.
+        device, remember = (next(c["name"] for c in cookie_jar(driver) if c["name"].endswith(kind))
+                            for kind in ("authsvc_device", "authsvc_remember"))
+        before = {c["name"]: c["value"] for c in cookie_jar(driver)}
+        assert {SESSION, remember, device, "sibling", "shared_pref"} <= set(before), before
+
+        driver.get(f"{stack.auth}/")
+        button = by_css(driver, 'form[action="/logout"] button')
+        button.click()
+        WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+        wait_for_url(driver, f"{stack.auth}/login")
+
+        after = {c["name"]: c["value"] for c in cookie_jar(driver)}
+        # (The login page the browser lands on starts a new, anonymous session cookie.)
+        assert after.get(SESSION) != before[SESSION] and remember not in after, after
+        assert {device, "sibling", "shared_pref"} <= set(after), f"sign-out wiped the registrable domain: {after}"
+        assert after[device] == before[device]
+        assert signed_in_as(driver, stack) is None
+
+
+# --- review finding 6: login CSRF by cookie tossing from a sibling subdomain ----------------------
+
+
+def attacker_login_form(stack) -> tuple[str, str]:
+    """The attacker's own anonymous session cookie at the login page and the CSRF token bound to it."""
+    import requests
+
+    with example_test_resolves_to_loopback(), requests.Session() as attacker:
+        attacker.trust_env = False
+        attacker.verify = str(stack.tls.ca)
+        page = attacker.get(f"{stack.auth}/login", timeout=10)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        return attacker.cookies.get(SESSION), token
+
+
+TOSSING_PAGE = """<!doctype html><title>cat pictures</title>
+<form method="post" action="{auth}/login">
+<input name="csrf_token" value="{token}"><input name="username" value="{username}">
+<input name="password" value="{password}"></form>
+<script>
+document.cookie = "{session}={planted}; Domain=example.test; Path=/login; Secure";
+document.forms[0].submit();
+</script>"""
+
+
+@pytest.mark.asvs("V3.5.1")
+@pytest.mark.parametrize("victim_has_a_session_cookie", [False, True], ids=["fresh-browser", "visited-login"])
+def test_login_csrf_by_cookie_tossing_from_a_sibling_subdomain(stack, launch, victim_has_a_session_cookie):
+    """evil.example.test plants the attacker's anonymous session for /login under the shared domain,
+    then posts the login form with the token bound to it and the attacker's credentials. The victim
+    must not end up signed in as the attacker, here or in the app."""
+    planted, token = attacker_login_form(stack)
+    page = TOSSING_PAGE.format(auth=stack.auth, token=token, username=USERNAME, password=PASSWORD,
+                               session=SESSION, planted=planted)
+    with tls_site(stack.tls, {"/": page}) as port, launch() as driver:
+        if victim_has_a_session_cookie:
+            driver.get(f"{stack.auth}/login")   # an anonymous session cookie of the victim's own, Path=/
+        driver.get(f"https://evil.example.test:{port}/")
+        wait_for_url(driver, f"{stack.auth}/")
+        # The plant is in the jar, or authsvc saw it beside the victim's own and had it removed.
+        tossed = [c["value"] for c in cookie_jar(driver) if c["name"] == SESSION and c["path"] == "/login"]
+        seen = "two sign-in cookies" in by_css(driver, "body").text
+        assert tossed == [planted] or seen, "the attack did not plant its cookie: the test proves nothing"
+
+        assert signed_in_as(driver, stack) is None
+        driver.get(stack.protected("/after-the-attack"))
+        assert driver.current_url.startswith(f"{stack.auth}/login"), "the app let the victim in as the attacker"
+
+        # The victim can still sign in as themselves: a refused request has the browser drop the
+        # planted copy, so at worst one page asks for a reload.
+        driver.get(f"{stack.auth}/login")
+        if "two sign-in cookies" in by_css(driver, "body").text:
+            assert not [c for c in cookie_jar(driver) if c["name"] == SESSION and c["path"] == "/login"]
+        sign_in_at(driver, f"{stack.auth}/login")
+        assert signed_in_as(driver, stack) == USERNAME
+
+
+PLANT_PAGE = """<!doctype html><title>cat pictures</title>
+<script>document.cookie = "{session}={planted}; Domain=example.test; Path=/notes; Secure";</script>"""
+
+
+@pytest.mark.asvs("V3.3.1")
+def test_a_session_planted_on_the_apps_path_neither_decides_who_the_app_sees_nor_locks_the_user_out(stack, launch):
+    """evil.example.test plants another session cookie for the app's path (Path=/notes). The app
+    must not see anyone but the victim, and one bounce via the login page removes the plant."""
+    planted, _ = attacker_login_form(stack)
+    wanted = stack.protected("/after-the-plant")
+    with tls_site(stack.tls, {"/": PLANT_PAGE.format(session=SESSION, planted=planted)}) as port, launch() as driver:
+        sign_in_at(driver, f"{stack.auth}/login")
+        driver.get(f"https://evil.example.test:{port}/")
+        assert [c["value"] for c in cookie_jar(driver) if c["name"] == SESSION and c["path"] == "/notes"] == [planted]
+
+        driver.get(wanted)
+        assert driver.current_url == wanted, driver.page_source[:300]
+        assert app_answer(driver)["user"] == [USERNAME]
+        assert not [c for c in cookie_jar(driver) if c["name"] == SESSION and c["path"] != "/"]

@@ -26,6 +26,7 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+SESSION = "__Secure-authsvc_session"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,8 +102,10 @@ def test_full_delegated_login_round_trip(stack):
     assert posted.headers["Location"] == wanted
 
     cookies = {c.name: c for c in s.cookies}
-    assert "__Secure-authsvc_session" in cookies, cookies
-    assert all(c.secure and c.domain.lstrip(".") == "example.test" for c in cookies.values())
+    assert cookies[SESSION].domain.lstrip(".") == "example.test", cookies
+    # Only the session is shared; the device cookie stays on the login host (__Host-).
+    assert cookies["__Host-authsvc_device"].domain == urlsplit(stack.auth).hostname
+    assert all(c.secure for c in cookies.values())
 
     arrived = get(s, wanted)
     assert arrived.status_code == 200, arrived.text
@@ -232,3 +235,98 @@ def test_missing_dependency_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, 
         require_binary("no-such-binary-for-authsvc")
     with pytest.raises(outcome, match="no_such_module_for_authsvc"):
         require_module("no_such_module_for_authsvc")
+
+
+# --- authsvc's cookies never reach the app (review finding 3) ------------------------------------
+
+# (Cookie header as a browser or an attacker sends it to the app, with {s} for the live session
+# cookie; the cookies the app must be sent). The session must be there once for verify to let the
+# request through: nginx's auth subrequest still gets every cookie.
+APP_COOKIES = [
+    ("{s}", []),
+    ("app=1; {s}", ["app=1"]),
+    ("{s}; app=1", ["app=1"]),
+    ("a=1; {s}; b=2", ["a=1", "b=2"]),
+    ("a=1;{s};b=2", ["a=1", "b=2"]),
+    ("a=1 ;\t{s} ; b=2", ["a=1", "b=2"]),
+    ("{s};", []),
+    # remember-me and device cookies an older authsvc shared under the domain, and other spellings
+    ("__Secure-authsvc_remember=r; app=1; {s}; __Secure-authsvc_device=d", ["app=1"]),
+    ("{s}; __Host-authsvc_remember=r; __Host-authsvc_device=d; authsvc_session=z; app=1", ["app=1"]),
+    ("authsvc_remember =r; {s}", []),
+    # the app's own cookies whose names contain or extend ours stay
+    ("xauthsvc_session=k1; {s}; authsvc_session_app=k2; my__Secure-authsvc_device=k3; authsvc_sessions=k4",
+     ["xauthsvc_session=k1", "authsvc_session_app=k2", "my__Secure-authsvc_device=k3", "authsvc_sessions=k4"]),
+    ("app=authsvc_session=v; {s}", ["app=authsvc_session=v"]),
+    ("__host-authsvc_session=k; {s}", ["__host-authsvc_session=k"]),   # not a name authsvc writes
+    # five of ours: more than any browser holds; the app gets no cookie at all rather than one of them
+    ("app=1; {s}; authsvc_session=1; authsvc_remember=2; authsvc_device=3; __Host-authsvc_device=4", []),
+]
+
+
+def app_cookies(answer: dict) -> list[str]:
+    assert len(answer["cookie"]) <= 1, answer
+    return [part.strip() for part in "".join(answer["cookie"]).split(";") if part.strip()]
+
+
+@pytest.mark.asvs("V3.3.1", "V14.2.1")
+@pytest.mark.parametrize(("header", "expected"), APP_COOKIES)
+def test_the_app_never_receives_authsvcs_cookies(stack, header, expected):
+    session = signed_in(stack).cookies.get(SESSION)
+    client = browser(stack)
+    answer = get(client, stack.protected("/cookies"), headers={"Cookie": header.format(s=f"{SESSION}={session}")})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["user"] == [USERNAME]
+    assert app_cookies(answer.json()) == expected
+    assert session not in answer.text
+
+
+@pytest.mark.asvs("V3.3.1")
+def test_two_session_cookies_at_the_app_are_not_let_through(stack):
+    """A copy planted by a sibling site (Path=/notes) must not decide who the app sees."""
+    victim, mallory = signed_in(stack).cookies.get(SESSION), signed_in(stack).cookies.get(SESSION)
+    hits = len(stack.app_hits)
+    for header in (f"{SESSION}={mallory}; {SESSION}={victim}", f"{SESSION}={victim}; {SESSION}={victim}"):
+        answer = get(browser(stack), stack.protected("/planted"), headers={"Cookie": header})
+        assert answer.status_code == 302
+        assert login_target(answer.headers["Location"])[0] == f"{stack.auth}/login"
+    assert len(stack.app_hits) == hits
+
+
+# --- login CSRF from a sibling host (review finding 6), through nginx and gunicorn ---------------
+
+SIBLING = "https://evil.example.test"
+
+
+@pytest.mark.asvs("V3.5.1")
+@pytest.mark.parametrize("headers", [
+    {"Origin": SIBLING, "Sec-Fetch-Site": "same-site"},
+    {"Origin": SIBLING},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": "{auth}", "Sec-Fetch-Site": "same-site"},
+    {"Origin": "{auth}/"},
+    {"Origin": "{auth}, {auth}"},
+    {"Origin": "http://auth.example.test:{port}"},
+    {"Origin": "https://auth.example.test"},          # the default port, not nginx's
+    {"Origin": "{auth}", "Sec-Fetch-Site": "same-origin, same-site"},
+])
+def test_login_posted_from_another_origin_is_refused_through_nginx(stack, headers):
+    s = browser(stack)
+    page = get(s, f"{stack.auth}/login")
+    sent = {k: v.format(auth=stack.auth, port=stack.port) for k, v in headers.items()}
+    answer = s.post(f"{stack.auth}/login", allow_redirects=False, timeout=10, headers=sent,
+                    data={"csrf_token": csrf_from(page), "username": USERNAME, "password": PASSWORD})
+    assert answer.status_code == 403, answer.text
+    assert get(s, stack.protected("/")).status_code == 302, "not signed in"
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "{auth}", "Sec-Fetch-Site": "same-origin"}, {"Origin": "{auth}"}, {}])
+def test_login_from_the_services_own_origin_or_a_script_works_through_nginx(stack, headers):
+    s = browser(stack)
+    page = get(s, f"{stack.auth}/login")
+    sent = {k: v.format(auth=stack.auth) for k, v in headers.items()}
+    answer = s.post(f"{stack.auth}/login", allow_redirects=False, timeout=10, headers=sent,
+                    data={"csrf_token": csrf_from(page), "username": USERNAME, "password": PASSWORD})
+    assert answer.status_code == 303, answer.text
+    assert get(s, stack.protected("/")).status_code == 200

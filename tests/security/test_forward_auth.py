@@ -462,10 +462,13 @@ def test_shared_cookie_domain_uses_secure_prefix_and_reaches_the_app_host(tmp_pa
     app = build_app(tmp_path, clock, AUTHSVC_COOKIE_DOMAIN=".example.test", AUTHSVC_TRUSTED_PROXIES="1")
     add_user(app)
     client = new_client(app)
-    cookies = set_cookie_headers(login(client))
+    cookies = set_cookie_headers(login(client, remember=True))
     session = next(c for c in cookies if c.startswith("__Secure-authsvc_session="))
     assert "Domain=example.test" in session and "Secure" in session and "HttpOnly" in session
-    assert not any(c.startswith("__Host-") for c in cookies)
+    # Only the session is shared: remember-me and device cookies are credentials no app needs.
+    others = [c for c in cookies if c is not session]
+    assert {c.split("=", 1)[0] for c in others} == {"__Host-authsvc_remember", "__Host-authsvc_device"}
+    assert all("Domain=" not in c and "Secure" in c and "Path=/;" in c for c in others), others
     # The browser sends the cookie to app.example.test too; there nginx's subrequest carries it.
     response = client.get("/auth/verify", base_url="https://app.example.test")
     assert response.status_code == 200 and response.headers["X-Auth-User"] == "alice"

@@ -44,7 +44,7 @@ def assert_security_headers(response) -> None:
     assert "includesubdomains" in parts, f"{label}: HSTS {hsts!r}"
 
     assert response.headers.get("X-Content-Type-Options") == "nosniff", label
-    assert response.headers.get("Referrer-Policy") == "no-referrer", label
+    assert response.headers.get("Referrer-Policy") == "same-origin", label
 
     csp_header = response.headers.get("Content-Security-Policy", "")
     assert len(response.headers.getlist("Content-Security-Policy")) == 1, label
