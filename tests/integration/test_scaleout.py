@@ -19,6 +19,7 @@ two administrators creating the same account at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import threading
@@ -497,8 +498,18 @@ def test_creating_the_same_user_from_two_places_at_once_makes_one_account(deploy
 
 # --- the load balancer as shipped ------------------------------------------------------------------------
 
-def _requests_count(instance, line: str) -> int:
-    return instance.log_text().count(line)
+def _requests_count(instance, method: str, path: str) -> int:
+    """How many access lines (JSON, authsvc.access_log) of this instance are for ``method path``."""
+    count = 0
+    for line in instance.log_text().splitlines():
+        if '"path":' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        count += entry.get("method") == method and entry.get("path") == path
+    return count
 
 
 @pytest.mark.asvs("V7.6.1")
@@ -534,8 +545,8 @@ def test_nginx_load_balancer_config_spreads_requests_and_survives_losing_an_inst
         def get(url):
             return s.get(url, allow_redirects=False, timeout=30)
 
-        posts_before = sum(_requests_count(i, '"POST /login"') for i in deployment.both)
-        verifies_before = [_requests_count(i, '"GET /auth/verify"') for i in deployment.both]
+        posts_before = sum(_requests_count(i, "POST", "/login") for i in deployment.both)
+        verifies_before = [_requests_count(i, "GET", "/auth/verify") for i in deployment.both]
         page = get(f"{auth}/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
         signed_in = s.post(f"{auth}/login", data={"csrf_token": token, "username": "lb", "password": PASSWORD},
@@ -544,8 +555,8 @@ def test_nginx_load_balancer_config_spreads_requests_and_survives_losing_an_inst
         for _ in range(8):
             r = get(f"{app}{APP_PREFIX}/page")
             assert r.status_code == 200 and r.json()["user"] == ["lb"], (r.status_code, r.text[:200])
-        assert sum(_requests_count(i, '"POST /login"') for i in deployment.both) == posts_before + 1
-        verifies = [_requests_count(i, '"GET /auth/verify"') - before
+        assert sum(_requests_count(i, "POST", "/login") for i in deployment.both) == posts_before + 1
+        verifies = [_requests_count(i, "GET", "/auth/verify") - before
                     for i, before in zip(deployment.both, verifies_before)]
         assert all(n > 0 for n in verifies), f"verify requests per instance: {verifies}: not balanced"
 
