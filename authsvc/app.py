@@ -178,7 +178,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         accounts=AccountStore(engine, clock, revocations),
         sessions=SessionStore(engine, policy.sessions, clock, revocations=revocations, cache=verify_cache),
         remember=RememberStore(engine, policy.sessions, clock, serializer(
-            settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember")),
+            settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember"), revocations=revocations),
         devices=DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks,
                                                "authsvc.device"), policy.throttle.device_cookie_lifetime_days),
         known_devices=DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,

@@ -37,6 +37,7 @@ EVENTS: dict[str, str] = {
     "remember_rotated": "success",
     "remember_rejected": "refused",
     "remember_replay_detected": "revoked_all",
+    "remember_successor_unused": "success",
     # account lifecycle
     "user_created": "success",
     "password_changed": "success",

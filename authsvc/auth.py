@@ -99,7 +99,7 @@ def _before_request() -> None:
         svc = services()
         record = svc.sessions.load(token)
         if record and record.revoked_at is None:
-            svc.sessions.revoke(record.id, "binding_changed")
+            svc.sessions.revoke(record.id, "binding_changed", presented=True)
             g.audit_user_id = record.user_id
             svc.audit.emit("session_revoked", reason="binding_changed", session_id=record.id)
 
@@ -120,7 +120,7 @@ def start_session(account: Account, *, remembered: bool, fresh: bool = True,
     if is_session_token(previous):
         old = svc.sessions.load(previous)
         if old is not None and old.revoked_at is None:
-            svc.sessions.revoke(old.id, "replaced")
+            svc.sessions.revoke(old.id, "replaced", presented=True)
     session.clear()
     ua = request.headers.get("User-Agent", "")
     token, _sid = svc.sessions.create(account.id, request.remote_addr or "", ua, remembered, not_after)

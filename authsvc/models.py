@@ -35,6 +35,9 @@ sessions = Table(
     Column("user_agent", String(256), nullable=False, default=""),
     Column("revoked_at", Float, nullable=True),
     Column("revoke_reason", String(32), nullable=True),
+    # First request made with the session after the one that started it (a remember token's
+    # successor is "delivered" once its session is used: see authsvc.remember).
+    Column("used_at", Float, nullable=True),
 )
 Index("ix_sessions_user_live", sessions.c.user_id, sessions.c.revoked_at)
 Index("ix_sessions_expires", sessions.c.expires_at)
@@ -54,6 +57,11 @@ remember_tokens = Table(
     # The session this token started (login or restore): ending that session ends the token too.
     Column("session_id", Integer, ForeignKey("sessions.id", ondelete="SET NULL",
                                              name="fk_remember_tokens_session_id"), nullable=True),
+    # The token this one was rotated into: presenting a rotated token again is judged by whether
+    # its successor (or the session made with it) was ever used.
+    Column("successor_id", Integer, ForeignKey("remember_tokens.id", ondelete="SET NULL",
+                                               name="fk_remember_tokens_successor_id"), nullable=True),
+    Column("revoke_reason", String(32), nullable=True),
 )
 Index("ix_remember_user", remember_tokens.c.user_id)
 Index("ix_remember_session", remember_tokens.c.session_id)

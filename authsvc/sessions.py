@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from authsvc.models import sessions, users
+from authsvc.models import remember_tokens, sessions, users
 from authsvc.policy import SessionPolicy
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ class SessionRecord:
     client_ip: str
     user_agent: str
     revoked_at: float | None
+    used_at: float | None = None  # first request with the session after the one that started it
 
 
 def session_verdict(rec: SessionRecord | None, now: float, policy: SessionPolicy) -> str:
@@ -62,6 +63,21 @@ def needs_touch(rec: SessionRecord, now: float, policy: SessionPolicy) -> bool:
     return now - rec.last_seen_at >= policy.touch_interval_seconds
 
 
+def first_use(rec: SessionRecord) -> bool:
+    """Whether this request is the first to use the session (one write per session records it)."""
+    return rec.used_at is None
+
+
+def end_if_unused(conn, session_id: int, now: float, reason: str) -> bool:
+    """End ``session_id`` inside the caller's transaction, but only if no request has used it yet;
+    True if so. Its first use (:meth:`SessionStore.authenticate`) is a write that waits for, and
+    then loses to, this one: a session is never both ended as unused and used. The caller moves the
+    revocation epoch after its commit."""
+    return conn.execute(sessions.update().where(sessions.c.id == session_id, sessions.c.used_at.is_(None)).values(
+        revoked_at=sa.func.coalesce(sessions.c.revoked_at, now),
+        revoke_reason=sa.func.coalesce(sessions.c.revoke_reason, reason))).rowcount == 1
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(32)
 
@@ -74,7 +90,7 @@ def token_digest(token: str) -> bytes:
 _SELECT = sa.select(
     sessions.c.id, sessions.c.user_id, users.c.username_key.label("username"), users.c.disabled, sessions.c.created_at,
     sessions.c.last_seen_at, sessions.c.expires_at, sessions.c.remembered, sessions.c.client_ip,
-    sessions.c.user_agent, sessions.c.revoked_at,
+    sessions.c.user_agent, sessions.c.revoked_at, sessions.c.used_at,
 ).select_from(sessions.join(users, users.c.id == sessions.c.user_id))
 _BY_DIGEST = _SELECT.where(sessions.c.token_hash == sa.bindparam("digest"))
 # Built once (login runs them every time): SQLAlchemy then only looks up its compiled form.
@@ -158,22 +174,40 @@ class SessionStore:
         now = self.clock()
         verdict = session_verdict(rec, now, self.policy)
         if verdict == LIVE:
-            touched = needs_touch(rec, now, self.policy)
-            if touched:
+            first = first_use(rec)
+            touched = first or needs_touch(rec, now, self.policy)
+            if first:
+                # Conditional: a session ended as unused meanwhile (authsvc.remember) stays unused.
+                with self.engine.begin() as conn:
+                    won = conn.execute(sessions.update().where(
+                        sessions.c.id == rec.id, sessions.c.used_at.is_(None), sessions.c.revoked_at.is_(None),
+                    ).values(last_seen_at=now, used_at=now)).rowcount
+                if not won:  # ended, or first used by another request, since our read: judge afresh
+                    rec = self._load(digest)
+                    verdict = session_verdict(rec, now, self.policy)
+                    if verdict != LIVE:
+                        return rec, verdict
+                    touched = False
+            elif touched:
                 with self.engine.begin() as conn:
                     conn.execute(sessions.update().where(sessions.c.id == rec.id).values(last_seen_at=now))
             if cache is not None:
-                cache.put(digest, replace(rec, last_seen_at=now) if touched else rec, mark)
+                cache.put(digest, replace(rec, last_seen_at=now, used_at=rec.used_at or now) if touched else rec,
+                          mark)
         return rec, verdict
 
-    def revoke(self, session_id: int, reason: str, user_id: int | None = None) -> bool:
-        """End one session (of ``user_id``, when given). True if it was live."""
+    def revoke(self, session_id: int, reason: str, user_id: int | None = None, *, presented: bool = False) -> bool:
+        """End one session (of ``user_id``, when given). True if it was live. ``presented``: the
+        request ending it carried its cookie, which counts as a use (see :func:`first_use`)."""
         cond = [sessions.c.id == session_id, sessions.c.revoked_at.is_(None)]
         if user_id is not None:
             cond.append(sessions.c.user_id == user_id)
+        now = self.clock()
+        values = {"revoked_at": now, "revoke_reason": reason}
+        if presented:
+            values["used_at"] = sa.func.coalesce(sessions.c.used_at, now)
         with self.engine.begin() as conn:
-            done = conn.execute(sessions.update().where(*cond).values(
-                revoked_at=self.clock(), revoke_reason=reason)).rowcount
+            done = conn.execute(sessions.update().where(*cond).values(**values)).rowcount
         self._ended(done)
         return bool(done)
 
@@ -197,11 +231,17 @@ class SessionStore:
         return [r for r in recs if session_verdict(r, now, self.policy) == LIVE]
 
     def purge(self) -> int:
-        """Delete records that ended more than ``purge_after_seconds`` ago."""
-        cutoff = self.clock() - self.policy.purge_after_seconds
+        """Delete records that ended more than ``purge_after_seconds`` ago, except one an unused,
+        unexpired remember token started: whether that session was ever used is what tells a lost
+        response from theft when the token's predecessor comes back (authsvc.remember)."""
+        now = self.clock()
+        cutoff = now - self.policy.purge_after_seconds
+        evidence = sa.exists().where(
+            remember_tokens.c.session_id == sessions.c.id, remember_tokens.c.rotated_at.is_(None),
+            remember_tokens.c.revoked_at.is_(None), remember_tokens.c.expires_at > now)
         with self.engine.begin() as conn:
             return conn.execute(sessions.delete().where(sa.or_(
                 sessions.c.expires_at < cutoff,
                 sa.and_(sessions.c.revoked_at.is_not(None), sessions.c.revoked_at < cutoff),
                 sessions.c.last_seen_at < cutoff - self.policy.idle_timeout_seconds,
-            ))).rowcount
+            ), ~evidence)).rowcount

@@ -17,7 +17,7 @@ from authsvc.auth import services
 from authsvc.errors import respond
 from authsvc.forms import field
 from authsvc.passwords import normalize_password, password_problems
-from authsvc.views.login import delete_cookie, restore_from_remember
+from authsvc.views.login import delete_cookie, page_session
 
 bp = Blueprint("account", __name__)
 
@@ -32,9 +32,10 @@ def _page(status: int = 200, *, errors: list[str] | None = None, notice: str | N
 
 @bp.get("/")
 def home():
-    if current_user.is_authenticated:
+    state = page_session()
+    if state == "signed_in":
         return _page()
-    if restore_from_remember():
+    if state == "restored":
         return redirect(url_for("account.home"), 303)
     return redirect(url_for("login.login_form"), 303)
 

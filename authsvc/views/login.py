@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 from flask import Blueprint, after_this_request, g, redirect, render_template, request, session, url_for
-from flask_login import current_user
+from flask_login import current_user, logout_user
 
 from authsvc.auth import services, start_session
 from authsvc.crosssite import expire_planted_copies
@@ -75,7 +75,7 @@ def restore_from_remember() -> bool:
         return False
     consumed, new_cookie = svc.remember.consume(cookie, request.remote_addr or "",
                                                 request.headers.get("User-Agent", ""))
-    if consumed.outcome == "ok":
+    if consumed.outcome in ("ok", "lost"):
         account = svc.accounts.by_id(consumed.user_id)
         # The restored session ends no later than the remember token: remembering never
         # extends past remember_lifetime_days (ASVS 7.3.2).
@@ -87,31 +87,80 @@ def restore_from_remember() -> bool:
         def _rotate(response):
             set_cookie(response, name, new_cookie, max_age)
             return response
-        svc.audit.emit("remember_rotated", outcome="success")
+        if consumed.outcome == "lost":
+            _successor_unused(consumed, restored=True)
+        else:
+            svc.audit.emit("remember_rotated", outcome="success")
         return True
     if consumed.outcome == "replay":
-        g.audit_user_id = consumed.user_id
-        sessions_ended = svc.sessions.revoke_all(consumed.user_id, "remember_replay")
-        svc.remember.revoke_all(consumed.user_id)
-        svc.audit.emit("remember_replay_detected", outcome="revoked_all", sessions_revoked=sessions_ended)
+        _replay_detected(consumed.user_id)
     else:
         svc.audit.emit("remember_rejected", reason=consumed.outcome)
     if consumed.outcome == "race":
         # Another tab of this browser just rotated the cookie; its response carries the new one,
         # which clearing here could overwrite.
         return False
+    _clear_remember_cookie()
+    return False
 
+
+def _clear_remember_cookie() -> None:
     @after_this_request
     def _clear(response):
-        delete_cookie(response, name)
+        delete_cookie(response, services().cookies.remember)
         return response
-    return False
+
+
+def _replay_detected(user_id: int) -> None:
+    """A rotated remember token came back after its successor was used: one of the two browsers
+    stole it. Every session and remember token of the user ends, the thief's with the owner's."""
+    svc = services()
+    g.audit_user_id = user_id
+    sessions_ended = svc.sessions.revoke_all(user_id, "remember_replay")
+    svc.remember.revoke_all(user_id, reason="remember_replay")
+    svc.audit.emit("remember_replay_detected", outcome="revoked_all", sessions_revoked=sessions_ended)
+
+
+def _successor_unused(consumed, *, restored: bool) -> None:
+    g.audit_user_id = consumed.user_id
+    services().audit.emit("remember_successor_unused", restored=restored,
+                          sessions_revoked=int(consumed.ended_session_id is not None))
+
+
+def judge_remember_cookie() -> str | None:
+    """Judge the remember cookie of a request that restores nothing with it (a signed-in page
+    load, POST /login, POST /logout): a rotated token presented again is theft wherever it comes
+    back (finding: a thief's chain outlived the owner's logout). Returns the outcome, or None
+    without a cookie. Call it before anything that starts a session: theft ends all of them."""
+    svc = services()
+    cookie = request.cookies.get(svc.cookies.remember)
+    if not cookie:
+        return None
+    seen = svc.remember.examine(cookie)
+    if seen.outcome == "replay":
+        _replay_detected(seen.user_id)
+    elif seen.outcome == "lost" and seen.discarded:
+        _successor_unused(seen, restored=False)
+    return seen.outcome
+
+
+def page_session() -> str:
+    """Where a page load (GET /login, GET /) stands: ``"signed_in"``, ``"restored"`` (a session
+    started from the remember cookie) or ``"anonymous"``. A signed-in browser's remember cookie is
+    judged too; if it gives a theft away, this session has ended with the others."""
+    if current_user.is_authenticated:
+        if judge_remember_cookie() != "replay":
+            return "signed_in"
+        logout_user()
+        _clear_remember_cookie()
+        return "anonymous"
+    return "restored" if restore_from_remember() else "anonymous"
 
 
 @bp.get("/login")
 def login_form():
     decision = next_decision(_raw_next())
-    if current_user.is_authenticated or restore_from_remember():
+    if page_session() != "anonymous":
         response = redirect(decision.target, 303)
         expire_planted_copies(response, decision.target)
         return response
@@ -122,6 +171,7 @@ def login_form():
 def login_post():
     svc = services()
     decision = next_decision(_raw_next())
+    judge_remember_cookie()  # before the new session starts: theft revokes every session of the user
     limits = svc.policy
     username = field("username", limits.limits.username_max_length * 4)
     password = field("password", limits.passwords.max_length * 4)
@@ -162,7 +212,7 @@ def login_post():
         set_cookie(response, svc.cookies.device, svc.devices.issue(key, device_id),
                    svc.policy.throttle.device_cookie_lifetime_days * 86400)
     if request.cookies.get(svc.cookies.remember):  # replaced or declined: end it, don't orphan it
-        svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember))
+        svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember), "login")
         if not remember:
             delete_cookie(response, svc.cookies.remember)
     if remember:
@@ -187,10 +237,12 @@ def end_throttle_attempt(_exc):
 @bp.post("/logout")
 def logout():
     svc = services()
-    if current_user.is_authenticated:
+    signed_in = current_user.is_authenticated  # loaded first: theft detection may end this session too
+    judge_remember_cookie()
+    if signed_in:
         svc.sessions.revoke(current_user.session_id, "logout")
         svc.audit.emit("logout", session_id=current_user.session_id)
-    svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember))
+    svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember), "logout")
     session.clear()
     response = redirect(url_for("login.login_form"), 303)
     delete_cookie(response, svc.cookies.remember)  # the session cookie is deleted by Flask (emptied)

@@ -138,6 +138,9 @@ def test_upgrade_from_the_previous_release_keeps_accounts_sessions_and_remember_
     old = seed_previous_release(engine, clock)
     db.upgrade(engine)  # what `authsvc db upgrade` does
     assert db.current_revision(engine) == db.head_revision()
+    with engine.connect() as conn:  # 0004: a session from before counts as used (nothing is known of it)
+        assert conn.execute(sa.select(models.sessions.c.used_at, models.sessions.c.last_seen_at).where(
+            models.sessions.c.id == old["session_id"])).one() == (clock() - 60, clock() - 60)
 
     app = build_app(tmp_path, clock, AUTHSVC_DATABASE_URL=database)
     svc = app.extensions["authsvc"]
@@ -164,6 +167,7 @@ def test_upgrade_from_the_previous_release_keeps_accounts_sessions_and_remember_
             rows = conn.execute(sa.select(models.remember_tokens).order_by(models.remember_tokens.c.id)).all()
         assert rows[0].selector == old["selector"] and rows[0].rotated_at is not None and rows[0].session_id is None
         assert len(rows) == 2 and rows[1].session_id is not None and rows[1].expires_at == rows[0].expires_at
+        assert rows[0].successor_id == rows[1].id  # the link 0004 added
         # Device cookies of the old release are not registered (0003's table starts empty): the
         # browser that signed in above is now the account's one known device.
         assert svc.known_devices.count(account.id) == 1

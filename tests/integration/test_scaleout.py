@@ -10,15 +10,20 @@ The threats: an attacker who alternates instances to multiply his guesses (per-c
 per-account back-off, known-device counters); a revocation (logout, password change,
 ``authsvc sessions revoke``) that one instance made and another, with its verify cache, ignores for
 longer than the policy's bound of one second; two instances racing to rotate one remember-me cookie
-(exactly one may win, and the loser must not be taken for a thief); two administrators creating the
-same account at once.
+(exactly one may win, and the loser must not be taken for a thief); a remember-me cookie stolen and
+used through one instance while its owner, signed in, signs out through the other; a restore whose
+response is lost on a dropped connection and retried elsewhere (not theft), also by two tabs at once;
+two administrators creating the same account at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -63,7 +68,7 @@ pytestmark = pytest.mark.integration
 POLICY = load_policy(TEST_POLICY)
 # The spec's bound: a revocation reaches every instance within one second, cache or no cache.
 REVOCATION_BOUND_SECONDS = 1.0
-USERS = ("pat", "dex", "lou", "pam", "rev", "vic", "rem", "sam", "lb")
+USERS = ("pat", "dex", "lou", "pam", "rev", "vic", "rem", "sam", "lb", "thf", "lor", "two")
 LOADBALANCER = ROOT / "deploy" / "nginx" / "loadbalancer.conf"
 
 
@@ -305,7 +310,142 @@ def test_concurrent_remember_rotation_on_both_instances_has_exactly_one_winner(d
     assert live == 1 + rounds
     assert [elsewhere.verify(i) for i in deployment.both] == [200, 200], "mass revocation after a race"
     for instance in deployment.both:
-        assert "remember_replay_detected" not in instance.log_text()
+        assert "remember_replay_detected" not in [line for line in instance.log_text().splitlines()
+                                                  if f'"user_id":{user_id}' in line]
+
+
+def user_tokens(deployment, user_id: int):
+    with deployment.svc().engine.connect() as conn:
+        return conn.execute(sa.select(remember_tokens).where(remember_tokens.c.user_id == user_id)
+                            .order_by(remember_tokens.c.id)).all()
+
+
+def a_minute_passes_for(deployment, user_id: int) -> None:
+    """Move the user's recorded rotations a minute back: the next reuse comes well after the grace,
+    without the test sleeping through it."""
+    with deployment.svc().engine.begin() as conn:
+        conn.execute(remember_tokens.update().where(remember_tokens.c.user_id == user_id,
+                                                    remember_tokens.c.rotated_at.is_not(None))
+                     .values(rotated_at=remember_tokens.c.rotated_at - 60))
+
+
+def load_and_drop_the_connection(b: Browser, instance, path: str = "/login") -> None:
+    """The browser sends its request, then the connection drops before any answer is read: the
+    server acts on the request, but the browser never sees the response (nor its cookies)."""
+    cookies = "; ".join(f"{k}={v}" for k, v in b.cookies.items())
+    request = (f"GET {path} HTTP/1.1\r\nHost: {AUTH_HOST}\r\nX-Forwarded-For: {b.ip}\r\n"
+               f"X-Forwarded-Proto: https\r\nUser-Agent: {b.ua}\r\nCookie: {cookies}\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", instance.port), timeout=30) as conn:
+        conn.sendall(request.encode())
+
+
+def wait_until(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_thief_using_a_remember_cookie_through_one_instance_is_caught_when_the_owner_signs_out_on_the_other(
+        deployment):
+    """Finding 4 across instances: the thief restores from the owner's cookie through instance 2
+    and uses the session at an app (both instances' caches warm); the owner, still signed in,
+    signs out through instance 1 presenting the rotated-away cookie. That logout is the replay:
+    within the revocation bound the thief is refused everywhere and his chain restores nothing."""
+    svc = deployment.svc()
+    owner = Browser("198.51.100.130")
+    assert owner.login(deployment.one, "thf", remember=True).status_code == 303
+    name = next(k for k in owner.cookies if k.endswith("authsvc_remember"))
+    thief = Browser("203.0.113.130", "curl/8.0")
+    thief.cookies = {name: owner.cookies[name]}
+    assert thief.get(deployment.two, "/login").status_code == 303
+    warm(deployment, thief)
+    thief_chain = thief.only("authsvc_remember")
+    a_minute_passes_for(deployment, deployment.user_id("thf"))
+    remember = owner.cookies.pop(name)  # the form's token from the account page, without the cookie
+    token = owner.csrf(deployment.one, "/")
+    owner.cookies[name] = remember
+    assert owner.post(deployment.one, "/logout", data={"csrf_token": token}).status_code == 303
+    accepted_for = parallel(
+        lambda: seconds_until_refused(lambda: thief.verify(deployment.two), bound=REVOCATION_BOUND_SECONDS),
+        lambda: seconds_until_refused(lambda: thief.verify(deployment.one), bound=REVOCATION_BOUND_SECONDS))
+    assert max(accepted_for) <= REVOCATION_BOUND_SECONDS, \
+        f"the thief's session was still accepted {accepted_for} s after the owner's logout gave him away"
+    assert [thief_chain.get(i, "/login").status_code for i in deployment.both] == [200, 200]
+    assert all(t.revoked_at is not None for t in user_tokens(deployment, deployment.user_id("thf")))
+    assert "remember_replay_detected" in deployment.one.log_text()
+    assert svc.sessions.list_live(deployment.user_id("thf")) == []
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_restore_whose_response_is_lost_on_a_dropped_connection_is_retried_on_the_other_instance(deployment):
+    """Finding 5 against the real servers: the connection drops while instance 1 restores from the
+    remember cookie, so the browser keeps the old cookie and gets no session. Its retry a minute
+    later, through instance 2, is restored; the unused successor and its session are ended; the
+    user's other browser is not signed out and nothing is taken for theft."""
+    svc = deployment.svc()
+    user_id = deployment.user_id("lor")
+    elsewhere = logged_in_on(deployment.one, "lor", "198.51.100.140")
+    ip, ua = "198.51.100.141", "Mozilla/5.0 LostResponse/1"
+    value, _ = svc.remember.issue(user_id, ip, ua)
+    b = Browser(ip, ua)
+    b.cookies = {svc.cookies.remember: value}
+    load_and_drop_the_connection(b, deployment.one)
+    wait_until(lambda: len(user_tokens(deployment, user_id)) == 2, "the rotation on instance 1")
+    lost_successor = user_tokens(deployment, user_id)[1]
+    a_minute_passes_for(deployment, user_id)
+    assert b.cookies == {svc.cookies.remember: value}
+    r = b.get(deployment.two, "/login")
+    assert r.status_code == 303, "the retry of a lost response was refused"
+    assert [b.verify(i) for i in deployment.both] == [200, 200]
+    assert [elsewhere.verify(i) for i in deployment.both] == [200, 200], "a lost response signed the user out"
+    ended = next(t for t in user_tokens(deployment, user_id) if t.id == lost_successor.id)
+    assert ended.revoke_reason == "unused_successor"
+    with svc.engine.connect() as conn:
+        reason = conn.execute(sa.select(sessions_table.c.revoke_reason).where(
+            sessions_table.c.id == ended.session_id)).scalar_one()
+    assert reason == "remember_unused"
+    assert any("remember_successor_unused" in line and f'"user_id":{user_id}' in line
+               for line in deployment.two.log_text().splitlines())
+    for instance in deployment.both:
+        assert "remember_replay_detected" not in [line for line in instance.log_text().splitlines()
+                                                  if f'"user_id":{user_id}' in line]
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_two_tabs_retrying_a_lost_response_through_both_instances_at_once_restore_exactly_one(deployment):
+    """Both tabs of the browser retry the lost response at the same moment, one through each
+    instance: exactly one is restored, the other is a race (cookie kept), nobody is signed out."""
+    svc = deployment.svc()
+    user_id = deployment.user_id("two")
+    elsewhere = logged_in_on(deployment.one, "two", "198.51.100.150")
+    for round_ in range(4):
+        ip, ua = f"198.51.100.{151 + round_}", f"Mozilla/5.0 LostTwice/{round_}"
+        value, _ = svc.remember.issue(user_id, ip, ua)
+        lost = Browser(ip, ua)
+        lost.cookies = {svc.cookies.remember: value}
+        assert lost.get(deployment.one, "/login").status_code == 303  # ... and its answer is thrown away
+        a_minute_passes_for(deployment, user_id)
+        tabs = [Browser(ip, ua), Browser(ip, ua)]
+        for tab in tabs:
+            tab.cookies = {svc.cookies.remember: value}
+        gate = threading.Barrier(2, timeout=30)
+
+        def retry(tab, instance, gate=gate):
+            gate.wait()
+            return tab.get(instance, "/login").status_code
+        statuses = parallel(partial(retry, tabs[0], deployment.one), partial(retry, tabs[1], deployment.two))
+        assert sorted(statuses) == [200, 303], f"round {round_}: {statuses}"
+        loser = tabs[0] if statuses[0] == 200 else tabs[1]
+        assert loser.cookies.get(svc.cookies.remember) == value, "the racing tab's cookie was cleared"
+        assert [elsewhere.verify(i) for i in deployment.both] == [200, 200], f"round {round_}: signed out"
+    tokens = user_tokens(deployment, user_id)
+    assert len(tokens) == 4 * 3, "a retry issued more (or fewer) than one new successor"
+    assert sum(t.revoke_reason == "unused_successor" for t in tokens) == 4
+    for instance in deployment.both:
+        assert "remember_replay_detected" not in [line for line in instance.log_text().splitlines()
+                                                  if f'"user_id":{user_id}' in line]
 
 
 @pytest.mark.asvs("V7.2.4")
@@ -362,8 +502,18 @@ def test_creating_the_same_user_from_two_places_at_once_makes_one_account(deploy
 
 # --- the load balancer as shipped ------------------------------------------------------------------------
 
-def _requests_count(instance, line: str) -> int:
-    return instance.log_text().count(line)
+def _requests_count(instance, method: str, path: str) -> int:
+    """How many access lines (JSON, authsvc.access_log) of this instance are for ``method path``."""
+    count = 0
+    for line in instance.log_text().splitlines():
+        if '"path":' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        count += entry.get("method") == method and entry.get("path") == path
+    return count
 
 
 @pytest.mark.asvs("V7.6.1")
@@ -399,8 +549,8 @@ def test_nginx_load_balancer_config_spreads_requests_and_survives_losing_an_inst
         def get(url):
             return s.get(url, allow_redirects=False, timeout=30)
 
-        posts_before = sum(_requests_count(i, '"POST /login"') for i in deployment.both)
-        verifies_before = [_requests_count(i, '"GET /auth/verify"') for i in deployment.both]
+        posts_before = sum(_requests_count(i, "POST", "/login") for i in deployment.both)
+        verifies_before = [_requests_count(i, "GET", "/auth/verify") for i in deployment.both]
         page = get(f"{auth}/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
         signed_in = s.post(f"{auth}/login", data={"csrf_token": token, "username": "lb", "password": PASSWORD},
@@ -409,8 +559,8 @@ def test_nginx_load_balancer_config_spreads_requests_and_survives_losing_an_inst
         for _ in range(8):
             r = get(f"{app}{APP_PREFIX}/page")
             assert r.status_code == 200 and r.json()["user"] == ["lb"], (r.status_code, r.text[:200])
-        assert sum(_requests_count(i, '"POST /login"') for i in deployment.both) == posts_before + 1
-        verifies = [_requests_count(i, '"GET /auth/verify"') - before
+        assert sum(_requests_count(i, "POST", "/login") for i in deployment.both) == posts_before + 1
+        verifies = [_requests_count(i, "GET", "/auth/verify") - before
                     for i, before in zip(deployment.both, verifies_before)]
         assert all(n > 0 for n in verifies), f"verify requests per instance: {verifies}: not balanced"
 

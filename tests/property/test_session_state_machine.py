@@ -1,8 +1,12 @@
 """Sessions and remember-me as a state machine: random interleavings of logins, verifies, logouts,
 password changes, admin revocation, ended sessions, clock jumps, cookie theft and replay.
 
-A small model tracks which server-side sessions are live and what each remember token may still do;
-the real service (HTTP interface, real database, the test clock) must agree with it at every step.
+A small model tracks which server-side sessions are live (and whether any request used them) and
+what each remember token may still do (which token it was rotated into, why it was revoked); the
+real service (HTTP interface, real database, the test clock) must agree with it at every step.
+A rotated token presented again is judged by the rules of authsvc.remember: a tab race within the
+grace, a lost response when nothing the rotation gave was ever used, theft otherwise, wherever it is
+presented (a page that restores, a signed-in page, logout).
 The invariant is the security property itself: /auth/verify answers 200 exactly when the cookie
 presented is backed by a live, unexpired, unrevoked session, and never again for a cookie that a
 logout, password change, revocation, timeout, strong-protection failure or detected replay ended.
@@ -81,6 +85,7 @@ class Sess:
     expires: float
     revoked: bool = False
     token: str | None = None  # the real token, once the response has shown it
+    used: bool = False        # a request after the one that started it presented it
 
 
 @dataclass(eq=False)
@@ -93,6 +98,9 @@ class Token:
     rotated_at: float | None = None
     revoked: bool = False
     selector: str | None = None
+    successor: Token | None = None  # what it was rotated into
+    ended_unused: bool = False      # revoked as a successor that never reached its browser
+    revoked_at: float | None = None
 
 
 @dataclass(eq=False)
@@ -148,18 +156,20 @@ class SessionMachine(RuleBasedStateMachine):
             return False
         if s.binding != (b.ip, b.ua):
             event("strong protection: binding changed")
-            s.revoked = True  # a changed address or agent ends the server-side session itself
+            if not s.revoked:  # a changed address or agent ends the server-side session itself
+                s.revoked, s.used = True, True
             return False
         if not self._live(s):
             return False
-        if self.clock() - s.last_seen >= self.touch:
+        if not s.used or self.clock() - s.last_seen >= self.touch:
             s.last_seen = self.clock()
+        s.used = True
         return True
 
     def _new_session(self, b: Browser, user: str, not_after: float | None = None) -> Sess:
         now = self.clock()
-        if b.session is not None:  # the browser's previous session is ended, not just forgotten
-            b.session.revoked = True
+        if b.session is not None and not b.session.revoked:  # ended, not just forgotten (and presented)
+            b.session.revoked, b.session.used = True, True
         expires = now + self.absolute if not_after is None else min(now + self.absolute, not_after)
         s = Sess(user, (b.ip, b.ua), now, now, expires)
         self.sessions.append(s)
@@ -169,41 +179,90 @@ class SessionMachine(RuleBasedStateMachine):
         b.session = s
         return s
 
+    def _revoke_token(self, t: Token, *, unused: bool = False) -> None:
+        if not t.revoked:
+            t.revoked, t.revoked_at, t.ended_unused = True, self.clock(), unused
+
     def _revoke_user(self, user: str, *, except_session: Sess | None = None) -> None:
         for s in self.sessions:
             if s.user == user and s is not except_session:
                 s.revoked = True
         for t in self.tokens:
             if t.user == user:
-                t.revoked = True
+                self._revoke_token(t)
+
+    def _judge(self, t: Token) -> str:
+        """What presenting ``t`` means, by the rules as the model states them: "ok", "revoked",
+        "race", "lost", "replay" or "expired"."""
+        now = self.clock()
+        if t.revoked:
+            if t.ended_unused:  # it reached a browser after all: its predecessor was a copy
+                return "race" if now - t.revoked_at <= self.grace else "replay"
+            return "revoked"
+        if t.rotated_at is not None:
+            if now - t.rotated_at <= self.grace:
+                return "race"
+            nxt = t.successor
+            delivered = nxt.rotated_at is not None or (nxt.revoked and not nxt.ended_unused) or nxt.session.used
+            if delivered:
+                return "replay"
+        if now >= t.expires:
+            return "expired"
+        return "ok" if t.rotated_at is None else "lost"
+
+    def _end_unused_successor(self, t: Token) -> None:
+        nxt = t.successor
+        if not nxt.revoked:
+            self._revoke_token(nxt, unused=True)
+            nxt.session.revoked = True
+
+    def _replay(self, b: Browser, t: Token) -> None:
+        event("remember: replay detected")
+        self._revoke_user(t.user)  # theft
+        b.remember = None
+
+    def _examine(self, b: Browser) -> str | None:
+        """The remember cookie judged where it restores nothing (a signed-in page, logout)."""
+        t = b.remember
+        if t is None:
+            return None
+        verdict = self._judge(t)
+        if verdict == "replay":
+            self._replay(b, t)
+        elif verdict == "lost":
+            event("remember: unused successor ended")
+            self._end_unused_successor(t)
+        return verdict
 
     def _visit(self, b: Browser) -> str:
         """GET /login or GET /: "authed", "restored" (remember cookie rotated) or "anonymous"."""
         if self._authenticate(b):
+            if self._examine(b) == "replay":
+                return "anonymous"  # this session ended with the others
             return "authed"
         t = b.remember
         if t is None:
             return "anonymous"
-        now = self.clock()
-        if t.revoked:
+        verdict = self._judge(t)
+        if verdict == "race":
+            event("remember: reuse within grace")
+            return "anonymous"  # two tabs racing: refused, nothing revoked, cookie kept
+        if verdict == "replay":
+            self._replay(b, t)
+            return "anonymous"
+        if verdict in ("revoked", "expired"):
+            event(f"remember: {verdict}")
             b.remember = None
             return "anonymous"
-        if t.rotated_at is not None:
-            if now - t.rotated_at <= self.grace:
-                event("remember: reuse within grace")
-                return "anonymous"  # two tabs racing: refused, nothing revoked, cookie kept
-            event("remember: replay detected")
-            self._revoke_user(t.user)  # replay: theft
-            b.remember = None
-            return "anonymous"
-        if now >= t.expires:
-            event("remember: expired")
-            b.remember = None
-            return "anonymous"
-        event("remember: restored")
-        t.rotated_at = now
+        if verdict == "lost":
+            event("remember: lost response, restored")
+            self._end_unused_successor(t)
+        else:
+            event("remember: restored")
+        t.rotated_at = self.clock()
         s = self._new_session(b, t.user, not_after=t.expires)
         b.remember = Token(t.user, t.expires, s)
+        t.successor = b.remember
         self.tokens.append(b.remember)
         return "restored"
 
@@ -306,6 +365,19 @@ class SessionMachine(RuleBasedStateMachine):
         else:
             self._page(b, where)
 
+    @rule(b=browsers, wait=st.sampled_from([0, 3, 6, 3601]))
+    def lose_response(self, b, wait):
+        """The browser loads the login page, but the answer (and any cookie it sets) never
+        arrives; ``wait`` later it tries again."""
+        lost = Browser(self._new_client(b.ip, b.ua), b.ip, b.ua, b.session, b.remember)
+        for name in (self.svc.cookies.session, self.svc.cookies.remember):
+            value = cookie_value(b.client, name)
+            if value is not None:
+                lost.client.set_cookie(name, value, domain=HOST)
+        self._page(lost, "/login")  # b keeps its cookies: its session (if any, now maybe replaced) and token
+        self.clock.advance(wait)
+        self._page(b, "/login")
+
     @rule(t=thieves, wait=st.sampled_from([0, 3, 6, 3601]))
     def replay(self, t, wait):
         """The thief waits, then uses the stolen cookies on the login page (where remember-me acts)."""
@@ -341,10 +413,13 @@ class SessionMachine(RuleBasedStateMachine):
             self._end_session(b, token, pick)
 
     def _logout(self, b: Browser, token: str) -> None:
-        if self._authenticate(b):
+        signed_in = self._authenticate(b)
+        t = b.remember
+        self._examine(b)  # a rotated cookie given back at logout is judged like anywhere else
+        if signed_in:
             b.session.revoked = True
-        if b.remember is not None:
-            b.remember.revoked = True  # even a rotated one: it is this browser's to end
+        if t is not None:
+            self._revoke_token(t)  # even a rotated one: it is this browser's to end
         b.session, b.remember = None, None
         r = b.client.post("/logout", data={"csrf_token": token})
         assert r.status_code == 303
@@ -371,7 +446,7 @@ class SessionMachine(RuleBasedStateMachine):
         target.revoked = True
         for t in self.tokens:
             if t.session is target and t.rotated_at is None:
-                t.revoked = True  # the unused remember token that would bring it back
+                self._revoke_token(t)  # the unused remember token that would bring it back
         if target is b.session:
             b.session, b.remember = None, None
 
@@ -443,6 +518,7 @@ class SessionMachine(RuleBasedStateMachine):
             live = session_verdict(rec, now, self.svc.policy.sessions) == LIVE
             assert live == self._live(s), (s, now)
             assert (rec.revoked_at is not None) == s.revoked, (s, rec.revoke_reason)
+            assert (rec.used_at is not None) == s.used, (s, rec.revoke_reason)
             if not live:
                 self.ended.add(s.token)
         with self.svc.engine.connect() as conn:
@@ -452,6 +528,7 @@ class SessionMachine(RuleBasedStateMachine):
                 continue
             row = rows[t.selector]
             assert (row.revoked_at is not None) == t.revoked, t
+            assert (row.revoke_reason == "unused_successor") == t.ended_unused, (t, row.revoke_reason)
             assert (row.rotated_at is not None) == (t.rotated_at is not None), t
             assert row.expires_at == t.expires  # rotation never extends a remember token
 

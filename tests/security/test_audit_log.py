@@ -149,6 +149,14 @@ def test_no_password_token_cookie_or_key_reaches_the_log_across_every_event_type
     r.set_cookie(svc.cookies.remember, first_remember, domain=HOST)
     assert r.get("/").status_code == 303                                 # remember_rotated
     found.take(app, r)
+    r.delete_cookie(svc.cookies.session, domain=HOST)                     # the browser restarts ...
+    lost = new_client(app)                                               # ... and that answer never arrives
+    lost.set_cookie(svc.cookies.remember, cookie_value(r, svc.cookies.remember), domain=HOST)
+    assert lost.get("/").status_code == 303
+    clock.advance(60)
+    assert r.get("/").status_code == 303                                 # remember_successor_unused
+    found.take(app, r)
+    assert r.get("/").status_code == 200                                 # the restored session in use
     clock.advance(60)
     thief = new_client(app)
     thief.set_cookie(svc.cookies.remember, first_remember, domain=HOST)
@@ -203,7 +211,7 @@ def test_no_password_token_cookie_or_key_reaches_the_log_across_every_event_type
     log = captured.out + captured.err
     seen = {e["event"] for e in events(captured.out)}
     assert seen >= {"login_failure", "login_success", "redirect_rejected", "remember_rotated",
-                    "remember_replay_detected", "remember_rejected", "session_revoked", "password_change_failed",
+                    "remember_replay_detected", "remember_successor_unused", "remember_rejected", "session_revoked", "password_change_failed",
                     "password_changed", "csrf_failed", "logout", "metrics_denied", "login_throttled",
                     "account_locked_out", "device_locked_out", "user_created", "account_disabled",
                     "account_enabled", "account_unlocked", "config_refused"}, "the capture missed events"

@@ -275,6 +275,63 @@ def test_rotated_token_presented_after_the_grace_window_is_replay(svc, clock, us
     assert svc.remember.consume(cookie, IP, UA)[0].outcome == "replay"
 
 
+def restored_and_lost(svc, clock, user):
+    """A token rotated into a successor with its session (as a restore does), whose answer never
+    reached the browser; a minute later. Returns the old cookie and the successor's session token."""
+    cookie = issued(svc, user)
+    consumed, successor = svc.remember.consume(cookie, IP, UA)
+    assert consumed.outcome == "ok"
+    token, session_id = svc.sessions.create(user.id, IP, UA, remembered=True, not_after=consumed.expires_at)
+    svc.remember.attach(successor, session_id)
+    clock.advance(60)
+    return cookie, token
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_lost_response_retried_by_two_instances_at_once_restores_exactly_once(svc, clock, user, other_instance):
+    """Two instances both read the rotated token and its unused successor before either writes:
+    the claim on the rotated token (WHERE its rotation and successor are still the ones read)
+    lets one restore; the other is a race, and only one new successor exists."""
+    cookie, _ = restored_and_lost(svc, clock, user)
+    from authsvc.remember import RememberStore
+    theirs = RememberStore(other_instance.engine, svc.policy.sessions, svc.clock, svc.remember.serializer)
+    gate = threading.Barrier(2, timeout=30)
+    with statements(svc.engine, "UPDATE REMEMBER_TOKENS SET ROTATED_AT", gate.wait), \
+            statements(other_instance.engine, "UPDATE REMEMBER_TOKENS SET ROTATED_AT", gate.wait):
+        results = race(lambda: svc.remember.consume(cookie, IP, UA), lambda: theirs.consume(cookie, IP, UA))
+    assert outcomes(results) == ["lost", "race"], results
+    with svc.engine.connect() as conn:
+        rows = conn.execute(sa.select(remember_tokens).order_by(remember_tokens.c.id)).all()
+    assert len(rows) == 3, "the retry issued more (or fewer) than one new successor"
+    assert [r.revoke_reason for r in rows] == [None, "unused_successor", None]
+    assert rows[0].successor_id == rows[2].id
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_first_use_of_the_successor_session_and_its_ending_as_unused_cannot_both_win(svc, clock, user,
+                                                                                      other_instance):
+    """One instance's verify makes the successor session's first use while another instance takes
+    the old cookie for a lost response; both have read the session as unused. The two conditional
+    writes on the session row decide: used (the retry is theft, rolled back) or ended (the use is
+    refused). Never a used session ended as unused, nor an ended one used."""
+    cookie, token = restored_and_lost(svc, clock, user)
+    gate = threading.Barrier(2, timeout=30)
+    with statements(svc.engine, "UPDATE REMEMBER_TOKENS SET ROTATED_AT", gate.wait), \
+            statements(other_instance.engine, "UPDATE SESSIONS SET LAST_SEEN_AT", gate.wait):
+        retry, use = race(lambda: svc.remember.consume(cookie, IP, UA),
+                          lambda: other_instance.sessions.authenticate(token))
+    assert not isinstance(retry, Exception) and not isinstance(use, Exception), (retry, use)
+    with svc.engine.connect() as conn:
+        row = conn.execute(sa.select(sessions_table).where(sessions_table.c.token_hash == hashlib.sha256(
+            token.encode()).digest())).one()
+    if use[1] == LIVE:
+        assert retry[0].outcome == "replay"
+        assert row.used_at is not None and row.revoked_at is None
+    else:
+        assert use[1] == "revoked" and retry[0].outcome == "lost"
+        assert row.used_at is None and row.revoke_reason == "remember_unused"
+
+
 # --- the HTTP interface on each backend -----------------------------------------------------------------
 
 def browser(app):
@@ -304,6 +361,7 @@ def test_stolen_remember_cookie_replayed_after_rotation_signs_the_user_out_every
     restored = browser(app)
     restored.set_cookie(svc.cookies.remember, cookie_value(owner, svc.cookies.remember), domain="auth.example.test")
     assert restored.get("/login").status_code == 303
+    assert restored.get("/auth/verify").status_code == 200  # in use: the rotation's answer arrived
     clock.advance(svc.policy.sessions.remember_rotation_grace_seconds + 1)
     assert thief.get("/login").status_code == 200, "a rotated cookie restored a session"
     assert restored.get("/auth/verify").status_code == 401, "replay did not end the user's sessions"

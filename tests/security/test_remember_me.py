@@ -576,3 +576,417 @@ def test_purge_removes_expired_and_revoked_tokens_but_keeps_rotated_ones_until_e
     assert len(token_rows(svc)) == 3  # the rotated one (replay evidence), its successor, the last
     clock.advance(keep_after + 1)
     assert svc.remember.purge(clock() - keep_after) == 3
+
+
+# --- a rotated cookie presented again: theft wherever it comes back (review finding 4) ---------------
+
+GRACE_INSIDE, GRACE_OUTSIDE = "inside the grace", "outside the grace"
+PLACES = ["GET /login", "GET /", "POST /login", "POST /logout"]
+
+
+def form_token(client) -> str:
+    """A CSRF token for the browser's next form, fetched without its remember cookie: the page
+    load must not be where the cookie is judged when the test is about the POST."""
+    value = remember_value(client)
+    if value:
+        client.delete_cookie(names(client.application).remember, domain=HOST)
+    token = csrf(client, "/" if client.get("/auth/verify").status_code == 200 else "/login")
+    if value:
+        client.set_cookie(names(client.application).remember, value, domain=HOST)
+    return token
+
+
+def present(client, where: str, username: str = "alice"):
+    """The browser presents its cookies at ``where``."""
+    if where == "GET /login":
+        return client.get("/login")
+    if where == "GET /":
+        return client.get("/")
+    if where == "POST /login":
+        return client.post("/login", data={"csrf_token": form_token(client), "username": username,
+                                           "password": PASSWORD})
+    if where == "POST /logout":
+        return client.post("/logout", data={"csrf_token": form_token(client)})
+    raise AssertionError(where)
+
+
+def wait_past(clock, svc, when: str) -> None:
+    grace = svc.policy.sessions.remember_rotation_grace_seconds
+    clock.advance(grace if when == GRACE_INSIDE else grace + 1)
+
+
+def stolen_and_used_while_owner_signed_in(app, svc):
+    """The owner is signed in with a remember cookie; a thief copies that cookie, restores a
+    session from it (rotating it away from the owner) and uses that session at an app."""
+    owner = remembered(app, ip="198.51.100.1")
+    thief = only_remember(app, remember_value(owner), ip="203.0.113.66", ua="curl/8.0")
+    assert restored(restore(thief))
+    assert verify(thief) == 200
+    return owner, thief
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("where", PLACES)
+def test_thief_restoring_while_the_owner_is_signed_in_is_caught_wherever_the_owner_presents_the_cookie(
+        app, svc, clock, user, events, where):
+    """Finding 4: the owner, still signed in, later loads a page, signs in or signs out with the
+    rotated-away cookie. That is the replay: the thief's session and chain end with every other."""
+    owner, thief = stolen_and_used_while_owner_signed_in(app, svc)
+    thief_chain = remember_value(thief)
+    other_device = browser(app, ip="198.51.100.2")
+    login(other_device)
+    wait_past(clock, svc, GRACE_OUTSIDE)
+    r = present(owner, where)
+    assert "remember_replay_detected" in event_names(events), "the rotated-away cookie came back unnoticed"
+    assert verify(thief) == 401, "the thief's session outlived the owner's presenting the stolen cookie"
+    assert verify(other_device) == 401
+    assert not restored(restore(only_remember(app, thief_chain, ip="203.0.113.66", ua="curl/8.0")))
+    assert all(row.revoked_at is not None for row in token_rows(svc, user.id))
+    if where == "POST /login":
+        # The owner's new login starts after the thief is revoked, and is not revoked with him.
+        assert r.status_code == 303 and verify(owner) == 200
+        assert [s.client_ip for s in svc.sessions.list_live(user.id)] == ["198.51.100.1"]
+    else:
+        assert verify(owner) == 401 and svc.sessions.list_live(user.id) == []
+        assert cleared(r, svc.cookies.remember)
+    if where == "GET /login":
+        assert r.status_code == 200 and b'name="password"' in r.data  # signed out: the form
+    if where == "GET /":
+        assert r.status_code == 303 and r.headers["Location"].endswith("/login")
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("where", PLACES)
+def test_rotated_cookie_back_within_the_grace_is_a_tab_race_wherever_it_comes_back(app, svc, clock, user, events,
+                                                                                   where):
+    owner, thief = stolen_and_used_while_owner_signed_in(app, svc)
+    wait_past(clock, svc, GRACE_INSIDE)
+    present(owner, where)
+    assert "remember_replay_detected" not in event_names(events)
+    assert verify(thief) == 200
+    if where in ("GET /login", "GET /"):
+        assert verify(owner) == 200
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("where", PLACES)
+def test_thief_who_used_only_the_rotated_token_is_caught_too(app, svc, clock, user, events, where):
+    """The thief's session ended and he restored again from his (rotated) token: the successor was
+    used even if the first session was not."""
+    owner = remembered(app, ip="198.51.100.1")
+    thief = only_remember(app, remember_value(owner), ip="203.0.113.66", ua="curl/8.0")
+    assert restored(restore(thief))
+    thief.delete_cookie(svc.cookies.session, domain=HOST)
+    clock.advance(60)
+    assert restored(restore(thief))  # the successor rotated
+    clock.advance(60)
+    present(owner, where)
+    assert "remember_replay_detected" in event_names(events)
+    assert verify(thief) == 401
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("where", PLACES)
+def test_thief_who_has_not_used_his_session_yet_loses_it_when_the_owner_presents_the_cookie(
+        app, svc, clock, user, events, where):
+    """Nothing shows the successor reached anyone: it is ended with its session (and the owner
+    stays signed in); the thief then giving it away by presenting it is replay."""
+    owner = remembered(app, ip="198.51.100.1")
+    thief = only_remember(app, remember_value(owner), ip="203.0.113.66", ua="curl/8.0")
+    assert restored(restore(thief))
+    clock.advance(60)
+    present(owner, where)
+    assert "remember_replay_detected" not in event_names(events)
+    assert ("remember_successor_unused", {"restored": False, "sessions_revoked": 1}) in events
+    assert verify(thief) == 401
+    if where in ("GET /login", "GET /"):
+        assert verify(owner) == 200
+    clock.advance(60)
+    assert not restored(restore(thief))
+    assert "remember_replay_detected" in event_names(events)
+    assert svc.sessions.list_live(user.id) == []
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("where", ["POST /login", "POST /logout"])
+def test_login_and_logout_still_work_for_the_owner_without_any_theft(app, svc, clock, user, events, where):
+    owner = remembered(app, ip="198.51.100.1")
+    other_device = browser(app, ip="198.51.100.2")
+    login(other_device)
+    clock.advance(60)
+    r = present(owner, where)
+    assert r.status_code == 303
+    assert verify(owner) == (200 if where == "POST /login" else 401)
+    assert verify(other_device) == 200
+    assert "remember_replay_detected" not in event_names(events)
+    assert "remember_successor_unused" not in event_names(events)
+
+
+@pytest.mark.asvs("V7.4.1", "V9.1.1")
+@pytest.mark.parametrize("where", PLACES)
+@pytest.mark.parametrize("how", ["forged validator", "tampered signature", "other purpose"])
+def test_forged_or_tampered_copy_of_a_rotated_cookie_neither_alarms_nor_ends_the_chain(
+        app, svc, clock, user, events, where, how):
+    """An attacker who knows a rotated token's selector (a database leak) but not its validator,
+    or holds a damaged copy, cannot set off the replay alarm (signing everyone out) or end the
+    owner's successor, at any place a cookie is judged."""
+    owner = remembered(app, ip="198.51.100.1")
+    rotated_away = remember_value(owner)
+    expire_session(clock, svc)
+    assert restored(restore(owner))
+    clock.advance(60)
+    selector, _ = svc.remember.parse(rotated_away)
+    if how == "forged validator":
+        bad = svc.remember.serializer.dumps(f"{selector}.{secrets.token_urlsafe(32)}")
+    elif how == "tampered signature":
+        bad = _flip(rotated_away, len(rotated_away) - 20)
+    else:
+        from authsvc.signing import serializer
+        bad = serializer(svc.settings.secret_key, (), "authsvc.device").dumps(svc.remember.serializer.loads(rotated_away))
+    attacker = only_remember(app, bad, ip="203.0.113.5")
+    if where == "POST /login":
+        add_user(app, "mallory")
+    present(attacker, where, username="mallory")
+    assert not {"remember_replay_detected", "remember_successor_unused"} & set(event_names(events))
+    assert verify(owner) == 200
+    assert all(row.revoked_at is None for row in token_rows(svc, user.id))
+
+
+# --- a rotated cookie presented again whose successor was never used: a lost response (finding 5) ----
+
+def restore_but_lose_the_response(app, value: str, path: str = "/login", **where):
+    """The browser loads a page with its remember cookie; the server rotates it, but the answer
+    (new cookies) never arrives: the browser still holds ``value`` and no session."""
+    lost = only_remember(app, value, **where)
+    assert restored(restore(lost, path))
+
+
+def session_row(svc, session_id: int):
+    with svc.engine.connect() as conn:
+        return conn.execute(sa.select(sessions_table).where(sessions_table.c.id == session_id)).one()
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("path", ["/login", "/"])
+@pytest.mark.parametrize("later", [6, 3601, 3 * DAY], ids=["6s", "1h", "3d"])
+def test_retry_after_a_lost_restore_response_restores_and_signs_no_one_out(app, svc, clock, user, events, path,
+                                                                           later):
+    """Finding 5: the retry of a page whose response was lost is not theft. The browser is
+    restored; the successor it never received and that successor's session are ended; every other
+    session and token of the user is left alone."""
+    owner = remembered(app, ip="198.51.100.1")
+    other_device = remembered(app, ip="198.51.100.2")
+    expire_session(clock, svc)
+    assert restored(restore(other_device))
+    assert verify(other_device) == 200
+    value = remember_value(owner)
+    restore_but_lose_the_response(app, value, path)
+    (lost_successor,) = [row for row in token_rows(svc, user.id) if row.rotated_at is None and
+                         row.client_ip == "198.51.100.7"]
+    clock.advance(later)
+    r = restore(only_remember(app, value, ip="198.51.100.1"), path)
+    assert restored(r), "the retry of a lost response was refused"
+    assert "remember_replay_detected" not in event_names(events)
+    assert ("remember_successor_unused", {"restored": True, "sessions_revoked": 1}) in events
+    retried = only_remember(app, set_cookies(r)[svc.cookies.remember].value, ip="198.51.100.1")
+    retried.set_cookie(svc.cookies.session, set_cookies(r)[svc.cookies.session].value, domain=HOST)
+    assert verify(retried) == 200
+    # The other device is untouched: its session ended only by the clock, its token still restores.
+    assert [s.revoke_reason for s in session_rows(svc) if s.client_ip == "198.51.100.2"] == ["replaced", None]
+    assert verify(other_device) == 200 or restored(restore(other_device)), "a lost response signed the user out"
+    assert verify(other_device) == 200
+    lost = next(row for row in token_rows(svc) if row.id == lost_successor.id)
+    assert lost.revoked_at is not None and lost.revoke_reason == "unused_successor"
+    assert session_row(svc, lost.session_id).revoke_reason == "remember_unused"
+    # The new successor's expiry is still the first login's.
+    assert {row.expires_at for row in token_rows(svc, user.id) if row.client_ip in ("198.51.100.1", "198.51.100.7")} \
+        == {token_rows(svc, user.id)[0].expires_at}
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_retry_of_a_lost_response_within_the_grace_is_refused_as_a_race_and_restores_later(app, svc, clock, user,
+                                                                                           events):
+    owner = remembered(app, ip="198.51.100.1")
+    expire_session(clock, svc)
+    value = remember_value(owner)
+    restore_but_lose_the_response(app, value, ip="198.51.100.1")
+    clock.advance(svc.policy.sessions.remember_rotation_grace_seconds)
+    r = restore(owner)
+    assert not restored(r) and svc.cookies.remember not in set_cookies(r)
+    clock.advance(1)
+    assert restored(restore(owner))
+    assert verify(owner) == 200
+    assert "remember_replay_detected" not in event_names(events)
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("where", ["POST /login", "POST /logout"])
+def test_lost_restore_response_then_login_or_logout_signs_no_one_else_out(app, svc, clock, user, events, where):
+    owner = remembered(app, ip="198.51.100.1")
+    expire_session(clock, svc)
+    other_device = browser(app, ip="198.51.100.2")
+    login(other_device)
+    restore_but_lose_the_response(app, remember_value(owner), ip="198.51.100.1")
+    clock.advance(60)
+    r = present(owner, where)
+    assert r.status_code == 303
+    assert "remember_replay_detected" not in event_names(events)
+    assert ("remember_successor_unused", {"restored": False, "sessions_revoked": 1}) in events
+    assert verify(other_device) == 200
+    assert verify(owner) == (200 if where == "POST /login" else 401)
+    live = {s.client_ip for s in svc.sessions.list_live(user.id)}
+    assert live == ({"198.51.100.1", "198.51.100.2"} if where == "POST /login" else {"198.51.100.2"})
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_responses_lost_again_and_again_still_restore_and_never_extend_the_lifetime(app, svc, clock, user, events):
+    owner = remembered(app, ip="198.51.100.1")
+    deadline = token_rows(svc)[0].expires_at
+    value = remember_value(owner)
+    for _ in range(3):
+        clock.advance(DAY)
+        restore_but_lose_the_response(app, value, ip="198.51.100.1")
+    clock.advance(DAY)
+    assert restored(restore(owner))
+    assert verify(owner) == 200
+    assert "remember_replay_detected" not in event_names(events)
+    assert {row.expires_at for row in token_rows(svc)} == {deadline}
+    assert len(svc.sessions.list_live(user.id)) == 1
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("use", ["session", "token"])
+def test_thief_replaying_after_the_owner_used_the_successor_is_still_theft(app, svc, clock, user, events, use):
+    """The grey zone of finding 5 stays black: once the owner's browser used what the rotation gave
+    it (the session, at an app; or the token, restoring again), the old cookie is theft."""
+    owner = remembered(app, ip="198.51.100.1")
+    stolen = remember_value(owner)
+    expire_session(clock, svc)
+    assert restored(restore(owner))
+    if use == "session":
+        assert verify(owner) == 200
+    else:
+        owner.delete_cookie(svc.cookies.session, domain=HOST)
+        clock.advance(10)
+        assert restored(restore(owner))
+    clock.advance(60)
+    assert not restored(restore(only_remember(app, stolen, ip="203.0.113.66", ua="curl/8.0")))
+    assert "remember_replay_detected" in event_names(events)
+    assert verify(owner) == 401
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_thief_taking_a_restore_for_lost_is_caught_when_the_owner_uses_the_ended_successor(app, svc, clock, user,
+                                                                                           events):
+    """The owner restored and has not used anything yet when the thief replays the old cookie: it
+    looks like a lost response and the thief is restored. The owner's next step presents the
+    successor that was ended as unused: that proves it was delivered, so the replay was theft."""
+    owner = remembered(app, ip="198.51.100.1")
+    stolen = remember_value(owner)
+    expire_session(clock, svc)
+    assert restored(restore(owner))
+    clock.advance(60)
+    thief = only_remember(app, stolen, ip="203.0.113.66", ua="curl/8.0")
+    assert restored(restore(thief))
+    assert verify(thief) == 200
+    assert verify(owner) == 401  # its unused session was ended with the successor
+    clock.advance(60)
+    assert not restored(restore(owner))
+    assert "remember_replay_detected" in event_names(events)
+    assert verify(thief) == 401
+    assert svc.sessions.list_live(user.id) == []
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_successor_ended_with_its_session_from_the_account_page_is_not_taken_for_lost(app, svc, clock, user,
+                                                                                      events):
+    """The owner ends the unknown session a thief restored (and never used): the thief presenting
+    the old cookie again must not be restored as a lost response."""
+    owner = remembered(app, ip="198.51.100.1")
+    thief = only_remember(app, remember_value(owner), ip="203.0.113.66", ua="curl/8.0")
+    assert restored(restore(thief))
+    (sid,) = [s.id for s in svc.sessions.list_live(user.id) if s.client_ip == "203.0.113.66"]
+    assert owner.post(f"/account/sessions/{sid}/revoke", data={"csrf_token": csrf(owner, "/")}).status_code == 303
+    clock.advance(60)
+    stolen_again = only_remember(app, remember_value(owner), ip="203.0.113.66", ua="curl/8.0")
+    assert not restored(restore(stolen_again))
+    assert "remember_successor_unused" not in event_names(events)
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_two_retries_of_a_lost_response_at_once_restore_exactly_one(app, svc, clock, user, events):
+    """Two tabs retry the lost response at the same instant, outside the grace: both read the
+    unused successor before either ends it. One is restored; the other is a race, not a theft."""
+    owner = remembered(app, ip="198.51.100.1")
+    expire_session(clock, svc)
+    other_device = browser(app, ip="198.51.100.2")
+    login(other_device)
+    value = remember_value(owner)
+    restore_but_lose_the_response(app, value, ip="198.51.100.1")
+    clock.advance(60)
+    tokens_before = len(token_rows(svc))
+    gate = threading.Barrier(2, timeout=10)
+
+    @sa.event.listens_for(svc.engine, "before_cursor_execute")
+    def _both_read_before_either_writes(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE REMEMBER_TOKENS SET ROTATED_AT"):
+            gate.wait()
+
+    tabs = [only_remember(app, value, ip="198.51.100.1") for _ in range(2)]
+    results: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, restore(tabs[i]))) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        sa.event.remove(svc.engine, "before_cursor_execute", _both_read_before_either_writes)
+    assert not gate.broken, "the two retries did not both reach the claim"
+    assert sorted(restored(results[i]) for i in range(2)) == [False, True]
+    assert sorted(verify(t) for t in tabs) == [200, 401]
+    assert verify(other_device) == 200
+    assert "remember_replay_detected" not in event_names(events)
+    assert len(token_rows(svc)) == tokens_before + 1, "more than one new successor"
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_lost_response_retry_racing_the_successors_first_use_is_either_theft_or_lost_never_both(
+        app, svc, clock, user, events):
+    """The thief retries the rotated cookie at the very moment the owner's browser first uses the
+    session the rotation gave it. Whichever write lands first decides: the use (then the retry is
+    theft), or the retry (then the session is ended and the use refused). Never a restored thief
+    beside a working owner."""
+    owner = remembered(app, ip="198.51.100.1")
+    stolen = remember_value(owner)
+    expire_session(clock, svc)
+    assert restored(restore(owner))
+    clock.advance(60)
+    thief = only_remember(app, stolen, ip="203.0.113.66", ua="curl/8.0")
+    gate = threading.Barrier(2, timeout=10)
+
+    @sa.event.listens_for(svc.engine, "before_cursor_execute")
+    def _both_read_before_either_writes(conn, cursor, statement, params, context, executemany):
+        upper = statement.lstrip().upper()
+        if upper.startswith(("UPDATE REMEMBER_TOKENS SET ROTATED_AT", "UPDATE SESSIONS SET LAST_SEEN_AT")):
+            gate.wait()
+
+    results: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda: results.__setitem__("use", verify(owner))),
+               threading.Thread(target=lambda: results.__setitem__("retry", restore(thief)))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        sa.event.remove(svc.engine, "before_cursor_execute", _both_read_before_either_writes)
+    assert not gate.broken
+    if results["use"] == 200:
+        assert not restored(results["retry"])
+        assert "remember_replay_detected" in event_names(events)
+        assert (verify(owner), verify(thief)) == (401, 401)
+    else:
+        assert restored(results["retry"])
+        assert "remember_replay_detected" not in event_names(events)
+        assert (verify(owner), verify(thief)) == (401, 200)
