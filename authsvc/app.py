@@ -21,7 +21,7 @@ from authsvc import logging_setup
 from authsvc.accounts import AccountStore
 from authsvc.audit import Audit
 from authsvc.db import make_engine
-from authsvc.devices import DeviceCookies
+from authsvc.devices import DeviceCookies, DeviceRegistry
 from authsvc.forms import StrictRequest
 from authsvc.hashing import Hasher
 from authsvc.limiter import make_storage
@@ -95,6 +95,7 @@ class Services:
     sessions: SessionStore
     remember: RememberStore
     devices: DeviceCookies
+    known_devices: DeviceRegistry
     throttle: Throttle
     audit: Audit
     engine: object
@@ -103,7 +104,7 @@ class Services:
 
     def set_clock(self, clock: Callable[[], float]) -> None:
         self.clock = clock
-        for store in (self.accounts, self.sessions, self.remember, self.throttle):
+        for store in (self.accounts, self.sessions, self.remember, self.known_devices, self.throttle):
             store.clock = clock
         self.audit.clock = clock
 
@@ -180,6 +181,8 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
             settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember"), revocations=revocations),
         devices=DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks,
                                                "authsvc.device"), policy.throttle.device_cookie_lifetime_days),
+        known_devices=DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,
+                                     policy.throttle.device_cookie_lifetime_days),
         throttle=Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix),
         audit=Audit(context=_audit_context, clock=clock, sink=metrics.count_event),
         engine=engine,

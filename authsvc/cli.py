@@ -221,6 +221,7 @@ def cmd_user(args) -> int:
         svc.accounts.set_password_hash(account.id, svc.hasher.hash(password))
         ended = svc.sessions.revoke_all(account.id, "password_changed")
         svc.remember.revoke_all(account.id)
+        svc.known_devices.forget_all(account.id)
         svc.audit.emit("password_changed", user_id=account.id, by="cli", sessions_revoked=ended)
         print(f"password changed for {account.username}; {ended} session(s) ended")
         return 0
@@ -229,6 +230,7 @@ def cmd_user(args) -> int:
         svc.accounts.set_disabled(account.id, True)
         ended = svc.sessions.revoke_all(account.id, "account_disabled")
         svc.remember.revoke_all(account.id)
+        svc.known_devices.forget_all(account.id)
         svc.audit.emit("account_disabled", user_id=account.id, by="cli", sessions_revoked=ended)
         print(f"disabled {account.username}; {ended} session(s) ended")
     elif args.user_cmd == "enable":
@@ -257,6 +259,7 @@ def cmd_sessions(args) -> int:
         return 0
     ended = svc.sessions.revoke_all(account.id, "admin_revoked")
     tokens = svc.remember.revoke_all(account.id)
+    svc.known_devices.forget_all(account.id)
     svc.audit.emit("session_revoked", user_id=account.id, reason="admin_revoked", by="cli", sessions_revoked=ended)
     print(f"revoked {ended} session(s) and {tokens} remember-me token(s) of {account.username}")
     return 0

@@ -289,6 +289,20 @@ def _policy_problems(p: Policy) -> list[Problem]:
     t = p.throttle
     if not t.per_client:
         warn("throttle.per_client", "policy throttle.per_client is empty: no per-client limit on POST /login.")
+    if not t.per_client_known_device:
+        warn("throttle.per_client_known_device", "policy throttle.per_client_known_device is empty: known "
+             "devices have no per-client limit, so one account's device cookies can run argon2 at will from "
+             'one address. Fix: set ["30 per minute", "300 per hour"].')
+    if not t.per_device:
+        warn("throttle.per_device", "policy throttle.per_device is empty: a known device's cookie can run "
+             'argon2 from any number of addresses at once. Fix: set ["10 per minute", "60 per hour"].')
+    if t.max_devices_per_account == 0:
+        warn("throttle.max_devices_per_account", "policy throttle.max_devices_per_account = 0: no browser is "
+             "ever a known device, so an attacker flooding an account also locks its owner out. Fix: set 10.")
+    elif t.max_devices_per_account > 50:
+        warn("throttle.max_devices_per_account", f"policy throttle.max_devices_per_account="
+             f"{t.max_devices_per_account}: each known device has its own per_device budget, so one account "
+             "holder can run that many times more argon2. Fix: 10 is plenty for one person.")
     if t.failures_before_backoff == 0 or t.failures_before_backoff > 20:
         warn("throttle.failures_before_backoff", f"policy throttle.failures_before_backoff={t.failures_before_backoff}; "
              "use 3 to 20.")

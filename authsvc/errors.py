@@ -78,7 +78,7 @@ def _storage_error(exc: BaseException) -> bool:
 
 
 def init_app(app: Flask) -> None:
-    from authsvc.limiter import retry_after_seconds
+    from authsvc.limiter import breached, retry_after_seconds
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
@@ -91,7 +91,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc):
-        _audit("login_throttled", reason="per_client")
+        _audit("login_throttled", reason=breached(exc))
         return respond(429, retry_after=retry_after_seconds())
 
     @app.errorhandler(HashingBusy)

@@ -9,9 +9,9 @@ memory (each operation holds ``memory_cost_kib``).
 
 Verifications for logins without a known-device cookie ("anonymous": every attacker, and an owner
 on a new browser) get ``anonymous_max_concurrent`` of those slots and everything else the rest, at
-most ``anonymous_queue`` anonymous ones wait (the rest get :class:`HashingBusy` at once, so a flood
-cannot tie up every server thread), and anonymous argon2 runs on a low lane while every other
-argon2 runs at the worker's own priority (:mod:`authsvc.priority`), so under a flood the kernel
+most ``anonymous_queue`` anonymous ones wait and at most ``known_queue`` others (the rest get
+:class:`HashingBusy` at once, so a flood of either kind cannot tie up every server thread), and
+anonymous argon2 runs on a low lane while every other argon2 runs at the worker's own priority (:mod:`authsvc.priority`), so under a flood the kernel
 gives a known device's login most of the CPU, across all worker processes.
 
 :func:`with_hugepages` is the glibc setting ``authsvc serve`` gives its workers so that argon2's
@@ -21,7 +21,6 @@ memory comes in 2 MiB pages rather than 4 KiB ones (see there).
 from __future__ import annotations
 
 import secrets
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -112,9 +111,14 @@ class Hasher:
         # (known devices, password changes, the CLI) the rest, so neither class can take the
         # other's, and with the defaults a process runs at most one argon2 per class: argon2s
         # beyond the machine's cores only make each one costlier.
-        self._slots = Slots(policy.max_concurrent, sys.maxsize, timeout)
+        # Every queue is bounded, so a flood of either kind gets 503 at once instead of holding
+        # server threads (a known device's queue was unbounded until the review of December 2026):
+        # known_queue for known devices and password changes, anonymous_queue for the rest, and the
+        # shared slots are only ever asked for by holders of a class slot, so at most that many wait.
+        known = max(1, policy.max_concurrent - policy.anonymous_max_concurrent)
         self._anonymous = Slots(policy.anonymous_max_concurrent, policy.anonymous_queue, timeout)
-        self._known = Slots(max(1, policy.max_concurrent - policy.anonymous_max_concurrent), sys.maxsize, timeout)
+        self._known = Slots(known, policy.known_queue, timeout)
+        self._slots = Slots(policy.max_concurrent, policy.anonymous_max_concurrent + known, timeout)
         self._priorities = priorities or Priorities(policy.anonymous_nice)
         self._observe = observe or (lambda seconds: None)
         self.in_progress = 0

@@ -1,7 +1,16 @@
-"""Flask-Limiter: the per-client limit on POST /login, keyed by address (IPv6 by /64).
+"""Flask-Limiter: the per-client limits on POST /login, keyed by address (IPv6 by /64).
 
-Known devices (a valid device cookie for the account named in the form) are exempt: their
-attempts are counted in their own per-account bucket (:mod:`authsvc.throttle`) instead.
+Which limits count an attempt depends on whether it comes from a known device (:func:`known_device`:
+a valid device cookie for the account named in the form, whose id the account's registry holds):
+
+* not known: ``per_client``, per address (scope ``None``, the keys it always had);
+* known: ``per_client_known_device``, per address *and* account, so an attacker behind the owner's
+  address (NAT) can spend neither the owner's budget nor, with the anonymous limit, lock it out;
+  and ``per_device``, per device id from any address, so one cookie cannot run argon2 from a
+  thousand addresses at once.
+
+Known devices were exempt from every per-client limit until the review of December 2026 (finding 1):
+an account holder with ten device cookies ran argon2 at will.
 
 Counters live in ``AUTHSVC_RATELIMIT_STORAGE_URI`` (memory, or Redis shared by all instances) under
 ``AUTHSVC_RATELIMIT_KEY_PREFIX``. The address is ``request.remote_addr`` after
@@ -15,14 +24,17 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import dataclass
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
 from authsvc.clientip import client_key
+from authsvc.devices import device_digest
 from authsvc.forms import value_problem
 from authsvc.passwords import normalize_password
+from authsvc.throttle import account_hash
 from authsvc.usernames import normalize_username
 
 # A dead or black-holed Redis must cost a login a fraction of a second, not the OS connect timeout
@@ -87,18 +99,36 @@ def _key() -> str:
     return client_key(request.remote_addr)
 
 
-def _known_device() -> bool:
-    """A valid device cookie for the account being signed in to: counted apart, not by address.
+# Flask-Limiter scopes of the known-device limits, and the audit reason each gives a 429.
+KNOWN_CLIENT_SCOPE = "known_device"
+DEVICE_SCOPE = "device"
+REASONS = {KNOWN_CLIENT_SCOPE: "per_client_known_device", DEVICE_SCOPE: "per_device"}
 
-    The owner's browser is then throttled only by its own per-account device bucket, so an attacker
-    behind the same address (a shared NAT, or a spoofed one) cannot use this limit to lock it out.
-    The cookie is signed and names the account, so it is worth nothing for any other account.
-    """
+
+@dataclass(frozen=True)
+class KnownDevice:
+    account: str     # authsvc.throttle.account_hash of the normalized username
+    device_id: str
+
+
+def known_device() -> KnownDevice | None:
+    """This login's known device: its device cookie is valid for the account named in the form and
+    the account's registry holds its id. Decided once per request (the limits and the view ask).
+
+    The cookie is signed and names the account, so it is worth nothing for any other account; the
+    database is asked only about a cookie whose signature is valid."""
+    if "authsvc_known_device" in g:
+        return g.authsvc_known_device
     svc = current_app.extensions["authsvc"]
     cookie = request.cookies.get(svc.cookies.device)
-    if not cookie or refused_for_size(request.form, svc.policy):
-        return False
-    return svc.devices.device_for(cookie, normalize_username(request.form["username"])) is not None
+    known = None
+    if cookie and not refused_for_size(request.form, svc.policy):
+        key = normalize_username(request.form["username"])
+        device = svc.devices.device_for(cookie, key)
+        if device is not None and svc.known_devices.is_known(key, device):
+            known = KnownDevice(account_hash(key), device)
+    g.authsvc_known_device = known
+    return known
 
 
 def refused_for_size(form, policy) -> bool:
@@ -115,6 +145,24 @@ def refused_for_size(form, policy) -> bool:
     return len(normalize_password(passwords[0])) > policy.passwords.max_length
 
 
+def _known_client_key() -> str:
+    known = known_device()
+    return f"{_key()}|{known.account if known else '-'}"
+
+
+def _device_key() -> str:
+    known = known_device()
+    return f"dev:{device_digest(known.device_id).hex()[:32]}" if known else "-"
+
+
+def _not_known() -> bool:
+    return known_device() is None
+
+
+def _known() -> bool:
+    return known_device() is not None
+
+
 def init_app(app: Flask, services) -> Limiter:
     policy = services.policy.throttle
     settings = services.settings
@@ -129,12 +177,24 @@ def init_app(app: Flask, services) -> Limiter:
         in_memory_fallback_enabled=policy.storage_failure == "memory",
         key_prefix=settings.ratelimit_key_prefix,
     )
+    endpoint = "login.login_post"
+    view = app.view_functions[endpoint]
     if policy.per_client:
-        endpoint = "login.login_post"
-        app.view_functions[endpoint] = limiter.limit(";".join(policy.per_client), methods=["POST"],
-                                                     exempt_when=_known_device)(app.view_functions[endpoint])
+        view = limiter.limit(";".join(policy.per_client), methods=["POST"], exempt_when=_known)(view)
+    if policy.per_client_known_device:
+        view = limiter.limit(";".join(policy.per_client_known_device), methods=["POST"], key_func=_known_client_key,
+                             scope=KNOWN_CLIENT_SCOPE, exempt_when=_not_known)(view)
+    if policy.per_device:
+        view = limiter.limit(";".join(policy.per_device), methods=["POST"], key_func=_device_key,
+                             scope=DEVICE_SCOPE, exempt_when=_not_known)(view)
+    app.view_functions[endpoint] = view
     app.extensions["authsvc_limiter"] = limiter
     return limiter
+
+
+def breached(exc) -> str:
+    """The audit reason of a Flask-Limiter 429: which per-client limit fired."""
+    return REASONS.get(getattr(getattr(exc, "limit", None), "scope", None), "per_client")
 
 
 def retry_after_seconds() -> int:

@@ -1,12 +1,12 @@
 """The schema, as SQLAlchemy Core tables (the verify path needs one indexed query, not an ORM).
 
 Times are Unix epoch seconds (float, UTC by definition). Secrets never stored in the clear:
-session tokens and remember-me validators are stored as SHA-256 digests, passwords as argon2id.
+session tokens, remember-me validators and device ids are stored as SHA-256 digests, passwords as argon2id.
 Changing a table means a new alembic revision in ``authsvc/migrations/versions``.
 """
 
 from sqlalchemy import (Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
-                        String, Table)
+                        String, Table, UniqueConstraint)
 
 metadata = MetaData()
 
@@ -65,3 +65,15 @@ remember_tokens = Table(
 )
 Index("ix_remember_user", remember_tokens.c.user_id)
 Index("ix_remember_session", remember_tokens.c.session_id)
+
+# Known devices (authsvc.devices): a device cookie counts as known only while its id is here, at
+# most throttle.max_devices_per_account rows per user (the least recently used is forgotten).
+known_devices = Table(
+    "known_devices", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("device_hash", LargeBinary(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=False),
+    UniqueConstraint("user_id", "device_hash", name="uq_known_devices_user_device"),
+)

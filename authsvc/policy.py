@@ -38,6 +38,7 @@ class Argon2Policy:
     anonymous_max_concurrent: int
     anonymous_queue: int
     anonymous_nice: int
+    known_queue: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class RedirectPolicy:
 @dataclass(frozen=True)
 class ThrottlePolicy:
     per_client: tuple[str, ...]
+    per_client_known_device: tuple[str, ...]
+    per_device: tuple[str, ...]
+    max_devices_per_account: int
     failures_before_backoff: int
     failure_window_seconds: int
     backoff_initial_seconds: int
@@ -77,7 +81,7 @@ class ThrottlePolicy:
     max_consecutive_failures: int
     consecutive_failure_memory_seconds: int
     device_cookie_lifetime_days: int
-    global_failed_logins: str
+    global_logins: str
     storage_failure: str
 
 
@@ -134,9 +138,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
 
 
+# Keys a release renamed: the old name gets a message saying what to write instead.
+_RENAMED = {
+    "throttle.global_failed_logins": "throttle.global_logins (it now counts every login that runs argon2, "
+                                     "successes and known devices included)",
+}
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
+        if f"{where}{key}" in _RENAMED:
+            raise PolicyError(f"policy key {where}{key} was renamed: use {_RENAMED[f'{where}{key}']}")
         if key not in base:
             raise PolicyError(f"unknown policy key {where}{key}")
         if isinstance(base[key], dict) and isinstance(value, dict):
@@ -207,4 +220,20 @@ def load_policy(path: str | Path | None = None) -> Policy:
     sections = {name: _coerce(name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()}
     if sections["throttle"].storage_failure not in ("closed", "memory"):
         raise PolicyError('policy key throttle.storage_failure must be "closed" or "memory"')
+    _check_rates(sections["throttle"])
     return Policy(**sections, source=source)
+
+
+def _check_rates(throttle: ThrottlePolicy) -> None:
+    """Every rate-limit string parses (else the first login would fail, not the start)."""
+    from limits import parse_many
+
+    rates = {"global_logins": (throttle.global_logins,), "per_client": throttle.per_client,
+             "per_client_known_device": throttle.per_client_known_device, "per_device": throttle.per_device}
+    for key, values in rates.items():
+        for value in values:
+            try:
+                parse_many(value)
+            except ValueError:
+                raise PolicyError(f'policy key throttle.{key}: {value!r} is not a rate limit like '
+                                  '"10 per minute"') from None

@@ -7,9 +7,13 @@ storage shares them. Storage expiry is used only to forget old keys; every time 
 the injected clock, so tests can move time.
 
 Buckets are keyed by a hash of the normalized username, whether or not the account exists, so the
-throttle behaves identically for both and the storage never holds usernames. A browser with a valid
-device cookie for the account (it logged in successfully before) gets its own bucket: an attacker
-exhausting the anonymous bucket does not lock the owner out.
+throttle behaves identically for both and the storage never holds usernames. A known device of the
+account (:mod:`authsvc.devices`: a valid device cookie whose id the server holds for the account)
+gets its own bucket: an attacker exhausting the anonymous bucket does not lock the owner out.
+
+The global window (``global_logins``, per process) counts every attempt :meth:`Throttle.begin`
+lets through, since each runs argon2 whatever its outcome: anonymous ones only while it has room,
+known devices' always, though it never refuses them (:mod:`authsvc.limiter` bounds those).
 
 The rules, all from ``[throttle]`` in the policy:
 
@@ -104,7 +108,7 @@ def account_hash(username_key: str) -> str:
 
 
 class _GlobalWindow:
-    """A moving window of failure times kept in this process, on the injected clock."""
+    """A moving window of attempt times kept in this process, on the injected clock."""
 
     def __init__(self, amount: int, period: int) -> None:
         self.amount = amount
@@ -116,15 +120,28 @@ class _GlobalWindow:
         while self._times and self._times[0] <= now - self.period:
             self._times.popleft()
 
+    def _wait(self, now: float) -> int:
+        self._expire(now)
+        if len(self._times) < self.amount:
+            return 0
+        return max(1, math.ceil(self._times[0] + self.period - now))
+
     def retry_after(self, now: float) -> int:
-        """0 if another failure may be tried now, else seconds until one may."""
+        """0 if another attempt may be tried now, else seconds until one may."""
         with self._lock:
-            self._expire(now)
-            if len(self._times) < self.amount:
-                return 0
-            return max(1, math.ceil(self._times[0] + self.period - now))
+            return self._wait(now)
+
+    def take(self, now: float) -> int:
+        """Count an attempt if there is room (0), else the seconds until there is (nothing
+        counted). One step, so parallel attempts cannot all see room for the last one."""
+        with self._lock:
+            wait = self._wait(now)
+            if not wait:
+                self._times.append(now)
+            return wait
 
     def hit(self, now: float) -> None:
+        """Count an attempt that may not be refused (a known device's)."""
         with self._lock:
             self._expire(now)
             self._times.append(now)
@@ -134,18 +151,18 @@ class _GlobalWindow:
 
 class Attempt:
     """One login attempt that passed or failed :meth:`Throttle.begin`. ``end()`` releases the
-    bucket's gate; it is idempotent and never raises (the gate also expires by itself)."""
+    gates it holds; it is idempotent and never raises (a gate also expires by itself)."""
 
-    def __init__(self, throttle: Throttle, gate: str | None, verdict: Verdict) -> None:
+    def __init__(self, throttle: Throttle, gates: list[str], verdict: Verdict) -> None:
         self.verdict = verdict
         self._throttle = throttle
-        self._gate = gate
+        self._gates = gates
 
     def end(self) -> None:
-        gate, self._gate = self._gate, None
-        if gate is not None:
+        gates, self._gates = self._gates, []
+        for gate in gates:
             try:
-                self._throttle._run(lambda st: st.clear(gate))
+                self._throttle._run(lambda st, gate=gate: st.clear(gate))
             except ThrottleUnavailable:
                 pass
 
@@ -159,7 +176,7 @@ class Throttle:
         self.prefix = prefix
         self._fallback = MemoryStorage() if rules.storage_failure == "memory" else None
         # The global limit is per process on purpose: it protects this instance's CPU.
-        item = parse_limit(rules.global_failed_logins)
+        item = parse_limit(rules.global_logins)
         self._global = _GlobalWindow(item.amount, item.get_expiry())
         # The last F failure times live in F slots (a ring), enough to decide whether F fall
         # within the window; at least one slot so the ring is never empty.
@@ -192,25 +209,50 @@ class Throttle:
         return self._state(self._bucket(username_key, device_id))
 
     def begin(self, username_key: str, device_id: str | None) -> Attempt:
-        """:meth:`check`, and when allowed also hold the bucket's gate until ``Attempt.end()``.
+        """:meth:`check`, and when allowed also hold the bucket's gate (and a known device its
+        account's, see :meth:`_gates`) until ``Attempt.end()``.
 
         The verdict is decided again after the gate is taken, so an attempt that waited behind a
-        parallel one sees that one's failure.
+        parallel one sees that one's failure. An allowed attempt (it will run argon2, whether it
+        then succeeds or fails) is counted in the global window: an anonymous one only if there is
+        room, a known device's always.
         """
         verdict = self.check(username_key, device_id)  # cheap refusal without touching the gate
         if not verdict.allowed:
-            return Attempt(self, None, verdict)
+            return Attempt(self, [], verdict)
         bucket = self._bucket(username_key, device_id)
-        gate = f"{bucket}:g"
-        if self._run(lambda st: st.incr(gate, GATE_SECONDS)) != 1:
-            return Attempt(self, None, Verdict(False, 1, "busy"))
-        attempt = Attempt(self, gate, Verdict(False, 1, "busy"))
+        attempt = Attempt(self, [], Verdict(False, 1, "busy"))
         try:
-            attempt.verdict = self._state(bucket)
+            for gate in self._gates(username_key, bucket, device_id):
+                if self._run(lambda st, gate=gate: st.incr(gate, GATE_SECONDS)) != 1:
+                    break  # held by a parallel attempt, which clears it: "busy"
+                attempt._gates.append(gate)
+            else:
+                attempt.verdict = self._state(bucket)
+            if attempt.verdict.allowed:
+                attempt.verdict = self._count(device_id)
         finally:
-            if not attempt.verdict.allowed:  # refused, or the storage failed: let the gate go
+            if not attempt.verdict.allowed:  # refused, or the storage failed: let the gates go
                 attempt.end()
         return attempt
+
+    def _gates(self, username_key: str, bucket: str, device_id: str | None) -> list[str]:
+        """The bucket's own gate, and for a known device also the account's known-device gate: one
+        account's known devices run argon2 one at a time, so an account holder flooding with its
+        many device cookies holds at most one of the known argon2 slots (or places in their queue)
+        and every other account's known devices find one."""
+        own = [f"{bucket}:g"]
+        if device_id is None:
+            return own
+        return [*own, f"{self.prefix}:acct:{account_hash(username_key)}:known:g"]
+
+    def _count(self, device_id: str | None) -> Verdict:
+        now = self.clock()
+        if device_id is not None:
+            self._global.hit(now)
+            return Verdict(True)
+        wait = self._global.take(now)
+        return Verdict(False, wait, "global") if wait else Verdict(True)
 
     def record_failure(self, username_key: str, device_id: str | None) -> None:
         r = self.rules
@@ -218,8 +260,6 @@ class Throttle:
         now_ms = int(now * 1000)
         bucket = self._bucket(username_key, device_id)
         memory = max(1, r.consecutive_failure_memory_seconds)
-        if device_id is None:
-            self._global.hit(now)
 
         def write(st: Storage) -> None:
             consecutive = st.incr(f"{bucket}:c", memory)

@@ -73,6 +73,7 @@ def change_password():
     svc.accounts.set_password_hash(account.id, svc.hasher.hash(normalize_password(new)))
     ended = svc.sessions.revoke_all(account.id, "password_changed", except_id=current_user.session_id)
     svc.remember.revoke_all(account.id)  # this browser's too: it was issued under the old password
+    svc.known_devices.forget_all(account.id)  # devices minted with the old password keep no budget
     svc.audit.emit("password_changed", by="user", sessions_revoked=ended)
 
     @after_this_request

@@ -11,6 +11,7 @@ from authsvc.auth import services, start_session
 from authsvc.crosssite import expire_planted_copies
 from authsvc.errors import respond
 from authsvc.forms import checkbox, field
+from authsvc.limiter import known_device
 from authsvc.passwords import normalize_password
 from authsvc.redirects import RedirectDecision, validate_next
 from authsvc.usernames import normalize_username
@@ -179,7 +180,8 @@ def login_post():
         return _render(decision, error="The password is too long.", status=400)
 
     key = normalize_username(username)
-    device = svc.devices.device_for(request.cookies.get(svc.cookies.device), key)
+    known = known_device()  # a registered device of this account, as the per-client limits saw it
+    device = known.device_id if known else None
     attempt = svc.throttle.begin(key, device)
     g.throttle_attempt = attempt  # its gate is released in end_throttle_attempt, even on a 503
     verdict = attempt.verdict
@@ -205,8 +207,10 @@ def login_post():
         svc.audit.emit("password_rehashed", user_id=account.id)
     user = start_session(account, remembered=remember)
     response = redirect(decision.target, 303)
-    set_cookie(response, svc.cookies.device, svc.devices.issue(key, device),
-               svc.policy.throttle.device_cookie_lifetime_days * 86400)
+    device_id = svc.known_devices.remember(account.id, device)  # the same id, or a new one (cap: LRU out)
+    if device_id is not None:
+        set_cookie(response, svc.cookies.device, svc.devices.issue(key, device_id),
+                   svc.policy.throttle.device_cookie_lifetime_days * 86400)
     if request.cookies.get(svc.cookies.remember):  # replaced or declined: end it, don't orphan it
         svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember), "login")
         if not remember:

@@ -248,9 +248,11 @@ def served_env(folder: Path, public_url: str = "https://auth.example.test", **se
 def authsvc_env(folder: Path, public_url: str, app_origin: str) -> dict[str, str]:
     """Production settings, as docs/integration.md has them, plus the cheap test argon2 policy."""
     policy = folder / "policy.toml"
-    # The tests sign in from 127.0.0.1 more often than a person would: a higher per-client limit.
+    # The tests sign in from 127.0.0.1, with few browsers, more often than a person would: higher
+    # per-client and per-device limits.
     policy.write_text(Path(TEST_POLICY).read_text() + (
-        '\n[throttle]\nper_client = ["300 per minute"]\n'
+        '\n[throttle]\nper_client = ["300 per minute"]\nper_client_known_device = ["300 per minute"]\n'
+        'per_device = ["300 per minute"]\n'
         f'\n[[redirects.apps]]\nname = "{APP_NAME}"\norigin = "{app_origin}"\npath_prefix = "{APP_PREFIX}"\n'))
     return served_env(folder, public_url, AUTHSVC_POLICY=str(policy), AUTHSVC_COOKIE_DOMAIN=COOKIE_DOMAIN)
 
@@ -315,14 +317,20 @@ def wait_until(condition, what: str, log: Path, timeout: float = 30.0) -> None:
 
 def form_login(requests, base: str, username: str, password: str, address: str) -> int:
     """GET /login, then POST the form as a browser at ``address`` behind the trusted proxy; the status."""
+    return form_login_response(requests, base, username, password, address).status_code
+
+
+def form_login_response(requests, base: str, username: str, password: str, address: str, cookies: str = ""):
+    """:func:`form_login`'s response, sending ``cookies`` (``name=value; ...``, e.g. a device
+    cookie) with both requests."""
     proxy = {"X-Forwarded-For": address, "X-Forwarded-Proto": "https"}
-    page = requests.get(f"{base}/login", headers=proxy, timeout=10)
+    page = requests.get(f"{base}/login", headers={**proxy, "Cookie": cookies}, timeout=10)
     token = _CSRF.search(page.text).group(1)
     # The session cookie is Secure and this hop is plain http: hand it back as the proxy would.
-    cookie = "; ".join(c.split(";", 1)[0] for c in page.raw.headers.getlist("Set-Cookie"))
-    resp = requests.post(f"{base}/login", headers={**proxy, "Cookie": cookie}, allow_redirects=False, timeout=60,
+    sent = [c.split(";", 1)[0] for c in page.raw.headers.getlist("Set-Cookie")]
+    cookie = "; ".join(sent + ([cookies] if cookies else []))
+    return requests.post(f"{base}/login", headers={**proxy, "Cookie": cookie}, allow_redirects=False, timeout=60,
                          data={"csrf_token": token, "username": username, "password": password})
-    return resp.status_code
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ to run on a schema that is behind.
 * From the previous release's schema (revision 0001) holding an account, a live session and a
   remember-me token, upgrading to head keeps all three usable: the password still signs in, the
   session cookie still verifies, the remember cookie still restores (and is now linked to its
-  session, which is what 0002 added).
+  session, which is what 0002 added), and the known-device registry (0003) starts empty.
 * ``authsvc serve`` and the other commands refuse a schema that is behind (naming both revisions
   and ``authsvc db upgrade``), one that a newer release migrated, and a database they cannot reach,
   with a message instead of a traceback and without starting gunicorn.
@@ -78,7 +78,7 @@ def test_upgrade_from_an_empty_database_builds_exactly_the_schema_the_models_des
     assert db.current_revision(engine) is None
     db.upgrade(engine)
     assert db.current_revision(engine) == db.head_revision()
-    assert tables(engine) == {"users", "sessions", "remember_tokens", "alembic_version"}
+    assert tables(engine) == {"users", "sessions", "remember_tokens", "known_devices", "alembic_version"}
     with engine.connect() as conn:
         drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), models.metadata)
     assert drift == [], f"authsvc/models.py and the migrations disagree (a change without a revision?): {drift}"
@@ -168,6 +168,9 @@ def test_upgrade_from_the_previous_release_keeps_accounts_sessions_and_remember_
         assert rows[0].selector == old["selector"] and rows[0].rotated_at is not None and rows[0].session_id is None
         assert len(rows) == 2 and rows[1].session_id is not None and rows[1].expires_at == rows[0].expires_at
         assert rows[0].successor_id == rows[1].id  # the link 0004 added
+        # Device cookies of the old release are not registered (0003's table starts empty): the
+        # browser that signed in above is now the account's one known device.
+        assert svc.known_devices.count(account.id) == 1
         # Logging the old session out ends it.
         token = _csrf(kept)
         assert kept.post("/logout", data={"csrf_token": token}).status_code == 303

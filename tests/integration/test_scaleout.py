@@ -451,10 +451,11 @@ def test_two_tabs_retrying_a_lost_response_through_both_instances_at_once_restor
 @pytest.mark.asvs("V7.2.4")
 def test_one_user_signing_in_on_both_instances_at_once_gets_one_session_per_login(deployment):
     """Six of the user's browsers sign in at the same moment, three through each instance. Known
-    browsers (device cookie) have a throttle bucket each, so all get in; unknown ones share the
-    account's bucket, whose gate lets one password check run at a time, so some are told to retry
-    (429), never an error. Every 303 is exactly one new live session, and each browser's previous
-    session is ended, not left behind."""
+    browsers (device cookie) have a throttle bucket each but share the account's known-device gate,
+    and unknown ones share the account's bucket: either way one password check of the account runs
+    at a time, so some are told to retry (429), never an error (one account's device cookies must
+    not take the known argon2 slots of everyone else: review finding 1). Every 303 is exactly one
+    new live session, and each browser's previous session is ended, not left behind."""
     svc = deployment.svc()
     user_id = deployment.user_id("sam")
     known = [logged_in_on(deployment.both[i % 2], "sam", f"198.51.100.{110 + i}") for i in range(6)]
@@ -466,9 +467,12 @@ def test_one_user_signing_in_on_both_instances_at_once_gets_one_session_per_logi
         gate.wait()
         return b.post(instance, "/login", data={"csrf_token": token, "username": "sam", "password": PASSWORD})
     answers = parallel(*(partial(sign_in, b, deployment.both[i % 2]) for i, b in enumerate(known)))
-    assert [a.status_code for a in answers] == [303] * len(known), [a.status_code for a in answers]
-    assert len({b.cookie("authsvc_session") for b in known} | before) == 2 * len(known), "a session was shared"
-    for b in known:
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {303, 429} and 303 in statuses, statuses
+    signed_in = [b for b, status in zip(known, statuses) if status == 303]
+    after = {b.cookie("authsvc_session") for b in signed_in}
+    assert len(after) == len(signed_in) and not after & before, "a session was shared"
+    for b in signed_in:
         assert [b.verify(i) for i in deployment.both] == [200, 200]
     assert len(svc.sessions.list_live(user_id)) == len(known), "replaced sessions were left live"
 

@@ -411,3 +411,33 @@ def test_parallel_attempts_on_two_instances_pass_the_gate_one_at_a_time(shared_t
         first.end()
         second.end()
     assert two.begin("erin", None).verdict.allowed
+
+
+# --- the known-device registry (security review, finding 1) -------------------------------------------------
+
+def test_parallel_device_registrations_on_two_instances_never_exceed_the_cap(app, svc, other_instance):
+    """Two instances register devices of one account at the same moment: the account's row is
+    locked while each counts (SQLite serialises writers), so neither can stay under the cap alone
+    while both together exceed it."""
+    from authsvc.devices import DeviceRegistry
+
+    account = svc.accounts.create("alice", svc.hasher.hash(PASSWORD))
+    cap = svc.policy.throttle.max_devices_per_account
+    lifetime = svc.policy.throttle.device_cookie_lifetime_days
+    registries = [svc.known_devices, DeviceRegistry(other_instance.engine, svc.clock, cap, lifetime)]
+    start = threading.Barrier(16)
+    failures = []
+
+    def register(registry) -> None:
+        start.wait()
+        try:
+            registry.remember(account.id, None)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(type(exc).__name__)
+    threads = [threading.Thread(target=register, args=(registries[i % 2],)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    assert svc.known_devices.count(account.id) == cap

@@ -383,26 +383,282 @@ def test_forged_or_foreign_device_cookie_gets_the_anonymous_bucket(app, user, fo
     assert_throttled(attacker.post_login("alice", PASSWORD))
 
 
+# --- known devices cannot take the service's capacity (security review, finding 1) ----------------------
+#
+# The review's attack: an account holder mints device cookies (each successful login used to issue a
+# new known device, without limit), then floods correct-password logins with them: known devices
+# were exempt from every per-client limit and the global limit, and their argon2 queue unbounded.
+
+SESSION = "__Host-authsvc_session"
+# The default policy's known-device limits (test.toml inherits them), written out so that each attack
+# below runs, and fails, on code that has no such limits: test_the_known_device_defaults_are_these.
+KNOWN_PER_CLIENT = 30   # throttle.per_client_known_device, per minute
+PER_DEVICE = 10         # throttle.per_device, per minute
+CAP = 10                # throttle.max_devices_per_account
+
+
+def again(browser: Browser, username: str = "alice", password: str = PASSWORD, *, ip: str | None = None):
+    """Sign in once more from this browser, signed out first (its device cookie kept)."""
+    browser.client.delete_cookie(SESSION, domain=HOST)
+    browser.token = None
+    return browser.post_login(username, password, ip=ip)
+
+
+def mint_devices(app, n: int, username: str = "alice") -> list[Browser]:
+    """``n`` browsers that each signed in once, from an address of their own: n device cookies."""
+    browsers = [Browser(app, ip=fresh_ip()) for _ in range(n)]
+    for b in browsers:
+        assert b.post_login(username, PASSWORD).status_code == 303
+        assert b.device_cookie
+    return browsers
+
+
+def known_devices(svc, username: str = "alice") -> int:
+    return svc.known_devices.count(svc.accounts.by_username(username).id)
+
+
+def throttled_reasons(caplog) -> list[str]:
+    return [json.loads(r.getMessage()).get("reason") for r in caplog.records
+            if r.name == "authsvc.audit" and '"login_throttled"' in r.getMessage()]
+
+
+def test_the_known_device_defaults_are_these(svc):
+    t = svc.policy.throttle
+    assert (t.per_client_known_device, t.per_device, t.max_devices_per_account) == \
+        ((f"{KNOWN_PER_CLIENT} per minute", "300 per hour"), (f"{PER_DEVICE} per minute", "60 per hour"), CAP)
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_device_cookies_minted_from_one_address_are_cut_off_by_the_known_device_per_client_limit(
+        app, user, svc, caplog):
+    # The review's attack in small: ten device cookies of the attacker's own account, then
+    # correct-password logins round them all from one address.
+    devices = mint_devices(app, 10)
+    amount = KNOWN_PER_CLIENT
+    statuses = [again(devices[n % 10], ip="203.0.113.100").status_code for n in range(amount + 5)]
+    assert statuses == [303] * amount + [429] * 5, statuses
+    assert set(throttled_reasons(caplog)) == {"per_client_known_device"}
+    # Counted apart: the same address still has its anonymous budget (and another account's
+    # known devices their own, see below).
+    assert Browser(app, ip="203.0.113.100").post_login("somebody").status_code == 401
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_one_device_cookie_from_ever_new_addresses_is_cut_off_by_its_per_device_limit(app, user, svc, caplog):
+    [device] = mint_devices(app, 1)
+    amount = PER_DEVICE
+    statuses = [again(device).status_code for _ in range(amount + 3)]  # a fresh address every time
+    assert statuses == [303] * amount + [429] * 3, statuses
+    assert set(throttled_reasons(caplog)) == {"per_device"}
+    # Another device of the same account has its own budget.
+    [other] = mint_devices(app, 1)
+    assert again(other).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_an_account_holder_behind_the_owners_address_cannot_spend_the_owners_known_device_budget(app, user, svc):
+    add_user(app, "mallory")
+    nat = "192.0.2.200"
+    owner = owner_with_device(app)
+    mallory = mint_devices(app, 3, "mallory")
+    amount = KNOWN_PER_CLIENT
+    statuses = [again(mallory[n % 3], "mallory", ip=nat).status_code for n in range(amount + 1)]
+    assert statuses[-1] == 429
+    assert again(owner, ip=nat).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_an_account_has_at_most_max_devices_per_account_known_devices_least_recently_used_forgotten(
+        app, user, svc, clock):
+    cap = CAP
+    devices = mint_devices(app, cap + 2)
+    # The two oldest cookies are still validly signed, but no longer known: they are anonymous,
+    # so the account's anonymous back-off holds them as it holds any attacker.
+    fail_until_throttled(app, "alice")
+    for old in devices[:2]:
+        assert_throttled(again(old))
+    for kept in devices[2:4]:
+        assert again(kept).status_code == 303
+    assert known_devices(svc) == cap
+    # Using a device makes it the most recently used: minting one more forgets the least recently
+    # used one (between equal times, the one registered first), not the one just used.
+    clock.advance(1)
+    assert again(devices[3]).status_code == 303
+    svc.throttle.unlock("alice")
+    mint_devices(app, 1)
+    assert known_devices(svc) == cap
+    ids = [svc.devices.serializer.loads(b.device_cookie)["d"] for b in devices]
+    assert [svc.known_devices.is_known("alice", i) for i in ids[2:5]] == [False, True, True]
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_known_devices_success_keeps_its_id_and_adds_no_row(app, user, svc):
+    owner = owner_with_device(app)
+    first = svc.devices.serializer.loads(owner.device_cookie)["d"]
+    for _ in range(3):
+        assert again(owner).status_code == 303
+    assert svc.devices.serializer.loads(owner.device_cookie)["d"] == first
+    assert known_devices(svc) == 1
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_device_cookie_replayed_after_its_device_was_forgotten_is_anonymous(app, user, svc):
+    cap = CAP
+    owner = owner_with_device(app)
+    copy = owner.device_cookie  # a copy kept by whoever had the browser
+    mint_devices(app, cap)     # the owner's device is now the least recently used: forgotten
+    fail_until_throttled(app, "alice")
+    replay = Browser(app)
+    replay.client.set_cookie(DEVICE, copy, domain=HOST)
+    assert_throttled(replay.post_login("alice", PASSWORD))
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_device_id_registered_to_another_account_is_not_known_for_this_one(app, user, svc):
+    # Even a cookie signed by the server (as with a leaked key) for alice, carrying the id of a
+    # device registered to mallory, is anonymous: the registry is per account.
+    add_user(app, "mallory")
+    [mallory] = mint_devices(app, 1, "mallory")
+    mallory_id = svc.devices.serializer.loads(mallory.device_cookie)["d"]
+    fail_until_throttled(app, "alice")
+    forged = Browser(app)
+    forged.client.set_cookie(DEVICE, svc.devices.issue("alice", mallory_id), domain=HOST)
+    assert_throttled(forged.post_login("alice", PASSWORD))
+
+
+@pytest.mark.asvs("V6.3.1", "V7.4.3")
+@pytest.mark.parametrize("how", ["password_change", "cli_passwd", "cli_disable", "cli_revoke"])
+def test_ending_the_accounts_sessions_forgets_its_known_devices(app, user, svc, monkeypatch, tmp_path, how):
+    """Whoever minted device cookies with the old password keeps no known-device budget (its own
+    per-client limit, a failure bucket of its own per device) for guessing the new one."""
+    from tests.conftest import run_cli
+
+    devices = mint_devices(app, 3)
+    new_password = "a brand new passphrase 2027"
+    password = PASSWORD if how in ("cli_disable", "cli_revoke") else new_password
+    if how == "password_change":
+        page = devices[0].client.get("/", environ_base={"REMOTE_ADDR": devices[0].last_ip})
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+        resp = devices[0].client.post("/account/password", environ_base={"REMOTE_ADDR": devices[0].last_ip},
+                                      data={"csrf_token": token, "current_password": PASSWORD,
+                                            "new_password": new_password})
+        assert resp.status_code == 200, resp.status_code
+    elif how == "cli_passwd":
+        assert run_cli(monkeypatch, tmp_path, "user", "passwd", "alice", "--password-stdin",
+                       stdin=new_password + "\n") == 0
+    elif how == "cli_disable":
+        assert run_cli(monkeypatch, tmp_path, "user", "disable", "alice") == 0
+    else:
+        assert run_cli(monkeypatch, tmp_path, "sessions", "revoke", "alice") == 0
+    if how == "cli_disable":
+        assert run_cli(monkeypatch, tmp_path, "user", "enable", "alice") == 0
+    # The old device cookies are anonymous now: the account's anonymous back-off holds them.
+    fail_until_throttled(app, "alice")
+    for old in devices[1:]:
+        assert_throttled(again(old, password=password))
+    assert known_devices(svc) == 0
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_successes_count_in_the_global_limit(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="5 per minute"))
+    add_user(app)
+    mint_devices(app, 5)  # five correct passwords from five addresses: five argon2 runs
+    assert_throttled(Browser(app).post_login("alice", PASSWORD))
+    clock.advance(60)
+    assert Browser(app).post_login("alice", PASSWORD).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_known_device_logins_count_in_the_global_limit_but_are_never_refused_by_it(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="3 per minute"))
+    add_user(app)
+    owner = owner_with_device(app)          # 1 (anonymous)
+    assert again(owner).status_code == 303  # 2 (known)
+    assert again(owner).status_code == 303  # 3 (known)
+    assert_throttled(Browser(app).post_login("alice", PASSWORD))  # the known ones filled it
+    assert again(owner).status_code == 303  # still never refused by it
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_parallel_device_cookie_logins_stay_within_the_known_device_limits(app, user, svc):
+    # Ten device cookies, each in its own thread, logging in as fast as they can from one address:
+    # no more pass than the known-device per-client limit, whatever the interleaving.
+    devices = mint_devices(app, 10)
+    amount = KNOWN_PER_CLIENT
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def flood(b: Browser) -> None:
+        for _ in range(6):
+            status = again(b, ip="203.0.113.101").status_code
+            with lock:
+                statuses.append(status)
+    threads = [threading.Thread(target=flood, args=(b,)) for b in devices]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(statuses) == 60 and set(statuses) <= {303, 429, 503}, statuses
+    assert 1 <= statuses.count(303) <= amount, statuses
+
+
+@pytest.mark.asvs("V2.4.1", "V6.3.1")
+def test_one_accounts_device_cookies_verify_one_at_a_time_so_other_accounts_known_devices_find_a_slot(
+        app, user, svc, monkeypatch):
+    # Ten device cookies of one account, all at the same moment: only one reaches argon2, the
+    # others are refused at once ("busy"), so the account holds at most one known argon2 slot.
+    add_user(app, "bob")
+    devices = mint_devices(app, 10)
+    [bob] = mint_devices(app, 1, "bob")
+    for b in [*devices, bob]:
+        b.client.delete_cookie(SESSION, domain=HOST)
+        b.token = csrf(b.client)
+    calls = []
+    real = svc.hasher.verify
+
+    def slow_verify(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # every parallel request arrives while the first is still hashing
+        return real(*args, **kwargs)
+    monkeypatch.setattr(svc.hasher, "verify", slow_verify)
+    start = threading.Barrier(len(devices))
+    statuses = []
+
+    def attempt(b: Browser) -> None:
+        start.wait()
+        statuses.append(b.post_login("alice", PASSWORD).status_code)
+    threads = [threading.Thread(target=attempt, args=(b,)) for b in devices]
+    for t in threads:
+        t.start()
+    assert bob.post_login("bob", PASSWORD).status_code == 303  # another account's known device: its own gate
+    for t in threads:
+        t.join(30)
+    assert sorted(statuses) == [303] + [429] * 9, statuses
+    assert len(calls) == 2  # one of alice's, and bob's
+    assert [again(b).status_code for b in devices[:3]] == [303] * 3  # nothing left held
+
+
 # --- global limit ------------------------------------------------------------------------------------
 
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
-def test_spraying_many_accounts_hits_the_global_failure_limit(tmp_path, clock):
-    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_failed_logins="20 per minute"))
+def test_spraying_many_accounts_hits_the_global_limit(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="20 per minute"))
     add_user(app)
-    owner = owner_with_device(app)
+    owner = owner_with_device(app)  # its first login ran argon2 too: 1 of the 20
     calls = []
     real = app.extensions["authsvc"].hasher.verify
     app.extensions["authsvc"].hasher.verify = lambda *a, **k: calls.append(1) or real(*a, **k)
     sprayer = Browser(app)
-    for n in range(20):
+    for n in range(19):
         assert sprayer.post_login(f"spray{n}").status_code == 401, f"failure {n + 1} refused early"
     clock.advance(15)
-    assert_throttled(sprayer.post_login("spray20"), 45)
+    assert_throttled(sprayer.post_login("spray19"), 45)
     assert_throttled(sprayer.post_login("alice", PASSWORD))  # anonymous attempts all wait
-    assert len(calls) == 20
-    assert owner.post_login("alice", PASSWORD).status_code == 303  # known devices are exempt
+    assert len(calls) == 19
+    assert owner.post_login("alice", PASSWORD).status_code == 303  # known devices are never refused by it
     clock.advance(45)
-    assert sprayer.post_login("spray21").status_code == 401
+    assert sprayer.post_login("spray20").status_code == 401
 
 
 # --- races ---------------------------------------------------------------------------------------------
@@ -540,6 +796,45 @@ def test_known_devices_keep_to_their_share_of_argon2_slots(tmp_path, clock):
     assert owner.post_login("alice", PASSWORD).status_code == 303
 
 
+@pytest.mark.asvs("V2.4.1")
+def test_known_device_logins_beyond_the_known_queue_get_503_at_once_instead_of_a_server_thread_each(
+        tmp_path, clock):
+    # The known class's queue was unbounded: a flood of known-device logins tied up every server
+    # thread, and /auth/verify waited behind them. Now at most known_queue (default 1) wait.
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(
+        tmp_path, argon2={"max_concurrent": 2, "anonymous_max_concurrent": 1, "queue_timeout_seconds": 60}))
+    add_user(app)
+    svc = app.extensions["authsvc"]
+    owner = owner_with_device(app)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_known_slot() -> None:
+        with svc.hasher._known.held():
+            holding.set()
+            release.wait(60)
+    holder = threading.Thread(target=hold_the_known_slot)
+    queued = threading.Thread(target=lambda: svc.hasher.verify(None, "x", anonymous=False))
+    answer = []
+    login = threading.Thread(target=lambda: answer.append(owner.post_login("alice", PASSWORD)))
+    holder.start()
+    try:
+        assert holding.wait(10)
+        queued.start()  # another known device's verification waits for the slot: the queue is full
+        deadline = time.monotonic() + 10
+        while svc.hasher._known._waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        login.start()
+        login.join(10)  # far less than the 60 s a queued login would wait
+        assert not login.is_alive(), "a known-device login beyond the queue holds a server thread"
+    finally:
+        release.set()
+        for t in (holder, queued, login):
+            if t.ident is not None:
+                t.join(70)
+    assert answer[0].status_code == 503 and int(answer[0].headers["Retry-After"]) >= 1
+    assert owner.post_login("alice", PASSWORD).status_code == 303  # nothing left held
+
+
 def test_anonymous_slots_refuse_at_once_beyond_the_queue():
     from authsvc.hashing import HashingBusy, Slots
 
@@ -630,7 +925,7 @@ def test_unknown_and_existing_accounts_throttle_identically(app, user, clock):
 
 @pytest.mark.asvs("V6.3.8")
 def test_every_limit_answers_with_the_same_429_page(tmp_path, clock, caplog):
-    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_failed_logins="7 per minute"))
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="7 per minute"))
     add_user(app)
     browser = Browser(app)
     for _ in range(5):

@@ -7,14 +7,14 @@ known about them, and "used" is the answer that never lets a copied token throug
 before the upgrade have no successor recorded and are judged as before (replay).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-07
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"  # after the known-device registry (fix/devices): one line of history
 branch_labels = None
 depends_on = None
 
