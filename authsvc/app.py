@@ -207,7 +207,8 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     # A live session's verify is answered at once; while a known device's argon2 runs, every other
     # request but verify, health and metrics goes to a low-priority lane (authsvc.priority).
     fast_verify = verify.FastPath(app, LowPriorityRequests(app.wsgi_app, priorities))  # after every hook
-    app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies)  # type: ignore[method-assign]
+    app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies,  # type: ignore[method-assign]
+                                     settings.trusted_proxy_networks)
     return app
 
 
