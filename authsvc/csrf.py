@@ -50,8 +50,10 @@ class CSRFError(BadRequest):
 
 
 def new_session_value() -> str:
-    """The per-session secret a token carries: 256 bits from the OS CSPRNG."""
-    return secrets.token_hex(32)
+    """The per-session secret a token carries: 256 bits from the OS CSPRNG. Base64url, because the
+    serializer compresses a payload when that makes it shorter, which 64 hex digits sometimes allow:
+    the token's length, and every form page's, would then vary from one session to the next."""
+    return secrets.token_urlsafe(32)
 
 
 def verdict(submitted: list[str], session_value: object, serializer: URLSafeTimedSerializer,

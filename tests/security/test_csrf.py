@@ -15,6 +15,7 @@ And what must keep working: a token signed with a fallback key while the key is 
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import time
@@ -158,7 +159,14 @@ def test_the_session_value_is_compared_in_constant_time(monkeypatch):
 
 def test_session_values_are_256_random_bits_and_never_repeat():
     values = {csrf.new_session_value() for _ in range(1000)}
-    assert len(values) == 1000 and all(len(v) == 64 and int(v, 16) >= 0 for v in values)
+    assert len(values) == 1000 and all(len(base64.urlsafe_b64decode(v + "=")) == 32 for v in values)
+
+
+@pytest.mark.asvs("V6.3.8")
+def test_every_sessions_token_has_the_same_length():
+    """A page whose size depends on the session's random value would make responses that must be
+    identical (unknown user and wrong password, tests/security/test_throttle.py) differ."""
+    assert len({len(SIGNER.dumps(csrf.new_session_value())) for _ in range(5000)}) == 1
 
 
 # --- through the forms -------------------------------------------------------------------------------
