@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 
 from authsvc import config as config_mod
 from authsvc import logging_setup
@@ -151,10 +150,6 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         MAX_CONTENT_LENGTH=policy.limits.max_content_length,
         MAX_FORM_MEMORY_SIZE=policy.limits.max_content_length,
         MAX_FORM_PARTS=50,
-        # Flask-WTF's HTTPS Referer check stays off: the token (bound to the session) and the
-        # Origin/Sec-Fetch-Site check (authsvc.sameorigin) are the CSRF defence.
-        WTF_CSRF_SSL_STRICT=False,
-        WTF_CSRF_TIME_LIMIT=3600,
         SESSION_PROTECTION="strong",
         AUTHSVC_SETTINGS=settings,
     )
@@ -191,7 +186,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     )
     app.extensions["authsvc"] = services
 
-    from authsvc import auth, crosssite, headers, limiter, errors as error_pages
+    from authsvc import auth, crosssite, csrf, headers, limiter, errors as error_pages
     from authsvc.views import account, api, health, login, verify
 
     for bp in (login.bp, account.bp, verify.bp, api.bp, health.bp):
@@ -199,7 +194,9 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     metrics.init_app(app, services)  # first before_request hook: times the others too
     auth.init_app(app)
     crosssite.init_app(app)  # before CSRF: a cross-site post is refused for what it is
-    CSRFProtect(app)  # after auth's hook, so a CSRF failure is logged with its request id
+    # After auth's hook, so a CSRF failure is logged with its request id.
+    csrf.init_app(app, timed_serializer(settings.secret_key, settings.secret_key_fallbacks, csrf.SALT),
+                  max_age=csrf.TIME_LIMIT_SECONDS)
     limiter.init_app(app, services)
     headers.init_app(app, settings, services.redirect_rules)
     error_pages.init_app(app)
@@ -207,7 +204,8 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     # A live session's verify is answered at once; while a known device's argon2 runs, every other
     # request but verify, health and metrics goes to a low-priority lane (authsvc.priority).
     fast_verify = verify.FastPath(app, LowPriorityRequests(app.wsgi_app, priorities))  # after every hook
-    app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies)  # type: ignore[method-assign]
+    app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies,  # type: ignore[method-assign]
+                                     settings.trusted_proxy_networks)
     return app
 
 

@@ -17,6 +17,7 @@ import flask_login
 from flask import Flask, current_app, g, request, session
 from flask_login import login_user
 
+from authsvc import clientip
 from authsvc.accounts import Account
 from authsvc.sessions import LIVE, SessionRecord
 
@@ -29,8 +30,11 @@ def services():
 
 
 def binding_identifier(remote_addr: str | None, user_agent: str) -> str:
-    """What "strong" session protection binds a session to: client address and user agent."""
-    raw = f"{remote_addr}|{user_agent}"
+    """What "strong" session protection binds a session to: the client as the throttle groups it
+    (an IPv6 address's /64, which privacy addresses rotate within) and the user agent. An IPv4
+    address gives the same identifier as before /64 grouping, so IPv4 sessions outlive the upgrade."""
+    group = clientip.client_group(remote_addr)
+    raw = f"{remote_addr if group is None else group}|{user_agent}"
     return hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from authsvc import secretkeys
+from authsvc import proxies, secretkeys
 from authsvc.filemodes import make_private_folder
 from authsvc.logging_setup import parse_destination
 from authsvc.policy import Policy, PolicyError, load_policy
@@ -71,6 +71,9 @@ class Settings:
     key_file: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
     ratelimit_key_prefix: str = "authsvc"   # lets several deployments (or tests) share one Redis
+    # TCP peers whose forwarding headers count (with trusted_proxies > 0); nobody else's do.
+    trusted_proxy_networks: tuple[proxies.Network, ...] = field(
+        default_factory=lambda: proxies.parse_networks(proxies.DEFAULT_NETWORKS))
 
     @property
     def production(self) -> bool:
@@ -101,6 +104,15 @@ def _key_prefix(environ: Mapping[str, str]) -> str:
     if len(raw) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in raw):
         raise ConfigError(f"AUTHSVC_RATELIMIT_KEY_PREFIX={raw!r}: use up to 64 letters, digits, '-', '_' or '.'")
     return raw
+
+
+def _proxy_networks(environ: Mapping[str, str]) -> tuple[proxies.Network, ...]:
+    # Unset means the default; set but blank is refused, not read as "trust nobody" or the default.
+    raw = environ.get("AUTHSVC_TRUSTED_PROXY_NETWORKS")
+    try:
+        return proxies.parse_networks(proxies.DEFAULT_NETWORKS if raw is None else raw)
+    except ValueError as exc:
+        raise ConfigError(f"AUTHSVC_TRUSTED_PROXY_NETWORKS: {exc}") from None
 
 
 def _log_destination(environ: Mapping[str, str]) -> str:
@@ -185,6 +197,7 @@ def from_env(environ: Mapping[str, str] | None = None, *, instance_path: str | N
         policy=policy,
         redirect_allowed_origins=origins,
         trusted_proxies=_int_env(environ, "AUTHSVC_TRUSTED_PROXIES", 0),
+        trusted_proxy_networks=_proxy_networks(environ),
         instance_path=str(instance),
         public_url=public_url,
         cookie_domain=cookie_domain,
@@ -345,6 +358,11 @@ def _deployment_problems(s: Settings) -> list[Problem]:
         if s.metrics_token == s.secret_key:
             out.append(Problem("error", "AUTHSVC_METRICS_TOKEN", "AUTHSVC_METRICS_TOKEN repeats the secret key; "
                                "whoever scrapes metrics could sign cookies. Fix: a separate `authsvc gen-secret`."))
+    for network in s.trusted_proxy_networks if s.trusted_proxies else ():
+        if proxies.too_wide(network):
+            out.append(Problem("warning", "AUTHSVC_TRUSTED_PROXY_NETWORKS", f"AUTHSVC_TRUSTED_PROXY_NETWORKS lists "
+                               f"{network}, wider than a /{proxies.WIDEST_PREFIX[network.version]}: any host in it "
+                               "can forge client addresses and request ids. Fix: list only the proxies' addresses."))
     if s.ratelimit_storage_uri.startswith("memory://"):
         out.append(Problem("note", "AUTHSVC_RATELIMIT_STORAGE_URI", "AUTHSVC_RATELIMIT_STORAGE_URI=memory:// "
                            "counts per process: with N workers or instances an attacker gets N times the attempts. "

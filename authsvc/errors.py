@@ -12,11 +12,12 @@ import logging
 
 from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
-from flask_wtf.csrf import CSRFError
 from jinja2 import Environment
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from authsvc.csrf import MESSAGE as CSRF_MESSAGE
+from authsvc.csrf import CSRFError
 from authsvc.forms import FieldRefused
 from authsvc.hashing import HashingBusy
 from authsvc.throttle import ThrottleUnavailable
@@ -82,8 +83,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
-        _audit("csrf_failed", reason=str(exc.description)[:80])
-        return respond(400, "The form expired or was not sent by this site. Reload the page and try again.")
+        _audit("csrf_failed", reason=exc.reason)
+        return respond(400, CSRF_MESSAGE)
 
     @app.errorhandler(FieldRefused)
     def field_refused(exc):

@@ -39,10 +39,20 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _NOT_LABEL = re.compile(r"[^a-z0-9]+")
 
 
-def reason_label(value: object) -> str:
-    """A bounded label value: reason codes pass through; free text becomes a short slug."""
+# Events whose reason the audit log keeps and a dashboard must not: whether a failed login named an
+# unknown user, a wrong password or (with the right password) a disabled account tells whoever reads
+# /metrics which usernames exist. Every reason of such an event gets one label, so a reason code added
+# later cannot reopen the oracle; the audit log, read only by operators, keeps the precise code.
+MERGED_REASONS = {"login_failure": "bad_credentials"}
+
+
+def reason_label(value: object, event: str = "") -> str:
+    """A bounded label value: reason codes pass through; free text becomes a short slug; the reasons
+    of an event in :data:`MERGED_REASONS` become its one label."""
     if value is None or value == "":
         return ""
+    if event in MERGED_REASONS:
+        return MERGED_REASONS[event]
     return _NOT_LABEL.sub("_", str(value).lower()).strip("_")[:40]
 
 
@@ -103,7 +113,7 @@ class Metrics:
 
     def count_event(self, event: str, outcome: str, fields: dict) -> None:
         """The :class:`~authsvc.audit.Audit` sink."""
-        self.events.labels(event, outcome or "", reason_label(fields.get("reason"))).inc()
+        self.events.labels(event, outcome or "", reason_label(fields.get("reason"), event)).inc()
 
     def instrument(self, hasher):
         """Track ``hasher``'s operations in :attr:`hashing_in_progress` (queue included: saturation shows)."""

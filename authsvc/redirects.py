@@ -13,13 +13,13 @@ no logging. It accepts only
 
 Everything else is rejected, never repaired, and the decision's ``target`` is ``rules.default``.
 An accepted ``target`` is rebuilt from the parsed parts and percent-encoded to printable ASCII
-(no space, quote, ``<``, ``>`` or backslash); the raw input is never echoed. Validating an
-accepted target again gives the same target.
+(no space, quote, ``<``, ``>`` or backslash: one in the query leaves as ``%5C``); the raw input is
+never echoed. Validating an accepted target again gives the same target.
 
 Why so strict: browsers parse ``Location`` with the WHATWG URL rules, which silently drop TAB,
-CR and LF, trim leading C0 controls and spaces, treat ``\\`` as ``/``, map ``。`` and full-width
-dots in hosts to ``.``, and read ``https:evil.com`` or ``https:///evil.com`` as
-``https://evil.com``. Each of those broke a real validator (CVE-2020-5233, CVE-2020-11053,
+CR and LF, trim leading C0 controls and spaces, treat ``\\`` as ``/`` (up to the query, where it is
+data), map ``。`` and full-width dots in hosts to ``.``, and read ``https:evil.com`` or
+``https:///evil.com`` as ``https://evil.com``. Each of those broke a real validator (CVE-2020-5233, CVE-2020-11053,
 CVE-2021-32618, CVE-2015-2317, CVE-2019-13038). Rejecting such characters and shapes outright is
 simpler to reason about than predicting every parser. The threat list is
 tests/security/test_redirects.py; tests/property/test_redirects_property.py checks every accepted
@@ -34,7 +34,7 @@ Reason codes (``RedirectDecision.reason``), a fixed set meant for metric labels:
 ``control_char``     C0/C1 control, DEL, any Unicode category C char, or ``%00``-``%1F``/``%7F``
                      in the path
 ``whitespace``       space or any Unicode category Z char
-``backslash``        ``\\`` anywhere
+``backslash``        ``\\`` anywhere but the query (after the first ``?``, before any ``#``)
 ``lookalike``        a non-ASCII char in the path (raw or percent-encoded) whose NFKC form is
                      ``/ \\ . % @ : ? #``
 ``malformed``        neither a ``/path`` nor ``scheme:...``; bad port syntax; unclosed ``[``;
@@ -169,9 +169,11 @@ def _check(raw: str | None, rules: RedirectRules) -> tuple[str, AllowedApp | Non
 
 
 def _check_chars(raw: str) -> None:
-    bad = _ASCII_BAD.search(raw)
-    if bad:
+    query = _query_span(raw)
+    for bad in _ASCII_BAD.finditer(raw):
         char = bad.group()
+        if char == "\\" and query[0] <= bad.start() < query[1]:
+            continue  # data in the query: it cannot move the browser, and leaves re-encoded as %5C
         raise _Rejected("backslash" if char == "\\" else "whitespace" if char == " " else "control_char")
     if raw.isascii():
         return
@@ -180,6 +182,15 @@ def _check_chars(raw: str) -> None:
         raise _Rejected("control_char")
     if "Z" in categories:
         raise _Rejected("whitespace")
+
+
+def _query_span(raw: str) -> tuple[int, int]:
+    """Where the query lies in ``raw``: after the first ``?``, up to the first ``#`` (WHATWG: once in
+    the query, only ``#`` leaves it); ``(0, 0)`` when there is none."""
+    fragment = raw.find("#")
+    end = fragment if fragment >= 0 else len(raw)
+    start = raw.find("?", 0, end)
+    return (start + 1, end) if start >= 0 else (0, 0)
 
 
 def _parse_authority(scheme: str, authority: str) -> tuple[str, str]:

@@ -128,13 +128,13 @@ KNOWN_WEAK_SECRETS: frozenset[str] = frozenset(
 _FIX = "Generate one with `authsvc gen-secret`."
 _FINGERPRINT_DOMAIN = b"authsvc-key-fingerprint"
 
-# Matching ignores case and punctuation ("Change_Me!", "SECRET KEY"). Values of six or more
-# letters and digits are refused anywhere inside a key; shorter ones ("dev", "key", "test") only
-# whole, repeated, or padded with filler, because a random 64-character key contains some
-# three-letter word about once in a few hundred draws, but a given six-letter one about once in
-# ten million.
+# Matching ignores case and punctuation ("Change_Me!", "SECRET KEY"). Values of eight or more
+# letters and digits are refused anywhere inside a key: such a value beside real randomness is still
+# a copy, and a random key holds one by chance too rarely to matter. Shorter ones ("dev", "key",
+# "secret") only whole, repeated, or when what is left without them is weak, because random keys
+# contain them by chance often enough that refusing those would refuse random keys at random.
 _SQUASH = re.compile(r"[\W_]+")
-_MIN_CONTAINED = 6
+_MIN_CONTAINED = 8
 
 
 def _squash(text: str) -> str:
@@ -151,6 +151,7 @@ _WEAK_CONTAINED = tuple(
 _WEAK_LONGEST_FIRST = tuple(
     sorted(_WEAK_FOLDED | _WEAK_SQUASHED, key=len, reverse=True)
 )
+_WEAK_ANYWHERE = re.compile("|".join(map(re.escape, _WEAK_LONGEST_FIRST)), re.IGNORECASE)
 
 # str(uuid.uuid4()) is a popular SECRET_KEY; its 36 characters look random enough to pass the
 # estimate, but version and variant bits are fixed.
@@ -315,15 +316,28 @@ def _is_known_weak(text: str) -> bool:
     unit = _repeated_unit(folded)
     if unit is not None and (unit in _WEAK_FOLDED or _squash(unit) in _WEAK_SQUASHED):
         return True
-    return _is_padded_weak(folded)
+    return _is_padded_weak(text)
 
 
-def _is_padded_weak(folded: str) -> bool:
-    """A short example value plus filler ("dev" + "0" * 29): what is left without it is not random."""
-    remainder = folded
-    for value in _WEAK_LONGEST_FIRST:
-        remainder = remainder.replace(value, "")
-    return remainder != folded and _estimated_bits(remainder) < MIN_ENTROPY_BITS
+def _is_padded_weak(text: str) -> bool:
+    """A short example value plus filler ("dev" + "0" * 29): what is left without it is weak.
+
+    What is left is measured as written (folding its case would take a bit from every letter of a
+    random key) and must carry its share of the bar: as many estimated bits a character as the whole
+    key needs. A random key that happens to contain "dev" does, as random text does wherever it is
+    cut; filler does not. The whole key must still pass every other rule on its own."""
+    folded = text.casefold()
+    if not any(value in folded for value in _WEAK_LONGEST_FIRST):
+        return False
+    remainder = text
+    while True:  # taking one value out can join the text around it into another
+        shorter = _WEAK_ANYWHERE.sub("", remainder)
+        if shorter == remainder:
+            break
+        remainder = shorter
+    if remainder == text:
+        return False
+    return not remainder or _estimated_bits(remainder) * len(text) < MIN_ENTROPY_BITS * len(remainder)
 
 
 def _randomness_problems(text: str, setting: str) -> list[str]:

@@ -78,6 +78,7 @@ def deployment_env(folder: Path, *, database_url: str, storage_uri: str, key_pre
         "AUTHSVC_COOKIE_DOMAIN": COOKIE_DOMAIN,
         "AUTHSVC_POLICY": str(policy),
         "AUTHSVC_INSTANCE_PATH": str(folder / "cli-instance"),
+        "AUTHSVC_TRUSTED_PROXY_NETWORKS": "127.0.0.1/32",  # this machine's nginx
     }
     missing = sorted(set(overrides) - set(guide))
     assert not missing, f"docs/deployment.md's environment file lacks {missing}; the tests run what it says"

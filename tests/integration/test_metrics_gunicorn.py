@@ -47,7 +47,7 @@ def assert_whole(requests, base: str, scrapes: int = 6) -> None:
     expected = {
         ("authsvc_verify_seconds_count", (("status", "401"),)): N_VERIFY,
         ("authsvc_login_seconds_count", (("status", "401"),)): N_FAILED_LOGINS,
-        ("authsvc_events_total", (("event", "login_failure"), ("outcome", "failure"), ("reason", "unknown_user"))):
+        ("authsvc_events_total", (("event", "login_failure"), ("outcome", "failure"), ("reason", "bad_credentials"))):
             N_FAILED_LOGINS,
         ("authsvc_events_total", (("event", "metrics_denied"), ("outcome", "refused"), ("reason", "bad_token"))): 1,
         ("authsvc_argon2_seconds_count", ()): N_FAILED_LOGINS,

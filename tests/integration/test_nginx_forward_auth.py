@@ -8,7 +8,10 @@ up, and next values off the allow-list.
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
+import time
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -188,6 +191,51 @@ def test_client_cannot_describe_a_forward_auth_request_to_the_login_host(stack):
     response = get(s, f"{stack.auth}/auth/verify?redirect=1", headers={"X-Original-URL": stack.protected("/x")})
     assert response.status_code == 302
     assert login_target(response.headers["Location"]) == (f"{stack.auth}/login", None)
+
+
+# --- request ids are nginx's, never the client's --------------------------------------------------
+
+NGINX_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def audit_lines(stack, since: int) -> list[dict]:
+    lines = stack.logs["authsvc"].read_text(errors="replace").splitlines()[since:]
+    parsed = (json.loads(line) for line in lines if line.startswith("{"))
+    return [line for line in parsed if "event" in line]   # audit events, not access or error lines
+
+
+@pytest.mark.asvs("V16.2.1", "V4.1.3")
+def test_a_client_x_request_id_never_reaches_the_audit_log_the_app_or_the_answer(stack):
+    """A client choosing the id its requests are logged under could hide them among, or pin them on,
+    someone else's: nginx sets its own id on every proxied location, the auth subrequest included."""
+    forged = f"forged-{secrets.token_hex(6)}"
+    mark = len(stack.logs["authsvc"].read_text(errors="replace").splitlines())
+    s = browser(stack)
+    s.headers["X-Request-ID"] = forged
+    answers = [
+        get(s, f"{stack.auth}/login?next=//evil.example.test/"),        # redirect_rejected (login)
+        s.post(f"{stack.auth}/login", allow_redirects=False, timeout=10,  # login_failure
+               data={"csrf_token": csrf_from(get(s, f"{stack.auth}/login")), "username": USERNAME,
+                     "password": "not the password at all 1234"}),
+        get(s, f"{stack.app}/admin"),                                    # redirect_rejected (verify)
+    ]
+    assert [a.status_code for a in answers] == [200, 401, 302]
+    signed = signed_in(stack)
+    signed.headers["X-Request-ID"] = forged
+    seen = get(signed, stack.protected("/whoami"))
+    assert seen.status_code == 200
+    assert len(seen.json()["request_id"]) == 1 and NGINX_REQUEST_ID.fullmatch(seen.json()["request_id"][0])
+    for answer in answers[:2]:
+        assert NGINX_REQUEST_ID.fullmatch(answer.headers["X-Request-ID"]), answer.headers["X-Request-ID"]
+    wait_for = {"redirect_rejected", "login_failure"}
+    for _ in range(50):  # the worker writes its log line after answering
+        lines = audit_lines(stack, mark)
+        if wait_for <= {line["event"] for line in lines} and len(lines) >= 3:
+            break
+        time.sleep(0.1)
+    assert {line.get("source") for line in lines if line["event"] == "redirect_rejected"} >= {None, "verify"}
+    assert all(NGINX_REQUEST_ID.fullmatch(line["request_id"]) for line in lines), lines
+    assert forged not in stack.logs["authsvc"].read_text(errors="replace")
 
 
 # --- next must be on the allow-list ---------------------------------------------------------------

@@ -325,6 +325,17 @@ def test_arbitrary_text_never_leaves_the_allow_list(raw, rules):
     assert_oracle(raw, rules)
 
 
+@given(base=path_shaped | url_shaped, query=st.text(alphabet="\\/%5Cc?&=.@:", max_size=12), rules=RULE_SETS)
+def test_a_backslash_in_the_query_decides_as_its_encoding_does(base, query, rules):
+    """Review 15g: in the query a backslash is data, so ``\\`` and ``%5C`` there must get one
+    decision and one target; and whatever is accepted still lands safely (the oracle)."""
+    head = base.partition("#")[0]
+    raw = head + ("&" if "?" in head else "?") + query
+    encoded = head + ("&" if "?" in head else "?") + query.replace("\\", "%5C")
+    assert validate_next(raw, rules) == validate_next(encoded, rules)
+    assert_oracle(raw, rules)
+
+
 @given(raw=st.one_of(hostile_strings, near_miss_urls, mutated_good), rules=RULE_SETS)
 def test_rejection_always_sends_the_default(raw, rules):
     decision = validate_next(raw, rules)

@@ -17,6 +17,8 @@ from html.parser import HTMLParser
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
+from authsvc.csrf import SALT as CSRF_SALT
+from authsvc.signing import timed_serializer
 from authsvc.views.login import GENERIC_FAILURE
 from tests.conftest import (
     HTTPS,
@@ -188,8 +190,13 @@ def _raw_csrf(client) -> str:
 
 
 def _forged(client, key: str) -> str:
-    """Flask-WTF's token format, for this session's raw token, signed with ``key``."""
-    return URLSafeTimedSerializer(key, salt="wtf-csrf-token").dumps(_raw_csrf(client))
+    """authsvc's token format (authsvc.csrf), for this session's raw token, signed with ``key``."""
+    return timed_serializer(key, (), CSRF_SALT).dumps(_raw_csrf(client))
+
+
+def _flask_wtf_sha1(client) -> str:
+    """The token Flask-WTF made: the right key and session value, but HMAC-SHA1 and its salt."""
+    return URLSafeTimedSerializer(STRONG_KEY, salt="wtf-csrf-token").dumps(_raw_csrf(client))
 
 
 def _tampered(token: str) -> str:
@@ -205,6 +212,8 @@ BAD_TOKENS = {
     "tampered": lambda app, client, page: _tampered(csrf(client, page)),
     "another_sessions_token": lambda app, client, page: csrf(new_client(app)),
     "signed_with_another_key": lambda app, client, page: _forged(client, OTHER_KEY),
+    "flask_wtf_hmac_sha1": lambda app, client, page: _flask_wtf_sha1(client),
+    "truncated": lambda app, client, page: csrf(client, page)[:-1],
 }
 
 

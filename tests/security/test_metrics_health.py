@@ -10,13 +10,16 @@ Attacks and failures tried here:
   (kube-probe or GoogleHC user agents, health paths glued to the verify path);
 - a readiness probe that hangs with its dependency, or says "ready" when one is down, or a
   liveness probe that fails with the database (restarting every worker during an outage);
-- counts that drift from what happened (the counters are checked against exact request counts).
+- counts that drift from what happened (the counters are checked against exact request counts);
+- enumerating accounts from a dashboard: a failed login's label must not say whether the user exists
+  (unknown user, wrong password and disabled account share one label; the audit log keeps the reason).
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import json
 import os
 import stat
 import threading
@@ -158,8 +161,7 @@ def test_every_audit_event_is_counted_by_event_outcome_and_reason(mapp):
     assert login(new_client(mapp), "alice", PASSWORD, next="//evil.example").status_code == 303
     samples = scrape(mapp)
     count = "authsvc_events_total"
-    assert value(samples, count, event="login_failure", outcome="failure", reason="bad_password") == 3
-    assert value(samples, count, event="login_failure", outcome="failure", reason="unknown_user") == 1
+    assert value(samples, count, event="login_failure", outcome="failure", reason="bad_credentials") == 4
     assert value(samples, count, event="login_success", outcome="success", reason="") == 1
     assert value(samples, count, event="redirect_rejected", outcome="refused", reason="scheme_relative") == 1
     assert sum(v for (name, _), v in samples.items() if name == count) == 6
@@ -227,6 +229,33 @@ def test_hashing_in_progress_gauge_shows_work_under_way(mapp, monkeypatch):
         release.set()
         worker.join(10)
     assert value(scrape(mapp), "authsvc_hashing_in_progress") == 0
+
+
+@pytest.mark.asvs("V6.3.8")
+def test_metrics_do_not_tell_unknown_users_from_wrong_passwords_or_disabled_accounts(mapp, capsys):
+    """Enumeration through a dashboard: one failed login per kind must leave identical label sets."""
+    add_user(mapp)
+    add_user(mapp, "carol")
+    mapp.extensions["authsvc"].accounts.set_disabled(
+        mapp.extensions["authsvc"].accounts.by_username("carol").id, True)
+    assert login(new_client(mapp), "alice", WRONG).status_code == 401
+    assert login(new_client(mapp), "mallory", WRONG).status_code == 401
+    assert login(new_client(mapp), "carol", PASSWORD).status_code == 401
+    failures = {labels: v for (name, labels), v in scrape(mapp).items()
+                if name == "authsvc_events_total" and ("event", "login_failure") in labels}
+    assert failures == {frozenset({("event", "login_failure"), ("outcome", "failure"),
+                                   ("reason", "bad_credentials")}): 3}
+    audit = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert sorted(e["reason"] for e in audit if e.get("event") == "login_failure") == [
+        "bad_password", "disabled", "unknown_user"]
+
+
+@pytest.mark.parametrize("event, raw", [
+    ("login_failure", "unknown_user"), ("login_failure", "bad_password"), ("login_failure", "disabled"),
+    ("login_failure", "a_reason_added_later"), ("login_failure", "Unknown User"),
+])
+def test_every_login_failure_reason_gets_the_one_metric_label(event, raw):
+    assert reason_label(raw, event) == "bad_credentials"
 
 
 @pytest.mark.parametrize("raw, label", [

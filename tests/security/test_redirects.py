@@ -496,6 +496,62 @@ def test_worst_case_input_within_the_limit_is_fast():
     assert (time.perf_counter() - started) / 100 < 0.02  # ~1-4 ms each on a laptop
 
 
+# --- Backslashes in the query: data, not a separator --------------------------------------------
+# WHATWG reads "\\" as "/" only up to the query; after the first "?" (until "#") it is data and
+# cannot change where the browser goes, so refusing it sent users to the default page for nothing.
+QUERY_BACKSLASHES = [
+    pytest.param("/dashboard?redirect=\\evil.test", "/dashboard?redirect=%5Cevil.test", None,
+                 id="review 15g: own path, backslash in a query value"),
+    pytest.param("/x?next=\\\\evil.com", "/x?next=%5C%5Cevil.com", None, id="two backslashes in query"),
+    pytest.param("/x?\\", "/x?%5C", None, id="query of one backslash"),
+    pytest.param("/x?a=1&b=\\/\\/evil.com#top", "/x?a=1&b=%5C/%5C/evil.com#top", None, id="query then fragment"),
+    pytest.param("/x?q=%5C\\", "/x?q=%5C%5C", None, id="encoded and raw backslash in query"),
+    pytest.param("/x?a?\\b", "/x?a?%5Cb", None, id="backslash after a second question mark"),
+    pytest.param("https://auth.example.com/x?r=\\evil.test", "https://auth.example.com/x?r=%5Cevil.test", None,
+                 id="own origin absolute, backslash in query"),
+    pytest.param("https://auth.example.com?\\evil.test", "https://auth.example.com/?%5Cevil.test", None,
+                 id="own origin without path, backslash in query"),
+    pytest.param("https://app.example.com/wiki/p?r=\\\\evil.com", "https://app.example.com/wiki/p?r=%5C%5Cevil.com",
+                 WIKI, id="allowed app, backslashes in query"),
+    pytest.param("https://grafana.example.com:8443?\\", "https://grafana.example.com:8443/?%5C", GRAFANA,
+                 id="allowed app origin, backslash query"),
+]
+
+BACKSLASHES_THAT_STEER = [
+    P("/x\\?a=b", "backslash", "backslash in the path before the query"),
+    P("/\\evil.com?x=\\", "backslash", "backslash path, also one in the query"),
+    P("\\\\evil.com?\\", "backslash", "backslashes as the authority, query after"),
+    P("https:\\\\app.example.com/wiki?\\", "backslash", "backslash slashes after the scheme"),
+    P("https://app.example.com\\@evil.com/wiki?\\", "backslash", "backslash in the authority"),
+    P("https://app.example.com/wiki\\..\\admin?x", "backslash", "backslash dot-dot in the path"),
+    P("/x#\\evil.com", "backslash", "backslash in the fragment (not the query)"),
+    P("/x#?\\evil.com", "backslash", "question mark inside the fragment opens no query"),
+    P("/x?a#\\", "backslash", "backslash after the query, in the fragment"),
+    P("/%5Cevil.com?x=\\", "encoded_separator", "encoded backslash in the path"),
+    P("/x%5c?x=\\", "encoded_separator", "encoded lowercase backslash before the query"),
+    P("https://app.example.com%5C.evil.com/wiki?\\", "encoded_host", "encoded backslash in the host"),
+    P("https://app.example.com%5C@evil.com/wiki?\\", "userinfo", "encoded backslash then userinfo"),
+    P("https://evil.test/?\\", "host_not_allowed", "a query backslash opens no other host"),
+    P("//evil.com?\\", "scheme_relative", "scheme-relative with a query backslash"),
+    P("?\\evil.com", "malformed", "a bare query is no path"),
+]
+
+
+@pytest.mark.asvs("V3.7.2")
+@pytest.mark.parametrize(("payload", "target", "app"), QUERY_BACKSLASHES)
+def test_a_backslash_in_the_query_is_accepted_and_reencoded(payload, target, app):
+    decision = validate_next(payload, RULES)
+    assert decision == RedirectDecision(target=target, accepted=True, reason="ok", app=app)
+    assert "\\" not in decision.target
+    assert validate_next(decision.target, RULES) == decision
+
+
+@pytest.mark.asvs("V3.7.2")
+@pytest.mark.parametrize(("payload", "reason"), BACKSLASHES_THAT_STEER)
+def test_backslashes_where_they_steer_the_browser_are_still_refused(payload, reason):
+    assert_rejected(payload, reason)
+
+
 # --- What is accepted, and exactly what is sent back ------------------------------------------
 
 GOOD = [

@@ -7,10 +7,12 @@ to the key file).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import secrets
 import stat
+import subprocess
 import uuid
 
 import pytest
@@ -24,6 +26,7 @@ from authsvc.secretkeys import (
     read_key_file,
     secret_problems,
 )
+from tests.integration.conftest import require_binary
 
 FIX = "Generate one with `authsvc gen-secret`."
 WEAK_EXAMPLE = "AUTHSVC_SECRET_KEY is, or is built from, a well-known example value"
@@ -373,6 +376,92 @@ def test_generate_secret_draws_from_the_os_csprng(monkeypatch):
     monkeypatch.setattr(secrets, "token_urlsafe", lambda n: calls.append(n) or real(n))
     generate_secret()
     assert calls == [48]  # 48 bytes = 384 bits, >= 256
+
+
+# --- a random key is never refused for a word it happens to contain ------------------------------
+
+DRAWS = 20_000
+
+
+def openssl_rand_base64_32() -> str:
+    """What `openssl rand -base64 32` prints: checked against the real command once, then made
+    in-process (20,000 processes would take minutes)."""
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+@pytest.fixture(scope="module")
+def openssl_form_confirmed():
+    openssl = require_binary("openssl")
+    printed = subprocess.run([openssl, "rand", "-base64", "32"], capture_output=True, text=True,
+                             check=True, timeout=30).stdout.strip()
+    made = openssl_rand_base64_32()
+    assert len(printed) == len(made) == 44 and printed.endswith("=") and made.endswith("=")
+    assert len(base64.b64decode(printed, validate=True)) == 32
+
+
+FORMS = {
+    "secrets.token_urlsafe(32)": lambda: secrets.token_urlsafe(32),
+    "secrets.token_hex(32)": lambda: secrets.token_hex(32),
+    "base64 of 32 random bytes": lambda: base64.b64encode(os.urandom(32)).decode("ascii"),
+    "openssl rand -base64 32": openssl_rand_base64_32,
+    "authsvc gen-secret": generate_secret,
+}
+
+
+@pytest.mark.asvs("V11.2.3")
+@pytest.mark.parametrize("form", FORMS)
+def test_twenty_thousand_random_keys_of_each_documented_form_are_all_accepted(form, request):
+    """Review 15f: a key refused at random teaches operators to weaken the check. The forms an
+    operator would use, each holding 32 random bytes, must pass every time."""
+    if form == "openssl rand -base64 32":
+        request.getfixturevalue("openssl_form_confirmed")
+    draw = FORMS[form]
+    refused = [problems for problems in (secret_problems(draw()) for _ in range(DRAWS)) if problems]
+    assert refused == []
+
+
+# Real draws of secrets.token_urlsafe(24) (32 characters) that contain a listed word: the word
+# rule refused about 19 in 20 of those, which is about 1 in 500 such keys, at random.
+TOKEN_URLSAFE_24_WITH_A_WORD = [
+    "W2pVd9fh0ooOO3m8zKeYtBuRsLDgLqrk", "PQlokeypcUNgRM9FiE9p2-3ZPecsd93Y",
+    "GayM4x4zsGqdqqzbMHrUsKdPy7zGkEyN", "z3y42HAwGTr3yYzdev0mMgMhzBHUpGSA",
+    "91kDDozxOUFTlak_YuGXTGbdEVPBX0ft", "jcJm1xsDcDevUKHgfx7zZB5dwBRWBXJf",
+    "i5_PVateStL7hU81GFO2pebJ46hux2hb", "VDupTESTCTSryEBQmY48xzvR4mQxwy2s",
+    "XGnTest7KKg2hUBeN_u-b19sR3PcR8bv", "aVvCTRg4FuVmnBf5lSTodoIFVo26RVER",
+    "qLJe7REgHgI03ql1pCgWGVKTodOuKYrU", "mGySgWAEJS22HBxOYR_hToDOZ-o4Twni",
+    "mIkTxZqpUJ7Qb5xXRqSCdlmwkeYegFs4",
+]
+
+
+@pytest.mark.asvs("V11.2.3")
+@pytest.mark.parametrize("key", TOKEN_URLSAFE_24_WITH_A_WORD)
+def test_a_random_key_that_happens_to_contain_a_short_listed_word_is_accepted(key):
+    assert secret_problems(key) == []
+
+
+@pytest.mark.asvs("V11.2.3")
+@pytest.mark.parametrize("word", ["secret", "S3CR3T", "Testing", "DEFAULT"])
+def test_a_six_or_seven_letter_value_inside_a_random_key_is_not_a_false_alarm(word):
+    # A random 43-character key holds "secret" about once in twenty million draws; the rest of it is
+    # as random as ever, so the key is as strong as ever.
+    for _ in range(50):
+        token = secrets.token_urlsafe(32)
+        at = secrets.randbelow(len(token) + 1)
+        assert secret_problems(token[:at] + word + token[at:]) == []
+
+
+@pytest.mark.asvs("V11.2.3")
+@pytest.mark.parametrize("key", [
+    "secret" + "0" * 30,
+    "SECRET-" + "1234567890" * 3,
+    "prod-testing-2024-2024-2024-2024-2024",
+    "default_" + "abcdefgh" * 4,
+    "s3cr3t" + "dev" * 10 + "key",
+    "devkeytesttodosecretdefaulttestingdev",   # nothing but listed values
+    "dev" + "Aa1" * 10,
+])
+def test_a_short_value_with_filler_is_still_refused_as_an_example(key):
+    assert WEAK_EXAMPLE in " ".join(rejected(key))
 
 
 # --- no leaks ------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
+from authsvc.auth import binding_identifier
 from authsvc.models import sessions as sessions_table
 from authsvc.sessions import LIVE, session_verdict, token_digest
 from authsvc.views import login as login_view
@@ -353,6 +354,45 @@ def test_stolen_session_cookie_used_from_another_address_or_agent_ends_the_sessi
     assert svc.sessions.load(session_token(app, c)).revoked_at is not None
     assert svc.sessions.load(session_token(app, c)).id == rec.id
     assert verify(twin(app, c)) == 401  # back at the original address: still ended
+
+
+V6_HOME = "2001:db8:1:2::10"
+
+
+@pytest.mark.asvs("V7.2.4")
+@pytest.mark.parametrize("elsewhere", ["2001:db8:1:2:a1b2:c3d4:e5f6:7788", "2001:db8:1:2::10%eth0",
+                                       "2001:0db8:0001:0002:0000:0000:0000:0099"])
+def test_a_new_privacy_address_in_the_same_ipv6_64_keeps_the_session(app, svc, user, elsewhere):
+    """RFC 8981 privacy addresses rotate inside the /64 the throttle already counts as one client."""
+    c = logged_in(app, ip=V6_HOME)
+    moved = twin(app, c, ip=elsewhere)
+    assert verify(moved) == 200   # the fast path
+    assert api(moved) == 200      # the Flask path
+    assert verify(c) == 200 and svc.sessions.load(session_token(app, c)).revoked_at is None
+
+
+@pytest.mark.asvs("V7.2.4")
+@pytest.mark.parametrize("elsewhere", ["2001:db8:1:3::10", "2001:db9:1:2::10",
+                                       "198.51.100.7", "::ffff:198.51.100.8"])
+def test_a_stolen_cookie_used_from_another_ipv6_64_or_address_family_ends_the_session(app, svc, user, elsewhere):
+    c = logged_in(app, ip=V6_HOME)
+    assert verify(twin(app, c, ip=elsewhere)) == 401
+    assert verify(c) == 401
+    assert svc.sessions.load(session_token(app, c)).revoked_at is not None
+
+
+@pytest.mark.asvs("V7.2.4")
+def test_ipv4_sessions_bind_exactly_as_before_and_a_mapped_address_binds_as_its_ipv4(app, svc, user):
+    ua = "Mozilla/5.0 (X11) TestBrowser/1"
+    # The identifier sessions issued before /64 grouping carry: IPv4 sessions survive the upgrade.
+    assert binding_identifier("198.51.100.7", ua) == hashlib.sha256(f"198.51.100.7|{ua}".encode()).hexdigest()
+    assert binding_identifier("::ffff:198.51.100.7", ua) == binding_identifier("198.51.100.7", ua)
+    assert binding_identifier("198.51.100.8", ua) != binding_identifier("198.51.100.7", ua)
+    assert binding_identifier(None, ua) == hashlib.sha256(f"None|{ua}".encode()).hexdigest()
+    c = logged_in(app, ip="198.51.100.7")
+    assert verify(twin(app, c, ip="::ffff:198.51.100.7")) == 200
+    assert verify(twin(app, c, ip="198.51.100.8")) == 401
+    assert verify(c) == 401
 
 
 # --- revocation events ------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def test_victim_address_in_x_forwarded_for_does_not_lock_the_victim_out(app):
 
 @pytest.mark.asvs("V15.3.4", "V6.3.1")
 def test_one_trusted_proxy_keys_on_the_hop_it_appended_not_the_spoofed_one(tmp_path, clock):
-    app = build_app(tmp_path, clock, AUTHSVC_TRUSTED_PROXIES="1")
+    app = build_app(tmp_path, clock, AUTHSVC_TRUSTED_PROXIES="1", AUTHSVC_TRUSTED_PROXY_NETWORKS="10.0.0.0/24")
     proxy = "10.0.0.1"
     real = "203.0.113.50"
     browser = Browser(app, ip=proxy)
