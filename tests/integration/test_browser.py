@@ -227,8 +227,12 @@ def sign_in_at(driver, url: str, *, remember: bool = False) -> None:
         WebDriverException,
     )
 
+    from selenium.webdriver.common.by import By
+
     for attempt in range(3):
         driver.get(url)
+        if attempt and not driver.find_elements(By.CSS_SELECTOR, "#username"):
+            return  # the attempt that failed had sent the form: the login page now sends us on
         try:
             submit_login(driver, remember=remember)
             return

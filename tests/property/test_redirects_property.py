@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 import ada_url
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from authsvc.redirects import (
@@ -332,6 +332,7 @@ def test_a_backslash_in_the_query_decides_as_its_encoding_does(base, query, rule
     head = base.partition("#")[0]
     raw = head + ("&" if "?" in head else "?") + query
     encoded = head + ("&" if "?" in head else "?") + query.replace("\\", "%5C")
+    assume(len(encoded) <= rules.max_length)  # %5C is two characters longer: only length may differ
     assert validate_next(raw, rules) == validate_next(encoded, rules)
     assert_oracle(raw, rules)
 
