@@ -309,6 +309,10 @@ def _policy_problems(p: Policy) -> list[Problem]:
     if not t.per_device:
         warn("throttle.per_device", "policy throttle.per_device is empty: a known device's cookie can run "
              'argon2 from any number of addresses at once. Fix: set ["10 per minute", "60 per hour"].')
+    if not t.successes_per_account:
+        warn("throttle.successes_per_account", "policy throttle.successes_per_account is empty: whoever has an "
+             "account's password can run argon2 with it as fast as the global limit allows. "
+             'Fix: set ["10 per minute", "60 per hour"].')
     if t.max_devices_per_account == 0:
         warn("throttle.max_devices_per_account", "policy throttle.max_devices_per_account = 0: no browser is "
              "ever a known device, so an attacker flooding an account also locks its owner out. Fix: set 10.")

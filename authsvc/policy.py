@@ -73,6 +73,7 @@ class ThrottlePolicy:
     per_client: tuple[str, ...]
     per_client_known_device: tuple[str, ...]
     per_device: tuple[str, ...]
+    successes_per_account: tuple[str, ...]
     max_devices_per_account: int
     failures_before_backoff: int
     failure_window_seconds: int
@@ -229,7 +230,8 @@ def _check_rates(throttle: ThrottlePolicy) -> None:
     from limits import parse_many
 
     rates = {"global_logins": (throttle.global_logins,), "per_client": throttle.per_client,
-             "per_client_known_device": throttle.per_client_known_device, "per_device": throttle.per_device}
+             "per_client_known_device": throttle.per_client_known_device, "per_device": throttle.per_device,
+             "successes_per_account": throttle.successes_per_account}
     for key, values in rates.items():
         for value in values:
             try:

@@ -48,6 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from limits import parse as parse_limit
+from limits import parse_many
 from limits.storage import MemoryStorage, Storage
 
 from authsvc.policy import ThrottlePolicy
@@ -65,7 +66,7 @@ class ThrottleUnavailable(Exception):
 class Verdict:
     allowed: bool
     retry_after: int = 0
-    reason: str = "ok"     # "ok", "backoff", "locked", "global", "busy" (never shown to the user)
+    reason: str = "ok"     # "ok", "backoff", "locked", "global", "busy", "successes" (never shown to the user)
 
 
 def backoff_seconds(consecutive: int, rules: ThrottlePolicy) -> float:
@@ -101,6 +102,19 @@ def block_after_failure(recent_failures: Sequence[float], consecutive: int, now:
     if not (persisting or window_full(recent_failures, now, rules)):
         return None
     return now + backoff_seconds(consecutive, rules)
+
+
+def window_index(now: float, period: int) -> int:
+    """Which fixed window of ``period`` seconds ``now`` falls in."""
+    return math.floor(now / period)
+
+
+def success_verdict(windows: Sequence[tuple[int, int, int]], now: float) -> Verdict:
+    """May an account with ``(successes so far, limit, period seconds)`` in each current fixed window
+    try a password now? Refused while any window is full, until that window ends."""
+    waits = [math.ceil((window_index(now, period) + 1) * period - now)
+             for count, amount, period in windows if count >= amount]
+    return Verdict(False, max(1, max(waits)), "successes") if waits else Verdict(True)
 
 
 def account_hash(username_key: str) -> str:
@@ -181,6 +195,8 @@ class Throttle:
         # The last F failure times live in F slots (a ring), enough to decide whether F fall
         # within the window; at least one slot so the ring is never empty.
         self._slots = max(1, rules.failures_before_backoff)
+        self._successes = tuple((item.amount, item.get_expiry()) for rate in rules.successes_per_account
+                                for item in parse_many(rate))
 
     def _bucket(self, username_key: str, device_id: str | None) -> str:
         who = f"dev:{device_id}" if device_id else "anon"
@@ -230,6 +246,8 @@ class Throttle:
             else:
                 attempt.verdict = self._state(bucket)
             if attempt.verdict.allowed:
+                attempt.verdict = self._success_room(username_key)
+            if attempt.verdict.allowed:
                 attempt.verdict = self._count(device_id)
         finally:
             if not attempt.verdict.allowed:  # refused, or the storage failed: let the gates go
@@ -245,6 +263,21 @@ class Throttle:
         if device_id is None:
             return own
         return [*own, f"{self.prefix}:acct:{account_hash(username_key)}:known:g"]
+
+    def _success_keys(self, username_key: str, now: float) -> list[tuple[str, int, int]]:
+        """(key, amount, seconds) of the account's current success window for each limit."""
+        account = f"{self.prefix}:acct:{account_hash(username_key)}:ok"
+        return [(f"{account}:{amount}:{period}:{window_index(now, period)}", amount, period)
+                for amount, period in self._successes]
+
+    def _success_room(self, username_key: str) -> Verdict:
+        """Room for one more success of this account in every window? (Checked before argon2.)"""
+        now = self.clock()
+        keys = self._success_keys(username_key, now)
+        if not keys:
+            return Verdict(True)
+        counts = self._run(lambda st: [st.get(key) for key, _, _ in keys])
+        return success_verdict([(count, amount, period) for count, (_, amount, period) in zip(counts, keys)], now)
 
     def _count(self, device_id: str | None) -> Verdict:
         now = self.clock()
@@ -278,21 +311,27 @@ class Throttle:
         self._run(write)
 
     def record_success(self, username_key: str, device_id: str | None) -> None:
-        """A success forgets this bucket's failures (NIST SP 800-63B). From a known device it also
-        resets the anonymous bucket's consecutive count, but not its back-off or window."""
+        """A success forgets this bucket's failures (NIST SP 800-63B) and counts in the account's
+        success windows. From a known device it also resets the anonymous bucket's consecutive
+        count, but not its back-off or window."""
+        self._forget_failures(username_key, device_id, self._success_keys(username_key, self.clock()))
+
+    def unlock(self, username_key: str) -> None:
+        """Admin override (``authsvc user unlock``): forget the anonymous bucket's failures."""
+        self._forget_failures(username_key, None, [])
+
+    def _forget_failures(self, username_key: str, device_id: str | None, windows: list) -> None:
         own = self._bucket(username_key, device_id)
         anon = self._bucket(username_key, None)
 
         def clear(st: Storage) -> None:
+            for key, _amount, period in windows:
+                st.incr(key, period + 60)
             for suffix in ("c", "u", "n", *(f"t:{i}" for i in range(self._slots))):
                 st.clear(f"{own}:{suffix}")
             if own != anon:
                 st.clear(f"{anon}:c")
         self._run(clear)
-
-    def unlock(self, username_key: str) -> None:
-        """Admin override (``authsvc user unlock``): forget the anonymous bucket's failures."""
-        self.record_success(username_key, None)
 
     def healthy(self) -> bool:
         try:

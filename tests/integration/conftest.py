@@ -250,10 +250,10 @@ def authsvc_env(folder: Path, public_url: str, app_origin: str) -> dict[str, str
     """Production settings, as docs/integration.md has them, plus the cheap test argon2 policy."""
     policy = folder / "policy.toml"
     # The tests sign in from 127.0.0.1, with few browsers, more often than a person would: higher
-    # per-client and per-device limits.
+    # per-client, per-device and per-account success limits.
     policy.write_text(Path(TEST_POLICY).read_text() + (
         '\n[throttle]\nper_client = ["300 per minute"]\nper_client_known_device = ["300 per minute"]\n'
-        'per_device = ["300 per minute"]\n'
+        'per_device = ["300 per minute"]\nsuccesses_per_account = ["300 per minute"]\n'
         f'\n[[redirects.apps]]\nname = "{APP_NAME}"\norigin = "{app_origin}"\npath_prefix = "{APP_PREFIX}"\n'))
     return served_env(folder, public_url, AUTHSVC_POLICY=str(policy), AUTHSVC_COOKIE_DOMAIN=COOKIE_DOMAIN)
 

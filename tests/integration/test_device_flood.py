@@ -16,11 +16,12 @@ from __future__ import annotations
 import itertools
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
 from tests.backends import redis_prefix, require_redis
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, TEST_POLICY
 from tests.integration.conftest import (
     authsvc_command,
     form_login_response,
@@ -71,8 +72,14 @@ def test_an_account_holders_device_cookies_flooding_correct_passwords_are_bounde
     require_module("requests")
     import requests
 
+    # The device-cookie limits on their own: throttle.successes_per_account (10 a minute per account,
+    # tests/security/test_throttle.py) would refuse this whole flood after the ten sign-ins that mint
+    # the cookies, so it is raised here.
+    policy = tmp_path / "policy.toml"
+    policy.write_text(Path(TEST_POLICY).read_text() + '\n[throttle]\nsuccesses_per_account = ["1000 per minute"]\n')
     with redis_prefix("devflood") as prefix:
-        env = served_env(tmp_path, AUTHSVC_RATELIMIT_STORAGE_URI=require_redis(), AUTHSVC_RATELIMIT_KEY_PREFIX=prefix)
+        env = served_env(tmp_path, AUTHSVC_RATELIMIT_STORAGE_URI=require_redis(), AUTHSVC_RATELIMIT_KEY_PREFIX=prefix,
+                         AUTHSVC_POLICY=str(policy))
         with serving(tmp_path, env, workers=2) as server:
             added = subprocess.run([*authsvc_command(), "user", "add", "bob", "--password-stdin"], env=env,
                                    input=PASSWORD + "\n", capture_output=True, text=True, timeout=120, check=False)
@@ -105,3 +112,37 @@ def test_an_account_holders_device_cookies_flooding_correct_passwords_are_bounde
                                   headers={"Cookie": session, "X-Forwarded-For": bob_address,
                                            "X-Forwarded-Proto": "https", "User-Agent": requests.utils.default_user_agent()})
             assert verify.status_code == 200
+
+
+@pytest.mark.asvs("V2.4.1", "V6.3.1")
+def test_an_account_holders_correct_password_flood_from_new_addresses_is_bounded_per_account(tmp_path):
+    """No device cookies at all: correct-password logins from a new address each time (the
+    review's attack without the cookies), against two workers sharing Redis. A success resets the
+    failure counters and no per-client limit sees two requests from one address: the account's own
+    success count (throttle.successes_per_account, 10 a minute) is what bounds it."""
+    require_module("requests")
+    import requests
+
+    from tests.security.test_throttle import SUCCESSES_PER_MINUTE
+
+    with redis_prefix("okflood") as prefix:
+        env = served_env(tmp_path, AUTHSVC_RATELIMIT_STORAGE_URI=require_redis(), AUTHSVC_RATELIMIT_KEY_PREFIX=prefix)
+        with serving(tmp_path, env, workers=2) as server:
+            added = subprocess.run([*authsvc_command(), "user", "add", "bob", "--password-stdin"], env=env,
+                                   input=PASSWORD + "\n", capture_output=True, text=True, timeout=120, check=False)
+            assert added.returncode == 0, added.stderr  # (serving() made alice)
+            statuses: list[int] = []
+
+            def run() -> None:
+                for _ in range(6):
+                    statuses.append(form_login_response(requests, server.base, "alice", PASSWORD,
+                                                        new_address()).status_code)
+            threads = [threading.Thread(target=run) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(300)
+            assert len(statuses) == 24 and set(statuses) <= {303, 429, 503}, (statuses, tail(server.log))
+            assert 1 <= statuses.count(303) <= SUCCESSES_PER_MINUTE, statuses  # before: all 24
+            other = form_login_response(requests, server.base, "bob", PASSWORD, new_address())
+            assert other.status_code == 303, tail(server.log)

@@ -155,7 +155,8 @@ def test_the_renamed_global_limit_key_says_what_to_write_instead(tmp_path):
 
 
 @pytest.mark.parametrize("key, value", [("per_device", ["ten per minute"]), ("per_client_known_device", [""]),
-                                        ("per_client", ["10 per fortnight"]), ("global_logins", "lots")])
+                                        ("per_client", ["10 per fortnight"]), ("global_logins", "lots"),
+                                        ("successes_per_account", ["10 a minute"])])
 def test_a_rate_that_does_not_parse_is_refused_at_load_naming_the_key(tmp_path, key, value):
     with pytest.raises(PolicyError, match=f"throttle.{key}"):
         load_policy(policy_file(tmp_path, **{key: value}))
@@ -166,6 +167,7 @@ def test_a_rate_that_does_not_parse_is_refused_at_load_naming_the_key(tmp_path, 
     ({"per_device": []}, "throttle.per_device"),
     ({"max_devices_per_account": 0}, "throttle.max_devices_per_account"),
     ({"max_devices_per_account": 51}, "throttle.max_devices_per_account"),
+    ({"successes_per_account": []}, "throttle.successes_per_account"),
 ])
 def test_authsvc_check_warns_about_known_device_limits_that_are_off_or_too_loose(tmp_path, monkeypatch, capsys,
                                                                                  throttle, key):

@@ -34,6 +34,7 @@ import pytest
 
 from authsvc import cli
 from authsvc.errors import respond
+from authsvc.throttle import Verdict, success_verdict, window_index
 from tests.conftest import (
     PASSWORD,
     STRONG_KEY,
@@ -102,6 +103,14 @@ class Browser:
     def device_cookie(self):
         c = self.client.get_cookie(DEVICE, domain=HOST)
         return c.value if c else None
+
+
+@pytest.fixture
+def app(tmp_path, clock):
+    """The test app without throttle.successes_per_account: most tests here sign one account in
+    many times to try another control (device limits, back-off, the global window), which that
+    limit would cut short. It has its own tests (below, on the default policy)."""
+    return build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, successes_per_account=[]))
 
 
 @pytest.fixture
@@ -1071,3 +1080,93 @@ def test_authsvc_check_is_quiet_about_the_shipped_limits(tmp_path, monkeypatch, 
         monkeypatch.setenv(name, value)
     cli.main(["check"])
     assert "throttle" not in capsys.readouterr().out
+
+
+# --- an account's successes are counted too (review finding 1: a correct-password flood) ---------
+
+SUCCESSES_PER_MINUTE = 10   # throttle.successes_per_account, default policy
+
+
+@pytest.mark.parametrize(("windows", "now", "expected"), [
+    ([], 0.0, Verdict(True)),
+    ([(9, 10, 60)], 120.0, Verdict(True)),
+    ([(10, 10, 60)], 120.0, Verdict(False, 60, "successes")),     # the window 120-180 just began
+    ([(10, 10, 60)], 179.5, Verdict(False, 1, "successes")),      # never 0: at least a second
+    ([(11, 10, 60)], 150.0, Verdict(False, 30, "successes")),
+    ([(3, 10, 60), (60, 60, 3600)], 3599.0, Verdict(False, 1, "successes")),
+    ([(10, 10, 60), (60, 60, 3600)], 0.0, Verdict(False, 3600, "successes")),  # the longest wait
+    ([(0, 0, 60)], 5.0, Verdict(False, 55, "successes")),         # a zero limit refuses everything
+])
+def test_success_windows_decide_by_count_and_end_of_window(windows, now, expected):
+    assert success_verdict(windows, now) == expected
+
+
+@pytest.mark.parametrize(("now", "period", "index"), [(0.0, 60, 0), (59.999, 60, 0), (60.0, 60, 1),
+                                                      (1_800_000_000.0, 3600, 500_000), (-1.0, 60, -1)])
+def test_window_index_is_the_fixed_window_the_time_falls_in(now, period, index):
+    assert window_index(now, period) == index
+
+
+def default_app(tmp_path, clock):
+    return build_app(tmp_path, clock)  # the default throttle policy, successes_per_account included
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_an_account_holder_flooding_correct_passwords_from_new_addresses_is_cut_off_before_argon2(
+        tmp_path, clock, monkeypatch, caplog):
+    # The review's correct-password flood without device cookies, from ever new addresses: no
+    # per-client limit applies and every success reset the failure counters.
+    app = default_app(tmp_path, clock)
+    add_user(app)
+    svc = app.extensions["authsvc"]
+    calls = []
+    real = svc.hasher.verify
+    monkeypatch.setattr(svc.hasher, "verify", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    statuses = [Browser(app).post_login("alice", PASSWORD).status_code for _ in range(SUCCESSES_PER_MINUTE + 5)]
+    assert statuses == [303] * SUCCESSES_PER_MINUTE + [429] * 5, statuses
+    assert len(calls) == SUCCESSES_PER_MINUTE, "a refused success ran argon2"
+    assert '"reason":"successes"' in caplog.text
+    clock.advance(60)  # the next window
+    assert Browser(app).post_login("alice", PASSWORD).status_code == 303
+
+
+def test_known_device_successes_fill_the_same_account_window(tmp_path, clock):
+    app = default_app(tmp_path, clock)
+    add_user(app)
+    owner = Browser(app)
+    assert owner.post_login("alice", PASSWORD).status_code == 303    # one success, and a device cookie
+    statuses = [again(owner).status_code for _ in range(SUCCESSES_PER_MINUTE)]
+    assert statuses == [303] * (SUCCESSES_PER_MINUTE - 1) + [429], statuses
+
+
+def test_nobody_without_the_password_can_fill_an_accounts_success_window(tmp_path, clock):
+    # Failures (from the attacker's many addresses) never count as successes: the owner's known
+    # device still signs in, and so does the owner's new browser once the failures' back-off ends.
+    app = default_app(tmp_path, clock)
+    add_user(app)
+    owner = owner_with_device(app)
+    for n in range(40):
+        Browser(app).post_login("alice", f"guess number {n}")
+    assert again(owner).status_code == 303
+    assert app.extensions["authsvc"].throttle._success_room("alice").allowed
+
+
+def test_other_accounts_are_not_limited_by_one_accounts_successes(tmp_path, clock):
+    app = default_app(tmp_path, clock)
+    add_user(app)
+    add_user(app, "bob")
+    for _ in range(SUCCESSES_PER_MINUTE):
+        assert Browser(app).post_login("alice", PASSWORD).status_code == 303
+    assert Browser(app).post_login("alice", PASSWORD).status_code == 429
+    assert Browser(app).post_login("bob", PASSWORD).status_code == 303
+    assert Browser(app).post_login("BOB", PASSWORD).status_code == 303   # one account, any spelling
+    assert Browser(app).post_login("ＡＬＩＣＥ", PASSWORD).status_code == 429
+
+
+def test_an_admin_unlock_is_not_a_success(tmp_path, clock):
+    app = default_app(tmp_path, clock)
+    add_user(app)
+    throttle = app.extensions["authsvc"].throttle
+    for _ in range(SUCCESSES_PER_MINUTE + 3):
+        throttle.unlock("alice")
+    assert throttle._success_room("alice").allowed
