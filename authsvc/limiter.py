@@ -1,7 +1,9 @@
 """Flask-Limiter: the per-client limits on POST /login, keyed by address (IPv6 by /64).
 
-Which limits count an attempt depends on whether it comes from a known device (:func:`known_device`:
-a valid device cookie for the account named in the form, whose id the account's registry holds):
+Which limits count an attempt depends on whether it carries a device cookie signed for the account
+named in the form (:func:`signed_device`; whether the account's registry still holds its id is asked
+only of attempts the limits let through, :func:`known_device`, so a flood of refusals costs no
+database read):
 
 * not known: ``per_client``, per address (scope ``None``, the keys it always had);
 * known: ``per_client_known_device``, per address *and* account, so an attacker behind the owner's
@@ -111,24 +113,33 @@ class KnownDevice:
     device_id: str
 
 
-def known_device() -> KnownDevice | None:
-    """This login's known device: its device cookie is valid for the account named in the form and
-    the account's registry holds its id. Decided once per request (the limits and the view ask).
-
-    The cookie is signed and names the account, so it is worth nothing for any other account; the
-    database is asked only about a cookie whose signature is valid."""
-    if "authsvc_known_device" in g:
-        return g.authsvc_known_device
+def signed_device() -> KnownDevice | None:
+    """This login's device cookie, when it is validly signed for the account named in the form
+    (decided once per request). What the per-client limits go by: only a successful sign-in to that
+    account issues one, and it is worth nothing for any other account."""
+    if "authsvc_signed_device" in g:
+        return g.authsvc_signed_device
     svc = current_app.extensions["authsvc"]
     cookie = request.cookies.get(svc.cookies.device)
-    known = None
+    signed = None
     if cookie and not refused_for_size(request.form, svc.policy):
         key = normalize_username(request.form["username"])
         device = svc.devices.device_for(cookie, key)
-        if device is not None and svc.known_devices.is_known(key, device):
-            known = KnownDevice(account_hash(key), device)
-    g.authsvc_known_device = known
-    return known
+        if device is not None:
+            signed = KnownDevice(account_hash(key), device)
+    g.authsvc_signed_device = signed
+    return signed
+
+
+def known_device() -> KnownDevice | None:
+    """This login's known device: :func:`signed_device`, and the account's registry still holds its
+    id (a forgotten one is anonymous: the anonymous throttle bucket and argon2 class)."""
+    signed = signed_device()
+    if signed is None:
+        return None
+    svc = current_app.extensions["authsvc"]
+    return signed if svc.known_devices.is_known(normalize_username(request.form["username"]),
+                                                signed.device_id) else None
 
 
 def refused_for_size(form, policy) -> bool:
@@ -146,21 +157,21 @@ def refused_for_size(form, policy) -> bool:
 
 
 def _known_client_key() -> str:
-    known = known_device()
+    known = signed_device()
     return f"{_key()}|{known.account if known else '-'}"
 
 
 def _device_key() -> str:
-    known = known_device()
+    known = signed_device()
     return f"dev:{device_digest(known.device_id).hex()[:32]}" if known else "-"
 
 
 def _not_known() -> bool:
-    return known_device() is None
+    return signed_device() is None
 
 
 def _known() -> bool:
-    return known_device() is not None
+    return signed_device() is not None
 
 
 def init_app(app: Flask, services) -> Limiter:

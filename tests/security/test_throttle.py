@@ -1170,3 +1170,16 @@ def test_an_admin_unlock_is_not_a_success(tmp_path, clock):
     for _ in range(SUCCESSES_PER_MINUTE + 3):
         throttle.unlock("alice")
     assert throttle._success_room("alice").allowed
+
+
+def test_refused_device_cookie_attempts_read_no_registry(app, user, svc, monkeypatch):
+    # The per-client limits go by the cookie's signature; the registry is asked only of attempts
+    # they let through, so a flood of refused device-cookie attempts costs no database read.
+    [device] = mint_devices(app, 1)
+    reads = []
+    real = svc.known_devices.is_known
+    monkeypatch.setattr(svc.known_devices, "is_known", lambda *a: (reads.append(1), real(*a))[1])
+    statuses = [again(device).status_code for _ in range(PER_DEVICE + 5)]
+    assert statuses.count(429) >= 5, statuses
+    assert len(reads) == statuses.count(303), (len(reads), statuses)
+
