@@ -12,17 +12,15 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import types
 
 import pytest
 
-from authsvc import cli
 from authsvc.devices import device_digest, evictions, new_device_id
 from authsvc.limiter import breached
 from authsvc.policy import PolicyError, load_policy
-from tests.conftest import STRONG_KEY, add_user, make_env
+from tests.conftest import add_user
 from tests.security.test_throttle import policy_file
 
 # --- evictions: least recently used first ------------------------------------------------------------
@@ -160,22 +158,3 @@ def test_the_renamed_global_limit_key_says_what_to_write_instead(tmp_path):
 def test_a_rate_that_does_not_parse_is_refused_at_load_naming_the_key(tmp_path, key, value):
     with pytest.raises(PolicyError, match=f"throttle.{key}"):
         load_policy(policy_file(tmp_path, **{key: value}))
-
-
-@pytest.mark.parametrize("throttle, key", [
-    ({"per_client_known_device": []}, "throttle.per_client_known_device"),
-    ({"per_device": []}, "throttle.per_device"),
-    ({"max_devices_per_account": 0}, "throttle.max_devices_per_account"),
-    ({"max_devices_per_account": 51}, "throttle.max_devices_per_account"),
-    ({"successes_per_account": []}, "throttle.successes_per_account"),
-])
-def test_authsvc_check_warns_about_known_device_limits_that_are_off_or_too_loose(tmp_path, monkeypatch, capsys,
-                                                                                 throttle, key):
-    env = make_env(tmp_path, AUTHSVC_POLICY=policy_file(tmp_path, **throttle), AUTHSVC_SECRET_KEY=STRONG_KEY)
-    for name in [n for n in os.environ if n.startswith("AUTHSVC_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert cli.main(["check"]) == 1
-    out = capsys.readouterr().out
-    assert any(line.startswith("warning:") and key in line for line in out.splitlines()), out

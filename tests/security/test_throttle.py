@@ -126,6 +126,20 @@ def argon2_calls(svc, monkeypatch):
     return calls
 
 
+def slow_argon2(svc, monkeypatch) -> list:
+    """argon2 verifications that take 0.3 s (every parallel request arrives while the first is
+    still hashing); returns the list each call appends to."""
+    calls = []
+    real = svc.hasher.verify
+
+    def slow_verify(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(svc.hasher, "verify", slow_verify)
+    return calls
+
+
 def assert_throttled(resp, retry_after: int | None = None):
     assert resp.status_code == 429, resp.status_code
     assert resp.headers["Retry-After"].isdigit()
@@ -623,14 +637,7 @@ def test_one_accounts_device_cookies_verify_one_at_a_time_so_other_accounts_know
     for b in [*devices, bob]:
         b.client.delete_cookie(SESSION, domain=HOST)
         b.token = csrf(b.client)
-    calls = []
-    real = svc.hasher.verify
-
-    def slow_verify(*args, **kwargs):
-        calls.append(1)
-        time.sleep(0.3)  # every parallel request arrives while the first is still hashing
-        return real(*args, **kwargs)
-    monkeypatch.setattr(svc.hasher, "verify", slow_verify)
+    calls = slow_argon2(svc, monkeypatch)
     start = threading.Barrier(len(devices))
     statuses = []
 
@@ -677,14 +684,7 @@ def test_parallel_requests_cannot_overrun_the_account_throttle(app, user, svc, m
     browser = Browser(app)
     for _ in range(4):
         browser.post_login("alice")
-    calls = []
-    real = svc.hasher.verify
-
-    def slow_verify(*args, **kwargs):
-        calls.append(1)
-        time.sleep(0.3)  # every parallel request arrives while the first is still hashing
-        return real(*args, **kwargs)
-    monkeypatch.setattr(svc.hasher, "verify", slow_verify)
+    calls = slow_argon2(svc, monkeypatch)
     attackers = [Browser(app) for _ in range(12)]
     for a in attackers:
         a.token = csrf(a.client)
@@ -1061,6 +1061,11 @@ def test_two_instances_on_one_redis_share_every_count(tmp_path, clock):
     ({"failures_before_backoff": 21}, "throttle.failures_before_backoff"),
     ({"backoff_initial_seconds": 0}, "throttle backoff"),
     ({"backoff_max_seconds": 10}, "throttle backoff"),
+    ({"per_client_known_device": []}, "throttle.per_client_known_device"),
+    ({"per_device": []}, "throttle.per_device"),
+    ({"max_devices_per_account": 0}, "throttle.max_devices_per_account"),
+    ({"max_devices_per_account": 51}, "throttle.max_devices_per_account"),
+    ({"successes_per_account": []}, "throttle.successes_per_account"),
 ])
 def test_authsvc_check_warns_about_limits_that_are_off_or_too_loose(tmp_path, monkeypatch, capsys, throttle, key):
     env = make_env(tmp_path, AUTHSVC_POLICY=policy_file(tmp_path, **throttle))

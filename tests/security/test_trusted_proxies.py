@@ -160,9 +160,9 @@ def audit_events(out: str, name: str) -> list[dict]:
     return [e for e in (json.loads(line) for line in out.splitlines() if line.startswith("{")) if e.get("event") == name]
 
 
-@pytest.mark.asvs("V4.1.3", "V15.3.4")
-@pytest.mark.parametrize("peer", ["203.0.113.9", "::ffff:203.0.113.9", "10.0.1.1"])
-def test_forwarding_headers_from_a_peer_outside_the_networks_are_dropped(tmp_path, capsys, peer):
+def forged_login_from(tmp_path, capsys, peer: str):
+    """A failed login with every forwarding header forged, from TCP peer ``peer``, to an app that
+    trusts one hop from 10.0.0.0/24: its client, the response and the audit line."""
     app = build_app(tmp_path, AUTHSVC_TRUSTED_PROXIES="1", AUTHSVC_TRUSTED_PROXY_NETWORKS="10.0.0.0/24")
     client = new_client(app)
     client.environ_base["REMOTE_ADDR"] = peer
@@ -171,8 +171,15 @@ def test_forwarding_headers_from_a_peer_outside_the_networks_are_dropped(tmp_pat
     resp = client.post("/login", data={"csrf_token": token, "username": "nobody", "password": WRONG},
                        headers=FORGED)
     assert resp.status_code == 401
-    assert resp.headers["X-Request-ID"] != "forged-by-client"
     (line,) = audit_events(capsys.readouterr().out, "login_failure")
+    return client, resp, line
+
+
+@pytest.mark.asvs("V4.1.3", "V15.3.4")
+@pytest.mark.parametrize("peer", ["203.0.113.9", "::ffff:203.0.113.9", "10.0.1.1"])
+def test_forwarding_headers_from_a_peer_outside_the_networks_are_dropped(tmp_path, capsys, peer):
+    client, resp, line = forged_login_from(tmp_path, capsys, peer)
+    assert resp.headers["X-Request-ID"] != "forged-by-client"
     assert line["client_ip"] == peer and line["request_id"] == resp.headers["X-Request-ID"]
     # No original URL for a login redirect either: the request is described by nobody.
     verify = client.get("/auth/verify?redirect=401", headers=FORGED)
@@ -182,15 +189,8 @@ def test_forwarding_headers_from_a_peer_outside_the_networks_are_dropped(tmp_pat
 @pytest.mark.asvs("V4.1.3", "V15.3.4")
 @pytest.mark.parametrize("peer", ["10.0.0.1", "::ffff:10.0.0.1"])
 def test_forwarding_headers_from_a_proxy_inside_the_networks_are_believed(tmp_path, capsys, peer):
-    app = build_app(tmp_path, AUTHSVC_TRUSTED_PROXIES="1", AUTHSVC_TRUSTED_PROXY_NETWORKS="10.0.0.0/24")
-    client = new_client(app)
-    client.environ_base["REMOTE_ADDR"] = peer
-    token = csrf(client)
-    capsys.readouterr()
-    resp = client.post("/login", data={"csrf_token": token, "username": "nobody", "password": WRONG},
-                       headers=FORGED)
-    assert resp.status_code == 401 and resp.headers["X-Request-ID"] == "forged-by-client"
-    (line,) = audit_events(capsys.readouterr().out, "login_failure")
+    _client, resp, line = forged_login_from(tmp_path, capsys, peer)
+    assert resp.headers["X-Request-ID"] == "forged-by-client"
     assert line["client_ip"] == "192.0.2.200"
 
 
