@@ -109,11 +109,16 @@ def user(app):
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+def csrf_in(html: str, where: str = "the page") -> str:
+    """The CSRF token of the (first) form in ``html``: the one helper every test uses."""
+    match = _CSRF.search(html)
+    assert match, f"no csrf token on {where}"
+    return match.group(1)
+
+
 def csrf(client, path: str = "/login") -> str:
     page = client.get(path)
-    match = _CSRF.search(page.get_data(as_text=True))
-    assert match, f"no csrf token on {path} ({page.status_code})"
-    return match.group(1)
+    return csrf_in(page.get_data(as_text=True), f"{path} ({page.status_code})")
 
 
 def login(client, username: str = "alice", password: str = PASSWORD, *, remember: bool = False,

@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 import urllib3.util.connection
 
-from tests.conftest import PASSWORD, ROOT, STRONG_KEY, TEST_POLICY
+from tests.conftest import PASSWORD, ROOT, STRONG_KEY, TEST_POLICY, csrf_in
 
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "authsvc.conf"
 AUTH_HOST = "auth.example.test"
@@ -300,7 +300,6 @@ def serving(folder: Path, env: dict[str, str], *, workers: int = 1, user: str | 
 
 
 _BOOTED = re.compile(r"Booting worker with pid: (\d+)")
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def workers(log: Path) -> list[int]:
@@ -326,7 +325,7 @@ def form_login_response(requests, base: str, username: str, password: str, addre
     cookie) with both requests."""
     proxy = {"X-Forwarded-For": address, "X-Forwarded-Proto": "https"}
     page = requests.get(f"{base}/login", headers={**proxy, "Cookie": cookies}, timeout=10)
-    token = _CSRF.search(page.text).group(1)
+    token = csrf_in(page.text)
     # The session cookie is Secure and this hop is plain http: hand it back as the proxy would.
     sent = [c.split(";", 1)[0] for c in page.raw.headers.getlist("Set-Cookie")]
     cookie = "; ".join(sent + ([cookies] if cookies else []))

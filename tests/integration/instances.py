@@ -26,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import PASSWORD, ROOT, STRONG_KEY, TEST_POLICY
+from tests.conftest import PASSWORD, ROOT, STRONG_KEY, TEST_POLICY, csrf_in
 from tests.integration.conftest import (
     APP_HOST,
     APP_NAME,
@@ -45,7 +45,6 @@ ENV_FILE = "# /etc/authsvc/authsvc.env"
 PUBLIC_URL = f"https://{AUTH_HOST}"
 APP_ORIGIN = f"https://{APP_HOST}"
 NEW_PASSWORD = "a completely different passphrase 7"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def guide_env() -> dict[str, str]:
@@ -195,9 +194,7 @@ class Browser:
         page = self.get(instance, path)
         if page.status_code == 303 and path == "/login":  # signed in already: the account page has one
             page = self.get(instance, "/")
-        match = _CSRF.search(page.text)
-        assert match, f"no csrf token on {path} from {instance.name} ({page.status_code})"
-        return match.group(1)
+        return csrf_in(page.text, f"{path} from {instance.name} ({page.status_code})")
 
     def login(self, instance: Instance, username: str, password: str = PASSWORD, *, remember: bool = False,
               csrf_from: Instance | None = None) -> requests.Response:

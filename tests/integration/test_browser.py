@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import PASSWORD, ROOT
+from tests.conftest import PASSWORD, ROOT, csrf_in
 from tests.integration.conftest import (
     APP_NAME,
     AUTH_HOST,
@@ -226,7 +226,6 @@ def sign_in_at(driver, url: str, *, remember: bool = False) -> None:
         StaleElementReferenceException,
         WebDriverException,
     )
-
     from selenium.webdriver.common.by import By
 
     for attempt in range(3):
@@ -353,7 +352,7 @@ def attacker_login_form(stack) -> tuple[str, str]:
         attacker.trust_env = False
         attacker.verify = str(stack.tls.ca)
         page = attacker.get(f"{stack.auth}/login", timeout=10)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        token = csrf_in(page.text)
         return attacker.cookies.get(SESSION), token
 
 

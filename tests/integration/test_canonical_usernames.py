@@ -8,7 +8,6 @@ app as ``X-Auth-User: ªdmin``.
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import pytest
@@ -17,7 +16,7 @@ from authsvc import db
 from authsvc.hashing import Hasher
 from authsvc.models import users
 from authsvc.policy import load_policy
-from tests.conftest import PASSWORD, TEST_POLICY
+from tests.conftest import PASSWORD, TEST_POLICY, csrf_in
 from tests.integration.conftest import (
     authsvc_command,
     require_module,
@@ -38,7 +37,7 @@ CLI_ADDED = "ＣＡＲＯＬ"
 def sign_in(requests, base: str, username: str) -> str:
     """Form login as a browser behind the trusted proxy; the Cookie header that browser then sends."""
     page = requests.get(f"{base}/login", headers=PROXY, timeout=10)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    token = csrf_in(page.text)
     jar = {c.split("=", 1)[0]: c.split(";", 1)[0] for c in page.raw.headers.getlist("Set-Cookie")}
     answer = requests.post(f"{base}/login", headers={**PROXY, "Cookie": "; ".join(jar.values())},
                            data={"csrf_token": token, "username": username, "password": PASSWORD},

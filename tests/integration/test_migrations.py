@@ -39,6 +39,7 @@ from tests.conftest import (
     TEST_POLICY,
     Clock,
     build_app,
+    csrf_in,
     login,
     make_env,
     new_client,
@@ -180,9 +181,8 @@ def test_upgrade_from_the_previous_release_keeps_accounts_sessions_and_remember_
 
 
 def _csrf(client) -> str:
-    import re
 
-    return re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    return csrf_in(client.get("/").get_data(as_text=True))
 
 
 # --- refusing a schema that is behind ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import requests
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
     APP_NAME,
     USERNAME,
@@ -28,7 +28,6 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SESSION = "__Secure-authsvc_session"
 
 
@@ -52,9 +51,7 @@ def get(s: requests.Session, url: str, **kwargs) -> requests.Response:
 
 
 def csrf_from(page: requests.Response) -> str:
-    match = _CSRF.search(page.text)
-    assert match, f"no csrf token in {page.url} ({page.status_code})"
-    return match.group(1)
+    return csrf_in(page.text, f"{page.url} ({page.status_code})")
 
 
 def sign_in(stack, s: requests.Session, login_url: str, password: str = PASSWORD) -> requests.Response:

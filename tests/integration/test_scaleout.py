@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import socket
 import threading
 import time
@@ -38,7 +37,7 @@ from authsvc.models import remember_tokens
 from authsvc.models import sessions as sessions_table
 from authsvc.policy import load_policy
 from tests.backends import pg_schema, redis_prefix, redis_url
-from tests.conftest import PASSWORD, TEST_POLICY
+from tests.conftest import PASSWORD, TEST_POLICY, csrf_in
 from tests.integration import conftest as stack_helpers
 from tests.integration.conftest import (
     APP_HOST,
@@ -552,7 +551,7 @@ def test_nginx_load_balancer_config_spreads_requests_and_survives_losing_an_inst
         posts_before = sum(_requests_count(i, "POST", "/login") for i in deployment.both)
         verifies_before = [_requests_count(i, "GET", "/auth/verify") for i in deployment.both]
         page = get(f"{auth}/login")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        token = csrf_in(page.text)
         signed_in = s.post(f"{auth}/login", data={"csrf_token": token, "username": "lb", "password": PASSWORD},
                            allow_redirects=False, timeout=30)
         assert signed_in.status_code == 303, signed_in.status_code
@@ -569,7 +568,7 @@ def test_nginx_load_balancer_config_spreads_requests_and_survives_losing_an_inst
             r = get(f"{app}{APP_PREFIX}/page")
             assert r.status_code == 200 and r.json()["user"] == ["lb"], "losing an instance lost the session"
         account = get(f"{auth}/")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', account.text).group(1)
+        token = csrf_in(account.text)
         assert s.post(f"{auth}/logout", data={"csrf_token": token}, allow_redirects=False,
                       timeout=30).status_code == 303
         r = get(f"{app}{APP_PREFIX}/page")

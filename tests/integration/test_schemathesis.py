@@ -14,7 +14,6 @@ Bounded on purpose (a few examples per operation, well under a minute): the long
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import PASSWORD, ROOT, build_app
+from tests.conftest import PASSWORD, ROOT, build_app, csrf_in
 from tests.integration.conftest import require_module, served_env, serving, tail
 
 SPEC = ROOT / "docs" / "openapi.yaml"
@@ -30,7 +29,6 @@ TOKEN = "mtk-schemathesis-Vq3Lw9Zc2Xb7Nm5Kj1Hg8Fd4Sa6Pt0Ry"
 AGENT = "authsvc-schemathesis"
 PROXY = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7", "User-Agent": AGENT}
 SESSION = "__Host-authsvc_session"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 EXAMPLES = settings(max_examples=8, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))
 
@@ -62,7 +60,7 @@ def _login(base: str) -> str:
     page = requests.get(f"{base}/login", headers=PROXY, timeout=30)
     assert page.status_code == 200, page.status_code
     jar = {c.name: c.value for c in page.cookies}
-    token = _CSRF.search(page.text).group(1)
+    token = csrf_in(page.text)
     response = requests.post(f"{base}/login", headers=PROXY, cookies=jar, allow_redirects=False, timeout=60,
                              data={"csrf_token": token, "username": "alice", "password": PASSWORD})
     assert response.status_code == 303, (response.status_code, response.text[:300])

@@ -21,7 +21,6 @@ import atexit
 import functools
 import itertools
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -48,12 +47,12 @@ from tests.conftest import (
     build_app,
     cookie_value,
     csrf,
+    csrf_in,
     new_client,
 )
 
 HOST = "auth.example.test"
 USERS = ("alice", "bob")
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 CAP = 3  # a small session cap, so that a short run can reach it
@@ -312,7 +311,7 @@ class SessionMachine(RuleBasedStateMachine):
         """(signed in, CSRF token): from the login form, or from the account page when signed in."""
         outcome, r = self._page(b, "/login")
         if outcome == "anonymous":
-            return False, _CSRF.search(r.get_data(as_text=True)).group(1)
+            return False, csrf_in(r.get_data(as_text=True))
         assert self._authenticate(b)
         return True, csrf(b.client, "/")
 

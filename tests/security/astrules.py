@@ -2,7 +2,7 @@
 
 Bandit and ruff know Python; these rules know authsvc: where a redirect target may come from, what
 counts as request data, which names hold secrets. They run as tests
-(tests/security/test_static_rules.py) and in ``scripts/security-scan`` (SARIF).
+(tests/meta/test_static_rules.py) and in ``scripts/security-scan`` (SARIF).
 
 Rules
 -----

@@ -2,7 +2,7 @@
 every suppression comment, and pip-audit when a vulnerability service answers. SARIF 2.1.0 out.
 
 ``scripts/security-scan [--sarif FILE]`` runs :func:`main`; the tests in
-tests/security/test_static_*.py call the same functions, so the scan and the test suite cannot
+tests/meta/test_static_*.py call the same functions, so the scan and the test suite cannot
 disagree about what passes.
 
 What fails (exit status 1):

@@ -20,6 +20,7 @@ from tests.conftest import (
     add_user,
     build_app,
     csrf,
+    csrf_in,
     login,
     new_client,
     set_cookie_headers,
@@ -492,7 +493,7 @@ def test_an_old_shared_remember_cookie_is_not_honoured_and_is_revoked_on_sign_in
     assert page.status_code == 200, "a shared remember cookie (every app may have logged it) starts nothing"
 
     session = next(h for h in set_cookie_headers(page) if h.startswith(SESSION)).split(";")[0]
-    token = page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    token = csrf_in(page.get_data(as_text=True))
     data = {"csrf_token": token, "username": "alice", "password": "correct horse battery staple 42"}
     signed = raw.post("/login", data=data, headers={"Cookie": f"{header}; {session}"})
     assert signed.status_code == 303

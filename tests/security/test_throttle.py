@@ -42,6 +42,7 @@ from tests.conftest import (
     add_user,
     build_app,
     csrf,
+    csrf_in,
     make_env,
     new_client,
 )
@@ -95,7 +96,7 @@ class Browser:
         """Sign out from the address that signed in (the session is bound to it)."""
         environ = {"REMOTE_ADDR": self.last_ip}
         page = self.client.get("/", environ_base=environ)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+        token = csrf_in(page.get_data(as_text=True))
         assert self.client.post("/logout", data={"csrf_token": token}, environ_base=environ).status_code == 303
         self.token = None
 
@@ -561,7 +562,7 @@ def test_ending_the_accounts_sessions_forgets_its_known_devices(app, user, svc, 
     password = PASSWORD if how in ("cli_disable", "cli_revoke") else new_password
     if how == "password_change":
         page = devices[0].client.get("/", environ_base={"REMOTE_ADDR": devices[0].last_ip})
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+        token = csrf_in(page.get_data(as_text=True))
         resp = devices[0].client.post("/account/password", environ_base={"REMOTE_ADDR": devices[0].last_ip},
                                       data={"csrf_token": token, "current_password": PASSWORD,
                                             "new_password": new_password})
