@@ -169,7 +169,8 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         redirect_rules=_redirect_rules(settings),
         password_rules=_password_rules(policy),
         blocklist=load_default_blocklist(),
-        hasher=metrics.instrument(Hasher(policy.argon2, metrics.argon2_seconds.observe, priorities)),
+        hasher=Hasher(policy.argon2, metrics.argon2_seconds.observe, priorities,
+                      in_progress=metrics.hashing_in_progress.track_inprogress),
         accounts=AccountStore(engine, clock, revocations),
         sessions=SessionStore(engine, policy.sessions, clock, revocations=revocations, cache=verify_cache),
         remember=RememberStore(engine, policy.sessions, clock, serializer(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -101,7 +101,10 @@ def with_hugepages(tunables: str | None) -> str:
 
 class Hasher:
     def __init__(self, policy: Argon2Policy, observe: Callable[[float], None] | None = None,
-                 priorities: Priorities | None = None) -> None:
+                 priorities: Priorities | None = None,
+                 in_progress: Callable[[], AbstractContextManager] | None = None) -> None:
+        """``observe(seconds)`` sees each operation's argon2 time; ``in_progress()`` is entered
+        for each operation from the moment it asks for a slot (queue included) to its end."""
         self._ph = PasswordHasher(time_cost=policy.time_cost, memory_cost=policy.memory_cost_kib,
                                   parallelism=policy.parallelism, hash_len=policy.hash_len,
                                   salt_len=policy.salt_len, type=Type.ID)
@@ -121,6 +124,7 @@ class Hasher:
         self._slots = Slots(policy.max_concurrent, policy.anonymous_max_concurrent + known, timeout)
         self._priorities = priorities or Priorities(policy.anonymous_nice)
         self._observe = observe or (lambda seconds: None)
+        self._in_progress = in_progress or nullcontext
         self.in_progress = 0
         self._dummy = self._ph.hash(secrets.token_urlsafe(32))
 
@@ -136,7 +140,7 @@ class Hasher:
                 self.in_progress -= 1
 
     def hash(self, password: str) -> str:
-        with self._slot():
+        with self._in_progress(), self._slot():
             return self._priorities.run_known(self._ph.hash, password)
 
     def verify(self, stored: str | None, password: str, *, anonymous: bool) -> Verified:
@@ -144,7 +148,7 @@ class Hasher:
 
         Every caller says which kind it is: ``anonymous=True`` (a login without a known-device
         cookie) takes an anonymous slot and runs argon2 at low priority, everything else at base."""
-        with self._slot(anonymous):
+        with self._in_progress(), self._slot(anonymous):
             run = self._priorities.run_low if anonymous else self._priorities.run_known
             ok = run(self._check, stored, password)
         if not ok or stored is None:

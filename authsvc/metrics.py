@@ -15,7 +15,6 @@ to a fresh directory: values live in files there, and a scrape answered by any w
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import time
@@ -115,12 +114,6 @@ class Metrics:
         """The :class:`~authsvc.audit.Audit` sink."""
         self.events.labels(event, outcome or "", reason_label(fields.get("reason"), event)).inc()
 
-    def instrument(self, hasher):
-        """Track ``hasher``'s operations in :attr:`hashing_in_progress` (queue included: saturation shows)."""
-        for name in ("hash", "verify"):
-            setattr(hasher, name, _tracked(self.hashing_in_progress, getattr(hasher, name)))
-        return hasher
-
     def init_app(self, app: Flask, services) -> None:
         """Time the two hot endpoints and count live sessions. Call before other ``before_request``
         hooks are registered, so the time covers them."""
@@ -141,14 +134,6 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The text exposition (all workers summed in multiprocess mode) and its content type."""
         return generate_latest(self._exposed), CONTENT_TYPE_LATEST
-
-
-def _tracked(gauge: Gauge, method: Callable) -> Callable:
-    @functools.wraps(method)
-    def call(*args, **kwargs):
-        with gauge.track_inprogress():
-            return method(*args, **kwargs)
-    return call
 
 
 def _start_timer() -> None:

@@ -65,8 +65,13 @@ class SessionInterface(SecureCookieSessionInterface):
     salt = "authsvc.session"
     digest_method = staticmethod(hashlib.sha256)
 
-    def get_signing_serializer(self, app):
-        signing = super().get_signing_serializer(app)
-        if signing is not None:
-            signing.signer = StrictTimestampSigner
-        return signing
+    def get_signing_serializer(self, app) -> URLSafeTimedSerializer | None:
+        """Flask's own serializer for its session, built here with :class:`StrictTimestampSigner`
+        through itsdangerous' public arguments (not by replacing ``.signer`` on a built one)."""
+        if not app.secret_key:
+            return None
+        keys = [*app.config["SECRET_KEY_FALLBACKS"], app.secret_key]  # the last one signs
+        return URLSafeTimedSerializer(keys, salt=self.salt, serializer=self.serializer,
+                                      signer=StrictTimestampSigner,
+                                      signer_kwargs={"key_derivation": self.key_derivation,
+                                                     "digest_method": self.digest_method})
