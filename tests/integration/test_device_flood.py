@@ -13,7 +13,6 @@ in and its session still verifies. Counts and statuses only: no timings.
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import threading
 from pathlib import Path
@@ -31,17 +30,12 @@ from tests.integration.conftest import (
     tail,
 )
 from tests.security.test_throttle import KNOWN_PER_CLIENT, PER_DEVICE
+from tests.security.test_throttle import fresh_ip as new_address
 
 pytestmark = pytest.mark.integration
 
 DEVICE = "__Host-authsvc_device"
 SESSION = "__Host-authsvc_session"
-_addresses = itertools.count(1)
-
-
-def new_address() -> str:
-    n = next(_addresses)
-    return f"198.19.{n // 250}.{n % 250 + 1}"
 
 
 def cookie(response, name: str) -> str:

@@ -374,6 +374,28 @@ def test_rotated_remember_cookie_replayed_within_grace_is_refused_without_mass_r
     assert token_rows(svc)[-1].revoked_at is None
 
 
+def race(engine, statements: tuple[str, ...], **calls) -> tuple[dict[str, object], threading.Barrier]:
+    """Run ``calls`` (name -> function) in threads at once, each held at the first SQL statement
+    starting with one of ``statements`` until the other gets there too (both read before either
+    writes). Returns each call's result by name, and the barrier (broken: they never both got there)."""
+    gate = threading.Barrier(2, timeout=10)
+
+    def hold(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith(statements):
+            gate.wait()
+    sa.event.listen(engine, "before_cursor_execute", hold)
+    results: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda n=name, f=fn: results.__setitem__(n, f())) for name, fn in calls.items()]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hold)
+    return results, gate
+
+
 @pytest.mark.asvs("V7.4.1")
 def test_concurrent_rotation_of_one_remember_cookie_has_exactly_one_winner(app, svc, clock, user, events):
     """Two tabs restore at the same instant: both read the unrotated token before either writes.
@@ -382,29 +404,11 @@ def test_concurrent_rotation_of_one_remember_cookie_has_exactly_one_winner(app, 
     value = remember_value(owner)
     expire_session(clock, svc)
     sessions_before = len(session_rows(svc))
-    gate = threading.Barrier(2, timeout=10)
-
-    @sa.event.listens_for(svc.engine, "before_cursor_execute")
-    def _both_read_before_either_writes(conn, cursor, statement, params, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE REMEMBER_TOKENS SET ROTATED_AT"):
-            gate.wait()
-
     tabs = [only_remember(app, value) for _ in range(2)]
-    results: dict[int, object] = {}
-
-    def load(i):
-        results[i] = restore(tabs[i])
-
-    threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    finally:
-        sa.event.remove(svc.engine, "before_cursor_execute", _both_read_before_either_writes)
+    results, gate = race(svc.engine, ("UPDATE REMEMBER_TOKENS SET ROTATED_AT",),
+                         first=lambda: restore(tabs[0]), second=lambda: restore(tabs[1]))
     assert not gate.broken, "the two requests did not both reach the rotation"
-    outcomes = sorted(restored(results[i]) for i in range(2))
+    outcomes = sorted(restored(result) for result in results.values())
     assert outcomes == [False, True]
     assert len(session_rows(svc)) == sessions_before + 1
     assert sorted(verify(t) for t in tabs) == [200, 401]
@@ -925,25 +929,11 @@ def test_two_retries_of_a_lost_response_at_once_restore_exactly_one(app, svc, cl
     restore_but_lose_the_response(app, value, ip="198.51.100.1")
     clock.advance(60)
     tokens_before = len(token_rows(svc))
-    gate = threading.Barrier(2, timeout=10)
-
-    @sa.event.listens_for(svc.engine, "before_cursor_execute")
-    def _both_read_before_either_writes(conn, cursor, statement, params, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE REMEMBER_TOKENS SET ROTATED_AT"):
-            gate.wait()
-
     tabs = [only_remember(app, value, ip="198.51.100.1") for _ in range(2)]
-    results: dict[int, object] = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, restore(tabs[i]))) for i in range(2)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    finally:
-        sa.event.remove(svc.engine, "before_cursor_execute", _both_read_before_either_writes)
+    results, gate = race(svc.engine, ("UPDATE REMEMBER_TOKENS SET ROTATED_AT",),
+                         first=lambda: restore(tabs[0]), second=lambda: restore(tabs[1]))
     assert not gate.broken, "the two retries did not both reach the claim"
-    assert sorted(restored(results[i]) for i in range(2)) == [False, True]
+    assert sorted(restored(result) for result in results.values()) == [False, True]
     assert sorted(verify(t) for t in tabs) == [200, 401]
     assert verify(other_device) == 200
     assert "remember_replay_detected" not in event_names(events)
@@ -963,24 +953,8 @@ def test_lost_response_retry_racing_the_successors_first_use_is_either_theft_or_
     assert restored(restore(owner))
     clock.advance(60)
     thief = only_remember(app, stolen, ip="203.0.113.66", ua="curl/8.0")
-    gate = threading.Barrier(2, timeout=10)
-
-    @sa.event.listens_for(svc.engine, "before_cursor_execute")
-    def _both_read_before_either_writes(conn, cursor, statement, params, context, executemany):
-        upper = statement.lstrip().upper()
-        if upper.startswith(("UPDATE REMEMBER_TOKENS SET ROTATED_AT", "UPDATE SESSIONS SET LAST_SEEN_AT")):
-            gate.wait()
-
-    results: dict[str, object] = {}
-    threads = [threading.Thread(target=lambda: results.__setitem__("use", verify(owner))),
-               threading.Thread(target=lambda: results.__setitem__("retry", restore(thief)))]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    finally:
-        sa.event.remove(svc.engine, "before_cursor_execute", _both_read_before_either_writes)
+    results, gate = race(svc.engine, ("UPDATE REMEMBER_TOKENS SET ROTATED_AT", "UPDATE SESSIONS SET LAST_SEEN_AT"),
+                         use=lambda: verify(owner), retry=lambda: restore(thief))
     assert not gate.broken
     if results["use"] == 200:
         assert not restored(results["retry"])
