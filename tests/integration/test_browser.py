@@ -111,12 +111,19 @@ def focused_id(driver, expected: str) -> str:
 
 def submit(driver) -> None:
     """Click the form's button and wait until the next page has replaced this one."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     button = by_css(driver, "button[type=submit]")
     button.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+
+    def left(d) -> bool:
+        try:
+            return expected_conditions.staleness_of(button)(d)
+        except WebDriverException as exc:  # Chromium mid-navigation: the node is of the page being left
+            return "does not belong to the document" in str(exc)
+    WebDriverWait(driver, 15).until(left)
     WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
