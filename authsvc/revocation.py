@@ -1,6 +1,6 @@
 """The revocation epoch: one number every process of an instance shares, moved by every revocation.
 
-/auth/verify may answer from a short-lived per-process cache (:mod:`authsvc.verify_cache`). A
+/auth/verify may answer from a short-lived per-process cache (:mod:`authsvc.core.verify_cache`). A
 revocation must still take effect at once on the instance that made it, in every worker process,
 not only in the one that served the logout. So whatever makes a session stop being live (a
 revocation, the session cap, disabling an account) calls :meth:`RevocationEpoch.bump` after its

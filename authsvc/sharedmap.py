@@ -10,7 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from authsvc.filemodes import make_private_folder
+from authsvc.core.filemodes import make_private_folder
 
 
 def map_shared(path: str, size: int) -> mmap.mmap:

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from authsvc import cli, config, db
-from authsvc.app import create_app
+from authsvc.server import cli
+
+from authsvc.core import config, db
+from authsvc.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_POLICY = str(ROOT / "policies" / "test.toml")
@@ -44,7 +46,7 @@ def make_env(tmp_path, **overrides) -> dict:
         "AUTHSVC_ENV": "production",
         "AUTHSVC_SECRET_KEY": STRONG_KEY,
         "AUTHSVC_POLICY": TEST_POLICY,
-        "AUTHSVC_DATABASE_URL": f"sqlite:///{tmp_path / 'authsvc.db'}",
+        "AUTHSVC_DATABASE_URL": f"sqlite:///{tmp_path / 'authsvc.core.db'}",
         "AUTHSVC_PUBLIC_URL": HTTPS,
         "AUTHSVC_REDIRECT_ALLOWED_ORIGINS": "https://app.example.test",
     }

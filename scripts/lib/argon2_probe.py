@@ -2,12 +2,12 @@
 
 Each measurement runs in a fresh process (this file as a script) so that its environment can be
 chosen: glibc reads ``GLIBC_TUNABLES`` only when a process starts, and whether argon2's memory
-comes in huge pages (``authsvc.hashing.with_hugepages``) moves a verify's CPU time by a quarter.
+comes in huge pages (``authsvc.core.hashing.with_hugepages``) moves a verify's CPU time by a quarter.
 Two environments are compared:
 
 * ``shipped``: argon2-cffi as it ships, without the tunable (what the peers' figures were measured
   with, and the ceiling the performance issue defines);
-* ``served``: the environment ``authsvc serve`` gives its workers (``authsvc.cli.server_environ``).
+* ``served``: the environment ``authsvc serve`` gives its workers (``authsvc.server.cli.server_environ``).
 
     python scripts/lib/argon2_probe.py TIME_COST MEMORY_KIB PARALLELISM HASH_LEN SALT_LEN ROUNDS
 
@@ -51,7 +51,7 @@ def shipped_environ(environ: Mapping[str, str]) -> dict[str, str]:
 
 def run(policy, environ: Mapping[str, str], rounds: int, processes: int = 1) -> list[list[list[float]]]:
     """``processes`` probes started together in ``environ``, ``rounds`` verifications each at the
-    policy's argon2 parameters (an ``authsvc.policy.Argon2Policy``); one sample list per process."""
+    policy's argon2 parameters (an ``authsvc.core.policy.Argon2Policy``); one sample list per process."""
     argv = [sys.executable, os.path.abspath(__file__), str(policy.time_cost), str(policy.memory_cost_kib),
             str(policy.parallelism), str(policy.hash_len), str(policy.salt_len), str(rounds)]
     procs = [subprocess.Popen(argv, env=dict(environ), stdout=subprocess.PIPE,  # nosec B603 - fixed argv, this file

@@ -3,9 +3,9 @@
 What is mutated (pyproject.toml [tool.mutmut] copies and mutates these files; only these functions
 are run):
 
-* authsvc/redirects.py, authsvc/secretkeys.py, authsvc/passwords.py: every function;
-* authsvc/sessions.py: session_verdict, needs_touch;
-* authsvc/throttle.py: decide, block_after_failure, backoff_seconds.
+* authsvc/rules/redirects.py, authsvc/rules/secretkeys.py, authsvc/rules/passwords.py: every function;
+* authsvc/core/sessions.py: session_verdict, needs_touch;
+* authsvc/core/throttle.py: decide, block_after_failure, backoff_seconds.
 
 The tests are the fast modules listed in [tool.mutmut] pytest_add_cli_args_test_selection, with
 the hypothesis profile ``mutation`` (few examples, fixed seed: a mutant never survives by luck).
@@ -32,11 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 TARGETS: dict[str, tuple[str, ...] | None] = {
-    "authsvc/redirects.py": None,
-    "authsvc/secretkeys.py": None,
-    "authsvc/passwords.py": None,
-    "authsvc/sessions.py": ("session_verdict", "needs_touch"),
-    "authsvc/throttle.py": ("decide", "block_after_failure", "backoff_seconds"),
+    "authsvc/rules/redirects.py": None,
+    "authsvc/rules/secretkeys.py": None,
+    "authsvc/rules/passwords.py": None,
+    "authsvc/core/sessions.py": ("session_verdict", "needs_touch"),
+    "authsvc/core/throttle.py": ("decide", "block_after_failure", "backoff_seconds"),
 }
 EQUIVALENT = re.compile(r"^\s*[-*]\s+`(?P<name>authsvc\.[^`]+__mutmut_\d+)`")
 KILLED = {"killed", "timeout", "caught by type check"}
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-under", type=float, default=95.0, help="minimum kill rate in percent (default 95)")
     parser.add_argument("--max-children", type=int, default=None, help="parallel mutants (default: CPU count)")
     parser.add_argument("--only", action="append", default=None, metavar="GLOB",
-                        help="run only mutants matching GLOB (e.g. 'authsvc.throttle.*'); repeatable")
+                        help="run only mutants matching GLOB (e.g. 'authsvc.core.throttle.*'); repeatable")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     os.environ["HYPOTHESIS_PROFILE"] = "mutation"

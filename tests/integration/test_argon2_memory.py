@@ -3,7 +3,7 @@
 argon2 mallocs its whole memory cost for every verification. Above glibc's largest mmap threshold
 (32 MiB) that is a fresh mapping each time, which the kernel faults in 4 KiB at a time: a quarter
 of a verify's CPU at 64 MiB. ``authsvc serve`` sets ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for
-gunicorn (``authsvc.cli.server_environ``), so the same memory arrives in 2 MiB pages. Here a
+gunicorn (``authsvc.server.cli.server_environ``), so the same memory arrives in 2 MiB pages. Here a
 worker's page faults over a few logins are counted, with a policy at 40 MiB (above the threshold,
 so every login maps afresh), once as served by default and once with the operator's off switch
 (``glibc.malloc.hugetlb=0``), which must be honoured and show the 4 KiB faults: the control that

@@ -12,10 +12,10 @@ import subprocess
 
 import pytest
 
-from authsvc import db
-from authsvc.hashing import Hasher
-from authsvc.models import users
-from authsvc.policy import load_policy
+from authsvc.core import db
+from authsvc.core.hashing import Hasher
+from authsvc.core.models import users
+from authsvc.core.policy import load_policy
 from tests.conftest import PASSWORD, TEST_POLICY, csrf_in
 from tests.integration.conftest import (
     authsvc_command,

@@ -26,11 +26,11 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from authsvc import config
-from authsvc.app import create_app
-from authsvc.limiter import storage_options
-from authsvc.models import sessions as sessions_table
-from authsvc.policy import load_policy
+from authsvc.core import config
+from authsvc.web.app import create_app
+from authsvc.web.limiter import storage_options
+from authsvc.core.models import sessions as sessions_table
+from authsvc.core.policy import load_policy
 from tests.backends import (
     TcpProxy,
     database_url,
@@ -139,7 +139,7 @@ def until(what: str, check, timeout: float = RECOVERY_SECONDS):
 def no_server_errors(instance) -> None:
     log = instance.log_text()
     assert '"unhandled_error"' not in log, "an unexpected exception (500) during the fault"
-    # gunicorn's access lines are JSON (authsvc.access_log)
+    # gunicorn's access lines are JSON (authsvc.server.access_log)
     assert not [line for line in log.splitlines() if '"status":500,' in line], "a 500 during the fault"
 
 

@@ -1,8 +1,8 @@
 """Schema migrations on SQLite and PostgreSQL: from nothing, from the previous release, and refusing
 to run on a schema that is behind.
 
-* From an empty database, ``authsvc db upgrade`` (:func:`authsvc.db.upgrade`) builds exactly the
-  schema authsvc/models.py describes: a model changed without a migration fails here.
+* From an empty database, ``authsvc db upgrade`` (:func:`authsvc.core.db.upgrade`) builds exactly the
+  schema authsvc/core/models.py describes: a model changed without a migration fails here.
 * From the previous release's schema (revision 0001) holding an account, a live session and a
   remember-me token, upgrading to head keeps all three usable: the password still signs in, the
   session cookie still verifies, the remember cookie still restores (and is now linked to its
@@ -28,11 +28,13 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from authsvc import cli, db, models
-from authsvc.auth import session_identifier
-from authsvc.hashing import Hasher
-from authsvc.policy import load_policy
-from authsvc.sessions import new_token, token_digest
+from authsvc.server import cli
+
+from authsvc.core import db, models
+from authsvc.web.auth import session_identifier
+from authsvc.core.hashing import Hasher
+from authsvc.core.policy import load_policy
+from authsvc.core.sessions import new_token, token_digest
 from tests.backends import pg_schema
 from tests.conftest import (
     PASSWORD,
@@ -56,7 +58,7 @@ IP, UA = "198.51.100.7", "Mozilla/5.0 (X11) MigratedBrowser/1"
 def database(request, tmp_path):
     """An empty database of each kind: its URL."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'authsvc.db'}"
+        yield f"sqlite:///{tmp_path / 'authsvc.core.db'}"
     else:
         with pg_schema("migr") as (_name, url):
             yield url
@@ -82,7 +84,7 @@ def test_upgrade_from_an_empty_database_builds_exactly_the_schema_the_models_des
     assert tables(engine) == {"users", "sessions", "remember_tokens", "known_devices", "alembic_version"}
     with engine.connect() as conn:
         drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), models.metadata)
-    assert drift == [], f"authsvc/models.py and the migrations disagree (a change without a revision?): {drift}"
+    assert drift == [], f"authsvc/core/models.py and the migrations disagree (a change without a revision?): {drift}"
     assert db.schema_problem(engine) is None
     db.upgrade(engine)  # again: nothing to do, nothing breaks
     assert db.current_revision(engine) == db.head_revision()
@@ -236,7 +238,7 @@ def test_serve_and_the_cli_refuse_a_schema_that_is_behind_and_say_to_run_db_upgr
         # after the upgrade, serve gets as far as handing over to gunicorn
         assert run(["db", "upgrade"], capsys)[0] == 0
         code, err = run(SERVE, capsys)
-        assert code == 0 and len(started) == 1 and "authsvc.wsgi:app" in started[0], err
+        assert code == 0 and len(started) == 1 and "authsvc.server.wsgi:app" in started[0], err
 
 
 def test_a_schema_from_a_newer_release_is_refused_without_suggesting_db_upgrade(database, engine, tmp_path,
@@ -307,7 +309,7 @@ def test_real_serve_process_refuses_the_previous_release_schema_until_db_upgrade
 
 _UPGRADE = """
 import sys
-from authsvc import db
+from authsvc.core import db
 engine = db.make_engine(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()  # go: all racers at once

@@ -31,11 +31,11 @@ import requests
 import sqlalchemy as sa
 from limits import parse as parse_limit
 
-from authsvc import config
-from authsvc.app import create_app
-from authsvc.models import remember_tokens
-from authsvc.models import sessions as sessions_table
-from authsvc.policy import load_policy
+from authsvc.core import config
+from authsvc.web.app import create_app
+from authsvc.core.models import remember_tokens
+from authsvc.core.models import sessions as sessions_table
+from authsvc.core.policy import load_policy
 from tests.backends import pg_schema, redis_prefix, redis_url
 from tests.conftest import PASSWORD, TEST_POLICY, csrf_in
 from tests.integration import conftest as stack_helpers
@@ -502,7 +502,7 @@ def test_creating_the_same_user_from_two_places_at_once_makes_one_account(deploy
 # --- the load balancer as shipped ------------------------------------------------------------------------
 
 def _requests_count(instance, method: str, path: str) -> int:
-    """How many access lines (JSON, authsvc.access_log) of this instance are for ``method path``."""
+    """How many access lines (JSON, authsvc.server.access_log) of this instance are for ``method path``."""
     count = 0
     for line in instance.log_text().splitlines():
         if '"path":' not in line:

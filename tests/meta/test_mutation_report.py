@@ -17,21 +17,21 @@ spec.loader.exec_module(mutation)
 
 def test_the_security_core_and_only_it_is_mutated():
     pats = mutation.patterns()
-    assert "authsvc.redirects.*" in pats and "authsvc.secretkeys.*" in pats and "authsvc.passwords.*" in pats
+    assert "authsvc.rules.redirects.*" in pats and "authsvc.rules.secretkeys.*" in pats and "authsvc.rules.passwords.*" in pats
     for name in ("session_verdict", "needs_touch"):
-        assert mutation.selected(f"authsvc.sessions.x_{name}__mutmut_3", pats)
+        assert mutation.selected(f"authsvc.core.sessions.x_{name}__mutmut_3", pats)
     for name in ("decide", "block_after_failure", "backoff_seconds"):
-        assert mutation.selected(f"authsvc.throttle.x_{name}__mutmut_1", pats)
-    assert not mutation.selected("authsvc.throttle.xǁThrottleǁbegin__mutmut_1", pats)
-    assert not mutation.selected("authsvc.sessions.xǁSessionStoreǁcreate__mutmut_1", pats)
-    assert not mutation.selected("authsvc.sessions.x_session_verdict_cached__mutmut_1", pats)
+        assert mutation.selected(f"authsvc.core.throttle.x_{name}__mutmut_1", pats)
+    assert not mutation.selected("authsvc.core.throttle.xǁThrottleǁbegin__mutmut_1", pats)
+    assert not mutation.selected("authsvc.core.sessions.xǁSessionStoreǁcreate__mutmut_1", pats)
+    assert not mutation.selected("authsvc.core.sessions.x_session_verdict_cached__mutmut_1", pats)
 
 
 def test_every_listed_equivalent_mutant_has_a_reason():
     listed = mutation.equivalents(ROOT / "docs" / "mutation.md")
     assert listed, "docs/mutation.md lists no equivalent mutants"
     for name, reason in listed.items():
-        assert re.fullmatch(r"authsvc\.[a-z]+\.x[_ǁ].+__mutmut_\d+", name), name
+        assert re.fullmatch(r"authsvc\.(?:[a-z_]+\.)+x[_ǁ].+__mutmut_\d+", name), name
         assert len(reason) > 20, f"{name}: say why it is equivalent"
 
 

@@ -17,7 +17,7 @@ FLASK = "from flask import redirect, request, url_for, render_template, Response
 
 
 def rules_hit(source: str, **others: str) -> list[str]:
-    sources = {"authsvc/views/planted.py": FLASK + textwrap.dedent(source)}
+    sources = {"authsvc/web/views/planted.py": FLASK + textwrap.dedent(source)}
     sources.update({f"authsvc/{name}.py": textwrap.dedent(text) for name, text in others.items()})
     return [f.rule for f in astrules.check_sources(sources)]
 
@@ -59,7 +59,7 @@ def test_the_checker_sees_the_views_it_is_meant_to_check():
     import ast
 
     root = astrules.Path(__file__).resolve().parents[2]
-    tree = ast.parse((root / "authsvc/views/login.py").read_text(encoding="utf-8"))
+    tree = ast.parse((root / "authsvc/web/views/login.py").read_text(encoding="utf-8"))
     calls = [astrules.call_name(n) for n in ast.walk(tree) if isinstance(n, ast.Call)]
     assert "redirect" in calls and "emit" in calls and "validate_next" in calls
     facts = astrules.package_facts({"login": tree})
@@ -73,7 +73,7 @@ def test_the_checker_sees_the_views_it_is_meant_to_check():
 @pytest.mark.parametrize("source", [
     # The patterns authsvc uses (views/login.py, views/account.py, views/verify.py).
     """
-    from authsvc.redirects import RedirectDecision, validate_next
+    from authsvc.rules.redirects import RedirectDecision, validate_next
     def next_decision(raw) -> RedirectDecision:
         return validate_next(raw, RULES)
     def login():
@@ -123,10 +123,10 @@ def test_unvalidated_redirect_targets_are_caught(source, rule):
 
 def test_request_data_returned_by_a_helper_in_another_module_is_still_request_data():
     forms = "from flask import request\n\ndef field(name, limit):\n    return request.form.get(name, '')[:limit]\n"
-    view = "from authsvc.forms import field\n\ndef f():\n    return redirect(field('next', 100))\n"
+    view = "from authsvc.web.forms import field\n\ndef f():\n    return redirect(field('next', 100))\n"
     assert "AUTHSVC002" in rules_hit(view, forms=forms)
     # ... also through a second helper.
-    relay = "from authsvc.forms import field\n\ndef back():\n    return field('back', 10).strip()\n"
+    relay = "from authsvc.web.forms import field\n\ndef back():\n    return field('back', 10).strip()\n"
     assert "AUTHSVC002" in rules_hit("def f():\n    return redirect(back())\n", forms=forms, relay=relay)
 
 

@@ -42,7 +42,7 @@ def test_planted_findings_of_every_tool_land_in_sarif_with_their_location():
         scan.ToolResult("bandit", [scan.Issue("bandit", "B602", "authsvc/x.py", 3, "shell=True")], "failed"),
         scan.ToolResult("ruff", [scan.Issue("ruff", "S101", "authsvc/y.py", 9, "assert", level="note",
                                             blocking=False)], "ok"),
-        scan.ToolResult("authsvc-astrules", [scan.Issue("authsvc-astrules", "AUTHSVC002", "authsvc/views/z.py", 12,
+        scan.ToolResult("authsvc-astrules", [scan.Issue("authsvc-astrules", "AUTHSVC002", "authsvc/web/views/z.py", 12,
                                                         "request data reaches redirect()", column=12)], "failed"),
         scan.ToolResult("pip-audit", [], "offline", note="DEPENDENCIES NOT AUDITED: offline"),
     ]

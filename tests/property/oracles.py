@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from authsvc.passwords import PasswordRules, load_default_blocklist, normalize_password, password_problems
-from authsvc.usernames import normalize_username, username_problem
+from authsvc.rules.passwords import PasswordRules, load_default_blocklist, normalize_password, password_problems
+from authsvc.rules.usernames import normalize_username, username_problem
 
 USERNAME_MAX = 64  # policies/default.toml [limits] username_max_length
 USERNAME_KEY = re.compile(r"[a-z0-9._@+-]+\Z")

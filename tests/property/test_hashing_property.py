@@ -12,9 +12,9 @@ import unicodedata
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from authsvc.hashing import Hasher
-from authsvc.passwords import normalize_password
-from authsvc.policy import load_policy
+from authsvc.core.hashing import Hasher
+from authsvc.rules.passwords import normalize_password
+from authsvc.core.policy import load_policy
 from tests.conftest import TEST_POLICY
 
 HASHER = Hasher(load_policy(TEST_POLICY).argon2)
@@ -60,9 +60,9 @@ tunable_entries = st.tuples(tunable_names, st.from_regex(r"[0-9a-z]{0,6}", fullm
 
 @given(entries=st.lists(tunable_entries, max_size=6))
 def test_hugepages_tunable_keeps_every_other_tunable_in_order_and_adds_itself_once(entries):
-    """Property (authsvc.hashing.with_hugepages): without the tunable the operator's entries come
+    """Property (authsvc.core.hashing.with_hugepages): without the tunable the operator's entries come
     back in order with hugetlb=1 after them; with it anywhere (any value), the value is unchanged."""
-    from authsvc.hashing import HUGEPAGES_TUNABLE, with_hugepages
+    from authsvc.core.hashing import HUGEPAGES_TUNABLE, with_hugepages
 
     given_ = ":".join(entries)
     if any(e.split("=", 1)[0] == HUGEPAGES_TUNABLE for e in entries):
@@ -74,7 +74,7 @@ def test_hugepages_tunable_keeps_every_other_tunable_in_order_and_adds_itself_on
 @given(before=st.lists(tunable_entries, max_size=3), after=st.lists(tunable_entries, max_size=3),
        value=st.from_regex(r"[0-9]{0,2}", fullmatch=True))
 def test_hugepages_tunable_never_overrides_the_operators_value(before, after, value):
-    from authsvc.hashing import HUGEPAGES_TUNABLE, with_hugepages
+    from authsvc.core.hashing import HUGEPAGES_TUNABLE, with_hugepages
 
     given_ = ":".join([*before, f"{HUGEPAGES_TUNABLE}={value}", *after])
     assert with_hugepages(given_) == given_

@@ -1,4 +1,4 @@
-"""Properties of the password policy (authsvc.passwords) over arbitrary text.
+"""Properties of the password policy (authsvc.rules.passwords) over arbitrary text.
 
 Text here is any Python str, lone surrogates included (st.characters() with no filter produces
 them; UTF-8 form data cannot, but a JSON body with "\\ud800" or a buggy client can). Decision:
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authsvc.passwords import (
+from authsvc.rules.passwords import (
     PasswordRules,
     load_default_blocklist,
     normalize_password,

@@ -1,4 +1,4 @@
-"""Property tests for authsvc.redirects, with ada-url (WHATWG URL parsing) as the oracle.
+"""Property tests for authsvc.rules.redirects, with ada-url (WHATWG URL parsing) as the oracle.
 
 Whatever string arrives as ``next``:
 
@@ -28,7 +28,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from authsvc.redirects import (
+from authsvc.rules.redirects import (
     AllowedApp,
     RedirectDecision,
     RedirectRules,

@@ -4,7 +4,7 @@ password changes, admin revocation, ended sessions, clock jumps, cookie theft an
 A small model tracks which server-side sessions are live (and whether any request used them) and
 what each remember token may still do (which token it was rotated into, why it was revoked); the
 real service (HTTP interface, real database, the test clock) must agree with it at every step.
-A rotated token presented again is judged by the rules of authsvc.remember: a tab race within the
+A rotated token presented again is judged by the rules of authsvc.core.remember: a tab race within the
 grace, a lost response when nothing the rotation gave was ever used, theft otherwise, wherever it is
 presented (a page that restores, a signed-in page, logout).
 The invariant is the security property itself: /auth/verify answers 200 exactly when the cookie
@@ -37,8 +37,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from authsvc.models import remember_tokens
-from authsvc.sessions import LIVE, session_verdict
+from authsvc.core.models import remember_tokens
+from authsvc.core.sessions import LIVE, session_verdict
 from tests.conftest import (
     PASSWORD,
     TEST_POLICY,
@@ -119,7 +119,7 @@ class SessionMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="authsvc-sm-")
-        shutil.copy(_template() / "authsvc.db", self.tmp)  # migrated, users in: only the app is new
+        shutil.copy(_template() / "authsvc.core.db", self.tmp)  # migrated, users in: only the app is new
         self.clock = Clock()
         self.app = build_app(Path(self.tmp), self.clock, AUTHSVC_POLICY=str(_template() / "policy.toml"))
         self.svc = self.app.extensions["authsvc"]

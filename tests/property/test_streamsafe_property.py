@@ -1,4 +1,4 @@
-"""Properties of the Stream-Safe bound (authsvc.streamsafe) over arbitrary text.
+"""Properties of the Stream-Safe bound (authsvc.rules.streamsafe) over arbitrary text.
 
 The oracle is the definition (UAX #15, UAX15-D4): normalise the whole text to NFKD and count the
 longest run of code points whose canonical combining class is not 0. authsvc may not do that on
@@ -13,7 +13,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authsvc.streamsafe import MAX_NON_STARTERS, is_stream_safe, longest_non_starter_run
+from authsvc.rules.streamsafe import MAX_NON_STARTERS, is_stream_safe, longest_non_starter_run
 
 # Marks of several classes, precomposed letters with marks, compatibility characters that are or
 # hold marks (U+FF9E, U+0F73, U+0344), characters whose NFKD is long (U+FDFA), Hangul, ASCII.

@@ -1,4 +1,4 @@
-"""Properties of the per-account throttle (authsvc.throttle.Throttle) over arbitrary attack traces.
+"""Properties of the per-account throttle (authsvc.core.throttle.Throttle) over arbitrary attack traces.
 
 Hypothesis generates a policy (within the ranges `authsvc check` accepts, plus the shipped one) and a
 sequence of login attempts: which account, from a known device or not, from which address, whether
@@ -32,8 +32,8 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from limits.storage import MemoryStorage
 
-from authsvc.policy import load_policy
-from authsvc.throttle import Throttle
+from authsvc.core.policy import load_policy
+from authsvc.core.throttle import Throttle
 
 DEFAULT = load_policy().throttle
 START = 1_800_000_000

@@ -1,4 +1,4 @@
-"""Properties of username normalization (authsvc.usernames) over arbitrary text.
+"""Properties of username normalization (authsvc.rules.usernames) over arbitrary text.
 
 "Alice", "ＡＬＩＣＥ" and "alice" must be one account, and a name that survives the rules must be a
 plain-ASCII key that is its own normal form: otherwise the key stored at creation and the key
@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authsvc.usernames import normalize_username
+from authsvc.rules.usernames import normalize_username
 from tests.property.oracles import assert_username_oracle
 
 # Characters whose NFKC or casefold form is ASCII, or that look like ASCII: the interesting ones.

@@ -8,12 +8,12 @@ Rules
 -----
 ``AUTHSVC001 redirect-target``
     ``redirect(x)`` and a ``Location`` header take only a constant, a ``url_for(...)`` result, or
-    the validator's output: ``d.target`` where ``d`` came from :func:`authsvc.redirects.validate_next`
+    the validator's output: ``d.target`` where ``d`` came from :func:`authsvc.rules.redirects.validate_next`
     or from a function annotated ``-> RedirectDecision`` (``next_decision``), or the URL of
     ``login_location(...)`` (which runs ``validate_next`` itself).
 ``AUTHSVC002 request-to-sink``
     No request value (``request.args/form/values/headers/cookies/json/data/...``, or the result of
-    a package function that returns one, such as ``authsvc.forms.field``) reaches a redirect, a
+    a package function that returns one, such as ``authsvc.web.forms.field``) reaches a redirect, a
     ``Location`` header, a template string (``from_string``, ``Template``, ``Markup``) or SQL text
     (``text(...)``, ``.execute(...)``, ``.exec_driver_sql(...)``) without passing a validator.
 ``AUTHSVC003 sql-string-building``
@@ -340,7 +340,7 @@ class ModuleChecker:
             if isinstance(node, ast.Name) and node.id == "render_template_string" or \
                     isinstance(node, ast.Attribute) and node.attr == "render_template_string":
                 self.report(node, "AUTHSVC004", "render_template_string renders a string as a template; "
-                                                "use render_template with a file in authsvc/templates")
+                                                "use render_template with a file in authsvc/web/templates")
             elif isinstance(node, ast.alias) and node.name.split(".")[-1] == "render_template_string":
                 self.report(node, "AUTHSVC004", "render_template_string is imported; use render_template")
 

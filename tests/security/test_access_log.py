@@ -1,4 +1,4 @@
-"""gunicorn's access and error lines under ``authsvc serve`` (authsvc.access_log), without a server:
+"""gunicorn's access and error lines under ``authsvc serve`` (authsvc.server.access_log), without a server:
 every value a client controls ends up JSON-escaped on one line (log injection, ASVS 16.4.1).
 tests/integration/test_log_injection.py makes the same attacks against the real server."""
 
@@ -12,8 +12,8 @@ import logging
 import pytest
 from gunicorn.config import Config
 
-from authsvc.access_log import JsonLogger, access_line, wsgi_text
-from authsvc.cli import gunicorn_argv
+from authsvc.server.access_log import JsonLogger, access_line, wsgi_text
+from authsvc.server.cli import gunicorn_argv
 
 HOSTILE = ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1b[2K",
            "\x00", "\x7f", '"', "\\", "\ud800"]
@@ -87,5 +87,5 @@ def test_json_logger_writes_gunicorn_access_and_error_lines_as_json_objects(guni
 
 def test_serve_runs_gunicorn_with_the_json_logger_and_no_plain_access_format():
     argv = gunicorn_argv("127.0.0.1:8000", 2)
-    assert argv[argv.index("--logger-class") + 1] == "authsvc.access_log.JsonLogger"
+    assert argv[argv.index("--logger-class") + 1] == "authsvc.server.access_log.JsonLogger"
     assert "--access-logformat" not in argv and argv[argv.index("--access-logfile") + 1] == "-"

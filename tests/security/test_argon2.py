@@ -19,8 +19,8 @@ import pytest
 from argon2 import PasswordHasher, Type
 from itsdangerous import TimestampSigner
 
-from authsvc.config import ARGON2_MEMORY_FLOOR_KIB
-from authsvc.policy import load_policy
+from authsvc.core.config import ARGON2_MEMORY_FLOOR_KIB
+from authsvc.core.policy import load_policy
 from tests.conftest import (
     PASSWORD,
     ROOT,
@@ -380,12 +380,12 @@ def test_login_while_argon2_slots_are_full_gets_503_retry_after_without_hashing(
     ("glibc.malloc.arena_max=glibc.malloc.hugetlb", "glibc.malloc.arena_max=glibc.malloc.hugetlb:glibc.malloc.hugetlb=1"),
 ])
 def test_hugepages_tunable_is_added_unless_the_operator_set_it(given, expected):
-    from authsvc.hashing import with_hugepages
+    from authsvc.core.hashing import with_hugepages
     assert with_hugepages(given) == expected
 
 
 def test_server_environ_changes_nothing_but_the_tunable():
-    from authsvc.cli import server_environ
+    from authsvc.server.cli import server_environ
     environ = {"PATH": "/usr/bin", "AUTHSVC_ENV": "production", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
     served = server_environ(environ)
     assert served == {**environ, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}
@@ -395,7 +395,9 @@ def test_server_environ_changes_nothing_but_the_tunable():
 def test_serve_hands_gunicorn_the_tunable_and_leaves_its_own_environment_alone(tmp_path, monkeypatch):
     import os
 
-    from authsvc import cli, db
+    from authsvc.server import cli
+
+    from authsvc.core import db
     for key in [k for k in os.environ if k.startswith(("AUTHSVC_", "PROMETHEUS_"))]:
         monkeypatch.delenv(key)
     env = make_env(tmp_path)

@@ -31,9 +31,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from authsvc import cli, config, logging_setup
-from authsvc.app import StartupRefused, create_app
-from authsvc.audit import EVENTS
+from authsvc.server import cli
+
+from authsvc.core import config
+
+from authsvc.web import logging_setup
+from authsvc.web.app import StartupRefused, create_app
+from authsvc.core.audit import EVENTS
 from tests.conftest import (
     ROOT,
     STRONG_KEY,
@@ -451,6 +455,6 @@ def test_every_emitted_event_is_in_the_inventory_and_the_operations_guide():
     for path in (ROOT / "authsvc").rglob("*.py"):
         for expression in _EMIT.findall(path.read_text()):
             emitted.update(re.findall(r'"([a-z_]+)"', expression))
-    assert emitted == set(EVENTS), "authsvc.audit.EVENTS and the code disagree"
+    assert emitted == set(EVENTS), "authsvc.core.audit.EVENTS and the code disagree"
     guide = (ROOT / "docs" / "operations.md").read_text()
     assert not [e for e in EVENTS if f"`{e}`" not in guide], "events missing from docs/operations.md"

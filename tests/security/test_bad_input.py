@@ -196,7 +196,7 @@ def test_hundreds_of_cookies_and_duplicates_never_cause_a_500(app):
     header = "; ".join([f"c{i}={'v' * 20}" for i in range(400)] +
                        [f"{SESSION}=junk{i}" for i in range(50)] + [f"{REMEMBER}=junk", f"{DEVICE}=junk"])
     for path in PAGES:
-        # Two session cookies are refused (one was planted: authsvc.crosssite), cleanly.
+        # Two session cookies are refused (one was planted: authsvc.web.crosssite), cleanly.
         assert_clean_refusal(client.get(path, headers={"Cookie": header}), 200, 303, 400, 401)
 
 

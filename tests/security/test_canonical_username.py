@@ -37,7 +37,7 @@ def names_everywhere(app, raw: str) -> dict[str, str]:
     c = browser(app)
     assert login(c, raw).status_code == 303
     fast = c.get("/auth/verify")
-    # An Upgrade header makes the fast path hand the request to the Flask view (authsvc.views.verify)
+    # An Upgrade header makes the fast path hand the request to the Flask view (authsvc.web.views.verify)
     flask_view = c.get("/auth/verify", headers={"Upgrade": "h2c"})
     api = c.get("/api/v1/session").get_json()
     page = c.get("/").get_data(as_text=True)

@@ -5,7 +5,7 @@ a session cookie under the shared domain. The attacks here: a sibling page posts
 a token it knows (its own planted session's), a sibling posts logout or a password change, a
 request carries a planted second session cookie, and the Origin / Sec-Fetch-Site headers are
 spoofed in every spelling a parser could get wrong. The decisions are pure functions
-(:mod:`authsvc.sameorigin`, :mod:`authsvc.cookieheader`), tested first with hostile inputs; then
+(:mod:`authsvc.rules.sameorigin`, :mod:`authsvc.web.cookieheader`), tested first with hostile inputs; then
 the service, through the Flask test client. tests/integration/test_browser.py runs the attack in
 Chromium through nginx.
 """
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from authsvc import cookieheader, sameorigin
+from authsvc.web import cookieheader
+
+from authsvc.rules import sameorigin
 from tests.conftest import (
     HTTPS,
     add_user,

@@ -1,4 +1,4 @@
-"""Control: CSRF tokens (authsvc.csrf), ASVS 5.0 V3.5.1, V11.3.x (HMAC-SHA-256), V13.3.4 (rotation).
+"""Control: CSRF tokens (authsvc.web.csrf), ASVS 5.0 V3.5.1, V11.3.x (HMAC-SHA-256), V13.3.4 (rotation).
 
 Attacks tried here, on the pure decision and through the real forms:
 
@@ -23,9 +23,9 @@ import time
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from authsvc import csrf
-from authsvc.csrf import MESSAGE, SALT, TIME_LIMIT_SECONDS, verdict
-from authsvc.signing import timed_serializer
+from authsvc.web import csrf
+from authsvc.web.csrf import MESSAGE, SALT, TIME_LIMIT_SECONDS, verdict
+from authsvc.core.signing import timed_serializer
 from tests.conftest import PASSWORD, STRONG_KEY, add_user, build_app, cookie_value, login, new_client
 from tests.conftest import csrf as form_token
 

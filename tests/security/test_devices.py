@@ -1,11 +1,11 @@
 """Control: the known-device registry's decisions as pure functions, and the store under hostile use
 (ASVS 5.0 V6.3.1, V2.4.1; security review of December 2026, finding 1).
 
-- :func:`authsvc.devices.evictions`: which devices an account forgets to stay within the cap
+- :func:`authsvc.core.devices.evictions`: which devices an account forgets to stay within the cap
   (least recently used first, ties by age), for every shape of input;
-- :func:`authsvc.devices.device_digest`: what the registry stores instead of the id;
-- :func:`authsvc.limiter.breached`: which limit a 429 names in the audit log;
-- :class:`authsvc.devices.DeviceRegistry` against a real database: the cap under parallel
+- :func:`authsvc.core.devices.device_digest`: what the registry stores instead of the id;
+- :func:`authsvc.web.limiter.breached`: which limit a 429 names in the audit log;
+- :class:`authsvc.core.devices.DeviceRegistry` against a real database: the cap under parallel
   registrations, a known device keeping its id, forgetting, lifetime, cap 0;
 - the policy: renamed keys, unparseable rates and `authsvc check`'s judgement of the new keys.
 """
@@ -17,9 +17,9 @@ import types
 
 import pytest
 
-from authsvc.devices import device_digest, evictions, new_device_id
-from authsvc.limiter import breached
-from authsvc.policy import PolicyError, load_policy
+from authsvc.core.devices import device_digest, evictions, new_device_id
+from authsvc.web.limiter import breached
+from authsvc.core.policy import PolicyError, load_policy
 from tests.conftest import add_user
 from tests.security.test_throttle import policy_file
 

@@ -20,15 +20,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authsvc import config
-from authsvc.forward_auth import (
+from authsvc.core import config
+from authsvc.rules.forward_auth import (
     LoginRedirect,
     OriginalRequest,
     login_location,
     login_url,
     original_request,
 )
-from authsvc.redirects import AllowedApp, build_rules, validate_next
+from authsvc.rules.redirects import AllowedApp, build_rules, validate_next
 from tests.conftest import (
     HTTPS,
     TEST_POLICY,
@@ -510,7 +510,7 @@ def test_cookie_domain_accepted(domain, public_url):
 
 
 def test_production_refuses_to_start_with_a_public_suffix_cookie_domain(tmp_path):
-    from authsvc.app import StartupRefused
+    from authsvc.web.app import StartupRefused
 
     with pytest.raises(StartupRefused, match="AUTHSVC_COOKIE_DOMAIN=co.uk"):
         build_app(tmp_path, AUTHSVC_COOKIE_DOMAIN="co.uk")

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 import authsvc
-from authsvc.accounts import UsernameTaken
+from authsvc.core.accounts import UsernameTaken
 from tests.conftest import PASSWORD, add_user, build_app, csrf, login, new_client
 
 ALLOWED_ORIGIN = "https://app.example.test"  # AUTHSVC_REDIRECT_ALLOWED_ORIGINS in conftest
 HTTP = "http://auth.example.test"
 ONE_YEAR = 31536000
-TEMPLATES = Path(authsvc.__file__).parent / "templates"
+TEMPLATES = Path(authsvc.__file__).parent / "web" / "templates"
 
 
 # --- helpers ---------------------------------------------------------------------------------------

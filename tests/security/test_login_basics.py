@@ -17,9 +17,9 @@ from html.parser import HTMLParser
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from authsvc.csrf import SALT as CSRF_SALT
-from authsvc.signing import timed_serializer
-from authsvc.views.login import GENERIC_FAILURE
+from authsvc.web.csrf import SALT as CSRF_SALT
+from authsvc.core.signing import timed_serializer
+from authsvc.web.views.login import GENERIC_FAILURE
 from tests.conftest import (
     HTTPS,
     PASSWORD,
@@ -190,7 +190,7 @@ def _raw_csrf(client) -> str:
 
 
 def _forged(client, key: str) -> str:
-    """authsvc's token format (authsvc.csrf), for this session's raw token, signed with ``key``."""
+    """authsvc's token format (authsvc.web.csrf), for this session's raw token, signed with ``key``."""
     return timed_serializer(key, (), CSRF_SALT).dumps(_raw_csrf(client))
 
 

@@ -30,10 +30,12 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from authsvc import cli, config, gunicorn_conf
-from authsvc.app import StartupRefused, create_app
-from authsvc.metrics import reason_label
-from authsvc.views import health
+from authsvc.server import cli, gunicorn_conf
+
+from authsvc.core import config
+from authsvc.web.app import StartupRefused, create_app
+from authsvc.web.metrics import reason_label
+from authsvc.web.views import health
 from tests.conftest import (
     PASSWORD,
     STRONG_KEY,
@@ -272,7 +274,7 @@ def test_reason_labels_stay_short_and_plain(raw, label):
 # --- gunicorn multiprocess plumbing ------------------------------------------------------------------------
 
 def test_serve_gives_gunicorn_a_fresh_private_metrics_dir_and_the_hooks(tmp_path, monkeypatch):
-    from authsvc import db
+    from authsvc.core import db
     env = make_env(tmp_path, AUTHSVC_METRICS_TOKEN=TOKEN)
     for name, val in env.items():
         monkeypatch.setenv(name, val)
@@ -290,7 +292,7 @@ def test_serve_gives_gunicorn_a_fresh_private_metrics_dir_and_the_hooks(tmp_path
         cli.main(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(stale)  # serve's own process is left as it was
     (argv1, dir1), (_, dir2) = runs
-    assert argv1[argv1.index("-c") + 1] == "python:authsvc.gunicorn_conf"
+    assert argv1[argv1.index("-c") + 1] == "python:authsvc.server.gunicorn_conf"
     assert dir1 != dir2 and str(stale) not in (dir1, dir2)
     for folder in (dir1, dir2):
         assert os.path.basename(folder).startswith("authsvc-metrics-") and os.listdir(folder) == []

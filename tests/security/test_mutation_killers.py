@@ -15,13 +15,13 @@ import os
 
 import pytest
 
-from authsvc import secretkeys
-from authsvc.passwords import Blocklist, PasswordRules, load_default_blocklist, password_problems, shortest_period
-from authsvc.policy import load_policy
-from authsvc.redirects import AllowedApp, build_rules, parse_origin, validate_next
-from authsvc.secretkeys import key_file_problems, read_key_file, secret_problems
-from authsvc.sessions import LIVE, SessionRecord, needs_touch, session_verdict
-from authsvc.throttle import Verdict, backoff_seconds, block_after_failure, decide, window_full
+from authsvc.rules import secretkeys
+from authsvc.rules.passwords import Blocklist, PasswordRules, load_default_blocklist, password_problems, shortest_period
+from authsvc.core.policy import load_policy
+from authsvc.rules.redirects import AllowedApp, build_rules, parse_origin, validate_next
+from authsvc.rules.secretkeys import key_file_problems, read_key_file, secret_problems
+from authsvc.core.sessions import LIVE, SessionRecord, needs_touch, session_verdict
+from authsvc.core.throttle import Verdict, backoff_seconds, block_after_failure, decide, window_full
 
 POLICY = load_policy()
 SESSIONS = dataclasses.replace(POLICY.sessions, idle_timeout_seconds=600, absolute_lifetime_seconds=3600,

@@ -1,4 +1,4 @@
-"""Password policy (authsvc.passwords) against the attacks and requirements it exists for.
+"""Password policy (authsvc.rules.passwords) against the attacks and requirements it exists for.
 
 ASVS 5.0 V6.2 and NIST SP 800-63B rev. 4 §3.1.1.2: at least 15 characters for a password-only
 login, at least 64 permitted, no composition rules, whole-password blocklist, context words,
@@ -11,7 +11,7 @@ import unicodedata
 
 import pytest
 
-from authsvc.passwords import (
+from authsvc.rules.passwords import (
     Blocklist,
     PasswordRules,
     load_default_blocklist,

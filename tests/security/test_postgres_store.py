@@ -21,11 +21,11 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from authsvc import db
-from authsvc.accounts import AccountStore, UsernameTaken
-from authsvc.models import remember_tokens
-from authsvc.models import sessions as sessions_table
-from authsvc.sessions import LIVE, SessionStore, session_verdict
+from authsvc.core import db
+from authsvc.core.accounts import AccountStore, UsernameTaken
+from authsvc.core.models import remember_tokens
+from authsvc.core.models import sessions as sessions_table
+from authsvc.core.sessions import LIVE, SessionStore, session_verdict
 from tests.backends import pg_schema, redis_prefix, require_redis
 from tests.conftest import PASSWORD, build_app, cookie_value, csrf, login, new_client
 
@@ -36,7 +36,7 @@ IP, UA = "198.51.100.7", "Mozilla/5.0 (X11) StoreTest/1"
 def backend(request, tmp_path):
     """The database URL of each backend: a file for SQLite, a fresh schema for PostgreSQL."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'authsvc.db'}"
+        yield f"sqlite:///{tmp_path / 'authsvc.core.db'}"
     else:
         with pg_schema("store") as (_name, url):
             yield url
@@ -293,7 +293,7 @@ def test_lost_response_retried_by_two_instances_at_once_restores_exactly_once(sv
     the claim on the rotated token (WHERE its rotation and successor are still the ones read)
     lets one restore; the other is a race, and only one new successor exists."""
     cookie, _ = restored_and_lost(svc, clock, user)
-    from authsvc.remember import RememberStore
+    from authsvc.core.remember import RememberStore
     theirs = RememberStore(other_instance.engine, svc.policy.sessions, svc.clock, svc.remember.serializer)
     gate = threading.Barrier(2, timeout=30)
     with statements(svc.engine, "UPDATE REMEMBER_TOKENS SET ROTATED_AT", gate.wait), \
@@ -375,8 +375,8 @@ def shared_throttles(svc):
     """Two instances' throttles on one Redis, under a prefix of this test's own."""
     from limits.storage import storage_from_string
 
-    from authsvc.limiter import storage_options
-    from authsvc.throttle import Throttle
+    from authsvc.web.limiter import storage_options
+    from authsvc.core.throttle import Throttle
 
     url = require_redis()
     with redis_prefix("throttle") as prefix:
@@ -419,7 +419,7 @@ def test_parallel_device_registrations_on_two_instances_never_exceed_the_cap(app
     """Two instances register devices of one account at the same moment: the account's row is
     locked while each counts (SQLite serialises writers), so neither can stay under the cap alone
     while both together exceed it."""
-    from authsvc.devices import DeviceRegistry
+    from authsvc.core.devices import DeviceRegistry
 
     account = svc.accounts.create("alice", svc.hasher.hash(PASSWORD))
     cap = svc.policy.throttle.max_devices_per_account

@@ -1,4 +1,4 @@
-"""Open-redirect threat list for authsvc.redirects.validate_next.
+"""Open-redirect threat list for authsvc.rules.redirects.validate_next.
 
 Each hostile input below fooled some real validator (oauth2-proxy, Django, Flask-Security-Too,
 Keycloak, mod_auth_mellon, ...) or is a sibling of one that did. Each must come back rejected,
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from authsvc.redirects import (
+from authsvc.rules.redirects import (
     AllowedApp,
     RedirectDecision,
     RedirectRules,
@@ -682,7 +682,7 @@ def test_decision_is_a_pure_function_of_its_arguments():
 
 
 def test_reason_codes_are_the_documented_set():
-    import authsvc.redirects as module
+    import authsvc.rules.redirects as module
 
     documented = {
         "ok", "empty", "too_long", "control_char", "whitespace", "backslash", "lookalike",
@@ -701,7 +701,7 @@ def test_reason_codes_are_the_documented_set():
 
 
 def test_module_depends_only_on_the_standard_library():
-    import authsvc.redirects as module
+    import authsvc.rules.redirects as module
 
     tree = ast.parse(pathlib.Path(module.__file__).read_text(encoding="utf-8"))
     imported = {

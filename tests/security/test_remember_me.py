@@ -1,4 +1,4 @@
-"""Remember-me: threat list for authsvc.remember and its use in the login and account views.
+"""Remember-me: threat list for authsvc.core.remember and its use in the login and account views.
 
 The remember cookie is ``selector.validator``, signed under its own salt; the database keeps the
 selector and the SHA-256 of the validator. It restores a session only on pages the browser loads
@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from authsvc.models import remember_tokens
-from authsvc.models import sessions as sessions_table
-from authsvc.remember import split_cookie
-from authsvc.views import login as login_view
+from authsvc.core.models import remember_tokens
+from authsvc.core.models import sessions as sessions_table
+from authsvc.core.remember import split_cookie
+from authsvc.web.views import login as login_view
 from tests.conftest import (
     PASSWORD,
     add_user,
@@ -511,7 +511,7 @@ def test_selector_validator_signed_for_another_purpose_is_rejected(app, svc, clo
     payload = svc.remember.serializer.loads(remember_value(owner))
     assert split_cookie(payload) is not None
     expire_session(clock, svc)
-    from authsvc.signing import serializer
+    from authsvc.core.signing import serializer
     for salt in ("authsvc.device", "authsvc.session", "cookie-session"):
         other = serializer(svc.settings.secret_key, (), salt).dumps(payload)
         assert not restored(restore(only_remember(app, other))), salt
@@ -745,7 +745,7 @@ def test_forged_or_tampered_copy_of_a_rotated_cookie_neither_alarms_nor_ends_the
     elif how == "tampered signature":
         bad = _flip(rotated_away, len(rotated_away) - 20)
     else:
-        from authsvc.signing import serializer
+        from authsvc.core.signing import serializer
         bad = serializer(svc.settings.secret_key, (), "authsvc.device").dumps(svc.remember.serializer.loads(rotated_away))
     attacker = only_remember(app, bad, ip="203.0.113.5")
     if where == "POST /login":

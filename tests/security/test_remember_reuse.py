@@ -1,4 +1,4 @@
-"""What a rotated remember token presented again means: authsvc.remember.reuse_verdict and
+"""What a rotated remember token presented again means: authsvc.core.remember.reuse_verdict and
 presented_verdict, the pure decisions behind findings 4 and 5 of the December review.
 
 A rotated token comes back in three situations: a second tab of the same browser raced the first
@@ -17,7 +17,7 @@ import math
 
 import pytest
 
-from authsvc.remember import (
+from authsvc.core.remember import (
     UNUSED_SUCCESSOR,
     TokenFacts,
     presented_verdict,

@@ -20,8 +20,8 @@ import pytest
 from flask.sessions import session_json_serializer
 from itsdangerous import URLSafeTimedSerializer
 
-from authsvc import config
-from authsvc.app import StartupRefused, create_app
+from authsvc.core import config
+from authsvc.web.app import StartupRefused, create_app
 from tests.conftest import (
     ROOT,
     STRONG_KEY,

@@ -1,4 +1,4 @@
-"""Secret-key enforcement (authsvc.secretkeys): the keys an attacker would try first are refused.
+"""Secret-key enforcement (authsvc.rules.secretkeys): the keys an attacker would try first are refused.
 
 ASVS 5.0 11.2.3 (at least 128-bit security: 32 random bytes), 13.3.1 (secrets come from a file or
 the environment, and start-up refuses to run without a strong one), 13.3.2 (least-privilege access
@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from authsvc.secretkeys import (
+from authsvc.rules.secretkeys import (
     KNOWN_WEAK_SECRETS,
     MIN_SECRET_BYTES,
     fingerprint,

@@ -1,4 +1,4 @@
-"""Server-side sessions: threat list for authsvc.sessions, authsvc.auth and the session views.
+"""Server-side sessions: threat list for authsvc.core.sessions, authsvc.web.auth and the session views.
 
 Every session is a database record the service can end; the browser holds only an opaque token
 inside the signed Flask session cookie. Each test plays one attack (replay after logout, fixation,
@@ -21,10 +21,10 @@ import sqlalchemy as sa
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
-from authsvc.auth import binding_identifier
-from authsvc.models import sessions as sessions_table
-from authsvc.sessions import LIVE, session_verdict, token_digest
-from authsvc.views import login as login_view
+from authsvc.web.auth import binding_identifier
+from authsvc.core.models import sessions as sessions_table
+from authsvc.core.sessions import LIVE, session_verdict, token_digest
+from authsvc.web.views import login as login_view
 from tests.conftest import (
     PASSWORD,
     STRONG_KEY,
@@ -302,7 +302,7 @@ def _sign_session(secret: str, payload: dict, *, salt: str, digest) -> str:
     ("authsvc.session", hashlib.sha1),   # right key and salt, legacy SHA-1 (Flask's default digest)
     ("cookie-session", hashlib.sha1),    # Flask's stock session signer
     ("cookie-session", hashlib.sha256),  # stock salt: another Flask app with the same key
-    ("authsvc.remember", hashlib.sha256),  # another purpose's signer
+    ("authsvc.core.remember", hashlib.sha256),  # another purpose's signer
 ], ids=["sha1", "flask-default", "flask-salt-sha256", "remember-salt"])
 def test_session_cookie_signed_with_wrong_algorithm_or_purpose_is_rejected(app, svc, user, salt, digest):
     c = logged_in(app)

@@ -7,7 +7,7 @@ growing with the square of the run, before the refusal. From a browser holding a
 touched no other counter, so such requests could be repeated without end.
 
 Now every username and password field is judged by the Stream-Safe bound of UAX #15 (at most 30
-non-starters in a row, authsvc.streamsafe) on the raw text, before anything normalises it, and is
+non-starters in a row, authsvc.rules.streamsafe) on the raw text, before anything normalises it, and is
 refused with a 400 that says why: login, password change and the CLI. A request POST /login refuses
 for its size or shape is never exempt from the per-client limit, so the Nth gets 429. No timing is
 measured: a spy on ``unicodedata.normalize`` shows the attack's text never reaches a normaliser.
@@ -21,8 +21,8 @@ import unicodedata
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from authsvc.policy import load_policy
-from authsvc.streamsafe import MAX_NON_STARTERS, is_stream_safe, longest_non_starter_run
+from authsvc.core.policy import load_policy
+from authsvc.rules.streamsafe import MAX_NON_STARTERS, is_stream_safe, longest_non_starter_run
 from tests.conftest import (
     HTTPS,
     PASSWORD,
@@ -78,7 +78,7 @@ def test_runs_just_under_and_over_the_bound(length):
     ("a" + ACUTE * 31, "combining_marks"), ("a" + ACUTE * 30, None), (ATTACK[:10], None),
 ])
 def test_value_problem_is_judged_on_the_raw_value(value, problem):
-    from authsvc.forms import value_problem
+    from authsvc.web.forms import value_problem
 
     assert value_problem(value, 10 if problem == "too_long" else 100) == problem
 
@@ -217,7 +217,7 @@ POLICY = load_policy(TEST_POLICY)
     ({"username": ["a"]}, True),
 ])
 def test_refused_for_size_predicts_the_login_views_400s(form, refused):
-    from authsvc.limiter import refused_for_size
+    from authsvc.web.limiter import refused_for_size
 
     assert refused_for_size(MultiDict(form), POLICY) == refused
 

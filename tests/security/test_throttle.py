@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from authsvc import cli
-from authsvc.errors import respond
-from authsvc.throttle import Verdict, success_verdict, window_index
+from authsvc.server import cli
+from authsvc.web.errors import respond
+from authsvc.core.throttle import Verdict, success_verdict, window_index
 from tests.conftest import (
     PASSWORD,
     STRONG_KEY,
@@ -200,7 +200,7 @@ class FakeTime(types.SimpleNamespace):
 def test_slow_spray_from_one_address_is_cut_off_after_100_per_hour(app, monkeypatch, argon2_calls):
     fake = FakeTime()
     monkeypatch.setattr("limits.storage.memory.time", fake)
-    monkeypatch.setattr("authsvc.limiter.time", fake)
+    monkeypatch.setattr("authsvc.web.limiter.time", fake)
     browser = Browser(app, ip="203.0.113.20")
     for n in range(100):
         if n and n % 10 == 0:
@@ -706,7 +706,7 @@ def test_parallel_requests_cannot_overrun_the_account_throttle(app, user, svc, m
 
 @pytest.mark.asvs("V2.4.1")
 def test_a_503_while_hashing_is_saturated_does_not_leave_the_account_gated(app, user, svc, monkeypatch):
-    from authsvc.hashing import HashingBusy
+    from authsvc.core.hashing import HashingBusy
 
     def busy(*args, **kwargs):
         raise HashingBusy(retry_after=3)
@@ -721,7 +721,7 @@ def test_a_503_while_hashing_is_saturated_does_not_leave_the_account_gated(app, 
 def test_flood_from_ever_new_addresses_does_not_spin_the_in_memory_sweeper(app, svc, monkeypatch):
     # limits' stock MemoryStorage starts a sweeper thread 10 ms after every write and each sweep
     # visits every key: a flood of new addresses made every request costlier as it went on.
-    from authsvc.limiter import SweptMemoryStorage
+    from authsvc.web.limiter import SweptMemoryStorage
 
     limiter = app.extensions["authsvc_limiter"]
     assert isinstance(limiter.storage, SweptMemoryStorage) and isinstance(svc.throttle.storage, SweptMemoryStorage)
@@ -846,7 +846,7 @@ def test_known_device_logins_beyond_the_known_queue_get_503_at_once_instead_of_a
 
 
 def test_anonymous_slots_refuse_at_once_beyond_the_queue():
-    from authsvc.hashing import HashingBusy, Slots
+    from authsvc.core.hashing import HashingBusy, Slots
 
     slots = Slots(1, 1, timeout=30)
     got_it = threading.Event()
@@ -875,7 +875,7 @@ def test_anonymous_slots_refuse_at_once_beyond_the_queue():
 
 
 def test_a_queue_timeout_frees_the_waiting_place():
-    from authsvc.hashing import HashingBusy, Slots
+    from authsvc.core.hashing import HashingBusy, Slots
 
     slots = Slots(1, 1, timeout=0.05)
     with slots.held():

@@ -20,8 +20,10 @@ import json
 
 import pytest
 
-from authsvc import cli, config
-from authsvc.proxies import DEFAULT_NETWORKS, is_trusted_proxy, parse_networks, too_wide
+from authsvc.server import cli
+
+from authsvc.core import config
+from authsvc.rules.proxy_networks import DEFAULT_NETWORKS, is_trusted_proxy, parse_networks, too_wide
 from tests.conftest import build_app, csrf, make_env, new_client
 
 WRONG = "not the password at all 1234"

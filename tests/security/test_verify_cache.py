@@ -1,7 +1,7 @@
 """/auth/verify's cache and fast path: what a short-lived answer must never let through.
 
-verify answers a live session below Flask (:class:`authsvc.views.verify.FastPath`), from a
-per-process cache (:mod:`authsvc.verify_cache`) that the instance's revocation epoch
+verify answers a live session below Flask (:class:`authsvc.web.views.verify.FastPath`), from a
+per-process cache (:mod:`authsvc.core.verify_cache`) that the instance's revocation epoch
 (:mod:`authsvc.revocation`) invalidates. The threats: a revocation, logout or disabled account
 that one worker process knows about and another keeps answering 200 for; another instance
 answering for longer than ``sessions.verify_cache_seconds``; a cached record outliving its idle or
@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from flask import request_started
 
-from authsvc import config, db
-from authsvc.app import create_app
-from authsvc.models import sessions, users
+from authsvc.core import config, db
+from authsvc.web.app import create_app
+from authsvc.core.models import sessions, users
 from authsvc.revocation import RevocationEpoch
-from authsvc.verify_cache import VerifyCache
+from authsvc.core.verify_cache import VerifyCache
 from tests.conftest import (
     TEST_POLICY,
     add_user,

@@ -1,0 +1,85 @@
+"""User accounts: lookup by normalized username, creation, password and status changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from authsvc.core.models import users
+from authsvc.rules.usernames import normalize_username
+
+
+class UsernameTaken(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    username: str          # the canonical name: lower-case printable ASCII, the same as username_key
+    username_key: str
+    password_hash: str
+    disabled: bool
+    created_at: float
+    password_changed_at: float
+
+
+# An account's name is its canonical form, the key (authsvc.rules.usernames): what the CLI shows and, through
+# the session, what /auth/verify and the API hand apps. The ``username`` column, as typed, is never read.
+_COLUMNS = (users.c.id, users.c.username_key.label("username"), users.c.username_key, users.c.password_hash, users.c.disabled,
+            users.c.created_at, users.c.password_changed_at)
+# Built once: login looks an account up every time.
+_BY_KEY = sa.select(*_COLUMNS).where(users.c.username_key == sa.bindparam("key"))
+_BY_ID = sa.select(*_COLUMNS).where(users.c.id == sa.bindparam("id"))
+
+
+class AccountStore:
+    def __init__(self, engine: Engine, clock: Callable[[], float], revocations=None) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.revocations = revocations  # moved when an account is disabled: see authsvc.revocation
+
+    def _one(self, statement, params: dict) -> Account | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(statement, params).first()
+        return Account(*row) if row else None
+
+    def by_username(self, username: str) -> Account | None:
+        return self._one(_BY_KEY, {"key": normalize_username(username)})
+
+    def by_id(self, user_id: int) -> Account | None:
+        return self._one(_BY_ID, {"id": user_id})
+
+    def create(self, username: str, password_hash: str) -> Account:
+        now = self.clock()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(users.insert().values(
+                    username=username.strip(), username_key=normalize_username(username),
+                    password_hash=password_hash, disabled=False, created_at=now, password_changed_at=now))
+        except IntegrityError:
+            raise UsernameTaken(username) from None
+        account = self.by_username(username)
+        assert account is not None  # nosec B101 - just inserted in a committed transaction
+        return account
+
+    def set_password_hash(self, user_id: int, password_hash: str, *, changed: bool = True) -> None:
+        values = {"password_hash": password_hash}
+        if changed:
+            values["password_changed_at"] = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(users.update().where(users.c.id == user_id).values(**values))
+
+    def set_disabled(self, user_id: int, disabled: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(users.update().where(users.c.id == user_id).values(disabled=disabled))
+        if disabled and self.revocations is not None:
+            self.revocations.bump()
+
+    def all(self) -> list[Account]:
+        with self.engine.connect() as conn:
+            return [Account(*r) for r in conn.execute(sa.select(*_COLUMNS).order_by(users.c.username_key))]

@@ -1,0 +1,135 @@
+"""Database engine and schema management (alembic, driven in-process).
+
+SQLite serves one machine; PostgreSQL (psycopg 3) serves any number of instances. Either way the
+schema is alembic's: ``authsvc db upgrade`` applies the migrations, and ``authsvc serve`` and the
+CLI refuse a schema that is behind (:func:`schema_problem`), so no instance runs against tables its
+code does not match.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import Engine, make_url
+
+from authsvc.core import filemodes
+
+_MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
+
+# pg_advisory_xact_lock key held while migrating: instances that all run `authsvc db upgrade` as
+# they start take turns instead of racing to create the same tables. (The ASCII of "authsvc".)
+_MIGRATION_LOCK = 0x61757468737663
+
+
+def engine_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (libpq's spelling, which SQLAlchemy maps to psycopg2,
+    not installed) mean psycopg 3 here; every other URL is used as written."""
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (``sqlite:///relative.db``, ``sqlite:////abs/path.db``); None for
+    any other database and for SQLite in memory."""
+    parsed = make_url(engine_url(url))
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    name = parsed.database or ""
+    if not name or name == ":memory:" or name.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return name
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``. SQLite gets foreign keys, WAL and a busy timeout; PostgreSQL a
+    pre-ping pool, so connections cut by a database restart are replaced before a request uses
+    them, and a short connect timeout, so an unreachable server costs a request seconds (then a
+    503), not minutes."""
+    url = engine_url(url)
+    if url.startswith("sqlite"):
+        path = sqlite_file(url)
+        if path:
+            # Owner-only whatever the umask: the file holds the password hashes (authsvc.core.filemodes).
+            filemodes.make_private_folder(os.path.dirname(os.path.abspath(path)))
+            filemodes.create_private_file(path)
+        engine = sa.create_engine(url, hide_parameters=True,
+                                   connect_args={"timeout": 15, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+        return engine
+    return sa.create_engine(url, hide_parameters=True, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5,
+                            connect_args={"connect_timeout": 3} if url.startswith("postgresql") else {})
+
+
+def _alembic_config(connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", _MIGRATIONS)
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Create or migrate the schema to ``revision`` (``authsvc db upgrade``).
+
+    On PostgreSQL the whole upgrade is one transaction (DDL included) under an advisory lock:
+    several instances upgrading at once run it one after another, and the later ones find the
+    schema already at head."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        command.upgrade(_alembic_config(conn), revision)
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(_MIGRATIONS)
+
+
+def head_revision() -> str:
+    return _scripts().get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _known(revision: str) -> bool:
+    try:
+        return _scripts().get_revision(revision) is not None
+    except CommandError:  # alembic's answer for an id no script has
+        return False
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """None when the schema is at head, else a sentence saying what is wrong and what to do."""
+    try:
+        current = current_revision(engine)
+    except sa.exc.DBAPIError as exc:  # unreachable server, bad credentials, ...
+        reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0][:200]
+        return (f"cannot read the database schema ({reason}). Fix: check AUTHSVC_DATABASE_URL and that "
+                "the database server is up.")
+    head = head_revision()
+    if current == head:
+        return None
+    if current is None:
+        return "the database has no authsvc schema. Fix: run `authsvc db upgrade`."
+    if not _known(current):
+        return (f"the database schema is at revision {current}, which this release of authsvc does not know "
+                f"(it needs {head}): a newer release migrated it. Fix: run that release, not this one.")
+    return f"the database schema is at revision {current}, the code needs {head}. Fix: run `authsvc db upgrade`."

@@ -1,0 +1,162 @@
+"""Argon2id password hashing with a bound on concurrent work.
+
+One :class:`Hasher` per process. ``verify`` always does one full argon2 verification, also when
+there is no stored hash (unknown user): it then checks against a dummy hash made at start-up with
+the same parameters, so the two cases cost the same. At most ``max_concurrent`` argon2 operations
+run at once; a caller that cannot get a slot within ``queue_timeout_seconds`` gets
+:class:`HashingBusy` (the view answers 503 with Retry-After), which bounds both CPU queueing and
+memory (each operation holds ``memory_cost_kib``).
+
+Verifications for logins without a known-device cookie ("anonymous": every attacker, and an owner
+on a new browser) get ``anonymous_max_concurrent`` of those slots and everything else the rest, at
+most ``anonymous_queue`` anonymous ones wait and at most ``known_queue`` others (the rest get
+:class:`HashingBusy` at once, so a flood of either kind cannot tie up every server thread), and
+anonymous argon2 runs on a low lane while every other argon2 runs at the worker's own priority (:mod:`authsvc.priority`), so under a flood the kernel
+gives a known device's login most of the CPU, across all worker processes.
+
+:func:`with_hugepages` is the glibc setting ``authsvc serve`` gives its workers so that argon2's
+memory comes in 2 MiB pages rather than 4 KiB ones (see there).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from authsvc.core.policy import Argon2Policy
+from authsvc.priority import Priorities
+
+
+class HashingBusy(Exception):
+    """No argon2 slot became free in time."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("password hashing is saturated")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Verified:
+    ok: bool
+    needs_rehash: bool = False
+
+
+class Slots:
+    """At most ``size`` holders and at most ``queue`` waiters; a waiter gives up after ``timeout``."""
+
+    def __init__(self, size: int, queue: int, timeout: float) -> None:
+        self._free = threading.BoundedSemaphore(size)
+        self._queue = queue
+        self._timeout = timeout
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if not self._free.acquire(blocking=False):
+            with self._lock:
+                if self._waiting >= self._queue:
+                    raise HashingBusy(retry_after=max(1, int(self._timeout)))
+                self._waiting += 1
+            try:
+                acquired = self._free.acquire(timeout=self._timeout)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+            if not acquired:
+                raise HashingBusy(retry_after=max(1, int(self._timeout)))
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
+HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb"
+
+
+def with_hugepages(tunables: str | None) -> str:
+    """The ``GLIBC_TUNABLES`` value for a process that runs argon2: ``tunables`` with
+    ``glibc.malloc.hugetlb=1`` added, unless it already names that tunable (``=0`` turns it off, and
+    the operator's choice stands).
+
+    argon2 mallocs its whole ``memory_cost`` for every operation and frees it after; glibc serves
+    a block that size with a fresh mmap, which the kernel then faults in and zeroes 4 KiB at a time:
+    16,384 faults at 64 MiB, a quarter of a verify's CPU time, work that no attacker's cracking rig
+    does. With ``hugetlb=1`` glibc asks for transparent huge pages on such mappings (madvise), so
+    the same memory arrives in 32 faults of 2 MiB. The hash, its parameters and its cost to an
+    attacker are unchanged. Where the kernel's transparent huge pages are off ("never") nothing
+    changes; ``docs/performance.md`` has the figures."""
+    entries = [entry for entry in (tunables or "").split(":") if entry]
+    if any(entry.split("=", 1)[0].strip() == HUGEPAGES_TUNABLE for entry in entries):
+        return tunables or ""
+    return ":".join([*entries, f"{HUGEPAGES_TUNABLE}=1"])
+
+
+class Hasher:
+    def __init__(self, policy: Argon2Policy, observe: Callable[[float], None] | None = None,
+                 priorities: Priorities | None = None,
+                 in_progress: Callable[[], AbstractContextManager] | None = None) -> None:
+        """``observe(seconds)`` sees each operation's argon2 time; ``in_progress()`` is entered
+        for each operation from the moment it asks for a slot (queue included) to its end."""
+        self._ph = PasswordHasher(time_cost=policy.time_cost, memory_cost=policy.memory_cost_kib,
+                                  parallelism=policy.parallelism, hash_len=policy.hash_len,
+                                  salt_len=policy.salt_len, type=Type.ID)
+        timeout = policy.queue_timeout_seconds
+        # Every operation holds one of max_concurrent slots (the memory bound). Within them the
+        # classes are partitioned: anonymous logins get anonymous_max_concurrent, everything else
+        # (known devices, password changes, the CLI) the rest, so neither class can take the
+        # other's, and with the defaults a process runs at most one argon2 per class: argon2s
+        # beyond the machine's cores only make each one costlier.
+        # Every queue is bounded, so a flood of either kind gets 503 at once instead of holding
+        # server threads (a known device's queue was unbounded until the review of December 2026):
+        # known_queue for known devices and password changes, anonymous_queue for the rest, and the
+        # shared slots are only ever asked for by holders of a class slot, so at most that many wait.
+        known = max(1, policy.max_concurrent - policy.anonymous_max_concurrent)
+        self._anonymous = Slots(policy.anonymous_max_concurrent, policy.anonymous_queue, timeout)
+        self._known = Slots(known, policy.known_queue, timeout)
+        self._slots = Slots(policy.max_concurrent, policy.anonymous_max_concurrent + known, timeout)
+        self._priorities = priorities or Priorities(policy.anonymous_nice)
+        self._observe = observe or (lambda seconds: None)
+        self._in_progress = in_progress or nullcontext
+        self.in_progress = 0
+        self._dummy = self._ph.hash(secrets.token_urlsafe(32))
+
+    @contextmanager
+    def _slot(self, anonymous: bool = False) -> Iterator[None]:
+        with (self._anonymous if anonymous else self._known).held(), self._slots.held():
+            self.in_progress += 1
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._observe(time.perf_counter() - started)
+                self.in_progress -= 1
+
+    def hash(self, password: str) -> str:
+        with self._in_progress(), self._slot():
+            return self._priorities.run_known(self._ph.hash, password)
+
+    def verify(self, stored: str | None, password: str, *, anonymous: bool) -> Verified:
+        """Check ``password`` against ``stored`` (None: against the dummy, always False).
+
+        Every caller says which kind it is: ``anonymous=True`` (a login without a known-device
+        cookie) takes an anonymous slot and runs argon2 at low priority, everything else at base."""
+        with self._in_progress(), self._slot(anonymous):
+            run = self._priorities.run_low if anonymous else self._priorities.run_known
+            ok = run(self._check, stored, password)
+        if not ok or stored is None:
+            return Verified(False)
+        return Verified(True, self._ph.check_needs_rehash(stored))
+
+    def _check(self, stored: str | None, password: str) -> bool:
+        try:
+            return self._ph.verify(stored or self._dummy, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False

@@ -1,0 +1,79 @@
+"""The schema, as SQLAlchemy Core tables (the verify path needs one indexed query, not an ORM).
+
+Times are Unix epoch seconds (float, UTC by definition). Secrets never stored in the clear:
+session tokens, remember-me validators and device ids are stored as SHA-256 digests, passwords as argon2id.
+Changing a table means a new alembic revision in ``authsvc/core/migrations/versions``.
+"""
+
+from sqlalchemy import (Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        String, Table, UniqueConstraint)
+
+metadata = MetaData()
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False),                  # as the admin typed it; never shown
+    # The canonical name (authsvc.rules.usernames): what logins match and the only name authsvc shows or sends.
+    Column("username_key", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("password_changed_at", Float, nullable=False),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),       # absolute lifetime
+    Column("remembered", Boolean, nullable=False, default=False),
+    Column("client_ip", String(64), nullable=False, default=""),
+    Column("user_agent", String(256), nullable=False, default=""),
+    Column("revoked_at", Float, nullable=True),
+    Column("revoke_reason", String(32), nullable=True),
+    # First request made with the session after the one that started it (a remember token's
+    # successor is "delivered" once its session is used: see authsvc.core.remember).
+    Column("used_at", Float, nullable=True),
+)
+Index("ix_sessions_user_live", sessions.c.user_id, sessions.c.revoked_at)
+Index("ix_sessions_expires", sessions.c.expires_at)
+
+remember_tokens = Table(
+    "remember_tokens", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("selector", String(32), nullable=False, unique=True),
+    Column("validator_hash", LargeBinary(32), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),        # fixed at first login; rotation never extends it
+    Column("rotated_at", Float, nullable=True),         # set when used up; reuse after that = theft
+    Column("revoked_at", Float, nullable=True),
+    Column("client_ip", String(64), nullable=False, default=""),
+    Column("user_agent", String(256), nullable=False, default=""),
+    # The session this token started (login or restore): ending that session ends the token too.
+    Column("session_id", Integer, ForeignKey("sessions.id", ondelete="SET NULL",
+                                             name="fk_remember_tokens_session_id"), nullable=True),
+    # The token this one was rotated into: presenting a rotated token again is judged by whether
+    # its successor (or the session made with it) was ever used.
+    Column("successor_id", Integer, ForeignKey("remember_tokens.id", ondelete="SET NULL",
+                                               name="fk_remember_tokens_successor_id"), nullable=True),
+    Column("revoke_reason", String(32), nullable=True),
+)
+Index("ix_remember_user", remember_tokens.c.user_id)
+Index("ix_remember_session", remember_tokens.c.session_id)
+
+# Known devices (authsvc.core.devices): a device cookie counts as known only while its id is here, at
+# most throttle.max_devices_per_account rows per user (the least recently used is forgotten).
+known_devices = Table(
+    "known_devices", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("device_hash", LargeBinary(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=False),
+    UniqueConstraint("user_id", "device_hash", name="uq_known_devices_user_device"),
+)

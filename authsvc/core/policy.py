@@ -1,0 +1,241 @@
+"""The security policy: every number authsvc enforces, loaded once from TOML into frozen objects.
+
+The bundled ``policies/default.toml`` holds the defaults; a file named by ``AUTHSVC_POLICY`` is
+laid over it key by key, so a deployment states only what it changes. Structural mistakes (an
+unknown key, a wrong type, a negative time) raise :class:`PolicyError` at load; whether the values
+are *sound* for production is judged separately by :mod:`authsvc.core.config` (``authsvc check``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import MISSING, dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class PolicyError(ValueError):
+    """The policy file cannot be used as written; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    min_length: int
+    max_length: int
+    context_words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Argon2Policy:
+    time_cost: int
+    memory_cost_kib: int
+    parallelism: int
+    hash_len: int
+    salt_len: int
+    max_concurrent: int
+    queue_timeout_seconds: float
+    anonymous_max_concurrent: int
+    anonymous_queue: int
+    anonymous_nice: int
+    known_queue: int
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    idle_timeout_seconds: int
+    absolute_lifetime_seconds: int
+    touch_interval_seconds: int
+    remember_lifetime_days: int
+    remember_rotation_grace_seconds: int
+    max_sessions_per_user: int
+    verify_cache_seconds: float
+    purge_after_seconds: int
+
+
+@dataclass(frozen=True)
+class AppEntry:
+    origin: str
+    path_prefix: str = "/"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class RedirectPolicy:
+    allowed_origins: tuple[str, ...]
+    default: str
+    max_length: int
+    apps: tuple[AppEntry, ...]
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    per_client: tuple[str, ...]
+    per_client_known_device: tuple[str, ...]
+    per_device: tuple[str, ...]
+    successes_per_account: tuple[str, ...]
+    max_devices_per_account: int
+    failures_before_backoff: int
+    failure_window_seconds: int
+    backoff_initial_seconds: int
+    backoff_max_seconds: int
+    max_consecutive_failures: int
+    consecutive_failure_memory_seconds: int
+    device_cookie_lifetime_days: int
+    global_logins: str
+    storage_failure: str
+
+
+@dataclass(frozen=True)
+class HeaderPolicy:
+    hsts_max_age_seconds: int
+    hsts_preload: bool
+
+
+@dataclass(frozen=True)
+class LimitPolicy:
+    max_content_length: int
+    username_max_length: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    passwords: PasswordPolicy
+    argon2: Argon2Policy
+    sessions: SessionPolicy
+    redirects: RedirectPolicy
+    throttle: ThrottlePolicy
+    headers: HeaderPolicy
+    limits: LimitPolicy
+    source: str = "default"
+
+
+_SECTIONS = {
+    "passwords": PasswordPolicy,
+    "argon2": Argon2Policy,
+    "sessions": SessionPolicy,
+    "redirects": RedirectPolicy,
+    "throttle": ThrottlePolicy,
+    "headers": HeaderPolicy,
+    "limits": LimitPolicy,
+}
+
+
+def default_policy_path() -> Path:
+    """The bundled default policy (``policies/default.toml`` in a checkout, or the packaged copy)."""
+    checkout = Path(__file__).resolve().parents[2] / "policies" / "default.toml"
+    if checkout.is_file():
+        return checkout
+    return Path(str(resources.files("authsvc") / "data" / "default.toml"))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist (AUTHSVC_POLICY)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
+
+
+# Keys a release renamed: the old name gets a message saying what to write instead.
+_RENAMED = {
+    "throttle.global_failed_logins": "throttle.global_logins (it now counts every login that runs argon2, "
+                                     "successes and known devices included)",
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if f"{where}{key}" in _RENAMED:
+            raise PolicyError(f"policy key {where}{key} was renamed: use {_RENAMED[f'{where}{key}']}")
+        if key not in base:
+            raise PolicyError(f"unknown policy key {where}{key}")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            merged[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _coerce(section: str, cls: type, raw: dict[str, Any]) -> Any:
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            if f.default is not MISSING:
+                continue
+            raise PolicyError(f"policy key {section}.{f.name} is missing")
+        value = raw[f.name]
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        values[f.name] = _check_type(f"{section}.{f.name}", kind, value)
+    return cls(**values)
+
+
+def _check_type(key: str, kind: str, value: Any) -> Any:
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PolicyError(f"policy key {key} must be a whole number >= 0, not {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise PolicyError(f"policy key {key} must be a number >= 0, not {value!r}")
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise PolicyError(f"policy key {key} must be true or false, not {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise PolicyError(f"policy key {key} must be a string, not {value!r}")
+        return value
+    if kind.startswith("tuple[str"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise PolicyError(f"policy key {key} must be a list of strings")
+        return tuple(value)
+    if kind.startswith("tuple[AppEntry"):
+        if not isinstance(value, list):
+            raise PolicyError(f"policy key {key} must be a list of tables ([[redirects.apps]])")
+        apps = []
+        for i, entry in enumerate(value):
+            unknown = set(entry) - {"origin", "path_prefix", "name"}
+            if unknown or "origin" not in entry:
+                raise PolicyError(f"policy {key}[{i}] needs 'origin' and may have 'path_prefix', 'name'")
+            apps.append(AppEntry(str(entry["origin"]), str(entry.get("path_prefix", "/")),
+                                 entry.get("name")))
+        return tuple(apps)
+    if kind == "str | None":
+        return value
+    raise PolicyError(f"policy key {key}: unsupported type {kind}")  # pragma: no cover
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Load the default policy, overlaid with ``path`` when given."""
+    raw = _read_toml(default_policy_path())
+    raw.setdefault("redirects", {}).setdefault("apps", [])
+    source = "default"
+    if path:
+        raw = _merge(raw, _read_toml(Path(path)), "")
+        source = str(path)
+    sections = {name: _coerce(name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()}
+    if sections["throttle"].storage_failure not in ("closed", "memory"):
+        raise PolicyError('policy key throttle.storage_failure must be "closed" or "memory"')
+    _check_rates(sections["throttle"])
+    return Policy(**sections, source=source)
+
+
+def _check_rates(throttle: ThrottlePolicy) -> None:
+    """Every rate-limit string parses (else the first login would fail, not the start)."""
+    from limits import parse_many
+
+    rates = {"global_logins": (throttle.global_logins,), "per_client": throttle.per_client,
+             "per_client_known_device": throttle.per_client_known_device, "per_device": throttle.per_device,
+             "successes_per_account": throttle.successes_per_account}
+    for key, values in rates.items():
+        for value in values:
+            try:
+                parse_many(value)
+            except ValueError:
+                raise PolicyError(f'policy key throttle.{key}: {value!r} is not a rate limit like '
+                                  '"10 per minute"') from None

@@ -1,0 +1,247 @@
+"""Server-side session records: every login is a row the service can end, and that ends by itself.
+
+The browser holds only an opaque 256-bit token (inside the signed Flask session cookie, as
+Flask-Login's user id: the alternative-token pattern). The database holds its SHA-256 digest, so a
+leaked table gives no usable session. Whether a record still authenticates is decided by the pure
+function :func:`session_verdict`; :class:`SessionStore` does the I/O around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from authsvc.core.models import remember_tokens, sessions, users
+from authsvc.core.policy import SessionPolicy
+
+if TYPE_CHECKING:
+    from authsvc.revocation import RevocationEpoch
+    from authsvc.core.verify_cache import VerifyCache
+
+LIVE = "live"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: int
+    user_id: int
+    username: str
+    user_disabled: bool
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    remembered: bool
+    client_ip: str
+    user_agent: str
+    revoked_at: float | None
+    used_at: float | None = None  # first request with the session after the one that started it
+
+
+def session_verdict(rec: SessionRecord | None, now: float, policy: SessionPolicy) -> str:
+    """``"live"`` when ``rec`` authenticates at ``now``, else why not:
+    ``"unknown"``, ``"revoked"``, ``"disabled"``, ``"expired"`` (absolute lifetime) or ``"idle"``."""
+    if rec is None:
+        return "unknown"
+    if rec.revoked_at is not None:
+        return "revoked"
+    if rec.user_disabled:
+        return "disabled"
+    if now >= rec.expires_at:
+        return "expired"
+    if now - rec.last_seen_at >= policy.idle_timeout_seconds:
+        return "idle"
+    return LIVE
+
+
+def needs_touch(rec: SessionRecord, now: float, policy: SessionPolicy) -> bool:
+    """last_seen is written at most every ``touch_interval_seconds``: verify stays read-only."""
+    return now - rec.last_seen_at >= policy.touch_interval_seconds
+
+
+def first_use(rec: SessionRecord) -> bool:
+    """Whether this request is the first to use the session (one write per session records it)."""
+    return rec.used_at is None
+
+
+def end_if_unused(conn, session_id: int, now: float, reason: str) -> bool:
+    """End ``session_id`` inside the caller's transaction, but only if no request has used it yet;
+    True if so. Its first use (:meth:`SessionStore.authenticate`) is a write that waits for, and
+    then loses to, this one: a session is never both ended as unused and used. The caller moves the
+    revocation epoch after its commit."""
+    return conn.execute(sessions.update().where(sessions.c.id == session_id, sessions.c.used_at.is_(None)).values(
+        revoked_at=sa.func.coalesce(sessions.c.revoked_at, now),
+        revoke_reason=sa.func.coalesce(sessions.c.revoke_reason, reason))).rowcount == 1
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+# The user's canonical name (authsvc.rules.usernames), never the column as typed: verify sends it in a header.
+_SELECT = sa.select(
+    sessions.c.id, sessions.c.user_id, users.c.username_key.label("username"), users.c.disabled, sessions.c.created_at,
+    sessions.c.last_seen_at, sessions.c.expires_at, sessions.c.remembered, sessions.c.client_ip,
+    sessions.c.user_agent, sessions.c.revoked_at, sessions.c.used_at,
+).select_from(sessions.join(users, users.c.id == sessions.c.user_id))
+_BY_DIGEST = _SELECT.where(sessions.c.token_hash == sa.bindparam("digest"))
+# Built once (login runs them every time): SQLAlchemy then only looks up its compiled form.
+_INSERT = sessions.insert().returning(sessions.c.id)
+_LIVE_IDS_NEWEST_FIRST = sa.select(sessions.c.id).where(
+    sessions.c.user_id == sa.bindparam("user_id"), sessions.c.revoked_at.is_(None),
+    sessions.c.expires_at > sa.bindparam("now"),
+).order_by(sessions.c.created_at.desc(), sessions.c.id.desc())
+_REVOKE_IDS = sessions.update().where(sessions.c.id.in_(sa.bindparam("ids", expanding=True))).values(
+    revoked_at=sa.bindparam("now"), revoke_reason=sa.bindparam("reason"))
+
+
+class SessionStore:
+    """``revocations`` is moved after every change that ends sessions (so ``cache``, and the other
+    workers' caches, stop answering for them); ``cache`` serves :meth:`authenticate` when asked."""
+
+    def __init__(self, engine: Engine, policy: SessionPolicy, clock: Callable[[], float], *,
+                 revocations: RevocationEpoch | None = None, cache: VerifyCache | None = None) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.clock = clock
+        self.revocations = revocations
+        self.cache = cache
+
+    def _ended(self, count: int) -> None:
+        if count and self.revocations is not None:
+            self.revocations.bump()
+
+    def create(self, user_id: int, client_ip: str, user_agent: str, remembered: bool,
+               not_after: float | None = None) -> tuple[str, int]:
+        """A new record and its token (shown once, to be put in the cookie). ``not_after`` caps the
+        absolute lifetime: a session restored from a remember cookie ends when that cookie does."""
+        now = self.clock()
+        token = new_token()
+        expires = now + self.policy.absolute_lifetime_seconds
+        if not_after is not None:
+            expires = min(expires, not_after)
+        with self.engine.begin() as conn:
+            row = conn.execute(_INSERT, {
+                "token_hash": token_digest(token), "user_id": user_id, "created_at": now, "last_seen_at": now,
+                "expires_at": expires, "remembered": remembered,
+                "client_ip": client_ip[:64], "user_agent": user_agent[:256],
+            }).one()
+            capped = self._enforce_cap(conn, user_id, now)
+        self._ended(capped)  # after the commit (see RevocationEpoch.bump)
+        return token, row.id
+
+    def _enforce_cap(self, conn, user_id: int, now: float) -> int:
+        cap = self.policy.max_sessions_per_user
+        if not cap:
+            return 0
+        live = conn.execute(_LIVE_IDS_NEWEST_FIRST, {"user_id": user_id, "now": now}).scalars().all()
+        if len(live) > cap:
+            conn.execute(_REVOKE_IDS, {"ids": live[cap:], "now": now, "reason": "session_cap"})
+            return len(live) - cap
+        return 0
+
+    def load(self, token: str) -> SessionRecord | None:
+        return self._load(token_digest(token))
+
+    def _load(self, digest: bytes) -> SessionRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(_BY_DIGEST, {"digest": digest}).first()
+        return SessionRecord(*row) if row else None
+
+    def authenticate(self, token: str, *, cached: bool = False) -> tuple[SessionRecord | None, str]:
+        """Load, judge and (rarely) touch: the whole per-request check.
+
+        With ``cached`` (/auth/verify) a record from :attr:`cache` may answer, but only "live, and
+        nothing to write": every other outcome is decided on a fresh read."""
+        digest = token_digest(token)
+        cache = self.cache if cached else None
+        if cache is not None:
+            rec = cache.get(digest)
+            if rec is not None:
+                now = self.clock()
+                if session_verdict(rec, now, self.policy) == LIVE and not needs_touch(rec, now, self.policy):
+                    return rec, LIVE
+            mark = cache.mark()  # before the read
+        rec = self._load(digest)
+        now = self.clock()
+        verdict = session_verdict(rec, now, self.policy)
+        if verdict == LIVE:
+            first = first_use(rec)
+            touched = first or needs_touch(rec, now, self.policy)
+            if first:
+                # Conditional: a session ended as unused meanwhile (authsvc.core.remember) stays unused.
+                with self.engine.begin() as conn:
+                    won = conn.execute(sessions.update().where(
+                        sessions.c.id == rec.id, sessions.c.used_at.is_(None), sessions.c.revoked_at.is_(None),
+                    ).values(last_seen_at=now, used_at=now)).rowcount
+                if not won:  # ended, or first used by another request, since our read: judge afresh
+                    rec = self._load(digest)
+                    verdict = session_verdict(rec, now, self.policy)
+                    if verdict != LIVE:
+                        return rec, verdict
+                    touched = False
+            elif touched:
+                with self.engine.begin() as conn:
+                    conn.execute(sessions.update().where(sessions.c.id == rec.id).values(last_seen_at=now))
+            if cache is not None:
+                cache.put(digest, replace(rec, last_seen_at=now, used_at=rec.used_at or now) if touched else rec,
+                          mark)
+        return rec, verdict
+
+    def revoke(self, session_id: int, reason: str, user_id: int | None = None, *, presented: bool = False) -> bool:
+        """End one session (of ``user_id``, when given). True if it was live. ``presented``: the
+        request ending it carried its cookie, which counts as a use (see :func:`first_use`)."""
+        cond = [sessions.c.id == session_id, sessions.c.revoked_at.is_(None)]
+        if user_id is not None:
+            cond.append(sessions.c.user_id == user_id)
+        now = self.clock()
+        values = {"revoked_at": now, "revoke_reason": reason}
+        if presented:
+            values["used_at"] = sa.func.coalesce(sessions.c.used_at, now)
+        with self.engine.begin() as conn:
+            done = conn.execute(sessions.update().where(*cond).values(**values)).rowcount
+        self._ended(done)
+        return bool(done)
+
+    def revoke_all(self, user_id: int, reason: str, except_id: int | None = None) -> int:
+        cond = [sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None)]
+        if except_id is not None:
+            cond.append(sessions.c.id != except_id)
+        with self.engine.begin() as conn:
+            done = conn.execute(sessions.update().where(*cond).values(
+                revoked_at=self.clock(), revoke_reason=reason)).rowcount
+        self._ended(done)
+        return done
+
+    def list_live(self, user_id: int) -> list[SessionRecord]:
+        now = self.clock()
+        with self.engine.connect() as conn:
+            rows = conn.execute(_SELECT.where(
+                sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None),
+            ).order_by(sessions.c.last_seen_at.desc())).all()
+        recs = [SessionRecord(*r) for r in rows]
+        return [r for r in recs if session_verdict(r, now, self.policy) == LIVE]
+
+    def purge(self) -> int:
+        """Delete records that ended more than ``purge_after_seconds`` ago, except one an unused,
+        unexpired remember token started: whether that session was ever used is what tells a lost
+        response from theft when the token's predecessor comes back (authsvc.core.remember)."""
+        now = self.clock()
+        cutoff = now - self.policy.purge_after_seconds
+        evidence = sa.exists().where(
+            remember_tokens.c.session_id == sessions.c.id, remember_tokens.c.rotated_at.is_(None),
+            remember_tokens.c.revoked_at.is_(None), remember_tokens.c.expires_at > now)
+        with self.engine.begin() as conn:
+            return conn.execute(sessions.delete().where(sa.or_(
+                sessions.c.expires_at < cutoff,
+                sa.and_(sessions.c.revoked_at.is_not(None), sessions.c.revoked_at < cutoff),
+                sessions.c.last_seen_at < cutoff - self.policy.idle_timeout_seconds,
+            ), ~evidence)).rowcount

@@ -1,0 +1,95 @@
+"""Forward auth: which request a proxy is asking about, and where an anonymous browser should go.
+
+Pure functions of plain values (header values, the trusted-proxy count, the redirect rules), so a
+test can feed them hostile input without Flask; :mod:`authsvc.web.views.verify` only reads the request
+and calls them.
+
+Proxies describe the original request in one of two ways:
+
+* nginx ``auth_request``: ``X-Original-URL: https://app.example.com/path?q`` and
+  ``X-Original-Method``;
+* Traefik ``ForwardAuth`` and Caddy ``forward_auth``: ``X-Forwarded-Proto``, ``X-Forwarded-Host``,
+  ``X-Forwarded-Uri`` and ``X-Forwarded-Method``. ``X-Forwarded-Proto`` reaches this module as the
+  request scheme, already taken from the trusted hop by ProxyFix (:mod:`authsvc.web.proxies`).
+
+A client can send all of these headers itself, so they count only when ``AUTHSVC_TRUSTED_PROXIES``
+is above 0 (``proxies`` deletes them otherwise; :func:`original_request` checks again so it is
+safe on its own). Even then the URL is never trusted: it becomes the login page's ``next`` only
+after :func:`authsvc.rules.redirects.validate_next` accepts it, re-serialised; anything else sends the
+browser to the login page without ``next``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from authsvc.rules.redirects import RedirectDecision, RedirectRules, validate_next
+
+__all__ = ["LoginRedirect", "OriginalRequest", "login_location", "login_url", "original_request"]
+
+# Only the shapes a proxy produces; validate_next still judges whatever passes these.
+_ABSOLUTE = re.compile(r"https?://[\x21-\x7e]+\Z", re.IGNORECASE)
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
+_URI = re.compile(r"/[\x21-\x7e]*\Z")
+_METHOD = re.compile(r"[A-Z]{1,16}\Z")
+# The browser repeats the original request as a GET after login: only safe methods get a `next`.
+_RESUMABLE = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class OriginalRequest:
+    url: str | None  # absolute URL as the proxy described it, or None when it did not (usably)
+    method: str      # upper case; "GET" when the proxy did not say, "" when it said nonsense
+
+
+@dataclass(frozen=True)
+class LoginRedirect:
+    """Built once at start-up: where anonymous browsers go, and what ``next`` may be."""
+
+    login_url: str           # absolute on AUTHSVC_PUBLIC_URL when that is set
+    rules: RedirectRules
+    trusted_proxies: int
+
+
+def login_url(public_url: str | None) -> str:
+    """The login page's URL: absolute when the public URL is known, so a proxy in front of another
+    host (Traefik, Caddy, nginx ``error_page``) sends the browser to the login service itself."""
+    return f"{public_url}/login" if public_url else "/login"
+
+
+def original_request(headers: Mapping[str, str], scheme: str, trusted_proxies: int) -> OriginalRequest:
+    """The request the proxy is asking about, read from its headers.
+
+    ``X-Original-URL`` (nginx) wins over ``X-Forwarded-Host``/``-Uri`` (Traefik, Caddy); ``scheme``
+    is the request scheme after ProxyFix (the trusted hop's ``X-Forwarded-Proto``). A list of hosts
+    (several proxies appended) or any part outside printable ASCII gives ``url=None``: refused, not
+    guessed.
+    """
+    if trusted_proxies < 1:
+        return OriginalRequest(None, "GET")
+    raw_method = headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET"
+    method = raw_method.strip().upper()
+    method = method if _METHOD.match(method) else ""
+    original = headers.get("X-Original-URL")
+    if original is not None:
+        return OriginalRequest(original if _ABSOLUTE.match(original) else None, method)
+    host, uri = headers.get("X-Forwarded-Host"), headers.get("X-Forwarded-Uri")
+    if scheme not in ("http", "https") or not host or not uri or not _HOST.match(host) or not _URI.match(uri):
+        return OriginalRequest(None, method)
+    return OriginalRequest(f"{scheme}://{host}{uri}", method)
+
+
+def login_location(redirect: LoginRedirect, original: OriginalRequest) -> tuple[str, RedirectDecision | None]:
+    """``Location`` for an anonymous browser: the login page, with ``next`` when the original URL
+    is an allowed target and safe to repeat. Also returns the decision (None if none was made) so
+    the caller can record a rejection."""
+    if original.url is None or original.method not in _RESUMABLE:
+        return redirect.login_url, None
+    decision = validate_next(original.url, redirect.rules)
+    if not decision.accepted:
+        return redirect.login_url, decision
+    # The target is already printable ASCII; quote what would end or split the query value.
+    return f"{redirect.login_url}?next={quote(decision.target, safe=':/')}", decision

@@ -1,0 +1,323 @@
+"""The ``authsvc`` command line: serve, db, user, sessions, gen-secret, check."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import tempfile
+import time
+from typing import Mapping
+
+from authsvc.core import config as config_mod
+from authsvc.core.hashing import with_hugepages
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"authsvc: {message}", file=sys.stderr)
+    return code
+
+
+def _shown(text: str) -> str:
+    """Client-supplied text (User-Agent) made safe for the operator's terminal: control and
+    format characters (escape sequences, tabs, newlines, bidi overrides) are printed escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _settings() -> config_mod.Settings:
+    return config_mod.from_env()
+
+
+def _app():
+    from authsvc.core import db
+    from authsvc.web.app import StartupRefused, create_app
+
+    settings = _settings()
+    try:
+        app = create_app(settings)
+    except StartupRefused as exc:
+        raise SystemExit(_fail(str(exc)))
+    problem = db.schema_problem(app.extensions["authsvc"].engine)
+    if problem:
+        raise SystemExit(_fail(problem))
+    return app
+
+
+def _read_password(args, prompt: str = "Password: ") -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        return line[:-1] if line.endswith("\n") else line
+    try:
+        first = getpass.getpass(prompt)
+        again = getpass.getpass("Repeat: ")
+    except EOFError:  # no terminal and nothing (more) on stdin
+        raise SystemExit(_fail("no password was entered; to read it from a pipe, use --password-stdin")) from None
+    if again != first:
+        raise SystemExit(_fail("the passwords did not match"))
+    return first
+
+
+def cmd_gen_secret(_args) -> int:
+    from authsvc.rules.secretkeys import generate_secret
+
+    print(generate_secret())
+    return 0
+
+
+def cmd_check(_args) -> int:
+    try:
+        settings = _settings()
+    except config_mod.ConfigError as exc:
+        print(f"error: {exc}")
+        return 1
+    problems = config_mod.audit(settings)
+    try:
+        from authsvc.core import db
+
+        engine = db.make_engine(settings.database_url)
+        schema = db.schema_problem(engine)
+        if schema:
+            problems.append(config_mod.Problem("error", "AUTHSVC_DATABASE_URL", f"AUTHSVC_DATABASE_URL: {schema}"))
+    except Exception as exc:  # unreachable database
+        problems.append(config_mod.Problem("error", "AUTHSVC_DATABASE_URL",
+                                           f"AUTHSVC_DATABASE_URL: cannot connect ({type(exc).__name__})."))
+    problems += _file_mode_problems(settings)
+    for p in problems:
+        print(p)
+    if not [p for p in problems if p.severity != "note"]:
+        print(f"ok: configuration is sound for {settings.env} (policy: {settings.policy.source})")
+        return 0
+    return 1
+
+
+def _file_mode_problems(settings: config_mod.Settings) -> list[config_mod.Problem]:
+    """The instance folder and a SQLite database's folder and files, if group or others can read them."""
+    from authsvc.core import db, filemodes
+
+    problems = [config_mod.Problem("warning", "AUTHSVC_INSTANCE_PATH", m) for m in
+                filemodes.open_paths([(settings.instance_path, True, "the instance folder")])]
+    database = db.sqlite_file(settings.database_url)
+    if database:
+        paths = [p for p in filemodes.sqlite_paths(database)
+                 if os.path.abspath(p[0]) != os.path.abspath(settings.instance_path)]  # reported once
+        problems += [config_mod.Problem("warning", "AUTHSVC_DATABASE_URL", m) for m in filemodes.open_paths(paths)]
+    return problems
+
+
+def cmd_db_upgrade(_args) -> int:
+    import sqlalchemy as sa
+
+    from authsvc.core import db
+
+    settings = _settings()
+    engine = db.make_engine(settings.database_url)
+    try:
+        db.upgrade(engine)
+    except sa.exc.OperationalError as exc:  # unreachable server, bad credentials
+        return _fail(f"cannot migrate the database ({str(exc.orig).strip().splitlines()[0][:200]}). "
+                     "Fix: check AUTHSVC_DATABASE_URL and that the database server is up.")
+    print(f"database at revision {db.current_revision(engine)}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from authsvc.core import db
+    from authsvc.web.app import StartupRefused, create_app
+
+    settings = _settings()
+    try:
+        create_app(settings)  # refuses unsound production settings, with the fixes
+    except StartupRefused as exc:
+        return _fail(str(exc))
+    problem = db.schema_problem(db.make_engine(settings.database_url))
+    if problem:
+        return _fail(problem)
+    env = server_environ(os.environ)
+    # Workers share metrics through files here; a fresh directory per start, so no stale counts.
+    env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
+    argv = gunicorn_argv(args.bind, args.workers, args.worker_class, args.threads)
+    os.execve(sys.executable, argv, env)  # nosec B606 - fixed argv, no shell
+    return 0  # pragma: no cover
+
+
+def server_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment ``authsvc serve`` runs gunicorn in: ``environ`` with argon2's memory in huge
+    pages (``GLIBC_TUNABLES``, read by glibc when the process starts; hashing.with_hugepages).
+    scripts/bench and scripts/bench-flood serve with the same."""
+    return {**environ, "GLIBC_TUNABLES": with_hugepages(environ.get("GLIBC_TUNABLES"))}
+
+
+def gunicorn_argv(bind: str, workers: int, worker_class: str = "gthread", threads: int = 8,
+                  app: str = "authsvc.server.wsgi:app") -> list[str]:
+    """gunicorn's command line for ``authsvc serve`` (scripts/bench serves its bare-Flask baseline
+    with the same, so the two differ only in the application)."""
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:authsvc.server.gunicorn_conf",
+            "--bind", bind, "--workers", str(workers),
+            "--worker-class", worker_class, "--access-logfile", "-", "--error-logfile", "-",
+            # JSON lines (no request can start a line), never the query or cookies: authsvc.server.access_log
+            "--logger-class", "authsvc.server.access_log.JsonLogger",
+            "--limit-request-line", "8190", "--limit-request-field_size", "8190", "--forwarded-allow-ips", "",
+            app]
+    if worker_class == "gthread":
+        argv[argv.index("--worker-class"):argv.index("--worker-class")] = ["--threads", str(threads)]
+    return argv
+
+
+def _account(store, name):
+    account = store.by_username(name)
+    if account is None:
+        raise SystemExit(_fail(f"no user named {name!r}"))
+    return account
+
+
+def cmd_user(args) -> int:
+    from authsvc.rules.passwords import normalize_password, password_problems
+    from authsvc.rules.streamsafe import MAX_NON_STARTERS, is_stream_safe
+    from authsvc.rules.usernames import normalize_username, username_problem
+
+    app = _app()
+    svc = app.extensions["authsvc"]
+    if args.user_cmd == "list":
+        for a in svc.accounts.all():
+            print(f"{a.id}\t{a.username}\t{'disabled' if a.disabled else 'enabled'}\t"
+                  f"password set {time.strftime('%Y-%m-%d', time.gmtime(a.password_changed_at))}")
+        return 0
+    if args.user_cmd == "add":
+        problem = username_problem(args.name, svc.policy.limits.username_max_length)
+        if problem:
+            return _fail(problem)
+        if svc.accounts.by_username(args.name):
+            return _fail(f"user {args.name!r} already exists")
+        canonical = normalize_username(args.name)
+        if canonical != args.name:
+            print(f"note: {_shown(args.name)!r} is written {canonical}: an account has one name, in lower-case "
+                  "ASCII, and that is the name apps receive")
+    if args.user_cmd in ("add", "passwd"):
+        typed = _read_password(args)
+        if not is_stream_safe(typed):  # before NFC, whose cost grows with the square of such a run
+            return _fail(f"the password has more than {MAX_NON_STARTERS} combining marks in a row, which no "
+                         "language needs; type it again")
+        password = normalize_password(typed)
+        problems = password_problems(password, username=normalize_username(args.name), rules=svc.password_rules,
+                                     blocklist=svc.blocklist)
+        if problems:
+            for p in problems:
+                print(f"refused: {p}", file=sys.stderr)
+            return 1
+        from authsvc.core.accounts import UsernameTaken
+
+        if args.user_cmd == "add":
+            try:
+                account = svc.accounts.create(args.name, svc.hasher.hash(password))
+            except UsernameTaken:
+                return _fail(f"user {args.name!r} already exists")
+            svc.audit.emit("user_created", user_id=account.id, by="cli")
+            print(f"created user {account.username} (id {account.id})")
+            return 0
+        account = _account(svc.accounts, args.name)
+        svc.accounts.set_password_hash(account.id, svc.hasher.hash(password))
+        ended = svc.sessions.revoke_all(account.id, "password_changed")
+        svc.remember.revoke_all(account.id)
+        svc.known_devices.forget_all(account.id)
+        svc.audit.emit("password_changed", user_id=account.id, by="cli", sessions_revoked=ended)
+        print(f"password changed for {account.username}; {ended} session(s) ended")
+        return 0
+    account = _account(svc.accounts, args.name)
+    if args.user_cmd == "disable":
+        svc.accounts.set_disabled(account.id, True)
+        ended = svc.sessions.revoke_all(account.id, "account_disabled")
+        svc.remember.revoke_all(account.id)
+        svc.known_devices.forget_all(account.id)
+        svc.audit.emit("account_disabled", user_id=account.id, by="cli", sessions_revoked=ended)
+        print(f"disabled {account.username}; {ended} session(s) ended")
+    elif args.user_cmd == "enable":
+        svc.accounts.set_disabled(account.id, False)
+        svc.audit.emit("account_enabled", user_id=account.id, by="cli")
+        print(f"enabled {account.username}")
+    elif args.user_cmd == "unlock":
+        svc.throttle.unlock(account.username_key)
+        svc.audit.emit("account_unlocked", user_id=account.id, by="cli")
+        print(f"unlocked {account.username} (shared rate-limit storage only; memory:// lives in the server)")
+    return 0
+
+
+def cmd_sessions(args) -> int:
+    app = _app()
+    svc = app.extensions["authsvc"]
+    if args.sessions_cmd == "purge":
+        n = svc.sessions.purge() + svc.remember.purge(svc.clock() - svc.policy.sessions.purge_after_seconds)
+        print(f"purged {n} record(s)")
+        return 0
+    account = _account(svc.accounts, args.name)
+    if args.sessions_cmd == "list":
+        for s in svc.sessions.list_live(account.id):
+            print(f"{s.id}\t{time.strftime('%Y-%m-%d %H:%M', time.gmtime(s.last_seen_at))}\t{_shown(s.client_ip)}\t"
+                  f"{'remembered' if s.remembered else '-'}\t{_shown(s.user_agent[:60])}")
+        return 0
+    ended = svc.sessions.revoke_all(account.id, "admin_revoked")
+    tokens = svc.remember.revoke_all(account.id)
+    svc.known_devices.forget_all(account.id)
+    svc.audit.emit("session_revoked", user_id=account.id, reason="admin_revoked", by="cli", sessions_revoked=ended)
+    print(f"revoked {ended} session(s) and {tokens} remember-me token(s) of {account.username}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authsvc", description="A security-hardened login service.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    serve = sub.add_parser("serve", help="run the production server (gunicorn)")
+    serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default 127.0.0.1:8000)")
+    serve.add_argument("--workers", type=int, default=2)
+    # gthread: a login's argon2 (which releases the GIL) holds one thread, not a whole worker, so verify
+    # keeps answering while people sign in; sync answers more verify requests per core when nobody
+    # does (scripts/bench, docs/performance.md).
+    serve.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
+    serve.add_argument("--threads", type=int, default=8, help="threads per worker with --worker-class gthread")
+    serve.set_defaults(func=cmd_serve)
+
+    dbp = sub.add_parser("db", help="database schema")
+    dbsub = dbp.add_subparsers(dest="db_cmd", required=True)
+    dbsub.add_parser("upgrade", help="create or migrate the schema").set_defaults(func=cmd_db_upgrade)
+
+    user = sub.add_parser("user", help="manage accounts")
+    usub = user.add_subparsers(dest="user_cmd", required=True)
+    for name in ("add", "passwd"):
+        p = usub.add_parser(name)
+        p.add_argument("name")
+        p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+        p.set_defaults(func=cmd_user)
+    for name in ("disable", "enable", "unlock"):
+        p = usub.add_parser(name)
+        p.add_argument("name")
+        p.set_defaults(func=cmd_user)
+    usub.add_parser("list").set_defaults(func=cmd_user)
+
+    sess = sub.add_parser("sessions", help="list, revoke or purge sessions")
+    ssub = sess.add_subparsers(dest="sessions_cmd", required=True)
+    for name in ("list", "revoke"):
+        p = ssub.add_parser(name)
+        p.add_argument("name")
+        p.set_defaults(func=cmd_sessions)
+    ssub.add_parser("purge").set_defaults(func=cmd_sessions)
+
+    sub.add_parser("gen-secret", help="print a new random secret key").set_defaults(func=cmd_gen_secret)
+    sub.add_parser("check", help="audit configuration and policy for production").set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except config_mod.ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The application factory: settings in, a configured Flask app out.
+
+Everything that can be done once is done here (policy parsing, redirect rules, header strings,
+the argon2 dummy hash, serializers); views only call the services bound in ``app.extensions``.
+In production, :func:`create_app` refuses unsound settings with :class:`StartupRefused`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from flask import Flask
+
+from authsvc.core import config as config_mod
+from authsvc.web import logging_setup
+from authsvc.core.accounts import AccountStore
+from authsvc.core.audit import Audit
+from authsvc.core.db import make_engine
+from authsvc.core.devices import DeviceCookies, DeviceRegistry
+from authsvc.web.forms import StrictRequest
+from authsvc.core.hashing import Hasher
+from authsvc.web.limiter import make_storage
+from authsvc.web.metrics import Metrics
+from authsvc.rules.passwords import Blocklist, PasswordRules, load_default_blocklist
+from authsvc.core.policy import Policy
+from authsvc.priority import KnownLogins, LowPriorityRequests, Priorities
+from authsvc.web.proxies import TrustedProxies
+from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules
+from authsvc.core.remember import RememberStore
+from authsvc.revocation import RevocationEpoch
+from authsvc.core.sessions import SessionStore
+from authsvc.core.signing import serializer, timed_serializer
+from authsvc.web.session_cookie import SessionInterface
+from authsvc.core.throttle import Throttle
+from authsvc.core.verify_cache import VerifyCache
+
+log = logging.getLogger("authsvc")
+
+
+class StartupRefused(RuntimeError):
+    """Production settings are unsound; ``problems`` says which and how to fix each."""
+
+    def __init__(self, problems: list[config_mod.Problem]) -> None:
+        self.problems = problems
+        super().__init__("authsvc refuses to start:\n" + "\n".join(f"  - {p.message}" for p in problems))
+
+
+@dataclass(frozen=True)
+class CookieNames:
+    """authsvc's cookie names and attributes. Only the session cookie is ever shared: with
+    ``AUTHSVC_COOKIE_DOMAIN`` it carries that Domain (and so reaches every app under it, where the
+    proxy strips it). Remember-me and device cookies are long-lived credentials the apps never need:
+    they stay on the service's own host (``__Host-`` in production) whatever the domain setting."""
+
+    session: str
+    remember: str
+    device: str
+    secure: bool
+    domain: str | None          # the session cookie's only
+    legacy: tuple[str, ...] = ()  # remember/device names that earlier versions shared under ``domain``
+
+    @classmethod
+    def for_settings(cls, settings: config_mod.Settings) -> "CookieNames":
+        # __Host- needs Secure, Path=/ and no Domain; a shared (SSO) cookie needs Domain: __Secure-.
+        # Both prefixes need Secure, which development (plain http) cannot send.
+        host_only = "__Host-" if settings.production else ""
+        shared = settings.production and settings.cookie_domain
+        session_prefix = "__Secure-" if shared else host_only
+        legacy = ("__Secure-authsvc_remember", "__Secure-authsvc_device") if shared else ()
+        return cls(f"{session_prefix}authsvc_session", f"{host_only}authsvc_remember", f"{host_only}authsvc_device",
+                   secure=settings.production, domain=settings.cookie_domain, legacy=legacy)
+
+    def attributes(self) -> dict:
+        """Remember-me and device cookies: host-only (no Domain), whatever ``domain`` says."""
+        return {"secure": self.secure, "httponly": True, "samesite": "Lax", "path": "/", "domain": None}
+
+
+@dataclass
+class Services:
+    """What views need, built once. Tests may swap ``clock`` (all stores read it through here)."""
+
+    settings: config_mod.Settings
+    policy: Policy
+    clock: Callable[[], float]
+    cookies: CookieNames
+    redirect_rules: RedirectRules
+    password_rules: PasswordRules
+    blocklist: Blocklist
+    hasher: Hasher
+    accounts: AccountStore
+    sessions: SessionStore
+    remember: RememberStore
+    devices: DeviceCookies
+    known_devices: DeviceRegistry
+    throttle: Throttle
+    audit: Audit
+    engine: object
+    metrics: Metrics | None = None
+    extra: dict = field(default_factory=dict)
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        for store in (self.accounts, self.sessions, self.remember, self.known_devices, self.throttle):
+            store.clock = clock
+        self.audit.clock = clock
+
+
+def _password_rules(policy: Policy) -> PasswordRules:
+    """Even development cannot run with limits the password policy itself rejects."""
+    try:
+        return PasswordRules(policy.passwords.min_length, policy.passwords.max_length, policy.passwords.context_words)
+    except ValueError as exc:
+        raise StartupRefused([config_mod.Problem("error", "passwords", f"policy passwords: {exc}")]) from None
+
+
+def _redirect_rules(settings: config_mod.Settings) -> RedirectRules:
+    apps = [AllowedApp(origin) for origin in settings.redirect_allowed_origins]
+    apps += [AllowedApp(a.origin, a.path_prefix, a.name) for a in settings.policy.redirects.apps]
+    return build_rules(settings.own_origin, apps, default=settings.policy.redirects.default,
+                       max_length=settings.policy.redirects.max_length)
+
+
+def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[], float] = time.time) -> Flask:
+    settings = settings or config_mod.from_env()
+    logging_setup.configure(settings.log_destination)
+    errors = [p for p in config_mod.audit(settings) if p.severity == "error"]
+    if errors and settings.production:
+        # Setting names only: a refused value may be a (weak) secret.
+        Audit(context=dict, clock=clock).emit("config_refused", settings=",".join(sorted({p.setting for p in errors})))
+        raise StartupRefused(errors)
+    policy = settings.policy
+
+    app = Flask(__name__, instance_path=settings.instance_path, instance_relative_config=False)
+    app.session_interface = SessionInterface()
+    app.request_class = StrictRequest  # undecodable form bytes -> U+FFFD -> 400 (authsvc.web.forms.field)
+    cookies = CookieNames.for_settings(settings)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
+        SESSION_COOKIE_NAME=cookies.session,
+        SESSION_COOKIE_SECURE=cookies.secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_DOMAIN=cookies.domain or None,
+        SESSION_COOKIE_PATH="/",
+        PERMANENT_SESSION_LIFETIME=policy.sessions.absolute_lifetime_seconds,
+        MAX_CONTENT_LENGTH=policy.limits.max_content_length,
+        MAX_FORM_MEMORY_SIZE=policy.limits.max_content_length,
+        MAX_FORM_PARTS=50,
+        SESSION_PROTECTION="strong",
+        AUTHSVC_SETTINGS=settings,
+    )
+    if not settings.production:
+        print("*** authsvc is running in DEVELOPMENT mode: cookies are not Secure, HTTPS is not enforced "
+              "and a generated key is used. Never use this mode in production. ***", file=sys.stderr)
+
+    engine = make_engine(settings.database_url)
+    storage = make_storage(settings.ratelimit_storage_uri)
+    metrics = Metrics()
+    priorities = Priorities(policy.argon2.anonymous_nice, KnownLogins.in_folder(settings.instance_path))
+    revocations = RevocationEpoch.in_folder(settings.instance_path)
+    cache_seconds = policy.sessions.verify_cache_seconds
+    verify_cache = VerifyCache(cache_seconds, revocations) if revocations is not None and cache_seconds > 0 else None
+    services = Services(
+        settings=settings, policy=policy, clock=clock, cookies=cookies,
+        redirect_rules=_redirect_rules(settings),
+        password_rules=_password_rules(policy),
+        blocklist=load_default_blocklist(),
+        hasher=Hasher(policy.argon2, metrics.argon2_seconds.observe, priorities,
+                      in_progress=metrics.hashing_in_progress.track_inprogress),
+        accounts=AccountStore(engine, clock, revocations),
+        sessions=SessionStore(engine, policy.sessions, clock, revocations=revocations, cache=verify_cache),
+        remember=RememberStore(engine, policy.sessions, clock, serializer(
+            settings.secret_key, settings.secret_key_fallbacks, "authsvc.core.remember"), revocations=revocations),
+        devices=DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks,
+                                               "authsvc.device"), policy.throttle.device_cookie_lifetime_days),
+        known_devices=DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,
+                                     policy.throttle.device_cookie_lifetime_days),
+        throttle=Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix),
+        audit=Audit(context=_audit_context, clock=clock, sink=metrics.count_event),
+        engine=engine,
+        metrics=metrics,
+        extra={"storage": storage},
+    )
+    app.extensions["authsvc"] = services
+
+    from authsvc.web import auth, crosssite, csrf, headers, limiter, errors as error_pages
+    from authsvc.web.views import account, api, health, login, verify
+
+    for bp in (login.bp, account.bp, verify.bp, api.bp, health.bp):
+        app.register_blueprint(bp)
+    metrics.init_app(app, services)  # first before_request hook: times the others too
+    auth.init_app(app)
+    crosssite.init_app(app)  # before CSRF: a cross-site post is refused for what it is
+    # After auth's hook, so a CSRF failure is logged with its request id.
+    csrf.init_app(app, timed_serializer(settings.secret_key, settings.secret_key_fallbacks, csrf.SALT),
+                  max_age=csrf.TIME_LIMIT_SECONDS)
+    limiter.init_app(app, services)
+    headers.init_app(app, settings, services.redirect_rules)
+    error_pages.init_app(app)
+    app.jinja_env.filters["datetimeformat"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+    # A live session's verify is answered at once; while a known device's argon2 runs, every other
+    # request but verify, health and metrics goes to a low-priority lane (authsvc.priority).
+    fast_verify = verify.FastPath(app, LowPriorityRequests(app.wsgi_app, priorities))  # after every hook
+    app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies,  # type: ignore[method-assign]
+                                     settings.trusted_proxy_networks)
+    return app
+
+
+def _audit_context() -> dict:
+    from flask import g, has_request_context, request
+
+    if not has_request_context():
+        return {}
+    return {"request_id": g.get("request_id"), "client_ip": request.remote_addr,
+            "user_agent": (request.user_agent.string or "")[:256], "user_id": g.get("audit_user_id")}

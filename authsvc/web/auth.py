@@ -1,0 +1,144 @@
+"""Flask-Login glue: the logged-in "user" is a live server-side session.
+
+``get_id()`` returns the session token (Flask-Login's alternative-token pattern), so the signed
+Flask session cookie holds only that opaque token, and the user loader accepts it only while the
+record is live. Flask-Login's own remember-me (``user id | HMAC``, never revocable) is switched off:
+:mod:`authsvc.core.remember` replaces it. Session protection is "strong", with the client identity taken
+from ProxyFix's address (Flask-Login's default trusts the first X-Forwarded-For hop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+import flask_login
+from flask import Flask, current_app, g, request, session
+from flask_login import login_user
+
+from authsvc.rules import clientip
+from authsvc.core.accounts import Account
+from authsvc.core.sessions import LIVE, SessionRecord
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}\Z")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
+
+
+def services():
+    return current_app.extensions["authsvc"]
+
+
+def binding_identifier(remote_addr: str | None, user_agent: str) -> str:
+    """What "strong" session protection binds a session to: the client as the throttle groups it
+    (an IPv6 address's /64, which privacy addresses rotate within) and the user agent. An IPv4
+    address gives the same identifier as before /64 grouping, so IPv4 sessions outlive the upgrade."""
+    group = clientip.client_group(remote_addr)
+    raw = f"{remote_addr if group is None else group}|{user_agent}"
+    return hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def session_identifier() -> str:
+    return binding_identifier(request.remote_addr, request.headers.get("User-Agent", ""))
+
+
+class AuthUser(flask_login.UserMixin):
+    def __init__(self, record: SessionRecord, token: str) -> None:
+        self.record = record
+        self.token = token
+        self.user_id = record.user_id
+        self.username = record.username
+        self.session_id = record.id
+
+    def get_id(self) -> str:
+        return self.token
+
+    @property
+    def is_active(self) -> bool:
+        return not self.record.user_disabled
+
+
+class LoginManager(flask_login.LoginManager):
+    def __init__(self) -> None:
+        super().__init__()
+        self._session_identifier_generator = session_identifier
+        self.session_protection = "strong"
+
+    def _load_user_from_remember_cookie(self, cookie):  # Flask-Login's remember-me is off
+        return None
+
+    def _update_remember_cookie(self, response):
+        session.pop("_remember", None)
+        session.pop("_remember_seconds", None)
+        return response
+
+
+def is_session_token(value: object) -> bool:
+    """The shape of a token :func:`authsvc.core.sessions.new_token` makes (anything else is not looked up)."""
+    return isinstance(value, str) and _TOKEN.match(value) is not None
+
+
+def request_id(incoming: str) -> str:
+    """The proxy's X-Request-ID when it looks like one, else a new one."""
+    return incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+
+
+def load_user(token: str) -> AuthUser | None:
+    if not is_session_token(token):
+        return None
+    record, verdict = services().sessions.authenticate(token)
+    if verdict != LIVE:
+        g.ended_session = verdict
+        return None
+    g.audit_user_id = record.user_id
+    return AuthUser(record, token)
+
+
+def _before_request() -> None:
+    g.request_id = request_id(request.headers.get("X-Request-ID", ""))
+    # Strong protection: a changed address or user agent ends the server-side session too, not
+    # just this cookie's copy of it (Flask-Login only forgets the token in the cookie).
+    bound, token = session.get("_id"), session.get("_user_id")
+    if token and bound and bound != session_identifier() and is_session_token(token):
+        svc = services()
+        record = svc.sessions.load(token)
+        if record and record.revoked_at is None:
+            svc.sessions.revoke(record.id, "binding_changed", presented=True)
+            g.audit_user_id = record.user_id
+            svc.audit.emit("session_revoked", reason="binding_changed", session_id=record.id)
+
+
+def _after_request(response):
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    return response
+
+
+def start_session(account: Account, *, remembered: bool, fresh: bool = True,
+                  not_after: float | None = None) -> AuthUser:
+    """A new server-side session for ``account`` (never reusing the visitor's: no fixation).
+
+    A session this browser held before is ended, not just forgotten: its token may have been copied
+    (ASVS 7.2.4). ``not_after`` caps the new session's absolute lifetime."""
+    svc = services()
+    previous = session.get("_user_id")
+    if is_session_token(previous):
+        old = svc.sessions.load(previous)
+        if old is not None and old.revoked_at is None:
+            svc.sessions.revoke(old.id, "replaced", presented=True)
+    session.clear()
+    ua = request.headers.get("User-Agent", "")
+    token, _sid = svc.sessions.create(account.id, request.remote_addr or "", ua, remembered, not_after)
+    record = svc.sessions.load(token)
+    user = AuthUser(record, token)
+    login_user(user, fresh=fresh)
+    g.audit_user_id = account.id
+    return user
+
+
+def init_app(app: Flask) -> None:
+    manager = LoginManager()
+    manager.init_app(app)
+    manager.user_loader(load_user)
+    app.config["REMEMBER_COOKIE_NAME"] = "authsvc_flask_login_remember_disabled"
+    app.before_request(_before_request)
+    app.after_request(_after_request)

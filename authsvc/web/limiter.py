@@ -1,0 +1,219 @@
+"""Flask-Limiter: the per-client limits on POST /login, keyed by address (IPv6 by /64).
+
+Which limits count an attempt depends on whether it carries a device cookie signed for the account
+named in the form (:func:`signed_device`; whether the account's registry still holds its id is asked
+only of attempts the limits let through, :func:`known_device`, so a flood of refusals costs no
+database read):
+
+* not known: ``per_client``, per address (scope ``None``, the keys it always had);
+* known: ``per_client_known_device``, per address *and* account, so an attacker behind the owner's
+  address (NAT) can spend neither the owner's budget nor, with the anonymous limit, lock it out;
+  and ``per_device``, per device id from any address, so one cookie cannot run argon2 from a
+  thousand addresses at once.
+
+Known devices were exempt from every per-client limit until the review of December 2026 (finding 1):
+an account holder with ten device cookies ran argon2 at will.
+
+Counters live in ``AUTHSVC_RATELIMIT_STORAGE_URI`` (memory, or Redis shared by all instances) under
+``AUTHSVC_RATELIMIT_KEY_PREFIX``. The address is ``request.remote_addr`` after
+:mod:`authsvc.web.proxies` (never ``access_route``, which believes any client-sent X-Forwarded-For).
+Rate-limit headers are off: a 429 must not say which limit fired. When the storage fails the
+request fails closed (503, see :mod:`authsvc.web.errors`) unless the policy chose the in-memory fallback.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from flask import Flask, current_app, g, request
+from flask_limiter import Limiter
+from limits.storage import MemoryStorage, Storage, storage_from_string
+
+from authsvc.rules.clientip import client_key
+from authsvc.core.devices import device_digest
+from authsvc.web.forms import value_problem
+from authsvc.rules.passwords import normalize_password
+from authsvc.core.throttle import account_hash
+from authsvc.rules.usernames import normalize_username
+
+# A dead or black-holed Redis must cost a login a fraction of a second, not the OS connect timeout
+# (minutes): with sync workers a hanging request is a worker lost.
+REDIS_TIMEOUT_SECONDS = 1.0
+
+
+# How often the in-memory storage sweeps expired keys (limits' own MemoryStorage: every 10 ms).
+SWEEP_SECONDS = 1.0
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """``limits``' MemoryStorage, sweeping expired keys at most once per :data:`SWEEP_SECONDS`.
+
+    The stock storage starts a sweeper thread 10 ms after any write and each sweep visits every
+    key, so a flood from ever new addresses (one key per address and limit, kept for an hour)
+    makes each request pay a thread start and a scan that grows with the flood: a throttled
+    request's CPU time went from 1.4 to 2.8 ms over 18,000 new addresses (1.2 ms flat with this
+    class). Reads already ignore expired counters, so sweeping less often only delays freeing memory.
+    """
+
+    STORAGE_SCHEME = ["authsvc+memory"]  # noqa: RUF012 - read once by limits' scheme registry
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options) -> None:
+        self._next_sweep = 0.0
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces the every-write scheduling
+        now = time.monotonic()
+        if now < self._next_sweep or self.timer.is_alive():
+            return
+        self._next_sweep = now + SWEEP_SECONDS
+        self.timer = threading.Timer(0.0, self._MemoryStorage__expire_events)
+        self.timer.daemon = True
+        self.timer.start()
+
+
+def storage_uri(uri: str) -> str:
+    """The ``limits`` URI to open: ``memory://`` means :class:`SweptMemoryStorage`."""
+    return "authsvc+memory://" if uri.split("://", 1)[0] == "memory" else uri
+
+
+def make_storage(uri: str) -> Storage:
+    """The storage behind ``AUTHSVC_RATELIMIT_STORAGE_URI``, as the per-account throttle uses it."""
+    return storage_from_string(storage_uri(uri), **storage_options(uri))
+
+
+def storage_options(uri: str) -> dict:
+    """Client options for a ``limits`` storage URI: short socket timeouts for every Redis form.
+    Sentinel also reads from the master only: the throttle reads back counters it has just
+    written, and a lagging replica would hand an attacker the attempts it has not seen yet."""
+    timeouts = {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
+    scheme = uri.split("://", 1)[0]
+    if scheme in ("redis", "rediss", "redis+unix", "redis+cluster"):
+        return timeouts
+    if scheme == "redis+sentinel":
+        return {**timeouts, "use_replicas": False, "sentinel_kwargs": dict(timeouts)}
+    return {}
+
+
+def _key() -> str:
+    return client_key(request.remote_addr)
+
+
+# Flask-Limiter scopes of the known-device limits, and the audit reason each gives a 429.
+KNOWN_CLIENT_SCOPE = "known_device"
+DEVICE_SCOPE = "device"
+REASONS = {KNOWN_CLIENT_SCOPE: "per_client_known_device", DEVICE_SCOPE: "per_device"}
+
+
+@dataclass(frozen=True)
+class KnownDevice:
+    account: str     # authsvc.core.throttle.account_hash of the normalized username
+    device_id: str
+
+
+def signed_device() -> KnownDevice | None:
+    """This login's device cookie, when it is validly signed for the account named in the form
+    (decided once per request). What the per-client limits go by: only a successful sign-in to that
+    account issues one, and it is worth nothing for any other account."""
+    if "authsvc_signed_device" in g:
+        return g.authsvc_signed_device
+    svc = current_app.extensions["authsvc"]
+    cookie = request.cookies.get(svc.cookies.device)
+    signed = None
+    if cookie and not refused_for_size(request.form, svc.policy):
+        key = normalize_username(request.form["username"])
+        device = svc.devices.device_for(cookie, key)
+        if device is not None:
+            signed = KnownDevice(account_hash(key), device)
+    g.authsvc_signed_device = signed
+    return signed
+
+
+def known_device() -> KnownDevice | None:
+    """This login's known device: :func:`signed_device`, and the account's registry still holds its
+    id (a forgotten one is anonymous: the anonymous throttle bucket and argon2 class)."""
+    signed = signed_device()
+    if signed is None:
+        return None
+    svc = current_app.extensions["authsvc"]
+    return signed if svc.known_devices.is_known(normalize_username(request.form["username"]),
+                                                signed.device_id) else None
+
+
+def refused_for_size(form, policy) -> bool:
+    """Will POST /login refuse ``form`` with a 400 before any password check (a field missing,
+    repeated, too long, not stream-safe, or a password too long once normalised)? Such a request is
+    no login of a known device's owner, so it counts toward the per-client limit like any other.
+    Normalises only what :func:`authsvc.web.forms.value_problem` let through: linear."""
+    usernames, passwords = form.getlist("username"), form.getlist("password")
+    if len(usernames) != 1 or len(passwords) != 1:
+        return True
+    if value_problem(usernames[0], policy.limits.username_max_length * 4) or \
+            value_problem(passwords[0], policy.passwords.max_length * 4):
+        return True
+    return len(normalize_password(passwords[0])) > policy.passwords.max_length
+
+
+def _known_client_key() -> str:
+    known = signed_device()
+    return f"{_key()}|{known.account if known else '-'}"
+
+
+def _device_key() -> str:
+    known = signed_device()
+    return f"dev:{device_digest(known.device_id).hex()[:32]}" if known else "-"
+
+
+def _not_known() -> bool:
+    return signed_device() is None
+
+
+def _known() -> bool:
+    return signed_device() is not None
+
+
+def init_app(app: Flask, services) -> Limiter:
+    policy = services.policy.throttle
+    settings = services.settings
+    limiter = Limiter(
+        key_func=_key,
+        app=app,
+        storage_uri=storage_uri(settings.ratelimit_storage_uri),
+        storage_options=storage_options(settings.ratelimit_storage_uri),
+        strategy="moving-window",
+        headers_enabled=False,
+        swallow_errors=False,
+        in_memory_fallback_enabled=policy.storage_failure == "memory",
+        key_prefix=settings.ratelimit_key_prefix,
+    )
+    endpoint = "login.login_post"
+    view = app.view_functions[endpoint]
+    if policy.per_client:
+        view = limiter.limit(";".join(policy.per_client), methods=["POST"], exempt_when=_known)(view)
+    if policy.per_client_known_device:
+        view = limiter.limit(";".join(policy.per_client_known_device), methods=["POST"], key_func=_known_client_key,
+                             scope=KNOWN_CLIENT_SCOPE, exempt_when=_not_known)(view)
+    if policy.per_device:
+        view = limiter.limit(";".join(policy.per_device), methods=["POST"], key_func=_device_key,
+                             scope=DEVICE_SCOPE, exempt_when=_not_known)(view)
+    app.view_functions[endpoint] = view
+    app.extensions["authsvc_limiter"] = limiter
+    return limiter
+
+
+def breached(exc) -> str:
+    """The audit reason of a Flask-Limiter 429: which per-client limit fired."""
+    return REASONS.get(getattr(getattr(exc, "limit", None), "scope", None), "per_client")
+
+
+def retry_after_seconds() -> int:
+    """Seconds until the breached Flask-Limiter limit resets (for Retry-After)."""
+    limiter = current_app.extensions.get("authsvc_limiter")
+    current = getattr(limiter, "current_limit", None) if limiter else None
+    if current is None:
+        return 60
+    # The window's own reset time: RequestLimit.reset_at adds a second and truncates.
+    reset_at = float(current.window[0])
+    return max(1, math.ceil(reset_at - time.time()))

@@ -1,0 +1,253 @@
+"""Login and logout: the only way a session starts or ends from a browser."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, after_this_request, g, redirect, render_template, request, session, url_for
+from flask_login import current_user, logout_user
+
+from authsvc.web.auth import services, start_session
+from authsvc.web.crosssite import expire_planted_copies
+from authsvc.web.errors import respond
+from authsvc.web.forms import checkbox, field
+from authsvc.web.limiter import known_device
+from authsvc.rules.passwords import normalize_password
+from authsvc.rules.redirects import RedirectDecision, validate_next
+from authsvc.rules.usernames import normalize_username
+
+bp = Blueprint("login", __name__)
+
+GENERIC_FAILURE = "The username or password is not correct."
+
+
+def next_decision(raw: str | None) -> RedirectDecision:
+    svc = services()
+    decision = validate_next(raw, svc.redirect_rules)
+    if raw and not decision.accepted:
+        svc.audit.emit("redirect_rejected", reason=decision.reason, value=raw[:200])
+    return decision
+
+
+def _raw_next() -> str | None:
+    return request.form.get("next") or request.args.get("next")
+
+
+def _render(decision: RedirectDecision, *, error: str | None = None, status: int = 200, username: str = ""):
+    app_name = decision.app.name if decision.app is not None else None
+    return render_template("login.html", next=decision.target if decision.accepted else "",
+                           app_name=app_name, error=error, username=username), status
+
+
+def set_cookie(response, name: str, value: str, max_age: int | None) -> None:
+    response.set_cookie(name, value, max_age=max_age, **services().cookies.attributes())
+
+
+def delete_cookie(response, name: str) -> None:
+    attrs = services().cookies.attributes()
+    response.delete_cookie(name, path="/", domain=attrs["domain"], secure=attrs["secure"],
+                           httponly=True, samesite="Lax")
+
+
+def forget_legacy_cookies(response) -> None:
+    """End and delete remember-me/device cookies an earlier version shared with every app under
+    the cookie domain. They are not honoured: every app behind the proxy may have logged them."""
+    svc = services()
+    for name in svc.cookies.legacy:
+        value = request.cookies.get(name)
+        if value is None:
+            continue
+        if name.endswith("_remember"):
+            svc.remember.revoke_cookie(value)
+        response.delete_cookie(name, path="/", domain=svc.cookies.domain, secure=True, httponly=True, samesite="Lax")
+
+
+def restore_from_remember() -> bool:
+    """Start a session from a remember-me cookie, rotating it. True if a session was started.
+
+    Runs only on pages the browser itself loads (/login, /), never in /auth/verify: behind
+    auth_request the proxy drops verify's Set-Cookie, which would lose the rotated cookie.
+    """
+    svc = services()
+    name = svc.cookies.remember
+    cookie = request.cookies.get(name)
+    if not cookie:
+        return False
+    consumed, new_cookie = svc.remember.consume(cookie, request.remote_addr or "",
+                                                request.headers.get("User-Agent", ""))
+    if consumed.outcome in ("ok", "lost"):
+        account = svc.accounts.by_id(consumed.user_id)
+        # The restored session ends no later than the remember token: remembering never
+        # extends past remember_lifetime_days (ASVS 7.3.2).
+        user = start_session(account, remembered=True, fresh=False, not_after=consumed.expires_at)
+        svc.remember.attach(new_cookie, user.session_id)
+        max_age = max(1, int(consumed.expires_at - svc.clock()))
+
+        @after_this_request
+        def _rotate(response):
+            set_cookie(response, name, new_cookie, max_age)
+            return response
+        if consumed.outcome == "lost":
+            _successor_unused(consumed, restored=True)
+        else:
+            svc.audit.emit("remember_rotated", outcome="success")
+        return True
+    if consumed.outcome == "replay":
+        _replay_detected(consumed.user_id)
+    else:
+        svc.audit.emit("remember_rejected", reason=consumed.outcome)
+    if consumed.outcome == "race":
+        # Another tab of this browser just rotated the cookie; its response carries the new one,
+        # which clearing here could overwrite.
+        return False
+    _clear_remember_cookie()
+    return False
+
+
+def _clear_remember_cookie() -> None:
+    @after_this_request
+    def _clear(response):
+        delete_cookie(response, services().cookies.remember)
+        return response
+
+
+def _replay_detected(user_id: int) -> None:
+    """A rotated remember token came back after its successor was used: one of the two browsers
+    stole it. Every session and remember token of the user ends, the thief's with the owner's."""
+    svc = services()
+    g.audit_user_id = user_id
+    sessions_ended = svc.sessions.revoke_all(user_id, "remember_replay")
+    svc.remember.revoke_all(user_id, reason="remember_replay")
+    svc.audit.emit("remember_replay_detected", outcome="revoked_all", sessions_revoked=sessions_ended)
+
+
+def _successor_unused(consumed, *, restored: bool) -> None:
+    g.audit_user_id = consumed.user_id
+    services().audit.emit("remember_successor_unused", restored=restored,
+                          sessions_revoked=int(consumed.ended_session_id is not None))
+
+
+def judge_remember_cookie() -> str | None:
+    """Judge the remember cookie of a request that restores nothing with it (a signed-in page
+    load, POST /login, POST /logout): a rotated token presented again is theft wherever it comes
+    back (finding: a thief's chain outlived the owner's logout). Returns the outcome, or None
+    without a cookie. Call it before anything that starts a session: theft ends all of them."""
+    svc = services()
+    cookie = request.cookies.get(svc.cookies.remember)
+    if not cookie:
+        return None
+    seen = svc.remember.examine(cookie)
+    if seen.outcome == "replay":
+        _replay_detected(seen.user_id)
+    elif seen.outcome == "lost" and seen.discarded:
+        _successor_unused(seen, restored=False)
+    return seen.outcome
+
+
+def page_session() -> str:
+    """Where a page load (GET /login, GET /) stands: ``"signed_in"``, ``"restored"`` (a session
+    started from the remember cookie) or ``"anonymous"``. A signed-in browser's remember cookie is
+    judged too; if it gives a theft away, this session has ended with the others."""
+    if current_user.is_authenticated:
+        if judge_remember_cookie() != "replay":
+            return "signed_in"
+        logout_user()
+        _clear_remember_cookie()
+        return "anonymous"
+    return "restored" if restore_from_remember() else "anonymous"
+
+
+@bp.get("/login")
+def login_form():
+    decision = next_decision(_raw_next())
+    if page_session() != "anonymous":
+        response = redirect(decision.target, 303)
+        expire_planted_copies(response, decision.target)
+        return response
+    return _render(decision)
+
+
+@bp.post("/login")
+def login_post():
+    svc = services()
+    decision = next_decision(_raw_next())
+    judge_remember_cookie()  # before the new session starts: theft revokes every session of the user
+    limits = svc.policy
+    username = field("username", limits.limits.username_max_length * 4)
+    password = field("password", limits.passwords.max_length * 4)
+    remember = checkbox("remember")
+    if len(normalize_password(password)) > limits.passwords.max_length:
+        return _render(decision, error="The password is too long.", status=400)
+
+    key = normalize_username(username)
+    known = known_device()  # a registered device of this account, as the per-client limits saw it
+    device = known.device_id if known else None
+    attempt = svc.throttle.begin(key, device)
+    g.throttle_attempt = attempt  # its gate is released in end_throttle_attempt, even on a 503
+    verdict = attempt.verdict
+    if not verdict.allowed:
+        svc.audit.emit("login_throttled", reason=verdict.reason, known_device=device is not None)
+        return respond(429, retry_after=verdict.retry_after)
+
+    account = svc.accounts.by_username(key) if len(key) <= limits.limits.username_max_length else None
+    checked = svc.hasher.verify(account.password_hash if account else None, normalize_password(password),
+                                anonymous=device is None)
+    if not checked.ok or account is None or account.disabled:
+        svc.throttle.record_failure(key, device)
+        reason = "unknown_user" if account is None else ("disabled" if checked.ok else "bad_password")
+        g.audit_user_id = account.id if account else None
+        svc.audit.emit("login_failure", reason=reason, known_device=device is not None)
+        if svc.throttle.check(key, device).reason == "locked":  # this failure reached the lock-out
+            svc.audit.emit("device_locked_out" if device else "account_locked_out", reason="max_consecutive_failures")
+        return _render(decision, error=GENERIC_FAILURE, status=401, username=username[:200])
+
+    svc.throttle.record_success(key, device)
+    if checked.needs_rehash:
+        svc.accounts.set_password_hash(account.id, svc.hasher.hash(normalize_password(password)), changed=False)
+        svc.audit.emit("password_rehashed", user_id=account.id)
+    user = start_session(account, remembered=remember)
+    response = redirect(decision.target, 303)
+    device_id = svc.known_devices.remember(account.id, device)  # the same id, or a new one (cap: LRU out)
+    if device_id is not None:
+        set_cookie(response, svc.cookies.device, svc.devices.issue(key, device_id),
+                   svc.policy.throttle.device_cookie_lifetime_days * 86400)
+    if request.cookies.get(svc.cookies.remember):  # replaced or declined: end it, don't orphan it
+        svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember), "login")
+        if not remember:
+            delete_cookie(response, svc.cookies.remember)
+    if remember:
+        value, expires = svc.remember.issue(account.id, request.remote_addr or "",
+                                            request.headers.get("User-Agent", ""), session_id=user.session_id)
+        set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
+    forget_legacy_cookies(response)
+    svc.audit.emit("login_success", remembered=remember, known_device=device is not None)
+    if secrets.randbelow(100) == 0:  # opportunistic purge keeps the table bounded
+        svc.sessions.purge()
+        svc.remember.purge(svc.clock() - svc.policy.sessions.purge_after_seconds)
+    return response
+
+
+@bp.teardown_request
+def end_throttle_attempt(_exc):
+    attempt = g.pop("throttle_attempt", None)
+    if attempt is not None:
+        attempt.end()
+
+
+@bp.post("/logout")
+def logout():
+    svc = services()
+    signed_in = current_user.is_authenticated  # loaded first: theft detection may end this session too
+    judge_remember_cookie()
+    if signed_in:
+        svc.sessions.revoke(current_user.session_id, "logout")
+        svc.audit.emit("logout", session_id=current_user.session_id)
+    svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember), "logout")
+    session.clear()
+    response = redirect(url_for("login.login_form"), 303)
+    delete_cookie(response, svc.cookies.remember)  # the session cookie is deleted by Flask (emptied)
+    forget_legacy_cookies(response)
+    # Not "cookies": browsers apply it to the whole registrable domain, which would delete the
+    # device cookie (the user's way past a throttled username) and every sibling site's cookies.
+    response.headers["Clear-Site-Data"] = '"cache", "storage"'
+    return response
