@@ -10,9 +10,13 @@ memory (each operation holds ``memory_cost_kib``).
 Verifications for logins without a known-device cookie ("anonymous": every attacker, and an owner
 on a new browser) get ``anonymous_max_concurrent`` of those slots and everything else the rest, at
 most ``anonymous_queue`` anonymous ones wait and at most ``known_queue`` others (the rest get
-:class:`HashingBusy` at once, so a flood of either kind cannot tie up every server thread), and
-anonymous argon2 runs on a low lane while every other argon2 runs at the worker's own priority (:mod:`authsvc.priority`), so under a flood the kernel
-gives a known device's login most of the CPU, across all worker processes.
+:class:`HashingBusy` at once, so a flood of either kind cannot tie up every server thread).
+
+Anonymous argon2 runs on a small executor of ``anonymous_max_concurrent`` threads, each of which
+raises its own nice value by ``anonymous_nice`` once when it starts; everything else (known
+devices, password changes, the CLI) runs on the calling thread at its own priority. So under a
+flood the kernel gives a known device's argon2 most of the CPU against the attackers', across all
+worker processes, and nothing moves a request between threads.
 
 :func:`with_hugepages` is the glibc setting ``authsvc serve`` gives its workers so that argon2's
 memory comes in 2 MiB pages rather than 4 KiB ones (see there).
@@ -20,9 +24,13 @@ memory comes in 2 MiB pages rather than 4 KiB ones (see there).
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -31,7 +39,8 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from authsvc.core.policy import Argon2Policy
-from authsvc.priority import Priorities
+
+log = logging.getLogger(__name__)
 
 
 class HashingBusy(Exception):
@@ -78,6 +87,19 @@ class Slots:
             self._free.release()
 
 
+def lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value by ``increment`` (at most 19); the threads it starts
+    (argon2's own) inherit it. Linux's nice value is per thread; elsewhere setting it would renice
+    the whole process, so nothing is done there. An unprivileged thread can never lower it again,
+    so only threads that run nothing but anonymous argon2 call this."""
+    if increment and sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+        except OSError as exc:  # lowering one's own priority needs no privilege; say so if it fails anyway
+            log.warning("could not lower the anonymous argon2 thread's priority: %s", exc)
+
+
 HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb"
 
 
@@ -101,7 +123,6 @@ def with_hugepages(tunables: str | None) -> str:
 
 class Hasher:
     def __init__(self, policy: Argon2Policy, observe: Callable[[float], None] | None = None,
-                 priorities: Priorities | None = None,
                  in_progress: Callable[[], AbstractContextManager] | None = None) -> None:
         """``observe(seconds)`` sees each operation's argon2 time; ``in_progress()`` is entered
         for each operation from the moment it asks for a slot (queue included) to its end."""
@@ -122,35 +143,39 @@ class Hasher:
         self._anonymous = Slots(policy.anonymous_max_concurrent, policy.anonymous_queue, timeout)
         self._known = Slots(known, policy.known_queue, timeout)
         self._slots = Slots(policy.max_concurrent, policy.anonymous_max_concurrent + known, timeout)
-        self._priorities = priorities or Priorities(policy.anonymous_nice)
+        # Only holders of an anonymous slot submit here, so its own queue never holds a waiting job:
+        # the slots are the bound. Threads start on first use, from a request thread at base priority.
+        self._low = ThreadPoolExecutor(max(1, policy.anonymous_max_concurrent), "authsvc-argon2-anonymous",
+                                       initializer=lower_thread_priority, initargs=(policy.anonymous_nice,))
         self._observe = observe or (lambda seconds: None)
         self._in_progress = in_progress or nullcontext
-        self.in_progress = 0
         self._dummy = self._ph.hash(secrets.token_urlsafe(32))
 
     @contextmanager
     def _slot(self, anonymous: bool = False) -> Iterator[None]:
         with (self._anonymous if anonymous else self._known).held(), self._slots.held():
-            self.in_progress += 1
             started = time.perf_counter()
             try:
                 yield
             finally:
                 self._observe(time.perf_counter() - started)
-                self.in_progress -= 1
 
     def hash(self, password: str) -> str:
+        """A new hash of ``password``, on this thread (password changes and the CLI: never anonymous)."""
         with self._in_progress(), self._slot():
-            return self._priorities.run_known(self._ph.hash, password)
+            return self._ph.hash(password)
 
     def verify(self, stored: str | None, password: str, *, anonymous: bool) -> Verified:
         """Check ``password`` against ``stored`` (None: against the dummy, always False).
 
         Every caller says which kind it is: ``anonymous=True`` (a login without a known-device
-        cookie) takes an anonymous slot and runs argon2 at low priority, everything else at base."""
+        cookie) takes an anonymous slot and runs argon2 on a low-priority thread, everything else
+        on this one. Raises :class:`HashingBusy` when no slot is free in time."""
         with self._in_progress(), self._slot(anonymous):
-            run = self._priorities.run_low if anonymous else self._priorities.run_known
-            ok = run(self._check, stored, password)
+            if anonymous:
+                ok = self._low.submit(self._check, stored, password).result()
+            else:
+                ok = self._check(stored, password)
         if not ok or stored is None:
             return Verified(False)
         return Verified(True, self._ph.check_needs_rehash(stored))

@@ -27,7 +27,6 @@ from authsvc.web.limiter import make_storage
 from authsvc.web.metrics import Metrics
 from authsvc.rules.passwords import Blocklist, PasswordRules, load_default_blocklist
 from authsvc.core.policy import Policy
-from authsvc.priority import KnownLogins, LowPriorityRequests, Priorities
 from authsvc.web.proxies import TrustedProxies
 from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules
 from authsvc.core.remember import RememberStore
@@ -161,7 +160,6 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     engine = make_engine(settings.database_url)
     storage = make_storage(settings.ratelimit_storage_uri)
     metrics = Metrics()
-    priorities = Priorities(policy.argon2.anonymous_nice, KnownLogins.in_folder(settings.instance_path))
     revocations = RevocationEpoch.in_folder(settings.instance_path)
     cache_seconds = policy.sessions.verify_cache_seconds
     verify_cache = VerifyCache(cache_seconds, revocations) if revocations is not None and cache_seconds > 0 else None
@@ -170,7 +168,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         redirect_rules=_redirect_rules(settings),
         password_rules=_password_rules(policy),
         blocklist=load_default_blocklist(),
-        hasher=Hasher(policy.argon2, metrics.argon2_seconds.observe, priorities,
+        hasher=Hasher(policy.argon2, metrics.argon2_seconds.observe,
                       in_progress=metrics.hashing_in_progress.track_inprogress),
         accounts=AccountStore(engine, clock, revocations),
         sessions=SessionStore(engine, policy.sessions, clock, revocations=revocations, cache=verify_cache),
@@ -203,9 +201,8 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     headers.init_app(app, settings, services.redirect_rules)
     error_pages.init_app(app)
     app.jinja_env.filters["datetimeformat"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
-    # A live session's verify is answered at once; while a known device's argon2 runs, every other
-    # request but verify, health and metrics goes to a low-priority lane (authsvc.priority).
-    fast_verify = verify.FastPath(app, LowPriorityRequests(app.wsgi_app, priorities))  # after every hook
+    # A live session's verify is answered at once, without Flask's dispatch.
+    fast_verify = verify.FastPath(app, app.wsgi_app)  # after every hook
     app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies,  # type: ignore[method-assign]
                                      settings.trusted_proxy_networks)
     return app

@@ -1,39 +1,39 @@
-"""CPU priority (authsvc.priority): a flood's work runs below a known device's argon2 and verify.
+"""CPU priority of argon2 (authsvc.core.hashing): a flood's argon2 runs below a known device's.
 
-What is checked is where work runs and at which nice value, read inside the work itself:
-- while a known device's argon2 runs in any process on the host (``KnownLogins``, a mapped file
-  in the instance folder), every request but the base paths (exactly ``/auth/verify``,
-  ``/healthz``, ``/readyz``, ``/metrics``) is handled on a lane ``anonymous_nice`` below the
-  request thread; any other spelling of a base path (case, slashes, encodings, look-alikes,
-  control characters) is not a base path and runs low, the safe side; otherwise requests run on
-  the request thread; a mark left by a process that died expires;
-- what a lane hands back with ``run_at_base`` runs on the request thread it serves, at base
-  priority, and on no other request's thread, with many requests at once;
-- results and exceptions cross both ways; with ``anonymous_nice = 0`` nothing moves.
+What is checked is where argon2 runs and at which nice value, read inside the argon2 call itself:
+- an anonymous login's argon2 (no known-device cookie: every attacker) runs on the hasher's small
+  executor, whose threads raised their own nice value by ``anonymous_nice`` once, when they
+  started, and never again;
+- a known device's verification, a password change's hash and the CLI's run on the caller's own
+  thread at its unchanged nice value; no request is moved to another thread;
+- the queues stay bounded: beyond a class's slots and queue, HashingBusy at once, never a thread
+  parked on the executor;
+- what argon2 raises on the executor is raised in the caller, and the executor keeps serving.
 The effect under load (a known device's login during a flood) is measured by scripts/bench-flood.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from authsvc.priority import (
-    BASE_PATHS,
-    HOLD_SECONDS,
-    SLOTS,
-    KnownLogins,
-    LowPriorityRequests,
-    Priorities,
-    runs_at_base,
+from authsvc.core.hashing import Hasher, HashingBusy
+from authsvc.core.policy import load_policy
+from tests.conftest import (
+    HTTPS,
+    PASSWORD,
+    TEST_POLICY,
+    add_user,
+    build_app,
+    csrf,
+    login,
+    new_client,
 )
-from tests.conftest import HTTPS, PASSWORD, build_app, login, new_client
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 
@@ -48,262 +48,215 @@ BASE = where()[1]
 LOW = min(19, BASE + 10)
 
 
-# --- the lanes and the way back -----------------------------------------------------------------------
+class Probe:
+    """argon2 as the hasher calls it, recording where each call ran (and optionally failing or
+    waiting for a signal first)."""
 
-def test_serve_low_runs_on_a_lane_and_hands_base_work_back_to_the_serving_thread():
-    priorities = Priorities(10)
+    def __init__(self, real, fail: BaseException | None = None, hold: threading.Event | None = None) -> None:
+        self.real, self.fail, self.hold = real, fail, hold
+        self.seen: list[tuple[str, tuple[int, int]]] = []
+        self.entered = threading.Semaphore(0)
+
+    def _record(self, kind: str) -> None:
+        hold, fail = self.hold, self.fail
+        self.seen.append((kind, where()))
+        self.entered.release()
+        if hold is not None:
+            assert hold.wait(30)
+        if fail is not None:
+            raise fail
+
+    def hash(self, password):
+        self._record("hash")
+        return self.real.hash(password)
+
+    def verify(self, stored, password):
+        self._record("verify")
+        return self.real.verify(stored, password)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def hasher(**argon2) -> tuple[Hasher, Probe]:
+    policy = dataclasses.replace(load_policy(TEST_POLICY).argon2, **argon2)
+    made = Hasher(policy)
+    probe = Probe(made._ph)
+    made._ph = probe
+    return made, probe
+
+
+# --- where argon2 runs -------------------------------------------------------------------------------
+
+def test_anonymous_argon2_runs_on_an_executor_thread_lowered_by_anonymous_nice():
+    made, probe = hasher(anonymous_nice=10)
+    stored = made.hash(PASSWORD)
+    assert made.verify(stored, PASSWORD, anonymous=True).ok
+    assert not made.verify(stored, "wrong", anonymous=True).ok
+    assert not made.verify(None, PASSWORD, anonymous=True).ok  # unknown user: the dummy, same place
     me = where()
-
-    def handler():
-        lane = where()
-        back = priorities.run_at_base(where)
-        low = priorities.run_low(where)  # already low: runs right here
-        return lane, back, low
-    lane, back, low = priorities.serve_low(handler)
-    assert lane[0] != me[0] and lane[1] == LOW
-    assert back == me  # the serving thread itself, untouched
-    assert low == lane
-    assert where() == me
+    places = [place for kind, place in probe.seen if kind == "verify"]
+    assert len(places) == 3
+    assert all(tid != me[0] and nice == LOW for tid, nice in places)
+    assert where() == me  # the caller was never lowered (Linux gives no way back)
 
 
-def test_run_low_from_a_base_thread_uses_a_lane_and_run_at_base_outside_a_lane_runs_here():
-    priorities = Priorities(10)
+def test_known_device_verify_and_hash_run_on_the_callers_thread_at_its_nice_value():
+    made, probe = hasher(anonymous_nice=10)
+    made.verify(None, "x", anonymous=True)  # the executor has started and lowered its thread
+    probe.seen.clear()
+    stored = made.hash(PASSWORD)
+    assert made.verify(stored, PASSWORD, anonymous=False).ok
+    assert not made.verify(stored, "wrong", anonymous=False).ok
     me = where()
-    tid, nice = priorities.run_low(where)
-    assert tid != me[0] and nice == LOW
-    assert priorities.run_at_base(where) == me
-    assert where() == me
+    assert probe.seen == [("hash", me), ("verify", me), ("verify", me)]
+    assert me[1] == BASE
 
 
-def test_results_and_exceptions_cross_both_ways():
-    priorities = Priorities(10)
-
-    def handler():
-        with pytest.raises(ZeroDivisionError):
-            priorities.run_at_base(lambda: 1 / 0)  # raised in the base thread, seen by the lane
-        assert priorities.run_at_base(lambda a, b: a + b, 2, 3) == 5
-        raise KeyError("from the lane")
-    with pytest.raises(KeyError, match="from the lane"):
-        priorities.serve_low(handler)
-    with pytest.raises(ValueError):
-        priorities.run_low(int, "not a number")
-    assert priorities.serve_low(lambda: "done") == "done"  # still serving after the failures
+def test_the_executor_lowers_its_threads_once_not_per_verification():
+    made, probe = hasher(anonymous_nice=10, anonymous_max_concurrent=1)
+    for _ in range(20):
+        made.verify(None, "x", anonymous=True)
+    assert {place for _, place in probe.seen} == {probe.seen[0][1]}  # one thread, at LOW every time
+    assert probe.seen[0][1][1] == LOW
 
 
-def test_a_base_job_that_stops_the_thread_stops_the_lane_too():
-    priorities = Priorities(10)
-    lane_saw = []
-    stopped = threading.Event()
-
-    def handler():
-        try:
-            priorities.run_at_base(sys.exit, 3)
-        except SystemExit as exc:
-            lane_saw.append(exc.code)
-        try:  # the request thread has gone: more base work fails instead of waiting for ever
-            priorities.run_at_base(where)
-        except RuntimeError as exc:
-            lane_saw.append(str(exc))
-        stopped.set()
-    with pytest.raises(SystemExit):  # the base thread leaves at once...
-        priorities.serve_low(handler)
-    assert stopped.wait(5)  # ...and the lane is not left waiting for it
-    assert lane_saw == [3, "the request's server thread has stopped"]
+def test_zero_anonymous_nice_lowers_nothing():
+    made, probe = hasher(anonymous_nice=0)
+    made.verify(None, "x", anonymous=True)
+    assert probe.seen[0][1][1] == BASE
 
 
-def test_many_requests_at_once_each_get_their_own_base_thread_back():
-    priorities = Priorities(10)
-    start = threading.Barrier(16)
+def test_many_callers_at_once_get_their_own_answers():
+    """Anonymous and known verifications from many threads at once (queues wide enough for all):
+    each caller gets its own result, anonymous ones always low and known ones on the caller."""
+    made, probe = hasher(max_concurrent=3, anonymous_max_concurrent=2, anonymous_queue=16, known_queue=16,
+                         queue_timeout_seconds=30)
+    stored = made.hash(PASSWORD)
+    start = threading.Barrier(12)
+    results: dict[int, tuple[bool, bool, tuple[int, int]]] = {}
 
-    def request(_):
-        me = where()
-
-        def handler():
-            start.wait(timeout=10)  # all 16 lanes busy at once
-            return where(), [priorities.run_at_base(where) for _ in range(20)]
-        lane, backs = priorities.serve_low(handler)
-        return me, lane, backs
-    with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(request, range(16)))
-    assert len({lane[0] for _, lane, _ in results}) == 16
-    for me, lane, backs in results:
-        assert lane[1] == LOW and lane[0] != me[0]
-        assert backs == [me] * 20  # never another request's thread
-
-
-def test_zero_increment_moves_nothing():
-    priorities = Priorities(0)
-    me = where()
-    assert priorities.serve_low(lambda: (where(), priorities.run_at_base(where), priorities.run_low(where))) == (me, me, me)
-
-
-def test_a_lane_keeps_its_priority_across_requests():
-    """Lanes are reused: one that served a request is still exactly increment low for the next,
-    and the serving threads are never lowered (they would stay so: Linux gives no way back)."""
-    priorities = Priorities(10)
-    for _ in range(30):
-        assert priorities.serve_low(where)[1] == LOW
-        assert where()[1] == BASE
+    def caller(n: int) -> None:
+        start.wait(10)
+        right = n % 3 == 0
+        anonymous = n % 2 == 0
+        results[n] = (right, made.verify(stored, PASSWORD if right else "wrong", anonymous=anonymous).ok, where())
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 12
+    assert all(right == ok for right, ok, _ in results.values())
+    callers = {place[0] for _, _, place in results.values()}
+    lowered = [place for kind, place in probe.seen if kind == "verify" and place[0] not in callers]
+    assert len(lowered) == 6 and all(nice == LOW for _, nice in lowered)
+    assert len({tid for tid, _ in lowered}) <= 2  # the executor has anonymous_max_concurrent threads
 
 
-# --- which requests run low ---------------------------------------------------------------------------
+# --- bounded queues and failures --------------------------------------------------------------------
 
-def middleware_thread(path: str, known_login_running: bool = True) -> tuple[int, int]:
-    seen = []
-
-    def app(environ, start_response):
-        seen.append(where())
-        return [b""]
-    known = KnownLogins()
-    middleware = LowPriorityRequests(app, Priorities(10, known))
-    if known_login_running:
-        with known.mark():
-            middleware({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, None)
-    else:
-        middleware({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, None)
-    return seen[0]
+def _busy_at_once(call) -> None:
+    began = time.monotonic()
+    with pytest.raises(HashingBusy) as busy:
+        call()
+    assert time.monotonic() - began < 5  # refused at once, not after the 30 s queue timeout
+    assert busy.value.retry_after == 30
 
 
-@pytest.mark.parametrize("path", ["/login", "/", "/nope", "/auth/verify"])
-def test_without_a_known_login_running_every_request_stays_on_its_thread(path):
-    assert middleware_thread(path, known_login_running=False) == where()
+@pytest.mark.asvs("V2.4.1")
+def test_anonymous_verifications_beyond_slot_and_queue_get_hashing_busy_at_once():
+    made, probe = hasher(anonymous_max_concurrent=1, anonymous_queue=1, queue_timeout_seconds=30)
+    probe.hold = release = threading.Event()
+    running = threading.Thread(target=made.verify, args=(None, "x"), kwargs={"anonymous": True})
+    queued = threading.Thread(target=made.verify, args=(None, "y"), kwargs={"anonymous": True})
+    running.start()
+    try:
+        assert probe.entered.acquire(timeout=10)  # the executor's one thread is busy
+        queued.start()
+        deadline = time.monotonic() + 10
+        while made._anonymous._waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _busy_at_once(lambda: made.verify(None, "z", anonymous=True))  # slot held, queue full
+        probe.hold = None  # the known class is apart: it runs at once, on this thread
+        assert made.verify(None, "k", anonymous=False).ok is False
+        assert probe.seen[-1] == ("verify", where())
+    finally:
+        release.set()
+        running.join(30)
+        queued.join(30)
+    assert [kind for kind, _ in probe.seen] == ["verify"] * 3  # the refused one ran no argon2
 
 
-@pytest.mark.parametrize("path", sorted(BASE_PATHS))
-def test_base_paths_are_handled_on_the_request_thread(path):
-    assert middleware_thread(path) == where()
+@pytest.mark.asvs("V2.4.1")
+def test_known_verifications_beyond_slot_and_queue_get_hashing_busy_at_once():
+    made, probe = hasher(max_concurrent=2, anonymous_max_concurrent=1, known_queue=0, queue_timeout_seconds=30)
+    probe.hold = release = threading.Event()
+    running = threading.Thread(target=made.hash, args=("x" * 20,))
+    running.start()
+    try:
+        assert probe.entered.acquire(timeout=10)
+        _busy_at_once(lambda: made.verify(None, "k", anonymous=False))
+        _busy_at_once(lambda: made.hash("y" * 20))  # a password change is of the known class
+    finally:
+        release.set()
+        running.join(30)
 
 
-@pytest.mark.parametrize("path", [
-    "/login", "/logout", "/", "/account/password", "/session", "/nope", "",
-    "/auth/verify/", "//auth/verify", "/AUTH/VERIFY", "/Auth/Verify", "/auth//verify", "/auth/verify/.",
-    "/auth/./verify", "/auth/verify%00", "/auth/verify\x00", "/auth/verify\n", " /auth/verify",
-    "/auth/verify ", "/auth/verify;x", "/auth/verify?x", "/auth/verify#", "/auth%2Fverify",
-    "/\u0430uth/verify",  # Cyrillic a
-    "/auth/ver\u0456fy",  # Ukrainian i
-    "/auth/verify\u200b", "\uff0fauth\uff0fverify", "/healthz/", "/HEALTHZ", "/metrics.txt",
-    "/readyz\t", "/" + "a" * 100_000,
-])
-def test_everything_else_is_handled_low_while_a_known_login_runs(path):
-    tid, nice = middleware_thread(path)
-    assert tid != where()[0] and nice == LOW
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=40))
-def test_only_the_exact_base_paths_stay_at_base(path):
-    on_request_thread = middleware_thread(path)[0] == where()[0]
-    assert on_request_thread == (path in BASE_PATHS) == runs_at_base(path)
-
-
-@pytest.mark.parametrize("path", [None, b"/auth/verify", 0, ["/auth/verify"]])
-def test_a_missing_or_non_text_path_is_not_a_base_path(path):
-    assert not runs_at_base(path)
-
-
-# --- known logins, across processes -------------------------------------------------------------------
-
-def test_a_mark_in_one_process_is_seen_by_every_other_and_ends_with_the_argon2(tmp_path):
-    path = str(tmp_path / "known-logins")
-    workers = [KnownLogins.in_folder(str(tmp_path), slot=n) for n in range(3)]  # three processes' views of one file
-    assert not any(w.running() for w in workers)
-    with workers[1].mark():
-        assert all(w.running() for w in workers)
-        with workers[1].mark():  # two at once in one process: the first to end must not clear it
-            pass
-        assert all(w.running() for w in workers)
-    assert not any(w.running() for w in workers)
-    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
-
-
-def test_a_mark_left_by_a_dead_worker_expires(tmp_path):
-    now = [1000.0]
-    dead = KnownLogins.in_folder(str(tmp_path), slot=5, clock=lambda: now[0])
-    alive = KnownLogins.in_folder(str(tmp_path), slot=6, clock=lambda: now[0])
-    held = dead.mark()
-    held.__enter__()  # the worker dies mid-argon2: never cleared
-    assert alive.running()
-    now[0] += HOLD_SECONDS - 0.01
-    assert alive.running()
-    now[0] += 0.02
-    assert not alive.running()
-    assert held is not None  # kept alive to the end: collecting it would run its cleanup
-
-
-def test_slots_wrap_and_an_unusable_folder_falls_back_to_this_process(tmp_path):
-    assert KnownLogins.in_folder(str(tmp_path), slot=SLOTS + 3)._slot == 3
-    blocked = tmp_path / "file"
-    blocked.write_text("")
-    local = KnownLogins.in_folder(str(blocked / "sub"))  # a file where a folder should be
-    other = KnownLogins.in_folder(str(blocked / "sub"))
-    with local.mark():
-        assert local.running() and not other.running()
-
-
-def test_run_known_marks_while_it_runs_and_run_at_base_does_not():
-    known = KnownLogins()
-    priorities = Priorities(10, known)
-    assert priorities.run_known(known.running) is True
-    assert priorities.run_at_base(known.running) is False
-    with pytest.raises(ZeroDivisionError):
-        priorities.run_known(lambda: 1 / 0)
-    assert not known.running()  # cleared on failure too
+def test_a_failing_argon2_on_the_executor_raises_in_the_caller_and_frees_the_slot():
+    made, probe = hasher(anonymous_max_concurrent=1, anonymous_queue=0, queue_timeout_seconds=30)
+    probe.fail = MemoryError("argon2 could not allocate")
+    with pytest.raises(MemoryError, match="could not allocate"):
+        made.verify(None, "x", anonymous=True)
+    assert probe.seen[0][1][0] != where()[0]  # it did fail on the executor
+    probe.fail = None
+    assert made.verify(None, "x", anonymous=True).ok is False  # slot and executor free again
 
 
 # --- the application ---------------------------------------------------------------------------------
 
 @pytest.mark.asvs("V2.4.1")
-def test_while_a_known_login_runs_the_app_handles_pages_low_and_verify_health_and_metrics_at_base(tmp_path):
+def test_the_app_handles_every_request_on_the_servers_own_thread_while_a_known_device_verifies(tmp_path):
+    """No request is moved between threads (the low-priority lanes are gone): while a known
+    device's argon2 runs, pages, logins, verify, health and metrics still run on the thread the
+    server gave them, at its nice value; only anonymous argon2 itself runs low."""
     app = build_app(tmp_path)
+    add_user(app)
     svc = app.extensions["authsvc"]
-    seen: dict[str, tuple[int, int]] = {}
+    release = threading.Event()
+    probe = svc.hasher._ph = Probe(svc.hasher._ph, hold=release)
+    seen: list[tuple[str, tuple[int, int]]] = []
 
     @app.before_request
     def record():
         from flask import request
-        seen[request.path] = where()
-    me = where()
-    client = new_client(app)
-    paths = ("/login", "/auth/verify", "/healthz", "/readyz", "/metrics", "/no-such-page")
-    for path in paths:  # /auth/verify without a session: the Flask view, not FastPath
-        client.get(path)
-    assert all(seen[path] == me for path in paths)  # no known login running: nothing moves
-    # Another worker process (its own slot of the same file) is verifying a known device.
-    other_worker = KnownLogins.in_folder(app.instance_path)
-    other_worker._slot = (os.getpid() + 1) % SLOTS
-    with other_worker.mark():
-        seen.clear()
-        for path in paths:
+        seen.append((request.path, where()))
+    known = threading.Thread(target=svc.hasher.verify, args=(None, "x"), kwargs={"anonymous": False})
+    known.start()
+    try:
+        assert probe.entered.acquire(timeout=10)  # a known device's argon2 is running
+        probe.hold = None
+        client = new_client(app)
+        paths = ("/login", "/auth/verify", "/healthz", "/readyz", "/metrics", "/no-such-page")
+        for path in paths:  # /auth/verify without a session: the Flask view, not FastPath
             client.get(path)
-    assert seen["/auth/verify"] == me and seen["/healthz"] == me and seen["/readyz"] == me
-    assert seen["/metrics"] == me
-    for path in ("/login", "/no-such-page"):
-        assert seen[path][0] != me[0] and seen[path][1] == LOW, path
-    assert svc.policy.argon2.anonymous_nice == 10
+        assert login(client).status_code == 303  # anonymous: only its argon2 runs low
+    finally:
+        release.set()
+        known.join(30)
+    assert {path for path, _ in seen} == set(paths)
+    assert {place for _, place in seen} == {where()}
+    assert where()[1] == BASE
+    assert probe.seen[-1][0] == "verify" and probe.seen[-1][1][1] == LOW
 
 
 @pytest.mark.asvs("V2.4.1")
 def test_a_password_change_hashes_at_base_priority(tmp_path):
-    from tests.conftest import add_user, csrf
-
     app = build_app(tmp_path)
     add_user(app)
     svc = app.extensions["authsvc"]
-    seen = []
-    real = svc.hasher._ph
-
-    class Probe:
-        def hash(self, password):
-            seen.append(("hash", where()))
-            return real.hash(password)
-
-        def verify(self, stored, password):
-            seen.append(("verify", where()))
-            return real.verify(stored, password)
-
-        def __getattr__(self, name):
-            return getattr(real, name)
-    svc.hasher._ph = Probe()
+    probe = svc.hasher._ph = Probe(svc.hasher._ph)
+    seen = probe.seen
     client = new_client(app)
     assert login(client).status_code == 303
     response = client.post("/account/password", data={
