@@ -1,5 +1,7 @@
 # Shared set-up for scripts/dev and scripts/test: a project virtualenv with authsvc installed.
-# Re-installs only when pyproject.toml changes. Works on a fresh Debian machine with Python 3.11.
+# Every dependency comes from a lock file with hashes (requirements/*.lock, made by scripts/lock);
+# re-installs only when pyproject.toml or that lock changes. Works on a fresh Debian machine with
+# Python 3.11.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VENV="$ROOT/.venv"
@@ -28,9 +30,26 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+lock_file() {
+  # lock_file [EXTRA]: the lock that ensure_venv installs: runtime.lock, or the extra's own lock.
+  echo "$ROOT/requirements/${1:-runtime}.lock"
+}
+
+pip_install() {
+  # pip_install ARGS...: quiet pip install into .venv, without the noise of unused local indexes;
+  # keeps pip's exit status.
+  local out rc=0
+  out=$("$VENV/bin/python" -m pip install -q "$@" 2>&1) || rc=$?
+  printf '%s\n' "$out" | grep -vE "^WARNING: Location|^\s*$" >&2 || true
+  return $rc
+}
+
 ensure_venv() {
-  # ensure_venv [EXTRA]: .venv with authsvc installed (editable), plus the optional extra.
+  # ensure_venv [EXTRA]: .venv with the locked dependencies (and the extra's) and authsvc itself
+  # (editable, --no-deps: a hash cannot cover a working tree).
   local extra=${1:-}
+  local lock; lock=$(lock_file "$extra")
+  [ -f "$lock" ] || { echo "authsvc: no lock file $lock (make it with scripts/lock)" >&2; return 1; }
   local py; py=$(find_python) || return 1
   if [ ! -x "$VENV/bin/python" ]; then
     if ! "$py" -m venv "$VENV" 2>/dev/null; then
@@ -38,12 +57,23 @@ ensure_venv() {
     fi
   fi
   local stamp="$VENV/.authsvc-installed${extra:+-$extra}"
-  local want; want=$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)
+  local want; want=$(cat "$ROOT/pyproject.toml" "$lock" | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "authsvc: installing Python packages into .venv ..." >&2
+    echo "authsvc: installing Python packages into .venv from ${lock#"$ROOT"/} ..." >&2
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/python" -m pip install -q -e "$ROOT${extra:+[$extra]}" 2>&1 | grep -vE "^WARNING: Location|^\s*$" >&2 || true
+    # --require-hashes: a file whose hash is not in the lock is refused, whichever index served it.
+    pip_install --require-hashes -r "$lock" || {
+      echo "authsvc: installing ${lock#"$ROOT"/} failed (a hash mismatch means a file is not the one locked)" >&2
+      return 1
+    }
+    pip_install --no-deps -e "$ROOT" || { echo "authsvc: installing authsvc itself failed" >&2; return 1; }
     "$VENV/bin/python" -c "import authsvc" || { echo "authsvc: package install failed" >&2; return 1; }
+    # A dependency added to pyproject.toml but not yet locked shows up here.
+    if ! "$VENV/bin/python" -m pip check >/dev/null 2>&1; then
+      "$VENV/bin/python" -m pip check >&2 || true
+      echo "authsvc: .venv does not satisfy pyproject.toml: the lock files are stale; run scripts/lock" >&2
+      return 1
+    fi
     echo "$want" > "$stamp"
   fi
 }

@@ -13,7 +13,9 @@ What fails (exit status 1):
 * any finding of tests/security/astrules.py;
 * a ``# nosec`` without a bandit test id and a reason, or a ``# noqa`` for an ``S`` rule without
   a reason (``# nosec B606 - fixed argv, no shell``; the reason follows ``-``, ``--``, ``#`` or ``:``);
-* a dependency pip-audit reports vulnerable.
+* a dependency pip-audit reports vulnerable;
+* with ``--sbom FILE`` (scripts/security-scan passes ``artifacts/sbom.cdx.json``), a CycloneDX SBOM
+  of the runtime dependencies that cyclonedx-py cannot write.
 
 When no vulnerability service is reachable (this machine: PyPI's JSON API and OSV are not), the
 dependency audit is reported as NOT DONE, loudly, and does not fail the scan: it cannot be done
@@ -39,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PACKAGE = "authsvc"
+RUNTIME_LOCK = ROOT / "requirements" / "runtime.lock"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 if __package__ in (None, ""):  # run as a file: make "tests.security" importable
@@ -333,6 +336,26 @@ def run_pip_audit(services=SERVICES, timeout: float = 5.0) -> ToolResult:
     return result
 
 
+# --- SBOM --------------------------------------------------------------------------------------------
+
+
+def write_sbom(out: Path, lock: Path = RUNTIME_LOCK, root: Path = ROOT) -> dict:
+    """Write a CycloneDX JSON SBOM of the runtime dependencies to ``out`` and return it.
+
+    Made from the runtime lock (what ``scripts/dev`` and a production install get, every file with
+    its hashes), not from .venv, which also holds the test tools. ``--output-reproducible``: the
+    same lock gives the same file (no serial number; the time only from ``SOURCE_DATE_EPOCH``).
+    Raises RuntimeError saying why when cyclonedx-py fails.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([str(BIN / "cyclonedx-py"), "requirements", "--pyproject", str(root / "pyproject.toml"),
+                           "--output-reproducible", "--output-format", "JSON", "--output-file", str(out), str(lock)],
+                          cwd=root, capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0 or not out.is_file():
+        raise RuntimeError(f"cyclonedx-py did not write the SBOM: {proc.stderr.strip()[-500:]}")
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
 # --- SARIF -------------------------------------------------------------------------------------------
 
 TOOL_URIS = {
@@ -391,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="bandit, ruff S rules, authsvc AST rules, suppression reasons, pip-audit")
     parser.add_argument("--sarif", metavar="FILE", help="also write the findings as SARIF 2.1.0 to FILE")
     parser.add_argument("--no-audit", action="store_true", help="skip pip-audit (dependency vulnerabilities)")
+    parser.add_argument("--sbom", metavar="FILE",
+                        help="also write a CycloneDX JSON SBOM of the runtime dependencies (requirements/runtime.lock) to FILE")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     results = scan(ROOT, audit=not args.no_audit)
@@ -409,6 +434,13 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.sarif).parent.mkdir(parents=True, exist_ok=True)
         Path(args.sarif).write_text(json.dumps(to_sarif(results), indent=2) + "\n", encoding="utf-8")
         print(f"SARIF 2.1.0 written to {args.sarif}")
+    if args.sbom:
+        try:
+            bom = write_sbom(Path(args.sbom))
+            print(f"CycloneDX SBOM ({len(bom.get('components', []))} runtime components) written to {args.sbom}")
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            failed = True
+            print(f"== sbom: ERROR\n   {exc}")
     print("security scan: " + ("FAILED" if failed else "passed"))
     return 1 if failed else 0
 
