@@ -1,8 +1,8 @@
 """Small files in the instance folder that every process of an instance maps into memory.
 
-Workers share a few numbers this way (the revocation epoch, which processes are verifying a known
-device): a mapped file is read without a system call, and it needs nothing beyond the instance
-folder. Only processes on one host (with one instance folder) see each other.
+Workers share a number this way (which processes are verifying a known device): a mapped file is
+read without a system call, and it needs nothing beyond the instance folder. Only processes on one
+host (with one instance folder) see each other.
 """
 
 from __future__ import annotations
