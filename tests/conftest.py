@@ -7,6 +7,7 @@ import io
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def make_env(tmp_path, **overrides) -> dict:
         "AUTHSVC_ENV": "production",
         "AUTHSVC_SECRET_KEY": STRONG_KEY,
         "AUTHSVC_POLICY": TEST_POLICY,
-        "AUTHSVC_DATABASE_URL": f"sqlite:///{tmp_path / 'authsvc.core.db'}",
+        "AUTHSVC_DATABASE_URL": f"sqlite:///{tmp_path / 'authsvc.db'}",
         "AUTHSVC_PUBLIC_URL": HTTPS,
         "AUTHSVC_REDIRECT_ALLOWED_ORIGINS": "https://app.example.test",
     }
@@ -170,6 +171,23 @@ def run_cli(monkeypatch, tmp_path, *argv, stdin: str | None = None) -> int:
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     return cli.main(list(argv))
+
+
+# What another process changes (a worker, an instance, an `authsvc` command) reaches /auth/verify within
+# its cache's lifetime: sessions.verify_cache_seconds, which `authsvc check` keeps at most 1 s.
+REVOCATION_BOUND_SECONDS = 1.0
+
+
+def settles_within(check, expected, *, bound: float = REVOCATION_BOUND_SECONDS) -> None:
+    """Poll ``check()`` for 1.5 x ``bound``: every call made after ``bound`` must answer
+    ``expected``, and so must the last one (only earlier calls may still get the old answer)."""
+    started = time.monotonic()
+    answers = []  # (called at, answer)
+    while (called := time.monotonic() - started) < bound * 1.5:
+        answers.append((round(called, 3), check()))
+        time.sleep(0.05)
+    late = [a for a in answers if a[0] > bound and a[1] != expected]
+    assert not late and answers[-1][1] == expected, f"expected {expected!r} from {bound} s on: {answers}"
 
 
 os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")

@@ -38,10 +38,11 @@ _BY_ID = sa.select(*_COLUMNS).where(users.c.id == sa.bindparam("id"))
 
 
 class AccountStore:
-    def __init__(self, engine: Engine, clock: Callable[[], float], revocations=None) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float],
+                 on_sessions_ended: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self.clock = clock
-        self.revocations = revocations  # moved when an account is disabled: see authsvc.revocation
+        self.on_sessions_ended = on_sessions_ended  # called when disabling ends the account's sessions
 
     def _one(self, statement, params: dict) -> Account | None:
         with self.engine.connect() as conn:
@@ -77,8 +78,8 @@ class AccountStore:
     def set_disabled(self, user_id: int, disabled: bool) -> None:
         with self.engine.begin() as conn:
             conn.execute(users.update().where(users.c.id == user_id).values(disabled=disabled))
-        if disabled and self.revocations is not None:
-            self.revocations.bump()
+        if disabled and self.on_sessions_ended is not None:
+            self.on_sessions_ended()  # after the commit (see VerifyCache.put)
 
     def all(self) -> list[Account]:
         with self.engine.connect() as conn:

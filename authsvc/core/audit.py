@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger("authsvc.core.audit")
+logger = logging.getLogger("authsvc.audit")
 
 FORBIDDEN = frozenset({"password", "new_password", "current_password", "token", "cookie", "secret",
                        "secret_key", "validator", "csrf_token", "session"})

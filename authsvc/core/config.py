@@ -201,7 +201,7 @@ def from_env(environ: Mapping[str, str] | None = None, *, instance_path: str | N
             raise ConfigError(f"AUTHSVC_PUBLIC_URL: {exc}") from None
 
     cookie_domain = (environ.get("AUTHSVC_COOKIE_DOMAIN") or "").strip().lower() or None
-    database_url = environ.get("AUTHSVC_DATABASE_URL") or f"sqlite:///{instance / 'authsvc.core.db'}"
+    database_url = environ.get("AUTHSVC_DATABASE_URL") or f"sqlite:///{instance / 'authsvc.db'}"
     return Settings(
         env=env,
         secret_key=secret,

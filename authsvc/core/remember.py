@@ -25,7 +25,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -34,9 +34,6 @@ from sqlalchemy.engine import Engine
 from authsvc.core.models import remember_tokens, sessions, users
 from authsvc.core.policy import SessionPolicy
 from authsvc.core.sessions import end_if_unused
-
-if TYPE_CHECKING:
-    from authsvc.revocation import RevocationEpoch
 
 _PART = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
 
@@ -157,15 +154,15 @@ def split_cookie(payload: object) -> tuple[str, str] | None:
 
 
 class RememberStore:
-    """``revocations`` is moved after a transaction that ended a session (an unused successor's)."""
+    """``on_sessions_ended`` is called after a transaction that ended a session (an unused successor's)."""
 
     def __init__(self, engine: Engine, policy: SessionPolicy, clock: Callable[[], float],
-                 serializer: URLSafeSerializer, *, revocations: RevocationEpoch | None = None) -> None:
+                 serializer: URLSafeSerializer, *, on_sessions_ended: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self.policy = policy
         self.clock = clock
         self.serializer = serializer
-        self.revocations = revocations
+        self.on_sessions_ended = on_sessions_ended
 
     def issue(self, user_id: int, client_ip: str, user_agent: str, expires_at: float | None = None,
               conn=None, *, session_id: int | None = None) -> tuple[str, float]:
@@ -279,8 +276,8 @@ class RememberStore:
         return row.s_session_id
 
     def _sessions_ended(self, session_id: int | None) -> None:
-        if session_id is not None and self.revocations is not None:
-            self.revocations.bump()  # after the commit (see RevocationEpoch.bump)
+        if session_id is not None and self.on_sessions_ended is not None:
+            self.on_sessions_ended()  # after the commit (see VerifyCache.put)
 
     def attach(self, cookie: str, session_id: int) -> None:
         """Record which session a freshly rotated token started (it is issued before the session)."""

@@ -20,7 +20,6 @@ from authsvc.core.models import remember_tokens, sessions, users
 from authsvc.core.policy import SessionPolicy
 
 if TYPE_CHECKING:
-    from authsvc.revocation import RevocationEpoch
     from authsvc.core.verify_cache import VerifyCache
 
 LIVE = "live"
@@ -71,8 +70,8 @@ def first_use(rec: SessionRecord) -> bool:
 def end_if_unused(conn, session_id: int, now: float, reason: str) -> bool:
     """End ``session_id`` inside the caller's transaction, but only if no request has used it yet;
     True if so. Its first use (:meth:`SessionStore.authenticate`) is a write that waits for, and
-    then loses to, this one: a session is never both ended as unused and used. The caller moves the
-    revocation epoch after its commit."""
+    then loses to, this one: a session is never both ended as unused and used. The caller reports
+    the ended session (``on_sessions_ended``) after its commit."""
     return conn.execute(sessions.update().where(sessions.c.id == session_id, sessions.c.used_at.is_(None)).values(
         revoked_at=sa.func.coalesce(sessions.c.revoked_at, now),
         revoke_reason=sa.func.coalesce(sessions.c.revoke_reason, reason))).rowcount == 1
@@ -104,20 +103,21 @@ _REVOKE_IDS = sessions.update().where(sessions.c.id.in_(sa.bindparam("ids", expa
 
 
 class SessionStore:
-    """``revocations`` is moved after every change that ends sessions (so ``cache``, and the other
-    workers' caches, stop answering for them); ``cache`` serves :meth:`authenticate` when asked."""
+    """``cache`` serves :meth:`authenticate` when asked. ``on_sessions_ended`` is called after every
+    commit that ended sessions (the app hands in the verify cache's ``invalidate``, so this process
+    stops answering for them at once; other processes' caches let go within their lifetime)."""
 
     def __init__(self, engine: Engine, policy: SessionPolicy, clock: Callable[[], float], *,
-                 revocations: RevocationEpoch | None = None, cache: VerifyCache | None = None) -> None:
+                 cache: VerifyCache | None = None, on_sessions_ended: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self.policy = policy
         self.clock = clock
-        self.revocations = revocations
         self.cache = cache
+        self.on_sessions_ended = on_sessions_ended
 
     def _ended(self, count: int) -> None:
-        if count and self.revocations is not None:
-            self.revocations.bump()
+        if count and self.on_sessions_ended is not None:
+            self.on_sessions_ended()
 
     def create(self, user_id: int, client_ip: str, user_agent: str, remembered: bool,
                not_after: float | None = None) -> tuple[str, int]:
@@ -135,7 +135,7 @@ class SessionStore:
                 "client_ip": client_ip[:64], "user_agent": user_agent[:256],
             }).one()
             capped = self._enforce_cap(conn, user_id, now)
-        self._ended(capped)  # after the commit (see RevocationEpoch.bump)
+        self._ended(capped)  # after the commit (see VerifyCache.put)
         return token, row.id
 
     def _enforce_cap(self, conn, user_id: int, now: float) -> int:
@@ -169,7 +169,7 @@ class SessionStore:
                 now = self.clock()
                 if session_verdict(rec, now, self.policy) == LIVE and not needs_touch(rec, now, self.policy):
                     return rec, LIVE
-            mark = cache.mark()  # before the read
+            generation = cache.generation()  # before the read
         rec = self._load(digest)
         now = self.clock()
         verdict = session_verdict(rec, now, self.policy)
@@ -193,7 +193,7 @@ class SessionStore:
                     conn.execute(sessions.update().where(sessions.c.id == rec.id).values(last_seen_at=now))
             if cache is not None:
                 cache.put(digest, replace(rec, last_seen_at=now, used_at=rec.used_at or now) if touched else rec,
-                          mark)
+                          generation)
         return rec, verdict
 
     def revoke(self, session_id: int, reason: str, user_id: int | None = None, *, presented: bool = False) -> bool:

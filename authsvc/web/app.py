@@ -30,7 +30,6 @@ from authsvc.core.policy import Policy
 from authsvc.web.proxies import TrustedProxies
 from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules
 from authsvc.core.remember import RememberStore
-from authsvc.revocation import RevocationEpoch
 from authsvc.core.sessions import SessionStore
 from authsvc.core.signing import serializer, timed_serializer
 from authsvc.web.session_cookie import SessionInterface
@@ -160,9 +159,10 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     engine = make_engine(settings.database_url)
     storage = make_storage(settings.ratelimit_storage_uri)
     metrics = Metrics()
-    revocations = RevocationEpoch.in_folder(settings.instance_path)
     cache_seconds = policy.sessions.verify_cache_seconds
-    verify_cache = VerifyCache(cache_seconds, revocations) if revocations is not None and cache_seconds > 0 else None
+    verify_cache = VerifyCache(cache_seconds) if cache_seconds > 0 else None
+    # Whatever ends sessions tells this process's cache; other processes' entries expire (<= 1 s).
+    sessions_ended = verify_cache.invalidate if verify_cache is not None else None
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
         redirect_rules=_redirect_rules(settings),
@@ -170,10 +170,10 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         blocklist=load_default_blocklist(),
         hasher=Hasher(policy.argon2, metrics.argon2_seconds.observe,
                       in_progress=metrics.hashing_in_progress.track_inprogress),
-        accounts=AccountStore(engine, clock, revocations),
-        sessions=SessionStore(engine, policy.sessions, clock, revocations=revocations, cache=verify_cache),
+        accounts=AccountStore(engine, clock, sessions_ended),
+        sessions=SessionStore(engine, policy.sessions, clock, cache=verify_cache, on_sessions_ended=sessions_ended),
         remember=RememberStore(engine, policy.sessions, clock, serializer(
-            settings.secret_key, settings.secret_key_fallbacks, "authsvc.core.remember"), revocations=revocations),
+            settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember"), on_sessions_ended=sessions_ended),
         devices=DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks,
                                                "authsvc.device"), policy.throttle.device_cookie_lifetime_days),
         known_devices=DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,

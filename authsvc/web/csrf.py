@@ -34,7 +34,7 @@ from werkzeug.exceptions import BadRequest
 
 SESSION_KEY = "csrf_token"
 FIELD = "csrf_token"
-SALT = "authsvc.web.csrf"
+SALT = "authsvc.csrf"
 PROTECTED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TIME_LIMIT_SECONDS = 3600  # a form left open longer is reloaded (Flask-WTF's limit, kept)
 MESSAGE = "The form expired or was not sent by this site. Reload the page and try again."
@@ -87,13 +87,13 @@ def csrf_token() -> str:
     if "csrf_signed" not in g:
         if not isinstance(session.get(SESSION_KEY), str):
             session[SESSION_KEY] = new_session_value()
-        g.csrf_signed = current_app.extensions["authsvc.web.csrf"].dumps(session[SESSION_KEY])
+        g.csrf_signed = current_app.extensions["authsvc.csrf"].dumps(session[SESSION_KEY])
     return g.csrf_signed
 
 
 def init_app(app: Flask, serializer: URLSafeTimedSerializer, max_age: int) -> None:
     """Check every state-changing request to a route; a failure raises :class:`CSRFError`."""
-    app.extensions["authsvc.web.csrf"] = serializer
+    app.extensions["authsvc.csrf"] = serializer
     app.jinja_env.globals["csrf_token"] = csrf_token
     signer = serializer.make_signer(serializer.salt)  # its clock is the one tokens are signed by
 

@@ -3,7 +3,7 @@
 The ``authsvc`` logger gets exactly one handler per process, whatever the number of
 :func:`~authsvc.web.app.create_app` calls (tests make hundreds of apps): :func:`configure` with the
 destination already in place does nothing, and a different destination replaces the handler.
-Audit events (logger ``authsvc.core.audit``) arrive already formatted by :func:`authsvc.core.audit.format_event`;
+Audit events (logger ``authsvc.audit``) arrive already formatted by :func:`authsvc.core.audit.format_event`;
 every other ``authsvc`` line (errors, Flask's ``authsvc.web.app``) is wrapped in the same JSON shape.
 A filter on the handler stamps the request id on every line.
 
@@ -26,7 +26,7 @@ import threading
 from authsvc.core.audit import iso_utc
 from authsvc.core.config import DEFAULT_SYSLOG_SOCKET, parse_destination
 
-AUDIT_LOGGER = "authsvc.core.audit"
+AUDIT_LOGGER = "authsvc.audit"
 MAX_MESSAGE = 2000
 MAX_TRACEBACK = 8000
 

@@ -237,7 +237,7 @@ def served_env(folder: Path, public_url: str = "https://auth.example.test", **se
         "AUTHSVC_ENV": "production",
         "AUTHSVC_SECRET_KEY": STRONG_KEY,
         "AUTHSVC_POLICY": TEST_POLICY,
-        "AUTHSVC_DATABASE_URL": f"sqlite:///{folder / 'authsvc.core.db'}",
+        "AUTHSVC_DATABASE_URL": f"sqlite:///{folder / 'authsvc.db'}",
         "AUTHSVC_INSTANCE_PATH": str(folder / "instance"),
         "AUTHSVC_PUBLIC_URL": public_url,
         "AUTHSVC_TRUSTED_PROXIES": "1",

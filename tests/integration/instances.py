@@ -89,10 +89,11 @@ def deployment_env(folder: Path, *, database_url: str, storage_uri: str, key_pre
     return env
 
 
-def cli(env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """``authsvc ARGS`` as an operator runs it, with ``env``."""
+def cli(env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 60,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``authsvc ARGS`` as an operator runs it, with ``env`` (from ``cwd``, else the tests' own directory)."""
     return subprocess.run([*authsvc_command(), *args], env=env, input=stdin, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, cwd=cwd)
 
 
 @dataclass

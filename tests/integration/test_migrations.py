@@ -58,7 +58,7 @@ IP, UA = "198.51.100.7", "Mozilla/5.0 (X11) MigratedBrowser/1"
 def database(request, tmp_path):
     """An empty database of each kind: its URL."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'authsvc.core.db'}"
+        yield f"sqlite:///{tmp_path / 'authsvc.db'}"
     else:
         with pg_schema("migr") as (_name, url):
             yield url

@@ -67,7 +67,7 @@ pytestmark = pytest.mark.integration
 POLICY = load_policy(TEST_POLICY)
 # The spec's bound: a revocation reaches every instance within one second, cache or no cache.
 REVOCATION_BOUND_SECONDS = 1.0
-USERS = ("pat", "dex", "lou", "pam", "rev", "vic", "rem", "sam", "lb", "thf", "lor", "two")
+USERS = ("pat", "dex", "lou", "pam", "rev", "vic", "rem", "sam", "lb", "thf", "lor", "two", "ops")
 LOADBALANCER = ROOT / "deploy" / "nginx" / "loadbalancer.conf"
 
 
@@ -267,6 +267,40 @@ def test_cli_sessions_revoke_is_401_on_both_instances_within_one_second(deployme
     assert max(accepted_for) <= REVOCATION_BOUND_SECONDS, \
         f"a revoked session was still accepted {accepted_for} s after `authsvc sessions revoke`"
     assert [bystander.verify(i) for i in deployment.both] == [200, 200], "another user's session was ended"
+
+
+@pytest.mark.asvs("V7.4.5")
+def test_cli_sessions_revoke_run_from_another_directory_is_401_within_one_second(deployment, tmp_path):
+    """The operator runs the command from wherever his shell is, with no AUTHSVC_INSTANCE_PATH: its
+    instance folder is its working directory's, shared with no server. The servers learn of the
+    revocation through the database alone: every worker's cached answer ends within its lifetime."""
+    b = logged_in_on(deployment.one, "ops", "198.51.100.65")
+    warm(deployment, b)
+    stop = threading.Event()
+    meanwhile: list[int] = []
+
+    def keep_warm():  # so the caches hold the session when the revocation commits
+        while not stop.is_set():
+            meanwhile.extend(b.verify(instance) for instance in deployment.both)
+            time.sleep(0.02)
+    warming = threading.Thread(target=keep_warm)
+    warming.start()
+    try:
+        home = tmp_path / "operator-home"
+        home.mkdir()
+        env = {k: v for k, v in deployment.env.items() if k != "AUTHSVC_INSTANCE_PATH"}
+        revoked = cli(env, "sessions", "revoke", "ops", cwd=home)
+    finally:
+        stop.set()
+        warming.join()
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked 1 session(s)" in revoked.stdout, revoked.stdout
+    assert 200 in meanwhile and set(meanwhile) <= {200, 401}, meanwhile
+    accepted_for = parallel(
+        lambda: seconds_until_refused(lambda: b.verify(deployment.one), bound=REVOCATION_BOUND_SECONDS),
+        lambda: seconds_until_refused(lambda: b.verify(deployment.two), bound=REVOCATION_BOUND_SECONDS))
+    assert max(accepted_for) <= REVOCATION_BOUND_SECONDS, \
+        f"the revoked session was still accepted {accepted_for} s after `authsvc sessions revoke` from {home}"
 
 
 # --- races between instances -------------------------------------------------------------------------

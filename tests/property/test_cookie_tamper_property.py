@@ -289,7 +289,7 @@ def test_payload_resigned_with_another_key_is_refused(world, key, as_bob):
     (SESSION_SALT, hashlib.sha1),          # Flask's default digest, ASVS appendix C "legacy"
     (SESSION_SALT, hashlib.md5),
     ("cookie-session", hashlib.sha256),    # Flask's default salt
-    ("authsvc.core.remember", hashlib.sha256),  # another purpose's salt
+    ("authsvc.remember", hashlib.sha256),  # another purpose's salt
     ("authsvc.device", hashlib.sha256),
 ])
 def test_payload_signed_with_the_real_key_but_wrong_digest_or_salt_is_refused(world, salt, digest):

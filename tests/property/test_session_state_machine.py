@@ -119,7 +119,7 @@ class SessionMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="authsvc-sm-")
-        shutil.copy(_template() / "authsvc.core.db", self.tmp)  # migrated, users in: only the app is new
+        shutil.copy(_template() / "authsvc.db", self.tmp)  # migrated, users in: only the app is new
         self.clock = Clock()
         self.app = build_app(Path(self.tmp), self.clock, AUTHSVC_POLICY=str(_template() / "policy.toml"))
         self.svc = self.app.extensions["authsvc"]

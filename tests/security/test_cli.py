@@ -390,7 +390,7 @@ def upgraded_db(tmp_path_factory):
     where = tmp_path_factory.mktemp("checked-db")
     result = run_cli(where, "db", "upgrade")
     assert result.returncode == 0, result.stderr
-    return f"sqlite:///{where / 'authsvc.core.db'}"
+    return f"sqlite:///{where / 'authsvc.db'}"
 
 
 def check_in_process(tmp_path, monkeypatch, capsys, **overrides) -> tuple[int, str]:

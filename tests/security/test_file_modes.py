@@ -50,10 +50,10 @@ def open_database(url: str):
 @pytest.mark.parametrize("umask", UMASKS, indirect=True)
 def test_a_new_sqlite_database_its_wal_and_shm_are_owner_only_whatever_the_umask(tmp_path, umask):
     folder = tmp_path / "var" / "authsvc"
-    engine, conn = open_database(f"sqlite:///{folder / 'authsvc.core.db'}")
+    engine, conn = open_database(f"sqlite:///{folder / 'authsvc.db'}")
     try:
         files = {p.name: mode(p) for p in folder.iterdir()}
-        assert {"authsvc.core.db", "authsvc.core.db-wal", "authsvc.core.db-shm"} <= set(files)
+        assert {"authsvc.db", "authsvc.db-wal", "authsvc.db-shm"} <= set(files)
         assert files == dict.fromkeys(files, 0o600), f"umask {umask:03o}: {files}"
         assert mode(folder) == 0o700
     finally:
@@ -64,10 +64,10 @@ def test_a_new_sqlite_database_its_wal_and_shm_are_owner_only_whatever_the_umask
 @pytest.mark.parametrize("umask", UMASKS[:1], indirect=True)
 def test_a_relative_sqlite_path_gets_the_same_modes(tmp_path, umask, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    engine, conn = open_database("sqlite:///data/authsvc.core.db")
+    engine, conn = open_database("sqlite:///data/authsvc.db")
     try:
-        assert mode(tmp_path / "data") == 0o700 and mode(tmp_path / "data" / "authsvc.core.db") == 0o600
-        assert mode(tmp_path / "data" / "authsvc.core.db-wal") == 0o600
+        assert mode(tmp_path / "data") == 0o700 and mode(tmp_path / "data" / "authsvc.db") == 0o600
+        assert mode(tmp_path / "data" / "authsvc.db-wal") == 0o600
     finally:
         conn.close()
         engine.dispose()
@@ -79,21 +79,21 @@ def test_in_an_existing_open_folder_the_new_database_is_still_owner_only_and_che
     folder = tmp_path / "shared"
     folder.mkdir(mode=0o755)
     os.chmod(folder, 0o755)
-    url = f"sqlite:///{folder / 'authsvc.core.db'}"
+    url = f"sqlite:///{folder / 'authsvc.db'}"
     engine, conn = open_database(url)
     conn.close()
     engine.dispose()
     assert mode(folder) == 0o755, "an existing folder's mode is the operator's choice"
-    assert mode(folder / "authsvc.core.db") == 0o600
+    assert mode(folder / "authsvc.db") == 0o600
     code, shown = check_in_process(tmp_path, monkeypatch, capsys, AUTHSVC_DATABASE_URL=url)
     assert code == 1
     assert f"warning: the database folder {folder} has mode 0755" in shown and f"Fix: chmod 700 {folder}" in shown
-    assert "authsvc.core.db has mode" not in shown
+    assert "authsvc.db has mode" not in shown
 
 
 @pytest.mark.parametrize("umask", UMASKS, indirect=True)
 def test_the_instance_folder_is_owner_only_whatever_the_umask(tmp_path, umask):
-    app = build_app(tmp_path, AUTHSVC_DATABASE_URL=f"sqlite:///{tmp_path / 'db' / 'authsvc.core.db'}")
+    app = build_app(tmp_path, AUTHSVC_DATABASE_URL=f"sqlite:///{tmp_path / 'db' / 'authsvc.db'}")
     app.extensions["authsvc"].engine.dispose()
     assert mode(tmp_path / "instance") == 0o700
     # development keeps a generated key there
@@ -108,10 +108,10 @@ def test_the_instance_folder_is_owner_only_whatever_the_umask(tmp_path, umask):
     pytest.param(0o604, 0o600, id="db-0604"), pytest.param(0o600, 0o644, id="wal-0644")])
 def test_check_reports_a_database_or_wal_file_others_can_read_with_the_chmod_that_fixes_it(
         tmp_path, monkeypatch, capsys, db_mode, wal_mode):
-    url = f"sqlite:///{tmp_path / 'authsvc.core.db'}"
+    url = f"sqlite:///{tmp_path / 'authsvc.db'}"
     engine, conn = open_database(url)
     try:
-        database, wal = tmp_path / "authsvc.core.db", tmp_path / "authsvc.core.db-wal"
+        database, wal = tmp_path / "authsvc.db", tmp_path / "authsvc.db-wal"
         os.chmod(database, db_mode)
         os.chmod(wal, wal_mode)
         code, shown = check_in_process(tmp_path, monkeypatch, capsys, AUTHSVC_DATABASE_URL=url)
@@ -149,7 +149,7 @@ def test_mode_problem_flags_any_group_or_other_bit(path, mode_, folder, fix):
 def test_the_installed_cli_makes_owner_only_files_under_the_umask_it_is_given(tmp_path, umask):
     """`authsvc db upgrade`, `user add` and `check`, as an operator runs them."""
     folder = tmp_path / "var"
-    env = cli_env(tmp_path, AUTHSVC_DATABASE_URL=f"sqlite:///{folder / 'authsvc.core.db'}")
+    env = cli_env(tmp_path, AUTHSVC_DATABASE_URL=f"sqlite:///{folder / 'authsvc.db'}")
     env["AUTHSVC_INSTANCE_PATH"] = str(tmp_path / "instance")
 
     def run(*args, input=None):
@@ -159,7 +159,7 @@ def test_the_installed_cli_makes_owner_only_files_under_the_umask_it_is_given(tm
     assert run("db", "upgrade").returncode == 0
     added = run("user", "add", "alice", "--password-stdin", input=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
-    assert mode(folder) == 0o700 and mode(folder / "authsvc.core.db") == 0o600
+    assert mode(folder) == 0o700 and mode(folder / "authsvc.db") == 0o600
     assert [p for p in folder.iterdir() if mode(p) != 0o600] == []
     checked = run("check")
     assert checked.returncode == 0 and "has mode" not in checked.stdout, checked.stdout

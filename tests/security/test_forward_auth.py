@@ -304,7 +304,7 @@ def test_every_location_verify_sends_is_on_the_allow_list(proxied, value):
 
 
 def test_rejected_original_url_is_audited(proxied, caplog):
-    with caplog.at_level(logging.INFO, logger="authsvc.core.audit"):
+    with caplog.at_level(logging.INFO, logger="authsvc.audit"):
         verify(proxied, headers={"X-Original-URL": "https://evil.example/notes"})
     events = [r.getMessage() for r in caplog.records if '"redirect_rejected"' in r.getMessage()]
     assert events and '"source":"verify"' in events[0] and '"reason":"host_not_allowed"' in events[0]

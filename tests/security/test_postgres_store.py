@@ -36,7 +36,7 @@ IP, UA = "198.51.100.7", "Mozilla/5.0 (X11) StoreTest/1"
 def backend(request, tmp_path):
     """The database URL of each backend: a file for SQLite, a fresh schema for PostgreSQL."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'authsvc.core.db'}"
+        yield f"sqlite:///{tmp_path / 'authsvc.db'}"
     else:
         with pg_schema("store") as (_name, url):
             yield url

@@ -37,6 +37,7 @@ from tests.conftest import (
     csrf,
     login,
     run_cli,
+    settles_within,
     verify,
 )
 
@@ -302,7 +303,7 @@ def _sign_session(secret: str, payload: dict, *, salt: str, digest) -> str:
     ("authsvc.session", hashlib.sha1),   # right key and salt, legacy SHA-1 (Flask's default digest)
     ("cookie-session", hashlib.sha1),    # Flask's stock session signer
     ("cookie-session", hashlib.sha256),  # stock salt: another Flask app with the same key
-    ("authsvc.core.remember", hashlib.sha256),  # another purpose's signer
+    ("authsvc.remember", hashlib.sha256),  # another purpose's signer
 ], ids=["sha1", "flask-default", "flask-salt-sha256", "remember-salt"])
 def test_session_cookie_signed_with_wrong_algorithm_or_purpose_is_rejected(app, svc, user, salt, digest):
     c = logged_in(app)
@@ -464,7 +465,8 @@ def test_cli_password_reset_ends_every_session(app, user, tmp_path, monkeypatch,
     assert run_cli(monkeypatch, tmp_path, "user", "passwd", "alice", "--password-stdin",
                    stdin=NEW_PASSWORD + "\n") == 0
     assert "2 session(s) ended" in capsys.readouterr().out
-    assert (verify(a), verify(b), api(a)) == (401, 401, 401)
+    assert api(a) == 401
+    settles_within(lambda: (verify(a), verify(b)), (401, 401))  # another process's change: the cache's bound
     assert login(browser(app, ip="198.51.100.3")).status_code == 401  # old password gone
     assert login(browser(app, ip="198.51.100.4"), password=NEW_PASSWORD).status_code == 303
 
@@ -474,7 +476,8 @@ def test_cli_disable_ends_every_session_of_the_account(app, user, tmp_path, monk
     add_user(app, "bob")
     a, bob = logged_in(app, ip="198.51.100.1"), logged_in(app, "bob", ip="198.51.100.2")
     assert run_cli(monkeypatch, tmp_path, "user", "disable", "alice") == 0
-    assert (verify(a), api(a), verify(bob)) == (401, 401, 200)
+    assert api(a) == 401
+    settles_within(lambda: (verify(a), verify(bob)), (401, 200))  # another process's change: the cache's bound
     assert run_cli(monkeypatch, tmp_path, "user", "enable", "alice") == 0
     assert verify(a) == 401, "re-enabling must not resurrect the ended sessions"
 
@@ -493,7 +496,8 @@ def test_cli_sessions_revoke_ends_that_users_sessions_only(app, user, tmp_path, 
     bob = logged_in(app, "bob", ip="198.51.100.3")
     assert run_cli(monkeypatch, tmp_path, "sessions", "revoke", "alice") == 0
     assert "revoked 2 session(s)" in capsys.readouterr().out
-    assert (verify(a1), verify(a2), api(a1), verify(bob)) == (401, 401, 401, 200)
+    assert api(a1) == 401
+    settles_within(lambda: (verify(a1), verify(a2), verify(bob)), (401, 401, 200))  # another process: as above
 
 
 @pytest.mark.asvs("V7.5.2")

@@ -443,7 +443,7 @@ def known_devices(svc, username: str = "alice") -> int:
 
 def throttled_reasons(caplog) -> list[str]:
     return [json.loads(r.getMessage()).get("reason") for r in caplog.records
-            if r.name == "authsvc.core.audit" and '"login_throttled"' in r.getMessage()]
+            if r.name == "authsvc.audit" and '"login_throttled"' in r.getMessage()]
 
 
 def test_the_known_device_defaults_are_these(svc):
@@ -954,7 +954,7 @@ def test_every_limit_answers_with_the_same_429_page(tmp_path, clock, caplog):
     assert pages[0] == pages[1] == pages[2]
     # Three different limits fired: only the audit log says which.
     reasons = [json.loads(r.getMessage()).get("reason") for r in caplog.records
-               if r.name == "authsvc.core.audit" and '"login_throttled"' in r.getMessage()]
+               if r.name == "authsvc.audit" and '"login_throttled"' in r.getMessage()]
     assert reasons[:2] == ["backoff", "global"] and reasons[-1] == "per_client"
 
 

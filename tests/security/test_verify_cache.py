@@ -1,19 +1,18 @@
 """/auth/verify's cache and fast path: what a short-lived answer must never let through.
 
 verify answers a live session below Flask (:class:`authsvc.web.views.verify.FastPath`), from a
-per-process cache (:mod:`authsvc.core.verify_cache`) that the instance's revocation epoch
-(:mod:`authsvc.revocation`) invalidates. The threats: a revocation, logout or disabled account
-that one worker process knows about and another keeps answering 200 for; another instance
-answering for longer than ``sessions.verify_cache_seconds``; a cached record outliving its idle or
-absolute timeout; a fast answer missing the security headers the Flask view sends; a cache that
-grows with the number of users. Two apps built on one ``tmp_path`` share the database and the
-instance folder: two worker processes of one instance.
+per-process cache (:mod:`authsvc.core.verify_cache`) whose entries live at most
+``sessions.verify_cache_seconds`` (1 s at most) and which the process that ends a session empties
+at once. The threats: a revocation, logout or disabled account that the process which made it keeps
+answering 200 for; another worker process, another instance or an ``authsvc`` command's change
+answered for longer than ``sessions.verify_cache_seconds``; a record read before a revocation
+cached after it; a cached record outliving its idle or absolute timeout; a fast answer missing the
+security headers the Flask view sends; a cache that grows with the number of users. Two apps built
+on one ``tmp_path`` share the database: two worker processes of one instance.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,8 +21,7 @@ from flask import request_started
 
 from authsvc.core import config, db
 from authsvc.web.app import create_app
-from authsvc.core.models import sessions, users
-from authsvc.revocation import RevocationEpoch
+from authsvc.core.models import users
 from authsvc.core.verify_cache import VerifyCache
 from tests.conftest import (
     TEST_POLICY,
@@ -34,6 +32,7 @@ from tests.conftest import (
     login,
     make_env,
     new_client,
+    run_cli,
     verify,
 )
 
@@ -50,14 +49,9 @@ class Monotonic:
         return self.now
 
 
-def bump_in_another_process(path: str) -> None:
-    code = "import sys; from authsvc.revocation import RevocationEpoch; RevocationEpoch(sys.argv[1]).bump()"
-    subprocess.run([sys.executable, "-c", code, path], check=True)
-
-
 def frozen_cache(app) -> Monotonic:
     """Stop the cache's clock, so that an entry expires only when a test says so (not because the
-    machine was slow): a revocation then passes only through the epoch."""
+    machine was slow): before that, only the process's own invalidation ends it."""
     tick = app.extensions["authsvc"].sessions.cache.clock = Monotonic()
     return tick
 
@@ -81,10 +75,17 @@ def alice(app, user):
 
 @pytest.fixture
 def worker_b(tmp_path, clock, app):
-    """A second worker process of the same instance: same database, same instance folder."""
+    """A second worker process of the same instance: same database, its own cache (stopped)."""
     app = build_app(tmp_path, clock)
     frozen_cache(app)
     return app
+
+
+def cache_lifetime_passes(*apps) -> None:
+    """``sessions.verify_cache_seconds`` pass on the stopped cache clocks of ``apps``."""
+    for app in apps:
+        cache = app.extensions["authsvc"].sessions.cache
+        cache.clock.now += cache.ttl
 
 
 def other_instance(tmp_path, clock):
@@ -95,53 +96,84 @@ def other_instance(tmp_path, clock):
     return app
 
 
-# --- revocation reaches every worker at once --------------------------------------------------------
+# --- revocation: at once in the process that made it, within verify_cache_seconds elsewhere ----------
+# Another worker process hears of nothing (no shared file): its cached answer ends with the entry.
 
 @pytest.mark.asvs("V7.4.1")
-def test_logout_in_one_worker_is_refused_at_once_by_another_workers_warm_cache(app, alice, worker_b):
+def test_logout_is_refused_at_once_by_its_worker_and_within_verify_cache_seconds_by_another(app, alice, worker_b):
     b = copy_of(worker_b, alice)
     assert verify(b) == 200  # cached in worker B too
+    warm = copy_of(app, alice)
+    assert verify(warm) == 200  # and in this worker
     assert alice.post("/logout", data={"csrf_token": csrf(alice, "/")}).status_code == 303
+    assert verify(warm) == 401
+    cache_lifetime_passes(worker_b)
     assert verify(b) == 401
 
 
 @pytest.mark.asvs("V7.4.2")
-def test_disabling_an_account_is_refused_at_once_by_every_worker(app, svc, user, alice, worker_b):
+def test_disabling_an_account_is_refused_at_once_by_its_worker_and_within_verify_cache_seconds_by_every_other(
+        app, svc, user, alice, worker_b):
     b = copy_of(worker_b, alice)
     assert verify(b) == 200
     svc.accounts.set_disabled(user.id, True)
-    assert (verify(alice), verify(b)) == (401, 401)
+    assert verify(alice) == 401
+    cache_lifetime_passes(worker_b)
+    assert verify(b) == 401
 
 
 @pytest.mark.asvs("V7.4.5")
-def test_a_revocation_signalled_by_another_process_is_refused_at_once(app, svc, alice, worker_b):
+def test_a_revocation_by_the_cli_is_refused_by_every_worker_within_verify_cache_seconds(app, alice, worker_b,
+                                                                                         tmp_path, monkeypatch):
     b = copy_of(worker_b, alice)
     assert verify(b) == 200
-    with svc.engine.begin() as conn:  # what `authsvc sessions revoke` does, from its own process:
-        conn.execute(sessions.update().values(revoked_at=1.0, revoke_reason="admin_revoked"))
-    bump_in_another_process(svc.sessions.revocations.path)
+    assert run_cli(monkeypatch, tmp_path, "sessions", "revoke", "alice") == 0  # its own app: another process
+    cache_lifetime_passes(app, worker_b)
     assert (verify(alice), verify(b)) == (401, 401)
 
 
-def test_session_cap_revocation_in_one_worker_is_refused_by_another(app, svc, user, worker_b, clock):
+def test_session_cap_revocation_is_refused_at_once_by_its_worker_and_within_verify_cache_seconds_by_another(
+        app, svc, user, worker_b, clock):
     frozen_cache(app)
     first = new_client(app)
     assert login(first).status_code == 303
-    b = copy_of(worker_b, first)
-    assert verify(b) == 200
-    for i in range(svc.policy.sessions.max_sessions_per_user):
+
+    def another_login(i):
         clock.advance(6)  # within throttle.successes_per_account (10 a minute)
         c = new_client(app)
         c.environ_base["REMOTE_ADDR"] = f"198.51.100.{i + 1}"
         assert login(c).status_code == 303
-    assert verify(b) == 401, "the oldest session was ended by the cap"
+
+    for i in range(svc.policy.sessions.max_sessions_per_user - 1):
+        another_login(i)
+    b = copy_of(worker_b, first)
+    assert (verify(first), verify(b)) == (200, 200)  # cached in both workers, nothing to touch for a minute
+    another_login(svc.policy.sessions.max_sessions_per_user)
+    assert verify(first) == 401, "the oldest session was ended by the cap"
+    cache_lifetime_passes(worker_b)
+    assert verify(b) == 401
 
 
-def test_the_epoch_is_one_number_for_every_process_using_the_folder(tmp_path):
-    here = RevocationEpoch(str(tmp_path / "epoch"))
-    before = here.current()
-    bump_in_another_process(here.path)
-    assert here.current() == before + 1
+def test_a_record_read_before_sessions_ended_is_not_cached_after_it(app, svc, user):
+    """A verify that read the record just before a revocation committed, and stores it just after,
+    must not make the revoked session live again for the cache's lifetime."""
+    cache = VerifyCache(0.5, clock=Monotonic())
+    record = svc.sessions.load(svc.sessions.create(user.id, "198.51.100.1", "ua", False)[0])
+    before = cache.generation()  # the read starts
+    cache.invalidate()           # a revocation commits
+    cache.put(b"token", record, before)
+    assert cache.get(b"token") is None
+    cache.put(b"token", record, cache.generation())  # a read after the revocation is kept
+    assert cache.get(b"token") is record
+
+
+def test_ending_sessions_drops_every_cached_entry_of_the_process(app, svc, user):
+    cache = VerifyCache(0.5, clock=Monotonic())
+    record = svc.sessions.load(svc.sessions.create(user.id, "198.51.100.1", "ua", False)[0])
+    for i in range(3):
+        cache.put(bytes([i]), record, cache.generation())
+    cache.invalidate()
+    assert [cache.get(bytes([i])) for i in range(3)] == [None] * 3 and len(cache) == 0
 
 
 # --- another instance: within verify_cache_seconds --------------------------------------------------
@@ -155,7 +187,7 @@ def test_another_instance_refuses_a_revoked_session_within_verify_cache_seconds(
     assert alice.post("/logout", data={"csrf_token": csrf(alice, "/")}).status_code == 303
     assert verify(alice) == 401
     tick.now += svc.policy.sessions.verify_cache_seconds * 0.9
-    assert verify(there) == 200, "the other instance is not signalled: only the cache lifetime bounds it"
+    assert verify(there) == 200, "the other instance is not told: only the cache lifetime bounds it"
     tick.now += svc.policy.sessions.verify_cache_seconds * 0.1
     assert verify(there) == 401
 
@@ -163,7 +195,7 @@ def test_another_instance_refuses_a_revoked_session_within_verify_cache_seconds(
 def test_a_change_made_directly_in_the_database_is_seen_within_verify_cache_seconds(app, svc, user, alice):
     tick = svc.sessions.cache.clock
     assert verify(alice) == 200
-    with svc.engine.begin() as conn:  # no store involved: nothing moves the epoch
+    with svc.engine.begin() as conn:  # no store involved: nothing invalidates the cache
         conn.execute(users.update().where(users.c.id == user.id).values(disabled=True))
     tick.now += svc.policy.sessions.verify_cache_seconds
     assert verify(alice) == 401
@@ -282,17 +314,21 @@ def test_a_live_session_is_answered_without_flasks_request_hooks(app, alice):
 
 # --- configuration and bounds ------------------------------------------------------------------------
 
-def test_an_unusable_instance_folder_turns_the_cache_off_and_verify_still_works(tmp_path, clock):
+def test_the_cache_needs_no_instance_folder(tmp_path, clock):
+    """Nothing of the cache lives in a file: an unusable instance folder changes nothing about it."""
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")
     settings = config.from_env(make_env(tmp_path), instance_path=str(blocked))
     app = create_app(settings, clock=clock)
     db.upgrade(app.extensions["authsvc"].engine)
-    assert app.extensions["authsvc"].sessions.cache is None
+    assert app.extensions["authsvc"].sessions.cache is not None
     add_user(app)
     c = new_client(app)
     assert login(c).status_code == 303
-    assert verify(c) == 200
+    copy = copy_of(app, c)
+    assert (verify(c), verify(copy)) == (200, 200)
+    assert c.post("/logout", data={"csrf_token": csrf(c, "/")}).status_code == 303
+    assert verify(copy) == 401
 
 
 def test_verify_cache_seconds_zero_turns_the_cache_off(tmp_path, clock):
@@ -304,13 +340,13 @@ def test_verify_cache_seconds_zero_turns_the_cache_off(tmp_path, clock):
 
 def test_the_cache_is_bounded_and_forgets_expired_entries(tmp_path, app, svc, user):
     tick = Monotonic()
-    cache = VerifyCache(0.5, RevocationEpoch(str(tmp_path / "epoch")), max_entries=3, clock=tick)
+    cache = VerifyCache(0.5, max_entries=3, clock=tick)
     record = svc.sessions.load(svc.sessions.create(user.id, "198.51.100.1", "ua", False)[0])
     for i in range(10):
-        cache.put(bytes([i]), record, cache.mark())
+        cache.put(bytes([i]), record, cache.generation())
     assert len(cache) == 3
     assert cache.get(bytes([9])) is record and cache.get(bytes([0])) is None
     tick.now += 0.5
     assert cache.get(bytes([9])) is None
-    cache.put(b"new", record, cache.mark())
+    cache.put(b"new", record, cache.generation())
     assert len(cache) == 1
