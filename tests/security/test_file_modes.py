@@ -93,9 +93,11 @@ def test_in_an_existing_open_folder_the_new_database_is_still_owner_only_and_che
 
 @pytest.mark.parametrize("umask", UMASKS, indirect=True)
 def test_the_instance_folder_is_owner_only_whatever_the_umask(tmp_path, umask):
-    app = build_app(tmp_path, AUTHSVC_DATABASE_URL=f"sqlite:///{tmp_path / 'db' / 'authsvc.db'}")
+    # The embedded default keeps its database in the instance folder, which the app creates.
+    app = build_app(tmp_path, AUTHSVC_DATABASE_URL=f"sqlite:///{tmp_path / 'instance' / 'authsvc.db'}")
     app.extensions["authsvc"].engine.dispose()
     assert mode(tmp_path / "instance") == 0o700
+    assert mode(tmp_path / "instance" / "authsvc.db") == 0o600
     # development keeps a generated key there
     config.from_env({"AUTHSVC_ENV": "development"}, instance_path=str(tmp_path / "dev" / "instance"))
     assert mode(tmp_path / "dev" / "instance") == 0o700
