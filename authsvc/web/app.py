@@ -149,7 +149,6 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         MAX_CONTENT_LENGTH=policy.limits.max_content_length,
         MAX_FORM_MEMORY_SIZE=policy.limits.max_content_length,
         MAX_FORM_PARTS=50,
-        SESSION_PROTECTION="strong",
         AUTHSVC_SETTINGS=settings,
     )
     if not settings.production:

@@ -2,9 +2,11 @@
 
 ``get_id()`` returns the session token (Flask-Login's alternative-token pattern), so the signed
 Flask session cookie holds only that opaque token, and the user loader accepts it only while the
-record is live. Flask-Login's own remember-me (``user id | HMAC``, never revocable) is switched off:
-:mod:`authsvc.core.remember` replaces it. Session protection is "strong", with the client identity taken
-from ProxyFix's address (Flask-Login's default trusts the first X-Forwarded-For hop).
+record is live. Flask-Login's own remember-me (``user id | HMAC``, never revocable) is switched off
+through its public settings: :mod:`authsvc.core.remember` replaces it. Strong session protection is
+authsvc's own (:func:`_before_request`), bound to :func:`binding_identifier` of ProxyFix's address:
+Flask-Login's takes no identifier through its public settings, and its default trusts the first
+X-Forwarded-For hop.
 """
 
 from __future__ import annotations
@@ -58,19 +60,13 @@ class AuthUser(flask_login.UserMixin):
         return not self.record.user_disabled
 
 
-class LoginManager(flask_login.LoginManager):
-    def __init__(self) -> None:
-        super().__init__()
-        self._session_identifier_generator = session_identifier
-        self.session_protection = "strong"
+# The session keys Flask-Login's login_user writes: what strong protection drops from a moved session.
+LOGIN_KEYS = ("_user_id", "_id", "_fresh")
 
-    def _load_user_from_remember_cookie(self, cookie):  # Flask-Login's remember-me is off
-        return None
-
-    def _update_remember_cookie(self, response):
-        session.pop("_remember", None)
-        session.pop("_remember_seconds", None)
-        return response
+# Flask-Login reads its remember cookie only when the request carries a cookie of this name, and no
+# client can send one: a cookie name is an RFC 6265 token, which has no spaces (Werkzeug's parser
+# agrees). So its remember-me is never read, and never written (login_user is never asked to remember).
+FLASK_LOGIN_REMEMBER_COOKIE = "authsvc never reads flask-login remember cookies"
 
 
 def is_session_token(value: object) -> bool:
@@ -96,10 +92,15 @@ def load_user(token: str) -> AuthUser | None:
 
 def _before_request() -> None:
     g.request_id = request_id(request.headers.get("X-Request-ID", ""))
-    # Strong protection: a changed address or user agent ends the server-side session too, not
-    # just this cookie's copy of it (Flask-Login only forgets the token in the cookie).
+    # Strong protection, before anything asks for current_user: a session presented from another
+    # client (address group or user agent) is forgotten by this request and, when it was bound, ended
+    # on the server too, so the cookie's other copies are worth nothing either.
     bound, token = session.get("_id"), session.get("_user_id")
-    if token and bound and bound != session_identifier() and is_session_token(token):
+    if token is None or bound == session_identifier():
+        return
+    for key in LOGIN_KEYS:
+        session.pop(key, None)
+    if bound and is_session_token(token):
         svc = services()
         record = svc.sessions.load(token)
         if record and record.revoked_at is None:
@@ -131,14 +132,16 @@ def start_session(account: Account, *, remembered: bool, fresh: bool = True,
     record = svc.sessions.load(token)
     user = AuthUser(record, token)
     login_user(user, fresh=fresh)
+    session["_id"] = session_identifier()  # the binding is ours, not the identifier login_user wrote
     g.audit_user_id = account.id
     return user
 
 
 def init_app(app: Flask) -> None:
-    manager = LoginManager()
+    manager = flask_login.LoginManager()
     manager.init_app(app)
     manager.user_loader(load_user)
-    app.config["REMEMBER_COOKIE_NAME"] = "authsvc_flask_login_remember_disabled"
+    app.config["SESSION_PROTECTION"] = None  # authsvc's own strong protection: _before_request
+    app.config["REMEMBER_COOKIE_NAME"] = FLASK_LOGIN_REMEMBER_COOKIE
     app.before_request(_before_request)
     app.after_request(_after_request)

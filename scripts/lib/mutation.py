@@ -15,21 +15,24 @@ Survivors that docs/mutation.md lists as equivalent (a line ``- `NAME`: reason``
 apart; every other survivor is printed with ``mutmut show NAME`` as the way to read its diff.
 Exit status 1 when the kill rate is below --fail-under (default 95).
 
-mutmut can consult git for change detection; it is switched off here (and in pyproject.toml):
-results never depend on the checkout's history, and mutmut's own cache keys on file contents.
+mutmut is driven through its command line only (``mutmut run``, ``mutmut results``), never through
+its modules: those change between minor releases. Its git change detection is off in pyproject.toml
+(``use_git_change_detection``): results never depend on the checkout's history, and mutmut's own
+cache keys on file contents.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+MUTMUT = Path(sys.executable).parent / "mutmut"  # the console script of the interpreter running this
 
 TARGETS: dict[str, tuple[str, ...] | None] = {
     "authsvc/rules/redirects.py": None,
@@ -38,6 +41,7 @@ TARGETS: dict[str, tuple[str, ...] | None] = {
     "authsvc/core/sessions.py": ("session_verdict", "needs_touch"),
     "authsvc/core/throttle.py": ("decide", "block_after_failure", "backoff_seconds"),
 }
+RESULT = re.compile(r"^\s*(?P<name>\S+): (?P<status>.+?)\s*$")  # a line of `mutmut results --all true`
 EQUIVALENT = re.compile(r"^\s*[-*]\s+`(?P<name>authsvc\.[^`]+__mutmut_\d+)`")
 KILLED = {"killed", "timeout", "caught by type check"}
 
@@ -58,18 +62,18 @@ def selected(name: str, pats: list[str]) -> bool:
 
 
 def results(pats: list[str]) -> dict[str, str]:
-    """Mutant name -> status, from mutmut's per-file .meta files."""
-    from mutmut.stats import status_by_exit_code
+    """Mutant name -> status, as ``mutmut results --all true`` prints them."""
+    out = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=ROOT, check=True, capture_output=True,
+                         text=True, encoding="utf-8", env={**os.environ, "PYTHONIOENCODING": "utf-8"}).stdout
+    return parse_results(out, pats)
 
+
+def parse_results(out: str, pats: list[str]) -> dict[str, str]:
     found = {}
-    for path in TARGETS:
-        meta = ROOT / "mutants" / (path + ".meta")
-        if not meta.exists():
-            continue
-        data = json.loads(meta.read_text())
-        for name, code in data.get("exit_code_by_key", {}).items():
-            if selected(name, pats):
-                found[name] = status_by_exit_code[code]
+    for line in out.splitlines():
+        match = RESULT.match(line)
+        if match and selected(match.group("name"), pats):
+            found[match.group("name")] = match.group("status")
     return found
 
 
@@ -84,15 +88,10 @@ def equivalents(doc: Path) -> dict[str, str]:
 
 
 def run_mutmut(pats: list[str], max_children: int | None) -> None:
-    import mutmut.__main__ as mutmut_main
-
-    mutmut_main._run_git = lambda args: None  # see the module docstring
-    argv = ["run", *(["--max-children", str(max_children)] if max_children else []), *pats]
-    try:
-        mutmut_main.cli(argv, standalone_mode=False)
-    except SystemExit as exc:  # mutmut exits non-zero when the clean run fails
-        if exc.code not in (0, None):
-            raise
+    argv = [str(MUTMUT), "run", *(["--max-children", str(max_children)] if max_children else []), *pats]
+    code = subprocess.run(argv, cwd=ROOT, check=False).returncode
+    if code:  # mutmut exits non-zero when the clean run fails
+        raise SystemExit(code)
 
 
 def report(found: dict[str, str], listed: dict[str, str], fail_under: float, complete: bool = True) -> int:

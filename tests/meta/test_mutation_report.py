@@ -55,3 +55,14 @@ def test_a_listed_mutant_that_is_now_killed_is_reported_as_stale(capsys):
 def test_mutants_that_never_ran_do_not_count_as_killed(capsys, status):
     assert mutation.report({"authsvc.a.x_f__mutmut_1": status}, {}, 95.0) == 1
     assert "were not run" in capsys.readouterr().out
+
+
+def test_results_are_read_from_mutmuts_results_command():
+    out = ("    authsvc.rules.redirects.x_check__mutmut_1: killed\n"
+           "    authsvc.core.sessions.x_session_verdict__mutmut_2: survived\n"
+           "    authsvc.core.throttle.xǁThrottleǁbegin__mutmut_1: survived\n"   # not a mutated function: left out
+           "    authsvc.rules.passwords.x_normalize__mutmut_7: check was interrupted by user\n")
+    assert mutation.parse_results(out, mutation.patterns()) == {
+        "authsvc.rules.redirects.x_check__mutmut_1": "killed",
+        "authsvc.core.sessions.x_session_verdict__mutmut_2": "survived",
+        "authsvc.rules.passwords.x_normalize__mutmut_7": "check was interrupted by user"}

@@ -205,7 +205,7 @@ def test_rendered_pages_need_no_unsafe_inline(app, name):
 @pytest.mark.parametrize("path", ["/login", "/", "/api/v1/session"])
 def test_plain_http_request_is_sent_to_https(app, path):
     response = new_client(app).get(path, base_url=HTTP)
-    assert response.status_code in (301, 302, 307, 308)
+    assert response.status_code == 302  # temporary (authsvc.web.headers: force_https_permanent=False)
     assert response.headers["Location"] == f"https://auth.example.test{path}"
     assert "Set-Cookie" not in response.headers
 
@@ -213,7 +213,7 @@ def test_plain_http_request_is_sent_to_https(app, path):
 @pytest.mark.asvs("V12.2.1")
 def test_client_forged_x_forwarded_proto_does_not_pass_for_https(app):
     response = new_client(app).get("/login", base_url=HTTP, headers={"X-Forwarded-Proto": "https"})
-    assert response.status_code in (301, 302, 307, 308)
+    assert response.status_code == 302
     assert response.headers["Location"].startswith("https://")
 
 
@@ -227,7 +227,7 @@ def test_trusted_proxy_terminating_tls_is_believed(tmp_path):
     assert_security_headers(behind_proxy)
     # Even with a trusted proxy, a request the proxy marked as plain http is still redirected.
     plain = client.get("/login", base_url=HTTP, headers={"X-Forwarded-For": "1.2.3.4", "X-Forwarded-Proto": "http"})
-    assert plain.status_code in (301, 302, 307, 308)
+    assert plain.status_code == 302
 
 
 @pytest.mark.asvs("V4.1.2")

@@ -15,8 +15,10 @@ import zlib
 from html.parser import HTMLParser
 
 import pytest
+from flask_login import encode_cookie
 from itsdangerous import URLSafeTimedSerializer
 
+from authsvc.web.auth import FLASK_LOGIN_REMEMBER_COOKIE, binding_identifier
 from authsvc.web.csrf import SALT as CSRF_SALT
 from authsvc.core.signing import timed_serializer
 from authsvc.web.views.login import GENERIC_FAILURE
@@ -228,6 +230,7 @@ class _FormCase:
 
 class LoginCase(_FormCase):
     page, path = "/login", "/login"
+    accepted = 303  # signed in: on to the next page
 
     def client(self):
         return new_client(self.app)
@@ -245,6 +248,7 @@ class LoginCase(_FormCase):
 
 class LogoutCase(_FormCase):
     page, path = "/", "/logout"
+    accepted = 303
 
     def client(self):
         return logged_in(self.app)
@@ -261,6 +265,7 @@ class LogoutCase(_FormCase):
 
 class PasswordCase(_FormCase):
     page, path = "/", "/account/password"
+    accepted = 200  # the account page again, saying the password changed
 
     def client(self):
         return logged_in(self.app)
@@ -277,6 +282,7 @@ class PasswordCase(_FormCase):
 
 class RevokeCase(_FormCase):
     page = "/"
+    accepted = 303
 
     def client(self):
         client = logged_in(self.app)
@@ -324,7 +330,7 @@ def test_the_genuine_csrf_token_is_accepted_on_every_form(app, form):
     csrf(client, case.page)
     data = {**case.data(), "csrf_token": _forged(client, STRONG_KEY)}
     response = client.post(case.path, data=data)
-    assert response.status_code in (200, 303)
+    assert response.status_code == case.accepted
     case.assert_effect(client)
 
 
@@ -465,6 +471,36 @@ def test_stolen_cookie_replayed_from_another_client_is_refused_and_revokes_the_s
     # The server-side session is gone, not just the thief's copy of it.
     assert verify(victim).status_code == 401
     assert app.extensions["authsvc"].sessions.list_live(user.id) == []
+
+
+def test_the_session_is_bound_to_the_proxyfix_address_not_to_a_client_sent_x_forwarded_for(app, user):
+    # Flask-Login's own identifier believes the first X-Forwarded-For hop; the binding is authsvc's.
+    client = new_client(app)
+    assert login(client, headers={"X-Forwarded-For": "203.0.113.99"}).status_code == 303
+    ua = client.environ_base.get("HTTP_USER_AGENT", "")
+    assert session_of(client)["_id"] == binding_identifier(client.environ_base["REMOTE_ADDR"], ua)
+    assert client.get("/api/v1/session", headers={"X-Forwarded-For": "198.51.100.200"}).status_code == 200
+
+
+def test_a_signed_session_cookie_without_its_binding_is_not_a_login(app, user):
+    client = logged_in(app)
+    with client.session_transaction(base_url=HTTPS) as sess:  # signed with the real key: only `_id` is gone
+        del sess["_id"]
+    assert client.get("/api/v1/session").status_code == 401
+    assert "_user_id" not in session_of(client)
+
+
+@pytest.mark.parametrize("name", ["remember_token", FLASK_LOGIN_REMEMBER_COOKIE])
+def test_a_flask_login_remember_cookie_for_a_live_session_never_signs_in(app, user, name):
+    # Flask-Login's remember-me (user id | HMAC of the secret key) is off: a valid one, even for a
+    # live session token and from the owner's own address and agent, is never read.
+    victim = logged_in(app)
+    with app.test_request_context():
+        forged = encode_cookie(session_of(victim)["_user_id"])
+    thief = new_client(app, use_cookies=False)
+    response = thief.get("/api/v1/session", headers={"Cookie": f"{name}={forged}"})
+    assert response.status_code == 401
+    assert set_cookie_headers(response) == []
 
 
 # --- cookies ---------------------------------------------------------------------------------------

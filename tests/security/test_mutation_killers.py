@@ -72,9 +72,8 @@ def test_an_expired_session_reports_expired_before_idle():
     assert session_verdict(rec, 1000.0 + 3600, SESSIONS) == "expired"
 
 
-def test_a_verdict_of_a_live_session_is_the_live_constant():
-    assert LIVE == "live"
-    assert session_verdict(record(), 1000.0, SESSIONS) == "live"
+def test_a_fresh_unrevoked_session_of_an_enabled_user_is_live():
+    assert session_verdict(record(), 1000.0, SESSIONS) == LIVE
 
 
 def test_last_seen_is_written_exactly_once_the_touch_interval_has_passed():

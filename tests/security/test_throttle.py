@@ -184,7 +184,7 @@ def test_password_spray_from_one_address_is_cut_off_after_10_per_minute(app, arg
 
 
 class FakeTime(types.SimpleNamespace):
-    """Stands in for the ``time`` module inside limits' MemoryStorage, so an hour can pass."""
+    """Stands in for the ``time`` module inside authsvc.web.limiter's memory storage, so an hour can pass."""
 
     def __init__(self) -> None:
         super().__init__(offset=0.0)
@@ -199,7 +199,6 @@ class FakeTime(types.SimpleNamespace):
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_slow_spray_from_one_address_is_cut_off_after_100_per_hour(app, monkeypatch, argon2_calls):
     fake = FakeTime()
-    monkeypatch.setattr("limits.storage.memory.time", fake)
     monkeypatch.setattr("authsvc.web.limiter.time", fake)
     browser = Browser(app, ip="203.0.113.20")
     for n in range(100):
@@ -739,6 +738,44 @@ def test_flood_from_ever_new_addresses_does_not_spin_the_in_memory_sweeper(app, 
         storage.acquire_entry(f"LIMITER/v4:10.{n // 65536}.{n // 256 % 256}.{n % 256}/login", 10, 60)
         storage.incr(f"authsvc:acct:{n}:c", 60)
     assert len(started) <= 2 + int(time.monotonic() - began), f"{len(started)} sweeps for 10,000 writes"
+
+
+def test_the_swept_storage_answers_as_limits_own_memory_storage(monkeypatch):
+    # SweptMemoryStorage re-implements limits' MemoryStorage on its public interface: same counts,
+    # same windows, under one frozen clock (each module's ``time``), through expiry and clearing.
+    import random
+
+    from limits.storage import MemoryStorage
+
+    from authsvc.web.limiter import SweptMemoryStorage
+
+    frozen = FakeTime()
+    frozen.time = lambda: 1_900_000_000.0 + frozen.offset
+    monkeypatch.setattr("limits.storage.memory.time", frozen)
+    monkeypatch.setattr("authsvc.web.limiter.time", frozen)
+    ours, theirs = SweptMemoryStorage(), MemoryStorage()
+    rng = random.Random(16)
+    for step in range(3000):
+        key, op = f"k{rng.randrange(3)}", rng.randrange(6)
+        if op == 0:
+            frozen.offset += rng.choice([0.5, 1, 3, 9, 11, 61])
+        elif op == 1:
+            limit, expiry = rng.choice([(3, 10), (5, 60)])
+            assert ours.acquire_entry(key, limit, expiry) == theirs.acquire_entry(key, limit, expiry), step
+        elif op == 2:
+            (start, count), (their_start, their_count) = (s.get_moving_window(key, 5, 60) for s in (ours, theirs))
+            assert count == their_count and (not count or start == their_start), step
+        elif op == 3:
+            assert ours.incr(f"c{key}", 30) == theirs.incr(f"c{key}", 30), step
+        elif op == 4:
+            assert ours.get(f"c{key}") == theirs.get(f"c{key}"), step
+        elif rng.random() < 0.2:
+            cleared = rng.choice([key, f"c{key}"])
+            ours.clear(cleared)
+            theirs.clear(cleared)
+    ours.incr("ck0", 30)
+    ours.reset()
+    assert ours.get("ck0") == 0 and ours.get_moving_window("k0", 5, 60)[1] == 0
 
 
 @pytest.mark.asvs("V2.4.1")
