@@ -202,9 +202,10 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     headers.init_app(app, settings, services.redirect_rules)
     error_pages.init_app(app)
     app.jinja_env.filters["datetimeformat"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
-    # A live session's verify is answered at once; while a known device's argon2 runs, every other
-    # request but verify, health and metrics goes to a low-priority lane (authsvc.priority).
-    fast_verify = verify.FastPath(app, LowPriorityRequests(app.wsgi_app, priorities))  # after every hook
+    # /auth/verify goes to its own WSGI app, which answers a live session at once (authsvc.views.verify);
+    # while a known device's argon2 runs, every other request but verify, health and metrics goes to a
+    # low-priority lane (authsvc.priority).
+    fast_verify = verify.mount(app, LowPriorityRequests(app.wsgi_app, priorities))  # after every hook
     app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies,  # type: ignore[method-assign]
                                      settings.trusted_proxy_networks)
     return app
