@@ -200,8 +200,8 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     headers.init_app(app, settings, services.redirect_rules)
     error_pages.init_app(app)
     app.jinja_env.filters["datetimeformat"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
-    # A live session's verify is answered at once, without Flask's dispatch.
-    fast_verify = verify.FastPath(app, app.wsgi_app)  # after every hook
+    # /auth/verify goes to its own WSGI app, which answers a live session at once (authsvc.web.views.verify).
+    fast_verify = verify.mount(app, app.wsgi_app)  # after every hook
     app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies,  # type: ignore[method-assign]
                                      settings.trusted_proxy_networks)
     return app

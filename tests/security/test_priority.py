@@ -238,7 +238,7 @@ def test_the_app_handles_every_request_on_the_servers_own_thread_while_a_known_d
         probe.hold = None
         client = new_client(app)
         paths = ("/login", "/auth/verify", "/healthz", "/readyz", "/metrics", "/no-such-page")
-        for path in paths:  # /auth/verify without a session: the Flask view, not FastPath
+        for path in paths:  # /auth/verify without a session: the Flask view, not VerifyApp
             client.get(path)
         assert login(client).status_code == 303  # anonymous: only its argon2 runs low
     finally:

@@ -1,6 +1,6 @@
 """/auth/verify's cache and fast path: what a short-lived answer must never let through.
 
-verify answers a live session below Flask (:class:`authsvc.web.views.verify.FastPath`), from a
+verify answers a live session below Flask (:class:`authsvc.web.views.verify.VerifyApp`), from a
 per-process cache (:mod:`authsvc.core.verify_cache`) whose entries live at most
 ``sessions.verify_cache_seconds`` (1 s at most) and which the process that ends a session empties
 at once. The threats: a revocation, logout or disabled account that the process which made it keeps
@@ -272,6 +272,50 @@ def test_fast_answer_has_exactly_the_headers_and_status_of_the_flask_view(tmp_pa
     assert comparable(fast) == comparable(slow)
     assert ("Strict-Transport-Security" in fast.headers) == (proto in (None, "https", "wss"))
     assert fast.headers["X-Request-ID"] and "Set-Cookie" not in fast.headers
+
+
+def test_fast_answer_follows_a_header_policy_other_than_the_default(tmp_path, clock):
+    """The fast answer's headers are written out from the settings (authsvc.web.headers.fixed_headers),
+    Talisman's from its arguments: HSTS preload, another max-age and more allowed origins must come
+    out the same from both."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(Path(TEST_POLICY).read_text()
+                      + "\n[headers]\nhsts_max_age_seconds = 63072000\nhsts_preload = true\n")
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=str(policy),
+                    AUTHSVC_REDIRECT_ALLOWED_ORIGINS="https://app.example.test,https://wiki.example.test")
+    add_user(app)
+    c = new_client(app)
+    assert login(c).status_code == 303
+    fast, slow = c.get("/auth/verify"), flask_view_answer(app, c)
+    assert fast.status_code == slow.status_code == 200
+
+    def comparable(response):
+        return sorted((k, v) for k, v in response.headers.items() if k != "X-Request-ID")
+
+    assert comparable(fast) == comparable(slow)
+    assert fast.headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains; preload"
+    assert "form-action 'self' https://app.example.test https://wiki.example.test;" in \
+        fast.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("query, passed_on", [
+    ("app_cookie=1", True), ("redirect=1&app_cookie=1", True), ("app%5Fcookie=%31", True),
+    ("app_cookie=1&app_cookie=0", True), ("app_cookie=&app_cookie=1", False), ("app_cookie=0", False),
+    ("app_cookies=1", False), ("", False),
+])
+def test_fast_answer_and_flask_view_read_app_cookie_alike(app, alice, query, passed_on):
+    """One reading of ``?app_cookie=`` for both: the first value counts, escapes are decoded."""
+    alice.set_cookie("theme", "dark", domain=HOST)
+    fast = alice.get(f"/auth/verify?{query}")
+    chain = app.wsgi_app
+    mounted = chain.app
+    chain.app = mounted.flask_wsgi
+    try:
+        slow = alice.get(f"/auth/verify?{query}")
+    finally:
+        chain.app = mounted
+    assert fast.status_code == slow.status_code == 200
+    assert fast.headers.getlist("Cookie") == slow.headers.getlist("Cookie") == (["theme=dark"] if passed_on else [])
 
 
 def test_a_websocket_upgrade_of_the_verify_path_is_left_to_flask(app, alice):

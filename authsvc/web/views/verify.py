@@ -9,8 +9,16 @@ the proxy asks with ``?redirect=1`` (Traefik, Caddy), 302 to the login page. Wit
 (nginx, whose ``auth_request`` accepts only 2xx, 401 and 403) the 401 carries that login URL in
 ``Location`` for ``error_page 401 =302``. See docs/integration.md.
 
-A live session, the answer to nearly every call, is given by :class:`FastPath` below Flask (see
-docs/performance.md); everything else goes through the Flask view.
+Two parts. Every request for ``/auth/verify`` reaches :class:`VerifyApp`, a small WSGI application
+mounted in front of Flask (:func:`mount`). It answers a live session, the answer to nearly every
+call, itself, with headers made at start-up; it hands everything else to the Flask view
+:func:`verify`. The Flask view stays for those because what they need is what Flask already does for
+every page: end a session whose binding moved (:mod:`authsvc.web.auth`, with its audit event), treat two
+session cookies as none (:mod:`authsvc.web.crosssite`), put the request id and client on audit events,
+answer a database failure with 503, and route other methods, ``OPTIONS`` and websocket requests.
+They are rare next to live sessions, so Flask's cost there does not matter.
+Both parts make their decisions with the same functions: :func:`authsvc.web.auth.binding_identifier`,
+``SessionStore.authenticate``, :func:`signed_in_headers`, and :mod:`authsvc.rules.forward_auth`.
 """
 
 from __future__ import annotations
@@ -32,22 +40,126 @@ from authsvc.rules.forward_auth import (
     login_url,
     original_request,
 )
-from authsvc.core.sessions import LIVE
+from authsvc.web.headers import fixed_headers
+from authsvc.core.sessions import LIVE, SessionRecord
 
+PATH = "/auth/verify"
 bp = Blueprint("verify", __name__)
 
 REDIRECT_STATUS = {"1": 302, "401": 401}
+# The framing of the Flask view's empty answer (a Response's defaults), so both parts send the same.
+EMPTY_BODY = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0")]
 
 
-def app_cookie(query_flag: str | None, cookie_header: str | None) -> list[tuple[str, str]]:
+def app_cookie(query_string: str, cookie_header: str | None) -> list[tuple[str, str]]:
     """With ``?app_cookie=1`` a 200 also answers ``Cookie``: the request's cookies without
     authsvc's, for a proxy that can only copy headers from the answer to the app's request
     (Traefik's authResponseHeaders, which removes the header when the answer has none)."""
-    if query_flag != "1":
+    if "cookie" not in query_string and "%" not in query_string:  # nginx's "redirect=401" parses nothing
+        return []  # (the key, however escaped, has "cookie" or a "%" in it)
+    if parse_qs(query_string, keep_blank_values=True).get("app_cookie", [None])[0] != "1":
         return []
     kept = cookieheader.without(cookie_header)
     return [("Cookie", kept)] if kept else []
 
+
+def signed_in_headers(username: str, user_id: int, environ) -> list[tuple[str, str]]:
+    """What a 200 says about the signed-in user (and the app's cookies, when asked)."""
+    return [("X-Auth-User", username), ("X-Auth-User-Id", str(user_id)),
+            *app_cookie(environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE"))]
+
+
+class VerifyApp:
+    """WSGI application for ``/auth/verify``: ``GET``/``HEAD`` with a live session, answered 200
+    without Flask's request machinery (request context, session object, Flask-Login, Talisman,
+    CSRF and Flask-Limiter hooks), which costs several times the check itself.
+
+    It reads the session cookie as Flask's session does (the same parser, the app's own serializer
+    and ``max_age``), checks the strong-protection binding with the function Flask-Login's check
+    uses, and asks ``SessionStore.authenticate`` (with the verify cache) for the verdict. It can only
+    say yes: a missing, bad or second cookie, a moved binding (which must end the session), any
+    verdict but live, a database error, another method, a scheme but http(s) or an ``Upgrade``
+    header (Werkzeug routes websocket requests to websocket rules only: a 400 here) all go to
+    ``slow``, Flask with the view :func:`verify`. It sits inside
+    :class:`~authsvc.web.proxies.TrustedProxies`, so it sees the address and scheme Flask sees.
+
+    ``headers``: by ``wsgi.url_scheme``, every header of the answer but the user's and the request
+    id, made once (:func:`authsvc.web.headers.fixed_headers`)."""
+
+    def __init__(self, sessions, serializer, cookie: str, max_age: int, headers: dict[str, list[tuple[str, str]]],
+                 metrics, slow) -> None:
+        self.sessions = sessions
+        self.serializer = serializer
+        self.cookie = cookie
+        self.max_age = max_age
+        self.headers = headers
+        self.metrics = metrics
+        self.slow = slow
+
+    def __call__(self, environ, start_response):
+        headers = self.headers.get(environ.get("wsgi.url_scheme"))
+        if (headers is not None and environ.get("REQUEST_METHOD") in ("GET", "HEAD")
+                and "HTTP_UPGRADE" not in environ):
+            started = time.perf_counter()
+            record = self.live_session(environ)
+            if record is not None:
+                start_response("200 OK", [
+                    *headers, *signed_in_headers(record.username, record.user_id, environ),
+                    ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", "")))])
+                if self.metrics is not None:
+                    self.metrics.verify_seconds.labels("200").observe(time.perf_counter() - started)
+                return []
+        return self.slow(environ, start_response)
+
+    def live_session(self, environ) -> SessionRecord | None:
+        # What Flask reads: request.cookies, request.remote_addr, request.headers["User-Agent"].
+        values = parse_cookie(environ.get("HTTP_COOKIE")).getlist(self.cookie)
+        if len(values) != 1 or not values[0]:
+            return None  # none, or a second one planted by a sibling site (authsvc.web.crosssite)
+        try:
+            data = self.serializer.loads(values[0], max_age=self.max_age)
+        except BadData:
+            return None
+        if not isinstance(data, dict) or data.get("_id") != binding_identifier(
+                environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT", "")):
+            return None  # moved (the Flask path ends the session), or no binding at all
+        token = data.get("_user_id")
+        if not is_session_token(token):
+            return None
+        try:
+            record, verdict = self.sessions.authenticate(token, cached=True)
+        except SQLAlchemyError:
+            return None  # the Flask path fails closed with its 503
+        return record if verdict == LIVE else None
+
+
+class Mount:
+    """``/auth/verify`` (exactly) to :class:`VerifyApp`, every other path to Flask. Not Werkzeug's
+    ``DispatcherMiddleware``: it matches a prefix (``/auth/verify/x.css`` must stay Flask's 404) and
+    moves the path into ``SCRIPT_NAME``."""
+
+    def __init__(self, verify: VerifyApp, flask_wsgi) -> None:
+        self.verify = verify
+        self.flask_wsgi = flask_wsgi
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == PATH:
+            return self.verify(environ, start_response)
+        return self.flask_wsgi(environ, start_response)
+
+
+def mount(app: Flask, flask_wsgi) -> Mount:
+    """:class:`VerifyApp` in front of ``flask_wsgi`` (the app's WSGI callable, every hook in place),
+    built once from the app's settings and services."""
+    svc = app.extensions["authsvc"]
+    headers = {scheme: [*EMPTY_BODY, *fixed_headers(svc.settings, svc.redirect_rules, secure=scheme == "https")]
+               for scheme in ("http", "https")}
+    verify_app = VerifyApp(svc.sessions, app.session_interface.get_signing_serializer(app), svc.cookies.session,
+                           int(app.permanent_session_lifetime.total_seconds()), headers, svc.metrics, flask_wsgi)
+    return Mount(verify_app, flask_wsgi)
+
+
+# --- the Flask view: everything VerifyApp does not answer ---------------------------------------
 
 class ProxyAnswer(Response):
     """A response that cannot carry a cookie. nginx drops the Set-Cookie of an ``auth_request``
@@ -68,13 +180,12 @@ def _build_login_redirect(state) -> None:
                                                 svc.settings.trusted_proxies)
 
 
-@bp.route("/auth/verify", methods=["GET", "HEAD"])
+@bp.route(PATH, methods=["GET", "HEAD"])
 def verify():
+    """Whatever :class:`VerifyApp` did not answer (see the module's docstring)."""
     user = current_user
     if user.is_authenticated and not g.get("session_cookie_conflict"):
-        cookie = app_cookie(request.args.get("app_cookie"), request.environ.get("HTTP_COOKIE"))
-        return ProxyAnswer(status=200, headers=[
-            ("X-Auth-User", user.username), ("X-Auth-User-Id", str(user.user_id)), *cookie])
+        return ProxyAnswer(status=200, headers=signed_in_headers(user.username, user.user_id, request.environ))
     status = REDIRECT_STATUS.get(request.args.get("redirect", ""))
     if status is None:
         return ProxyAnswer(status=401)
@@ -85,90 +196,3 @@ def verify():
     if decision is not None and not decision.accepted:
         svc.audit.emit("redirect_rejected", reason=decision.reason, value=original.url[:200], source="verify")
     return ProxyAnswer(status=status, headers={"Location": location})
-
-
-class FastPath:
-    """WSGI middleware: ``GET``/``HEAD /auth/verify`` with a live session, answered without Flask's
-    request machinery (session object, Flask-Login, Talisman, CSRF and Flask-Limiter hooks), which
-    cost several times the check itself. It makes the same decisions with the same functions: the
-    signed session cookie (the app's own serializer), the strong-protection binding, the session
-    verdict (with :class:`~authsvc.core.verify_cache.VerifyCache`), and sends the headers the Flask
-    view's answer gets, computed once. It can only say yes: a missing, bad or foreign cookie, a
-    changed binding (which must end the session), any verdict but live, a database error, a request
-    Flask might route elsewhere, all go to the Flask view, unchanged. Sits inside
-    :class:`~authsvc.web.proxies.TrustedProxies`, so it sees the address and scheme Flask sees."""
-
-    def __init__(self, app: Flask, flask_wsgi) -> None:
-        self.flask_wsgi = flask_wsgi
-        self.sessions = app.extensions["authsvc"].sessions
-        self.metrics = app.extensions["authsvc"].metrics
-        self.cookie = app.config["SESSION_COOKIE_NAME"]
-        self.serializer = app.session_interface.get_signing_serializer(app)
-        self.max_age = int(app.permanent_session_lifetime.total_seconds())
-        self.headers = {secure: _answer_headers(app, "https" if secure else "http") for secure in (False, True)}
-        # Routing that depends on the host would make "is this verify?" more than the path: off then.
-        self.enabled = (app.config["SERVER_NAME"] is None and app.config["TRUSTED_HOSTS"] is None
-                        and not app.url_map.host_matching and not app.subdomain_matching)
-
-    def __call__(self, environ, start_response):
-        if (self.enabled and environ.get("PATH_INFO") == "/auth/verify"
-                and environ.get("REQUEST_METHOD") in ("GET", "HEAD") and _plain_http(environ)):
-            started = time.perf_counter()
-            record = self._live_session(environ)
-            if record is not None:
-                start_response("200 OK", [
-                    *self.headers[environ["wsgi.url_scheme"] == "https"], ("X-Auth-User", record.username),
-                    ("X-Auth-User-Id", str(record.user_id)),
-                    ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", ""))),
-                    *self._app_cookie(environ)])
-                if self.metrics is not None:
-                    self.metrics.verify_seconds.labels("200").observe(time.perf_counter() - started)
-                return []
-        return self.flask_wsgi(environ, start_response)
-
-    @staticmethod
-    def _app_cookie(environ) -> list[tuple[str, str]]:
-        query = environ.get("QUERY_STRING", "")
-        if "app_cookie" not in query:  # the common case (nginx) parses nothing
-            return []
-        flag = parse_qs(query).get("app_cookie", [None])[0]
-        return app_cookie(flag, environ.get("HTTP_COOKIE"))
-
-    def _live_session(self, environ):
-        # What Flask reads: request.cookies, request.remote_addr, request.headers["User-Agent"].
-        values = parse_cookie(environ.get("HTTP_COOKIE")).getlist(self.cookie)
-        if len(values) != 1 or not values[0]:
-            return None  # none, or a second one planted by a sibling site (authsvc.web.crosssite)
-        value = values[0]
-        try:
-            data = self.serializer.loads(value, max_age=self.max_age)
-        except BadData:
-            return None
-        if not isinstance(data, dict) or data.get("_id") != binding_identifier(
-                environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT", "")):
-            return None  # moved (the Flask path ends the session), or no binding at all
-        token = data.get("_user_id")
-        if not is_session_token(token):
-            return None
-        try:
-            record, verdict = self.sessions.authenticate(token, cached=True)
-        except SQLAlchemyError:
-            return None  # the Flask path fails closed with its 503
-        return record if verdict == LIVE else None
-
-
-def _plain_http(environ) -> bool:
-    """Not a websocket request, with room to spare: Werkzeug routes ws/wss schemes and
-    ``Upgrade: websocket`` to websocket rules only (a 400 at verify), so any scheme but http(s)
-    and any Upgrade header are left to Flask."""
-    return environ.get("wsgi.url_scheme") in ("http", "https") and "HTTP_UPGRADE" not in environ
-
-
-def _answer_headers(app: Flask, scheme: str) -> list[tuple[str, str]]:
-    """The headers the Flask view's 200 gets from the app's after-request hooks (Talisman,
-    authsvc.web.headers, ...), made once by running those hooks on an empty answer. Only HSTS
-    depends on the request (secure or not), hence two lists."""
-    with app.test_request_context("/auth/verify", base_url=f"{scheme}://verify.invalid"):
-        response = app.process_response(ProxyAnswer(status=200))
-        _, _, headers = response.get_wsgi_response(request.environ)
-    return [(name, value) for name, value in headers if name != "X-Request-ID"]
