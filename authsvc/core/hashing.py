@@ -110,7 +110,7 @@ def with_hugepages(tunables: str | None) -> str:
 
     argon2 mallocs its whole ``memory_cost`` for every operation and frees it after; glibc serves
     a block that size with a fresh mmap, which the kernel then faults in and zeroes 4 KiB at a time:
-    16,384 faults at 64 MiB, a quarter of a verify's CPU time, work that no attacker's cracking rig
+    16,384 faults at 64 MiB, a large share of a verify's CPU time, work that no attacker's cracking rig
     does. With ``hugetlb=1`` glibc asks for transparent huge pages on such mappings (madvise), so
     the same memory arrives in 32 faults of 2 MiB. The hash, its parameters and its cost to an
     attacker are unchanged. Where the kernel's transparent huge pages are off ("never") nothing
