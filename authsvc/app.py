@@ -24,6 +24,7 @@ from authsvc.devices import DeviceCookies, DeviceRegistry
 from authsvc.forms import StrictRequest
 from authsvc.hashing import Hasher
 from authsvc.limiter import make_storage
+from authsvc.login_flow import LoginService
 from authsvc.metrics import Metrics
 from authsvc.passwords import Blocklist, PasswordRules, load_default_blocklist
 from authsvc.policy import Policy
@@ -97,6 +98,7 @@ class Services:
     known_devices: DeviceRegistry
     throttle: Throttle
     audit: Audit
+    login: LoginService
     engine: object
     metrics: Metrics | None = None
     extra: dict = field(default_factory=dict)
@@ -164,23 +166,33 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     revocations = RevocationEpoch.in_folder(settings.instance_path)
     cache_seconds = policy.sessions.verify_cache_seconds
     verify_cache = VerifyCache(cache_seconds, revocations) if revocations is not None and cache_seconds > 0 else None
+    hasher = Hasher(policy.argon2, metrics.argon2_seconds.observe, priorities,
+                    in_progress=metrics.hashing_in_progress.track_inprogress)
+    accounts = AccountStore(engine, clock, revocations)
+    devices = DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks, "authsvc.device"),
+                            policy.throttle.device_cookie_lifetime_days)
+    known_devices = DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,
+                                   policy.throttle.device_cookie_lifetime_days)
+    throttle = Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix)
+    audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
         redirect_rules=_redirect_rules(settings),
         password_rules=_password_rules(policy),
         blocklist=load_default_blocklist(),
-        hasher=Hasher(policy.argon2, metrics.argon2_seconds.observe, priorities,
-                      in_progress=metrics.hashing_in_progress.track_inprogress),
-        accounts=AccountStore(engine, clock, revocations),
+        hasher=hasher,
+        accounts=accounts,
         sessions=SessionStore(engine, policy.sessions, clock, revocations=revocations, cache=verify_cache),
         remember=RememberStore(engine, policy.sessions, clock, serializer(
             settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember"), revocations=revocations),
-        devices=DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks,
-                                               "authsvc.device"), policy.throttle.device_cookie_lifetime_days),
-        known_devices=DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,
-                                     policy.throttle.device_cookie_lifetime_days),
-        throttle=Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix),
-        audit=Audit(context=_audit_context, clock=clock, sink=metrics.count_event),
+        devices=devices,
+        known_devices=known_devices,
+        throttle=throttle,
+        audit=audit,
+        login=LoginService(accounts=accounts, hasher=hasher, throttle=throttle, known_devices=known_devices,
+                           device_cookies=devices, audit=audit,
+                           max_username_length=policy.limits.username_max_length,
+                           max_password_length=policy.passwords.max_length),
         engine=engine,
         metrics=metrics,
         extra={"storage": storage},
