@@ -136,6 +136,13 @@ class DeviceRegistry:
         with self.engine.begin() as conn:
             return conn.execute(known_devices.delete().where(known_devices.c.user_id == user_id)).rowcount
 
+    def purge(self) -> int:
+        """Delete every device unused for the cookie lifetime (no longer known: :meth:`is_known`
+        ignores them), also of accounts that never sign in again (``authsvc sessions purge``)."""
+        with self.engine.begin() as conn:
+            return conn.execute(known_devices.delete().where(
+                known_devices.c.last_used_at <= self.clock() - self.lifetime_seconds)).rowcount
+
     def count(self, user_id: int) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(known_devices)

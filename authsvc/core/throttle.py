@@ -11,7 +11,7 @@ throttle behaves identically for both and the storage never holds usernames. A k
 account (:mod:`authsvc.core.devices`: a valid device cookie whose id the server holds for the account)
 gets its own bucket: an attacker exhausting the anonymous bucket does not lock the owner out.
 
-The global window (``global_logins``, per process) counts every attempt :meth:`Throttle.begin`
+The global window (``global_logins``, per process) counts every attempt :meth:`Throttle.attempt`
 lets through, since each runs argon2 whatever its outcome: anonymous ones only while it has room,
 known devices' always, though it never refuses them (:mod:`authsvc.web.limiter` bounds those).
 
@@ -29,9 +29,20 @@ The rules, all from ``[throttle]`` in the policy:
   browsers) but keeps its back-off and window, so the owner's logins never hand an attacker fresh
   attempts.
 
-:meth:`Throttle.begin` also holds a short per-bucket gate while the password is checked, so a
-burst of parallel requests cannot all pass the check before the first failure is recorded (the
-classic "limit overrun" race).
+:meth:`Throttle.attempt` is how a password check uses all this::
+
+    with throttle.attempt(username_key, device_id) as attempt:
+        if not attempt.verdict.allowed:
+            ...                                  # refuse, with attempt.verdict.retry_after
+        elif password_is_wrong:
+            verdict = attempt.record_failure()   # the bucket's verdict after this failure
+        else:
+            attempt.record_success()
+
+While the block runs it holds a short per-bucket gate, so a burst of parallel requests cannot all
+pass the check before the first failure is recorded (the classic "limit overrun" race); the gate
+is let go when the block ends, also when it ends with an exception (``HashingBusy``, a database
+error), and expires by itself if the process dies holding it.
 
 If the storage fails, :class:`ThrottleUnavailable` is raised and the login is refused with 503
 (fail closed), unless the policy chose ``storage_failure = "memory"``. Warehouse's limiter answers
@@ -44,7 +55,8 @@ import collections
 import hashlib
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from limits import parse as parse_limit
@@ -164,15 +176,32 @@ class _GlobalWindow:
 
 
 class Attempt:
-    """One login attempt that passed or failed :meth:`Throttle.begin`. ``end()`` releases the
-    gates it holds; it is idempotent and never raises (a gate also expires by itself)."""
+    """One login attempt inside :meth:`Throttle.attempt`: its ``verdict``, and the two ways it ends
+    when the verdict allowed a password check."""
 
-    def __init__(self, throttle: Throttle, gates: list[str], verdict: Verdict) -> None:
-        self.verdict = verdict
+    def __init__(self, throttle: Throttle, username_key: str, device_id: str | None) -> None:
+        self.verdict = Verdict(False, 1, "busy")
         self._throttle = throttle
-        self._gates = gates
+        self._username_key = username_key
+        self._device_id = device_id
+        self._gates: list[str] = []
 
-    def end(self) -> None:
+    def record_failure(self) -> Verdict:
+        """Count a wrong password; returns the bucket's verdict after it, so a caller learns that
+        this failure locked the bucket without reading the storage again."""
+        self._checked()
+        return self._throttle.record_failure(self._username_key, self._device_id)
+
+    def record_success(self) -> None:
+        self._checked()
+        self._throttle.record_success(self._username_key, self._device_id)
+
+    def _checked(self) -> None:
+        if not self.verdict.allowed:  # a programming error: a refused attempt checked no password
+            raise RuntimeError("a refused attempt has no outcome to record")
+
+    def _release(self) -> None:
+        """Let the gates go; idempotent, never raises (a gate also expires by itself)."""
         gates, self._gates = self._gates, []
         for gate in gates:
             try:
@@ -217,42 +246,48 @@ class Throttle:
         return decide(consecutive, blocked_until_ms / 1000, self.clock(), self.rules)
 
     def check(self, username_key: str, device_id: str | None) -> Verdict:
-        """May this bucket try a password now? Reads only; see :meth:`begin` for logins."""
+        """May this bucket try a password now? Reads only; see :meth:`attempt` for logins."""
         if device_id is None:
             wait = self._global.retry_after(self.clock())
             if wait:
                 return Verdict(False, wait, "global")
         return self._state(self._bucket(username_key, device_id))
 
-    def begin(self, username_key: str, device_id: str | None) -> Attempt:
+    @contextmanager
+    def attempt(self, username_key: str, device_id: str | None) -> Iterator[Attempt]:
         """:meth:`check`, and when allowed also hold the bucket's gate (and a known device its
-        account's, see :meth:`_gates`) until ``Attempt.end()``.
+        account's, see :meth:`_gates`) until the ``with`` block ends, however it ends.
 
         The verdict is decided again after the gate is taken, so an attempt that waited behind a
         parallel one sees that one's failure. An allowed attempt (it will run argon2, whether it
         then succeeds or fails) is counted in the global window: an anonymous one only if there is
-        room, a known device's always.
+        room, a known device's always. A storage failure raises :class:`ThrottleUnavailable`.
         """
-        verdict = self.check(username_key, device_id)  # cheap refusal without touching the gate
-        if not verdict.allowed:
-            return Attempt(self, [], verdict)
-        bucket = self._bucket(username_key, device_id)
-        attempt = Attempt(self, [], Verdict(False, 1, "busy"))
+        attempt = Attempt(self, username_key, device_id)
         try:
-            for gate in self._gates(username_key, bucket, device_id):
-                if self._run(lambda st, gate=gate: st.incr(gate, GATE_SECONDS)) != 1:
-                    break  # held by a parallel attempt, which clears it: "busy"
-                attempt._gates.append(gate)
-            else:
-                attempt.verdict = self._state(bucket)
-            if attempt.verdict.allowed:
-                attempt.verdict = self._success_room(username_key)
-            if attempt.verdict.allowed:
-                attempt.verdict = self._count(device_id)
+            self._begin(attempt, username_key, device_id)
+            yield attempt
         finally:
-            if not attempt.verdict.allowed:  # refused, or the storage failed: let the gates go
-                attempt.end()
-        return attempt
+            attempt._release()
+
+    def _begin(self, attempt: Attempt, username_key: str, device_id: str | None) -> None:
+        attempt.verdict = self.check(username_key, device_id)  # cheap refusal without touching the gate
+        if not attempt.verdict.allowed:
+            return
+        bucket = self._bucket(username_key, device_id)
+        attempt.verdict = Verdict(False, 1, "busy")
+        for gate in self._gates(username_key, bucket, device_id):
+            if self._run(lambda st, gate=gate: st.incr(gate, GATE_SECONDS)) != 1:
+                break  # held by a parallel attempt, which clears it: "busy"
+            attempt._gates.append(gate)
+        else:
+            attempt.verdict = self._state(bucket)
+        if attempt.verdict.allowed:
+            attempt.verdict = self._success_room(username_key)
+        if attempt.verdict.allowed:
+            attempt.verdict = self._count(device_id)
+        if not attempt.verdict.allowed:  # refused: let the gates go now, not at the block's end
+            attempt._release()
 
     def _gates(self, username_key: str, bucket: str, device_id: str | None) -> list[str]:
         """The bucket's own gate, and for a known device also the account's known-device gate: one
@@ -287,14 +322,16 @@ class Throttle:
         wait = self._global.take(now)
         return Verdict(False, wait, "global") if wait else Verdict(True)
 
-    def record_failure(self, username_key: str, device_id: str | None) -> None:
+    def record_failure(self, username_key: str, device_id: str | None) -> Verdict:
+        """Count a failure; returns the bucket's verdict after it (the one :meth:`check` would now
+        give, less the global window), decided from the counts this write already read."""
         r = self.rules
         now = self.clock()
         now_ms = int(now * 1000)
         bucket = self._bucket(username_key, device_id)
         memory = max(1, r.consecutive_failure_memory_seconds)
 
-        def write(st: Storage) -> None:
+        def write(st: Storage) -> Verdict:
             consecutive = st.incr(f"{bucket}:c", memory)
             sequence = st.incr(f"{bucket}:n", memory)
             slot = f"{bucket}:t:{sequence % self._slots}"
@@ -303,12 +340,15 @@ class Throttle:
             recent = [st.get(f"{bucket}:t:{i}") / 1000 for i in range(self._slots)]
             previous = st.get(f"{bucket}:u") / 1000
             until = block_after_failure([t for t in recent if t > 0], consecutive, now, previous, r)
+            blocked_until = previous
             if until is not None:
                 st.clear(f"{bucket}:u")
                 # kept a window past its end: block_after_failure asks when the last block ended
                 st.incr(f"{bucket}:u", math.ceil(until - now) + r.failure_window_seconds + 60,
                         math.ceil(until * 1000))
-        self._run(write)
+                blocked_until = math.ceil(until * 1000) / 1000  # as stored, so check() would agree
+            return decide(consecutive, blocked_until, now, r)
+        return self._run(write)  # type: ignore[return-value]
 
     def record_success(self, username_key: str, device_id: str | None) -> None:
         """A success forgets this bucket's failures (NIST SP 800-63B) and counts in the account's

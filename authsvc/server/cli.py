@@ -247,8 +247,9 @@ def cmd_user(args) -> int:
 def cmd_sessions(args) -> int:
     app = _app()
     svc = app.extensions["authsvc"]
-    if args.sessions_cmd == "purge":
-        n = svc.sessions.purge() + svc.remember.purge(svc.clock() - svc.policy.sessions.purge_after_seconds)
+    if args.sessions_cmd == "purge":  # run from cron or a systemd timer: docs/operations.md
+        n = svc.sessions.purge() + svc.remember.purge(svc.clock() - svc.policy.sessions.purge_after_seconds) + \
+            svc.known_devices.purge()
         print(f"purged {n} record(s)")
         return 0
     account = _account(svc.accounts, args.name)
@@ -302,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = ssub.add_parser(name)
         p.add_argument("name")
         p.set_defaults(func=cmd_sessions)
-    ssub.add_parser("purge").set_defaults(func=cmd_sessions)
+    ssub.add_parser("purge", help="delete ended sessions, old remember-me tokens and expired known devices "
+                    "(run it daily: docs/operations.md)").set_defaults(func=cmd_sessions)
 
     sub.add_parser("gen-secret", help="print a new random secret key").set_defaults(func=cmd_gen_secret)
     sub.add_parser("check", help="audit configuration and policy for production").set_defaults(func=cmd_check)

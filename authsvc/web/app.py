@@ -24,6 +24,7 @@ from authsvc.core.devices import DeviceCookies, DeviceRegistry
 from authsvc.web.forms import StrictRequest
 from authsvc.core.hashing import Hasher
 from authsvc.web.limiter import make_storage
+from authsvc.core.login_flow import LoginService
 from authsvc.web.metrics import Metrics
 from authsvc.rules.passwords import Blocklist, PasswordRules, load_default_blocklist
 from authsvc.core.policy import Policy
@@ -96,6 +97,7 @@ class Services:
     known_devices: DeviceRegistry
     throttle: Throttle
     audit: Audit
+    login: LoginService
     engine: object
     metrics: Metrics | None = None
     extra: dict = field(default_factory=dict)
@@ -162,23 +164,33 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     verify_cache = VerifyCache(cache_seconds) if cache_seconds > 0 else None
     # Whatever ends sessions tells this process's cache; other processes' entries expire (<= 1 s).
     sessions_ended = verify_cache.invalidate if verify_cache is not None else None
+    hasher = Hasher(policy.argon2, metrics.argon2_seconds.observe,
+                    in_progress=metrics.hashing_in_progress.track_inprogress)
+    accounts = AccountStore(engine, clock, sessions_ended)
+    devices = DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks, "authsvc.device"),
+                            policy.throttle.device_cookie_lifetime_days)
+    known_devices = DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,
+                                   policy.throttle.device_cookie_lifetime_days)
+    throttle = Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix)
+    audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
         redirect_rules=_redirect_rules(settings),
         password_rules=_password_rules(policy),
         blocklist=load_default_blocklist(),
-        hasher=Hasher(policy.argon2, metrics.argon2_seconds.observe,
-                      in_progress=metrics.hashing_in_progress.track_inprogress),
-        accounts=AccountStore(engine, clock, sessions_ended),
+        hasher=hasher,
+        accounts=accounts,
         sessions=SessionStore(engine, policy.sessions, clock, cache=verify_cache, on_sessions_ended=sessions_ended),
         remember=RememberStore(engine, policy.sessions, clock, serializer(
             settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember"), on_sessions_ended=sessions_ended),
-        devices=DeviceCookies(timed_serializer(settings.secret_key, settings.secret_key_fallbacks,
-                                               "authsvc.device"), policy.throttle.device_cookie_lifetime_days),
-        known_devices=DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,
-                                     policy.throttle.device_cookie_lifetime_days),
-        throttle=Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix),
-        audit=Audit(context=_audit_context, clock=clock, sink=metrics.count_event),
+        devices=devices,
+        known_devices=known_devices,
+        throttle=throttle,
+        audit=audit,
+        login=LoginService(accounts=accounts, hasher=hasher, throttle=throttle, known_devices=known_devices,
+                           device_cookies=devices, audit=audit,
+                           max_username_length=policy.limits.username_max_length,
+                           max_password_length=policy.passwords.max_length),
         engine=engine,
         metrics=metrics,
         extra={"storage": storage},

@@ -2,8 +2,8 @@
 
 Which limits count an attempt depends on whether it carries a device cookie signed for the account
 named in the form (:func:`signed_device`; whether the account's registry still holds its id is asked
-only of attempts the limits let through, :func:`known_device`, so a flood of refusals costs no
-database read):
+only of attempts the limits let through, by :class:`authsvc.core.login_flow.LoginService`, so a flood of
+refusals costs no database read):
 
 * not known: ``per_client``, per address (scope ``None``, the keys it always had);
 * known: ``per_client_known_device``, per address *and* account, so an attacker behind the owner's
@@ -219,17 +219,6 @@ def signed_device() -> KnownDevice | None:
             signed = KnownDevice(account_hash(key), device)
     g.authsvc_signed_device = signed
     return signed
-
-
-def known_device() -> KnownDevice | None:
-    """This login's known device: :func:`signed_device`, and the account's registry still holds its
-    id (a forgotten one is anonymous: the anonymous throttle bucket and argon2 class)."""
-    signed = signed_device()
-    if signed is None:
-        return None
-    svc = current_app.extensions["authsvc"]
-    return signed if svc.known_devices.is_known(normalize_username(request.form["username"]),
-                                                signed.device_id) else None
 
 
 def refused_for_size(form, policy) -> bool:

@@ -108,34 +108,38 @@ def run(policy, trace):
         clock.now += told.get((account, device), 0) if advance == "obey" else advance
         now = clock.now
         bucket = model.setdefault((account, device), Bucket())
-        attempt = throttle.begin(account, device)
-        verdict = attempt.verdict
-        log.append((account, device, ip, outcome, now, verdict))
-        # What the policy allows, independently of the implementation.
-        locked = bucket.consecutive >= policy.max_consecutive_failures
-        blocked = now < bucket.blocked_until
-        assert verdict.allowed == (not locked and not blocked), (account, device, now, verdict, bucket)
-        if not verdict.allowed:
-            told[(account, device)] = verdict.retry_after
-            if not locked:
-                assert verdict.retry_after == math.ceil(bucket.blocked_until - now)
-            continue
-        if outcome == "success":
-            throttle.record_success(account, device)
-            model[(account, device)] = Bucket()
-            if device is not None:  # a known device also forgives the anonymous run's count
-                model.setdefault((account, None), Bucket()).consecutive = 0
-        else:
-            throttle.record_failure(account, device)
-            bucket.consecutive += 1
-            bucket.failures.append(now)
-            in_window = sum(1 for t in bucket.failures if t > now - policy.failure_window_seconds)
-            persisting = bucket.last_block_end is not None and \
-                now - bucket.last_block_end < policy.failure_window_seconds
-            if in_window >= policy.failures_before_backoff or persisting:
-                bucket.blocked_until = now + expected_backoff(bucket.consecutive, policy)
-                bucket.last_block_end = bucket.blocked_until
-        attempt.end()
+        with throttle.attempt(account, device) as attempt:
+            verdict = attempt.verdict
+            log.append((account, device, ip, outcome, now, verdict))
+            # What the policy allows, independently of the implementation.
+            locked = bucket.consecutive >= policy.max_consecutive_failures
+            blocked = now < bucket.blocked_until
+            assert verdict.allowed == (not locked and not blocked), (account, device, now, verdict, bucket)
+            if not verdict.allowed:
+                told[(account, device)] = verdict.retry_after
+                if not locked:
+                    assert verdict.retry_after == math.ceil(bucket.blocked_until - now)
+                continue
+            if outcome == "success":
+                attempt.record_success()
+                model[(account, device)] = Bucket()
+                if device is not None:  # a known device also forgives the anonymous run's count
+                    model.setdefault((account, None), Bucket()).consecutive = 0
+            else:
+                after = attempt.record_failure()
+                bucket.consecutive += 1
+                bucket.failures.append(now)
+                in_window = sum(1 for t in bucket.failures if t > now - policy.failure_window_seconds)
+                persisting = bucket.last_block_end is not None and \
+                    now - bucket.last_block_end < policy.failure_window_seconds
+                if in_window >= policy.failures_before_backoff or persisting:
+                    bucket.blocked_until = now + expected_backoff(bucket.consecutive, policy)
+                    bucket.last_block_end = bucket.blocked_until
+                # The verdict record_failure returns is the model's after this failure: a caller
+                # learns of a lock-out (or a back-off) without reading the storage again.
+                locked = bucket.consecutive >= policy.max_consecutive_failures
+                assert after.allowed == (not locked and now >= bucket.blocked_until), (after, bucket)
+                assert (after.reason == "locked") == locked, (after, bucket)
     return log
 
 
@@ -220,18 +224,16 @@ def test_global_limit_lets_at_most_its_amount_of_argon2_logins_through_per_perio
         clock.now += gap
         in_period = [t for t in passed if t > clock.now - 60]
         if known:
-            owner = throttle.begin("owner", f"device-{i:04d}-aaaaaaaaaa")
-            assert owner.verdict.allowed
-            throttle.record_success("owner", f"device-{i:04d}-aaaaaaaaaa")
-            owner.end()
+            with throttle.attempt("owner", f"device-{i:04d}-aaaaaaaaaa") as owner:
+                assert owner.verdict.allowed
+                owner.record_success()
             passed.append(clock.now)
             continue
-        attempt = throttle.begin(f"sprayed{i}", None)
-        assert attempt.verdict.allowed == (len(in_period) < amount)
-        if attempt.verdict.allowed:
-            throttle.record_failure(f"sprayed{i}", None)
-            passed.append(clock.now)
-        else:
-            assert attempt.verdict.reason == "global"
-            assert attempt.verdict.retry_after >= 1
-        attempt.end()
+        with throttle.attempt(f"sprayed{i}", None) as attempt:
+            assert attempt.verdict.allowed == (len(in_period) < amount)
+            if attempt.verdict.allowed:
+                attempt.record_failure()
+                passed.append(clock.now)
+            else:
+                assert attempt.verdict.reason == "global"
+                assert attempt.verdict.retry_after >= 1

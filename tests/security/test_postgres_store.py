@@ -403,14 +403,10 @@ def test_parallel_attempts_on_two_instances_pass_the_gate_one_at_a_time(shared_t
     """A burst split across instances cannot check several passwords before the first failure is
     counted: the per-bucket gate lives in Redis too."""
     one, two = shared_throttles
-    first = one.begin("erin", None)
-    second = two.begin("erin", None)
-    try:
+    with one.attempt("erin", None) as first, two.attempt("erin", None) as second:
         assert first.verdict.allowed and not second.verdict.allowed and second.verdict.reason == "busy"
-    finally:
-        first.end()
-        second.end()
-    assert two.begin("erin", None).verdict.allowed
+    with two.attempt("erin", None) as third:
+        assert third.verdict.allowed
 
 
 # --- the known-device registry (security review, finding 1) -------------------------------------------------

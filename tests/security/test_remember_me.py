@@ -13,7 +13,6 @@ import hashlib
 import secrets
 import threading
 from http.cookies import SimpleCookie
-from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +20,6 @@ import sqlalchemy as sa
 from authsvc.core.models import remember_tokens
 from authsvc.core.models import sessions as sessions_table
 from authsvc.core.remember import split_cookie
-from authsvc.web.views import login as login_view
 from tests.conftest import (
     PASSWORD,
     add_user,
@@ -561,9 +559,7 @@ def test_changed_address_or_agent_ends_remembered_session_and_only_rotation_star
 
 # --- purge ------------------------------------------------------------------------------------------
 
-def test_purge_removes_expired_and_revoked_tokens_but_keeps_rotated_ones_until_expiry(app, svc, clock, user,
-                                                                                       monkeypatch):
-    monkeypatch.setattr(login_view, "secrets", SimpleNamespace(randbelow=lambda n: 1))  # no purge at login
+def test_purge_removes_expired_and_revoked_tokens_but_keeps_rotated_ones_until_expiry(app, svc, clock, user):
     keep_after = svc.policy.sessions.purge_after_seconds
     remembered(app, ip="198.51.100.1")
     revoked = remembered(app, ip="198.51.100.2")

@@ -24,7 +24,6 @@ from itsdangerous import URLSafeTimedSerializer
 from authsvc.web.auth import binding_identifier
 from authsvc.core.models import sessions as sessions_table
 from authsvc.core.sessions import LIVE, session_verdict, token_digest
-from authsvc.web.views import login as login_view
 from tests.conftest import (
     PASSWORD,
     STRONG_KEY,
@@ -447,13 +446,10 @@ def test_a_password_change_waits_for_a_parallel_attempt_on_the_same_account(app,
     calls = []
     real = svc.hasher.verify
     monkeypatch.setattr(svc.hasher, "verify", lambda *a, **k: calls.append(1) or real(*a, **k))
-    parallel = svc.throttle.begin("alice", None)  # a login attempt for alice is checking its password
-    try:
+    with svc.throttle.attempt("alice", None) as parallel:  # a login attempt for alice is checking its password
         assert parallel.verdict.allowed
         assert _change_password(here, current="not the current password").status_code == 429
         assert calls == []  # refused before any argon2
-    finally:
-        parallel.end()
     assert _change_password(here, current="not the current password").status_code == 400
     assert calls == [1]
     assert _change_password(here).status_code == 200  # the gate was let go after the failure
@@ -574,18 +570,11 @@ def test_session_flood_21st_login_revokes_only_the_oldest(app, svc, clock, user)
 
 # --- purge ------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def no_purge_at_login(monkeypatch):
-    """The 1-in-100 opportunistic purge at login would make purge counts random."""
-    monkeypatch.setattr(login_view, "secrets", SimpleNamespace(randbelow=lambda n: 1))
-
-
 def _session_ids(svc):
     return {r.id for r in all_session_rows(svc)}
 
 
-def test_purge_removes_ended_records_older_than_purge_after_and_keeps_the_rest(app, svc, clock, user,
-                                                                              no_purge_at_login):
+def test_purge_removes_ended_records_older_than_purge_after_and_keeps_the_rest(app, svc, clock, user):
     keep_after = svc.policy.sessions.purge_after_seconds
     _, revoked_long_ago = svc.sessions.create(user.id, "192.0.2.1", "ua", False)
     svc.sessions.revoke(revoked_long_ago, "logout")
@@ -605,8 +594,7 @@ def test_purge_removes_ended_records_older_than_purge_after_and_keeps_the_rest(a
     assert _session_ids(svc) == set()
 
 
-def test_cli_sessions_purge_removes_ended_records_and_keeps_live_sessions(tmp_path, monkeypatch, capsys,
-                                                                          no_purge_at_login):
+def test_cli_sessions_purge_removes_ended_records_and_keeps_live_sessions(tmp_path, monkeypatch, capsys):
     # The command uses the real clock: build the records around the real "now".
     clock = Clock(time.time() - 9 * 86400)
     app = build_app(tmp_path, clock)
@@ -622,13 +610,37 @@ def test_cli_sessions_purge_removes_ended_records_and_keeps_live_sessions(tmp_pa
     assert verify(c) == 200
 
 
-def test_opportunistic_purge_at_login_removes_old_records_and_keeps_live_sessions(app, svc, clock, user,
-                                                                                monkeypatch):
+def test_logins_never_purge_and_the_purge_command_keeps_live_sessions(app, svc, clock, user):
+    # Purging left the request (issue 16: 1 login in 100 used to purge): a login does a login's
+    # work only, and `authsvc sessions purge`, run from cron or a timer, keeps the tables bounded.
     _, old = svc.sessions.create(user.id, "192.0.2.1", "ua", False)
     svc.sessions.revoke(old, "logout")
     clock.advance(svc.policy.sessions.purge_after_seconds + 1)
     earlier = logged_in(app, ip="198.51.100.1")
-    monkeypatch.setattr(login_view, "secrets", SimpleNamespace(randbelow=lambda n: 0))  # this login purges
     fresh = logged_in(app, ip="198.51.100.2")
+    assert old in _session_ids(svc)
+    assert svc.sessions.purge() == 1
     assert _session_ids(svc) == {record(app, earlier).id, record(app, fresh).id}
     assert (verify(earlier), verify(fresh)) == (200, 200)
+
+
+def test_cli_sessions_purge_also_removes_old_remember_tokens_and_expired_known_devices(tmp_path, monkeypatch,
+                                                                                       capsys):
+    # The command uses the real clock: build the records around the real "now".
+    lifetime = 365 * 86400  # throttle.device_cookie_lifetime_days
+    clock = Clock(time.time() - lifetime - 86400)
+    app = build_app(tmp_path, clock)
+    svc = app.extensions["authsvc"]
+    user = add_user(app)
+    stale = browser(app, ip="198.51.100.1")
+    assert login(stale, remember=True).status_code == 303  # a remember token and a known device
+    stale.post("/logout", data={"csrf_token": csrf(stale, "/")})  # the token is revoked, the device stays
+    assert svc.known_devices.count(user.id) == 1
+    clock.now = time.time()
+    bob = add_user(app, "bob")
+    live = logged_in(app, "bob", ip="198.51.100.2")  # another account's device, used now
+    assert run_cli(monkeypatch, tmp_path, "sessions", "purge") == 0
+    # alice's session, remember token and device: each ended or unused long enough ago
+    assert "purged 3 record(s)" in capsys.readouterr().out
+    assert (svc.known_devices.count(user.id), svc.known_devices.count(bob.id)) == (0, 1)
+    assert verify(live) == 200

@@ -16,6 +16,7 @@ from flask_login import current_user, logout_user
 from authsvc.web.auth import services
 from authsvc.web.errors import respond
 from authsvc.web.forms import field
+from authsvc.core.login_flow import Failed, Refused
 from authsvc.rules.passwords import normalize_password, password_problems
 from authsvc.web.views.login import delete_cookie, page_session
 
@@ -47,30 +48,18 @@ def change_password():
     svc = services()
     rules = svc.password_rules
     current = field("current_password", rules.max_length * 4)
-    new = field("new_password", rules.max_length * 4)
+    new = normalize_password(field("new_password", rules.max_length * 4))
     account = svc.accounts.by_id(current_user.user_id)
-    # The login throttle's anonymous bucket, with its gate held while the current password is
-    # checked: parallel attempts cannot overrun it (a stolen session is not a free oracle).
-    attempt = svc.throttle.begin(account.username_key, None)
-    if not attempt.verdict.allowed:
-        svc.audit.emit("password_change_throttled", reason=attempt.verdict.reason)
-        return respond(429, retry_after=attempt.verdict.retry_after)
-    try:
-        correct = len(normalize_password(current)) <= rules.max_length and \
-            svc.hasher.verify(account.password_hash, normalize_password(current), anonymous=False).ok  # signed in
-        if not correct:
-            svc.throttle.record_failure(account.username_key, None)
-    finally:
-        attempt.end()
-    if not correct:
-        svc.audit.emit("password_change_failed", reason="bad_current_password")
+    checked = svc.login.confirm_password(account, current)  # the login throttle, gate included
+    if isinstance(checked, Refused):
+        return respond(429, retry_after=checked.retry_after)
+    if isinstance(checked, Failed):
         return _page(400, errors=["The current password is not correct."])
-    problems = password_problems(normalize_password(new), username=account.username, rules=rules,
-                                 blocklist=svc.blocklist)
+    problems = password_problems(new, username=account.username, rules=rules, blocklist=svc.blocklist)
     if problems:
         svc.audit.emit("password_change_failed", reason="policy")
         return _page(400, errors=problems)
-    svc.accounts.set_password_hash(account.id, svc.hasher.hash(normalize_password(new)))
+    svc.accounts.set_password_hash(account.id, svc.hasher.hash(new))
     ended = svc.sessions.revoke_all(account.id, "password_changed", except_id=current_user.session_id)
     svc.remember.revoke_all(account.id)  # this browser's too: it was issued under the old password
     svc.known_devices.forget_all(account.id)  # devices minted with the old password keep no budget

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-
 from flask import Blueprint, after_this_request, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
 
@@ -11,10 +9,9 @@ from authsvc.web.auth import services, start_session
 from authsvc.web.crosssite import expire_planted_copies
 from authsvc.web.errors import respond
 from authsvc.web.forms import checkbox, field
-from authsvc.web.limiter import known_device
-from authsvc.rules.passwords import normalize_password
+from authsvc.web.limiter import signed_device
+from authsvc.core.login_flow import TOO_LONG, Failed, Refused, SignedIn
 from authsvc.rules.redirects import RedirectDecision, validate_next
-from authsvc.rules.usernames import normalize_username
 
 bp = Blueprint("login", __name__)
 
@@ -169,69 +166,45 @@ def login_form():
 
 @bp.post("/login")
 def login_post():
+    """The form in, :meth:`authsvc.core.login_flow.LoginService.attempt`'s outcome out as a response."""
     svc = services()
     decision = next_decision(_raw_next())
     judge_remember_cookie()  # before the new session starts: theft revokes every session of the user
-    limits = svc.policy
-    username = field("username", limits.limits.username_max_length * 4)
-    password = field("password", limits.passwords.max_length * 4)
-    remember = checkbox("remember")
-    if len(normalize_password(password)) > limits.passwords.max_length:
-        return _render(decision, error="The password is too long.", status=400)
-
-    key = normalize_username(username)
-    known = known_device()  # a registered device of this account, as the per-client limits saw it
-    device = known.device_id if known else None
-    attempt = svc.throttle.begin(key, device)
-    g.throttle_attempt = attempt  # its gate is released in end_throttle_attempt, even on a 503
-    verdict = attempt.verdict
-    if not verdict.allowed:
-        svc.audit.emit("login_throttled", reason=verdict.reason, known_device=device is not None)
-        return respond(429, retry_after=verdict.retry_after)
-
-    account = svc.accounts.by_username(key) if len(key) <= limits.limits.username_max_length else None
-    checked = svc.hasher.verify(account.password_hash if account else None, normalize_password(password),
-                                anonymous=device is None)
-    if not checked.ok or account is None or account.disabled:
-        svc.throttle.record_failure(key, device)
-        reason = "unknown_user" if account is None else ("disabled" if checked.ok else "bad_password")
-        g.audit_user_id = account.id if account else None
-        svc.audit.emit("login_failure", reason=reason, known_device=device is not None)
-        if svc.throttle.check(key, device).reason == "locked":  # this failure reached the lock-out
-            svc.audit.emit("device_locked_out" if device else "account_locked_out", reason="max_consecutive_failures")
+    username = field("username", svc.policy.limits.username_max_length * 4)
+    password = field("password", svc.policy.passwords.max_length * 4)
+    signed = signed_device()  # as the per-client limits saw it; the flow asks the registry
+    outcome = svc.login.attempt(username, password, device=signed.device_id if signed else None,
+                                remember=checkbox("remember"))
+    if isinstance(outcome, Refused):
+        if outcome.reason == TOO_LONG:
+            return _render(decision, error="The password is too long.", status=400)
+        return respond(429, retry_after=outcome.retry_after)
+    if isinstance(outcome, Failed):
         return _render(decision, error=GENERIC_FAILURE, status=401, username=username[:200])
+    if not isinstance(outcome, SignedIn):  # StepRequired: no second step exists yet (issue 12)
+        raise TypeError(f"POST /login cannot answer {type(outcome).__name__} yet")
+    return _signed_in(outcome, decision)
 
-    svc.throttle.record_success(key, device)
-    if checked.needs_rehash:
-        svc.accounts.set_password_hash(account.id, svc.hasher.hash(normalize_password(password)), changed=False)
-        svc.audit.emit("password_rehashed", user_id=account.id)
-    user = start_session(account, remembered=remember)
+
+def _signed_in(outcome: SignedIn, decision: RedirectDecision):
+    """The session and the cookies of a successful sign-in, and the redirect to ``next``."""
+    svc = services()
+    user = start_session(outcome.account, remembered=outcome.remember)
     response = redirect(decision.target, 303)
-    device_id = svc.known_devices.remember(account.id, device)  # the same id, or a new one (cap: LRU out)
-    if device_id is not None:
-        set_cookie(response, svc.cookies.device, svc.devices.issue(key, device_id),
+    if outcome.device_cookie is not None:
+        set_cookie(response, svc.cookies.device, outcome.device_cookie,
                    svc.policy.throttle.device_cookie_lifetime_days * 86400)
-    if request.cookies.get(svc.cookies.remember):  # replaced or declined: end it, don't orphan it
-        svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember), "login")
-        if not remember:
+    presented = request.cookies.get(svc.cookies.remember)
+    if presented:  # replaced or declined: end it, don't orphan it
+        svc.remember.revoke_cookie(presented, "login")
+        if not outcome.remember:
             delete_cookie(response, svc.cookies.remember)
-    if remember:
-        value, expires = svc.remember.issue(account.id, request.remote_addr or "",
+    if outcome.remember:
+        value, expires = svc.remember.issue(outcome.account.id, request.remote_addr or "",
                                             request.headers.get("User-Agent", ""), session_id=user.session_id)
         set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
     forget_legacy_cookies(response)
-    svc.audit.emit("login_success", remembered=remember, known_device=device is not None)
-    if secrets.randbelow(100) == 0:  # opportunistic purge keeps the table bounded
-        svc.sessions.purge()
-        svc.remember.purge(svc.clock() - svc.policy.sessions.purge_after_seconds)
     return response
-
-
-@bp.teardown_request
-def end_throttle_attempt(_exc):
-    attempt = g.pop("throttle_attempt", None)
-    if attempt is not None:
-        attempt.end()
 
 
 @bp.post("/logout")
