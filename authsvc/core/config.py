@@ -71,21 +71,22 @@ class Problem:
 @dataclass(frozen=True)
 class Settings:
     env: str
-    secret_key: str
-    secret_key_fallbacks: tuple[str, ...]
+    # Secrets (and URLs that may carry a password) stay out of repr(): a Settings in a traceback
+    # or a log line must not give them away.
+    secret_key: str = field(repr=False)
+    secret_key_fallbacks: tuple[str, ...] = field(repr=False)
     secret_source: str                   # the variable or file the key came from (never the key)
-    database_url: str
-    ratelimit_storage_uri: str
+    database_url: str = field(repr=False)
+    ratelimit_storage_uri: str = field(repr=False)
     policy: Policy
     redirect_allowed_origins: tuple[str, ...]
     trusted_proxies: int
     instance_path: str
     public_url: str | None = None
     cookie_domain: str | None = None
-    metrics_token: str | None = None
+    metrics_token: str | None = field(repr=False, default=None)
     log_destination: str = "stdout"
     key_file: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
     ratelimit_key_prefix: str = "authsvc"   # lets several deployments (or tests) share one Redis
     # TCP peers whose forwarding headers count (with trusted_proxies > 0); nobody else's do.
     trusted_proxy_networks: tuple[proxy_networks.Network, ...] = field(
@@ -220,8 +221,6 @@ def from_env(environ: Mapping[str, str] | None = None, *, instance_path: str | N
         metrics_token=environ.get("AUTHSVC_METRICS_TOKEN") or None,
         log_destination=_log_destination(environ),
         key_file=key_file,
-        extra={k: v for k, v in environ.items() if k.startswith("AUTHSVC_")
-               and "SECRET" not in k and "TOKEN" not in k and "PASSWORD" not in k},
     )
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from flask import Flask
+from sqlalchemy.engine import Engine
 
 from authsvc.core import config as config_mod
 from authsvc.web import logging_setup
@@ -29,6 +30,7 @@ from authsvc.web.metrics import Metrics
 from authsvc.rules.passwords import Blocklist, PasswordRules, load_default_blocklist
 from authsvc.core.policy import Policy
 from authsvc.web.proxies import TrustedProxies
+from authsvc.rules.forward_auth import LoginRedirect, login_url
 from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules
 from authsvc.core.remember import RememberStore
 from authsvc.core.sessions import SessionStore
@@ -78,15 +80,20 @@ class CookieNames:
         return {"secure": self.secure, "httponly": True, "samesite": "Lax", "path": "/", "domain": None}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    """What views need, built once. Tests may swap ``clock`` (all stores read it through here)."""
+    """What the views and hooks need, built once by :func:`create_app` and never changed after.
+
+    Each field is one narrow collaborator with its own interface (a store, a rule set, a signer); the
+    login itself is :attr:`login`, a flow service the views only render. Time comes from the one wall
+    clock handed to ``create_app`` (every store was built with it; tests hand in a clock they move)."""
 
     settings: config_mod.Settings
     policy: Policy
     clock: Callable[[], float]
     cookies: CookieNames
     redirect_rules: RedirectRules
+    login_redirect: LoginRedirect
     password_rules: PasswordRules
     blocklist: Blocklist
     hasher: Hasher
@@ -98,15 +105,8 @@ class Services:
     throttle: Throttle
     audit: Audit
     login: LoginService
-    engine: object
-    metrics: Metrics | None = None
-    extra: dict = field(default_factory=dict)
-
-    def set_clock(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        for store in (self.accounts, self.sessions, self.remember, self.known_devices, self.throttle):
-            store.clock = clock
-        self.audit.clock = clock
+    engine: Engine
+    metrics: Metrics
 
 
 def _password_rules(policy: Policy) -> PasswordRules:
@@ -124,7 +124,10 @@ def _redirect_rules(settings: config_mod.Settings) -> RedirectRules:
                        max_length=settings.policy.redirects.max_length)
 
 
-def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[], float] = time.time) -> Flask:
+def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[], float] = time.time,
+               monotonic: Callable[[], float] = time.monotonic) -> Flask:
+    """``clock`` is the wall clock every store, the throttle and the audit log read (Unix seconds);
+    ``monotonic`` times what must not move with a wall-clock step (the verify cache's entries)."""
     settings = settings or config_mod.from_env()
     logging_setup.configure(settings.log_destination)
     errors = [p for p in config_mod.audit(settings) if p.severity == "error"]
@@ -161,7 +164,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     storage = make_storage(settings.ratelimit_storage_uri)
     metrics = Metrics()
     cache_seconds = policy.sessions.verify_cache_seconds
-    verify_cache = VerifyCache(cache_seconds) if cache_seconds > 0 else None
+    verify_cache = VerifyCache(cache_seconds, clock=monotonic) if cache_seconds > 0 else None
     # Whatever ends sessions tells this process's cache; other processes' entries expire (<= 1 s).
     sessions_ended = verify_cache.invalidate if verify_cache is not None else None
     hasher = Hasher(policy.argon2, metrics.argon2_seconds.observe,
@@ -173,9 +176,11 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
                                    policy.throttle.device_cookie_lifetime_days)
     throttle = Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix)
     audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
+    redirect_rules = _redirect_rules(settings)
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
-        redirect_rules=_redirect_rules(settings),
+        redirect_rules=redirect_rules,
+        login_redirect=LoginRedirect(login_url(settings.public_url), redirect_rules, settings.trusted_proxies),
         password_rules=_password_rules(policy),
         blocklist=load_default_blocklist(),
         hasher=hasher,
@@ -193,7 +198,6 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
                            max_password_length=policy.passwords.max_length),
         engine=engine,
         metrics=metrics,
-        extra={"storage": storage},
     )
     app.extensions["authsvc"] = services
 

@@ -351,10 +351,11 @@ class Hanging:
 
 
 @pytest.mark.asvs("V16.5.2")
-def test_liveness_touches_no_dependency(app, client):
+def test_liveness_touches_no_dependency(app, client, monkeypatch):
     svc = app.extensions["authsvc"]
     database, storage = Exploding(), Exploding()
-    svc.engine, svc.throttle.storage = database, storage
+    monkeypatch.setattr(svc.engine, "connect", database.connect)
+    svc.throttle.storage = storage
     resp = client.get("/healthz")
     assert resp.status_code == 200 and resp.get_json() == {"status": "ok"}
     assert database.calls == storage.calls == 0
@@ -369,10 +370,10 @@ def test_readiness_is_ok_when_both_dependencies_answer(client):
 
 @pytest.mark.asvs("V16.5.2")
 @pytest.mark.parametrize("broken", [("database",), ("ratelimit_storage",), ("database", "ratelimit_storage")])
-def test_readiness_names_the_dependency_that_is_down(app, client, broken):
+def test_readiness_names_the_dependency_that_is_down(app, client, broken, monkeypatch):
     svc = app.extensions["authsvc"]
     if "database" in broken:
-        svc.engine = Exploding()
+        monkeypatch.setattr(svc.engine, "connect", Exploding().connect)
     if "ratelimit_storage" in broken:
         svc.throttle.storage = Exploding()
     resp = client.get("/readyz")

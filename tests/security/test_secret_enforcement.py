@@ -447,8 +447,15 @@ def test_check_fails_on_world_readable_key_file(tmp_path):
     assert any("chmod 600" in line for line in result.stdout.splitlines())
 
 
-def test_keys_are_not_copied_into_settings_extra(tmp_path):
-    """Settings.extra (the AUTHSVC_* variables kept for diagnostics) must not carry any key."""
-    settings = settings_for(tmp_path, AUTHSVC_SECRET_KEY_FALLBACKS=KEY_A)
-    assert STRONG_KEY not in repr(dict(settings.extra))
-    assert KEY_A not in repr(dict(settings.extra))
+def test_settings_repr_shows_no_key_token_or_connection_password(tmp_path):
+    """A Settings object in a traceback or a log line must not give away a secret."""
+    token, db_password = "m" * 40, "Db-Pa55word-xyzzy"
+    settings = settings_for(tmp_path, AUTHSVC_SECRET_KEY_FALLBACKS=KEY_A, AUTHSVC_METRICS_TOKEN=token,
+                            AUTHSVC_DATABASE_URL=f"postgresql+psycopg://authsvc:{db_password}@db.example/authsvc",
+                            AUTHSVC_RATELIMIT_STORAGE_URI=f"redis://:{db_password}@redis.example:6379/0")
+    assert settings.secret_key == STRONG_KEY and settings.secret_key_fallbacks == (KEY_A,)  # they were read
+    assert settings.metrics_token == token and db_password in settings.database_url
+    shown = repr(settings)
+    for secret in (STRONG_KEY, KEY_A, token, db_password):
+        assert secret not in shown
+    assert "production" in shown  # repr still says what it can

@@ -34,12 +34,7 @@ from werkzeug.sansio.http import parse_cookie
 
 from authsvc.web import cookieheader
 from authsvc.web.auth import binding_identifier, is_session_token, request_id, services
-from authsvc.rules.forward_auth import (
-    LoginRedirect,
-    login_location,
-    login_url,
-    original_request,
-)
+from authsvc.rules.forward_auth import login_location, original_request
 from authsvc.web.headers import fixed_headers
 from authsvc.core.sessions import LIVE, SessionRecord
 
@@ -173,13 +168,6 @@ class ProxyAnswer(Response):
         return None
 
 
-@bp.record_once
-def _build_login_redirect(state) -> None:
-    svc = state.app.extensions["authsvc"]
-    svc.extra["login_redirect"] = LoginRedirect(login_url(svc.settings.public_url), svc.redirect_rules,
-                                                svc.settings.trusted_proxies)
-
-
 @bp.route(PATH, methods=["GET", "HEAD"])
 def verify():
     """Whatever :class:`VerifyApp` did not answer (see the module's docstring)."""
@@ -190,7 +178,7 @@ def verify():
     if status is None:
         return ProxyAnswer(status=401)
     svc = services()
-    redirect = svc.extra["login_redirect"]
+    redirect = svc.login_redirect
     original = original_request(request.headers, request.scheme, redirect.trusted_proxies)
     location, decision = login_location(redirect, original)
     if decision is not None and not decision.accepted:
