@@ -284,6 +284,8 @@ def _policy_problems(p: Policy) -> list[Problem]:
                                                 "set it to max_concurrent - 1.")
     if a.anonymous_queue < 0:
         err("argon2.anonymous_queue", "policy argon2.anonymous_queue must be 0 or more.")
+    if not 0 <= a.request_nice <= 19:
+        err("argon2.request_nice", "policy argon2.request_nice must be between 0 and 19.")
     if not 0 <= a.anonymous_nice <= 19:
         err("argon2.anonymous_nice", "policy argon2.anonymous_nice must be between 0 and 19.")
     elif a.anonymous_nice == 0:

@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -42,6 +42,8 @@ from authsvc.core.policy import Argon2Policy
 
 log = logging.getLogger(__name__)
 
+
+T = TypeVar("T")
 
 class HashingBusy(Exception):
     """No argon2 slot became free in time."""
@@ -91,13 +93,14 @@ def lower_thread_priority(increment: int) -> None:
     """Raise the calling thread's nice value by ``increment`` (at most 19); the threads it starts
     (argon2's own) inherit it. Linux's nice value is per thread; elsewhere setting it would renice
     the whole process, so nothing is done there. An unprivileged thread can never lower it again,
-    so only threads that run nothing but anonymous argon2 call this."""
+    so only threads that never need it back call this: anonymous argon2's, and the request threads
+    of ``authsvc serve`` (:mod:`authsvc.server.wsgi`) once known devices' threads are started."""
     if increment and sys.platform.startswith("linux"):
         tid = threading.get_native_id()
         try:
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
         except OSError as exc:  # lowering one's own priority needs no privilege; say so if it fails anyway
-            log.warning("could not lower the anonymous argon2 thread's priority: %s", exc)
+            log.warning("could not lower a thread's priority: %s", exc)
 
 
 HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb"
@@ -140,6 +143,8 @@ class Hasher:
         # known_queue for known devices and password changes, anonymous_queue for the rest, and the
         # shared slots are only ever asked for by holders of a class slot, so at most that many wait.
         known = max(1, policy.max_concurrent - policy.anonymous_max_concurrent)
+        self._known_size = known
+        self._base: ThreadPoolExecutor | None = None  # start_base_threads
         self._anonymous = Slots(policy.anonymous_max_concurrent, policy.anonymous_queue, timeout)
         self._known = Slots(known, policy.known_queue, timeout)
         self._slots = Slots(policy.max_concurrent, policy.anonymous_max_concurrent + known, timeout)
@@ -151,6 +156,22 @@ class Hasher:
         self._in_progress = in_progress or nullcontext
         self._dummy = self._ph.hash(secrets.token_urlsafe(32))
 
+    def start_base_threads(self) -> None:
+        """From now on run known devices', password changes' and the CLI's argon2 on threads
+        started here, at the calling thread's priority. ``authsvc serve`` calls this in each worker
+        before it lowers the priority of the thread its request threads come from
+        (``argon2.request_nice``), so that argon2 keeps the worker's own priority while a flood's
+        refusals run below it. Without it (tests, the CLI) that argon2 runs on the caller's thread."""
+        pool = ThreadPoolExecutor(self._known_size, "authsvc-argon2-base")
+        started = threading.Barrier(self._known_size + 1)
+        for _ in range(self._known_size):  # each job waits, so each submit starts a thread now
+            pool.submit(started.wait)
+        started.wait()
+        self._base = pool
+
+    def _at_base(self, fn: Callable[..., T], *args: object) -> T:
+        return fn(*args) if self._base is None else self._base.submit(fn, *args).result()
+
     @contextmanager
     def _slot(self, anonymous: bool = False) -> Iterator[None]:
         with (self._anonymous if anonymous else self._known).held(), self._slots.held():
@@ -161,21 +182,21 @@ class Hasher:
                 self._observe(time.perf_counter() - started)
 
     def hash(self, password: str) -> str:
-        """A new hash of ``password``, on this thread (password changes and the CLI: never anonymous)."""
+        """A new hash of ``password`` at base priority (password changes and the CLI: never anonymous)."""
         with self._in_progress(), self._slot():
-            return self._ph.hash(password)
+            return self._at_base(self._ph.hash, password)
 
     def verify(self, stored: str | None, password: str, *, anonymous: bool) -> Verified:
         """Check ``password`` against ``stored`` (None: against the dummy, always False).
 
         Every caller says which kind it is: ``anonymous=True`` (a login without a known-device
         cookie) takes an anonymous slot and runs argon2 on a low-priority thread, everything else
-        on this one. Raises :class:`HashingBusy` when no slot is free in time."""
+        at base priority (:meth:`start_base_threads`). Raises :class:`HashingBusy` when no slot is free in time."""
         with self._in_progress(), self._slot(anonymous):
             if anonymous:
                 ok = self._low.submit(self._check, stored, password).result()
             else:
-                ok = self._check(stored, password)
+                ok = self._at_base(self._check, stored, password)
         if not ok or stored is None:
             return Verified(False)
         return Verified(True, self._ph.check_needs_rehash(stored))

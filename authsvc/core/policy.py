@@ -39,6 +39,7 @@ class Argon2Policy:
     anonymous_queue: int
     anonymous_nice: int
     known_queue: int
+    request_nice: int
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ What is checked is where argon2 runs and at which nice value, read inside the ar
   started, and never again;
 - a known device's verification, a password change's hash and the CLI's run on the caller's own
   thread at its unchanged nice value; no request is moved to another thread;
+- under ``authsvc serve`` (``Hasher.start_base_threads``, then the request threads lowered by
+  ``request_nice``: authsvc/server/wsgi.py) they run on threads started first, at the worker's
+  priority, so a lowered request thread's known device still gets base priority;
 - the queues stay bounded: beyond a class's slots and queue, HashingBusy at once, never a thread
   parked on the executor;
 - what argon2 raises on the executor is raised in the caller, and the executor keeps serving.
@@ -111,6 +114,55 @@ def test_known_device_verify_and_hash_run_on_the_callers_thread_at_its_nice_valu
     me = where()
     assert probe.seen == [("hash", me), ("verify", me), ("verify", me)]
     assert me[1] == BASE
+
+
+def serve_like(made: Hasher, request_nice: int, work):
+    """What authsvc/server/wsgi.py does in a gunicorn worker, in a thread of its own (a lowered
+    nice value cannot be raised again): base threads first, then this thread lowered, then a
+    request thread started from it runs ``work``. Returns the request thread's (tid, nice)."""
+    from authsvc.core.hashing import lower_thread_priority
+
+    out: dict = {}
+
+    def worker_main():
+        made.start_base_threads()
+        lower_thread_priority(request_nice)
+
+        def request_thread():
+            out["request"] = where()
+            out["result"] = work()
+        t = threading.Thread(target=request_thread)
+        t.start()
+        t.join(60)
+
+    main = threading.Thread(target=worker_main)
+    main.start()
+    main.join(60)
+    return out
+
+
+def test_under_serve_a_known_device_keeps_base_priority_while_request_threads_run_lower():
+    made, probe = hasher(anonymous_nice=10)
+    stored = made.hash(PASSWORD)
+    probe.seen.clear()
+    out = serve_like(made, 5, lambda: (made.verify(stored, PASSWORD, anonymous=False).ok,
+                                        made.hash(PASSWORD) != stored,
+                                        made.verify(stored, PASSWORD, anonymous=True).ok))
+    assert out["result"] == (True, True, True)
+    request_tid, request_nice = out["request"]
+    assert request_nice == min(19, BASE + 5)  # inherited from the lowered worker thread
+    (_, known_verify), (_, known_hash), (_, anonymous) = probe.seen
+    assert known_verify[1] == known_hash[1] == BASE and known_verify[0] != request_tid
+    assert anonymous[1] == min(19, BASE + 5 + 10) and anonymous[0] != request_tid
+
+
+def test_base_threads_are_all_started_at_once_at_the_starters_priority():
+    made, _ = hasher(max_concurrent=3, anonymous_max_concurrent=1)
+    before = {t.name for t in threading.enumerate()}
+    out = serve_like(made, 7, lambda: None)
+    started = [t for t in threading.enumerate() if t.name not in before and t.name.startswith("authsvc-argon2-base")]
+    assert len(started) == 2 and out["request"][1] == min(19, BASE + 7)
+    assert {os.getpriority(os.PRIO_PROCESS, t.native_id) for t in started} == {BASE}
 
 
 def test_the_executor_lowers_its_threads_once_not_per_verification():
