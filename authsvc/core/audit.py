@@ -46,6 +46,13 @@ EVENTS: dict[str, str] = {
     "account_disabled": "success",
     "account_enabled": "success",
     "account_unlocked": "success",
+    # passkeys (authsvc.core.passkeys): row ids and reason codes only, never a credential id,
+    # public key, challenge or signature
+    "passkey_added": "success",
+    "passkey_renamed": "success",
+    "passkey_removed": "success",
+    "passkey_used": "success",
+    "passkey_failed": "failure",
     # attempts to get around a control
     "redirect_rejected": "refused",
     "csrf_failed": "refused",

@@ -26,9 +26,10 @@ ARGON2_MEMORY_FLOOR_KIB = {1: 47104, 2: 19456, 3: 12288}
 # Credentials nobody should run a database with (ASVS 13.2.3).
 _DEFAULT_DB_PASSWORDS = {"postgres", "password", "admin", "root", "changeme", "secret", "test", "example"}
 
-# Public suffixes a cookie domain must never be. Not the full Public Suffix List (that needs a
-# download); the check below also refuses any single-label domain and these common multi-label ones.
-_PUBLIC_SUFFIXES = frozenset({
+# Public suffixes a cookie domain (or a passkey relying-party id) must never be. Not the full Public
+# Suffix List (that needs a download); the checks also refuse any single-label domain and these
+# common multi-label ones.
+PUBLIC_SUFFIXES = frozenset({
     "co.uk", "org.uk", "ac.uk", "gov.uk", "com.au", "net.au", "org.au", "co.jp", "ne.jp", "co.nz",
     "com.br", "com.cn", "com.mx", "co.in", "co.za", "com.tr", "com.sg", "github.io", "gitlab.io",
     "herokuapp.com", "netlify.app", "vercel.app", "pages.dev", "workers.dev", "appspot.com",
@@ -395,7 +396,7 @@ def cookie_domain_problems(domain: str, public_url: str | None) -> list[Problem]
     """A shared cookie domain must be a registrable domain that covers the service's own host."""
     bare = domain.lstrip(".")
     name = "AUTHSVC_COOKIE_DOMAIN"
-    if not bare or "." not in bare or bare in _PUBLIC_SUFFIXES or any(c in bare for c in "/:*@ "):
+    if not bare or "." not in bare or bare in PUBLIC_SUFFIXES or any(c in bare for c in "/:*@ "):
         return [Problem("error", name, f"AUTHSVC_COOKIE_DOMAIN={domain} is a public suffix or not a domain; every "
                         "site under it could read the session. Fix: use your own domain, e.g. .example.com.")]
     if not public_url:

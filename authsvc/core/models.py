@@ -5,7 +5,7 @@ session tokens, remember-me validators and device ids are stored as SHA-256 dige
 Changing a table means a new alembic revision in ``authsvc/core/migrations/versions``.
 """
 
-from sqlalchemy import (Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
+from sqlalchemy import (BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
                         String, Table, UniqueConstraint)
 
 metadata = MetaData()
@@ -76,4 +76,30 @@ known_devices = Table(
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=False),
     UniqueConstraint("user_id", "device_hash", name="uq_known_devices_user_device"),
+)
+
+# Passkeys (authsvc.core.passkeys): WebAuthn credentials, several per account. The credential id and
+# the public key are what the authenticator gave at registration (neither is a secret: the public
+# key only verifies, and it is never shown or logged). sign_count is the last counter accepted.
+passkeys = Table(
+    "passkeys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("credential_id", LargeBinary(1023), nullable=False, unique=True),   # WebAuthn: at most 1023 bytes
+    Column("public_key", LargeBinary, nullable=False),                         # COSE_Key
+    Column("sign_count", BigInteger, nullable=False, default=0),                # 0 to 2**32 - 1
+    Column("name", String(64), nullable=False),
+    Column("transports", String(128), nullable=False, default=""),             # comma-separated hints
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=True),
+)
+Index("ix_passkeys_user", passkeys.c.user_id)
+
+# Each account's WebAuthn user handle (user.id in the ceremonies, userHandle in a usernameless
+# assertion): 32 random bytes made the first time the account registers a passkey, never the account
+# id or name (WebAuthn section 14.6.1: the handle must not identify the user to anyone else).
+passkey_users = Table(
+    "passkey_users", metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("handle", LargeBinary(32), nullable=False, unique=True),
 )

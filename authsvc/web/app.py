@@ -27,7 +27,9 @@ from authsvc.core.hashing import Hasher
 from authsvc.web.limiter import make_storage
 from authsvc.core.login_flow import LoginService
 from authsvc.web.metrics import Metrics
+from authsvc.rules.passkeys import relying_party
 from authsvc.rules.passwords import Blocklist, PasswordRules, load_default_blocklist
+from authsvc.core.passkeys import PasskeyService, PasskeyStore
 from authsvc.core.policy import Policy
 from authsvc.web.proxies import TrustedProxies
 from authsvc.rules.forward_auth import LoginRedirect, login_url
@@ -107,6 +109,9 @@ class Services:
     login: LoginService
     engine: Engine
     metrics: Metrics
+    # None when the settings give no relying party (see authsvc.rules.passkeys.relying_party: e.g.
+    # development on http://127.0.0.1, an IP address WebAuthn refuses): no passkey page or button.
+    passkeys: PasskeyService | None = None
 
 
 def _password_rules(policy: Policy) -> PasswordRules:
@@ -177,6 +182,11 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     throttle = Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix)
     audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
     redirect_rules = _redirect_rules(settings)
+    party = relying_party(settings.public_url, settings.cookie_domain,
+                          public_suffixes=config_mod.PUBLIC_SUFFIXES).party
+    passkey_service = None if party is None else PasskeyService(
+        store=PasskeyStore(engine, clock), accounts=accounts, rp=party, audit=audit, known_devices=known_devices,
+        device_cookies=devices)
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
         redirect_rules=redirect_rules,
@@ -198,13 +208,14 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
                            max_password_length=policy.passwords.max_length),
         engine=engine,
         metrics=metrics,
+        passkeys=passkey_service,
     )
     app.extensions["authsvc"] = services
 
     from authsvc.web import auth, crosssite, csrf, headers, limiter, errors as error_pages
-    from authsvc.web.views import account, api, health, login, verify
+    from authsvc.web.views import account, api, health, login, passkeys, verify
 
-    for bp in (login.bp, account.bp, verify.bp, api.bp, health.bp):
+    for bp in (login.bp, account.bp, passkeys.bp, verify.bp, api.bp, health.bp):
         app.register_blueprint(bp)
     metrics.init_app(app, services)  # first before_request hook: times the others too
     auth.init_app(app)

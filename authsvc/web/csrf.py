@@ -5,7 +5,9 @@ Each session holds a random value under ``csrf_token``; a form carries that valu
 ``AUTHSVC_SECRET_KEY_FALLBACKS``, a salt of its own) with the time it was signed. A state-changing
 request (POST, PUT, PATCH, DELETE) to a route is refused with 400 unless its one ``csrf_token``
 field verifies, is younger than the time limit, and holds this session's value (compared in constant
-time). Flask-WTF did the same with HMAC-SHA1 and only the current key, and offers no way to change
+time). Scripts of the service's own pages (the passkey ceremonies, which post JSON) send the
+same token in the ``X-CSRF-Token`` header instead; a request carrying both counts as two tokens
+(``repeated``). Flask-WTF did the same with HMAC-SHA1 and only the current key, and offers no way to change
 either; this module replaces it, keeping its session key, form field, template global and message.
 
 :func:`verdict` decides, as a pure function of plain values; the Flask glue below only feeds it.
@@ -13,8 +15,8 @@ either; this module replaces it, keeping its session key, form field, template g
 Reason codes (``CSRFError.reason``, the ``csrf_failed`` audit event's ``reason``):
 
 ==================== ==========================================================================
-``missing``          no ``csrf_token`` field
-``repeated``         more than one ``csrf_token`` field
+``missing``          no ``csrf_token`` field (nor ``X-CSRF-Token`` header)
+``repeated``         more than one ``csrf_token`` field or header, or one of each
 ``no_session_token`` the session holds no value (expired cookie, or none was ever issued)
 ``invalid``          not a token signed with this service's key for this purpose: tampered,
                      truncated, another digest (SHA-1), another salt, a dropped fallback key
@@ -34,6 +36,7 @@ from werkzeug.exceptions import BadRequest
 
 SESSION_KEY = "csrf_token"
 FIELD = "csrf_token"
+HEADER = "X-CSRF-Token"  # for JSON posts from the service's own scripts (another site cannot set it)
 SALT = "authsvc.csrf"
 PROTECTED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TIME_LIMIT_SECONDS = 3600  # a form left open longer is reloaded (Flask-WTF's limit, kept)
@@ -102,7 +105,8 @@ def init_app(app: Flask, serializer: URLSafeTimedSerializer, max_age: int) -> No
         # A path or method with no route gets its 404 or 405, as before.
         if request.method not in PROTECTED_METHODS or request.endpoint is None:
             return
-        reason = verdict(request.form.getlist(FIELD), session.get(SESSION_KEY), serializer, signer.get_timestamp(),
+        submitted = request.form.getlist(FIELD) + request.headers.getlist(HEADER)
+        reason = verdict(submitted, session.get(SESSION_KEY), serializer, signer.get_timestamp(),
                          max_age)
         if reason != "ok":
             raise CSRFError(reason)

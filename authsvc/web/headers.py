@@ -1,6 +1,7 @@
 """Security headers: Flask-Talisman for HTTPS, HSTS and CSP, plus what Talisman does not set.
 
-The CSP allows no script at all and styles only from the service's own stylesheet; ``form-action``
+The CSP allows scripts and styles only from the service's own static files (``passkeys.js``,
+the stylesheet), never inline, and ``fetch`` only to the service itself; ``form-action``
 lists the service and every allowed redirect origin because browsers apply it to the redirect that
 follows a form post. Every response is ``Cache-Control: no-store`` (each one carries or depends on a
 session) except the static stylesheet. Endpoints that proxies call (verify, health, metrics) are
@@ -40,6 +41,9 @@ def content_security_policy(rules: RedirectRules) -> str:
     origins = sorted({app.origin for app in rules.apps})
     return "; ".join([
         "default-src 'none'",
+        # The passkey ceremonies' one static script and its JSON posts; never inline script.
+        "script-src 'self'",
+        "connect-src 'self'",
         "style-src 'self'",
         "img-src 'self'",
         "base-uri 'none'",

@@ -1,4 +1,5 @@
-"""Flask-Limiter: the per-client limits on POST /login, keyed by address (IPv6 by /64).
+"""Flask-Limiter: the per-client limits on POST /login (and POST /login/passkey), keyed by address
+(IPv6 by /64).
 
 Which limits count an attempt depends on whether it carries a device cookie signed for the account
 named in the form (:func:`signed_device`; whether the account's registry still holds its id is asked
@@ -278,6 +279,12 @@ def init_app(app: Flask, services) -> Limiter:
         view = limiter.limit(";".join(policy.per_device), methods=["POST"], key_func=_device_key,
                              scope=DEVICE_SCOPE, exempt_when=_not_known)(view)
     app.view_functions[endpoint] = view
+    # A passkey sign-in runs no argon2 and guesses no secret, but each try costs a signature check
+    # and database reads: the anonymous per-client limit, counted apart from the password form's.
+    passkey_endpoint = "passkeys.login_finish"
+    if policy.per_client and passkey_endpoint in app.view_functions:
+        app.view_functions[passkey_endpoint] = limiter.limit(";".join(policy.per_client), methods=["POST"])(
+            app.view_functions[passkey_endpoint])
     app.extensions["authsvc_limiter"] = limiter
     return limiter
 

@@ -6,7 +6,8 @@ to run on a schema that is behind.
 * From the previous release's schema (revision 0001) holding an account, a live session and a
   remember-me token, upgrading to head keeps all three usable: the password still signs in, the
   session cookie still verifies, the remember cookie still restores (and is now linked to its
-  session, which is what 0002 added), and the known-device registry (0003) starts empty.
+  session, which is what 0002 added), the known-device registry (0003) and the passkey tables
+  (0006) start empty.
 * ``authsvc serve`` and the other commands refuse a schema that is behind (naming both revisions
   and ``authsvc db upgrade``), one that a newer release migrated, and a database they cannot reach,
   with a message instead of a traceback and without starting gunicorn.
@@ -33,6 +34,7 @@ from authsvc.server import cli
 from authsvc.core import db, models
 from authsvc.web.auth import session_identifier
 from authsvc.core.hashing import Hasher
+from authsvc.core.passkeys import PasskeyStore
 from authsvc.core.policy import load_policy
 from authsvc.core.sessions import new_token, token_digest
 from tests.backends import pg_schema
@@ -81,7 +83,8 @@ def test_upgrade_from_an_empty_database_builds_exactly_the_schema_the_models_des
     assert db.current_revision(engine) is None
     db.upgrade(engine)
     assert db.current_revision(engine) == db.head_revision()
-    assert tables(engine) == {"users", "sessions", "remember_tokens", "known_devices", "alembic_version"}
+    assert tables(engine) == {"users", "sessions", "remember_tokens", "known_devices", "passkeys", "passkey_users",
+                              "alembic_version"}
     with engine.connect() as conn:
         drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), models.metadata)
     assert drift == [], f"authsvc/core/models.py and the migrations disagree (a change without a revision?): {drift}"
@@ -174,6 +177,14 @@ def test_upgrade_from_the_previous_release_keeps_accounts_sessions_and_remember_
         # Device cookies of the old release are not registered (0003's table starts empty): the
         # browser that signed in above is now the account's one known device.
         assert svc.known_devices.count(account.id) == 1
+        # 0006's passkey tables start empty, and the account can register one (its user handle is
+        # made then) and sign in with it.
+        store = PasskeyStore(svc.engine, clock)
+        assert store.list(account.id) == [] and store.user_handle(account.id) is None
+        handle = store.handle_for(account.id)
+        added = store.add(account.id, b"\x01" * 16, b"cose", 7, "Old laptop", ("usb",))
+        assert store.find(b"\x01" * 16) == added and len(handle) == 32
+        assert store.record_use(added.id, 7, 2**32 - 1)  # the counter's whole range fits
         # Logging the old session out ends it.
         token = _csrf(kept)
         assert kept.post("/logout", data={"csrf_token": token}).status_code == 303

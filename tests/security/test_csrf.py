@@ -276,3 +276,36 @@ def test_a_path_or_method_without_a_route_keeps_its_404_or_405(app):
 @pytest.mark.asvs("V3.5.1")
 def test_login_still_works_end_to_end_with_the_page_token(app, user):
     assert login(new_client(app)).status_code == 303
+
+
+# --- the header the passkey script sends (issue 17) ---------------------------------------------------------
+
+@pytest.mark.asvs("V3.5.1")
+def test_the_token_in_the_x_csrf_token_header_counts_like_the_field(app, user):
+    """A JSON post cannot carry the form field; the header carries the same token. A page on
+    another site can send neither (a custom header needs a CORS preflight, which authsvc never grants)."""
+    client = new_client(app)
+    assert login(client).status_code == 303
+    token = form_token(client, "/")
+    accepted = client.post("/logout", headers={csrf.HEADER: token})
+    assert accepted.status_code == 303
+
+
+@pytest.mark.asvs("V3.5.1")
+@pytest.mark.parametrize("how", ["header and field", "two headers", "another session's header", "empty header"])
+def test_a_header_token_follows_the_same_rules(app, user, how):
+    client = new_client(app)
+    assert login(client).status_code == 303
+    token = form_token(client, "/")
+    other = new_client(app)
+    others = form_token(other)
+    if how == "header and field":
+        answer = client.post("/logout", data={"csrf_token": token}, headers={csrf.HEADER: token})
+    elif how == "two headers":
+        answer = client.post("/logout", headers=[(csrf.HEADER, token), (csrf.HEADER, token)])
+    elif how == "another session's header":
+        answer = client.post("/logout", headers={csrf.HEADER: others})
+    else:
+        answer = client.post("/logout", headers={csrf.HEADER: ""})
+    assert answer.status_code == 400
+    assert client.get("/auth/verify").status_code == 200   # still signed in: nothing was done

@@ -1,4 +1,5 @@
-"""The account page: who you are, your sessions (end any of them), password change, logout."""
+"""The account page: who you are, your sessions (end any of them), password change, logout (passkeys:
+:mod:`authsvc.web.views.passkeys`)."""
 
 from __future__ import annotations
 
@@ -23,19 +24,21 @@ from authsvc.web.views.login import delete_cookie, page_session
 bp = Blueprint("account", __name__)
 
 
-def _page(status: int = 200, *, errors: list[str] | None = None, notice: str | None = None):
+def account_page(status: int = 200, *, errors: list[str] | None = None, notice: str | None = None):
+    """The signed-in user's account page (also rendered by :mod:`authsvc.web.views.passkeys`)."""
     svc = services()
     live = svc.sessions.list_live(current_user.user_id)
+    keys = svc.passkeys.store.list(current_user.user_id) if svc.passkeys is not None else None
     return render_template("account.html", username=current_user.username, sessions=live,
                            current_session=current_user.session_id, errors=errors or [],
-                           notice=notice, min_length=svc.password_rules.min_length), status
+                           notice=notice, min_length=svc.password_rules.min_length, passkeys=keys), status
 
 
 @bp.get("/")
 def home():
     state = page_session()
     if state == "signed_in":
-        return _page()
+        return account_page()
     if state == "restored":
         return redirect(url_for("account.home"), 303)
     return redirect(url_for("login.login_form"), 303)
@@ -54,11 +57,11 @@ def change_password():
     if isinstance(checked, Refused):
         return respond(429, retry_after=checked.retry_after)
     if isinstance(checked, Failed):
-        return _page(400, errors=["The current password is not correct."])
+        return account_page(400, errors=["The current password is not correct."])
     problems = password_problems(new, username=account.username, rules=rules, blocklist=svc.blocklist)
     if problems:
         svc.audit.emit("password_change_failed", reason="policy")
-        return _page(400, errors=problems)
+        return account_page(400, errors=problems)
     svc.accounts.set_password_hash(account.id, svc.hasher.hash(new))
     ended = svc.sessions.revoke_all(account.id, "password_changed", except_id=current_user.session_id)
     svc.remember.revoke_all(account.id)  # this browser's too: it was issued under the old password
@@ -69,7 +72,7 @@ def change_password():
     def _forget_remember(response):
         delete_cookie(response, svc.cookies.remember)
         return response
-    return _page(notice="Password changed. Every other session has been signed out.")
+    return account_page(notice="Password changed. Every other session has been signed out.")
 
 
 @bp.post("/account/sessions/<int:session_id>/revoke")

@@ -10,6 +10,7 @@ from authsvc.web.crosssite import expire_planted_copies
 from authsvc.web.errors import respond
 from authsvc.web.forms import checkbox, field
 from authsvc.web.limiter import signed_device
+from authsvc.core.accounts import Account
 from authsvc.core.login_flow import TOO_LONG, Failed, Refused, SignedIn
 from authsvc.rules.redirects import RedirectDecision, validate_next
 
@@ -33,7 +34,8 @@ def _raw_next() -> str | None:
 def _render(decision: RedirectDecision, *, error: str | None = None, status: int = 200, username: str = ""):
     app_name = decision.app.name if decision.app is not None else None
     return render_template("login.html", next=decision.target if decision.accepted else "",
-                           app_name=app_name, error=error, username=username), status
+                           app_name=app_name, error=error, username=username,
+                           passkeys=services().passkeys is not None), status
 
 
 def set_cookie(response, name: str, value: str, max_age: int | None) -> None:
@@ -188,19 +190,26 @@ def login_post():
 
 def _signed_in(outcome: SignedIn, decision: RedirectDecision):
     """The session and the cookies of a successful sign-in, and the redirect to ``next``."""
+    return finish_sign_in(outcome.account, redirect(decision.target, 303), remember=outcome.remember,
+                          device_cookie=outcome.device_cookie)
+
+
+def finish_sign_in(account: Account, response, *, remember: bool, device_cookie: str | None):
+    """Start ``account``'s session and put the cookies of a sign-in on ``response`` (the redirect of
+    POST /login, the JSON answer of a passkey sign-in): the known-device cookie, a new remember-me
+    cookie when asked for, and the end of any remember-me or legacy cookie this browser held."""
     svc = services()
-    user = start_session(outcome.account, remembered=outcome.remember)
-    response = redirect(decision.target, 303)
-    if outcome.device_cookie is not None:
-        set_cookie(response, svc.cookies.device, outcome.device_cookie,
+    user = start_session(account, remembered=remember)
+    if device_cookie is not None:
+        set_cookie(response, svc.cookies.device, device_cookie,
                    svc.policy.throttle.device_cookie_lifetime_days * 86400)
     presented = request.cookies.get(svc.cookies.remember)
     if presented:  # replaced or declined: end it, don't orphan it
         svc.remember.revoke_cookie(presented, "login")
-        if not outcome.remember:
+        if not remember:
             delete_cookie(response, svc.cookies.remember)
-    if outcome.remember:
-        value, expires = svc.remember.issue(outcome.account.id, request.remote_addr or "",
+    if remember:
+        value, expires = svc.remember.issue(account.id, request.remote_addr or "",
                                             request.headers.get("User-Agent", ""), session_id=user.session_id)
         set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
     forget_legacy_cookies(response)

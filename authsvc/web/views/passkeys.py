@@ -1,0 +1,225 @@
+"""Passkeys over HTTP: the WebAuthn ceremonies as JSON endpoints for ``static/passkeys.js``, and
+rename/remove as plain forms on the account page.
+
+=========================================== ====================================================
+``POST /account/passkeys/options``          creation options for the signed-in account (JSON)
+``POST /account/passkeys``                  ``{"credential": ..., "name": ...}``: keep the passkey
+``POST /account/passkeys/<id>/rename``      form: ``name``, ``csrf_token``
+``POST /account/passkeys/<id>/delete``      form: ``csrf_token``
+``POST /login/passkey/options``             request options for a usernameless sign-in (JSON)
+``POST /login/passkey``                     ``{"credential": ..., "next": ...}``: sign in;
+                                            answers ``{"redirect": next}`` (validated as /login does)
+=========================================== ====================================================
+
+Every one is a POST, so :mod:`authsvc.web.crosssite` (same origin) and :mod:`authsvc.web.csrf` (the
+token: ``X-CSRF-Token`` from the scripts, the ``csrf_token`` field from the forms) check it first.
+Each ceremony's challenge waits in the signed session under its purpose and is popped by the
+answer, whatever the answer: one challenge, one try, one purpose. Bad input is a 4xx with a JSON
+body ``{"error": code, "message": text}``; a refused passkey says no more than that it was refused
+(the reason is in the audit log).
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    jsonify,
+    redirect,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user
+
+from authsvc.core.passkeys import (
+    CHALLENGE_SECONDS,
+    PasskeyFailed,
+    PasskeyService,
+    b64url_decode,
+    b64url_encode,
+)
+from authsvc.rules.passkeys import MAX_RAW_NAME_LENGTH, passkey_name
+from authsvc.web.auth import services
+from authsvc.web.forms import field
+from authsvc.web.views.account import account_page
+from authsvc.web.views.login import finish_sign_in, judge_remember_cookie, next_decision
+
+bp = Blueprint("passkeys", __name__)
+
+# A WebAuthn response is a few KiB (an attestation with a certificate chain, the largest, stays
+# well under this); the policy's max_content_length still bounds every body before this is read.
+MAX_BODY_BYTES = 32 * 1024
+REGISTER, LOGIN = "passkey_register", "passkey_login"   # the session keys, one per purpose
+DEFAULT_NAME = "Passkey"
+
+REFUSED = "This passkey could not be used. Try again, or sign in with your password."
+NAME_MESSAGES = {
+    "empty": "Give the passkey a name.",
+    "too_long": "A passkey name can be at most 64 characters long.",
+}
+NAME_REFUSED = "A passkey name may hold letters, digits, punctuation, spaces and emoji, but no control or " \
+               "invisible characters."
+REGISTER_MESSAGES = {
+    "duplicate": "This passkey is already registered.",
+    "too_many": "This account has as many passkeys as it can have. Remove one first.",
+}
+
+
+def _service() -> PasskeyService:
+    passkeys = services().passkeys
+    if passkeys is None:  # no relying party in these settings: there are no passkey pages
+        abort(404)
+    return passkeys
+
+
+def _answer(status: int, error: str, message: str) -> Response:
+    response = jsonify(error=error, message=message)
+    response.status_code = status
+    return response
+
+
+def _json_body() -> dict:
+    """The request's JSON object, or a 4xx: not JSON (415), over :data:`MAX_BODY_BYTES` (413), not
+    UTF-8, not one JSON object, nested too deep or a number too long to read (400)."""
+    if request.mimetype != "application/json":
+        abort(_answer(415, "unsupported_media_type", "Send JSON."))
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        abort(_answer(413, "too_large", "The request is too large."))
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        abort(_answer(413, "too_large", "The request is too large."))
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and int-digit limits are ValueErrors
+        body = None
+    if not isinstance(body, dict):
+        abort(_answer(400, "malformed", "The request was not valid."))
+    return body
+
+
+def _keep_challenge(key: str, challenge: bytes, bound_to: int | None = None) -> None:
+    session[key] = {"c": b64url_encode(challenge), "t": int(services().clock()), "s": bound_to}
+
+
+def _take_challenge(key: str, bound_to: int | None = None) -> bytes | None:
+    """Pop the challenge kept for ``key`` (it is gone whatever follows); None unless it is there,
+    younger than its options' timeout and was made for the same session (``bound_to``)."""
+    kept = session.pop(key, None)
+    if not isinstance(kept, dict) or kept.get("s") != bound_to or not isinstance(kept.get("t"), int):
+        return None
+    if not 0 <= services().clock() - kept["t"] <= CHALLENGE_SECONDS:
+        return None
+    return b64url_decode(kept.get("c"), 64)
+
+
+def _signed_in_session() -> int:
+    if not current_user.is_authenticated:
+        abort(_answer(401, "unauthenticated", "Sign in first."))
+    return current_user.session_id
+
+
+def _options(options_json: str) -> Response:
+    return Response(options_json, mimetype="application/json")
+
+
+# --- the account's passkeys ------------------------------------------------------------------------------
+
+def _name_refused(detail: str) -> Response:
+    return _answer(400, "bad_name", NAME_MESSAGES.get(detail, NAME_REFUSED))
+
+
+@bp.post("/account/passkeys/options")
+def register_options():
+    """Creation options. The name the passkey will get (``{"name": ...}``, optional) is judged here
+    too, so a refused name is known before the authenticator makes a credential for nothing."""
+    service = _service()
+    session_id = _signed_in_session()
+    name = _json_body().get("name") or DEFAULT_NAME
+    decided = passkey_name(name)
+    if decided.name is None:
+        return _name_refused(decided.reason)
+    account = services().accounts.by_id(current_user.user_id)
+    options = service.registration_options(account)
+    _keep_challenge(REGISTER, options.challenge, session_id)
+    return _options(options.json)
+
+
+@bp.post("/account/passkeys")
+def register():
+    """Add a passkey (step-up, once it exists, guards this one view)."""
+    service = _service()
+    session_id = _signed_in_session()
+    body = _json_body()
+    challenge = _take_challenge(REGISTER, session_id)
+    name = body.get("name") or DEFAULT_NAME
+    account = services().accounts.by_id(current_user.user_id)
+    outcome = service.register(account, challenge, body.get("credential"), name)
+    if isinstance(outcome, PasskeyFailed):
+        if outcome.reason == "bad_name":
+            return _name_refused(outcome.detail)
+        status = 409 if outcome.reason in REGISTER_MESSAGES else 400
+        return _answer(status, outcome.reason if status == 409 else "refused",
+                       REGISTER_MESSAGES.get(outcome.reason, REFUSED))
+    return jsonify(id=outcome.passkey.id, name=outcome.passkey.name), 201
+
+
+@bp.post("/account/passkeys/<int:passkey_id>/rename")
+def rename(passkey_id: int):
+    service = _service()
+    if not current_user.is_authenticated:
+        abort(401)
+    name = field("name", MAX_RAW_NAME_LENGTH)
+    account = services().accounts.by_id(current_user.user_id)
+    outcome = service.rename(account, passkey_id, name)
+    if outcome is None:
+        abort(404)
+    if isinstance(outcome, PasskeyFailed):
+        return account_page(400, errors=[NAME_MESSAGES.get(outcome.detail, NAME_REFUSED)])
+    return redirect(url_for("account.home"), 303)
+
+
+@bp.post("/account/passkeys/<int:passkey_id>/delete")
+def delete(passkey_id: int):
+    """Remove a passkey (step-up, once it exists, guards this one view)."""
+    service = _service()
+    if not current_user.is_authenticated:
+        abort(401)
+    account = services().accounts.by_id(current_user.user_id)
+    if not service.remove(account, passkey_id):
+        abort(404)
+    return redirect(url_for("account.home"), 303)
+
+
+# --- signing in ------------------------------------------------------------------------------------------
+
+@bp.post("/login/passkey/options")
+def login_options():
+    service = _service()
+    _json_body()  # nothing is read from it; like every endpoint here it must be one JSON object
+    options = service.authentication_options()
+    _keep_challenge(LOGIN, options.challenge)
+    return _options(options.json)
+
+
+@bp.post("/login/passkey")
+def login_finish():
+    """A usernameless sign-in: the passkey's account gets a session (a user-verified passkey is
+    multi-factor on its own), and the script is told where to go: ``next`` as POST /login decides."""
+    service = _service()
+    svc = services()
+    body = _json_body()
+    raw_next = body.get("next")
+    decision = next_decision(raw_next if isinstance(raw_next, str) else None)
+    challenge = _take_challenge(LOGIN)
+    judge_remember_cookie()  # before the new session starts: theft revokes every session of the user
+    outcome = service.authenticate(challenge, body.get("credential"),
+                                   device_cookie=request.cookies.get(svc.cookies.device))
+    if isinstance(outcome, PasskeyFailed):
+        status = 400 if outcome.reason in ("malformed", "no_challenge") else 401
+        return _answer(status, "refused", REFUSED)
+    return finish_sign_in(outcome.account, jsonify(redirect=decision.target), remember=False,
+                          device_cookie=outcome.device_cookie)
