@@ -32,7 +32,13 @@ from authsvc.core.policy import Policy
 from authsvc.web.proxies import TrustedProxies
 from authsvc.rules.forward_auth import LoginRedirect, login_url
 from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules
+from authsvc.core.pending_flows import EndedFlows
+from authsvc.core.recovery_codes import RecoveryCodes
 from authsvc.core.remember import RememberStore
+from authsvc.core.sealing import Sealer
+from authsvc.core.second_factors import TOTP, SecondFactors
+from authsvc.core.totp import SEALING_INFO as TOTP_SEALING_INFO
+from authsvc.core.totp import TotpStore
 from authsvc.core.sessions import SessionStore
 from authsvc.core.signing import serializer, timed_serializer
 from authsvc.web.session_cookie import SessionInterface
@@ -107,6 +113,13 @@ class Services:
     login: LoginService
     engine: Engine
     metrics: Metrics
+    # Second factors: which an account has (one source per kind), the TOTP secrets, the recovery
+    # codes, the throttle of second-step codes (its own key space) and the relying-party id.
+    factors: SecondFactors
+    totp: TotpStore
+    recovery_codes: RecoveryCodes
+    code_throttle: Throttle
+    rp_id: str
 
 
 def _password_rules(policy: Policy) -> PasswordRules:
@@ -175,6 +188,12 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     known_devices = DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,
                                    policy.throttle.device_cookie_lifetime_days)
     throttle = Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix)
+    # Codes of the second step: the password's back-off shape, in a key space of their own, no argon2 limits.
+    code_throttle = Throttle(storage, policy.throttle, clock, prefix=f"{settings.ratelimit_key_prefix}:2fa",
+                             guards_argon2=False)
+    totp = TotpStore(engine, Sealer(settings.secret_key, settings.secret_key_fallbacks, TOTP_SEALING_INFO), clock)
+    recovery = RecoveryCodes(engine, clock)
+    factors = SecondFactors({TOTP: totp})
     audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
     redirect_rules = _redirect_rules(settings)
     services = Services(
@@ -195,9 +214,17 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         login=LoginService(accounts=accounts, hasher=hasher, throttle=throttle, known_devices=known_devices,
                            device_cookies=devices, audit=audit,
                            max_username_length=policy.limits.username_max_length,
-                           max_password_length=policy.passwords.max_length),
+                           max_password_length=policy.passwords.max_length,
+                           factors=factors, totp=totp, recovery=recovery, code_throttle=code_throttle,
+                           mfa=policy.mfa, clock=clock,
+                           ended_flows=EndedFlows(storage, settings.ratelimit_key_prefix, policy.mfa.pending_seconds)),
         engine=engine,
         metrics=metrics,
+        factors=factors,
+        totp=totp,
+        recovery_codes=recovery,
+        code_throttle=code_throttle,
+        rp_id=config_mod.relying_party_id(settings),
     )
     app.extensions["authsvc"] = services
 

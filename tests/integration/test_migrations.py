@@ -160,6 +160,7 @@ def test_upgrade_from_the_previous_release_keeps_accounts_sessions_and_remember_
         assert answer.status_code == 200 and answer.headers["X-Auth-User"] == "alice"
         # 0005: a session from before was signed in with the password alone, and is not recent.
         assert svc.sessions.load(old["token"]).methods == ("pwd",)
+        assert answer.headers["X-Auth-Methods"] == "pwd"
         assert svc.sessions.load(old["token"]).authenticated_at is None
         assert [s.id for s in svc.sessions.list_live(account.id)] == [old["session_id"]]
         # The password hashed by the old release still signs in.
