@@ -7,13 +7,14 @@ and ``methods`` (``/api/v1/session``). The values are RFC 8176's:
 * ``otp``: a one-time code: an authenticator app's (TOTP) or a recovery code (RFC 8176 has no
   value for a lookup secret; both are single-use codes from something the user holds);
 * ``hwk`` / ``swk``: a proof of possession of a hardware- or software-secured key (a passkey);
-* ``user``: the key verified its user (WebAuthn user verification: a PIN or biometric on the
-  authenticator), which makes a passkey multi-factor on its own;
-* ``mfa``: derived, never recorded: more than one factor was used (something known and something
-  held or inherent), or a key that verified its user.
+* ``user``: a user-presence test (WebAuthn asks one of every passkey assertion); no factor by itself;
+* ``mfa``: more than one factor was used (something known and something held or inherent), or a
+  passkey whose authenticator verified its user (a PIN or biometric on the authenticator: the key is
+  multi-factor on its own; :func:`authsvc.rules.passkeys.passkey_methods` says so with ``mfa``).
 
-``mfa`` is always computed from the other values (:func:`session_methods`), so a stored list cannot
-claim it without the factors that earn it.
+``mfa`` is computed again whenever a list is recorded or read back (:func:`session_methods`): two
+factors earn it, and the only claim of it taken as given is a key's (``hwk``/``swk`` with ``mfa``),
+so a list without a key cannot claim it without the factors that earn it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Final
 ONE_TIME_CODE: Final = "otp"
 HARDWARE_KEY: Final = "hwk"
 SOFTWARE_KEY: Final = "swk"
-USER_VERIFIED: Final = "user"
+USER_PRESENT: Final = "user"
 MULTI_FACTOR: Final = "mfa"
 # What a sign-in with the password alone records (and what sessions from before methods were kept say).
 PASSWORD_ONLY: Final = ("pwd",)
@@ -42,21 +43,23 @@ MAX_STORED: Final = 128  # longest stored list read (the column is 64 characters
 
 
 def is_multi_factor(methods: Iterable[str]) -> bool:
-    """Two different factors, or a key that verified its user (``hwk``/``swk`` with ``user``)."""
+    """Two different factors, or a key whose authenticator verified its user (``hwk``/``swk``
+    given together with ``mfa``)."""
     used = set(methods)
     factors = {FACTOR.get(m) for m in used} - {None}
-    return len(factors) >= 2 or bool(used & KEYS and USER_VERIFIED in used)
+    return len(factors) >= 2 or bool(used & KEYS and MULTI_FACTOR in used)
 
 
 def session_methods(used: Iterable[str]) -> tuple[str, ...]:
     """The methods a session records for a sign-in that ``used`` these (in order): each known value
-    once, in the order first used, then ``mfa`` when :func:`is_multi_factor`. Unknown values and a
-    given ``mfa`` are dropped (``mfa`` is derived, never taken)."""
+    once, in the order first used, then ``mfa`` when :func:`is_multi_factor`. Unknown values are
+    dropped, and so is a given ``mfa`` that nothing earns."""
+    used = list(used)
     seen: list[str] = []
     for method in used:
         if method in FACTOR and method != MULTI_FACTOR and method not in seen:
             seen.append(method)
-    if is_multi_factor(seen):
+    if is_multi_factor([*seen, *(m for m in used if m == MULTI_FACTOR)]):
         seen.append(MULTI_FACTOR)
     return tuple(seen)
 

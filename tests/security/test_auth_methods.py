@@ -1,7 +1,8 @@
 """What apps are told about how a session signed in: authsvc.rules.auth_methods (RFC 8176 values).
 
 ``mfa`` must never appear without the factors that earn it: it is derived from the others every
-time, whether a list is being recorded or read back from the database. A stored list that was
+time, whether a list is being recorded or read back from the database; the one claim taken is a
+passkey's (a key whose authenticator verified the user: authsvc.rules.passkeys). A stored list that was
 tampered with or garbled reads as fewer methods, never as more, and never as anything that could
 break the ``X-Auth-Methods`` header.
 """
@@ -24,9 +25,10 @@ from authsvc.rules.auth_methods import (
     (["pwd"], ("pwd",)),
     (["pwd", "otp"], ("pwd", "otp", "mfa")),
     (["pwd", "hwk"], ("pwd", "hwk", "mfa")),
-    (["swk", "user"], ("swk", "user", "mfa")),        # a user-verified passkey alone
-    (["hwk", "user"], ("hwk", "user", "mfa")),
-    (["hwk"], ("hwk",)),                               # a passkey without user verification
+    (["swk", "user", "mfa"], ("swk", "user", "mfa")),  # a user-verified passkey alone
+    (["hwk", "user", "mfa"], ("hwk", "user", "mfa")),
+    (["hwk", "user"], ("hwk", "user")),                # a passkey without user verification: presence only
+    (["pwd", "hwk", "user"], ("pwd", "hwk", "user", "mfa")),  # a password and a passkey
     (["otp"], ("otp",)),
     (["otp", "hwk"], ("otp", "hwk")),                  # two things held: one factor
     (["pwd", "pin"], ("pwd", "pin")),                  # two things known: one factor
@@ -38,9 +40,10 @@ def test_a_session_records_each_method_once_and_mfa_only_for_two_factors(used, r
 
 
 @pytest.mark.parametrize("used", [
-    ["pwd", "mfa"],          # claimed, not earned
+    ["pwd", "mfa"],          # claimed, not earned: only a key's claim counts
     ["mfa"],
-    ["pwd", "user"],         # user verification without a key is nobody's factor
+    ["otp", "mfa"],
+    ["pwd", "user"],         # user presence is nobody's factor
     ["pwd", "geo"],
     ["pwd", "rba"],
 ])
@@ -53,6 +56,8 @@ def test_mfa_is_derived_never_taken(used):
     ("pwd", ("pwd",)),
     ("pwd,otp,mfa", ("pwd", "otp", "mfa")),
     ("pwd,mfa", ("pwd",)),                                  # a forged mfa is dropped
+    ("hwk,user,mfa", ("hwk", "user", "mfa")),               # a user-verified passkey's sign-in
+    ("hwk,user", ("hwk", "user")),
     ("pwd,otp", ("pwd", "otp", "mfa")),                     # mfa derived again
     ("pwd, otp", ("pwd",)),                                 # " otp" is not a value
     ("PWD,OTP", ()),                                        # case matters: RFC 8176 values are lower-case
