@@ -18,7 +18,9 @@ from typing import Any
 logger = logging.getLogger("authsvc.audit")
 
 FORBIDDEN = frozenset({"password", "new_password", "current_password", "token", "cookie", "secret",
-                       "secret_key", "validator", "csrf_token", "session"})
+                       "secret_key", "validator", "csrf_token", "session",
+                       # second factors: a code, a recovery code, a TOTP secret, a passkey's credential id
+                       "code", "codes", "otp", "recovery_code", "totp_secret", "credential_id"})
 MAX_VALUE = 256
 
 # The event inventory (ASVS 16.1.1) and the outcome each records unless the caller names another.
@@ -32,6 +34,16 @@ EVENTS: dict[str, str] = {
     "device_locked_out": "refused",
     "logout": "success",
     "password_rehashed": "success",
+    # second factors
+    "mfa_required": "success",
+    "mfa_used": "success",
+    "mfa_failed": "failure",
+    "mfa_throttled": "refused",
+    "mfa_locked_out": "refused",
+    "mfa_flow_ended": "refused",
+    "recovery_code_used": "success",
+    "step_up_failed": "failure",
+    "step_up_throttled": "refused",
     # sessions and remember-me
     "session_revoked": "success",
     "remember_rotated": "success",
@@ -53,6 +65,11 @@ EVENTS: dict[str, str] = {
     "passkey_removed": "success",
     "passkey_used": "success",
     "passkey_failed": "failure",
+    "mfa_added": "success",
+    "mfa_removed": "success",
+    "recovery_codes_generated": "success",
+    "mfa_reset": "success",
+    "mfa_resealed": "success",
     # attempts to get around a control
     "redirect_rejected": "refused",
     "csrf_failed": "refused",

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from authsvc.rules import proxy_networks, secretkeys
 from authsvc.core.filemodes import make_private_folder
@@ -354,6 +355,16 @@ def _policy_problems(p: Policy) -> list[Problem]:
         err("headers.hsts_max_age_seconds", "policy headers.hsts_max_age_seconds must be at least 31536000 (one year).")
     if p.limits.username_max_length < 1 or p.limits.max_content_length < 4096:
         err("limits", "policy limits: username_max_length must be >= 1 and max_content_length >= 4096.")
+    m = p.mfa
+    if m.pending_seconds < 30:
+        err("mfa.pending_seconds", f"policy mfa.pending_seconds={m.pending_seconds}: nobody can open an "
+            "authenticator app and type a code that fast. Fix: set 300.")
+    elif m.pending_seconds > 600:
+        warn("mfa.pending_seconds", f"policy mfa.pending_seconds={m.pending_seconds}: a sign-in that passed "
+             "its password stays open for its second step longer than 10 minutes. Fix: set 300.")
+    if m.step_up_seconds > 3600:
+        warn("mfa.step_up_seconds", f"policy mfa.step_up_seconds={m.step_up_seconds}: a session left open for "
+             "over an hour can still add or remove a factor without the password. Fix: set 300.")
     return out
 
 
@@ -374,6 +385,8 @@ def _deployment_problems(s: Settings) -> list[Problem]:
                                "password. Fix: give the database role a generated password."))
     if s.cookie_domain:
         out += cookie_domain_problems(s.cookie_domain, s.public_url)
+    if s.policy.mfa.rp_id:
+        out += rp_id_problems(s.policy.mfa.rp_id, s.public_url)
     if s.metrics_token is not None:  # a bearer token is a secret: the same strength rules as the key
         out += [Problem("error", "AUTHSVC_METRICS_TOKEN", m)
                 for m in secretkeys.secret_problems(s.metrics_token, setting="AUTHSVC_METRICS_TOKEN")]
@@ -406,4 +419,37 @@ def cookie_domain_problems(domain: str, public_url: str | None) -> list[Problem]
     if host != bare and not host.endswith("." + bare):
         return [Problem("error", name, f"AUTHSVC_COOKIE_DOMAIN={domain} does not cover the service's host {host}; "
                         "browsers would drop the cookie.")]
+    return []
+
+
+def _host(origin: str) -> str:
+    return urlsplit(origin).hostname or ""
+
+
+def relying_party_id(settings: Settings) -> str:
+    """The WebAuthn relying-party id (and the issuer authenticator apps show): ``mfa.rp_id`` when
+    the policy sets one, else the cookie domain when single sign-on is on, else the public URL's
+    host (``localhost`` in development without one)."""
+    if settings.policy.mfa.rp_id:
+        return settings.policy.mfa.rp_id.strip().lower().lstrip(".")
+    if settings.cookie_domain:
+        return settings.cookie_domain.lstrip(".")
+    return _host(settings.own_origin)
+
+
+def rp_id_problems(rp_id: str, public_url: str | None) -> list[Problem]:
+    """A relying-party id must be the service's host or a domain above it (WebAuthn refuses any
+    other: every passkey ceremony would fail)."""
+    bare = rp_id.strip().lower().lstrip(".")
+    name = "mfa.rp_id"
+    if not bare or any(c in bare for c in "/:*@ ") or bare in _PUBLIC_SUFFIXES:
+        return [Problem("error", name, f"policy mfa.rp_id={rp_id!r} is not a domain. Fix: leave it \"\" "
+                        "(derived) or set the service's host or your own domain above it.")]
+    if not public_url:
+        return [Problem("error", name, "policy mfa.rp_id needs AUTHSVC_PUBLIC_URL so it can be checked against "
+                        "the service's own host.")]
+    host = _host(public_url)
+    if host != bare and not host.endswith("." + bare):
+        return [Problem("error", name, f"policy mfa.rp_id={rp_id} does not cover the service's host {host}; "
+                        "browsers would refuse every passkey. Fix: leave it \"\" or use a domain above the host.")]
     return []

@@ -1,7 +1,8 @@
 """The schema, as SQLAlchemy Core tables (the verify path needs one indexed query, not an ORM).
 
 Times are Unix epoch seconds (float, UTC by definition). Secrets never stored in the clear:
-session tokens, remember-me validators and device ids are stored as SHA-256 digests, passwords as argon2id.
+session tokens, remember-me validators, device ids and recovery codes are stored as SHA-256 digests,
+passwords as argon2id, authenticator-app secrets sealed with AES-256-GCM (authsvc.core.sealing).
 Changing a table means a new alembic revision in ``authsvc/core/migrations/versions``.
 """
 
@@ -38,6 +39,11 @@ sessions = Table(
     # First request made with the session after the one that started it (a remember token's
     # successor is "delivered" once its session is used: see authsvc.core.remember).
     Column("used_at", Float, nullable=True),
+    # The RFC 8176 methods the sign-in used, comma-separated (authsvc.rules.auth_methods), and the
+    # last time the user proved a factor in this session (sign-in or step-up; None when restored
+    # from a remember-me cookie): a sensitive change needs it recent (authsvc.rules.second_step).
+    Column("methods", String(64), nullable=False, server_default="pwd"),
+    Column("authenticated_at", Float, nullable=True),
 )
 Index("ix_sessions_user_live", sessions.c.user_id, sessions.c.revoked_at)
 Index("ix_sessions_expires", sessions.c.expires_at)
@@ -62,6 +68,8 @@ remember_tokens = Table(
     Column("successor_id", Integer, ForeignKey("remember_tokens.id", ondelete="SET NULL",
                                                name="fk_remember_tokens_successor_id"), nullable=True),
     Column("revoke_reason", String(32), nullable=True),
+    # The methods of the sign-in that issued the first token of this chain: a restored session carries them.
+    Column("methods", String(64), nullable=False, server_default="pwd"),
 )
 Index("ix_remember_user", remember_tokens.c.user_id)
 Index("ix_remember_session", remember_tokens.c.session_id)
@@ -102,4 +110,27 @@ passkey_users = Table(
     "passkey_users", metadata,
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
     Column("handle", LargeBinary(32), nullable=False, unique=True),
+)
+
+# Authenticator-app codes (authsvc.core.totp): at most one per account. ``secret`` is sealed
+# (AES-256-GCM under a key derived from the secret key, the account id bound in); ``last_step`` is
+# the last accepted RFC 6238 time step: a code is accepted only for a later one, once, on any instance.
+totp_factors = Table(
+    "totp_factors", metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("secret", LargeBinary(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_step", Integer, nullable=False),
+)
+
+# Recovery codes (authsvc.core.recovery_codes): ten per account, shown once, stored as SHA-256 of a
+# 120-bit code; used once (``used_at``); generating new ones deletes the old.
+recovery_codes = Table(
+    "recovery_codes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("code_hash", LargeBinary(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("used_at", Float, nullable=True),
+    UniqueConstraint("user_id", "code_hash", name="uq_recovery_codes_user_code"),
 )

@@ -100,6 +100,14 @@ class LimitPolicy:
 
 
 @dataclass(frozen=True)
+class MfaPolicy:
+    required: bool
+    step_up_seconds: int
+    pending_seconds: int
+    rp_id: str
+
+
+@dataclass(frozen=True)
 class Policy:
     passwords: PasswordPolicy
     argon2: Argon2Policy
@@ -108,6 +116,7 @@ class Policy:
     throttle: ThrottlePolicy
     headers: HeaderPolicy
     limits: LimitPolicy
+    mfa: MfaPolicy
     source: str = "default"
 
 
@@ -119,6 +128,7 @@ _SECTIONS = {
     "throttle": ThrottlePolicy,
     "headers": HeaderPolicy,
     "limits": LimitPolicy,
+    "mfa": MfaPolicy,
 }
 
 

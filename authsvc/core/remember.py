@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from authsvc.core.models import remember_tokens, sessions, users
 from authsvc.core.policy import SessionPolicy
 from authsvc.core.sessions import end_if_unused
+from authsvc.rules.auth_methods import PASSWORD_ONLY, format_methods, parse_methods
 
 _PART = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
 
@@ -51,6 +52,7 @@ class Consumed:
     expires_at: float | None = None
     ended_session_id: int | None = None  # "lost": the unused session ended with the successor
     discarded: bool = False               # "lost": this call ended the unused successor
+    methods: tuple[str, ...] = PASSWORD_ONLY  # "ok", "lost": the sign-in's methods, for the restored session
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ _successor = remember_tokens.alias("successor")
 _PRESENTED = sa.select(
     remember_tokens.c.id, remember_tokens.c.validator_hash, remember_tokens.c.user_id,
     remember_tokens.c.expires_at, remember_tokens.c.rotated_at, remember_tokens.c.revoked_at,
-    remember_tokens.c.revoke_reason, remember_tokens.c.successor_id, users.c.disabled,
+    remember_tokens.c.revoke_reason, remember_tokens.c.successor_id, remember_tokens.c.methods, users.c.disabled,
     _successor.c.id.label("s_id"), _successor.c.rotated_at.label("s_rotated_at"),
     _successor.c.revoked_at.label("s_revoked_at"), _successor.c.revoke_reason.label("s_revoke_reason"),
     _successor.c.session_id.label("s_session_id"),
@@ -165,23 +167,27 @@ class RememberStore:
         self.on_sessions_ended = on_sessions_ended
 
     def issue(self, user_id: int, client_ip: str, user_agent: str, expires_at: float | None = None,
-              conn=None, *, session_id: int | None = None) -> tuple[str, float]:
+              conn=None, *, session_id: int | None = None, methods: tuple[str, ...] = PASSWORD_ONLY) -> tuple[str, float]:
         """A new token; returns the signed cookie value and its expiry (epoch seconds).
-        ``session_id`` is the session it started: ending that session ends the token too."""
+        ``session_id`` is the session it started: ending that session ends the token too.
+        ``methods``: the sign-in's (RFC 8176); every successor keeps them, and each session the
+        chain restores carries them."""
         expires = expires_at or self.clock() + self.policy.remember_lifetime_days * 86400
+        stored = format_methods(methods)
         if conn is None:
             with self.engine.begin() as c:
-                value, _ = self._insert(c, user_id, client_ip, user_agent, expires, session_id)
+                value, _ = self._insert(c, user_id, client_ip, user_agent, expires, session_id, stored)
         else:
-            value, _ = self._insert(conn, user_id, client_ip, user_agent, expires, session_id)
+            value, _ = self._insert(conn, user_id, client_ip, user_agent, expires, session_id, stored)
         return value, expires
 
     def _insert(self, conn, user_id: int, client_ip: str, user_agent: str, expires: float,
-                session_id: int | None) -> tuple[str, int]:
+                session_id: int | None, methods: str) -> tuple[str, int]:
         selector, validator = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
         new_id = conn.execute(remember_tokens.insert().returning(remember_tokens.c.id).values(
             selector=selector, validator_hash=_digest(validator), user_id=user_id, created_at=self.clock(),
             expires_at=expires, client_ip=client_ip[:64], user_agent=user_agent[:256], session_id=session_id,
+            methods=methods,
         )).scalar_one()
         return self.serializer.dumps(f"{selector}.{validator}"), new_id
 
@@ -226,7 +232,8 @@ class RememberStore:
                     raise _Abandon("race")  # another request (any instance) got there between read and write
                 if verdict == "lost":
                     ended = self._end_unused_successor(conn, row, now)
-                new_cookie, new_id = self._insert(conn, row.user_id, client_ip, user_agent, row.expires_at, None)
+                new_cookie, new_id = self._insert(conn, row.user_id, client_ip, user_agent, row.expires_at, None,
+                                                  row.methods)
                 conn.execute(remember_tokens.update().where(remember_tokens.c.id == row.id)
                              .values(successor_id=new_id))
         except _Abandon as abandoned:
@@ -234,8 +241,8 @@ class RememberStore:
         if verdict == "lost":
             self._sessions_ended(ended)
             return Consumed("lost", row.user_id, row.expires_at, ended_session_id=ended,
-                            discarded=row.s_revoked_at is None), new_cookie
-        return Consumed("ok", row.user_id, row.expires_at), new_cookie
+                            discarded=row.s_revoked_at is None, methods=parse_methods(row.methods)), new_cookie
+        return Consumed("ok", row.user_id, row.expires_at, methods=parse_methods(row.methods)), new_cookie
 
     def examine(self, cookie: str | None) -> Consumed:
         """Judge a remember cookie presented where it restores nothing (a signed-in page, login,

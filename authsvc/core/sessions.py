@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from authsvc.core.models import remember_tokens, sessions, users
 from authsvc.core.policy import SessionPolicy
+from authsvc.rules.auth_methods import PASSWORD_ONLY, format_methods, parse_methods
 
 if TYPE_CHECKING:
     from authsvc.core.verify_cache import VerifyCache
@@ -39,6 +40,8 @@ class SessionRecord:
     user_agent: str
     revoked_at: float | None
     used_at: float | None = None  # first request with the session after the one that started it
+    methods: tuple[str, ...] = PASSWORD_ONLY  # RFC 8176 values the sign-in used (authsvc.rules.auth_methods)
+    authenticated_at: float | None = None  # last factor proved in this session; None when restored
 
 
 def session_verdict(rec: SessionRecord | None, now: float, policy: SessionPolicy) -> str:
@@ -89,9 +92,17 @@ def token_digest(token: str) -> bytes:
 _SELECT = sa.select(
     sessions.c.id, sessions.c.user_id, users.c.username_key.label("username"), users.c.disabled, sessions.c.created_at,
     sessions.c.last_seen_at, sessions.c.expires_at, sessions.c.remembered, sessions.c.client_ip,
-    sessions.c.user_agent, sessions.c.revoked_at, sessions.c.used_at,
+    sessions.c.user_agent, sessions.c.revoked_at, sessions.c.used_at, sessions.c.methods, sessions.c.authenticated_at,
 ).select_from(sessions.join(users, users.c.id == sessions.c.user_id))
 _BY_DIGEST = _SELECT.where(sessions.c.token_hash == sa.bindparam("digest"))
+
+
+def _record(row) -> SessionRecord:
+    """A row of :data:`_SELECT` as a record; the stored methods parsed once here, so the verify
+    cache holds them ready for ``X-Auth-Methods``."""
+    return SessionRecord(*row[:-2], methods=parse_methods(row.methods), authenticated_at=row.authenticated_at)
+
+
 # Built once (login runs them every time): SQLAlchemy then only looks up its compiled form.
 _INSERT = sessions.insert().returning(sessions.c.id)
 _LIVE_IDS_NEWEST_FIRST = sa.select(sessions.c.id).where(
@@ -120,9 +131,12 @@ class SessionStore:
             self.on_sessions_ended()
 
     def create(self, user_id: int, client_ip: str, user_agent: str, remembered: bool,
-               not_after: float | None = None) -> tuple[str, int]:
+               not_after: float | None = None, *, methods: tuple[str, ...] = PASSWORD_ONLY,
+               authenticated: bool = True) -> tuple[str, int]:
         """A new record and its token (shown once, to be put in the cookie). ``not_after`` caps the
-        absolute lifetime: a session restored from a remember cookie ends when that cookie does."""
+        absolute lifetime: a session restored from a remember cookie ends when that cookie does.
+        ``methods``: what the sign-in used (RFC 8176); ``authenticated``: the user proved them just
+        now (a sign-in), not a remember-me cookie (a restore), which never counts for step-up."""
         now = self.clock()
         token = new_token()
         expires = now + self.policy.absolute_lifetime_seconds
@@ -133,6 +147,7 @@ class SessionStore:
                 "token_hash": token_digest(token), "user_id": user_id, "created_at": now, "last_seen_at": now,
                 "expires_at": expires, "remembered": remembered,
                 "client_ip": client_ip[:64], "user_agent": user_agent[:256],
+                "methods": format_methods(methods), "authenticated_at": now if authenticated else None,
             }).one()
             capped = self._enforce_cap(conn, user_id, now)
         self._ended(capped)  # after the commit (see VerifyCache.put)
@@ -154,7 +169,7 @@ class SessionStore:
     def _load(self, digest: bytes) -> SessionRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(_BY_DIGEST, {"digest": digest}).first()
-        return SessionRecord(*row) if row else None
+        return _record(row) if row else None
 
     def authenticate(self, token: str, *, cached: bool = False) -> tuple[SessionRecord | None, str]:
         """Load, judge and (rarely) touch: the whole per-request check.
@@ -196,6 +211,12 @@ class SessionStore:
                           generation)
         return rec, verdict
 
+    def mark_authenticated(self, session_id: int) -> None:
+        """The user proved a factor again in this session (step-up): sensitive changes need no
+        password for another ``mfa.step_up_seconds``."""
+        with self.engine.begin() as conn:
+            conn.execute(sessions.update().where(sessions.c.id == session_id).values(authenticated_at=self.clock()))
+
     def revoke(self, session_id: int, reason: str, user_id: int | None = None, *, presented: bool = False) -> bool:
         """End one session (of ``user_id``, when given). True if it was live. ``presented``: the
         request ending it carried its cookie, which counts as a use (see :func:`first_use`)."""
@@ -227,7 +248,7 @@ class SessionStore:
             rows = conn.execute(_SELECT.where(
                 sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None),
             ).order_by(sessions.c.last_seen_at.desc())).all()
-        recs = [SessionRecord(*r) for r in rows]
+        recs = [_record(r) for r in rows]
         return [r for r in recs if session_verdict(r, now, self.policy) == LIVE]
 
     def purge(self) -> int:

@@ -47,6 +47,12 @@ error), and expires by itself if the process dies holding it.
 If the storage fails, :class:`ThrottleUnavailable` is raised and the login is refused with 503
 (fail closed), unless the policy chose ``storage_failure = "memory"``. Warehouse's limiter answers
 "allowed" when Redis is down; for a login throttle that would mean unlimited guesses.
+
+The second step of a sign-in (a code after the password) is throttled by a second instance with
+its own key space (``prefix``) and ``guards_argon2=False``: the same buckets, back-off and lock-out
+per account, counted apart from the password's (so a right password, which resets the password's
+buckets, resets nothing of the codes'), without the global window and the success windows, which
+bound argon2 and a code check runs none.
 """
 
 from __future__ import annotations
@@ -212,11 +218,12 @@ class Attempt:
 
 class Throttle:
     def __init__(self, storage: Storage, rules: ThrottlePolicy, clock: Callable[[], float],
-                 prefix: str = "authsvc") -> None:
+                 prefix: str = "authsvc", *, guards_argon2: bool = True) -> None:
         self.storage = storage
         self.rules = rules
         self.clock = clock
         self.prefix = prefix
+        self.guards_argon2 = guards_argon2
         self._fallback = MemoryStorage() if rules.storage_failure == "memory" else None
         # The global limit is per process on purpose: it protects this instance's CPU.
         item = parse_limit(rules.global_logins)
@@ -225,7 +232,7 @@ class Throttle:
         # within the window; at least one slot so the ring is never empty.
         self._slots = max(1, rules.failures_before_backoff)
         self._successes = tuple((item.amount, item.get_expiry()) for rate in rules.successes_per_account
-                                for item in parse_many(rate))
+                                for item in parse_many(rate)) if guards_argon2 else ()
 
     def _bucket(self, username_key: str, device_id: str | None) -> str:
         who = f"dev:{device_id}" if device_id else "anon"
@@ -247,7 +254,7 @@ class Throttle:
 
     def check(self, username_key: str, device_id: str | None) -> Verdict:
         """May this bucket try a password now? Reads only; see :meth:`attempt` for logins."""
-        if device_id is None:
+        if device_id is None and self.guards_argon2:
             wait = self._global.retry_after(self.clock())
             if wait:
                 return Verdict(False, wait, "global")
@@ -315,6 +322,8 @@ class Throttle:
         return success_verdict([(count, amount, period) for count, (_, amount, period) in zip(counts, keys)], now)
 
     def _count(self, device_id: str | None) -> Verdict:
+        if not self.guards_argon2:
+            return Verdict(True)
         now = self.clock()
         if device_id is not None:
             self._global.hit(now)

@@ -1,4 +1,4 @@
-"""The ``authsvc`` command line: serve, db, user, sessions, gen-secret, check."""
+"""The ``authsvc`` command line: serve, db, user, sessions, mfa, gen-secret, check."""
 
 from __future__ import annotations
 
@@ -239,8 +239,73 @@ def cmd_user(args) -> int:
         print(f"enabled {account.username}")
     elif args.user_cmd == "unlock":
         svc.throttle.unlock(account.username_key)
+        svc.code_throttle.unlock(account.username_key)  # the second step's codes too
         svc.audit.emit("account_unlocked", user_id=account.id, by="cli")
         print(f"unlocked {account.username} (shared rate-limit storage only; memory:// lives in the server)")
+    elif args.user_cmd == "mfa":
+        for kind, count in _factor_counts(svc, account.id).items():
+            print(f"{kind}\t{count}")
+        print(f"recovery codes left\t{svc.recovery_codes.remaining(account.id)}")
+    elif args.user_cmd == "mfa-reset":
+        removed = svc.factors.remove_all(account.id) + _remove_unwired_passkeys(svc, account.id)
+        codes = svc.recovery_codes.void(account.id)
+        ended = svc.sessions.revoke_all(account.id, "mfa_reset")
+        svc.remember.revoke_all(account.id, reason="mfa_reset")
+        svc.audit.emit("mfa_reset", user_id=account.id, by="cli", factors_removed=removed,
+                       recovery_codes_voided=codes, sessions_revoked=ended)
+        print(f"removed {removed} second factor(s) and {codes} recovery code(s) of {account.username}; "
+              f"{ended} session(s) ended")
+    return 0
+
+
+# The passkey table of fix/passkeys. Until its store is one of svc.factors' sources, the CLI still
+# sees (and resets) the table when a migration created it.
+PASSKEY_TABLE = "passkeys"
+
+
+def _passkey_table(svc):
+    import sqlalchemy as sa
+
+    from authsvc.core.second_factors import PASSKEY
+
+    if PASSKEY in svc.factors.sources or not sa.inspect(svc.engine).has_table(PASSKEY_TABLE):
+        return None
+    return sa.Table(PASSKEY_TABLE, sa.MetaData(), autoload_with=svc.engine)
+
+
+def _factor_counts(svc, user_id: int) -> dict[str, int]:
+    """Each kind of second factor and how many the account has: ``totp`` 0 or 1, passkeys when
+    their table exists."""
+    import sqlalchemy as sa
+
+    counts = svc.factors.counts(user_id)
+    table = _passkey_table(svc)
+    if table is not None:
+        with svc.engine.connect() as conn:
+            counts["passkey"] = int(conn.execute(sa.select(sa.func.count()).select_from(table)
+                                                 .where(table.c.user_id == user_id)).scalar_one())
+    return counts
+
+
+def _remove_unwired_passkeys(svc, user_id: int) -> int:
+    table = _passkey_table(svc)
+    if table is None:
+        return 0
+    with svc.engine.begin() as conn:
+        return conn.execute(table.delete().where(table.c.user_id == user_id)).rowcount
+
+
+def cmd_mfa(args) -> int:
+    app = _app()
+    svc = app.extensions["authsvc"]
+    if args.mfa_cmd == "reseal":  # after a secret-key rotation, before the old key leaves the fallbacks
+        resealed, unreadable = svc.totp.reseal_all()
+        svc.audit.emit("mfa_resealed", by="cli", resealed=resealed, unreadable=unreadable)
+        print(f"resealed {resealed} authenticator-app secret(s) under the current key")
+        if unreadable:
+            return _fail(f"{unreadable} secret(s) open with no configured key: their accounts must set up their "
+                         "app again (`authsvc user mfa-reset NAME`), or put the key they were sealed with back "
+                         "in AUTHSVC_SECRET_KEY_FALLBACKS and run this again")
     return 0
 
 
@@ -296,6 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
         p.set_defaults(func=cmd_user)
     usub.add_parser("list").set_defaults(func=cmd_user)
+    p = usub.add_parser("mfa", help="list the account's second factors and recovery codes left")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_user)
+    p = usub.add_parser("mfa-reset", help="remove every second factor and recovery code of the account and end "
+                        "its sessions (a user who lost their factors; check who asks first)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_user)
+
+    mfa = sub.add_parser("mfa", help="second factors")
+    msub = mfa.add_subparsers(dest="mfa_cmd", required=True)
+    msub.add_parser("reseal", help="seal every authenticator-app secret under the current secret key (after a key "
+                    "rotation, before removing the old key from the fallbacks)").set_defaults(func=cmd_mfa)
 
     sess = sub.add_parser("sessions", help="list, revoke or purge sessions")
     ssub = sess.add_subparsers(dest="sessions_cmd", required=True)

@@ -34,7 +34,13 @@ from authsvc.core.policy import Policy
 from authsvc.web.proxies import TrustedProxies
 from authsvc.rules.forward_auth import LoginRedirect, login_url
 from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules
+from authsvc.core.pending_flows import EndedFlows
+from authsvc.core.recovery_codes import RecoveryCodes
 from authsvc.core.remember import RememberStore
+from authsvc.core.sealing import Sealer
+from authsvc.core.second_factors import TOTP, SecondFactors
+from authsvc.core.totp import SEALING_INFO as TOTP_SEALING_INFO
+from authsvc.core.totp import TotpStore
 from authsvc.core.sessions import SessionStore
 from authsvc.core.signing import serializer, timed_serializer
 from authsvc.web.session_cookie import SessionInterface
@@ -109,6 +115,13 @@ class Services:
     login: LoginService
     engine: Engine
     metrics: Metrics
+    # Second factors: which an account has (one source per kind), the TOTP secrets, the recovery
+    # codes, the throttle of second-step codes (its own key space) and the relying-party id.
+    factors: SecondFactors
+    totp: TotpStore
+    recovery_codes: RecoveryCodes
+    code_throttle: Throttle
+    rp_id: str
     # None when the settings give no relying party (see authsvc.rules.passkeys.relying_party: e.g.
     # development on http://127.0.0.1, an IP address WebAuthn refuses): no passkey page or button.
     passkeys: PasskeyService | None = None
@@ -180,6 +193,12 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     known_devices = DeviceRegistry(engine, clock, policy.throttle.max_devices_per_account,
                                    policy.throttle.device_cookie_lifetime_days)
     throttle = Throttle(storage, policy.throttle, clock, prefix=settings.ratelimit_key_prefix)
+    # Codes of the second step: the password's back-off shape, in a key space of their own, no argon2 limits.
+    code_throttle = Throttle(storage, policy.throttle, clock, prefix=f"{settings.ratelimit_key_prefix}:2fa",
+                             guards_argon2=False)
+    totp = TotpStore(engine, Sealer(settings.secret_key, settings.secret_key_fallbacks, TOTP_SEALING_INFO), clock)
+    recovery = RecoveryCodes(engine, clock)
+    factors = SecondFactors({TOTP: totp})
     audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
     redirect_rules = _redirect_rules(settings)
     party = relying_party(settings.public_url, settings.cookie_domain,
@@ -205,10 +224,18 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         login=LoginService(accounts=accounts, hasher=hasher, throttle=throttle, known_devices=known_devices,
                            device_cookies=devices, audit=audit,
                            max_username_length=policy.limits.username_max_length,
-                           max_password_length=policy.passwords.max_length),
+                           max_password_length=policy.passwords.max_length,
+                           factors=factors, totp=totp, recovery=recovery, code_throttle=code_throttle,
+                           mfa=policy.mfa, clock=clock,
+                           ended_flows=EndedFlows(storage, settings.ratelimit_key_prefix, policy.mfa.pending_seconds)),
         engine=engine,
         metrics=metrics,
         passkeys=passkey_service,
+        factors=factors,
+        totp=totp,
+        recovery_codes=recovery,
+        code_throttle=code_throttle,
+        rp_id=config_mod.relying_party_id(settings),
     )
     app.extensions["authsvc"] = services
 

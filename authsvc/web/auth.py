@@ -22,6 +22,7 @@ from flask_login import login_user
 from authsvc.rules import clientip
 from authsvc.core.accounts import Account
 from authsvc.core.sessions import LIVE, SessionRecord
+from authsvc.rules.auth_methods import PASSWORD_ONLY
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}\Z")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
@@ -114,12 +115,10 @@ def _after_request(response):
     return response
 
 
-def start_session(account: Account, *, remembered: bool, fresh: bool = True,
-                  not_after: float | None = None) -> AuthUser:
-    """A new server-side session for ``account`` (never reusing the visitor's: no fixation).
-
-    A session this browser held before is ended, not just forgotten: its token may have been copied
-    (ASVS 7.2.4). ``not_after`` caps the new session's absolute lifetime."""
+def end_browser_session() -> None:
+    """End the session this browser holds, if any, and empty its Flask session: before a new one
+    starts, or a sign-in waits for its second step. Ended, not just forgotten: its token may have
+    been copied (ASVS 7.2.4)."""
     svc = services()
     previous = session.get("_user_id")
     if is_session_token(previous):
@@ -127,8 +126,22 @@ def start_session(account: Account, *, remembered: bool, fresh: bool = True,
         if old is not None and old.revoked_at is None:
             svc.sessions.revoke(old.id, "replaced", presented=True)
     session.clear()
+
+
+def start_session(account: Account, *, remembered: bool, fresh: bool = True,
+                  not_after: float | None = None, methods: tuple[str, ...] = PASSWORD_ONLY) -> AuthUser:
+    """A new server-side session for ``account`` (never reusing the visitor's: no fixation), the
+    one way a session starts.
+
+    A session this browser held before is ended (:func:`end_browser_session`). ``not_after`` caps
+    the new session's absolute lifetime. ``methods`` are the RFC 8176 methods the sign-in used
+    (``X-Auth-Methods``); ``fresh`` is False for a session restored from a remember-me cookie,
+    which then never counts as a recent authentication (step-up)."""
+    svc = services()
+    end_browser_session()
     ua = request.headers.get("User-Agent", "")
-    token, _sid = svc.sessions.create(account.id, request.remote_addr or "", ua, remembered, not_after)
+    token, _sid = svc.sessions.create(account.id, request.remote_addr or "", ua, remembered, not_after,
+                                      methods=methods, authenticated=fresh)
     record = svc.sessions.load(token)
     user = AuthUser(record, token)
     login_user(user, fresh=fresh)

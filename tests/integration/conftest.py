@@ -150,18 +150,20 @@ def make_tls(folder: Path) -> Tls:
 
 class EchoHandler(http.server.BaseHTTPRequestHandler):
     """Answers every GET with JSON: the path, every header that a framework might read as
-    X-Auth-User, X-Auth-User-Id or X-Request-ID (WSGI and CGI turn both "-" and "_" into "_"), and
+    X-Auth-User, X-Auth-User-Id, X-Auth-Methods or X-Request-ID (WSGI and CGI turn both "-" and "_" into "_"), and
     the Cookie headers the app was sent."""
 
     def do_GET(self):  # http.server's naming
-        seen: dict[str, list[str]] = {"x-auth-user": [], "x-auth-user-id": [], "x-request-id": []}
+        seen: dict[str, list[str]] = {"x-auth-user": [], "x-auth-user-id": [], "x-auth-methods": [],
+                                      "x-request-id": []}
         for name, value in self.headers.items():
             key = name.lower().replace("_", "-")
             if key in seen:
                 seen[key].append(value)
         self.server.hits.append(self.path)
         body = json.dumps({"app": APP_NAME, "path": self.path, "user": seen["x-auth-user"],
-                           "user_id": seen["x-auth-user-id"], "request_id": seen["x-request-id"],
+                           "user_id": seen["x-auth-user-id"], "methods": seen["x-auth-methods"],
+                           "request_id": seen["x-request-id"],
                            "cookie": self.headers.get_all("Cookie") or []}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

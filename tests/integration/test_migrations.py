@@ -7,7 +7,8 @@ to run on a schema that is behind.
   remember-me token, upgrading to head keeps all three usable: the password still signs in, the
   session cookie still verifies, the remember cookie still restores (and is now linked to its
   session, which is what 0002 added), the known-device registry (0003) and the passkey tables
-  (0006) start empty.
+  (0006) start empty, and what existed is recorded as signed in with a password alone (0005:
+  ``methods`` = ``pwd``).
 * ``authsvc serve`` and the other commands refuse a schema that is behind (naming both revisions
   and ``authsvc db upgrade``), one that a newer release migrated, and a database they cannot reach,
   with a message instead of a traceback and without starting gunicorn.
@@ -83,8 +84,8 @@ def test_upgrade_from_an_empty_database_builds_exactly_the_schema_the_models_des
     assert db.current_revision(engine) is None
     db.upgrade(engine)
     assert db.current_revision(engine) == db.head_revision()
-    assert tables(engine) == {"users", "sessions", "remember_tokens", "known_devices", "passkeys", "passkey_users",
-                              "alembic_version"}
+    assert tables(engine) == {"users", "sessions", "remember_tokens", "known_devices", "totp_factors",
+                              "recovery_codes", "passkeys", "passkey_users", "alembic_version"}
     with engine.connect() as conn:
         drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), models.metadata)
     assert drift == [], f"authsvc/core/models.py and the migrations disagree (a change without a revision?): {drift}"
@@ -159,6 +160,10 @@ def test_upgrade_from_the_previous_release_keeps_accounts_sessions_and_remember_
         kept = with_session(app, old["token"])
         answer = kept.get("/auth/verify")
         assert answer.status_code == 200 and answer.headers["X-Auth-User"] == "alice"
+        # 0005: a session from before was signed in with the password alone, and is not recent.
+        assert svc.sessions.load(old["token"]).methods == ("pwd",)
+        assert answer.headers["X-Auth-Methods"] == "pwd"
+        assert svc.sessions.load(old["token"]).authenticated_at is None
         assert [s.id for s in svc.sessions.list_live(account.id)] == [old["session_id"]]
         # The password hashed by the old release still signs in.
         assert login(browser(app), "alice").status_code == 303
@@ -174,6 +179,7 @@ def test_upgrade_from_the_previous_release_keeps_accounts_sessions_and_remember_
         assert rows[0].selector == old["selector"] and rows[0].rotated_at is not None and rows[0].session_id is None
         assert len(rows) == 2 and rows[1].session_id is not None and rows[1].expires_at == rows[0].expires_at
         assert rows[0].successor_id == rows[1].id  # the link 0004 added
+        assert rows[0].methods == rows[1].methods == "pwd"  # 0005: the methods its chain carries
         # Device cookies of the old release are not registered (0003's table starts empty): the
         # browser that signed in above is now the account's one known device.
         assert svc.known_devices.count(account.id) == 1

@@ -148,11 +148,13 @@ def test_anonymous_post_is_sent_to_login_without_next(stack):
 @pytest.mark.asvs("V4.1.3", "V8.3.1")
 def test_client_identity_headers_never_reach_the_app(stack):
     s = signed_in(stack)
-    forged = {"X-Auth-User": "mallory", "X-Auth-User-Id": "999", "X_Auth_User": "mallory", "X_Auth_User_Id": "999"}
+    forged = {"X-Auth-User": "mallory", "X-Auth-User-Id": "999", "X_Auth_User": "mallory", "X_Auth_User_Id": "999",
+              "X-Auth-Methods": "pwd,otp,mfa", "X_Auth_Methods": "pwd,otp,mfa"}
     seen = get(s, stack.protected("/whoami"), headers=forged)
     assert seen.status_code == 200
     assert seen.json()["user"] == [USERNAME]
     assert seen.json()["user_id"] != ["999"] and len(seen.json()["user_id"]) == 1
+    assert seen.json()["methods"] == ["pwd"]  # a password sign-in, whatever the client claims
 
 
 def test_anonymous_client_with_forged_identity_is_not_let_through(stack):

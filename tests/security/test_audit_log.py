@@ -226,6 +226,53 @@ def test_no_password_token_cookie_or_key_reaches_the_log_across_every_event_type
     assert not leaked, f"secrets in the log: {leaked}"
 
 
+@pytest.mark.asvs("V16.2.5", "V16.3.1")
+def test_no_totp_secret_code_or_recovery_code_reaches_the_log(tmp_path, capsys, monkeypatch):
+    """Every second-factor event, from set-up to reset: the secret, the codes typed (right, wrong,
+    reused) and the recovery codes appear in no line, as text or as any field's value."""
+    from tests.security.factors import App, app_from_set_up_page, post_with_csrf, second_step
+
+    clock = Clock()
+    app = build_app(tmp_path, clock)
+    add_user(app, "alice", CANARY)
+    a = new_client(app)
+    assert login(a, "alice", CANARY).status_code == 303
+    phone = app_from_set_up_page(a.get("/account/totp").get_data(as_text=True), clock)
+    typed = [phone.wrong_codes(1)[0], phone.code()]
+    assert post_with_csrf(a, "/account/totp", {"code": typed[0]}, "/account/totp").status_code == 400   # mfa_failed
+    assert post_with_csrf(a, "/account/totp", {"code": typed[1]}, "/account/totp").status_code == 200   # mfa_added
+    page = post_with_csrf(a, "/account/recovery-codes", {}).get_data(as_text=True)    # recovery_codes_generated
+    recovery = re.findall(r'<code class="recovery-code">([^<]+)</code>', page)
+    b = new_client(app)
+    assert login(b, "alice", CANARY).status_code == 303                                 # mfa_required
+    assert second_step(b, typed[1]).status_code == 401                                  # mfa_failed (reused)
+    assert second_step(b, recovery[0]).status_code == 303                               # recovery_code_used
+    clock.advance(30)
+    c = new_client(app)
+    assert login(c, "alice", CANARY).status_code == 303
+    typed.append(phone.code())
+    assert second_step(c, typed[-1]).status_code == 303                                 # mfa_used
+    clock.advance(app.extensions["authsvc"].policy.mfa.step_up_seconds + 1)
+    assert post_with_csrf(c, "/account/totp/remove", {"password": CANARY}).status_code == 200  # mfa_removed
+    for key, value in make_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AUTHSVC_INSTANCE_PATH", str(tmp_path / "instance"))
+    for argv in (["user", "mfa", "alice"], ["user", "mfa-reset", "alice"], ["mfa", "reseal"]):
+        assert cli.main(argv) == 0, argv                                                # mfa_reset, mfa_resealed
+
+    captured = capsys.readouterr()
+    log = captured.out + captured.err
+    seen = {e["event"] for e in events(captured.out)}
+    assert seen >= {"mfa_added", "mfa_failed", "mfa_required", "mfa_used", "recovery_code_used",
+                    "recovery_codes_generated", "mfa_removed", "mfa_reset", "mfa_resealed"}, seen
+    assert isinstance(phone, App) and len(recovery) == 10
+    canonical = [code.replace("-", "") for code in recovery]
+    leaked = [s for s in [phone.totp.secret, *recovery, *canonical] if s in log]
+    assert not leaked, f"second-factor secrets in the log: {leaked}"
+    values = {str(v) for e in json_lines(captured.out) for v in e.values()}
+    assert not values & set(typed), "a typed code is a field's value"
+
+
 # --- what each line says ------------------------------------------------------------------------------
 
 @pytest.mark.asvs("V16.2.1", "V16.2.2", "V16.2.4", "V16.3.1")

@@ -1,5 +1,9 @@
-"""The account page: who you are, your sessions (end any of them), password change, logout (passkeys:
-:mod:`authsvc.web.views.passkeys`)."""
+"""The account page: who you are, your sessions (end any of them), password change, logout, and
+your second factors (authenticator app, recovery codes; passkeys: :mod:`authsvc.web.views.passkeys`).
+
+Adding or removing a factor and generating recovery codes need a recent authentication
+(``mfa.step_up_seconds``): a sign-in, or the password re-entered in the same form, which then
+counts as one (:func:`_step_up`)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from flask import (
     g,
     redirect,
     render_template,
+    session,
     url_for,
 )
 from flask_login import current_user, logout_user
@@ -18,20 +23,37 @@ from authsvc.web.auth import services
 from authsvc.web.errors import respond
 from authsvc.web.forms import field
 from authsvc.core.login_flow import Failed, Refused
+from authsvc.core.second_factors import TOTP
+from authsvc.core.totp import new_secret
 from authsvc.rules.passwords import normalize_password, password_problems
-from authsvc.web.views.login import delete_cookie, page_session
+from authsvc.rules.second_step import MAX_CODE_INPUT, step_up_due
+from authsvc.web.views.login import delete_cookie, page_session, render_set_up
 
 bp = Blueprint("account", __name__)
+
+# The signed-session key of an authenticator app being set up (its secret, sealed).
+TOTP_SET_UP = "totp_set_up"
+STEP_UP_MISSING = "Enter your password to confirm this change (you signed in more than a few minutes ago)."
+STEP_UP_WRONG = "The password is not correct."
+
+
+def _step_up_due() -> bool:
+    svc = services()
+    return step_up_due(current_user.record.authenticated_at, svc.clock(), svc.policy.mfa.step_up_seconds)
 
 
 def account_page(status: int = 200, *, errors: list[str] | None = None, notice: str | None = None):
     """The signed-in user's account page (also rendered by :mod:`authsvc.web.views.passkeys`)."""
     svc = services()
-    live = svc.sessions.list_live(current_user.user_id)
-    keys = svc.passkeys.store.list(current_user.user_id) if svc.passkeys is not None else None
+    uid = current_user.user_id
+    live = svc.sessions.list_live(uid)
+    factors = svc.factors.counts(uid)
     return render_template("account.html", username=current_user.username, sessions=live,
                            current_session=current_user.session_id, errors=errors or [],
-                           notice=notice, min_length=svc.password_rules.min_length, passkeys=keys), status
+                           notice=notice, min_length=svc.password_rules.min_length,
+                           totp=bool(factors.get(TOTP)), factors=factors,
+                           recovery_left=svc.recovery_codes.remaining(uid), step_up=_step_up_due(),
+                           passkeys=svc.passkeys.store.list(uid) if svc.passkeys is not None else None), status
 
 
 @bp.get("/")
@@ -92,3 +114,108 @@ def revoke_session(session_id: int):
         delete_cookie(response, svc.cookies.remember)
         return response
     return redirect(url_for("account.home"), 303)
+
+
+# --- second factors ------------------------------------------------------------------------------
+
+def _step_up(render):
+    """None when this session may make a sensitive change now: it authenticated within
+    ``mfa.step_up_seconds``, or this POST's ``password`` is right (checked through the login
+    throttle, and from then on the session counts as recently authenticated). Otherwise the
+    response: ``render(status, errors)`` for a missing or wrong password, 429 when throttled."""
+    if not _step_up_due():
+        return None
+    svc = services()
+    password = field("password", svc.password_rules.max_length * 4, required=False)
+    if not password:
+        return render(401, [STEP_UP_MISSING])
+    checked = svc.login.reauthenticate(svc.accounts.by_id(current_user.user_id), password)
+    if isinstance(checked, Refused):
+        return respond(429, retry_after=checked.retry_after)
+    if isinstance(checked, Failed):
+        return render(401, [STEP_UP_WRONG])
+    svc.sessions.mark_authenticated(current_user.session_id)
+    return None
+
+
+def _account_page(status: int, errors: list[str]):
+    return account_page(status, errors=errors)
+
+
+def _set_up_secret() -> str:
+    svc = services()
+    secret = svc.totp.open_pending(current_user.user_id, session.get(TOTP_SET_UP))
+    if secret is None:
+        secret = new_secret()
+        session[TOTP_SET_UP] = svc.totp.seal_pending(current_user.user_id, secret)
+    return secret
+
+
+def _set_up_page(status: int = 200, errors: list[str] | None = None):
+    return render_set_up("totp_set_up.html", current_user.username, _set_up_secret(), errors=errors or [],
+                         step_up=_step_up_due()), status
+
+
+@bp.get("/account/totp")
+def totp_form():
+    """Set-up: a new secret (QR code, ``otpauth://`` URI, text), kept sealed in this session until
+    a first code confirms it."""
+    if not current_user.is_authenticated:
+        return redirect(url_for("login.login_form"), 303)
+    if services().totp.count(current_user.user_id):
+        return redirect(url_for("account.home"), 303)
+    return _set_up_page()
+
+
+@bp.post("/account/totp")
+def add_totp():
+    if not current_user.is_authenticated:
+        abort(401)
+    svc = services()
+    code = field("code", MAX_CODE_INPUT)
+    secret = svc.totp.open_pending(current_user.user_id, session.get(TOTP_SET_UP))
+    if secret is None:  # no set-up page was shown to this session (or it was for another account)
+        return redirect(url_for("account.totp_form"), 303)
+    refused = _step_up(_set_up_page)
+    if refused is not None:
+        return refused
+    added = svc.login.add_totp(current_user.user_id, secret, code)
+    if isinstance(added, Failed):
+        if added.reason == "already_set_up":
+            session.pop(TOTP_SET_UP, None)
+            return account_page(409, errors=["An authenticator app is already set up for this account."])
+        return _set_up_page(400, ["That code is not correct. Check the app shows codes for this account, and "
+                                  "that your device's clock is right."])
+    session.pop(TOTP_SET_UP, None)
+    return account_page(notice="Authenticator app added: signing in now asks for its code. Generate recovery codes "
+                        "below in case you lose it.")
+
+
+@bp.post("/account/totp/remove")
+def remove_totp():
+    if not current_user.is_authenticated:
+        abort(401)
+    svc = services()
+    refused = _step_up(_account_page)
+    if refused is not None:
+        return refused
+    uid = current_user.user_id
+    if not svc.totp.remove_all(uid):
+        return account_page(404, errors=["No authenticator app is set up for this account."])
+    voided = svc.recovery_codes.void(uid) if not svc.factors.kinds(uid) else 0  # nothing left to recover
+    svc.audit.emit("mfa_removed", method="totp", by="user", recovery_codes_voided=voided)
+    return account_page(notice="Authenticator app removed.")
+
+
+@bp.post("/account/recovery-codes")
+def generate_recovery_codes():
+    """Ten new recovery codes, shown once on this page; the old ones are void."""
+    if not current_user.is_authenticated:
+        abort(401)
+    svc = services()
+    refused = _step_up(_account_page)
+    if refused is not None:
+        return refused
+    codes = svc.recovery_codes.generate(current_user.user_id)
+    svc.audit.emit("recovery_codes_generated", count=len(codes))
+    return render_template("recovery_codes.html", codes=codes)

@@ -18,5 +18,6 @@ def current_session():
     rec = current_user.record
     idle = services().policy.sessions.idle_timeout_seconds
     return jsonify(user_id=rec.user_id, username=rec.username, session_id=rec.id, remembered=rec.remembered,
+                   methods=list(rec.methods),
                    created_at=rec.created_at, expires_at=min(rec.expires_at, rec.last_seen_at + idle),
                    absolute_expires_at=rec.expires_at)

@@ -5,18 +5,27 @@ from __future__ import annotations
 from flask import Blueprint, after_this_request, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
 
-from authsvc.web.auth import services, start_session
+from authsvc.web import qr
+from authsvc.web.auth import end_browser_session, services, session_identifier, start_session
 from authsvc.web.crosssite import expire_planted_copies
 from authsvc.web.errors import respond
 from authsvc.web.forms import checkbox, field
 from authsvc.web.limiter import signed_device
 from authsvc.core.accounts import Account
-from authsvc.core.login_flow import TOO_LONG, Failed, Refused, SignedIn
+from authsvc.core.login_flow import TOO_LONG, Failed, FlowEnded, FlowState, Refused, SignedIn, StepRequired
+from authsvc.core.totp import new_secret, provisioning_uri
 from authsvc.rules.redirects import RedirectDecision, validate_next
+from authsvc.rules.second_step import MAX_CODE_INPUT
 
 bp = Blueprint("login", __name__)
 
 GENERIC_FAILURE = "The username or password is not correct."
+CODE_FAILURE = "That code is not correct, or it was used before."
+
+# The signed-session keys of a sign-in waiting for its second step: the flow (FlowState.to_session)
+# and, when the account must first set up a factor, the new secret sealed (TotpStore.seal_pending).
+PENDING = "mfa_flow"
+PENDING_SET_UP = "mfa_set_up"
 
 
 def next_decision(raw: str | None) -> RedirectDecision:
@@ -78,7 +87,8 @@ def restore_from_remember() -> bool:
         account = svc.accounts.by_id(consumed.user_id)
         # The restored session ends no later than the remember token: remembering never
         # extends past remember_lifetime_days (ASVS 7.3.2).
-        user = start_session(account, remembered=True, fresh=False, not_after=consumed.expires_at)
+        user = start_session(account, remembered=True, fresh=False, not_after=consumed.expires_at,
+                             methods=consumed.methods)
         svc.remember.attach(new_cookie, user.session_id)
         max_age = max(1, int(consumed.expires_at - svc.clock()))
 
@@ -176,30 +186,31 @@ def login_post():
     password = field("password", svc.policy.passwords.max_length * 4)
     signed = signed_device()  # as the per-client limits saw it; the flow asks the registry
     outcome = svc.login.attempt(username, password, device=signed.device_id if signed else None,
-                                remember=checkbox("remember"))
+                                remember=checkbox("remember"), binding=session_identifier())
     if isinstance(outcome, Refused):
         if outcome.reason == TOO_LONG:
             return _render(decision, error="The password is too long.", status=400)
         return respond(429, retry_after=outcome.retry_after)
     if isinstance(outcome, Failed):
         return _render(decision, error=GENERIC_FAILURE, status=401, username=username[:200])
-    if not isinstance(outcome, SignedIn):  # StepRequired: no second step exists yet (issue 12)
-        raise TypeError(f"POST /login cannot answer {type(outcome).__name__} yet")
+    if isinstance(outcome, StepRequired):
+        return _second_step_required(outcome.state, decision)
     return _signed_in(outcome, decision)
 
 
 def _signed_in(outcome: SignedIn, decision: RedirectDecision):
     """The session and the cookies of a successful sign-in, and the redirect to ``next``."""
     return finish_sign_in(outcome.account, redirect(decision.target, 303), remember=outcome.remember,
-                          device_cookie=outcome.device_cookie)
+                          device_cookie=outcome.device_cookie, methods=outcome.methods)
 
 
-def finish_sign_in(account: Account, response, *, remember: bool, device_cookie: str | None):
+def finish_sign_in(account: Account, response, *, remember: bool, device_cookie: str | None,
+                   methods: tuple[str, ...]):
     """Start ``account``'s session and put the cookies of a sign-in on ``response`` (the redirect of
     POST /login, the JSON answer of a passkey sign-in): the known-device cookie, a new remember-me
     cookie when asked for, and the end of any remember-me or legacy cookie this browser held."""
     svc = services()
-    user = start_session(account, remembered=remember)
+    user = start_session(account, remembered=remember, methods=methods)
     if device_cookie is not None:
         set_cookie(response, svc.cookies.device, device_cookie,
                    svc.policy.throttle.device_cookie_lifetime_days * 86400)
@@ -210,10 +221,102 @@ def finish_sign_in(account: Account, response, *, remember: bool, device_cookie:
             delete_cookie(response, svc.cookies.remember)
     if remember:
         value, expires = svc.remember.issue(account.id, request.remote_addr or "",
-                                            request.headers.get("User-Agent", ""), session_id=user.session_id)
+                                            request.headers.get("User-Agent", ""), session_id=user.session_id,
+                                            methods=methods)
         set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
     forget_legacy_cookies(response)
     return response
+
+
+# --- the second step: /login/mfa ----------------------------------------------------------------
+
+def _second_step_required(state: FlowState, decision: RedirectDecision):
+    """The password was right and a second step must follow: no session until it passes. Any
+    session this browser held ends now (as a new sign-in would end it), and the pending flow goes
+    in the signed session, bound to this browser, for ``mfa.pending_seconds``."""
+    end_browser_session()
+    session[PENDING] = state.to_session()
+    return redirect(url_for("login.second_step_form", next=_carried(decision)), 303)
+
+
+def _carried(decision: RedirectDecision) -> str | None:
+    """The validated ``next`` to carry to the next page of the sign-in (None: none was asked for,
+    or it was refused; url_for leaves a None value out)."""
+    return decision.target if decision.accepted and _raw_next() else None
+
+
+def pending_flow() -> FlowState | None:
+    """The sign-in this browser has waiting for its second step, if it still stands; an ended one
+    (moved to another browser, expired, account gone or disabled: audited) is forgotten."""
+    svc = services()
+    data = session.get(PENDING)
+    if data is None:
+        return None
+    state = svc.login.resume(data, session_identifier())
+    if isinstance(state, FlowEnded):
+        session.pop(PENDING, None)
+        session.pop(PENDING_SET_UP, None)
+        return None
+    return state
+
+
+def _set_up_secret(state: FlowState) -> str:
+    """The secret this browser is setting up (kept sealed in its session), made on first sight."""
+    svc = services()
+    secret = svc.totp.open_pending(state.account_id, session.get(PENDING_SET_UP))
+    if secret is None:
+        secret = new_secret()
+        session[PENDING_SET_UP] = svc.totp.seal_pending(state.account_id, secret)
+    return secret
+
+
+def render_set_up(template: str, account_name: str, secret: str, **context):
+    """A page showing a new authenticator-app secret: QR code (inline SVG), URI and text."""
+    svc = services()
+    uri = provisioning_uri(secret, account_name, svc.rp_id)
+    return render_template(template, qr=qr.drawing(uri), otpauth_uri=uri, secret=secret, **context)
+
+
+def _render_second_step(state: FlowState, decision: RedirectDecision, *, error: str | None = None, status: int = 200):
+    svc = services()
+    target = _carried(decision) or ""
+    if state.set_up:
+        account = svc.accounts.by_id(state.account_id)
+        return render_set_up("mfa_set_up.html", account.username, _set_up_secret(state), next=target,
+                             error=error), status
+    return render_template("mfa.html", next=target, error=error), status
+
+
+@bp.get("/login/mfa")
+def second_step_form():
+    decision = next_decision(_raw_next())
+    state = pending_flow()
+    if state is None:
+        return redirect(url_for("login.login_form", next=_carried(decision)), 303)
+    return _render_second_step(state, decision)
+
+
+@bp.post("/login/mfa")
+def second_step_post():
+    """The code in, :meth:`authsvc.core.login_flow.LoginService.second_step`'s outcome out."""
+    svc = services()
+    decision = next_decision(_raw_next())
+    code = field("code", MAX_CODE_INPUT)
+    state = pending_flow()
+    if state is None:
+        return redirect(url_for("login.login_form", next=_carried(decision)), 303)
+    if state.set_up:
+        secret = svc.totp.open_pending(state.account_id, session.get(PENDING_SET_UP))
+        if secret is None:  # the page was never shown to this session: show it
+            return redirect(url_for("login.second_step_form", next=_carried(decision)), 303)
+        outcome = svc.login.set_up_step(state, secret, code)
+    else:
+        outcome = svc.login.second_step(state, code)
+    if isinstance(outcome, Refused):
+        return respond(429, retry_after=outcome.retry_after)
+    if isinstance(outcome, Failed):
+        return _render_second_step(state, decision, error=CODE_FAILURE, status=401)
+    return _signed_in(outcome, decision)  # start_session empties the Flask session, the pending flow with it
 
 
 @bp.post("/logout")

@@ -222,4 +222,4 @@ def login_finish():
         status = 400 if outcome.reason in ("malformed", "no_challenge") else 401
         return _answer(status, "refused", REFUSED)
     return finish_sign_in(outcome.account, jsonify(redirect=decision.target), remember=False,
-                          device_cookie=outcome.device_cookie)
+                          device_cookie=outcome.device_cookie, methods=outcome.methods)

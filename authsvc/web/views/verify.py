@@ -4,8 +4,8 @@ Kept short on purpose: one signed-cookie read, one indexed lookup, no body. A re
 never used here (see :func:`authsvc.web.views.login.restore_from_remember`): an anonymous browser is
 sent to /login, which restores the session and sends it back.
 
-Answers: 200 with ``X-Auth-User`` and ``X-Auth-User-Id`` for a live session; otherwise 401, or, when
-the proxy asks with ``?redirect=1`` (Traefik, Caddy), 302 to the login page. With ``?redirect=401``
+Answers: 200 with ``X-Auth-User``, ``X-Auth-User-Id`` and ``X-Auth-Methods`` for a live session;
+otherwise 401, or, when the proxy asks with ``?redirect=1`` (Traefik, Caddy), 302 to the login page. With ``?redirect=401``
 (nginx, whose ``auth_request`` accepts only 2xx, 401 and 403) the 401 carries that login URL in
 ``Location`` for ``error_page 401 =302``. See docs/integration.md.
 
@@ -37,6 +37,7 @@ from authsvc.web.auth import binding_identifier, is_session_token, request_id, s
 from authsvc.rules.forward_auth import login_location, original_request
 from authsvc.web.headers import fixed_headers
 from authsvc.core.sessions import LIVE, SessionRecord
+from authsvc.rules.auth_methods import format_methods
 
 PATH = "/auth/verify"
 bp = Blueprint("verify", __name__)
@@ -58,9 +59,12 @@ def app_cookie(query_string: str, cookie_header: str | None) -> list[tuple[str, 
     return [("Cookie", kept)] if kept else []
 
 
-def signed_in_headers(username: str, user_id: int, environ) -> list[tuple[str, str]]:
-    """What a 200 says about the signed-in user (and the app's cookies, when asked)."""
-    return [("X-Auth-User", username), ("X-Auth-User-Id", str(user_id)),
+def signed_in_headers(record: SessionRecord, environ) -> list[tuple[str, str]]:
+    """What a 200 says about the signed-in user: name, id and the RFC 8176 methods its sign-in used
+    (``X-Auth-Methods``, comma-separated: they come with the session record, cached or not), and
+    the app's cookies when asked."""
+    return [("X-Auth-User", record.username), ("X-Auth-User-Id", str(record.user_id)),
+            ("X-Auth-Methods", format_methods(record.methods)),
             *app_cookie(environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE"))]
 
 
@@ -99,7 +103,7 @@ class VerifyApp:
             record = self.live_session(environ)
             if record is not None:
                 start_response("200 OK", [
-                    *headers, *signed_in_headers(record.username, record.user_id, environ),
+                    *headers, *signed_in_headers(record, environ),
                     ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", "")))])
                 if self.metrics is not None:
                     self.metrics.verify_seconds.labels("200").observe(time.perf_counter() - started)
@@ -173,7 +177,7 @@ def verify():
     """Whatever :class:`VerifyApp` did not answer (see the module's docstring)."""
     user = current_user
     if user.is_authenticated and not g.get("session_cookie_conflict"):
-        return ProxyAnswer(status=200, headers=signed_in_headers(user.username, user.user_id, request.environ))
+        return ProxyAnswer(status=200, headers=signed_in_headers(user.record, request.environ))
     status = REDIRECT_STATUS.get(request.args.get("redirect", ""))
     if status is None:
         return ProxyAnswer(status=401)

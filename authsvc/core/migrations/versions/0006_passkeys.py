@@ -3,14 +3,14 @@ random WebAuthn user handle (table ``passkey_users``, made at the account's firs
 The signature counter is a BigInteger: authenticators count to 2**32 - 1, past PostgreSQL's integer.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-07
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"  # after the second factors (TOTP, recovery codes)
 branch_labels = None
 depends_on = None
 

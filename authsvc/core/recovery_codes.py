@@ -1,0 +1,67 @@
+"""Recovery codes: ten single-use codes for when the authenticator app is lost.
+
+Each is 120 bits from the CSPRNG in Crockford's base32 (:mod:`authsvc.rules.second_step` says the
+format), shown once when generated and stored as its SHA-256 digest: at 120 bits a plain hash is
+enough (ASVS 5.0 V6.5.2 asks a salted password hash only below 112), and checking one costs a hash
+and an indexed query, never argon2. Using a code is one conditional write (``used_at IS NULL``),
+so a code is accepted once even when two requests present it at the same moment on two instances.
+Generating new codes deletes the old ones in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from authsvc.core.models import recovery_codes
+from authsvc.rules.second_step import RECOVERY_ALPHABET, RECOVERY_LENGTH, format_recovery_code
+
+COUNT = 10
+
+
+def new_code() -> str:
+    """A canonical code (no separators): :data:`RECOVERY_LENGTH` characters from the CSPRNG."""
+    return "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_LENGTH))
+
+
+def code_digest(canonical: str) -> bytes:
+    return hashlib.sha256(b"authsvc-recovery-code\0" + canonical.encode("ascii")).digest()
+
+
+class RecoveryCodes:
+    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def generate(self, user_id: int) -> list[str]:
+        """Ten new codes for the account, as shown to its owner (grouped); the old ones are void."""
+        codes = [new_code() for _ in range(COUNT)]
+        now = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user_id))
+            conn.execute(recovery_codes.insert(), [
+                {"user_id": user_id, "code_hash": code_digest(code), "created_at": now} for code in codes])
+        return [format_recovery_code(code) for code in codes]
+
+    def use(self, user_id: int, canonical: str) -> bool:
+        """Spend the account's code ``canonical`` (:func:`authsvc.rules.second_step.recovery_code`):
+        True once, False for a code that is not one of its unused ones."""
+        with self.engine.begin() as conn:
+            return conn.execute(recovery_codes.update().where(
+                recovery_codes.c.user_id == user_id, recovery_codes.c.code_hash == code_digest(canonical),
+                recovery_codes.c.used_at.is_(None),
+            ).values(used_at=self.clock())).rowcount == 1
+
+    def remaining(self, user_id: int) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(recovery_codes).where(
+                recovery_codes.c.user_id == user_id, recovery_codes.c.used_at.is_(None))).scalar_one())
+
+    def void(self, user_id: int) -> int:
+        """Delete every code of the account (its last factor went, or an administrator reset them)."""
+        with self.engine.begin() as conn:
+            return conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user_id)).rowcount

@@ -1,0 +1,405 @@
+"""Control: the second step of a sign-in (issue 17), attacked through the real HTTP interface.
+
+After a right password an account with a second factor gets ``303 /login/mfa`` and no session:
+verify and the API answer 401 and the account page sends the browser to the login page until a
+code passes. The authenticator app is pyotp outside the service, on the test's clock. Each test
+plays an attacker who has the password (phished, reused) and tries to get past the code: replay a
+code, use an old one, another account's, one after the flow expired, guess until the back-off and
+then start over with the password hoping to reset it, carry the pending flow to another browser,
+or ask verify and the API while the flow is pending. Recovery codes, step-up and the methods apps
+are told are here too; the store-level controls (sealing, key rotation, instances) are in
+test_totp.py and test_recovery_codes.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from authsvc.core import audit as audit_mod
+from tests.conftest import (
+    HTTPS,
+    PASSWORD,
+    TEST_POLICY,
+    Clock,
+    add_user,
+    api,
+    browser,
+    build_app,
+    cookie_value,
+    csrf,
+    login,
+    new_client,
+    verify,
+)
+from tests.security.factors import app_from_set_up_page, enroll, post_with_csrf, second_step, sign_in
+
+HOST = HTTPS.split("://")[1]
+NEXT = "https://app.example.test/wiki/page?x=1"
+
+
+@pytest.fixture
+def totp(app, user, clock):
+    return enroll(app, user, clock)
+
+
+def events(capsys, name: str | None = None) -> list[dict]:
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    return [e for e in lines if "event" in e and (name is None or e["event"] == name)]
+
+
+def policy(tmp_path: Path, extra: str) -> str:
+    path = tmp_path / "mfa-policy.toml"
+    path.write_text(Path(TEST_POLICY).read_text() + "\n" + extra)
+    return str(path)
+
+
+# --- no session until the second step passes ---------------------------------------------------------
+
+@pytest.mark.asvs("V6.3.3", "V6.5.1")
+def test_a_right_password_alone_gives_no_session_verify_api_and_account_page_refuse(client, totp):
+    first = login(client, next=NEXT)
+    assert first.status_code == 303
+    assert first.headers["Location"].startswith("/login/mfa?next=")
+    assert verify(client) == 401
+    assert api(client) == 401
+    home = client.get("/")
+    assert home.status_code == 303 and home.headers["Location"] == "/login"
+    assert client.get("/auth/verify?redirect=1").status_code == 302
+    page = client.get(first.headers["Location"])
+    assert page.status_code == 200 and f'name="next" value="{NEXT}"' in page.get_data(as_text=True)
+    done = second_step(client, totp.code(), next=NEXT)
+    assert done.status_code == 303 and done.headers["Location"] == NEXT
+    assert verify(client) == 200 and api(client) == 200
+
+
+@pytest.mark.asvs("V6.3.3")
+def test_apps_are_told_both_factors_were_used(client, totp):
+    sign_in(client, totp)
+    answer = client.get("/auth/verify")
+    assert answer.headers["X-Auth-Methods"] == "pwd,otp,mfa"
+    assert client.get("/api/v1/session").get_json()["methods"] == ["pwd", "otp", "mfa"]
+
+
+def test_a_password_only_account_signs_in_as_before_with_pwd(client, user):
+    assert login(client).headers["Location"] == "/"
+    assert client.get("/auth/verify").headers["X-Auth-Methods"] == "pwd"
+    assert client.get("/api/v1/session").get_json()["methods"] == ["pwd"]
+
+
+def test_the_second_step_page_needs_a_pending_sign_in(client, totp):
+    answer = client.get("/login/mfa")
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login"
+    token = csrf(client)
+    assert client.post("/login/mfa", data={"csrf_token": token, "code": totp.code()}).status_code == 303
+    assert verify(client) == 401
+
+
+# --- codes that must not get in -------------------------------------------------------------------------
+
+@pytest.mark.asvs("V6.5.1")
+def test_the_same_code_twice_signs_in_once(app, totp):
+    first, second = browser(app, "198.51.100.1"), browser(app, "198.51.100.2")
+    assert login(first).status_code == 303 and login(second).status_code == 303
+    code = totp.code()
+    assert second_step(first, code).status_code == 303
+    replay = second_step(second, code)
+    assert replay.status_code == 401 and "not correct" in replay.get_data(as_text=True)
+    assert verify(second) == 401
+
+
+@pytest.mark.asvs("V6.5.1")
+def test_an_older_code_after_a_newer_one_is_refused(app, clock, totp):
+    a, b = browser(app, "198.51.100.1"), browser(app, "198.51.100.2")
+    login(a), login(b)
+    assert second_step(a, totp.code(+1)).status_code == 303     # the app's clock runs a step ahead
+    assert second_step(b, totp.code()).status_code == 401       # the current step's code is now old
+
+
+@pytest.mark.asvs("V6.5.5", "V6.5.8")
+@pytest.mark.parametrize("steps", [-2, +2, -10])
+def test_a_code_more_than_one_step_from_the_server_clock_is_refused(client, totp, steps):
+    login(client)
+    assert second_step(client, totp.code(steps)).status_code == 401
+    assert second_step(client, totp.code()).status_code == 303   # the flow still stands
+
+
+def test_another_accounts_code_is_refused(app, client, clock, totp):
+    bob = add_user(app, "bob")
+    bobs_app = enroll(app, bob, clock)
+    login(client)
+    assert second_step(client, bobs_app.code()).status_code == 401
+    assert second_step(client, totp.code()).status_code == 303
+
+
+@pytest.mark.parametrize("typed", ["", "12345", "１２３４５６", "123 456 7", "x" * 64])
+def test_malformed_codes_are_refused_like_wrong_ones(client, totp, typed):
+    login(client)
+    data = {"csrf_token": csrf(client, "/login/mfa"), "code": typed}
+    assert client.post("/login/mfa", data=data).status_code == 401
+    assert verify(client) == 401
+
+
+def test_an_oversized_code_is_a_400(client, totp):
+    login(client)
+    data = {"csrf_token": csrf(client, "/login/mfa"), "code": "1" * 65}
+    assert client.post("/login/mfa", data=data).status_code == 400
+
+
+@pytest.mark.asvs("V6.5.5")
+def test_a_code_after_the_pending_flow_expired_is_refused_and_the_flow_ends(app, client, clock, totp, capsys):
+    login(client)
+    token = csrf(client, "/login/mfa")
+    clock.advance(app.extensions["authsvc"].policy.mfa.pending_seconds + 1)
+    late = client.post("/login/mfa", data={"csrf_token": token, "code": totp.code()})
+    assert late.status_code == 303 and late.headers["Location"] == "/login"
+    assert verify(client) == 401
+    assert [e["reason"] for e in events(capsys, "mfa_flow_ended")] == ["expired"]
+    assert client.get("/login/mfa").status_code == 303          # forgotten
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_guessing_codes_backs_off_and_a_new_password_step_does_not_reset_it(app, client, clock, totp, capsys):
+    login(client)
+    statuses = []
+    for guess in totp.wrong_codes(12):
+        answer = second_step(client, guess)
+        statuses.append(answer.status_code)
+        if answer.status_code == 429:
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {401}, statuses
+    retry_after = int(answer.headers["Retry-After"])
+    # The attacker has the password: a fresh password step is a fresh flow, but not a fresh count.
+    assert login(client).status_code == 303
+    assert second_step(client, totp.code()).status_code == 429
+    fresh = browser(app, "203.0.113.9")
+    assert login(fresh).status_code == 303
+    assert second_step(fresh, totp.code()).status_code == 429   # per account, whatever the browser
+    assert verify(client) == 401 and verify(fresh) == 401
+    clock.advance(retry_after + 1)
+    assert login(fresh).status_code == 303
+    assert second_step(fresh, totp.code()).status_code == 303
+    seen = events(capsys)
+    assert {e["event"] for e in seen} >= {"mfa_failed", "mfa_throttled"}
+    assert all(e.get("reason") in ("wrong_code", None) for e in seen if e["event"] == "mfa_failed")
+
+
+def test_a_code_guess_runs_no_argon2(app, client, totp, monkeypatch):
+    login(client)
+    hasher = app.extensions["authsvc"].hasher
+    monkeypatch.setattr(hasher, "verify", lambda *a, **k: pytest.fail("argon2 ran for a code"))
+    monkeypatch.setattr(hasher, "hash", lambda *a, **k: pytest.fail("argon2 ran for a code"))
+    assert second_step(client, totp.wrong_codes(1)[0]).status_code == 401
+    assert second_step(client, totp.code()).status_code == 303
+
+
+# --- the pending flow belongs to its browser --------------------------------------------------------
+
+def test_a_pending_flow_taken_to_another_browser_is_refused_and_ended(app, client, totp, capsys):
+    login(client)
+    svc = app.extensions["authsvc"]
+    token = csrf(client, "/login/mfa")  # the victim's page, whose form the thief copies with the cookie
+    thief = browser(app, "203.0.113.66", "Mozilla/5.0 Thief/1")
+    thief.set_cookie(svc.cookies.session, cookie_value(client, svc.cookies.session), domain=HOST)
+    taken = thief.post("/login/mfa", data={"csrf_token": token, "code": totp.code()})
+    assert taken.status_code == 303 and taken.headers["Location"] == "/login"
+    assert verify(thief) == 401 and api(thief) == 401
+    assert [e["reason"] for e in events(capsys, "mfa_flow_ended")] == ["binding_changed"]
+    page = thief.get("/login/mfa")
+    assert page.status_code == 303 and page.headers["Location"] == "/login"
+    # Ended for every copy: the browser that passed the password starts again from the password.
+    owner = client.post("/login/mfa", data={"csrf_token": token, "code": totp.code()})
+    assert owner.status_code == 303 and owner.headers["Location"] == "/login" and verify(client) == 401
+    assert [e["reason"] for e in events(capsys, "mfa_flow_ended")] == ["ended"]
+
+
+def test_a_pending_flow_takes_its_second_step_once(app, client, clock, totp, capsys):
+    """An old copy of the pending cookie (same browser, so the binding holds) cannot sign in again
+    with a later code once the flow completed."""
+    svc = app.extensions["authsvc"]
+    login(client)
+    token = csrf(client, "/login/mfa")
+    pending = cookie_value(client, svc.cookies.session)
+    assert second_step(client, totp.code()).status_code == 303
+    clock.advance(30)
+    replay = new_client(app)
+    replay.set_cookie(svc.cookies.session, pending, domain=HOST)
+    answer = replay.post("/login/mfa", data={"csrf_token": token, "code": totp.code()})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login" and verify(replay) == 401
+    assert [e["reason"] for e in events(capsys, "mfa_flow_ended")] == ["ended"]
+
+
+def test_a_disabled_account_ends_its_pending_flow(app, client, user, totp, capsys):
+    login(client)
+    token = csrf(client, "/login/mfa")
+    app.extensions["authsvc"].accounts.set_disabled(user.id, True)
+    answer = client.post("/login/mfa", data={"csrf_token": token, "code": totp.code()})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login"
+    assert [e["reason"] for e in events(capsys, "mfa_flow_ended")] == ["disabled"]
+    assert verify(client) == 401
+
+
+def test_a_new_password_step_ends_the_browsers_previous_session(app, client, totp):
+    sign_in(client, totp)
+    assert verify(client) == 200
+    again = post_with_csrf(client, "/login", {"username": "alice", "password": PASSWORD})  # from the account page
+    assert again.status_code == 303 and again.headers["Location"] == "/login/mfa"
+    assert verify(client) == 401 and api(client) == 401  # the old session ended: none until the code
+
+
+# --- recovery codes -----------------------------------------------------------------------------------
+
+@pytest.mark.asvs("V6.5.1")
+def test_each_recovery_code_signs_in_once(app, client, user, totp):
+    codes = app.extensions["authsvc"].recovery_codes.generate(user.id)
+    login(client)
+    assert second_step(client, codes[0]).status_code == 303
+    assert client.get("/auth/verify").headers["X-Auth-Methods"] == "pwd,otp,mfa"
+    other = browser(app, "198.51.100.3")
+    login(other)
+    assert second_step(other, codes[0]).status_code == 401
+    assert second_step(other, codes[1].upper().replace("-", " ")).status_code == 303
+    assert app.extensions["authsvc"].recovery_codes.remaining(user.id) == 8
+
+
+@pytest.mark.asvs("V6.5.1")
+def test_new_recovery_codes_void_the_old_ones(app, client, user, totp):
+    store = app.extensions["authsvc"].recovery_codes
+    old = store.generate(user.id)
+    new = store.generate(user.id)
+    login(client)
+    assert second_step(client, old[3]).status_code == 401
+    assert second_step(client, new[3]).status_code == 303
+
+
+# --- mfa.required: set one up right after the password -----------------------------------------------
+
+@pytest.mark.asvs("V6.3.3")
+def test_required_mfa_sends_an_account_without_a_factor_to_set_one_up_first(tmp_path, capsys):
+    clock = Clock()
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy(tmp_path, "[mfa]\nrequired = true\n"))
+    add_user(app)
+    client = new_client(app)
+    first = login(client, next=NEXT)
+    assert first.status_code == 303 and first.headers["Location"].startswith("/login/mfa")
+    assert verify(client) == 401
+    page = client.get(first.headers["Location"])
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "<svg" in html and "otpauth://totp/" in html
+    phone = app_from_set_up_page(html, clock)
+    assert second_step(client, phone.wrong_codes(1)[0], next=NEXT).status_code == 401
+    done = second_step(client, phone.code(), next=NEXT)
+    assert done.status_code == 303 and done.headers["Location"] == NEXT
+    assert client.get("/auth/verify").headers["X-Auth-Methods"] == "pwd,otp,mfa"
+    # The set-up's code was its first use: it cannot sign in a second time.
+    again = new_client(app)
+    login(again)
+    assert second_step(again, phone.code()).status_code == 401
+    clock.advance(30)
+    assert second_step(again, phone.code()).status_code == 303
+    assert "mfa_added" in {e["event"] for e in events(capsys)}
+
+
+# --- remember-me carries the methods; a restored session is never fresh -----------------------------
+
+def test_a_restored_session_carries_the_methods_of_the_sign_in_that_issued_the_cookie(app, client, totp):
+    sign_in(client, totp, remember=True)
+    svc = app.extensions["authsvc"]
+    restored = new_client(app)
+    restored.set_cookie(svc.cookies.remember, cookie_value(client, svc.cookies.remember), domain=HOST)
+    assert restored.get("/").status_code == 303
+    assert restored.get("/auth/verify").headers["X-Auth-Methods"] == "pwd,otp,mfa"
+    assert restored.get("/api/v1/session").get_json()["methods"] == ["pwd", "otp", "mfa"]
+
+
+# --- step-up -----------------------------------------------------------------------------------------------
+
+@pytest.mark.asvs("V6.3.3")
+def test_sensitive_changes_need_a_recent_authentication_or_the_password(app, client, clock, totp):
+    sign_in(client, totp)
+    fresh = post_with_csrf(client, "/account/recovery-codes", {})
+    assert fresh.status_code == 200 and fresh.get_data(as_text=True).count('class="recovery-code"') == 10
+    clock.advance(app.extensions["authsvc"].policy.mfa.step_up_seconds + 1)
+    assert post_with_csrf(client, "/account/recovery-codes", {}).status_code == 401
+    assert post_with_csrf(client, "/account/recovery-codes", {"password": "not the password at all"}).status_code == 401
+    assert post_with_csrf(client, "/account/totp/remove", {}).status_code == 401
+    assert app.extensions["authsvc"].totp.count(totp_user_id(app)) == 1
+    again = post_with_csrf(client, "/account/recovery-codes", {"password": PASSWORD})
+    assert again.status_code == 200
+    # The password counted as an authentication: no password for the next few minutes.
+    assert post_with_csrf(client, "/account/totp/remove", {}).status_code == 200
+    assert app.extensions["authsvc"].totp.count(totp_user_id(app)) == 0
+
+
+def test_a_restored_session_must_enter_the_password_for_a_sensitive_change(app, client, totp):
+    sign_in(client, totp, remember=True)
+    svc = app.extensions["authsvc"]
+    restored = new_client(app)
+    restored.set_cookie(svc.cookies.remember, cookie_value(client, svc.cookies.remember), domain=HOST)
+    restored.get("/")
+    assert post_with_csrf(restored, "/account/recovery-codes", {}).status_code == 401
+    assert post_with_csrf(restored, "/account/recovery-codes", {"password": PASSWORD}).status_code == 200
+
+
+def totp_user_id(app) -> int:
+    return app.extensions["authsvc"].accounts.by_username("alice").id
+
+
+def test_every_factor_event_is_in_the_inventory():
+    for event in ("mfa_required", "mfa_used", "mfa_failed", "mfa_throttled", "mfa_locked_out", "mfa_flow_ended",
+                  "mfa_added", "mfa_removed", "mfa_reset", "mfa_resealed", "recovery_code_used",
+                  "recovery_codes_generated", "step_up_failed", "step_up_throttled"):
+        assert event in audit_mod.EVENTS
+
+
+# --- the flow service itself, without Flask ------------------------------------------------------------
+
+def test_the_second_step_is_an_outcome_of_the_login_service(tmp_path):
+    """LoginService alone: a right password for an account with a factor is StepRequired (no known
+    device yet), the state survives the session's JSON form, the code finishes it as SignedIn with
+    both methods, and the completed flow cannot be resumed."""
+    import pyotp
+    from limits.storage import MemoryStorage
+
+    from authsvc.core.login_flow import FlowEnded, LoginService, SignedIn, StepRequired
+    from authsvc.core.pending_flows import EndedFlows
+    from authsvc.core.recovery_codes import RecoveryCodes
+    from authsvc.core.sealing import Sealer
+    from authsvc.core.second_factors import SecondFactors
+    from authsvc.core.throttle import Throttle
+    from authsvc.core.totp import SEALING_INFO, TotpStore, new_secret
+    from tests.conftest import STRONG_KEY
+    from tests.security.test_login_flow import HASHER, POLICY, make_flow
+
+    flow = make_flow(tmp_path)
+    engine = flow.accounts.engine
+    totp = TotpStore(engine, Sealer(STRONG_KEY, (), SEALING_INFO), flow.clock)
+    service = LoginService(
+        accounts=flow.accounts, hasher=HASHER, throttle=flow.throttle, known_devices=flow.registry,
+        device_cookies=flow.cookies, audit=flow.events, max_username_length=POLICY.limits.username_max_length,
+        max_password_length=POLICY.passwords.max_length, factors=SecondFactors({"totp": totp}), totp=totp,
+        recovery=RecoveryCodes(engine, flow.clock),
+        code_throttle=Throttle(MemoryStorage(), POLICY.throttle, flow.clock, prefix="t:2fa", guards_argon2=False),
+        mfa=POLICY.mfa, ended_flows=EndedFlows(MemoryStorage(), "t", POLICY.mfa.pending_seconds), clock=flow.clock)
+    alice = flow.accounts.by_username("alice")
+    secret = new_secret()
+    assert totp.enroll(alice.id, secret, int(flow.clock() // 30) - 2)
+
+    outcome = service.attempt("alice", PASSWORD, binding="this browser")
+    assert isinstance(outcome, StepRequired) and outcome.state.passed == ("pwd",) and not outcome.state.set_up
+    assert flow.registry.count(alice.id) == 0          # no known device before the second step
+    state = service.resume(outcome.state.to_session(), "this browser")
+    assert state == outcome.state
+    assert service.resume(outcome.state.to_session(), "another browser") == FlowEnded("binding_changed")
+    # That copy ended the flow for the browser that passed the password, too.
+    assert service.resume(outcome.state.to_session(), "this browser") == FlowEnded("ended")
+
+    state = service.attempt("alice", PASSWORD, binding="this browser").state
+    done = service.second_step(state, pyotp.TOTP(secret).generate_otp(int(flow.clock() // 30)))
+    assert isinstance(done, SignedIn) and done.methods == ("pwd", "otp", "mfa") and done.device_cookie
+    assert flow.registry.count(alice.id) == 1
+    assert service.resume(state.to_session(), "this browser") == FlowEnded("ended")
+    assert [name for name in flow.events.names() if name != "mfa_flow_ended"] == [
+        "mfa_required", "mfa_required", "mfa_used", "login_success"]

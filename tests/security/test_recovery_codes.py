@@ -1,0 +1,105 @@
+"""Control: recovery codes (lookup secrets), for when the authenticator app is lost.
+
+Ten codes of 120 bits from the CSPRNG, shown once on the page that generates them (each in
+``<code class="recovery-code">``), stored only as SHA-256 digests, each accepted once wherever an
+authenticator-app code is (also at the same moment on two instances), all void when new ones are
+generated, and counted on the account page. Generating them needs a recent authentication.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from authsvc.core.models import recovery_codes
+from authsvc.core.recovery_codes import COUNT, RecoveryCodes, code_digest
+from authsvc.rules.second_step import RECOVERY_ALPHABET, RECOVERY_LENGTH, recovery_code
+from tests.conftest import build_app, add_user, login, new_client
+from tests.security.factors import enroll, post_with_csrf, second_step, sign_in
+
+SHOWN = re.compile(r'<code class="recovery-code">([^<]+)</code>')
+
+
+@pytest.mark.asvs("V6.5.2", "V6.5.3", "V6.5.4")
+def test_codes_are_120_random_bits_stored_only_as_digests(app, user):
+    store = app.extensions["authsvc"].recovery_codes
+    shown = store.generate(user.id)
+    assert len(shown) == COUNT == 10 and len(set(shown)) == 10
+    canonical = [recovery_code(code) for code in shown]
+    assert all(c is not None and len(c) == RECOVERY_LENGTH for c in canonical)
+    assert RECOVERY_LENGTH * math.log2(len(RECOVERY_ALPHABET)) >= 112
+    with app.extensions["authsvc"].engine.connect() as conn:
+        rows = conn.execute(sa.select(recovery_codes)).all()
+    stored = b"".join(row.code_hash for row in rows)
+    assert {row.code_hash for row in rows} == {code_digest(c) for c in canonical}
+    assert not [c for c in canonical if c.encode() in stored]
+    many = {recovery_code(code) for _ in range(20) for code in store.generate(user.id)}
+    assert len(many) == 200  # no repeats across 200 codes
+
+
+@pytest.mark.asvs("V6.5.1")
+def test_a_code_is_spent_once_and_counted(app, user):
+    store = app.extensions["authsvc"].recovery_codes
+    canonical = [recovery_code(c) for c in store.generate(user.id)]
+    assert store.use(user.id, canonical[0]) and not store.use(user.id, canonical[0])
+    assert store.remaining(user.id) == 9
+
+
+def test_a_code_of_another_account_is_not_this_accounts(app, user):
+    bob = add_user(app, "bob")
+    store = app.extensions["authsvc"].recovery_codes
+    bobs = [recovery_code(c) for c in store.generate(bob.id)]
+    store.generate(user.id)
+    assert not store.use(user.id, bobs[0])
+    assert store.use(bob.id, bobs[0])
+
+
+@pytest.mark.asvs("V6.5.1")
+def test_generating_new_codes_voids_every_old_one(app, user):
+    store = app.extensions["authsvc"].recovery_codes
+    old = [recovery_code(c) for c in store.generate(user.id)]
+    store.generate(user.id)
+    assert not any(store.use(user.id, c) for c in old)
+    assert store.remaining(user.id) == 10
+
+
+@pytest.mark.asvs("V6.5.1")
+def test_the_same_code_at_the_same_moment_on_two_instances_is_accepted_once(tmp_path, clock):
+    app = build_app(tmp_path, clock)
+    alice = add_user(app)
+    engine = app.extensions["authsvc"].engine
+    code = recovery_code(app.extensions["authsvc"].recovery_codes.generate(alice.id)[0])
+    stores = [RecoveryCodes(engine, clock) for _ in range(8)]
+    start, results = threading.Barrier(len(stores)), []
+
+    def present(store):
+        start.wait()
+        results.append(store.use(alice.id, code))
+    threads = [threading.Thread(target=present, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * (len(stores) - 1) + [True]
+
+
+def test_the_account_page_shows_new_codes_once_and_then_only_how_many_are_left(app, client, user, clock):
+    phone = enroll(app, user, clock)
+    sign_in(client, phone)
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="recovery-status">Recovery codes left: <strong>0<' in page
+    generated = post_with_csrf(client, "/account/recovery-codes", {})
+    assert generated.status_code == 200
+    assert generated.headers["Cache-Control"].startswith("no-store")
+    shown = SHOWN.findall(generated.get_data(as_text=True))
+    assert len(shown) == 10
+    page = client.get("/").get_data(as_text=True)
+    assert 'Recovery codes left: <strong>10<' in page and not [c for c in shown if c in page]
+    other = new_client(app)
+    login(other)
+    assert second_step(other, shown[4]).status_code == 303
+    assert 'Recovery codes left: <strong>9<' in client.get("/").get_data(as_text=True)
