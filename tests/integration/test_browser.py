@@ -111,11 +111,15 @@ def focused_id(driver, expected: str) -> str:
 
 def submit(driver) -> None:
     """Click the form's button and wait until the next page has replaced this one."""
+    click_and_leave(driver, by_css(driver, "button[type=submit]"))
+
+
+def click_and_leave(driver, button) -> None:
+    """Click ``button`` and wait until the page it sends the browser to has replaced this one."""
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
-    button = by_css(driver, "button[type=submit]")
     button.click()
 
     def left(d) -> bool:
@@ -318,9 +322,6 @@ def test_the_login_form_posts_the_services_own_origin(stack, launch):
 
 @pytest.mark.asvs("V7.4.1")
 def test_logout_keeps_the_device_cookie_and_sibling_sites_cookies(stack, launch):
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.wait import WebDriverWait
-
     with launch() as driver:
         sign_in_at(driver, f"{stack.auth}/login", remember=True)
         # A sibling site's cookies: one of its own host, one it shares under the domain.
@@ -335,9 +336,7 @@ def test_logout_keeps_the_device_cookie_and_sibling_sites_cookies(stack, launch)
         assert {SESSION, remember, device, "sibling", "shared_pref"} <= set(before), before
 
         driver.get(f"{stack.auth}/")
-        button = by_css(driver, 'form[action="/logout"] button')
-        button.click()
-        WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+        click_and_leave(driver, by_css(driver, 'form[action="/logout"] button'))
         wait_for_url(driver, f"{stack.auth}/login")
 
         after = {c["name"]: c["value"] for c in cookie_jar(driver)}

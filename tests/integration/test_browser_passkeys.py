@@ -27,6 +27,7 @@ from tests.integration.test_browser import (
     FLAGS,
     app_answer,
     by_css,
+    click_and_leave,
     sign_in_at,
     signed_in_as,
     wait_for_url,
@@ -119,13 +120,8 @@ def passkey_names(driver) -> list[str]:
 
 
 def sign_out(driver, stack) -> None:
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.wait import WebDriverWait
-
     driver.get(f"{stack.auth}/")
-    button = by_css(driver, 'form[action="/logout"] button')
-    button.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+    click_and_leave(driver, by_css(driver, 'form[action="/logout"] button'))
     wait_for_url(driver, f"{stack.auth}/login")
 
 
