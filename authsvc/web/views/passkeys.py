@@ -38,6 +38,7 @@ from flask import (
 )
 from flask_login import current_user
 
+from authsvc.core.login_flow import Failed, FlowEnded, Refused
 from authsvc.core.passkeys import (
     CHALLENGE_SECONDS,
     PasskeyFailed,
@@ -48,8 +49,12 @@ from authsvc.core.passkeys import (
 from authsvc.rules.passkeys import MAX_RAW_NAME_LENGTH, passkey_name
 from authsvc.web.auth import services
 from authsvc.web.forms import field
-from authsvc.core.login_flow import Failed, FlowEnded, Refused
-from authsvc.web.views.account import STEP_UP_MISSING, _step_up, _step_up_due, account_page
+from authsvc.web.views.account import (
+    STEP_UP_MISSING,
+    _step_up,
+    _step_up_due,
+    account_page,
+)
 from authsvc.web.views.login import (
     PENDING,
     PENDING_SET_UP,
