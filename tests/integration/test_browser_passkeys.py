@@ -122,7 +122,10 @@ def sign_out(driver, stack) -> None:
     """Load the account page again and sign out. Right after a script's navigation to the same
     page Chromium can hand out a node of the page being left ("does not belong to the document",
     as in test_browser.sign_in_at): nothing was clicked then, so the page is loaded again."""
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.common.exceptions import (
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
