@@ -561,7 +561,8 @@ def test_a_signature_of_another_key_is_refused(app, key):
 
 # --- hostile bodies ------------------------------------------------------------------------------------------------------
 
-JSON_ENDPOINTS = ["/login/passkey", "/login/passkey/options", "/account/passkeys", "/account/passkeys/options"]
+JSON_ENDPOINTS = ["/login/passkey", "/login/passkey/options", "/account/passkeys", "/account/passkeys/options",
+                  "/login/mfa/passkey", "/login/mfa/passkey/options"]
 BAD_BODIES = [
     pytest.param(b"", id="empty"),
     pytest.param(b"{", id="truncated"),
