@@ -12,6 +12,9 @@ happened (throttle counts, audit events, the known-device registry) and returns 
 * :class:`StepRequired`: the password was right, but a second step must pass before a session
   starts (the account has a second factor, or the policy requires one and it must set one up).
 
+The second step takes a code (:meth:`LoginService.second_step`) or a passkey of the account
+(:meth:`LoginService.passkey_step`).
+
 The second step (:meth:`LoginService.second_step`, :meth:`LoginService.set_up_step`) takes the
 :class:`FlowState` back, as :meth:`LoginService.resume` found it still standing, and a code; it
 returns one of the same outcomes. Between the two steps there is no session: the view keeps the
@@ -52,6 +55,8 @@ TOO_LONG = "password_too_long"
 # Failed.reason of a second step: the code was not accepted (wrong, malformed, used before, or a
 # recovery code that is not one of the account's unused ones). The user sees one message.
 BAD_CODE = "bad_code"
+# Failed.reason of a second step with a passkey that was refused (the reason is in the audit log).
+BAD_PASSKEY = "bad_passkey"
 # The audit log's reason for each TOTP verdict that is not an acceptance (the others name themselves:
 # ``not_set_up``, ``unreadable``).
 CODE_REASONS = {"reused": "reused_code", "wrong": "wrong_code"}
@@ -316,6 +321,43 @@ class LoginService:
             attempt.record_success()
             self._end(state)  # once: an old copy of this browser's cookie cannot take the step again
         passed = FlowState(state.account_id, state.remember, state.device, (*state.passed, ONE_TIME_CODE))
+        return self._finish(account, passed)
+
+    def passkey_step(self, state: FlowState, verify: Callable[[], Any]) -> Refused | Failed | FlowEnded | SignedIn:
+        """A passkey of the pending account in the second step of ``state`` (a live one, from
+        :meth:`resume`). ``verify`` checks the browser's assertion (the view binds
+        :meth:`authsvc.core.passkeys.PasskeyService.authenticate` to the challenge, the credential
+        and ``state.account_id``) and returns its ``PasskeySignedIn`` or ``PasskeyFailed``; it runs
+        only while the code throttle allows this account a try. A refusal that may mean tampering
+        (:data:`authsvc.rules.second_step.PASSKEY_TAMPERING`: another origin, relying party,
+        challenge or account) ends the flow for every copy of it; any other counts like a wrong
+        code. On success the flow ends and the session records the password and the passkey."""
+        account = self.accounts.by_id(state.account_id)
+        if account is None or account.disabled or self.code_throttle is None:
+            return Failed("unknown_user" if account is None else "disabled")
+        with self.code_throttle.attempt(account.username_key, state.device) as attempt:
+            verdict = attempt.verdict
+            if not verdict.allowed:
+                self.audit.emit("mfa_throttled", reason=verdict.reason, user_id=account.id,
+                                known_device=state.device is not None)
+                return Refused(verdict.reason, verdict.retry_after)
+            outcome = verify()
+            reason = getattr(outcome, "reason", None)  # PasskeyFailed has one, PasskeySignedIn none
+            if reason is not None and rules.passkey_ends_flow(reason):
+                self._end(state)
+                self.audit.emit("mfa_flow_ended", reason=f"passkey_{reason}", user_id=account.id)
+                return FlowEnded(f"passkey_{reason}")
+            if reason is not None:
+                after = attempt.record_failure()
+                self.audit.emit("mfa_failed", reason=reason, method="passkey", user_id=account.id,
+                                known_device=state.device is not None)
+                if after.reason == "locked":
+                    self.audit.emit("mfa_locked_out", reason="max_consecutive_failures", user_id=account.id,
+                                    known_device=state.device is not None)
+                return Failed(BAD_PASSKEY)
+            attempt.record_success()
+            self._end(state)  # once, as after a code
+        passed = FlowState(state.account_id, state.remember, state.device, (*state.passed, *outcome.methods))
         return self._finish(account, passed)
 
     def _check_code(self, user_id: int, kind: str, value: str) -> str | None:

@@ -151,3 +151,16 @@ def step_up_due(authenticated_at: float | None, now: float, window_seconds: floa
     if authenticated_at is None:
         return True
     return not (now - authenticated_at < window_seconds and authenticated_at - now < window_seconds)
+
+
+# A passkey refused in the second step for one of these reasons may be an attack on this sign-in
+# (an assertion made for another origin or relying party, for another challenge, or another user's
+# credential): the pending flow ends rather than waiting for another try. The other reasons (a
+# malformed answer, a missing PIN, an unknown or replayed credential) count like a wrong code.
+PASSKEY_TAMPERING: Final = frozenset({"origin", "rp_id", "challenge", "user_mismatch"})
+
+
+def passkey_ends_flow(reason: str) -> bool:
+    """Does a passkey refused for ``reason`` (a :class:`authsvc.core.passkeys.PasskeyFailed`
+    reason) end the pending second step?"""
+    return reason in PASSKEY_TAMPERING

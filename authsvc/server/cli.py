@@ -243,11 +243,11 @@ def cmd_user(args) -> int:
         svc.audit.emit("account_unlocked", user_id=account.id, by="cli")
         print(f"unlocked {account.username} (shared rate-limit storage only; memory:// lives in the server)")
     elif args.user_cmd == "mfa":
-        for kind, count in _factor_counts(svc, account.id).items():
+        for kind, count in svc.factors.counts(account.id).items():
             print(f"{kind}\t{count}")
         print(f"recovery codes left\t{svc.recovery_codes.remaining(account.id)}")
     elif args.user_cmd == "mfa-reset":
-        removed = svc.factors.remove_all(account.id) + _remove_unwired_passkeys(svc, account.id)
+        removed = svc.factors.remove_all(account.id)
         codes = svc.recovery_codes.void(account.id)
         ended = svc.sessions.revoke_all(account.id, "mfa_reset")
         svc.remember.revoke_all(account.id, reason="mfa_reset")
@@ -256,43 +256,6 @@ def cmd_user(args) -> int:
         print(f"removed {removed} second factor(s) and {codes} recovery code(s) of {account.username}; "
               f"{ended} session(s) ended")
     return 0
-
-
-# The passkey table of fix/passkeys. Until its store is one of svc.factors' sources, the CLI still
-# sees (and resets) the table when a migration created it.
-PASSKEY_TABLE = "passkeys"
-
-
-def _passkey_table(svc):
-    import sqlalchemy as sa
-
-    from authsvc.core.second_factors import PASSKEY
-
-    if PASSKEY in svc.factors.sources or not sa.inspect(svc.engine).has_table(PASSKEY_TABLE):
-        return None
-    return sa.Table(PASSKEY_TABLE, sa.MetaData(), autoload_with=svc.engine)
-
-
-def _factor_counts(svc, user_id: int) -> dict[str, int]:
-    """Each kind of second factor and how many the account has: ``totp`` 0 or 1, passkeys when
-    their table exists."""
-    import sqlalchemy as sa
-
-    counts = svc.factors.counts(user_id)
-    table = _passkey_table(svc)
-    if table is not None:
-        with svc.engine.connect() as conn:
-            counts["passkey"] = int(conn.execute(sa.select(sa.func.count()).select_from(table)
-                                                 .where(table.c.user_id == user_id)).scalar_one())
-    return counts
-
-
-def _remove_unwired_passkeys(svc, user_id: int) -> int:
-    table = _passkey_table(svc)
-    if table is None:
-        return 0
-    with svc.engine.begin() as conn:
-        return conn.execute(table.delete().where(table.c.user_id == user_id)).rowcount
 
 
 def cmd_mfa(args) -> int:

@@ -38,7 +38,7 @@ from authsvc.core.pending_flows import EndedFlows
 from authsvc.core.recovery_codes import RecoveryCodes
 from authsvc.core.remember import RememberStore
 from authsvc.core.sealing import Sealer
-from authsvc.core.second_factors import TOTP, SecondFactors
+from authsvc.core.second_factors import PASSKEY, TOTP, SecondFactors
 from authsvc.core.totp import SEALING_INFO as TOTP_SEALING_INFO
 from authsvc.core.totp import TotpStore
 from authsvc.core.sessions import SessionStore
@@ -198,7 +198,6 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
                              guards_argon2=False)
     totp = TotpStore(engine, Sealer(settings.secret_key, settings.secret_key_fallbacks, TOTP_SEALING_INFO), clock)
     recovery = RecoveryCodes(engine, clock)
-    factors = SecondFactors({TOTP: totp})
     audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
     redirect_rules = _redirect_rules(settings)
     party = relying_party(settings.public_url, settings.cookie_domain,
@@ -206,6 +205,9 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     passkey_service = None if party is None else PasskeyService(
         store=PasskeyStore(engine, clock), accounts=accounts, rp=party, audit=audit, known_devices=known_devices,
         device_cookies=devices)
+    factors = SecondFactors({TOTP: totp})
+    if passkey_service is not None:  # an account with a passkey takes the second step with it (or a code)
+        factors = factors.with_source(PASSKEY, passkey_service.store)
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
         redirect_rules=redirect_rules,

@@ -35,7 +35,18 @@ from authsvc.core.passkeys import (
     PasskeyFailed,
     PasskeySignedIn,
 )
-from tests.conftest import HTTPS, add_user, browser, build_app, csrf, login, verify
+from tests.conftest import (
+    HTTPS,
+    PASSWORD,
+    add_user,
+    api,
+    browser,
+    build_app,
+    csrf,
+    login,
+    run_cli,
+    verify,
+)
 
 ORIGIN = HTTPS            # https://auth.example.test: AUTHSVC_PUBLIC_URL in conftest
 RP_ID = "auth.example.test"
@@ -140,17 +151,41 @@ def post_json(client, path: str, body, token: str, **headers):
 
 
 def signed_in(app, name: str = "alice", ip: str = "198.51.100.7"):
-    """A browser signed in to ``name`` with the password, and its CSRF token."""
+    """A browser signed in to ``name`` with the password, and its CSRF token. An account with a
+    passkey (registered through :func:`register`) takes the second step with it."""
     client = browser(app, ip=ip)
-    assert login(client, name).status_code == 303
+    answer = login(client, name)
+    assert answer.status_code == 303
+    authenticator = app.extensions.get("test_passkeys", {}).get(name)
+    if answer.headers["Location"].startswith("/login/mfa") and authenticator is not None:
+        assert passkey_second_step(client, authenticator)[0].status_code == 200
     return client, csrf(client, "/")
+
+
+def second_step_options(client) -> tuple[dict, str]:
+    token = csrf(client, "/login/mfa")
+    answer = post_json(client, "/login/mfa/passkey/options", {}, token)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json(), token
+
+
+def passkey_second_step(client, authenticator: SoftAuthenticator, *, next: str | None = None, **get):
+    """The second step of a pending sign-in with ``authenticator``'s passkey."""
+    options, token = second_step_options(client)
+    credential = authenticator.get(options, **get)
+    return post_json(client, "/login/mfa/passkey", {"credential": credential, "next": next}, token), credential
 
 
 def register(app, client, token: str, authenticator: SoftAuthenticator, name: str = "Laptop", **create):
     options = post_json(client, "/account/passkeys/options", {"name": name}, token)
     assert options.status_code == 200, options.get_data(as_text=True)
     credential = authenticator.create(options.get_json(), **create)
-    return post_json(client, "/account/passkeys", {"credential": credential, "name": name}, token)
+    answer = post_json(client, "/account/passkeys", {"credential": credential, "name": name}, token)
+    if answer.status_code == 201:  # signed_in takes the second step of this account with it
+        svc = app.extensions["authsvc"]
+        username = svc.accounts.by_id(svc.passkeys.store.find(authenticator.credential_id).user_id).username
+        app.extensions.setdefault("test_passkeys", {}).setdefault(username, authenticator)
+    return answer
 
 
 def login_options(client) -> tuple[dict, str]:
@@ -526,7 +561,8 @@ def test_a_signature_of_another_key_is_refused(app, key):
 
 # --- hostile bodies ------------------------------------------------------------------------------------------------------
 
-JSON_ENDPOINTS = ["/login/passkey", "/login/passkey/options", "/account/passkeys", "/account/passkeys/options"]
+JSON_ENDPOINTS = ["/login/passkey", "/login/passkey/options", "/account/passkeys", "/account/passkeys/options",
+                  "/login/mfa/passkey", "/login/mfa/passkey/options"]
 BAD_BODIES = [
     pytest.param(b"", id="empty"),
     pytest.param(b"{", id="truncated"),
@@ -724,6 +760,7 @@ def test_a_removed_passkey_signs_in_no_more(app, key, capsys):
 
 def test_removal_is_logged_and_the_failure_after_it_too(app, key, capsys):
     client, token = signed_in(app, ip="203.0.113.9")
+    audit(capsys)   # the sign-in's own passkey_used (its second step) is not what this test counts
     client.post(f"/account/passkeys/{passkey_id(app, key)}/delete", data={"csrf_token": token})
     refused(passkey_login(browser(app, ip="203.0.113.10"), key)[0])
     names = [e["event"] for e in audit(capsys) if e["event"].startswith("passkey_")]
@@ -807,3 +844,169 @@ def test_the_pages_show_the_buttons(app, alice):
     assert 'id="add-passkey"' in page and "No passkeys yet" in page
     script = client.get("/static/passkeys.js")
     assert script.status_code == 200 and "javascript" in script.mimetype
+
+
+# --- the second step of a sign-in: the password, then a passkey ----------------------------------------------
+
+def password_step(app, name: str = "alice", ip: str = "203.0.113.9", **login_args):
+    """A browser whose password for ``name`` was right and whose sign-in waits for its second step."""
+    client = browser(app, ip=ip)
+    answer = login(client, name, **login_args)
+    assert answer.status_code == 303 and answer.headers["Location"].startswith("/login/mfa")
+    no_session(client)
+    assert api(client) == 401
+    return client
+
+
+@pytest.mark.asvs("V6.3.3", "V6.5.1")
+def test_the_password_then_a_passkey_signs_in_with_both_methods(app, key, capsys):
+    client = password_step(app, next=NEXT)
+    page = client.get(f"/login/mfa?next={NEXT}").get_data(as_text=True)
+    assert 'id="passkey-verify"' in page and "/static/passkeys.js" in page
+    no_session(client)   # options alone start nothing
+    answer, _ = passkey_second_step(client, key, next=NEXT)
+    assert answer.status_code == 200 and answer.get_json() == {"redirect": NEXT}
+    verified = client.get("/auth/verify")
+    assert verified.status_code == 200
+    assert verified.headers["X-Auth-Methods"] == "pwd,hwk,user,mfa"
+    assert client.get("/api/v1/session").get_json()["methods"] == ["pwd", "hwk", "user", "mfa"]
+    events = audit(capsys)
+    assert [e["purpose"] for e in events if e["event"] == "passkey_used"][-1] == "second_step"
+    assert [e for e in events if e["event"] == "login_success"][-1]["methods"] == "pwd,hwk,user,mfa"
+
+
+def test_a_synced_passkey_as_second_step_records_swk(app, alice):
+    authenticator = SoftAuthenticator(synced=True)
+    client, token = signed_in(app)
+    assert register(app, client, token, authenticator).status_code == 201
+    client = password_step(app)
+    assert passkey_second_step(client, authenticator)[0].status_code == 200
+    assert client.get("/auth/verify").headers["X-Auth-Methods"] == "pwd,swk,user,mfa"
+
+
+def test_the_second_step_with_a_passkey_keeps_remember_me_as_a_code_does(app, key):
+    svc = app.extensions["authsvc"]
+    client = password_step(app, remember=True)
+    answer, _ = passkey_second_step(client, key)
+    assert answer.status_code == 200
+    assert svc.cookies.remember in {c.split("=", 1)[0] for c in answer.headers.getlist("Set-Cookie")}
+    assert svc.cookies.device in {c.split("=", 1)[0] for c in answer.headers.getlist("Set-Cookie")}
+
+
+@pytest.mark.asvs("V6.3.3")
+def test_an_account_whose_only_factor_is_a_passkey_takes_the_second_step(app, key):
+    svc = app.extensions["authsvc"]
+    alice = svc.accounts.by_username("alice")
+    assert svc.factors.kinds(alice.id) == frozenset({"passkey"})
+    password_step(app)   # asserts the password alone starts no session
+
+
+def test_another_users_passkey_is_refused_and_ends_the_pending_sign_in(app, key, capsys):
+    add_user(app, "bob")
+    bobs = SoftAuthenticator()
+    client, token = signed_in(app, "bob", ip="198.51.100.8")
+    assert register(app, client, token, bobs).status_code == 201
+    attacker = password_step(app)   # alice's password, bob's passkey
+    options, token = second_step_options(attacker)
+    answer = post_json(attacker, "/login/mfa/passkey", {"credential": bobs.get(options)}, token)
+    assert answer.status_code == 401 and answer.get_json()["error"] == "sign_in_ended"
+    no_session(attacker)
+    assert post_json(attacker, "/login/mfa/passkey/options", {}, token).status_code == 401   # the flow is gone
+    assert audit(capsys, "mfa_flow_ended")[-1]["reason"] == "passkey_user_mismatch"
+
+
+@pytest.mark.parametrize("tamper", [{"origin": "https://evil.example"}, {"rp_id": "evil.example"},
+                                    {"challenge": b64(b"\x00" * CHALLENGE_BYTES)}])
+def test_a_second_step_assertion_that_may_be_tampered_with_ends_the_pending_sign_in(app, key, tamper):
+    client = password_step(app)
+    answer, _ = passkey_second_step(client, key, **tamper)
+    assert answer.status_code == 401 and answer.get_json()["error"] == "sign_in_ended"
+    assert post_json(client, "/login/mfa/passkey/options", {}, csrf(client, "/login")).status_code == 401
+
+
+@pytest.mark.asvs("V6.5.1")
+def test_a_replayed_second_step_assertion_is_refused(app, key, capsys):
+    client = password_step(app)
+    answer, credential = passkey_second_step(client, key)
+    assert answer.status_code == 200
+    # The same assertion, for a new pending sign-in: its challenge is not this flow's (ends it).
+    again = password_step(app, ip="203.0.113.10")
+    _, token = second_step_options(again)
+    replay = post_json(again, "/login/mfa/passkey", {"credential": credential}, token)
+    assert replay.status_code == 401
+    no_session(again)
+    # A replay without options asked: no challenge, counted like a wrong code; the flow stands.
+    third = password_step(app, ip="203.0.113.11")
+    token = csrf(third, "/login/mfa")
+    answer = post_json(third, "/login/mfa/passkey", {"credential": credential}, token)
+    assert answer.status_code == 401 and answer.get_json()["error"] == "refused"
+    no_session(third)
+    assert audit(capsys, "mfa_failed")[-1]["reason"] == "no_challenge"
+
+
+def test_refusals_that_are_no_tampering_count_in_the_code_throttle(app, key, capsys):
+    client = password_step(app)
+    answer, _ = passkey_second_step(client, key, flags=UP)   # no user verification
+    assert answer.status_code == 401 and answer.get_json()["error"] == "refused"
+    failed = audit(capsys, "mfa_failed")
+    assert failed[-1]["method"] == "passkey" and failed[-1]["reason"] == "user_not_verified"
+    assert passkey_second_step(client, key)[0].status_code == 200   # the flow stood
+
+
+def test_the_second_step_challenge_is_used_once(app, key):
+    client = password_step(app)
+    options, token = second_step_options(client)
+    first = post_json(client, "/login/mfa/passkey", {"credential": key.get(options, flags=UP)}, token)
+    assert first.status_code == 401
+    second = post_json(client, "/login/mfa/passkey", {"credential": key.get(options)}, token)
+    assert second.status_code == 401 and second.get_json()["error"] == "refused"   # no_challenge
+    no_session(client)
+
+
+def test_without_a_pending_sign_in_the_second_step_endpoints_are_4xx(app, key):
+    client = browser(app, ip="203.0.113.9")
+    token = csrf(client, "/login")
+    assert post_json(client, "/login/mfa/passkey/options", {}, token).status_code == 401
+    assert post_json(client, "/login/mfa/passkey", {"credential": {}}, token).status_code == 401
+    signed, token = signed_in(app, ip="203.0.113.10")   # a session is no pending sign-in either
+    assert post_json(signed, "/login/mfa/passkey/options", {}, token).status_code == 401
+
+
+def test_the_usernameless_challenge_does_not_serve_the_second_step(app, key):
+    client = password_step(app)
+    options, token = login_options(client)   # /login/passkey/options: another purpose
+    answer = post_json(client, "/login/mfa/passkey", {"credential": key.get(options)}, token)
+    assert answer.status_code == 401
+    no_session(client)
+
+
+def test_mfa_reset_and_the_cli_see_passkeys(app, key, monkeypatch, tmp_path, capsys):
+    alice = app.extensions["authsvc"].accounts.by_username("alice")
+    capsys.readouterr()
+    assert run_cli(monkeypatch, tmp_path, "user", "mfa", "alice") == 0
+    assert "passkey\t1" in capsys.readouterr().out
+    assert run_cli(monkeypatch, tmp_path, "user", "mfa-reset", "alice") == 0
+    assert "removed 1 second factor(s)" in capsys.readouterr().out
+    assert app.extensions["authsvc"].passkeys.store.count(alice.id) == 0
+    client = browser(app, ip="203.0.113.9")
+    assert login(client).headers["Location"] == "/"   # no second step left
+
+
+@pytest.mark.asvs("V6.3.3")
+def test_adding_or_removing_a_passkey_needs_a_recent_authentication(app, key, clock):
+    svc = app.extensions["authsvc"]
+    client, token = signed_in(app, ip="203.0.113.9")
+    clock.advance(svc.policy.mfa.step_up_seconds + 1)
+    answer = post_json(client, "/account/passkeys/options", {"name": "Phone"}, token)
+    assert answer.status_code == 403 and answer.get_json()["error"] == "step_up_required"
+    assert post_json(client, "/account/passkeys", {"credential": {}}, token).status_code == 403
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="passkey-step-up"' in page and 'id="add-passkey"' not in page
+    pid = passkey_id(app, key)
+    assert client.post(f"/account/passkeys/{pid}/delete", data={"csrf_token": token}).status_code == 401
+    assert client.post(f"/account/passkeys/{pid}/delete",
+                       data={"csrf_token": token, "password": "not the password"}).status_code == 401
+    assert svc.passkeys.store.count(svc.accounts.by_username("alice").id) == 1
+    assert client.post("/account/step-up", data={"csrf_token": token, "password": PASSWORD}).status_code == 200
+    assert register(app, client, token, SoftAuthenticator(), name="Phone").status_code == 201
+    assert client.post(f"/account/passkeys/{pid}/delete", data={"csrf_token": token}).status_code == 303

@@ -247,3 +247,13 @@ def test_module_depends_only_on_the_standard_library():
     imported = {(node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
                 for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+@pytest.mark.parametrize("reason, ends", [
+    ("origin", True), ("rp_id", True), ("challenge", True), ("user_mismatch", True),
+    ("no_challenge", False), ("malformed", False), ("user_not_verified", False), ("rejected", False),
+    ("unknown_credential", False), ("counter_regressed", False), ("counter_repeated", False),
+    ("raced", False), ("disabled", False), ("", False),
+])
+def test_only_a_passkey_refusal_that_may_be_an_attack_ends_the_pending_sign_in(reason, ends):
+    assert rules.passkey_ends_flow(reason) is ends

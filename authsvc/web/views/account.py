@@ -138,6 +138,18 @@ def _step_up(render):
     return None
 
 
+@bp.post("/account/step-up")
+def step_up():
+    """The password again, on its own: for the changes a script makes (adding a passkey), whose
+    JSON endpoint answers 403 while a step-up is due."""
+    if not current_user.is_authenticated:
+        abort(401)
+    refused = _step_up(_account_page)
+    if refused is not None:
+        return refused
+    return account_page(notice="Password confirmed: you can add a passkey now.")
+
+
 def _account_page(status: int, errors: list[str]):
     return account_page(status, errors=errors)
 

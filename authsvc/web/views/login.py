@@ -284,7 +284,8 @@ def _render_second_step(state: FlowState, decision: RedirectDecision, *, error: 
         account = svc.accounts.by_id(state.account_id)
         return render_set_up("mfa_set_up.html", account.username, _set_up_secret(state), next=target,
                              error=error), status
-    return render_template("mfa.html", next=target, error=error), status
+    passkey = svc.passkeys is not None and svc.passkeys.store.count(state.account_id) > 0
+    return render_template("mfa.html", next=target, error=error, passkey=passkey), status
 
 
 @bp.get("/login/mfa")

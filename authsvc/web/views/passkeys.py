@@ -9,6 +9,9 @@ rename/remove as plain forms on the account page.
 ``POST /login/passkey/options``             request options for a usernameless sign-in (JSON)
 ``POST /login/passkey``                     ``{"credential": ..., "next": ...}``: sign in;
                                             answers ``{"redirect": next}`` (validated as /login does)
+``POST /login/mfa/passkey/options``         request options for the pending second step's account
+``POST /login/mfa/passkey``                 ``{"credential": ..., "next": ...}``: the second step;
+                                            answers ``{"redirect": next}``
 =========================================== ====================================================
 
 Every one is a POST, so :mod:`authsvc.web.crosssite` (same origin) and :mod:`authsvc.web.csrf` (the
@@ -35,6 +38,7 @@ from flask import (
 )
 from flask_login import current_user
 
+from authsvc.core.login_flow import Failed, FlowEnded, Refused
 from authsvc.core.passkeys import (
     CHALLENGE_SECONDS,
     PasskeyFailed,
@@ -45,15 +49,27 @@ from authsvc.core.passkeys import (
 from authsvc.rules.passkeys import MAX_RAW_NAME_LENGTH, passkey_name
 from authsvc.web.auth import services
 from authsvc.web.forms import field
-from authsvc.web.views.account import account_page
-from authsvc.web.views.login import finish_sign_in, judge_remember_cookie, next_decision
+from authsvc.web.views.account import (
+    STEP_UP_MISSING,
+    _step_up,
+    _step_up_due,
+    account_page,
+)
+from authsvc.web.views.login import (
+    PENDING,
+    PENDING_SET_UP,
+    finish_sign_in,
+    judge_remember_cookie,
+    next_decision,
+    pending_flow,
+)
 
 bp = Blueprint("passkeys", __name__)
 
 # A WebAuthn response is a few KiB (an attestation with a certificate chain, the largest, stays
 # well under this); the policy's max_content_length still bounds every body before this is read.
 MAX_BODY_BYTES = 32 * 1024
-REGISTER, LOGIN = "passkey_register", "passkey_login"   # the session keys, one per purpose
+REGISTER, LOGIN, SECOND_STEP = "passkey_register", "passkey_login", "passkey_mfa"   # the session keys, one per purpose
 DEFAULT_NAME = "Passkey"
 
 REFUSED = "This passkey could not be used. Try again, or sign in with your password."
@@ -101,11 +117,11 @@ def _json_body() -> dict:
     return body
 
 
-def _keep_challenge(key: str, challenge: bytes, bound_to: int | None = None) -> None:
+def _keep_challenge(key: str, challenge: bytes, bound_to: int | str | None = None) -> None:
     session[key] = {"c": b64url_encode(challenge), "t": int(services().clock()), "s": bound_to}
 
 
-def _take_challenge(key: str, bound_to: int | None = None) -> bytes | None:
+def _take_challenge(key: str, bound_to: int | str | None = None) -> bytes | None:
     """Pop the challenge kept for ``key`` (it is gone whatever follows); None unless it is there,
     younger than its options' timeout and was made for the same session (``bound_to``)."""
     kept = session.pop(key, None)
@@ -126,6 +142,14 @@ def _options(options_json: str) -> Response:
     return Response(options_json, mimetype="application/json")
 
 
+def _require_step_up() -> None:
+    """Adding a passkey is a sensitive change: 403 (JSON) once the session's last authentication is
+    older than ``mfa.step_up_seconds``; the account page then asks for the password first
+    (POST /account/step-up)."""
+    if _step_up_due():
+        abort(_answer(403, "step_up_required", STEP_UP_MISSING))
+
+
 # --- the account's passkeys ------------------------------------------------------------------------------
 
 def _name_refused(detail: str) -> Response:
@@ -138,6 +162,7 @@ def register_options():
     too, so a refused name is known before the authenticator makes a credential for nothing."""
     service = _service()
     session_id = _signed_in_session()
+    _require_step_up()
     name = _json_body().get("name") or DEFAULT_NAME
     decided = passkey_name(name)
     if decided.name is None:
@@ -150,9 +175,11 @@ def register_options():
 
 @bp.post("/account/passkeys")
 def register():
-    """Add a passkey (step-up, once it exists, guards this one view)."""
+    """Add a passkey: only within ``mfa.step_up_seconds`` of an authentication (the account page
+    asks for the password first otherwise)."""
     service = _service()
     session_id = _signed_in_session()
+    _require_step_up()
     body = _json_body()
     challenge = _take_challenge(REGISTER, session_id)
     name = body.get("name") or DEFAULT_NAME
@@ -184,10 +211,13 @@ def rename(passkey_id: int):
 
 @bp.post("/account/passkeys/<int:passkey_id>/delete")
 def delete(passkey_id: int):
-    """Remove a passkey (step-up, once it exists, guards this one view)."""
+    """Remove a passkey: the password again when the last authentication is not recent (step-up)."""
     service = _service()
     if not current_user.is_authenticated:
         abort(401)
+    refused = _step_up(lambda status, errors: account_page(status, errors=errors))
+    if refused is not None:
+        return refused
     account = services().accounts.by_id(current_user.user_id)
     if not service.remove(account, passkey_id):
         abort(404)
@@ -222,4 +252,54 @@ def login_finish():
         status = 400 if outcome.reason in ("malformed", "no_challenge") else 401
         return _answer(status, "refused", REFUSED)
     return finish_sign_in(outcome.account, jsonify(redirect=decision.target), remember=False,
+                          device_cookie=outcome.device_cookie, methods=outcome.methods)
+
+
+# --- the second step of a sign-in ------------------------------------------------------------------------
+
+def _pending():
+    """The live pending sign-in of this browser that a passkey can finish, or a 401 (JSON)."""
+    state = pending_flow()
+    if state is None or state.set_up:  # an account setting up its first factor has no passkey
+        abort(_answer(401, "no_pending_sign_in", "Sign in with your password first."))
+    return state
+
+
+@bp.post("/login/mfa/passkey/options")
+def second_step_options():
+    """Request options for the pending account's passkeys; the challenge is bound to this flow."""
+    service = _service()
+    _json_body()
+    state = _pending()
+    account = services().accounts.by_id(state.account_id)
+    options = service.authentication_options(account)
+    _keep_challenge(SECOND_STEP, options.challenge, state.flow_id)
+    return _options(options.json)
+
+
+@bp.post("/login/mfa/passkey")
+def second_step_finish():
+    """A passkey of the pending account as the second step:
+    :meth:`authsvc.core.login_flow.LoginService.passkey_step`'s outcome as JSON."""
+    service = _service()
+    svc = services()
+    body = _json_body()
+    raw_next = body.get("next")
+    decision = next_decision(raw_next if isinstance(raw_next, str) else None)
+    state = _pending()
+    challenge = _take_challenge(SECOND_STEP, state.flow_id)
+    outcome = svc.login.passkey_step(state, lambda: service.authenticate(
+        challenge, body.get("credential"), account_id=state.account_id))
+    if isinstance(outcome, Refused):
+        response = _answer(429, "throttled", "Too many attempts. Try again later.")
+        response.headers["Retry-After"] = str(outcome.retry_after)
+        return response
+    if isinstance(outcome, FlowEnded):
+        session.pop(PENDING, None)
+        session.pop(PENDING_SET_UP, None)
+        return _answer(401, "sign_in_ended", "This sign-in has ended. Sign in again.")
+    if isinstance(outcome, Failed):  # counted like a wrong code
+        return _answer(401, "refused", REFUSED)
+    # start_session empties the Flask session, the pending flow with it
+    return finish_sign_in(outcome.account, jsonify(redirect=decision.target), remember=outcome.remember,
                           device_cookie=outcome.device_cookie, methods=outcome.methods)
