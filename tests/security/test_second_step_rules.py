@@ -257,3 +257,30 @@ def test_module_depends_only_on_the_standard_library():
 ])
 def test_only_a_passkey_refusal_that_may_be_an_attack_ends_the_pending_sign_in(reason, ends):
     assert rules.passkey_ends_flow(reason) is ends
+
+
+# --- boundaries the mutation run found untested (scripts/mutation, 2026-12-07) ---------------------
+
+def test_a_typed_code_may_be_exactly_the_input_bound_long_and_no_longer():
+    padded = "123456".center(rules.MAX_CODE_INPUT)  # spaces people type, up to the bound
+    assert len(padded) == rules.MAX_CODE_INPUT and totp_code(padded) == "123456"
+    assert totp_code(padded + " ") is None
+
+
+def test_a_one_second_period_is_a_period():
+    assert time_step(1_800_000_123.9, 1) == 1_800_000_123
+    assert time_step(1_800_000_123.9, 0) is None
+
+
+def test_steps_and_verdicts_use_the_period_they_are_given():
+    now = 1_800_000_000.0
+    assert candidate_steps(now, period=60, drift=0) == (30_000_000,)
+    assert candidate_steps(now, period=60, drift=1) == (29_999_999, 30_000_000, 30_000_001)
+    assert step_verdict(30_000_000, 0, now, period=60) == ACCEPTED
+    assert step_verdict(60_000_000, 0, now, period=60) == OUT_OF_WINDOW  # the 30 s step is not the 60 s one
+
+
+def test_an_authentication_dated_a_whole_window_ahead_of_the_clock_is_not_recent():
+    # A clock stepped back must not make an old authentication count as fresh for a whole window.
+    assert step_up_due(1_000.0 + 300, 1_000.0, 300)
+    assert not step_up_due(1_000.0 + 299, 1_000.0, 300)
