@@ -304,20 +304,11 @@ class LoginService:
             return Failed("unknown_user" if account is None else "disabled")
         kind, value = rules.read_code(code)
         with self.code_throttle.attempt(account.username_key, state.device) as attempt:
-            verdict = attempt.verdict
-            if not verdict.allowed:
-                self.audit.emit("mfa_throttled", reason=verdict.reason, user_id=account.id,
-                                known_device=state.device is not None)
-                return Refused(verdict.reason, verdict.retry_after)
+            if not attempt.verdict.allowed:
+                return self._throttled(attempt.verdict, account, state)
             reason = self._check_code(account.id, kind, value)
             if reason is not None:
-                after = attempt.record_failure()
-                self.audit.emit("mfa_failed", reason=reason, method=kind, user_id=account.id,
-                                known_device=state.device is not None)
-                if after.reason == "locked":
-                    self.audit.emit("mfa_locked_out", reason="max_consecutive_failures", user_id=account.id,
-                                    known_device=state.device is not None)
-                return Failed(BAD_CODE)
+                return self._wrong(attempt, account, state, reason, kind, BAD_CODE)
             attempt.record_success()
             self._end(state)  # once: an old copy of this browser's cookie cannot take the step again
         passed = FlowState(state.account_id, state.remember, state.device, (*state.passed, ONE_TIME_CODE))
@@ -336,11 +327,8 @@ class LoginService:
         if account is None or account.disabled or self.code_throttle is None:
             return Failed("unknown_user" if account is None else "disabled")
         with self.code_throttle.attempt(account.username_key, state.device) as attempt:
-            verdict = attempt.verdict
-            if not verdict.allowed:
-                self.audit.emit("mfa_throttled", reason=verdict.reason, user_id=account.id,
-                                known_device=state.device is not None)
-                return Refused(verdict.reason, verdict.retry_after)
+            if not attempt.verdict.allowed:
+                return self._throttled(attempt.verdict, account, state)
             outcome = verify()
             reason = getattr(outcome, "reason", None)  # PasskeyFailed has one, PasskeySignedIn none
             if reason is not None and rules.passkey_ends_flow(reason):
@@ -348,17 +336,26 @@ class LoginService:
                 self.audit.emit("mfa_flow_ended", reason=f"passkey_{reason}", user_id=account.id)
                 return FlowEnded(f"passkey_{reason}")
             if reason is not None:
-                after = attempt.record_failure()
-                self.audit.emit("mfa_failed", reason=reason, method="passkey", user_id=account.id,
-                                known_device=state.device is not None)
-                if after.reason == "locked":
-                    self.audit.emit("mfa_locked_out", reason="max_consecutive_failures", user_id=account.id,
-                                    known_device=state.device is not None)
-                return Failed(BAD_PASSKEY)
+                return self._wrong(attempt, account, state, reason, "passkey", BAD_PASSKEY)
             attempt.record_success()
             self._end(state)  # once, as after a code
         passed = FlowState(state.account_id, state.remember, state.device, (*state.passed, *outcome.methods))
         return self._finish(account, passed)
+
+    def _throttled(self, verdict, account: Account, state: FlowState) -> Refused:
+        self.audit.emit("mfa_throttled", reason=verdict.reason, user_id=account.id,
+                        known_device=state.device is not None)
+        return Refused(verdict.reason, verdict.retry_after)
+
+    def _wrong(self, attempt, account: Account, state: FlowState, reason: str, method: str, failed: str) -> Failed:
+        """A second-step try that failed: counted (the lock-out said when this one reaches it), audited."""
+        after = attempt.record_failure()
+        self.audit.emit("mfa_failed", reason=reason, method=method, user_id=account.id,
+                        known_device=state.device is not None)
+        if after.reason == "locked":
+            self.audit.emit("mfa_locked_out", reason="max_consecutive_failures", user_id=account.id,
+                            known_device=state.device is not None)
+        return Failed(failed)
 
     def _check_code(self, user_id: int, kind: str, value: str) -> str | None:
         """None when the code is accepted (and spent), else the reason for the audit log."""

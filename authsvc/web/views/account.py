@@ -37,7 +37,7 @@ STEP_UP_MISSING = "Enter your password to confirm this change (you signed in mor
 STEP_UP_WRONG = "The password is not correct."
 
 
-def _step_up_due() -> bool:
+def step_up_is_due() -> bool:
     svc = services()
     return step_up_due(current_user.record.authenticated_at, svc.clock(), svc.policy.mfa.step_up_seconds)
 
@@ -52,7 +52,7 @@ def account_page(status: int = 200, *, errors: list[str] | None = None, notice: 
                            current_session=current_user.session_id, errors=errors or [],
                            notice=notice, min_length=svc.password_rules.min_length,
                            totp=bool(factors.get(TOTP)), factors=factors,
-                           recovery_left=svc.recovery_codes.remaining(uid), step_up=_step_up_due(),
+                           recovery_left=svc.recovery_codes.remaining(uid), step_up=step_up_is_due(),
                            passkeys=svc.passkeys.store.list(uid) if svc.passkeys is not None else None), status
 
 
@@ -118,12 +118,12 @@ def revoke_session(session_id: int):
 
 # --- second factors ------------------------------------------------------------------------------
 
-def _step_up(render):
+def step_up_or_refuse(render):
     """None when this session may make a sensitive change now: it authenticated within
     ``mfa.step_up_seconds``, or this POST's ``password`` is right (checked through the login
     throttle, and from then on the session counts as recently authenticated). Otherwise the
     response: ``render(status, errors)`` for a missing or wrong password, 429 when throttled."""
-    if not _step_up_due():
+    if not step_up_is_due():
         return None
     svc = services()
     password = field("password", svc.password_rules.max_length * 4, required=False)
@@ -144,13 +144,13 @@ def step_up():
     JSON endpoint answers 403 while a step-up is due."""
     if not current_user.is_authenticated:
         abort(401)
-    refused = _step_up(_account_page)
+    refused = step_up_or_refuse(account_page_with_errors)
     if refused is not None:
         return refused
     return account_page(notice="Password confirmed: you can add a passkey now.")
 
 
-def _account_page(status: int, errors: list[str]):
+def account_page_with_errors(status: int, errors: list[str]):
     return account_page(status, errors=errors)
 
 
@@ -165,7 +165,7 @@ def _set_up_secret() -> str:
 
 def _set_up_page(status: int = 200, errors: list[str] | None = None):
     return render_set_up("totp_set_up.html", current_user.username, _set_up_secret(), errors=errors or [],
-                         step_up=_step_up_due()), status
+                         step_up=step_up_is_due()), status
 
 
 @bp.get("/account/totp")
@@ -188,7 +188,7 @@ def add_totp():
     secret = svc.totp.open_pending(current_user.user_id, session.get(TOTP_SET_UP))
     if secret is None:  # no set-up page was shown to this session (or it was for another account)
         return redirect(url_for("account.totp_form"), 303)
-    refused = _step_up(_set_up_page)
+    refused = step_up_or_refuse(_set_up_page)
     if refused is not None:
         return refused
     added = svc.login.add_totp(current_user.user_id, secret, code)
@@ -208,7 +208,7 @@ def remove_totp():
     if not current_user.is_authenticated:
         abort(401)
     svc = services()
-    refused = _step_up(_account_page)
+    refused = step_up_or_refuse(account_page_with_errors)
     if refused is not None:
         return refused
     uid = current_user.user_id
@@ -225,7 +225,7 @@ def generate_recovery_codes():
     if not current_user.is_authenticated:
         abort(401)
     svc = services()
-    refused = _step_up(_account_page)
+    refused = step_up_or_refuse(account_page_with_errors)
     if refused is not None:
         return refused
     codes = svc.recovery_codes.generate(current_user.user_id)

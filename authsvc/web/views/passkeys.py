@@ -51,9 +51,10 @@ from authsvc.web.auth import services
 from authsvc.web.forms import field
 from authsvc.web.views.account import (
     STEP_UP_MISSING,
-    _step_up,
-    _step_up_due,
     account_page,
+    account_page_with_errors,
+    step_up_is_due,
+    step_up_or_refuse,
 )
 from authsvc.web.views.login import (
     PENDING,
@@ -146,7 +147,7 @@ def _require_step_up() -> None:
     """Adding a passkey is a sensitive change: 403 (JSON) once the session's last authentication is
     older than ``mfa.step_up_seconds``; the account page then asks for the password first
     (POST /account/step-up)."""
-    if _step_up_due():
+    if step_up_is_due():
         abort(_answer(403, "step_up_required", STEP_UP_MISSING))
 
 
@@ -215,7 +216,7 @@ def delete(passkey_id: int):
     service = _service()
     if not current_user.is_authenticated:
         abort(401)
-    refused = _step_up(lambda status, errors: account_page(status, errors=errors))
+    refused = step_up_or_refuse(account_page_with_errors)
     if refused is not None:
         return refused
     account = services().accounts.by_id(current_user.user_id)
