@@ -972,6 +972,17 @@ def test_without_a_pending_sign_in_the_second_step_endpoints_are_4xx(app, key):
     assert post_json(signed, "/login/mfa/passkey/options", {}, token).status_code == 401
 
 
+def test_second_step_passkey_tries_have_a_per_client_limit(app, key):
+    """Without a pending sign-in each try is a 401 that costs the server a cookie check and a
+    read: the address's per-client limit (10 per minute) ends them, counted apart from the
+    password form's (the same address still gets its sign-in page's POSTs)."""
+    client = browser(app, ip="203.0.113.9")
+    token = csrf(client, "/login")
+    statuses = [post_json(client, "/login/mfa/passkey", {"credential": {}}, token).status_code for _ in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429], statuses
+    assert login(client, "alice", "wrong password").status_code == 401
+
+
 def test_the_usernameless_challenge_does_not_serve_the_second_step(app, key):
     client = password_step(app)
     options, token = login_options(client)   # /login/passkey/options: another purpose
