@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import struct
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -38,6 +39,7 @@ from authsvc.core.passkeys import (
 from tests.conftest import (
     HTTPS,
     PASSWORD,
+    TEST_POLICY,
     add_user,
     api,
     browser,
@@ -339,6 +341,23 @@ def test_with_single_sign_on_the_relying_party_is_the_cookie_domain(tmp_path):
     assert passkey_login(browser(app, ip="203.0.113.9"), authenticator)[0].status_code == 200
     # The origin is still the login service's own: a sibling app cannot run the ceremony.
     refused(passkey_login(browser(app, ip="203.0.113.9"), authenticator, origin="https://app.example.test")[0])
+
+
+def test_the_policys_rp_id_is_the_relying_party_of_passkeys_and_authenticator_apps(tmp_path):
+    """``mfa.rp_id`` names the relying party for both factors: a passkey made for it signs in, and
+    one made for the host alone (what the service used before the policy named a parent) does not."""
+    policy = tmp_path / "rp-policy.toml"
+    policy.write_text(Path(TEST_POLICY).read_text() + '\n[mfa]\nrp_id = "example.test"\n')
+    app = build_app(tmp_path, AUTHSVC_POLICY=str(policy))
+    assert app.extensions["authsvc"].rp_id == "example.test"
+    add_user(app, "alice")
+    authenticator = SoftAuthenticator()
+    client, token = signed_in(app)
+    assert register(app, client, token, authenticator).status_code == 201
+    options, _ = login_options(browser(app, ip="203.0.113.9"))
+    assert options["rpId"] == "example.test"
+    assert passkey_login(browser(app, ip="203.0.113.9"), authenticator)[0].status_code == 200
+    refused(passkey_login(browser(app, ip="203.0.113.9"), authenticator, rp_id=RP_ID)[0])
 
 
 # --- replay, challenges ------------------------------------------------------------------------------------------
