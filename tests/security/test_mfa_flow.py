@@ -89,6 +89,13 @@ def test_a_password_only_account_signs_in_as_before_with_pwd(client, user):
     assert client.get("/api/v1/session").get_json()["methods"] == ["pwd"]
 
 
+def test_the_second_step_page_asks_for_the_factors_the_account_has(client, totp):
+    assert login(client).status_code == 303
+    page = client.get("/login/mfa").get_data(as_text=True)
+    assert "code from your authenticator app" in page
+    assert "passkey" not in page.lower()   # none registered: no button, no script, no mention
+
+
 def test_the_second_step_page_needs_a_pending_sign_in(client, totp):
     answer = client.get("/login/mfa")
     assert answer.status_code == 303 and answer.headers["Location"] == "/login"

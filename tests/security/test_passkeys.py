@@ -917,7 +917,10 @@ def test_an_account_whose_only_factor_is_a_passkey_takes_the_second_step(app, ke
     svc = app.extensions["authsvc"]
     alice = svc.accounts.by_username("alice")
     assert svc.factors.kinds(alice.id) == frozenset({"passkey"})
-    password_step(app)   # asserts the password alone starts no session
+    client = password_step(app)   # asserts the password alone starts no session
+    page = client.get("/login/mfa").get_data(as_text=True)
+    assert 'id="passkey-verify"' in page and "Use one of your passkeys" in page
+    assert "authenticator app" not in page   # it has none: the page does not ask for its code
 
 
 def test_another_users_passkey_is_refused_and_ends_the_pending_sign_in(app, key, capsys):
