@@ -330,25 +330,19 @@ def test_registration_on_another_origin_or_relying_party_is_refused(app, alice, 
     assert "No passkeys yet" in client.get("/").get_data(as_text=True)
 
 
-def test_with_single_sign_on_the_relying_party_is_the_cookie_domain(tmp_path):
-    app = build_app(tmp_path, AUTHSVC_COOKIE_DOMAIN=".example.test")
-    add_user(app, "alice")
-    authenticator = SoftAuthenticator()
-    client, token = signed_in(app)
-    assert register(app, client, token, authenticator).status_code == 201
-    options, _ = login_options(browser(app, ip="203.0.113.9"))
-    assert options["rpId"] == "example.test"
-    assert passkey_login(browser(app, ip="203.0.113.9"), authenticator)[0].status_code == 200
-    # The origin is still the login service's own: a sibling app cannot run the ceremony.
-    refused(passkey_login(browser(app, ip="203.0.113.9"), authenticator, origin="https://app.example.test")[0])
-
-
-def test_the_policys_rp_id_is_the_relying_party_of_passkeys_and_authenticator_apps(tmp_path):
-    """``mfa.rp_id`` names the relying party for both factors: a passkey made for it signs in, and
-    one made for the host alone (what the service used before the policy named a parent) does not."""
+def rp_policy(tmp_path) -> dict:
     policy = tmp_path / "rp-policy.toml"
     policy.write_text(Path(TEST_POLICY).read_text() + '\n[mfa]\nrp_id = "example.test"\n')
-    app = build_app(tmp_path, AUTHSVC_POLICY=str(policy))
+    return {"AUTHSVC_POLICY": str(policy)}
+
+
+@pytest.mark.parametrize("settings", [
+    pytest.param(lambda tmp_path: {"AUTHSVC_COOKIE_DOMAIN": ".example.test"}, id="single sign-on: the cookie domain"),
+    # mfa.rp_id names the relying party of both factors (passkeys and the apps' issuer).
+    pytest.param(rp_policy, id="the policy's mfa.rp_id"),
+])
+def test_the_relying_party_can_be_a_parent_domain_of_the_service(tmp_path, settings):
+    app = build_app(tmp_path, **settings(tmp_path))
     assert app.extensions["authsvc"].rp_id == "example.test"
     add_user(app, "alice")
     authenticator = SoftAuthenticator()
@@ -357,7 +351,10 @@ def test_the_policys_rp_id_is_the_relying_party_of_passkeys_and_authenticator_ap
     options, _ = login_options(browser(app, ip="203.0.113.9"))
     assert options["rpId"] == "example.test"
     assert passkey_login(browser(app, ip="203.0.113.9"), authenticator)[0].status_code == 200
+    # A passkey's assertion for the service's host alone is another relying party's.
     refused(passkey_login(browser(app, ip="203.0.113.9"), authenticator, rp_id=RP_ID)[0])
+    # The origin is still the login service's own: a sibling app cannot run the ceremony.
+    refused(passkey_login(browser(app, ip="203.0.113.9"), authenticator, origin="https://app.example.test")[0])
 
 
 # --- replay, challenges ------------------------------------------------------------------------------------------
