@@ -412,7 +412,7 @@ DEPLOY = ROOT / "deploy"
 # Every template under deploy/ is rendered with envsubst and exactly this list (docs/integration.md).
 TEMPLATE_VARIABLES = ("AUTH_HOST", "APP_HOST", "HTTPS_PORT", "TLS_CERT", "TLS_KEY", "AUTHSVC_ADDR", "APP_ADDR",
                       "AUTHSVC_IP", "AUTHSVC_PORT", "APP_IP", "APP_PORT", "CONFIG_DIR")
-ENVSUBST_SHELL_FORMAT = " ".join("${%s}" % name for name in TEMPLATE_VARIABLES)
+ENVSUBST_SHELL_FORMAT = " ".join(f"${{{name}}}" for name in TEMPLATE_VARIABLES)
 _WHEEL = "pip install -e '.[test]' (scripts/test installs it)"
 
 

@@ -25,7 +25,7 @@ def proxied(tmp_path):
     return build_app(tmp_path, AUTHSVC_TRUSTED_PROXIES="1")
 
 
-@pytest.mark.asvs("V8.2.1", "V4.1.3")
+@pytest.mark.asvs("V8.3.1", "V4.1.3")
 @pytest.mark.parametrize("method", METHODS)
 def test_anonymous_request_with_any_method_is_never_let_through(proxied, method):
     client = new_client(proxied)
