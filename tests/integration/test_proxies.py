@@ -523,3 +523,35 @@ def test_the_app_never_receives_authsvcs_cookies(stack, a_real_session, header, 
     assert kept == expected, (stack.proxy, kept)
     assert a_real_session not in answer.text
     assert not [c for c in kept if re.match(r"(__Host-|__Secure-)?authsvc_(session|remember|device)\s*=", c)]
+
+
+# --- the harness itself: a missing proxy must not turn CI green -------------------------------
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+@pytest.mark.parametrize("proxy", [p for p in PROXIES if p != "nginx"])
+def test_a_missing_proxy_fails_under_ci_and_skips_elsewhere(monkeypatch, proxy, ci, outcome):
+    import sys
+
+    from tests.integration import conftest as harness
+
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setattr(harness, "_venv_script", lambda name: None)
+    monkeypatch.setattr(harness.shutil, "which", lambda *args, **kwargs: None)
+    monkeypatch.setitem(sys.modules, "caddyserver", None)   # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "envoy", None)
+    with pytest.raises(outcome, match=f"{proxy} is not installed"):
+        harness.proxy_binary(proxy)
+
+
+@pytest.mark.parametrize("proxy", [p for p in PROXIES if p != "nginx"])
+def test_each_wheel_binary_is_found_and_runs(proxy):
+    """The resolver finds the test extra's binary, and it is the real program."""
+    import subprocess
+
+    from tests.integration.conftest import proxy_binary
+
+    binary = proxy_binary(proxy)
+    args = {"traefik": ["version"], "caddy": ["version"], "envoy": ["--version"]}[proxy]
+    shown = subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert {"traefik": "Version:", "caddy": "v2.", "envoy": "version:"}[proxy] in shown, shown
