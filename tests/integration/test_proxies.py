@@ -365,6 +365,15 @@ def test_oauth2_proxy_cve_2026_76835_a_client_x_forwarded_for_is_never_the_addre
                          stack.protected("/xff"), before)
 
 
+@pytest.mark.asvs("V16.2.1", "V4.1.3")
+def test_a_client_x_request_id_never_reaches_the_app_as_the_clients(stack):
+    """The id authsvc logs a request under is the proxy's (or authsvc's own), never the client's."""
+    s = signed_in(stack)
+    seen = assert_the_user(get(s, stack.protected("/rid"), headers={"X-Request-ID": "forged-request-id"}))
+    assert "forged-request-id" not in seen["request_id"], (stack.proxy, seen["request_id"])
+    assert len(seen["request_id"]) <= 1
+
+
 # --- health checkers, methods, hosts, paths ---------------------------------------------------
 
 HEALTH_CHECKERS = ["kube-probe/1.31", "ELB-HealthChecker/2.0", "GoogleHC/1.0", "Consul Health Check",
