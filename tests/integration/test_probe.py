@@ -1,0 +1,144 @@
+"""`authsvc probe` pointed at real proxies: each stack as shipped must pass every check, and each
+deliberately broken copy (identity headers not stripped, the client's forwarding headers passed to
+authsvc) must fail, naming the checks that catch it.
+
+The probe runs as the installed command, from outside, as a team's CI job would: over TLS with the
+test CA (--ca-file), the test hosts pinned to loopback with --resolve, signing in as the stack's user.
+The stacks are fixtures named in PROBED and BROKEN (module-scoped: each starts once); a proxy's
+stack joins by adding its fixture names there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.integration.conftest import (
+    APP_HOST,
+    AUTH_HOST,
+    NGINX_TEMPLATE,
+    USERNAME,
+    Stack,
+    authsvc_command,
+    authsvc_server,
+    echo_app,
+    free_port,
+    make_tls,
+    nginx_server,
+    require_binary,
+)
+
+pytestmark = pytest.mark.integration
+
+# Fixture names of stacks as shipped, and of stacks broken on purpose (proxy by proxy).
+PROBED = ["stack"]
+BROKEN = ["broken_nginx_stack"]
+# What each broken stack must be caught at (at least).
+CAUGHT = {"broken_nginx_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"}}
+
+# The nginx config with its protections taken out, as a careless copy would have them: no identity
+# header set from authsvc's answer (so the client's pass through), client headers with underscores
+# let in, and no forward-auth header set or blanked (so the client's reach authsvc).
+_IDENTITY_LINES = re.compile(r"^\s*proxy_set_header X-Auth-[A-Za-z-]+ \$authsvc_\w+;.*\n", re.MULTILINE)
+_FORWARDING_LINES = re.compile(
+    r"^\s*proxy_set_header X-(?:Original-(?:URL|Method)|Forwarded-(?:Host|Uri|Method)) .*;\n", re.MULTILINE)
+
+
+def broken_nginx_template() -> str:
+    text = NGINX_TEMPLATE.read_text()
+    text, identity = _IDENTITY_LINES.subn("", text)
+    text, forwarding = _FORWARDING_LINES.subn("", text)
+    text, underscores = re.subn(r"(server_name \$\{APP_HOST\};\n)", r"\1    underscores_in_headers on;\n", text)
+    # The shipped file must still have what is taken out here, or this test would probe a sound config.
+    assert identity == 3 and forwarding >= 8 and underscores == 1, (identity, forwarding, underscores)
+    return text
+
+
+@contextlib.contextmanager
+def nginx_stack(folder: Path, template: str | None):
+    """nginx (the shipped config, or ``template``) + authsvc + echo app, as tests/integration/conftest.py's stack."""
+    require_binary("nginx")
+    require_binary("openssl")
+    port = free_port()
+    auth, app = f"https://{AUTH_HOST}:{port}", f"https://{APP_HOST}:{port}"
+    tls = make_tls(folder / "tls")
+    with contextlib.ExitStack() as running:
+        app_server = running.enter_context(echo_app())
+        authsvc_port, authsvc_log = running.enter_context(authsvc_server(folder / "authsvc", auth, app))
+        nginx_log = running.enter_context(nginx_server(folder / "nginx", port, {
+            "AUTH_HOST": AUTH_HOST, "APP_HOST": APP_HOST, "HTTPS_PORT": str(port),
+            "TLS_CERT": str(tls.cert), "TLS_KEY": str(tls.key),
+            "AUTHSVC_ADDR": f"127.0.0.1:{authsvc_port}", "APP_ADDR": f"127.0.0.1:{app_server.server_address[1]}",
+        }, template))
+        yield Stack(port, auth, app, tls, folder, app_server.hits,
+                    {"authsvc": authsvc_log, "nginx": nginx_log, "nginx access": folder / "nginx" / "access.log"})
+
+
+@pytest.fixture(scope="module")
+def broken_nginx_stack(tmp_path_factory):
+    with nginx_stack(tmp_path_factory.mktemp("broken-nginx"), broken_nginx_template()) as running:
+        yield running
+
+
+def probe(stack: Stack, out: Path, *, user: bool = True) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """Run `authsvc probe` against ``stack``; (the process, the JSON results, the SARIF log)."""
+    pins = [arg for url in (stack.auth, stack.app) for arg in
+            ("--resolve", f"{urlsplit(url).hostname}:{urlsplit(url).port}:127.0.0.1")]
+    argv = [*authsvc_command(), "probe", "--auth-url", stack.auth, "--app-url", stack.protected("/"),
+            "--ca-file", str(stack.tls.ca), *pins, "--json", str(out / "probe.json"),
+            "--sarif", str(out / "probe.sarif")]
+    if user:
+        argv += ["--user", USERNAME, "--password-stdin"]
+    run = subprocess.run(argv, input=PASSWORD + "\n" if user else "", capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    return run, json.loads((out / "probe.json").read_text()), json.loads((out / "probe.sarif").read_text())
+
+
+def statuses(results: dict) -> dict[str, str]:
+    return {r["id"]: r["status"] for r in results["results"]}
+
+
+@pytest.mark.asvs("V3.3.1", "V3.4.1", "V4.1.3", "V7.4.1", "V8.3.1")
+@pytest.mark.parametrize("stack_name", PROBED)
+def test_a_proxy_as_shipped_passes_every_check_of_the_probe(stack_name, request, tmp_path):
+    stack = request.getfixturevalue(stack_name)
+    run, results, sarif = probe(stack, tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr + stack.diagnostics()
+    assert set(statuses(results).values()) == {"pass"}, run.stdout
+    assert len(results["results"]) >= 20
+    assert PASSWORD not in run.stdout + run.stderr + json.dumps(results) + json.dumps(sarif)
+    assert [r["kind"] for r in sarif["runs"][0]["results"]] == ["pass"] * len(results["results"])
+
+
+@pytest.mark.parametrize("stack_name", PROBED)
+def test_without_credentials_the_probe_says_which_checks_it_could_not_run(stack_name, request, tmp_path):
+    stack = request.getfixturevalue(stack_name)
+    run, results, _ = probe(stack, tmp_path, user=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    found = statuses(results)
+    assert {k for k, v in found.items() if v == "n/a"} == {
+        "signin.form", "identity.signed_in", "forwarding.signed_in", "logout.ends_access", "logout.replay"}
+    assert {v for k, v in found.items() if v != "n/a"} == {"pass"}
+
+
+@pytest.mark.asvs("V4.1.3", "V8.3.1")
+@pytest.mark.parametrize("stack_name", BROKEN)
+def test_a_proxy_that_passes_client_headers_on_is_caught_by_the_probe(stack_name, request, tmp_path):
+    stack = request.getfixturevalue(stack_name)
+    run, results, sarif = probe(stack, tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    failed = {k for k, v in statuses(results).items() if v == "fail"}
+    assert CAUGHT[stack_name] <= failed, run.stdout
+    for check in CAUGHT[stack_name]:  # the table names it, with its fix
+        assert re.search(rf"^FAIL\s+{re.escape(check)}\s", run.stdout, re.MULTILINE), run.stdout
+    assert run.stdout.count("fix: ") == len(failed)
+    errors = {r["ruleId"] for r in sarif["runs"][0]["results"] if r["level"] == "error"}
+    assert errors == failed
