@@ -50,7 +50,8 @@ def decision(status: int, location: str | None, auth_origin: str) -> Decision:
     if location and (300 <= status < 400 or status == 401):
         is_login, next_value = login_next(location)
         absolute = normal_origin(location)
-        if is_login and (absolute is None and location.startswith("/") or absolute == auth_origin):
+        relative = location.startswith("/") and not location.startswith("//") and "\\" not in location
+        if is_login and (absolute is None and relative or absolute == auth_origin):
             return Decision(TO_LOGIN, status, next_value, location)
     if status in (401, 403):
         return Decision(REFUSED, status, location=location)

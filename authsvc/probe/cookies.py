@@ -57,9 +57,9 @@ class SetCookie:
 
     @property
     def domain(self) -> str | None:
-        """The Domain attribute, lower case, without its leading dot; None when absent or empty
+        """The Domain attribute, lower case, without leading or trailing dots; None when absent or empty
         (both mean host-only)."""
-        value = self.attributes.get("domain", "").strip().lower().lstrip(".")
+        value = self.attributes.get("domain", "").strip().lower().strip(".")
         return value or None
 
     @property

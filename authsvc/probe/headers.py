@@ -131,7 +131,7 @@ def judge_csp(headers: Headers) -> Finding:
 
 def judge_nosniff(headers: Headers) -> Finding:
     found = values(headers, "X-Content-Type-Options")
-    if found and found[0].strip().lower() == "nosniff":
+    if found and found[0].split(",")[0].strip().lower() == "nosniff":  # Fetch reads the first value
         return passed("nosniff")
     return failed(f"X-Content-Type-Options is {shown(found[0])!r}" if found else "no X-Content-Type-Options header")
 

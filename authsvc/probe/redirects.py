@@ -60,7 +60,7 @@ HOSTILE_NEXT: tuple[tuple[str, str], ...] = (
     ("oversized", "/" + "a" * 9000),
 )
 
-_HIDDEN_NEXT = re.compile(r"""<input\b[^>]*\bname=["']?next["']?[^>]*>""", re.IGNORECASE)
+_HIDDEN_NEXT = re.compile(r"""<input\b[^>]*\bname=(?:"next"|'next'|next(?=[\s/>]))[^>]*>""", re.IGNORECASE)
 _VALUE = re.compile(r"""\bvalue=(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
 
 

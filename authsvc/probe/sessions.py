@@ -45,7 +45,10 @@ def malformed_values(issued: str | None) -> list[tuple[str, str]]:
             ("issued, with a character appended", issued + "A"),
             ("issued, doubled", issued + issued),
         ]
-    return values
+    distinct: dict[str, str] = {}
+    for label, value in values:
+        distinct.setdefault(value, label)
+    return [(label, value) for value, label in distinct.items()]
 
 
 def name_variants(name: str) -> list[str]:
