@@ -1,4 +1,6 @@
-"""``authsvc probe``: the command line around :class:`authsvc.probe.runner.Probe`.
+"""``authsvc probe``: the command line around :class:`authsvc.probe.runner.Probe`, also runnable
+with nothing installed as ``python -m authsvc.probe`` from a checkout (the package is standard
+library only), which is how the sample CI jobs in deploy/ci/ run it.
 
 Exit status: 0 when no check failed, 1 when one did, 2 when the deployment could not be asked
 (usage, DNS, TLS, connection) and so nothing was judged.
@@ -96,3 +98,11 @@ def run(args) -> int:
     if args.sarif:
         Path(args.sarif).write_text(report.dump(report.to_sarif(results, CHECKS)))
     return EXIT_FAILED if any(r.status == FAIL for r in results) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m authsvc.probe``: the same arguments as ``authsvc probe``."""
+    parser = argparse.ArgumentParser(prog="python -m authsvc.probe",
+                                     description="Check a running authsvc deployment from outside over HTTPS.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
