@@ -19,7 +19,8 @@ CHECKS = (ANONYMOUS,)
 LET_THROUGH = "let through"
 TO_LOGIN = "sent to the login page"
 REFUSED = "refused"
-OTHER = "other"
+ELSEWHERE = "redirected elsewhere"   # a redirect not to the login page: the app's own, as a rule
+OTHER = "other"                      # a 4xx other than 401/403, or a 5xx
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,16 @@ def decision(status: int, location: str | None, auth_origin: str) -> Decision:
             return Decision(TO_LOGIN, status, next_value, location)
     if status in (401, 403):
         return Decision(REFUSED, status, location=location)
+    if 300 <= status < 400:
+        return Decision(ELSEWHERE, status, location=location)
     return Decision(OTHER, status, location=location)
 
 
 def kept_out(d: Decision) -> bool:
-    """Was the request kept away from the app? Anything but 2xx is; a 2xx on a protected URL is not."""
-    return d.kind != LET_THROUGH
+    """Was the request kept away from the app? A 2xx reached it, and so, as a rule, did a redirect
+    that is not to the login page (the app's own: "/" to "/home"). A 4xx (a proxy refusing a
+    malformed request) and a 5xx did not; the judges flag a 5xx on their own."""
+    return d.kind not in (LET_THROUGH, ELSEWHERE)
 
 
 def judge_anonymous(d: Decision, app_url: str) -> Finding:
@@ -75,4 +80,7 @@ def judge_anonymous(d: Decision, app_url: str) -> Finding:
         return failed(f"{d.status} to the login page with next={shown(d.next, 100)!r}, not the URL asked for")
     if d.kind == REFUSED:
         return passed(f"{d.status} refused (no login redirect)")
+    if d.kind == ELSEWHERE:
+        return failed(f"{d.status} to {shown(d.location or '', 100)!r}, not the login page: the app answered, or "
+                      "--app-url is not the page itself (give the URL it redirects to)")
     return failed(f"{d.status}: neither the app nor the login page (Location {shown(d.location or '', 100)!r})")

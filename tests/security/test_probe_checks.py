@@ -306,18 +306,20 @@ def test_login_page_must_not_be_stored(found, status):
     (303, "/login?next=/x", access.TO_LOGIN, "/x"),
     (401, f"{AUTH}/login?next=a", access.TO_LOGIN, "a"),
     (302, f"{AUTH}/login?next=a&next=b", access.TO_LOGIN, None),
-    (302, "https://evil.example/login?next=x", access.OTHER, None),
-    (302, "//evil.example/login", access.OTHER, None),
-    (302, f"{AUTH}/loginx", access.OTHER, None),
-    (302, "https://app.example.com/notes/", access.OTHER, None),
+    (302, "https://evil.example/login?next=x", access.ELSEWHERE, None),
+    (302, "//evil.example/login", access.ELSEWHERE, None),
+    (302, f"{AUTH}/loginx", access.ELSEWHERE, None),
+    (302, "https://app.example.com/notes/", access.ELSEWHERE, None),
+    (307, "/notes/home", access.ELSEWHERE, None),
     (401, None, access.REFUSED, None),
     (403, None, access.REFUSED, None),
+    (400, None, access.OTHER, None),
     (502, None, access.OTHER, None),
 ])
 def test_the_proxys_decision_is_read_from_its_answer(status, location, kind, next_value):
     decided = access.decision(status, location, AUTH)
     assert (decided.kind, decided.next) == (kind, next_value)
-    assert access.kept_out(decided) == (kind != access.LET_THROUGH)
+    assert access.kept_out(decided) == (kind not in (access.LET_THROUGH, access.ELSEWHERE))
 
 
 @pytest.mark.parametrize(("decided", "status"), [
@@ -326,7 +328,8 @@ def test_the_proxys_decision_is_read_from_its_answer(status, location, kind, nex
     (Decision(access.TO_LOGIN, 302, None), OK),
     (Decision(access.TO_LOGIN, 302, "https://app.example.com/elsewhere"), FAIL),
     (Decision(access.REFUSED, 401), OK),
-    (Decision(access.OTHER, 302, location="https://evil.example/"), FAIL),
+    (Decision(access.ELSEWHERE, 302, location="https://evil.example/"), FAIL),
+    (Decision(access.ELSEWHERE, 302, location="/notes/home"), FAIL),
 ])
 def test_anonymous_access(decided, status):
     assert access.judge_anonymous(decided, APP).status == status
@@ -453,6 +456,9 @@ def test_any_malformed_cookie_let_through_or_a_server_error_fails():
     kept = [(f"c{i}", KEPT_OUT) for i in range(5)]
     assert sessions.judge_malformed(kept).status == OK
     assert sessions.judge_malformed(kept + [("truncated", THROUGH)]).status == FAIL
+    # The app's own redirect is the app answering: the cookie got through.
+    assert sessions.judge_malformed(kept + [("renamed", Decision(access.ELSEWHERE, 302, location="/home"))]).status == FAIL
+    assert sessions.judge_malformed(kept + [("4 KiB", Decision(access.OTHER, 400))]).status == OK
     assert sessions.judge_malformed(kept + [("huge", Decision(access.OTHER, 500))]).status == FAIL
     assert sessions.judge_health_check([("kube-probe/1.31", THROUGH)]).status == FAIL
     assert sessions.judge_health_check([(a, KEPT_OUT) for a in sessions.HEALTH_CHECK_AGENTS]).status == OK
@@ -580,6 +586,7 @@ def test_a_sign_in_that_does_not_reach_the_app_fails_and_says_why(status, locati
     ([(0.0, THROUGH), (1.05, THROUGH)], FAIL),
     ([(0.0, THROUGH), (0.5, THROUGH)], FAIL),
     ([(0.0, THROUGH), (1.2, KEPT_OUT)], OK),
+    ([(0.0, THROUGH), (1.1, Decision(access.ELSEWHERE, 302, location="/notes/home"))], FAIL),
     ([], NOT_APPLICABLE),
 ])
 def test_logout_must_end_access_within_a_second(attempts, status):
