@@ -39,9 +39,13 @@ pytestmark = pytest.mark.integration
 
 # Fixture names of stacks as shipped, and of stacks broken on purpose (proxy by proxy).
 PROBED = ["stack"]
-BROKEN = ["broken_nginx_stack"]
-# What each broken stack must be caught at (at least).
-CAUGHT = {"broken_nginx_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"}}
+BROKEN = ["broken_nginx_stack", "careless_nginx_stack"]
+# The checks each broken stack fails: exactly these (every other check still passes there).
+CAUGHT = {
+    "broken_nginx_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
+    "careless_nginx_stack": {"cookie.secure", "cookie.httponly", "cookie.samesite", "cookie.prefix", "cookie.scope",
+                             "header.hsts", "header.csp", "header.framing", "header.cache"},
+}
 
 # The nginx config with its protections taken out, as a careless copy would have them: no identity
 # header set from authsvc's answer (so the client's pass through), client headers with underscores
@@ -57,7 +61,23 @@ def broken_nginx_template() -> str:
     text, forwarding = _FORWARDING_LINES.subn("", text)
     text, underscores = re.subn(r"(server_name \$\{APP_HOST\};\n)", r"\1    underscores_in_headers on;\n", text)
     # The shipped file must still have what is taken out here, or this test would probe a sound config.
-    assert identity == 3 and forwarding >= 8 and underscores == 1, (identity, forwarding, underscores)
+    assert identity >= 3 and forwarding >= 8 and underscores == 1, (identity, forwarding, underscores)
+    return text
+
+
+def careless_nginx_template() -> str:
+    """The nginx config with a login server that "tidies" authsvc's answers, as proxies are made to:
+    cookie flags and Domain rewritten, security headers hidden, a cacheable login page."""
+    text = NGINX_TEMPLATE.read_text()
+    careless = ("        proxy_cookie_flags ~ nosecure nohttponly samesite=none;\n"
+                "        proxy_cookie_domain example.test test;\n"
+                "        proxy_hide_header Strict-Transport-Security;\n"
+                "        proxy_hide_header Content-Security-Policy;\n"
+                "        proxy_hide_header X-Frame-Options;\n"
+                "        proxy_hide_header Cache-Control;\n"
+                "        add_header Cache-Control \"public, max-age=600\";\n")
+    text, found = re.subn(r"(    location / \{\n)(        # Uncomment with the map)", rf"\1{careless}\2", text)
+    assert found == 1, "the login server's location block moved: update careless_nginx_template"
     return text
 
 
@@ -84,6 +104,12 @@ def nginx_stack(folder: Path, template: str | None):
 @pytest.fixture(scope="module")
 def broken_nginx_stack(tmp_path_factory):
     with nginx_stack(tmp_path_factory.mktemp("broken-nginx"), broken_nginx_template()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def careless_nginx_stack(tmp_path_factory):
+    with nginx_stack(tmp_path_factory.mktemp("careless-nginx"), careless_nginx_template()) as running:
         yield running
 
 
@@ -131,12 +157,14 @@ def test_without_credentials_the_probe_says_which_checks_it_could_not_run(stack_
 
 @pytest.mark.asvs("V4.1.3", "V8.3.1")
 @pytest.mark.parametrize("stack_name", BROKEN)
-def test_a_proxy_that_passes_client_headers_on_is_caught_by_the_probe(stack_name, request, tmp_path):
+def test_a_proxy_that_passes_client_headers_on_or_rewrites_authsvcs_answers_is_caught_by_the_probe(
+        stack_name, request, tmp_path):
     stack = request.getfixturevalue(stack_name)
     run, results, sarif = probe(stack, tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
     failed = {k for k, v in statuses(results).items() if v == "fail"}
-    assert CAUGHT[stack_name] <= failed, run.stdout
+    assert failed == CAUGHT[stack_name], run.stdout
+    assert {v for k, v in statuses(results).items() if k not in failed} == {"pass"}, run.stdout
     for check in CAUGHT[stack_name]:  # the table names it, with its fix
         assert re.search(rf"^FAIL\s+{re.escape(check)}\s", run.stdout, re.MULTILINE), run.stdout
     assert run.stdout.count("fix: ") == len(failed)
