@@ -39,12 +39,13 @@ pytestmark = pytest.mark.integration
 
 # Fixture names of stacks as shipped, and of stacks broken on purpose (proxy by proxy).
 PROBED = ["stack"]
-BROKEN = ["broken_nginx_stack", "careless_nginx_stack"]
+BROKEN = ["broken_nginx_stack", "careless_nginx_stack", "caching_nginx_stack"]
 # The checks each broken stack fails: exactly these (every other check still passes there).
 CAUGHT = {
     "broken_nginx_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
     "careless_nginx_stack": {"cookie.secure", "cookie.httponly", "cookie.samesite", "cookie.prefix", "cookie.scope",
                              "header.hsts", "header.csp", "header.framing", "header.cache"},
+    "caching_nginx_stack": {"logout.ends_access"},
 }
 
 # The nginx config with its protections taken out, as a careless copy would have them: no identity
@@ -81,6 +82,17 @@ def careless_nginx_template() -> str:
     return text
 
 
+def caching_nginx_template(cache: Path) -> str:
+    """The nginx config with authsvc's answers to the auth subrequest cached for 10 s by cookie, as
+    done "for speed": a session ended at logout lives on in the cache."""
+    text = f"proxy_cache_path {cache} keys_zone=authsvc_verify:1m;\n" + NGINX_TEMPLATE.read_text()
+    caching = ("        proxy_cache authsvc_verify;\n        proxy_cache_key $http_cookie;\n"
+               "        proxy_cache_valid 200 10s;\n        proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;\n")
+    text, found = re.subn(r"(        proxy_pass http://authsvc/auth/verify\?redirect=401;\n)", rf"\1{caching}", text)
+    assert found == 1, "the auth subrequest's location moved: update caching_nginx_template"
+    return text
+
+
 @contextlib.contextmanager
 def nginx_stack(folder: Path, template: str | None):
     """nginx (the shipped config, or ``template``) + authsvc + echo app, as tests/integration/conftest.py's stack."""
@@ -104,6 +116,14 @@ def nginx_stack(folder: Path, template: str | None):
 @pytest.fixture(scope="module")
 def broken_nginx_stack(tmp_path_factory):
     with nginx_stack(tmp_path_factory.mktemp("broken-nginx"), broken_nginx_template()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def caching_nginx_stack(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("caching-nginx")
+    (folder / "cache").mkdir()
+    with nginx_stack(folder, caching_nginx_template(folder / "cache")) as running:
         yield running
 
 
