@@ -143,7 +143,7 @@ class Client:
             answer = conn.getresponse()
             data = answer.read(MAX_BODY)
             response = Response(answer.status, tuple(answer.getheaders()), data, url)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except (OSError, http.client.HTTPException) as exc:  # not ValueError: a header we cannot send is a bug
             raise ProbeError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
         finally:
             conn.close()

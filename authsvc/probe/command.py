@@ -66,8 +66,10 @@ def _password(args) -> str | None:
     if args.user is None:
         return None
     if args.password_stdin:
-        line = sys.stdin.readline()
-        return line.removesuffix("\n")
+        password = sys.stdin.readline().removesuffix("\n")
+        if not password:
+            raise ValueError("--password-stdin: standard input held no password")
+        return password
     if not sys.stdin.isatty():
         raise ValueError("--user without a terminal: pass the password with --password-stdin")
     return getpass.getpass(f"Password for {args.user}: ")

@@ -62,7 +62,7 @@ def to_sarif(results: list[Result], checks: tuple[Check, ...]) -> dict:
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {
-                "name": TOOL, "version": version(), "informationUri": "https://github.com/authsvc/authsvc",
+                "name": TOOL, "version": version(),
                 "rules": [{"id": c.id, "name": c.id.replace(".", "_"), "shortDescription": {"text": c.title},
                            "help": {"text": c.fix}, "properties": {"tags": ["security", *c.asvs]}}
                           for c in checks],

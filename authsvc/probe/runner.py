@@ -83,10 +83,12 @@ class Probe:
         return access.decision(response.status, response.header("Location"), self.auth_origin)
 
     def hostile(self, url: str, headers=(), jar: Jar | None = None) -> Response | None:
-        """A request a proxy may rightly drop the connection on: None then."""
+        """A request a proxy may rightly drop the connection on: None then, once a plain request
+        shows the deployment still answers (else the run stops: an outage is no verdict)."""
         try:
             return self.get(url, headers, jar)
         except ProbeError:
+            self.get(self.app_url)
             return None
 
     def app_with_cookie(self, cookie: str, headers=()) -> Decision:
@@ -95,7 +97,8 @@ class Probe:
     # --- the run ------------------------------------------------------------------------------------
 
     def run(self) -> list[Result]:
-        login_page = self.get(f"{self.auth}/login", jar=(anonymous := Jar()))
+        anonymous = Jar()
+        login_page = self.get(f"{self.auth}/login", jar=anonymous)
         self.set_cookies += login_page.set_cookies
         for check, judge in zip(headers.CHECKS, (headers.judge_hsts, headers.judge_csp, headers.judge_nosniff,
                                                  headers.judge_framing, headers.judge_referrer, headers.judge_cache)):
@@ -169,7 +172,8 @@ class Probe:
     def hostile_next(self, jar: Jar | None) -> list[str | None]:
         problems = []
         for label, value in redirects.samples(urlsplit(self.auth).netloc, urlsplit(self.app_url).netloc):
-            response = self.hostile(f"{self.auth}/login?next={quote(value, safe='')}", jar=jar.copy() if jar else None)
+            response = self.hostile(f"{self.auth}/login?next={quote(value, safe='')}",
+                                    jar=jar.copy() if jar is not None else None)
             if response is None:
                 problems.append(None)
                 continue
@@ -185,7 +189,7 @@ class Probe:
         self.set_cookies += page.set_cookies
         form = signin.login_form(page.text)
         if page.status != 200 or form is None:
-            return signin.judge_sign_in(page.status if page.status != 200 else 0, None, None), None
+            return failed(f"no login form with a password field at {self.auth}/login ({page.status})"), None
         fields = dict(form.fields)
         user_field = next((n for n, t in form.types.items() if t in ("text", "email")), "username")
         password_field = next(n for n, t in form.types.items() if t == "password")

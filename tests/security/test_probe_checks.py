@@ -6,6 +6,7 @@ tests/integration/test_probe.py; here every judge is a pure function of plain va
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -663,9 +664,12 @@ def test_resolve_pins_are_parsed_like_curls():
             parse_resolve([bad])
 
 
-def test_probe_command_refuses_bad_usage_and_an_unreachable_deployment_with_exit_2(capsys, tmp_path):
+def test_probe_command_refuses_bad_usage_and_an_unreachable_deployment_with_exit_2(capsys, tmp_path, monkeypatch):
     assert cli.main(["probe", "--auth-url", "http://auth.example.com", "--app-url", APP]) == 2
     assert cli.main(["probe", "--auth-url", AUTH, "--app-url", APP, "--password-stdin"]) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert cli.main(["probe", "--auth-url", AUTH, "--app-url", APP, "--user", "probe", "--password-stdin"]) == 2
+    assert "no password" in capsys.readouterr().err
     # Nothing listens on port 9 of loopback: the probe says it checked nothing, and writes no report.
     assert cli.main(["probe", "--auth-url", "https://auth.example.com:9", "--app-url", "https://app.example.com:9/",
                      "--resolve", "auth.example.com:9:127.0.0.1", "--resolve", "app.example.com:9:127.0.0.1",
