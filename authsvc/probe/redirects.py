@@ -87,7 +87,8 @@ def normal_origin(url: str) -> str | None:
     if parts.scheme.lower() != "https" or not parts.hostname:
         return None
     port_part = f":{port}" if port not in (None, 443) else ""
-    return f"https://{parts.hostname.lower().rstrip('.')}{port_part}"
+    # A trailing dot stays: to a browser "host." is another origin.
+    return f"https://{parts.hostname.lower()}{port_part}"
 
 
 def target_problem(target: str | None, trusted_origins: set[str]) -> str | None:

@@ -476,6 +476,7 @@ def test_any_malformed_cookie_let_through_or_a_server_error_fails():
     "javascript:alert(1)", "JAVASCRIPT:alert(1)", "data:text/html,x", "https:evil.example",
     "https://evil\u3002example/", "/\uff0f\uff0fevil.example", "https://app.example.com\\@evil.example",
     "evil.example", "https://", "https://[::1]/", "/\r\nSet-Cookie: a=b", "ftp://app.example.com/",
+    "https://auth.example.com./", "https://app.example.com:99999/",
 ], ids=repr)
 def test_a_target_that_can_leave_the_deployment_is_a_problem(target):
     assert redirects.target_problem(target, TRUSTED) is not None
