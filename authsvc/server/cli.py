@@ -1,4 +1,4 @@
-"""The ``authsvc`` command line: serve, db, user, sessions, mfa, gen-secret, check."""
+"""The ``authsvc`` command line: serve, db, user, sessions, mfa, gen-secret, check, probe."""
 
 from __future__ import annotations
 
@@ -348,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("gen-secret", help="print a new random secret key").set_defaults(func=cmd_gen_secret)
     sub.add_parser("check", help="audit configuration and policy for production").set_defaults(func=cmd_check)
+
+    from authsvc.probe import command as probe  # standard library only: authsvc.probe
+
+    p = sub.add_parser("probe", help="check a running deployment from outside over HTTPS (cookies, headers, "
+                       "forged identity and forwarding headers, next, logout); exit 1 on a failure")
+    probe.add_arguments(p)
+    p.set_defaults(func=probe.run)
     return parser
 
 

@@ -356,9 +356,10 @@ def authsvc_server(folder: Path, public_url: str, app_origin: str):
 # --- nginx -------------------------------------------------------------------------------------------
 
 
-def render_nginx_site(values: dict[str, str]) -> str:
-    """deploy/nginx/authsvc.conf with its ${PLACEHOLDERS} filled in, as envsubst would."""
-    text = NGINX_TEMPLATE.read_text()
+def render_nginx_site(values: dict[str, str], template: str | None = None) -> str:
+    """deploy/nginx/authsvc.conf (or ``template``, a text made from it) with its ${PLACEHOLDERS}
+    filled in, as envsubst would."""
+    text = NGINX_TEMPLATE.read_text() if template is None else template
     for name, value in values.items():
         text = text.replace("${" + name + "}", value)
     assert "${" not in text, "a placeholder in deploy/nginx/authsvc.conf has no test value"
@@ -366,13 +367,14 @@ def render_nginx_site(values: dict[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def nginx_server(folder: Path, port: int, site_values: dict[str, str], site_text: str | None = None):
-    """nginx with NGINX_TEMPLATE filled in from ``site_values`` (or the already rendered ``site_text``)
-    as its one site file, until the block ends."""
+def nginx_server(folder: Path, port: int, site_values: dict[str, str], site_text: str | None = None,
+                 template: str | None = None):
+    """nginx with NGINX_TEMPLATE (or ``template``, a text made from it) filled in from
+    ``site_values`` (or the already rendered ``site_text``) as its one site file, until the block ends."""
     nginx = require_binary("nginx")
     folder.mkdir(parents=True, exist_ok=True)
     site = folder / "authsvc.conf"
-    site.write_text(site_text if site_text is not None else render_nginx_site(site_values))
+    site.write_text(site_text if site_text is not None else render_nginx_site(site_values, template))
     temp = {name: folder / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
     for path in temp.values():
         path.mkdir(exist_ok=True)

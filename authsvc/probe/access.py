@@ -1,0 +1,86 @@
+"""What the proxy decided about a request to the app, read from its answer: let through (2xx),
+sent to the login page (a redirect to the login host, with or without ``next``), refused (401,
+403) or something else. The other families compare these decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from authsvc.probe.model import Check, Finding, failed, passed, shown
+from authsvc.probe.redirects import normal_origin
+
+ANONYMOUS = Check("access.anonymous", "an anonymous request to the app is sent to the login page, with next",
+                  "Put the app URL behind forward auth (nginx auth_request, Traefik ForwardAuth, Caddy forward_auth, "
+                  "Envoy ext_authz) and point --app-url at a protected page, not a bypass path.", ("V8.3.1",))
+CHECKS = (ANONYMOUS,)
+
+LET_THROUGH = "let through"
+TO_LOGIN = "sent to the login page"
+REFUSED = "refused"
+ELSEWHERE = "redirected elsewhere"   # a redirect not to the login page: the app's own, as a rule
+OTHER = "other"                      # a 4xx other than 401/403, or a 5xx
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str
+    status: int
+    next: str | None = None       # the login URL's next, when sent to the login page
+    location: str | None = None
+
+    def describe(self) -> str:
+        shown_next = f", next={shown(self.next, 100)!r}" if self.next is not None else ""
+        return f"{self.status} {self.kind}{shown_next}"
+
+
+def login_next(location: str) -> tuple[bool, str | None]:
+    """(whether a Location names a login page, its single next value or None)."""
+    parts = urlsplit(location)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    values = query.get("next", [])
+    return parts.path.rstrip("/").endswith("/login"), (values[0] if len(values) == 1 else None)
+
+
+def decision(status: int, location: str | None, auth_origin: str) -> Decision:
+    if 200 <= status < 300:
+        return Decision(LET_THROUGH, status)
+    if status in (401, 403) and not location:
+        return Decision(REFUSED, status)
+    if location and (300 <= status < 400 or status == 401):
+        is_login, next_value = login_next(location)
+        absolute = normal_origin(location)
+        relative = location.startswith("/") and not location.startswith("//") and "\\" not in location
+        if is_login and (absolute is None and relative or absolute == auth_origin):
+            return Decision(TO_LOGIN, status, next_value, location)
+    if status in (401, 403):
+        return Decision(REFUSED, status, location=location)
+    if 300 <= status < 400:
+        return Decision(ELSEWHERE, status, location=location)
+    return Decision(OTHER, status, location=location)
+
+
+def kept_out(d: Decision) -> bool:
+    """Was the request kept away from the app? A 2xx reached it, and so, as a rule, did a redirect
+    that is not to the login page (the app's own: "/" to "/home"). A 4xx (a proxy refusing a
+    malformed request) and a 5xx did not; the judges flag a 5xx on their own."""
+    return d.kind not in (LET_THROUGH, ELSEWHERE)
+
+
+def judge_anonymous(d: Decision, app_url: str) -> Finding:
+    if d.kind == LET_THROUGH:
+        return failed(f"{d.status}: the app answered an anonymous request")
+    if d.kind == TO_LOGIN:
+        if d.next == app_url:
+            return passed(f"{d.status} to the login page with next = the app URL")
+        if d.next is None:
+            return passed(f"{d.status} to the login page, without next (is the app's origin allow-listed: "
+                          "AUTHSVC_REDIRECT_ALLOWED_ORIGINS or [[redirects.apps]]?)")
+        return failed(f"{d.status} to the login page with next={shown(d.next, 100)!r}, not the URL asked for")
+    if d.kind == REFUSED:
+        return passed(f"{d.status} refused (no login redirect)")
+    if d.kind == ELSEWHERE:
+        return failed(f"{d.status} to {shown(d.location or '', 100)!r}, not the login page: the app answered, or "
+                      "--app-url is not the page itself (give the URL it redirects to)")
+    return failed(f"{d.status}: neither the app nor the login page (Location {shown(d.location or '', 100)!r})")

@@ -1,0 +1,187 @@
+"""`authsvc probe` pointed at real proxies: each stack as shipped must pass every check, and each
+deliberately broken copy (identity headers not stripped, the client's forwarding headers passed to
+authsvc) must fail, naming the checks that catch it.
+
+The probe runs as the installed command, from outside, as a team's CI job would: over TLS with the
+test CA (--ca-file), the test hosts pinned to loopback with --resolve, signing in as the stack's user.
+The stacks are fixtures named in PROBED and BROKEN (module-scoped: each starts once); a proxy's
+stack joins by adding its fixture names there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.integration.conftest import (
+    NGINX_TEMPLATE,
+    USERNAME,
+    Stack,
+    authsvc_command,
+    backend,
+    nginx_server,
+    render_template,
+    require_binary,
+)
+
+pytestmark = pytest.mark.integration
+
+# Fixture names of stacks as shipped, and of stacks broken on purpose (proxy by proxy).
+PROBED = ["stack"]
+BROKEN = ["broken_nginx_stack", "careless_nginx_stack", "caching_nginx_stack"]
+# The checks each broken stack fails: exactly these (every other check still passes there).
+CAUGHT = {
+    "broken_nginx_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
+    "careless_nginx_stack": {"cookie.secure", "cookie.httponly", "cookie.samesite", "cookie.prefix", "cookie.scope",
+                             "header.hsts", "header.csp", "header.framing", "header.cache"},
+    "caching_nginx_stack": {"logout.ends_access"},
+}
+
+# The nginx config with its protections taken out, as a careless copy would have them: no identity
+# header set from authsvc's answer (so the client's pass through), client headers with underscores
+# let in, and no forward-auth header set or blanked (so the client's reach authsvc).
+_IDENTITY_LINES = re.compile(r"^\s*proxy_set_header X-Auth-[A-Za-z-]+ \$authsvc_\w+;.*\n", re.MULTILINE)
+_FORWARDING_LINES = re.compile(
+    r"^\s*proxy_set_header X-(?:Original-(?:URL|Method)|Forwarded-(?:Host|Uri|Method)) .*;\n", re.MULTILINE)
+
+
+def broken_nginx_template() -> str:
+    text = NGINX_TEMPLATE.read_text()
+    text, identity = _IDENTITY_LINES.subn("", text)
+    text, forwarding = _FORWARDING_LINES.subn("", text)
+    text, underscores = re.subn(r"(server_name \$\{APP_HOST\};\n)", r"\1    underscores_in_headers on;\n", text)
+    # The shipped file must still have what is taken out here, or this test would probe a sound config.
+    assert identity >= 3 and forwarding >= 8 and underscores == 1, (identity, forwarding, underscores)
+    return text
+
+
+def careless_nginx_template() -> str:
+    """The nginx config with a login server that "tidies" authsvc's answers, as proxies are made to:
+    cookie flags and Domain rewritten, security headers hidden, a cacheable login page."""
+    text = NGINX_TEMPLATE.read_text()
+    careless = ("        proxy_cookie_flags ~ nosecure nohttponly samesite=none;\n"
+                "        proxy_cookie_domain example.test test;\n"
+                "        proxy_hide_header Strict-Transport-Security;\n"
+                "        proxy_hide_header Content-Security-Policy;\n"
+                "        proxy_hide_header X-Frame-Options;\n"
+                "        proxy_hide_header Cache-Control;\n"
+                "        add_header Cache-Control \"public, max-age=600\";\n")
+    text, found = re.subn(r"(    location / \{\n)(        # Uncomment with the map)", rf"\1{careless}\2", text)
+    assert found == 1, "the login server's location block moved: update careless_nginx_template"
+    return text
+
+
+def caching_nginx_template(cache: Path) -> str:
+    """The nginx config with authsvc's answers to the auth subrequest cached for 10 s by cookie, as
+    done "for speed": a session ended at logout lives on in the cache."""
+    text = f"proxy_cache_path {cache} keys_zone=authsvc_verify:1m;\n" + NGINX_TEMPLATE.read_text()
+    caching = ("        proxy_cache authsvc_verify;\n        proxy_cache_key $http_cookie;\n"
+               "        proxy_cache_valid 200 10s;\n        proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;\n")
+    text, found = re.subn(r"(        proxy_pass http://authsvc/auth/verify\?redirect=401;\n)", rf"\1{caching}", text)
+    assert found == 1, "the auth subrequest's location moved: update caching_nginx_template"
+    return text
+
+
+@contextlib.contextmanager
+def nginx_stack(folder: Path, template: str | None):
+    """nginx (the shipped config, or ``template``, a text made from it) + authsvc + echo app, rendered
+    with envsubst as the shipped one is (tests/integration/conftest.py's backend)."""
+    require_binary("nginx")
+    with backend(folder) as behind:
+        nginx = folder / "nginx"
+        nginx.mkdir(parents=True, exist_ok=True)
+        source = NGINX_TEMPLATE
+        if template is not None:
+            source = folder / "authsvc.conf.template"
+            source.write_text(template)
+        site = render_template(source, behind.template_values(nginx))
+        with nginx_server(nginx, behind.port, {}, site_text=site) as nginx_log:
+            yield Stack(behind.port, behind.auth, behind.app, behind.tls, folder, behind.app_hits,
+                        {**behind.logs, "nginx": nginx_log, "nginx access": nginx / "access.log"},
+                        "nginx", behind.authsvc_port)
+
+
+@pytest.fixture(scope="module")
+def broken_nginx_stack(tmp_path_factory):
+    with nginx_stack(tmp_path_factory.mktemp("broken-nginx"), broken_nginx_template()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def caching_nginx_stack(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("caching-nginx")
+    (folder / "cache").mkdir()
+    with nginx_stack(folder, caching_nginx_template(folder / "cache")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def careless_nginx_stack(tmp_path_factory):
+    with nginx_stack(tmp_path_factory.mktemp("careless-nginx"), careless_nginx_template()) as running:
+        yield running
+
+
+def probe(stack: Stack, out: Path, *, user: bool = True) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """Run `authsvc probe` against ``stack``; (the process, the JSON results, the SARIF log)."""
+    pins = [arg for url in (stack.auth, stack.app) for arg in
+            ("--resolve", f"{urlsplit(url).hostname}:{urlsplit(url).port}:127.0.0.1")]
+    argv = [*authsvc_command(), "probe", "--auth-url", stack.auth, "--app-url", stack.protected("/"),
+            "--ca-file", str(stack.tls.ca), *pins, "--json", str(out / "probe.json"),
+            "--sarif", str(out / "probe.sarif")]
+    if user:
+        argv += ["--user", USERNAME, "--password-stdin"]
+    run = subprocess.run(argv, input=PASSWORD + "\n" if user else "", capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    return run, json.loads((out / "probe.json").read_text()), json.loads((out / "probe.sarif").read_text())
+
+
+def statuses(results: dict) -> dict[str, str]:
+    return {r["id"]: r["status"] for r in results["results"]}
+
+
+@pytest.mark.asvs("V3.3.1", "V3.4.1", "V4.1.3", "V7.4.1", "V8.3.1")
+@pytest.mark.parametrize("stack_name", PROBED)
+def test_a_proxy_as_shipped_passes_every_check_of_the_probe(stack_name, request, tmp_path):
+    stack = request.getfixturevalue(stack_name)
+    run, results, sarif = probe(stack, tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr + stack.diagnostics()
+    assert set(statuses(results).values()) == {"pass"}, run.stdout
+    assert len(results["results"]) >= 20
+    assert PASSWORD not in run.stdout + run.stderr + json.dumps(results) + json.dumps(sarif)
+    assert [r["kind"] for r in sarif["runs"][0]["results"]] == ["pass"] * len(results["results"])
+
+
+@pytest.mark.parametrize("stack_name", PROBED)
+def test_without_credentials_the_probe_says_which_checks_it_could_not_run(stack_name, request, tmp_path):
+    stack = request.getfixturevalue(stack_name)
+    run, results, _ = probe(stack, tmp_path, user=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    found = statuses(results)
+    assert {k for k, v in found.items() if v == "n/a"} == {
+        "signin.form", "identity.signed_in", "forwarding.signed_in", "logout.ends_access", "logout.replay"}
+    assert {v for k, v in found.items() if v != "n/a"} == {"pass"}
+
+
+@pytest.mark.asvs("V4.1.3", "V8.3.1")
+@pytest.mark.parametrize("stack_name", BROKEN)
+def test_a_proxy_that_passes_client_headers_on_or_rewrites_authsvcs_answers_is_caught_by_the_probe(
+        stack_name, request, tmp_path):
+    stack = request.getfixturevalue(stack_name)
+    run, results, sarif = probe(stack, tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    failed = {k for k, v in statuses(results).items() if v == "fail"}
+    assert failed == CAUGHT[stack_name], run.stdout
+    assert {v for k, v in statuses(results).items() if k not in failed} == {"pass"}, run.stdout
+    for check in CAUGHT[stack_name]:  # the table names it, with its fix
+        assert re.search(rf"^FAIL\s+{re.escape(check)}\s", run.stdout, re.MULTILINE), run.stdout
+    assert run.stdout.count("fix: ") == len(failed)
+    errors = {r["ruleId"] for r in sarif["runs"][0]["results"] if r["level"] == "error"}
+    assert errors == failed
