@@ -1,0 +1,252 @@
+"""The Mega-Tutorial's microblog (examples/microblog) behind deploy/nginx/authsvc.conf, its login
+delegated to a real authsvc through flask_authsvc's proxy mode.
+
+The stack is the one of conftest.py's ``stack`` fixture with the echo app swapped for the
+microblog under gunicorn (its own fixture here, built from conftest's parts): nginx on
+https://auth.example.test and https://app.example.test, authsvc behind it, the microblog trusting
+identity headers from 127.0.0.1 only (nginx's address). A client that reaches the microblog's port
+directly does so from 127.0.0.2, which loopback accepts as another address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD, ROOT, TEST_POLICY, csrf_in
+from tests.integration.conftest import (
+    APP_HOST,
+    AUTH_HOST,
+    COOKIE_DOMAIN,
+    USERNAME,
+    Tls,
+    example_test_resolves_to_loopback,
+    free_port,
+    make_tls,
+    nginx_server,
+    require_binary,
+    served_env,
+    serving,
+    stop,
+    tail,
+    wait_for_port,
+)
+
+pytestmark = pytest.mark.integration
+
+MICROBLOG = ROOT / "examples" / "microblog"
+OUTSIDER = "127.0.0.2"   # a loopback address other than nginx's: "anyone but the proxy"
+
+
+@dataclass
+class Blog:
+    auth: str                 # https://auth.example.test:<port>
+    app: str                  # https://app.example.test:<port>
+    app_port: int             # the microblog's own port (gunicorn), behind nginx
+    tls: Tls
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def diagnostics(self) -> str:
+        return "\n".join(f"--- {name} ({path}):\n{tail(path)}" for name, path in self.logs.items())
+
+
+@contextlib.contextmanager
+def microblog_server(folder: Path, auth_url: str):
+    """examples/microblog under gunicorn on 127.0.0.1, configured by MICROBLOG_* variables."""
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    if not gunicorn.exists():
+        pytest.fail(f"{gunicorn} not found: gunicorn is one of authsvc's dependencies")
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "MICROBLOG_"))}
+    env.update({"MICROBLOG_AUTHSVC_URL": auth_url, "MICROBLOG_AUTHSVC_TRUSTED_PROXIES": "127.0.0.1",
+                "MICROBLOG_SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'app.db'}"})
+    port = free_port()
+    log = folder / "microblog.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(gunicorn), "--chdir", str(MICROBLOG), "--bind", f"127.0.0.1:{port}",
+                                 "--workers", "1", "microblog:app"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, log)
+        yield port, log
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def blog(tmp_path_factory):
+    require_binary("nginx")
+    require_binary("openssl")
+    folder = tmp_path_factory.mktemp("microblog-stack")
+    port = free_port()
+    auth, app = f"https://{AUTH_HOST}:{port}", f"https://{APP_HOST}:{port}"
+    tls = make_tls(folder / "tls")
+    policy = folder / "policy.toml"
+    policy.write_text(Path(TEST_POLICY).read_text() + (
+        '\n[throttle]\nper_client = ["300 per minute"]\nper_client_known_device = ["300 per minute"]\n'
+        'per_device = ["300 per minute"]\nsuccesses_per_account = ["300 per minute"]\n'
+        f'\n[[redirects.apps]]\nname = "Microblog"\norigin = "{app}"\npath_prefix = "/"\n'))
+    (folder / "authsvc").mkdir()
+    env = served_env(folder / "authsvc", auth, AUTHSVC_POLICY=str(policy), AUTHSVC_COOKIE_DOMAIN=COOKIE_DOMAIN)
+    with contextlib.ExitStack() as running:
+        app_port, app_log = running.enter_context(microblog_server(folder / "microblog", auth))
+        authsvc = running.enter_context(serving(folder / "authsvc", env))
+        nginx_log = running.enter_context(nginx_server(folder / "nginx", port, {
+            "AUTH_HOST": AUTH_HOST, "APP_HOST": APP_HOST, "HTTPS_PORT": str(port),
+            "TLS_CERT": str(tls.cert), "TLS_KEY": str(tls.key),
+            "AUTHSVC_ADDR": f"127.0.0.1:{authsvc.port}", "APP_ADDR": f"127.0.0.1:{app_port}",
+        }))
+        yield Blog(auth, app, app_port, tls, {"microblog": app_log, "authsvc": authsvc.log, "nginx": nginx_log})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def resolve_example_test():
+    with example_test_resolves_to_loopback():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def logs_on_failure(request, blog):
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(blog.diagnostics())
+
+
+def browser(blog: Blog) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = str(blog.tls.ca)
+    return s
+
+
+def get(s: requests.Session, url: str, **kwargs) -> requests.Response:
+    return s.get(url, allow_redirects=False, timeout=10, **kwargs)
+
+
+def sign_in(blog: Blog, s: requests.Session, login_url: str) -> requests.Response:
+    """The real login form: GET it (CSRF token, next), POST it."""
+    page = get(s, login_url)
+    assert page.status_code == 200, page.text
+    fields = {"csrf_token": csrf_in(page.text), "username": USERNAME, "password": PASSWORD}
+    hidden_next = re.search(r'name="next" value="([^"]*)"', page.text)
+    if hidden_next:
+        fields["next"] = hidden_next.group(1).replace("&amp;", "&")
+    return s.post(f"{blog.auth}/login", data=fields, allow_redirects=False, timeout=10)
+
+
+def signed_in(blog: Blog) -> requests.Session:
+    s = browser(blog)
+    assert sign_in(blog, s, f"{blog.auth}/login").status_code == 303
+    return s
+
+
+def direct(blog: Blog, path: str, headers: dict[str, str | bytes], source: str) -> tuple[int, dict[str, str], str]:
+    """A request straight to the microblog's port (not through nginx) from ``source``."""
+    conn = http.client.HTTPConnection("127.0.0.1", blog.app_port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", path, headers={"Host": APP_HOST, **headers})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        conn.close()
+
+
+# --- the delegated login, end to end ---------------------------------------------------------------
+
+@pytest.mark.asvs("V7.2.1", "V7.4.1")
+def test_microblog_login_is_authsvcs_round_trip(blog):
+    s = browser(blog)
+    first = get(s, f"{blog.app}/index")
+    assert first.status_code == 302
+    login = urlsplit(first.headers["Location"])
+    assert f"{login.scheme}://{login.netloc}{login.path}" == f"{blog.auth}/login"
+    assert parse_qs(login.query)["next"] == [f"{blog.app}/index"]
+
+    assert "to continue to <strong>Microblog</strong>" in get(s, first.headers["Location"]).text
+    posted = sign_in(blog, s, first.headers["Location"])
+    assert posted.status_code == 303 and posted.headers["Location"] == f"{blog.app}/index"
+
+    home = get(s, f"{blog.app}/index")
+    assert home.status_code == 200, home.text
+    assert "<h1>Hi, alice!</h1>" in home.text              # current_user, made from X-Auth-User
+    assert "Set-Cookie" not in home.headers                  # the app keeps no login state
+    profile = get(s, f"{blog.app}/user/alice")
+    assert profile.status_code == 200 and "Signed in through authsvc with: pwd;" in profile.text
+
+    # Logout: the app's link leads to authsvc's account page, whose Sign out ends the session.
+    out = get(s, f"{blog.app}/logout")
+    assert out.status_code == 302 and out.headers["Location"] == f"{blog.auth}/"
+    account = get(s, out.headers["Location"])
+    assert account.status_code == 200
+    ended = s.post(f"{blog.auth}/logout", data={"csrf_token": csrf_in(account.text)}, allow_redirects=False,
+                   timeout=10)
+    assert ended.status_code == 303
+    again = get(s, f"{blog.app}/index")
+    assert again.status_code == 302 and again.headers["Location"].startswith(f"{blog.auth}/login")
+
+
+def test_microblog_user_row_is_kept_across_sign_ins(blog):
+    for _ in range(2):
+        s = signed_in(blog)
+        assert "<h1>Hi, alice!</h1>" in get(s, f"{blog.app}/").text
+    assert get(signed_in(blog), f"{blog.app}/user/alice").status_code == 200
+
+
+# --- identity is nginx's to set, never the client's ---------------------------------------------------
+
+@pytest.mark.asvs("V4.1.3", "V8.3.1")
+def test_identity_headers_through_nginx_are_authsvcs_not_the_clients(blog):
+    s = signed_in(blog)
+    forged = {"X-Auth-User": "mallory", "X-Auth-User-Id": "999", "X-Auth-Groups": "admins",
+              "X-Auth-Methods": "pwd,otp,mfa"}
+    profile = get(s, f"{blog.app}/user/alice", headers=forged)
+    assert profile.status_code == 200
+    assert "Signed in through authsvc with: pwd; groups: none." in profile.text
+    assert "<h1>Hi, alice!</h1>" in get(s, f"{blog.app}/", headers=forged).text
+
+
+def test_anonymous_client_with_forged_identity_through_nginx_goes_to_login(blog):
+    response = get(browser(blog), f"{blog.app}/index", headers={"X-Auth-User": USERNAME, "X-Auth-User-Id": "1"})
+    assert response.status_code == 302 and response.headers["Location"].startswith(f"{blog.auth}/login")
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_forged_identity_sent_straight_to_the_app_is_ignored(blog):
+    """Past the proxy, from any address but nginx's: the headers are not believed, and logged."""
+    forged = {"X-Auth-User": USERNAME, "X-Auth-User-Id": "1", "X-Auth-Methods": "pwd,otp,mfa"}
+    status, headers, _ = direct(blog, "/index", forged, OUTSIDER)
+    assert status == 302
+    assert headers["Location"].startswith(f"{blog.auth}/login?next=")
+    assert "untrusted peer 127.0.0.2 ignored" in blog.logs["microblog"].read_text()
+    # The same request from nginx's address is believed: the peer alone made the difference (and
+    # why the app's port must be reachable by the proxy only).
+    status, _, body = direct(blog, "/index", forged, "127.0.0.1")
+    assert status == 200 and "<h1>Hi, alice!</h1>" in body
+
+
+def test_log_line_about_a_forged_header_cannot_be_forged(blog):
+    """A right-to-left override (UTF-8 bytes, which WSGI hands over as latin-1 characters) is
+    logged escaped, never as the bytes a terminal or log viewer would act on."""
+    direct(blog, "/", {"X-Auth-User": b"mallory" + "\u202e".encode(), "X-Auth-User-Id": "1"}, OUTSIDER)
+    logged = blog.logs["microblog"].read_bytes()
+    assert b"X-Auth-User=mallory\\xe2\\x80\\xae" in logged
+    assert "\u202e".encode() not in logged
+
+
+@pytest.mark.parametrize("headers", [{"X-Auth-User": "alice,mallory", "X-Auth-User-Id": "1"},
+                                     {"X-Auth-User": "Alice", "X-Auth-User-Id": "1"},
+                                     {"X-Auth-User": "alice", "X-Auth-User-Id": "1", "X-Auth-Groups": "a b"},
+                                     {"X-Auth-User": "a" * 4000, "X-Auth-User-Id": "1"}])
+def test_malformed_identity_from_the_proxys_address_is_401_not_500(blog, headers):
+    status, _, _ = direct(blog, "/index", headers, "127.0.0.1")
+    assert status == 401
