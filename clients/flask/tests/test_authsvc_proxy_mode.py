@@ -191,7 +191,8 @@ def test_required_mfa_with_a_one_factor_sign_in_is_the_step_up_page(client):
     response = get(client, "/secure", {**ALICE, "X-Auth-Methods": "pwd"})
     assert response.status_code == 403
     page = response.get_data(as_text=True)
-    assert f'href="{AUTH_URL}/"' in page and "second factor" in page and "You signed in with: pwd." in page
+    assert f'href="{AUTH_URL}/login?next=http%3A%2F%2Flocalhost%2Fsecure&amp;step_up=1"' in page
+    assert f'href="{AUTH_URL}/"' in page and "You signed in with: pwd." in page
     assert response.headers["Cache-Control"] == "no-store"
 
 
@@ -204,15 +205,17 @@ def test_required_mfa_from_an_untrusted_peer_is_a_guest(client):
     assert get(client, "/secure", {**ALICE, "X-Auth-Methods": "pwd,otp,mfa"}, peer=STRANGER).status_code == 302
 
 
-def test_custom_step_up_handler():
+def test_custom_step_up_handler_may_redirect_to_authsvcs_step_up():
     app, authsvc = make_app()
 
     @authsvc.step_up_handler
     def step_up(identity):
-        return f"step up, {identity.username}", 401
+        from flask import redirect, request
+        return redirect(authsvc.step_up_url(request.url))
 
     response = get(app.test_client(), "/secure", ALICE)
-    assert (response.status_code, response.get_data(as_text=True)) == (401, "step up, alice")
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"{AUTH_URL}/login?next=http%3A%2F%2Flocalhost%2Fsecure&step_up=1"
 
 
 def test_required_refuses_a_group_name_string_at_decoration():
@@ -231,7 +234,10 @@ def test_login_and_logout_urls(app):
         assert authsvc.login_url() == f"{AUTH_URL}/login"
         assert authsvc.login_url("https://app.example.test/a?b=c&d") == (
             f"{AUTH_URL}/login?next=https%3A%2F%2Fapp.example.test%2Fa%3Fb%3Dc%26d")
-        assert authsvc.logout_url() == f"{AUTH_URL}/"
+        assert authsvc.logout_url() == authsvc.account_url() == f"{AUTH_URL}/"
+        assert authsvc.step_up_url("https://app.example.test/x") == (
+            f"{AUTH_URL}/login?next=https%3A%2F%2Fapp.example.test%2Fx&step_up=1")
+        assert authsvc.step_up_url() == f"{AUTH_URL}/login?step_up=1"
     assert app.login_manager.login_view == f"{AUTH_URL}/login"
 
 

@@ -128,13 +128,20 @@ class Authsvc:
         no app can end the session by a link or a cross-site form: that is login/logout CSRF.)"""
         return self.settings.url + "/"
 
-    def step_up_url(self) -> str:
-        """Where a user whose sign-in lacks a second factor can get one: authsvc's account page
-        (set up an authenticator app or passkey there, sign out and in again). authsvc has no
-        step-up for a live session yet: ``/login`` sends a signed-in browser straight back and
-        ``/login/mfa`` only continues a sign-in whose password was just given, so a redirect to
-        either would loop."""
+    def account_url(self) -> str:
+        """authsvc's account page: sessions, password, second factors, Sign out."""
         return self.settings.url + "/"
+
+    def step_up_url(self, next_url: str | None = None) -> str:
+        """authsvc's login page with ``step_up=1``: a browser signed in with one factor signs in
+        again there, password and second step, and comes back to ``next_url`` with ``mfa``. It is
+        the URL authsvc's own ``/auth/verify`` sends a one-factor session to for a ``two_factor``
+        access rule (issue 18). An authsvc without it sends a signed-in browser straight back to
+        ``next_url`` (``/login/mfa`` is no way in either: it only continues a sign-in whose password
+        was just given), which is why the default step-up response is a page with this link, not a
+        redirect that could loop."""
+        base = self.login_url(next_url)
+        return base + ("&" if "?" in base else "?") + "step_up=1"
 
     # --- the current request --------------------------------------------------------------------
 
@@ -223,13 +230,17 @@ class Authsvc:
         return decorator
 
     def step_up_response(self, identity: Identity) -> tuple[str, int, dict[str, str]]:
-        """403 with a short page: this needs a second factor, and where to get one."""
+        """403 with a short page: this page needs a second factor; sign in again with it (the
+        step-up link back to this page), or set one up on the account page first. A link, not a
+        redirect: an account without a second factor would come straight back, again and again."""
         methods = ", ".join(identity.methods) or "unknown"
+        wanted = request.url if request.method in ("GET", "HEAD") else None
         page = ("<!doctype html><title>A second factor is needed</title>"
                 "<h1>This page needs a sign-in with a second factor</h1>"
                 f"<p>You signed in with: {html_escape(methods)}.</p>"
-                f'<p>On your <a href="{html_escape(self.step_up_url())}">account page</a>, set up an '
-                "authenticator app or a passkey if you have none, then sign out and sign in again.</p>")
+                f'<p><a href="{html_escape(self.step_up_url(wanted))}">Sign in again with your second factor</a>. '
+                f'No second factor yet? Set up an authenticator app or a passkey on your '
+                f'<a href="{html_escape(self.account_url())}">account page</a> first.</p>')
         return page, 403, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
 
 
