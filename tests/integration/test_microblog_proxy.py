@@ -1,111 +1,39 @@
 """The Mega-Tutorial's microblog (examples/microblog) behind deploy/nginx/authsvc.conf, its login
 delegated to a real authsvc through flask_authsvc's proxy mode.
 
-The stack is the one of conftest.py's ``stack`` fixture with the echo app swapped for the
-microblog under gunicorn (its own fixture here, built from conftest's parts): nginx on
-https://auth.example.test and https://app.example.test, authsvc behind it, the microblog trusting
-identity headers from 127.0.0.1 only (nginx's address). A client that reaches the microblog's port
-directly does so from 127.0.0.2, which loopback accepts as another address.
+The stack (tests/integration/microblog_stack.py) is the one of conftest.py's ``stack`` fixture with
+the echo app swapped for the microblog under gunicorn: nginx on https://auth.example.test and
+https://app.example.test, authsvc behind it, the microblog trusting identity headers from 127.0.0.1
+only (nginx's address). A client that reaches the microblog's port directly does so from
+127.0.0.2, which loopback accepts as another address.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import os
 import re
-import subprocess
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
-from tests.conftest import PASSWORD, ROOT, TEST_POLICY, csrf_in
+from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
     APP_HOST,
-    AUTH_HOST,
-    COOKIE_DOMAIN,
     USERNAME,
-    Tls,
     example_test_resolves_to_loopback,
-    free_port,
-    make_tls,
-    nginx_server,
-    require_binary,
-    served_env,
-    serving,
-    stop,
-    tail,
-    wait_for_port,
 )
+from tests.integration.microblog_stack import Blog, microblog_stack
 
 pytestmark = pytest.mark.integration
 
-MICROBLOG = ROOT / "examples" / "microblog"
 OUTSIDER = "127.0.0.2"   # a loopback address other than nginx's: "anyone but the proxy"
-
-
-@dataclass
-class Blog:
-    auth: str                 # https://auth.example.test:<port>
-    app: str                  # https://app.example.test:<port>
-    app_port: int             # the microblog's own port (gunicorn), behind nginx
-    tls: Tls
-    logs: dict[str, Path] = field(default_factory=dict)
-
-    def diagnostics(self) -> str:
-        return "\n".join(f"--- {name} ({path}):\n{tail(path)}" for name, path in self.logs.items())
-
-
-@contextlib.contextmanager
-def microblog_server(folder: Path, auth_url: str):
-    """examples/microblog under gunicorn on 127.0.0.1, configured by MICROBLOG_* variables."""
-    gunicorn = Path(sys.executable).parent / "gunicorn"
-    if not gunicorn.exists():
-        pytest.fail(f"{gunicorn} not found: gunicorn is one of authsvc's dependencies")
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "MICROBLOG_"))}
-    env.update({"MICROBLOG_AUTHSVC_URL": auth_url, "MICROBLOG_AUTHSVC_TRUSTED_PROXIES": "127.0.0.1",
-                "MICROBLOG_SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'app.db'}"})
-    port = free_port()
-    log = folder / "microblog.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(gunicorn), "--chdir", str(MICROBLOG), "--bind", f"127.0.0.1:{port}",
-                                 "--workers", "1", "microblog:app"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc, log)
-        yield port, log
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def blog(tmp_path_factory):
-    require_binary("nginx")
-    require_binary("openssl")
-    folder = tmp_path_factory.mktemp("microblog-stack")
-    port = free_port()
-    auth, app = f"https://{AUTH_HOST}:{port}", f"https://{APP_HOST}:{port}"
-    tls = make_tls(folder / "tls")
-    policy = folder / "policy.toml"
-    policy.write_text(Path(TEST_POLICY).read_text() + (
-        '\n[throttle]\nper_client = ["300 per minute"]\nper_client_known_device = ["300 per minute"]\n'
-        'per_device = ["300 per minute"]\nsuccesses_per_account = ["300 per minute"]\n'
-        f'\n[[redirects.apps]]\nname = "Microblog"\norigin = "{app}"\npath_prefix = "/"\n'))
-    (folder / "authsvc").mkdir()
-    env = served_env(folder / "authsvc", auth, AUTHSVC_POLICY=str(policy), AUTHSVC_COOKIE_DOMAIN=COOKIE_DOMAIN)
-    with contextlib.ExitStack() as running:
-        app_port, app_log = running.enter_context(microblog_server(folder / "microblog", auth))
-        authsvc = running.enter_context(serving(folder / "authsvc", env))
-        nginx_log = running.enter_context(nginx_server(folder / "nginx", port, {
-            "AUTH_HOST": AUTH_HOST, "APP_HOST": APP_HOST, "HTTPS_PORT": str(port),
-            "TLS_CERT": str(tls.cert), "TLS_KEY": str(tls.key),
-            "AUTHSVC_ADDR": f"127.0.0.1:{authsvc.port}", "APP_ADDR": f"127.0.0.1:{app_port}",
-        }))
-        yield Blog(auth, app, app_port, tls, {"microblog": app_log, "authsvc": authsvc.log, "nginx": nginx_log})
+    with microblog_stack(tmp_path_factory.mktemp("microblog-stack")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module", autouse=True)
