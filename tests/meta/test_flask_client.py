@@ -1,5 +1,6 @@
 """clients/flask (Flask-Authsvc) stays a small app-side distribution: it never imports authsvc, and
-depends on nothing an app does not already have (Flask, Flask-Login; Authlib only for the OIDC extra)."""
+depends on nothing an app does not already have (Flask, Flask-Login; Authlib and its JOSE library
+joserfc only for the OIDC extra)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "flask"
-ALLOWED = {"flask", "flask_login", "werkzeug", "authlib", "flask_authsvc"}
+ALLOWED = {"flask", "flask_login", "werkzeug", "authlib", "joserfc", "flask_authsvc"}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -33,7 +34,7 @@ def test_distribution_depends_on_flask_and_flask_login_only():
     project = tomllib.loads((CLIENT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     names = {dep.split(">")[0].split("<")[0].split("=")[0].strip().lower() for dep in project["dependencies"]}
     assert names == {"flask", "flask-login"}
-    assert [dep.split(">")[0].lower() for dep in project["optional-dependencies"]["oidc"]] == ["authlib"]
+    assert [dep.split(">")[0].lower() for dep in project["optional-dependencies"]["oidc"]] == ["authlib", "joserfc"]
 
 
 def test_authsvc_suite_runs_the_extension_tests():

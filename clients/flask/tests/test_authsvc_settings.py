@@ -140,8 +140,8 @@ def test_oidc_mode_without_authlib_names_the_extra(monkeypatch):
     assert error.setting == "AUTHSVC_MODE" and "Flask-Authsvc[oidc]" in str(error)
 
 
-def test_oidc_mode_is_refused_until_it_is_implemented(monkeypatch):
-    """Sound OIDC settings still fail at init_app, saying so, rather than serving an app with no login."""
+def test_oidc_mode_without_a_secret_key_is_refused(monkeypatch):
+    """The OIDC mode keeps the sign-in in Flask's signed session."""
     monkeypatch.setitem(sys.modules, "authlib", types.ModuleType("authlib"))  # as if the extra were installed
     error = init(OIDC_BASE)
-    assert error.setting == "AUTHSVC_MODE" and "does not implement" in str(error)
+    assert error.setting == "SECRET_KEY"

@@ -1,7 +1,7 @@
 """Flask-Authsvc: delegate a Flask app's login to authsvc , the login service in the same repository.
 
 :class:`Authsvc` binds Flask-Login to the identity a forward-auth proxy sets (``AUTHSVC_MODE =
-"proxy"``); the OpenID Connect mode (``"oidc"``) validates its settings and is not implemented yet.
+"proxy"``) or to an OpenID Connect sign-in at authsvc (``"oidc"``, with the ``oidc`` extra).
 """
 
 from flask_authsvc.access import access_verdict

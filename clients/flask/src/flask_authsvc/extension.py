@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape as html_escape
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-from flask import Flask, Response, abort, current_app, g, redirect, request
+from flask import Flask, Response, abort, current_app, g, redirect, request, url_for
 from flask_login import LoginManager, current_user
 
 from flask_authsvc.access import FORBIDDEN, LOGIN, STEP_UP, access_verdict
@@ -27,6 +27,7 @@ from flask_authsvc.identity import (
     headers_from_environ,
     read_identity,
 )
+from flask_authsvc.logout_tokens import EndedSessions, MemoryEndedSessions
 from flask_authsvc.logsafe import escape
 from flask_authsvc.peers import is_trusted
 from flask_authsvc.settings import OIDC, ConfigError, Settings, read_settings
@@ -41,6 +42,7 @@ _REFUSED = "_authsvc_refused"     # g: a refusal was raised once (an error page 
 class _State:
     settings: Settings
     extension: Authsvc
+    oidc: Any = None          # the OidcMode in the OIDC mode
 
 
 def original_peer(environ: dict[str, Any]) -> object:
@@ -70,8 +72,11 @@ class Authsvc:
     user authsvc has signed in back to authsvc's login would loop.
     """
 
-    def __init__(self, app: Flask | None = None, login_manager: LoginManager | None = None):
+    def __init__(self, app: Flask | None = None, login_manager: LoginManager | None = None, *,
+                 ended_sessions: EndedSessions | None = None):
         self.login_manager = login_manager
+        # OIDC mode: where back-channel logouts are kept (this process's memory unless given one).
+        self._ended_sessions = ended_sessions
         self._user_callback: Callable[[Identity], Any] | None = None
         self._step_up_callback: Callable[[Identity], Any] | None = None
         if app is not None:
@@ -85,16 +90,19 @@ class Authsvc:
             raise ConfigError("login_manager", "is missing: pass Flask-Login's LoginManager, "
                                                "Authsvc(app, LoginManager(app))")
         settings = read_settings(app.config)
+        oidc = None
         if settings.mode == OIDC:
             _require_authlib()
-            raise ConfigError("AUTHSVC_MODE", "is 'oidc', which this version of Flask-Authsvc does not implement "
-                                              "yet (it waits for authsvc's OpenID Connect provider); use 'proxy'")
+            if not app.config.get("SECRET_KEY"):
+                raise ConfigError("SECRET_KEY", "is not set: the OIDC mode keeps the sign-in in Flask's signed session")
+            from flask_authsvc.oidc import OidcMode
+            oidc = OidcMode(app, settings, self._ended_sessions or MemoryEndedSessions())
         self.login_manager = login_manager
-        app.extensions["authsvc"] = _State(settings, self)
+        app.extensions["authsvc"] = _State(settings, self, oidc)
         login_manager.request_loader(self._load_user)
         login_manager.user_loader(_nobody)   # a user id in the Flask session is not a login
         login_manager.unauthorized_handler(self._unauthorized)
-        login_manager.login_view = settings.url + "/login"
+        login_manager.login_view = "authsvc.login" if oidc else settings.url + "/login"
         # First of the app's before-request hooks, so no hook of the app's sees a malformed identity.
         app.before_request_funcs.setdefault(None, []).insert(0, self._check_identity)
         app.context_processor(lambda: {"authsvc": self})
@@ -114,18 +122,28 @@ class Authsvc:
     def settings(self) -> Settings:
         return current_app.extensions["authsvc"].settings
 
+    @property
+    def _oidc(self):
+        return current_app.extensions["authsvc"].oidc
+
     # --- URLs -------------------------------------------------------------------------------------
 
     def login_url(self, next_url: str | None = None) -> str:
         """authsvc's login page, coming back to ``next_url`` (authsvc checks it against its
-        allow-list; a refused one lands on authsvc's own page)."""
+        allow-list; a refused one lands on authsvc's own page). OIDC mode: the extension's
+        ``/authsvc/login``, which starts the flow and comes back to ``next_url``'s path on this app."""
+        if self._oidc is not None:
+            return self._oidc.login_url(_local_part(next_url))
         base = self.settings.url + "/login"
         return f"{base}?{urlencode({'next': next_url})}" if next_url else base
 
     def logout_url(self) -> str:
         """Where "Sign out" goes: authsvc's account page, whose Sign out button ends the session
         for every app. (authsvc signs out only on a POST from its own origin with its CSRF token, so
-        no app can end the session by a link or a cross-site form: that is login/logout CSRF.)"""
+        no app can end the session by a link or a cross-site form: that is login/logout CSRF.)
+        OIDC mode: the extension's ``/authsvc/logout``, which ends this app's sign-in first."""
+        if self._oidc is not None:
+            return url_for("authsvc.logout")
         return self.settings.url + "/"
 
     def account_url(self) -> str:
@@ -139,7 +157,9 @@ class Authsvc:
         access rule (issue 18). An authsvc without it sends a signed-in browser straight back to
         ``next_url`` (``/login/mfa`` is no way in either: it only continues a sign-in whose password
         was just given), which is why the default step-up response is a page with this link, not a
-        redirect that could loop."""
+        redirect that could loop. OIDC mode: the extension's login with ``prompt=login``."""
+        if self._oidc is not None:
+            return self._oidc.login_url(_local_part(next_url), step_up=True)
         base = self.login_url(next_url)
         return base + ("&" if "?" in base else "?") + "step_up=1"
 
@@ -152,6 +172,9 @@ class Authsvc:
 
     def _verdict(self) -> Identity | None:
         if _VERDICT in g:
+            return g.get(_VERDICT)
+        if self._oidc is not None:
+            g.setdefault(_VERDICT, self._oidc.identity())
             return g.get(_VERDICT)
         environ = request.environ
         headers = headers_from_environ(environ)
@@ -246,6 +269,14 @@ class Authsvc:
 
 def _nobody(_user_id: str) -> None:
     return None
+
+
+def _local_part(url: str | None) -> str | None:
+    """The path and query of ``url`` (this app's own URL), for the OIDC mode's local ``next``."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _require_authlib() -> None:

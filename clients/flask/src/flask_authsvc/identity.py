@@ -178,3 +178,34 @@ def headers_from_environ(environ: Mapping[str, object]) -> dict[str, list[str]]:
         if value is not None:
             found[name] = [value if isinstance(value, str) else "\x00"]
     return found
+
+
+# --- the OIDC mode: the same identity from an ID token's claims ----------------------------------
+
+MAX_SUBJECT_LENGTH: Final = 255   # OpenID Connect Core 1.0: "sub" is at most 255 ASCII characters
+_SUBJECT: Final = re.compile(r"[!-~]+", re.ASCII)   # printable ASCII, no space
+BAD_SUBJECT: Final = "bad_subject"
+
+
+def identity_from_claims(claims: Mapping[str, object]) -> Identity | Malformed:
+    """The identity in validated ID token claims (the signature, issuer, audience, expiry and nonce
+    are Authlib's to check first): ``preferred_username`` in authsvc's form, ``sub``, and the
+    optional ``groups`` and ``amr`` lists. Anything else is :class:`Malformed` (``header`` names the
+    claim), never a guess."""
+    username = claims.get("preferred_username")
+    if not isinstance(username, str) or not username:
+        return Malformed(MISSING_USER, "preferred_username")
+    if len(username) > MAX_USERNAME_LENGTH or not _USERNAME.fullmatch(username):
+        return Malformed(BAD_USER, "preferred_username")
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or len(subject) > MAX_SUBJECT_LENGTH or not _SUBJECT.fullmatch(subject):
+        return Malformed(BAD_SUBJECT, "sub")
+    groups = claims.get("groups", [])
+    if (not isinstance(groups, list) or len(groups) > MAX_GROUPS
+            or not all(isinstance(g, str) and len(g) <= MAX_GROUP_LENGTH and _GROUP.fullmatch(g) for g in groups)):
+        return Malformed(BAD_GROUPS, "groups")
+    methods = claims.get("amr", [])
+    if (not isinstance(methods, list) or len(methods) > MAX_METHODS
+            or not all(isinstance(m, str) and _METHOD.fullmatch(m) for m in methods)):
+        return Malformed(BAD_METHODS, "amr")
+    return Identity(username, subject, _unique(groups), _unique(methods))
