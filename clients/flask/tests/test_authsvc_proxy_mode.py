@@ -251,3 +251,11 @@ def test_two_apps_keep_their_own_settings():
     assert login_redirect(get(first.test_client(), "/private"))[0] == "https://one.example.test/login"
     assert get(second.test_client(), "/private", ALICE, peer="192.0.2.1").status_code == 200
     assert get(second.test_client(), "/private", ALICE, peer=PROXY).status_code == 302
+
+
+def test_identity_is_read_per_request_even_in_one_app_context(app, client):
+    """g lives in the app context, which a test (or a worker) may hold across requests."""
+    with app.app_context():
+        assert get(client, "/private", ALICE).status_code == 200
+        assert get(client, "/private").status_code == 302
+        assert get(client, "/private", {**ALICE, "X-Auth-User": "bob"}).get_data(as_text=True) == "private page of bob"

@@ -34,8 +34,10 @@ from flask_authsvc.settings import OIDC, ConfigError, Settings, read_settings
 
 log = logging.getLogger("flask_authsvc")
 
-_VERDICT = "_authsvc_verdict"     # g: this request's Identity or None, once read
-_REFUSED = "_authsvc_refused"     # g: a refusal was raised once (an error page must not raise it again)
+# Kept in the request's WSGI environ, not in g: g belongs to the app context, which a test (or a
+# worker that pushes one) may keep across several requests.
+_VERDICT = "flask_authsvc.verdict"     # this request's Identity or None, once read
+_REFUSED = "flask_authsvc.refused"     # a refusal was raised once (an error page must not raise it again)
 
 
 @dataclass(frozen=True)
@@ -171,12 +173,11 @@ class Authsvc:
         return self._verdict()
 
     def _verdict(self) -> Identity | None:
-        if _VERDICT in g:
-            return g.get(_VERDICT)
-        if self._oidc is not None:
-            g.setdefault(_VERDICT, self._oidc.identity())
-            return g.get(_VERDICT)
         environ = request.environ
+        if _VERDICT in environ:
+            return environ[_VERDICT]
+        if self._oidc is not None:
+            return environ.setdefault(_VERDICT, self._oidc.identity())
         headers = headers_from_environ(environ)
         verdict: Identity | None = None
         if headers:
@@ -188,7 +189,7 @@ class Authsvc:
             else:
                 read = read_identity(headers)
                 if isinstance(read, Malformed):
-                    g.setdefault(_VERDICT, None)
+                    environ.setdefault(_VERDICT, None)
                     log.warning("authsvc: malformed identity from %s refused: %s in %s (%s=%s)",
                                 escape(peer), read.reason, read.header, USER,
                                 escape(headers.get(USER, [""])[0]))
@@ -196,17 +197,20 @@ class Authsvc:
                     return None
                 if isinstance(read, Identity):
                     verdict = read
-        g.setdefault(_VERDICT, verdict)
-        return verdict
+        return environ.setdefault(_VERDICT, verdict)
 
     @staticmethod
     def _refuse_once(status: int) -> None:
         """abort(status) the first time; an error page that asks for the user again gets None."""
-        if not g.get(_REFUSED):
-            g.setdefault(_REFUSED, True)
+        if not request.environ.get(_REFUSED):
+            request.environ[_REFUSED] = True
             abort(status)
 
     def _check_identity(self) -> None:
+        # Flask-Login caches the user in g, which lives in the app context; one held across
+        # requests (tests do) would carry one request's user into the next. Its private name is
+        # pinned with Flask-Login (<0.7) and tested (test_identity_is_read_per_request_...).
+        g.pop("_login_user", None)
         self._verdict()
 
     def _load_user(self, _request) -> Any:
