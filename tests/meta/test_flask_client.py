@@ -34,7 +34,7 @@ def test_distribution_depends_on_flask_and_flask_login_only():
     project = tomllib.loads((CLIENT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     names = {dep.split(">")[0].split("<")[0].split("=")[0].strip().lower() for dep in project["dependencies"]}
     assert names == {"flask", "flask-login"}
-    assert [dep.split(">")[0].lower() for dep in project["optional-dependencies"]["oidc"]] == ["authlib", "joserfc"]
+    assert [dep.split(">")[0].lower() for dep in project["optional-dependencies"]["oidc"]] == ["authlib", "joserfc", "requests"]
 
 
 def test_authsvc_suite_runs_the_extension_tests():
