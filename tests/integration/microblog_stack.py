@@ -42,6 +42,7 @@ class Blog:
     app_port: int             # the microblog's own port (gunicorn), behind nginx
     tls: Tls
     logs: dict[str, Path] = field(default_factory=dict)
+    authsvc_env: dict[str, str] = field(default_factory=dict)   # for `authsvc` commands on its database
 
     def diagnostics(self) -> str:
         return "\n".join(f"--- {name} ({path}):\n{tail(path)}" for name, path in self.logs.items())
@@ -94,4 +95,4 @@ def microblog_stack(folder: Path, port: int | None = None):
             "TLS_CERT": str(tls.cert), "TLS_KEY": str(tls.key),
             "AUTHSVC_ADDR": f"127.0.0.1:{authsvc.port}", "APP_ADDR": f"127.0.0.1:{app_port}",
         }))
-        yield Blog(auth, app, app_port, tls, {"microblog": app_log, "authsvc": authsvc.log, "nginx": nginx_log})
+        yield Blog(auth, app, app_port, tls, {"microblog": app_log, "authsvc": authsvc.log, "nginx": nginx_log}, env)

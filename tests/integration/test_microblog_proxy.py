@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import http.client
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pyotp
 import pytest
 import requests
 
@@ -61,11 +66,11 @@ def get(s: requests.Session, url: str, **kwargs) -> requests.Response:
     return s.get(url, allow_redirects=False, timeout=10, **kwargs)
 
 
-def sign_in(blog: Blog, s: requests.Session, login_url: str) -> requests.Response:
+def sign_in(blog: Blog, s: requests.Session, login_url: str, username: str = USERNAME) -> requests.Response:
     """The real login form: GET it (CSRF token, next), POST it."""
     page = get(s, login_url)
     assert page.status_code == 200, page.text
-    fields = {"csrf_token": csrf_in(page.text), "username": USERNAME, "password": PASSWORD}
+    fields = {"csrf_token": csrf_in(page.text), "username": username, "password": PASSWORD}
     hidden_next = re.search(r'name="next" value="([^"]*)"', page.text)
     if hidden_next:
         fields["next"] = hidden_next.group(1).replace("&amp;", "&")
@@ -178,3 +183,47 @@ def test_log_line_about_a_forged_header_cannot_be_forged(blog):
 def test_malformed_identity_from_the_proxys_address_is_401_not_500(blog, headers):
     status, _, _ = direct(blog, "/index", headers, "127.0.0.1")
     assert status == 401
+
+
+# --- a second factor: X-Auth-Methods through to the app ---------------------------------------------
+
+@pytest.mark.asvs("V6.3.3")
+def test_second_factor_sign_in_reaches_the_app_as_mfa(blog):
+    """bob adds an authenticator app on authsvc's account page, signs out, signs in again with the
+    password and a code, and the microblog sees the methods authsvc recorded: pwd, otp, mfa."""
+    added = subprocess.run([str(Path(sys.executable).parent / "authsvc"), "user", "add", "bob", "--password-stdin"],
+                           env=blog.authsvc_env, input=PASSWORD + "\n", capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert added.returncode == 0, added.stderr
+    s = browser(blog)
+    assert sign_in(blog, s, f"{blog.auth}/login", username="bob").status_code == 303
+    assert "Signed in through authsvc with: pwd;" in get(s, f"{blog.app}/user/bob").text
+
+    set_up = get(s, f"{blog.auth}/account/totp")
+    uri = re.search(r'id="otpauth-uri">([^<]+)<', set_up.text)
+    assert uri, set_up.text
+    totp = pyotp.parse_uri(uri.group(1).replace("&amp;", "&"))
+    step = int(time.time() // 30)
+    confirmed = s.post(f"{blog.auth}/account/totp", data={"csrf_token": csrf_in(set_up.text),
+                                                          "code": totp.generate_otp(step)}, timeout=10)
+    assert confirmed.status_code == 200 and "Authenticator app added" in confirmed.text
+
+    account = get(s, f"{blog.auth}/")
+    assert s.post(f"{blog.auth}/logout", data={"csrf_token": csrf_in(account.text)}, allow_redirects=False,
+                  timeout=10).status_code == 303
+    first = get(s, f"{blog.app}/user/bob")
+    assert first.status_code == 302
+    password_step = sign_in(blog, s, first.headers["Location"], username="bob")
+    assert password_step.status_code == 303 and urlsplit(password_step.headers["Location"]).path == "/login/mfa"
+    assert get(s, f"{blog.app}/user/bob").status_code == 302       # no session until the code
+    mfa_url = password_step.headers["Location"]
+    mfa_page = get(s, mfa_url if mfa_url.startswith("https://") else f"{blog.auth}{mfa_url}")
+    fields = {"csrf_token": csrf_in(mfa_page.text), "code": totp.generate_otp(step + 1)}  # the set-up used `step`
+    hidden_next = re.search(r'name="next" value="([^"]*)"', mfa_page.text)
+    if hidden_next:
+        fields["next"] = hidden_next.group(1).replace("&amp;", "&")
+    done = s.post(f"{blog.auth}/login/mfa", data=fields, allow_redirects=False, timeout=10)
+    assert done.status_code == 303 and done.headers["Location"] == f"{blog.app}/user/bob"
+    profile = get(s, f"{blog.app}/user/bob")
+    assert profile.status_code == 200
+    assert "Signed in through authsvc with: pwd, otp, mfa; groups: none." in profile.text
