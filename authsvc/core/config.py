@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from authsvc.rules import proxy_networks, secretkeys
 from authsvc.core.filemodes import make_private_folder
 from authsvc.core.policy import Policy, PolicyError, load_policy
+from authsvc.rules.passkeys import relying_party, rp_id_problem
 from authsvc.rules.redirects import parse_origin
 
 PRODUCTION = "production"
@@ -438,18 +439,22 @@ def relying_party_id(settings: Settings) -> str:
 
 
 def rp_id_problems(rp_id: str, public_url: str | None) -> list[Problem]:
-    """A relying-party id must be the service's host or a domain above it (WebAuthn refuses any
-    other: every passkey ceremony would fail)."""
-    bare = rp_id.strip().lower().lstrip(".")
+    """Whether the policy's ``mfa.rp_id`` is one browsers accept for this service, decided by
+    :func:`authsvc.rules.passkeys.relying_party` (what the app builds its passkeys from): the
+    service's host or a domain above it, not a public suffix. Otherwise every passkey ceremony
+    would fail, so start-up refuses it."""
     name = "mfa.rp_id"
-    if not bare or any(c in bare for c in "/:*@ ") or bare in _PUBLIC_SUFFIXES:
-        return [Problem("error", name, f"policy mfa.rp_id={rp_id!r} is not a domain. Fix: leave it \"\" "
-                        "(derived) or set the service's host or your own domain above it.")]
+    bare = rp_id.strip().lower().lstrip(".")
     if not public_url:
         return [Problem("error", name, "policy mfa.rp_id needs AUTHSVC_PUBLIC_URL so it can be checked against "
                         "the service's own host.")]
-    host = _host(public_url)
-    if host != bare and not host.endswith("." + bare):
-        return [Problem("error", name, f"policy mfa.rp_id={rp_id} does not cover the service's host {host}; "
-                        "browsers would refuse every passkey. Fix: leave it \"\" or use a domain above the host.")]
-    return []
+    own = rp_id_problem(bare, PUBLIC_SUFFIXES)
+    reason = own or relying_party(public_url, rp_id=bare, public_suffixes=PUBLIC_SUFFIXES).reason
+    if reason in ("ok", "not_secure", "bad_public_url"):
+        return []  # the public URL's own problems are reported under its name
+    if reason == "not_a_parent":
+        return [Problem("error", name, f"policy mfa.rp_id={rp_id} does not cover the service's host "
+                        f"{_host(public_url)}; browsers would refuse every passkey. Fix: leave it \"\" or use a "
+                        "domain above the host.")]
+    return [Problem("error", name, f"policy mfa.rp_id={rp_id!r} is not a domain ({reason.replace('_', ' ')}). "
+                    "Fix: leave it \"\" (derived) or set the service's host or your own domain above it.")]

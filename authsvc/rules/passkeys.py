@@ -31,7 +31,6 @@ Reason codes of :func:`passkey_name`: ``ok``, ``not_text``, ``empty``, ``too_lon
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -67,14 +66,9 @@ def _refused(reason: str) -> RelyingPartyDecision:
 
 
 def _is_ip(host: str) -> bool:
-    if host.startswith("["):
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        # Browsers read a host whose last label is a number ("1.0x7f", "3627734734") as IPv4 too.
-        return _NUMBER.match(host.rsplit(".", 1)[-1]) is not None
-    return True
+    """A bracketed IPv6 literal, or a host whose last label is a number: browsers read that as
+    IPv4 (the WHATWG URL standard's "ends in a number": ``192.0.2.1``, ``1.0x7f``, ``3627734734``)."""
+    return host.startswith("[") or _NUMBER.match(host.rpartition(".")[2]) is not None
 
 
 def rp_id_problem(rp_id: object, public_suffixes: frozenset[str] = frozenset()) -> str | None:

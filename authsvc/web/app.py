@@ -200,8 +200,11 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     recovery = RecoveryCodes(engine, clock)
     audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
     redirect_rules = _redirect_rules(settings)
-    party = relying_party(settings.public_url, settings.cookie_domain,
-                          public_suffixes=config_mod.PUBLIC_SUFFIXES).party
+    # One relying-party id for passkeys and the issuer authenticator apps show (config decides it:
+    # the policy's mfa.rp_id, else the cookie domain, else the public URL's host); the rule checks
+    # it against the public URL.
+    rp_id = config_mod.relying_party_id(settings)
+    party = relying_party(settings.public_url, rp_id=rp_id, public_suffixes=config_mod.PUBLIC_SUFFIXES).party
     passkey_service = None if party is None else PasskeyService(
         store=PasskeyStore(engine, clock), accounts=accounts, rp=party, audit=audit, known_devices=known_devices,
         device_cookies=devices)
@@ -237,7 +240,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         totp=totp,
         recovery_codes=recovery,
         code_throttle=code_throttle,
-        rp_id=config_mod.relying_party_id(settings),
+        rp_id=rp_id,
     )
     app.extensions["authsvc"] = services
 

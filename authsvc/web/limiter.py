@@ -280,11 +280,14 @@ def init_app(app: Flask, services) -> Limiter:
                              scope=DEVICE_SCOPE, exempt_when=_not_known)(view)
     app.view_functions[endpoint] = view
     # A passkey sign-in runs no argon2 and guesses no secret, but each try costs a signature check
-    # and database reads: the anonymous per-client limit, counted apart from the password form's.
-    passkey_endpoint = "passkeys.login_finish"
-    if policy.per_client and passkey_endpoint in app.view_functions:
-        app.view_functions[passkey_endpoint] = limiter.limit(";".join(policy.per_client), methods=["POST"])(
-            app.view_functions[passkey_endpoint])
+    # and database reads; a second-step code is a guess at a secret, counted per account by the
+    # login service but also here, so one address holding several accounts' passwords cannot spread
+    # its guesses over them. Each gets the anonymous per-client limit, counted apart from the
+    # password form's (and from each other's).
+    for other in ("passkeys.login_finish", "login.second_step_post", "passkeys.second_step_finish"):
+        if policy.per_client and other in app.view_functions:
+            app.view_functions[other] = limiter.limit(";".join(policy.per_client), methods=["POST"])(
+                app.view_functions[other])
     app.extensions["authsvc_limiter"] = limiter
     return limiter
 

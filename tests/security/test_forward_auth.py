@@ -373,8 +373,11 @@ def test_head_is_answered_like_get(proxied):
     assert verify(proxied, "1", method="HEAD").status_code == 302
 
 
-def test_verify_has_no_other_methods(proxied):
-    assert verify(proxied, None, method="POST").status_code == 405
+def test_verify_answers_other_methods_as_get(proxied):
+    """A proxy may ask with the original method (Envoy's ext_authz): the answer is GET's, never a
+    405 or a framework's OPTIONS answer (tests/security/test_verify_methods.py has the list)."""
+    assert verify(proxied, None, method="POST").status_code == 401
+    assert verify(proxied, "1", method="OPTIONS").status_code == 302
 
 
 # --- verify never sets a cookie ------------------------------------------------------------------

@@ -290,10 +290,19 @@ def test_cors_does_not_reflect_an_attacker_origin(app, method, path):
 
 
 @pytest.mark.asvs("V13.4.4")
-@pytest.mark.parametrize("path", ["/login", "/", "/auth/verify", "/api/v1/session", "/logout"])
+@pytest.mark.parametrize("path", ["/login", "/", "/api/v1/session", "/logout"])
 def test_trace_is_refused(client, path):
     response = client.open(path, method="TRACE", headers={"X-Canary": "echo-me"})
     assert response.status_code == 405
+    assert b"echo-me" not in response.get_data()
+
+
+@pytest.mark.asvs("V13.4.4")
+def test_trace_to_verify_gets_the_get_answer_and_no_echo(client):
+    """/auth/verify answers every method as GET (a proxy asks with the original method:
+    tests/security/test_verify_methods.py); TRACE too, and echoes nothing."""
+    response = client.open("/auth/verify", method="TRACE", headers={"X-Canary": "echo-me"})
+    assert response.status_code == 401
     assert b"echo-me" not in response.get_data()
 
 

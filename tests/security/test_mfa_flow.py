@@ -89,6 +89,13 @@ def test_a_password_only_account_signs_in_as_before_with_pwd(client, user):
     assert client.get("/api/v1/session").get_json()["methods"] == ["pwd"]
 
 
+def test_the_second_step_page_asks_for_the_factors_the_account_has(client, totp):
+    assert login(client).status_code == 303
+    page = client.get("/login/mfa").get_data(as_text=True)
+    assert "code from your authenticator app" in page
+    assert "passkey" not in page.lower()   # none registered: no button, no script, no mention
+
+
 def test_the_second_step_page_needs_a_pending_sign_in(client, totp):
     answer = client.get("/login/mfa")
     assert answer.status_code == 303 and answer.headers["Location"] == "/login"
@@ -184,6 +191,28 @@ def test_guessing_codes_backs_off_and_a_new_password_step_does_not_reset_it(app,
     seen = events(capsys)
     assert {e["event"] for e in seen} >= {"mfa_failed", "mfa_throttled"}
     assert all(e.get("reason") in ("wrong_code", None) for e in seen if e["event"] == "mfa_failed")
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_one_address_spreading_code_guesses_over_several_accounts_meets_the_per_client_limit(app, clock, capsys):
+    """The attacker holds the passwords of four accounts (a reused-password list) and stays under
+    each account's back-off with three guesses apiece: the address's own limit (per_client, 10
+    per minute) still stops the eleventh guess, whichever account it is for."""
+    apps = {}
+    for name in ("carol", "dave", "erin", "frank"):
+        apps[name] = enroll(app, add_user(app, name), clock)
+    attacker = browser(app, "203.0.113.66")
+    statuses = []
+    for name, authenticator in apps.items():
+        assert login(attacker, name).status_code == 303
+        statuses += [second_step(attacker, guess).status_code for guess in authenticator.wrong_codes(3)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429], statuses
+    assert second_step(attacker, apps["frank"].code()).status_code == 429   # the right code waits too
+    assert verify(attacker) == 401
+    # Another address with the same account's password and code is not held up by it.
+    other = browser(app, "203.0.113.67")
+    assert login(other, "frank").status_code == 303
+    assert second_step(other, apps["frank"].code()).status_code == 303
 
 
 def test_a_code_guess_runs_no_argon2(app, client, totp, monkeypatch):

@@ -490,3 +490,40 @@ def test_the_first_listed_app_names_the_destination_when_two_share_origin_and_pr
     rules = build_rules("https://auth.example.com", [AllowedApp("https://app.example.com", "/w", "One"),
                                                      AllowedApp("https://app.example.com", "/w", "Two")])
     assert validate_next("https://app.example.com/w/x", rules).app.name == "One"
+
+
+# --- second factors (issue 17): passkey rules and stored methods --------------------------------
+
+def test_a_stored_methods_list_of_exactly_the_cap_is_still_read():
+    from authsvc.rules.auth_methods import MAX_STORED, parse_methods
+
+    at_cap = ("pwd," * MAX_STORED)[:MAX_STORED]
+    assert len(at_cap) == MAX_STORED and parse_methods(at_cap) == ("pwd",)
+    assert parse_methods(at_cap + "x") == ()
+
+
+def test_a_passkey_name_of_exactly_the_raw_cap_is_judged_not_cut_off():
+    from authsvc.rules.passkeys import MAX_RAW_NAME_LENGTH, passkey_name
+
+    padded = "Laptop" + " " * (MAX_RAW_NAME_LENGTH - len("Laptop"))
+    assert passkey_name(padded).name == "Laptop"
+    assert passkey_name(padded + " ").reason == "too_long"
+
+
+def test_a_relying_party_id_of_253_characters_is_a_domain_and_254_is_not():
+    from authsvc.rules.passkeys import rp_id_problem
+
+    longest = ".".join(["a" * 63] * 3 + ["b" * 61])
+    assert len(longest) == 253 and rp_id_problem(longest) is None
+    one_more = ".".join(["a" * 63] * 3 + ["b" * 62])   # every label still a valid one
+    assert len(one_more) == 254 and rp_id_problem(one_more) == "not_a_domain"
+
+
+@pytest.mark.parametrize("host", ["auth.example.1", "a.b.123", "auth.example.0x7f", "example.3627734734"])
+def test_a_host_ending_in_a_number_is_an_ip_address_whatever_the_labels_before(host):
+    """Only the last label decides (browsers parse such a host as IPv4), not the first dot."""
+    from authsvc.rules.passkeys import relying_party, rp_id_problem
+
+    assert rp_id_problem(host) == "ip_address"
+    assert relying_party("https://auth.example.test", rp_id=host).reason == "ip_address"
+    assert relying_party(f"https://{host}").party is None   # (the origin parser refuses such hosts first)

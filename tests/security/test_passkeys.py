@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import struct
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -38,6 +39,7 @@ from authsvc.core.passkeys import (
 from tests.conftest import (
     HTTPS,
     PASSWORD,
+    TEST_POLICY,
     add_user,
     api,
     browser,
@@ -328,8 +330,20 @@ def test_registration_on_another_origin_or_relying_party_is_refused(app, alice, 
     assert "No passkeys yet" in client.get("/").get_data(as_text=True)
 
 
-def test_with_single_sign_on_the_relying_party_is_the_cookie_domain(tmp_path):
-    app = build_app(tmp_path, AUTHSVC_COOKIE_DOMAIN=".example.test")
+def rp_policy(tmp_path) -> dict:
+    policy = tmp_path / "rp-policy.toml"
+    policy.write_text(Path(TEST_POLICY).read_text() + '\n[mfa]\nrp_id = "example.test"\n')
+    return {"AUTHSVC_POLICY": str(policy)}
+
+
+@pytest.mark.parametrize("settings", [
+    pytest.param(lambda tmp_path: {"AUTHSVC_COOKIE_DOMAIN": ".example.test"}, id="single sign-on: the cookie domain"),
+    # mfa.rp_id names the relying party of both factors (passkeys and the apps' issuer).
+    pytest.param(rp_policy, id="the policy's mfa.rp_id"),
+])
+def test_the_relying_party_can_be_a_parent_domain_of_the_service(tmp_path, settings):
+    app = build_app(tmp_path, **settings(tmp_path))
+    assert app.extensions["authsvc"].rp_id == "example.test"
     add_user(app, "alice")
     authenticator = SoftAuthenticator()
     client, token = signed_in(app)
@@ -337,6 +351,8 @@ def test_with_single_sign_on_the_relying_party_is_the_cookie_domain(tmp_path):
     options, _ = login_options(browser(app, ip="203.0.113.9"))
     assert options["rpId"] == "example.test"
     assert passkey_login(browser(app, ip="203.0.113.9"), authenticator)[0].status_code == 200
+    # A passkey's assertion for the service's host alone is another relying party's.
+    refused(passkey_login(browser(app, ip="203.0.113.9"), authenticator, rp_id=RP_ID)[0])
     # The origin is still the login service's own: a sibling app cannot run the ceremony.
     refused(passkey_login(browser(app, ip="203.0.113.9"), authenticator, origin="https://app.example.test")[0])
 
@@ -898,7 +914,10 @@ def test_an_account_whose_only_factor_is_a_passkey_takes_the_second_step(app, ke
     svc = app.extensions["authsvc"]
     alice = svc.accounts.by_username("alice")
     assert svc.factors.kinds(alice.id) == frozenset({"passkey"})
-    password_step(app)   # asserts the password alone starts no session
+    client = password_step(app)   # asserts the password alone starts no session
+    page = client.get("/login/mfa").get_data(as_text=True)
+    assert 'id="passkey-verify"' in page and "Use one of your passkeys" in page
+    assert "authenticator app" not in page   # it has none: the page does not ask for its code
 
 
 def test_another_users_passkey_is_refused_and_ends_the_pending_sign_in(app, key, capsys):
@@ -970,6 +989,17 @@ def test_without_a_pending_sign_in_the_second_step_endpoints_are_4xx(app, key):
     assert post_json(client, "/login/mfa/passkey", {"credential": {}}, token).status_code == 401
     signed, token = signed_in(app, ip="203.0.113.10")   # a session is no pending sign-in either
     assert post_json(signed, "/login/mfa/passkey/options", {}, token).status_code == 401
+
+
+def test_second_step_passkey_tries_have_a_per_client_limit(app, key):
+    """Without a pending sign-in each try is a 401 that costs the server a cookie check and a
+    read: the address's per-client limit (10 per minute) ends them, counted apart from the
+    password form's (the same address still gets its sign-in page's POSTs)."""
+    client = browser(app, ip="203.0.113.9")
+    token = csrf(client, "/login")
+    statuses = [post_json(client, "/login/mfa/passkey", {"credential": {}}, token).status_code for _ in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429], statuses
+    assert login(client, "alice", "wrong password").status_code == 401
 
 
 def test_the_usernameless_challenge_does_not_serve_the_second_step(app, key):

@@ -285,7 +285,8 @@ def _render_second_step(state: FlowState, decision: RedirectDecision, *, error: 
         return render_set_up("mfa_set_up.html", account.username, _set_up_secret(state), next=target,
                              error=error), status
     passkey = svc.passkeys is not None and svc.passkeys.store.count(state.account_id) > 0
-    return render_template("mfa.html", next=target, error=error, passkey=passkey), status
+    app_codes = svc.totp.count(state.account_id) > 0
+    return render_template("mfa.html", next=target, error=error, passkey=passkey, app_codes=app_codes), status
 
 
 @bp.get("/login/mfa")

@@ -15,7 +15,8 @@ call, itself, with headers made at start-up; it hands everything else to the Fla
 :func:`verify`. The Flask view stays for those because what they need is what Flask already does for
 every page: end a session whose binding moved (:mod:`authsvc.web.auth`, with its audit event), treat two
 session cookies as none (:mod:`authsvc.web.crosssite`), put the request id and client on audit events,
-answer a database failure with 503, and route other methods, ``OPTIONS`` and websocket requests.
+answer a database failure with 503, and websocket requests. Every method gets the answer ``GET``
+gets (:func:`as_a_question`): Envoy's ``ext_authz`` asks with the original request's method.
 They are rare next to live sessions, so Flask's cost there does not matter.
 Both parts make their decisions with the same functions: :func:`authsvc.web.auth.binding_identifier`,
 ``SessionStore.authenticate``, :func:`signed_in_headers`, and :mod:`authsvc.rules.forward_auth`.
@@ -68,6 +69,27 @@ def signed_in_headers(record: SessionRecord, environ) -> list[tuple[str, str]]:
             *app_cookie(environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE"))]
 
 
+def as_a_question(environ):
+    """``environ`` as a ``GET`` (``HEAD`` stays ``HEAD``): every method asks the same question.
+
+    Envoy's ``ext_authz`` (and nginx ``auth_request`` without ``proxy_method``) ask with the
+    original request's method. Answering by method would let a framework default decide: Flask
+    answers ``OPTIONS`` itself with 200, which a proxy takes for "let through", and a 405 for
+    ``DELETE`` is an error page, not the login redirect. So the method only describes the original
+    request: it becomes ``X-Original-Method`` unless the proxy sent one (or ``X-Forwarded-Method``),
+    and :func:`authsvc.rules.forward_auth.original_request` reads it from there, still only from a
+    trusted proxy (:class:`~authsvc.web.proxies.TrustedProxies` runs first)."""
+    method = environ.get("REQUEST_METHOD", "")
+    if method in ("GET", "HEAD"):
+        return environ
+    environ = dict(environ, REQUEST_METHOD="GET")
+    if "HTTP_X_ORIGINAL_METHOD" not in environ and "HTTP_X_FORWARDED_METHOD" not in environ:
+        environ["HTTP_X_ORIGINAL_METHOD"] = method
+    # A body is never read here; a proxy that forwards one must not make it look like a form.
+    environ.pop("CONTENT_TYPE", None)
+    return environ
+
+
 class VerifyApp:
     """WSGI application for ``/auth/verify``: ``GET``/``HEAD`` with a live session, answered 200
     without Flask's request machinery (request context, session object, Flask-Login, Talisman,
@@ -96,6 +118,7 @@ class VerifyApp:
         self.slow = slow
 
     def __call__(self, environ, start_response):
+        environ = as_a_question(environ)
         headers = self.headers.get(environ.get("wsgi.url_scheme"))
         if (headers is not None and environ.get("REQUEST_METHOD") in ("GET", "HEAD")
                 and "HTTP_UPGRADE" not in environ):

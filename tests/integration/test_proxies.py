@@ -1,0 +1,566 @@
+"""Every shipped proxy config, run for real in front of authsvc: nginx, Traefik, Caddy and Envoy.
+
+The same checks for each, as the four would be deployed: deploy/<proxy>/ rendered with envsubst
+and the placeholder list of docs/integration.md, over TLS with a test CA, both hosts on one port, in
+front of one authsvc (gunicorn) and an echo app that reports the identity headers and cookies it
+was sent. One proxy runs at a time (module-scoped, parametrized: each starts once).
+
+What a proxy seam gets wrong, from the peers' advisories of 2023-2026
+(../shared/reference/peers-2026.md; each class has a test named after its advisory below):
+the client writes identity headers (any case, "_" for "-"); the client describes the request
+(X-Original-URL, X-Forwarded-Uri/-Host/-Method/-Proto, empty ones, or a Connection header that makes
+the proxy drop its own); health-check user agents skip authentication; malformed, truncated or
+foreign session cookies get 200 with no identity; a session ended at logout still opens the app;
+authsvc's cookies reach the app; a method other than GET is answered by a framework default.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import ssl
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from flask import Flask
+from itsdangerous import URLSafeTimedSerializer
+
+from authsvc.web.session_cookie import SessionInterface
+from tests.conftest import PASSWORD, csrf_in
+from tests.integration.conftest import (
+    APP_HOST,
+    AUTH_HOST,
+    PROXIES,
+    USERNAME,
+    backend,
+    example_test_resolves_to_loopback,
+    proxy_in_front,
+)
+from tests.integration.test_nginx_forward_auth import APP_COOKIES, app_cookies
+
+pytestmark = pytest.mark.integration
+
+SESSION = "__Secure-authsvc_session"
+UA = "authsvc-proxy-test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def resolve_example_test():
+    with example_test_resolves_to_loopback():
+        yield
+
+
+@pytest.fixture(scope="module")
+def behind(tmp_path_factory):
+    """One authsvc and one echo app for every proxy of the module."""
+    with backend(tmp_path_factory.mktemp("proxies")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=PROXIES)
+def stack(request, behind):
+    """``request.param``'s shipped config in front of them; pytest runs each proxy's tests together
+    and stops one proxy before it starts the next (they share the port)."""
+    with proxy_in_front(request.param, behind) as running:
+        yield running
+
+
+# --- a browser ----------------------------------------------------------------------------------
+
+
+def browser(stack) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = str(stack.tls.ca)
+    s.headers["User-Agent"] = UA
+    return s
+
+
+def get(s: requests.Session, url: str, **kwargs) -> requests.Response:
+    return s.get(url, allow_redirects=False, timeout=10, **kwargs)
+
+
+def login_target(location: str) -> tuple[str, str | None]:
+    """(login URL without query, next or None) from a Location header."""
+    parts = urlsplit(location)
+    query = parse_qs(parts.query)
+    assert set(query) <= {"next"}, location
+    return f"{parts.scheme}://{parts.netloc}{parts.path}", query.get("next", [None])[0]
+
+
+def sign_in(stack, s: requests.Session, login_url: str) -> requests.Response:
+    page = get(s, login_url)
+    assert page.status_code == 200, page.text
+    fields = {"csrf_token": csrf_in(page.text), "username": USERNAME, "password": PASSWORD}
+    hidden_next = re.search(r'name="next" value="([^"]*)"', page.text)
+    if hidden_next:
+        fields["next"] = hidden_next.group(1).replace("&amp;", "&")
+    return s.post(f"{stack.auth}/login", data=fields, allow_redirects=False, timeout=10)
+
+
+def signed_in(stack, **headers) -> requests.Session:
+    s = browser(stack)
+    s.headers.update(headers)
+    response = sign_in(stack, s, f"{stack.auth}/login")
+    assert response.status_code == 303, response.text
+    return s
+
+
+def log_out(stack, s: requests.Session) -> None:
+    account = get(s, f"{stack.auth}/")
+    out = s.post(f"{stack.auth}/logout", data={"csrf_token": csrf_in(account.text)}, allow_redirects=False,
+                 timeout=10)
+    assert out.status_code == 303
+
+
+def assert_sent_to_login(stack, response: requests.Response, next_url: str | None, hits_before: int) -> None:
+    """Refused the way a browser needs it: a redirect to the login page, ``next`` as given, and
+    the app never asked."""
+    assert response.status_code == 302, (stack.proxy, response.status_code, response.text[:300])
+    assert login_target(response.headers["Location"]) == (f"{stack.auth}/login", next_url)
+    assert len(stack.app_hits) == hits_before, f"{stack.proxy} let the request reach the app"
+
+
+def assert_refused_or_sent_to_login(stack, response: requests.Response, next_url: str | None,
+                                    hits_before: int) -> None:
+    """As :func:`assert_sent_to_login`, or refused by the proxy itself before anyone was asked:
+    Envoy answers 400 to a Connection header naming X-Forwarded-For."""
+    if response.status_code == 400:
+        assert len(stack.app_hits) == hits_before, f"{stack.proxy} let the request reach the app"
+        return
+    assert_sent_to_login(stack, response, next_url, hits_before)
+
+
+def assert_the_user(answer: requests.Response) -> dict:
+    """200 from the app, which was told who the user is by authsvc and by no one else."""
+    assert answer.status_code == 200, answer.text[:300]
+    seen = answer.json()
+    assert seen["user"] == [USERNAME], seen
+    assert len(seen["user_id"]) == 1 and seen["user_id"][0].isdigit(), seen
+    assert seen["methods"] == ["pwd"], seen
+    return seen
+
+
+def verify_directly(stack, s: requests.Session) -> requests.Response:
+    """What authsvc itself answers for this browser's session, asked without any proxy."""
+    return requests.get(f"http://127.0.0.1:{stack.authsvc_port}/auth/verify", timeout=10,
+                        headers={"Cookie": f"{SESSION}={s.cookies.get(SESSION)}", "User-Agent": UA})
+
+
+# --- the delegated login, end to end -----------------------------------------------------------
+
+
+@pytest.mark.asvs("V7.2.1", "V3.7.2")
+def test_anonymous_request_goes_to_the_login_page_with_next_the_original_url(stack):
+    wanted = stack.protected("/page?x=1&y=two%20words")
+    before = len(stack.app_hits)
+    assert_sent_to_login(stack, get(browser(stack), wanted), wanted, before)
+
+
+@pytest.mark.asvs("V7.2.1", "V4.1.3")
+def test_sign_in_returns_to_the_app_which_sees_the_user_and_groups(stack):
+    s = browser(stack)
+    wanted = stack.protected("/today?tab=open")
+    first = get(s, wanted)
+    posted = sign_in(stack, s, first.headers["Location"])
+    assert posted.status_code == 303 and posted.headers["Location"] == wanted
+    seen = assert_the_user(get(s, wanted))
+    assert seen["path"] == "/notes/today?tab=open"
+    # Groups reach the app exactly as authsvc answers them (none sent: none seen).
+    direct = verify_directly(stack, s)
+    assert direct.status_code == 200
+    assert seen["groups"] == ([direct.headers["X-Auth-Groups"]] if "X-Auth-Groups" in direct.headers else [])
+    assert seen["user_id"] == [direct.headers["X-Auth-User-Id"]]
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_authentik_cve_2025_29928_logout_ends_access_at_the_app_within_one_second(stack):
+    """An ended session must stop opening the app at once, whatever the proxy or authsvc cache."""
+    s = signed_in(stack)
+    stolen = s.cookies.get(SESSION)
+    assert_the_user(get(s, stack.protected("/before")))
+    log_out(stack, s)
+    ended = time.monotonic()
+    thief = browser(stack)
+    while True:
+        replay = get(thief, stack.protected("/after"), headers={"Cookie": f"{SESSION}={stolen}"})
+        if replay.status_code == 302:
+            break
+        assert time.monotonic() - ended < 1.0, f"{stack.proxy}: the app still opens 1 s after logout"
+        time.sleep(0.05)
+    assert login_target(replay.headers["Location"]) == (f"{stack.auth}/login", stack.protected("/after"))
+    assert time.monotonic() - ended < 1.0
+
+
+# --- the client cannot write identity ---------------------------------------------------------
+
+
+def spellings(name: str) -> list[str]:
+    """``name`` with every mix of "-" and "_" between its words, each in three cases."""
+    words = name.split("-")
+    joined = [words[0]]
+    for word in words[1:]:
+        joined = [f"{j}{sep}{word}" for j in joined for sep in "-_"]
+    return [variant for j in joined for variant in (j, j.lower(), j.upper())]
+
+
+FORGED_IDENTITY = {variant: f"forged-{i}" for i, variant in enumerate(
+    v for name in ("X-Auth-User", "X-Auth-User-Id", "X-Auth-Groups", "X-Auth-Methods") for v in spellings(name))}
+
+
+def forged_values_seen(seen: dict) -> list[str]:
+    values = [v for key in ("user", "user_id", "groups", "methods") for v in seen[key]]
+    return [v for v in values if "forged" in v]
+
+
+@pytest.mark.asvs("V4.1.3", "V8.3.1")
+def test_oauth2_proxy_cve_2025_64484_identity_headers_in_any_case_or_with_underscores_never_reach_the_app(stack):
+    """Every spelling a framework could read as an identity header, signed in and anonymous."""
+    s = signed_in(stack)
+    # One request with all of them, then each alone (a proxy might keep the first or the last).
+    seen = assert_the_user(get(s, stack.protected("/whoami"), headers=FORGED_IDENTITY))
+    assert forged_values_seen(seen) == [], (stack.proxy, seen)
+    leaked = {}
+    for name, value in FORGED_IDENTITY.items():
+        one = get(s, stack.protected("/whoami"), headers={name: value}).json()
+        if forged_values_seen(one) or one["user"] != [USERNAME]:
+            leaked[name] = one
+    assert leaked == {}, (stack.proxy, leaked)
+    before = len(stack.app_hits)
+    assert_sent_to_login(stack, get(browser(stack), stack.protected("/forged"), headers=FORGED_IDENTITY),
+                         stack.protected("/forged"), before)
+
+
+# --- the client cannot describe the request --------------------------------------------------
+
+DESCRIBING = ["X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Forwarded-Uri", "X-Forwarded-Host",
+              "X-Forwarded-Method", "X-Forwarded-Proto", "X-Forwarded-Prefix", "X-Forwarded-Port", "Forwarded"]
+
+
+def forged_descriptions(stack) -> dict[str, dict[str, str]]:
+    fake = stack.protected("/fake")
+    evil = f"https://evil.example.test:{stack.port}/notes/fake"
+    every = {"X-Original-URL": evil, "X-Original-URI": "/notes/fake", "X-Original-Method": "POST",
+             "X-Forwarded-Uri": "/notes/fake", "X-Forwarded-Host": "evil.example.test",
+             "X-Forwarded-Method": "POST", "X-Forwarded-Proto": "http", "X-Forwarded-Prefix": "/evil",
+             "X-Forwarded-Port": "1", "Forwarded": "host=evil.example.test;proto=http"}
+    return {
+        "x-original-url": {"X-Original-URL": fake},
+        "x-original-url-elsewhere": {"X-Original-URL": evil},
+        "x-original-uri": {"X-Original-URI": "/notes/fake"},
+        "x-forwarded-uri": {"X-Forwarded-Uri": "/notes/fake"},
+        "x-forwarded-host": {"X-Forwarded-Host": "evil.example.test"},
+        "x-forwarded-method": {"X-Forwarded-Method": "POST"},
+        "x-original-method": {"X-Original-Method": "POST"},
+        "x-forwarded-proto": {"X-Forwarded-Proto": "http"},
+        "all": every,
+        "all-empty": {name: "" for name in DESCRIBING},
+        "connection-hop-by-hop": {"Connection": "keep-alive, " + ", ".join(DESCRIBING)},
+        "connection-and-all": {**every, "Connection": "keep-alive, " + ", ".join(DESCRIBING)},
+    }
+
+
+FORGED_DESCRIPTIONS = ["x-original-url", "x-original-url-elsewhere", "x-original-uri", "x-forwarded-uri",
+                       "x-forwarded-host", "x-forwarded-method", "x-original-method", "x-forwarded-proto", "all",
+                       "all-empty", "connection-hop-by-hop", "connection-and-all"]
+
+
+@pytest.mark.asvs("V4.1.3", "V3.7.2")
+@pytest.mark.parametrize("forged", FORGED_DESCRIPTIONS)
+def test_client_forwarding_headers_change_neither_the_decision_nor_the_next(stack, forged):
+    headers = forged_descriptions(stack)[forged]
+    wanted = stack.protected("/real?q=1")
+    before = len(stack.app_hits)
+    anonymous = get(browser(stack), wanted, headers=headers)
+    if forged.startswith("connection") and stack.proxy == "envoy":
+        # Envoy refuses a Connection header naming X-Forwarded-For outright (400), signed in or not.
+        signed = get(signed_in(stack), wanted, headers=headers)
+        assert (anonymous.status_code, signed.status_code) == (400, 400), (anonymous.text, signed.text)
+        assert len(stack.app_hits) == before
+        return
+    assert_sent_to_login(stack, anonymous, wanted, before)
+    seen = assert_the_user(get(signed_in(stack), wanted, headers=headers))
+    assert seen["path"] == "/notes/real?q=1"
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_tinyauth_cve_2026_137182_a_spoofed_x_original_url_naming_a_public_page_lets_nothing_through(stack):
+    """The client points X-Original-URL (and X-Original-URI) at pages anyone may see: the login
+    page, authsvc's health check, its static files. The request is still the app's, and refused."""
+    for target in ("/login", "/healthz", "/static/authsvc.css", "/auth/verify"):
+        before = len(stack.app_hits)
+        answer = get(browser(stack), stack.protected("/secret"),
+                     headers={"X-Original-URL": f"{stack.auth}{target}", "X-Original-URI": target})
+        assert_sent_to_login(stack, answer, stack.protected("/secret"), before)
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_tinyauth_ghsa_xg2q_62g2_cvcm_empty_forwarding_headers_do_not_continue_as_authenticated(stack):
+    headers = {name: "" for name in (*DESCRIBING, "X-Forwarded-For", "X-Real-IP")}
+    before = len(stack.app_hits)
+    assert_sent_to_login(stack, get(browser(stack), stack.protected("/empty"), headers=headers),
+                         stack.protected("/empty"), before)
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_traefik_cve_2024_45410_a_connection_header_cannot_make_the_proxy_drop_its_own_headers(stack):
+    """Connection: X-Forwarded-Host (etc.) asks a hop to delete those headers: a proxy that deletes
+    the ones it set itself sends authsvc a request with no URL (no next) or the client's."""
+    hop = {"Connection": "keep-alive, X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Uri, X-Forwarded-Proto, "
+                         "X-Forwarded-Method, X-Original-URL, X-Original-Method, X-Real-IP, X-Request-ID, "
+                         "X-Auth-User, Cookie, User-Agent"}
+    before = len(stack.app_hits)
+    assert_refused_or_sent_to_login(stack, get(browser(stack), stack.protected("/hop"), headers=hop),
+                                    stack.protected("/hop"), before)
+    s = signed_in(stack)
+    # Naming the identity headers must not remove what authsvc set (Caddy's reverse_proxy did: the
+    # app got a request that had passed authsvc, with no user).
+    answer = get(s, stack.protected("/hop"), headers={"Connection": "keep-alive, X-Auth-User, X-Auth-User-Id, "
+                                                                      "X-Auth-Groups, X-Auth-Methods"})
+    assert_the_user(answer)
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_zitadel_ghsa_2wmj_46rj_qm2w_a_client_x_forwarded_host_never_makes_links(stack):
+    """Neither the login redirect nor the login page may be built from a client's X-Forwarded-Host."""
+    evil = "evil.example.test"
+    s = browser(stack)
+    answer = get(s, stack.protected("/poison"), headers={"X-Forwarded-Host": evil})
+    assert urlsplit(answer.headers["Location"]).hostname == AUTH_HOST
+    page = get(s, f"{stack.auth}/login", headers={"X-Forwarded-Host": evil, "X-Forwarded-Proto": "http"})
+    assert page.status_code == 200
+    assert evil not in page.text
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_authentik_ghsa_5wcc_hf24_rf5h_authsvcs_own_paths_on_the_app_host_are_the_apps(stack):
+    """On the app's host, /auth/verify, /login or /healthz are the app's paths like any other: asked
+    about, refused anonymously, never answered by authsvc or let through."""
+    for path in ("/auth/verify", "/login", "/healthz", "/outpost.goauthentik.io/auth/nginx"):
+        before = len(stack.app_hits)
+        answer = get(browser(stack), f"{stack.app}{path}", headers={"X-Original-URI": path})
+        assert answer.status_code == 302, (stack.proxy, path, answer.status_code)
+        assert login_target(answer.headers["Location"])[0] == f"{stack.auth}/login"
+        assert len(stack.app_hits) == before
+
+
+@pytest.mark.asvs("V4.1.3", "V7.2.1")
+@pytest.mark.parametrize("forwarded_for", ["203.0.113.9", "not-an-address", "203.0.113.9, 198.51.100.1", "::zz, 1",
+                                           "", "unknown"])
+def test_oauth2_proxy_cve_2026_76835_a_client_x_forwarded_for_is_never_the_address_authsvc_sees(stack,
+                                                                                              forwarded_for):
+    """Also authentik CVE-2023-36456 / CVE-2024-47070 and allauth 65.14.2: the session is bound to the
+    client address authsvc is told. Signed in with a forged X-Forwarded-For, the same browser
+    without it keeps its session (and the reverse): the proxy replaced it with the TCP peer's."""
+    s = signed_in(stack, **{"X-Forwarded-For": forwarded_for})
+    del s.headers["X-Forwarded-For"]
+    assert_the_user(get(s, stack.protected("/bound")))
+    assert_the_user(get(s, stack.protected("/bound"), headers={"X-Forwarded-For": forwarded_for}))
+    before = len(stack.app_hits)
+    assert_sent_to_login(stack, get(browser(stack), stack.protected("/xff"), headers={"X-Forwarded-For": forwarded_for}),
+                         stack.protected("/xff"), before)
+
+
+@pytest.mark.asvs("V16.2.1", "V4.1.3")
+def test_a_client_x_request_id_never_reaches_the_app_as_the_clients(stack):
+    """The id authsvc logs a request under is the proxy's (or authsvc's own), never the client's."""
+    s = signed_in(stack)
+    seen = assert_the_user(get(s, stack.protected("/rid"), headers={"X-Request-ID": "forged-request-id"}))
+    assert "forged-request-id" not in seen["request_id"], (stack.proxy, seen["request_id"])
+    assert len(seen["request_id"]) <= 1
+
+
+# --- health checkers, methods, hosts, paths ---------------------------------------------------
+
+HEALTH_CHECKERS = ["kube-probe/1.31", "ELB-HealthChecker/2.0", "GoogleHC/1.0", "Consul Health Check",
+                   "Envoy/HC", "Traefik", "Go-http-client/1.1", "curl/8.5.0", ""]
+
+
+@pytest.mark.asvs("V8.3.1")
+@pytest.mark.parametrize("agent", HEALTH_CHECKERS)
+def test_oauth2_proxy_cve_2026_34457_health_check_user_agents_get_no_special_treatment(stack, agent):
+    s = browser(stack)
+    s.headers["User-Agent"] = agent
+    before = len(stack.app_hits)
+    assert_sent_to_login(stack, get(s, stack.protected("/health")), stack.protected("/health"), before)
+
+
+@pytest.mark.asvs("V8.3.1", "V13.4.4")
+@pytest.mark.parametrize("method", ["OPTIONS", "POST", "PUT", "DELETE", "PATCH"])
+def test_a_request_with_any_method_is_asked_about_and_never_let_through_anonymously(stack, method):
+    """Envoy's ext_authz asks authsvc with the original method; a framework's automatic OPTIONS
+    answer (200) used to let an anonymous request through. No next: the browser would repeat it
+    as a GET."""
+    before = len(stack.app_hits)
+    answer = browser(stack).request(method, stack.protected("/m"), allow_redirects=False, timeout=10,
+                                    headers={"Origin": "https://evil.example.test",
+                                             "Access-Control-Request-Method": "DELETE"})
+    assert_sent_to_login(stack, answer, None, before)
+    signed = signed_in(stack).request(method, stack.protected("/m"), allow_redirects=False, timeout=10)
+    assert assert_the_user(signed)["method"] == method
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_authelia_ghsa_j748_h363_wqj8_the_app_host_in_another_case_is_still_protected(stack):
+    for host in (APP_HOST.upper(), "App.Example.Test", f"{APP_HOST}."):
+        before = len(stack.app_hits)
+        answer = raw_request(stack, "GET", "/notes/case", host=f"{host}:{stack.port}")
+        assert answer[0] != 200 and len(stack.app_hits) == before, (stack.proxy, host, answer)
+
+
+@pytest.mark.asvs("V4.1.3")
+@pytest.mark.parametrize("path", ["/notes/../notes/x", "/notes/%2e%2e/notes/x", "/notes/%2F..%2Fx", "//notes/x",
+                                  "/notes/x?next=/healthz", "/notes/x#fragment", "/notes/./x"])
+def test_tinyauth_ghsa_r27r_rr9v_vv37_an_unclean_path_is_still_asked_about(stack, path):
+    """Also oauth2-proxy CVE-2025-54576 (a query) and GHSA-pxq7-h93f-9jrg (a fragment): whatever the
+    path looks like, the anonymous request is refused, and a next it gets is one authsvc validated."""
+    before = len(stack.app_hits)
+    status, headers = raw_request(stack, "GET", path, host=f"{APP_HOST}:{stack.port}")
+    assert status in (302, 400, 404), (stack.proxy, path, status)
+    assert len(stack.app_hits) == before, (stack.proxy, path)
+    if status == 302:
+        login, next_url = login_target(headers["location"])
+        assert login == f"{stack.auth}/login"
+        assert next_url is None or next_url.startswith(stack.protected("/")), next_url
+
+
+def raw_request(stack, method: str, target: str, host: str, headers: dict[str, str] | None = None):
+    """One request as written (no URL clean-up by a client library); (status, lower-cased headers)."""
+    context = ssl.create_default_context(cafile=str(stack.tls.ca))
+    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", stack.port), timeout=10),
+                               server_hostname=APP_HOST)
+    connection = http.client.HTTPSConnection(APP_HOST, stack.port, timeout=10, context=context)
+    connection.sock = sock
+    try:
+        connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        connection.putheader("Host", host)
+        connection.putheader("User-Agent", UA)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+
+
+# --- session cookies that are not a session ---------------------------------------------------
+
+
+def foreign_copy(cookie: str) -> str:
+    """The same session content signed by another deployment's key (authsvc's format and salt)."""
+    _, payload = URLSafeTimedSerializer("x", salt=SessionInterface.salt).loads_unsafe(cookie)
+    other = Flask("another-deployment")
+    other.config.update(SECRET_KEY="another deployment's key, 32+ bytes long!!", SECRET_KEY_FALLBACKS=[])
+    return SessionInterface().get_signing_serializer(other).dumps(payload)
+
+
+def broken_cookies(real: str) -> dict[str, str]:
+    head = real.partition(".")[0]
+    flipped = real[:-2] + ("A" if real[-2] != "A" else "B") + real[-1]
+    return {
+        "truncated-half": real[: len(real) // 2], "truncated-one": real[:-1], "signature-flipped": flipped,
+        "no-signature": real.rsplit(".", 1)[0], "payload-only": head, "empty": "", "dots": "...",
+        "garbage": "eyJfdXNlcl9pZCI6ImEifQ.x.y", "not-base64": "!!!*@@@", "huge": "A" * 6000,
+        "percent": "%ff%00%fe", "json": json.dumps({"_user_id": "1"}), "quoted": f'"{real}"',
+        "foreign-key": foreign_copy(real),
+    }
+
+
+BROKEN = ["truncated-half", "truncated-one", "signature-flipped", "no-signature", "payload-only", "empty", "dots",
+          "garbage", "not-base64", "huge", "percent", "json", "quoted", "foreign-key"]
+
+
+@pytest.fixture(scope="module")
+def a_real_session(stack):
+    return signed_in(stack).cookies.get(SESSION)
+
+
+@pytest.mark.asvs("V7.2.1", "V3.3.1")
+@pytest.mark.parametrize("broken", BROKEN)
+def test_authentik_cve_2026_25748_a_malformed_session_cookie_never_gets_200_without_identity(stack, a_real_session,
+                                                                                            broken):
+    value = broken_cookies(a_real_session)[broken]
+    before = len(stack.app_hits)
+    answer = get(browser(stack), stack.protected("/cookie"), headers={"Cookie": f"{SESSION}={value}"})
+    if broken == "quoted":   # RFC 6265 allows DQUOTEs around a value: still the real session
+        assert_the_user(answer)
+        return
+    assert answer.status_code in (302, 400, 431), (stack.proxy, broken, answer.status_code)
+    assert len(stack.app_hits) == before
+
+
+@pytest.mark.asvs("V3.2.1")
+def test_zitadel_cve_2026_119128_a_session_cookie_signed_elsewhere_is_refused(stack, a_real_session):
+    """Real session content, signed with another deployment's key: nothing but the key differs."""
+    before = len(stack.app_hits)
+    answer = get(browser(stack), stack.protected("/forged"), headers={"Cookie": f"{SESSION}={foreign_copy(a_real_session)}"})
+    assert_sent_to_login(stack, answer, stack.protected("/forged"), before)
+
+
+@pytest.mark.asvs("V3.3.1")
+def test_oauth2_proxy_ghsa_f24x_5g9q_753f_a_planted_second_session_cookie_is_not_let_through(stack):
+    """A sibling site can plant a second session cookie (fixation): two are treated as none."""
+    victim, mallory = signed_in(stack).cookies.get(SESSION), signed_in(stack).cookies.get(SESSION)
+    before = len(stack.app_hits)
+    for header in (f"{SESSION}={mallory}; {SESSION}={victim}", f"{SESSION}={victim}; {SESSION}={victim}"):
+        answer = get(browser(stack), stack.protected("/planted"), headers={"Cookie": header})
+        assert_sent_to_login(stack, answer, stack.protected("/planted"), before)
+
+
+# --- authsvc's cookies never reach the app (issue 10) -----------------------------------------
+
+# nginx has no loop: with more of authsvc's cookies than a browser holds, it sends no cookie at all.
+# The others remove each of ours and keep the app's.
+MORE_THAN_A_BROWSER_HOLDS = APP_COOKIES[-1][0]
+
+
+@pytest.mark.asvs("V3.3.1", "V14.2.1")
+@pytest.mark.parametrize(("header", "expected"), APP_COOKIES)
+def test_the_app_never_receives_authsvcs_cookies(stack, a_real_session, header, expected):
+    answer = get(browser(stack), stack.protected("/cookies"),
+                 headers={"Cookie": header.format(s=f"{SESSION}={a_real_session}")})
+    seen = assert_the_user(answer)
+    kept = app_cookies(seen)
+    if header == MORE_THAN_A_BROWSER_HOLDS and stack.proxy != "nginx":
+        expected = ["app=1"]
+    assert kept == expected, (stack.proxy, kept)
+    assert a_real_session not in answer.text
+    assert not [c for c in kept if re.match(r"(__Host-|__Secure-)?authsvc_(session|remember|device)\s*=", c)]
+
+
+# --- the harness itself: a missing proxy must not turn CI green -------------------------------
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+@pytest.mark.parametrize("proxy", [p for p in PROXIES if p != "nginx"])
+def test_a_missing_proxy_fails_under_ci_and_skips_elsewhere(monkeypatch, proxy, ci, outcome):
+    import sys
+
+    from tests.integration import conftest as harness
+
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setattr(harness, "_venv_script", lambda name: None)
+    monkeypatch.setattr(harness.shutil, "which", lambda *args, **kwargs: None)
+    monkeypatch.setitem(sys.modules, "caddyserver", None)   # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "envoy", None)
+    with pytest.raises(outcome, match=f"{proxy} is not installed"):
+        harness.proxy_binary(proxy)
+
+
+@pytest.mark.parametrize("proxy", [p for p in PROXIES if p != "nginx"])
+def test_each_wheel_binary_is_found_and_runs(proxy):
+    """The resolver finds the test extra's binary, and it is the real program."""
+    import subprocess
+
+    from tests.integration.conftest import proxy_binary
+
+    binary = proxy_binary(proxy)
+    args = {"traefik": ["version"], "caddy": ["version"], "envoy": ["--version"]}[proxy]
+    shown = subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert {"traefik": "Version:", "caddy": "v2.", "envoy": "version:"}[proxy] in shown, shown
