@@ -23,8 +23,8 @@ from tests.integration.conftest import (
     _missing,
     free_port,
     make_tls,
-    nginx_server,
     require_binary,
+    run_proxy,
     served_env,
     serving,
     stop,
@@ -90,9 +90,12 @@ def microblog_stack(folder: Path, port: int | None = None):
     with contextlib.ExitStack() as running:
         app_port, app_log = running.enter_context(microblog_server(folder / "microblog", auth))
         authsvc = running.enter_context(serving(folder / "authsvc", env))
-        nginx_log = running.enter_context(nginx_server(folder / "nginx", port, {
+        # Rendered with envsubst and the documented variable list, as conftest.py does for every proxy.
+        nginx_log = running.enter_context(run_proxy("nginx", folder / "nginx", {
             "AUTH_HOST": AUTH_HOST, "APP_HOST": APP_HOST, "HTTPS_PORT": str(port),
             "TLS_CERT": str(tls.cert), "TLS_KEY": str(tls.key),
             "AUTHSVC_ADDR": f"127.0.0.1:{authsvc.port}", "APP_ADDR": f"127.0.0.1:{app_port}",
+            "AUTHSVC_IP": "127.0.0.1", "AUTHSVC_PORT": str(authsvc.port), "APP_IP": "127.0.0.1",
+            "APP_PORT": str(app_port), "CONFIG_DIR": str(folder / "nginx"),
         }))
         yield Blog(auth, app, app_port, tls, {"microblog": app_log, "authsvc": authsvc.log, "nginx": nginx_log}, env)
