@@ -45,8 +45,9 @@ pip_install() {
 }
 
 ensure_venv() {
-  # ensure_venv [EXTRA]: .venv with the locked dependencies (and the extra's) and authsvc itself
-  # (editable, --no-deps: a hash cannot cover a working tree).
+  # ensure_venv [EXTRA]: .venv with the locked dependencies (and the extra's), authsvc itself and
+  # the Flask extension in clients/flask (both editable, --no-deps: a hash cannot cover a working
+  # tree; the extension's own dependencies, Flask and Flask-Login, are authsvc's and locked).
   local extra=${1:-}
   local lock; lock=$(lock_file "$extra")
   [ -f "$lock" ] || { echo "authsvc: no lock file $lock (make it with scripts/lock)" >&2; return 1; }
@@ -57,7 +58,7 @@ ensure_venv() {
     fi
   fi
   local stamp="$VENV/.authsvc-installed${extra:+-$extra}"
-  local want; want=$(cat "$ROOT/pyproject.toml" "$lock" | sha256sum | cut -c1-16)
+  local want; want=$(cat "$ROOT/pyproject.toml" "$ROOT/clients/flask/pyproject.toml" "$lock" | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "authsvc: installing Python packages into .venv from ${lock#"$ROOT"/} ..." >&2
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
@@ -67,7 +68,9 @@ ensure_venv() {
       return 1
     }
     pip_install --no-deps -e "$ROOT" || { echo "authsvc: installing authsvc itself failed" >&2; return 1; }
-    "$VENV/bin/python" -c "import authsvc" || { echo "authsvc: package install failed" >&2; return 1; }
+    # examples/microblog and clients/flask/tests use it; scripts/test runs those tests.
+    pip_install --no-deps -e "$ROOT/clients/flask" || { echo "authsvc: installing clients/flask failed" >&2; return 1; }
+    "$VENV/bin/python" -c "import authsvc, flask_authsvc" || { echo "authsvc: package install failed" >&2; return 1; }
     # A dependency added to pyproject.toml but not yet locked shows up here.
     if ! "$VENV/bin/python" -m pip check >/dev/null 2>&1; then
       "$VENV/bin/python" -m pip check >&2 || true

@@ -1,0 +1,92 @@
+"""OpenID Connect Back-Channel Logout 1.0: is a (signature-checked) logout token's claim set one
+this client may act on, and which sign-ins it ends. Pure functions of plain values."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Final, Protocol
+
+EVENT: Final = "http://schemas.openid.net/event/backchannel-logout"
+MAX_TOKEN_LENGTH: Final = 16_384
+MAX_AGE: Final = 600          # a logout token older than this (by iat) is refused
+LEEWAY: Final = 120           # clock skew allowed either way
+
+
+def logout_token_problem(claims: Mapping[str, object], *, issuer: str, client_id: str, now: float,
+                         leeway: float = LEEWAY, max_age: float = MAX_AGE) -> str | None:
+    """None when the claims are a logout token for this client (section 2.4 of the specification:
+    iss, aud, iat, the event, sid and/or sub, and no nonce), else a reason code."""
+    if claims.get("iss") != issuer:
+        return "wrong_issuer"
+    audience = claims.get("aud")
+    audiences = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
+    if client_id not in audiences:
+        return "wrong_audience"
+    issued = claims.get("iat")
+    if not _number(issued) or not now - max_age - leeway <= issued <= now + leeway:
+        return "bad_iat"
+    expires = claims.get("exp")
+    if expires is not None and (not _number(expires) or expires < now - leeway):
+        return "expired"
+    events = claims.get("events")
+    if not isinstance(events, dict) or not isinstance(events.get(EVENT), dict):
+        return "not_a_logout_token"
+    if "nonce" in claims:   # an ID token must never pass as a logout token
+        return "nonce_present"
+    sid, sub = claims.get("sid"), claims.get("sub")
+    if sid is None and sub is None:
+        return "no_sid_or_sub"
+    for value in (sid, sub):
+        if value is not None and (not isinstance(value, str) or not value or len(value) > 255):
+            return "bad_sid_or_sub"
+    return None
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class EndedSessions(Protocol):
+    """Where ended sign-ins are kept until they could no longer be presented. Pass a shared one
+    (``Authsvc(app, login, ended_sessions=...)``) when the app runs several processes."""
+
+    def end(self, sid: str | None, sub: str | None, at: float) -> None: ...
+
+    def is_ended(self, sid: str | None, sub: str, signed_in_at: float) -> bool: ...
+
+
+class MemoryEndedSessions:
+    """This process's record of ended sign-ins: a ``sid`` is ended for good; a ``sub`` alone ends
+    every sign-in of that subject made before the logout. Entries are kept ``keep_seconds``
+    (default: a day, longer than authsvc's absolute session lifetime), at most ``max_entries``."""
+
+    def __init__(self, keep_seconds: float = 86_400, max_entries: int = 100_000, clock=time.time):
+        self._sids: dict[str, float] = {}
+        self._subs: dict[str, float] = {}
+        self._keep, self._max, self._clock = keep_seconds, max_entries, clock
+        self._lock = threading.Lock()
+
+    def end(self, sid: str | None, sub: str | None, at: float) -> None:
+        with self._lock:
+            self._forget_old()
+            if sid is not None:
+                self._sids[sid] = at
+            elif sub is not None:
+                self._subs[sub] = max(at, self._subs.get(sub, 0.0))
+
+    def is_ended(self, sid: str | None, sub: str, signed_in_at: float) -> bool:
+        with self._lock:
+            if sid is not None and sid in self._sids:
+                return True
+            ended_at = self._subs.get(sub)
+            return ended_at is not None and signed_in_at <= ended_at
+
+    def _forget_old(self) -> None:
+        horizon = self._clock() - self._keep
+        for table in (self._sids, self._subs):
+            for key in [k for k, at in table.items() if at < horizon]:
+                del table[key]
+            while len(table) >= self._max:
+                del table[next(iter(table))]

@@ -1,0 +1,168 @@
+"""The OIDC mode: authsvc as an OpenID Connect provider, Authlib's Flask client as the relying party.
+
+Authorization code with PKCE (S256) and a nonce, from authsvc's discovery document
+(``AUTHSVC_URL/.well-known/openid-configuration``, whose ``issuer`` must be ``AUTHSVC_URL``).
+Authlib checks the state, the ID token's signature (the provider's JWKS, its advertised
+algorithms), issuer, audience, expiry and nonce; :func:`flask_authsvc.identity.identity_from_claims`
+then reads the identity, which is kept in Flask's signed session (so ``SECRET_KEY`` is required).
+Routes, under ``/authsvc``: ``login`` (starts the flow), ``callback``, ``logout`` (ends the local
+sign-in) and ``backchannel-logout`` (OpenID Connect Back-Channel Logout 1.0: the provider's signed
+logout token ends the sign-ins of a ``sid``, or of a ``sub``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, abort, jsonify, redirect, request, session, url_for
+
+from flask_authsvc.identity import Identity, Malformed, identity_from_claims
+from flask_authsvc.logout_tokens import (
+    MAX_TOKEN_LENGTH,
+    EndedSessions,
+    logout_token_problem,
+)
+from flask_authsvc.logsafe import escape
+from flask_authsvc.redirects import local_next
+from flask_authsvc.settings import Settings
+
+log = logging.getLogger("flask_authsvc")
+
+SIGNED_IN = "_authsvc"           # session: the identity and its sid and time
+NEXT = "_authsvc_next"           # session: where the flow under way returns to
+
+
+class OidcMode:
+    def __init__(self, app: Flask, settings: Settings, ended: EndedSessions):
+        from authlib.integrations.flask_client import OAuth
+
+        self.settings = settings
+        self.ended = ended
+        oauth = OAuth(app)
+        self.client = oauth.register(
+            "authsvc", client_id=settings.client_id, client_secret=settings.client_secret,
+            server_metadata_url=settings.url + "/.well-known/openid-configuration",
+            client_kwargs={"scope": " ".join(settings.scopes), "code_challenge_method": "S256",
+                           "token_endpoint_auth_method": "client_secret_basic" if settings.client_secret else "none"})
+        bp = Blueprint("authsvc", __name__, url_prefix="/authsvc")
+        bp.add_url_rule("/login", "login", self.login, methods=["GET"])
+        bp.add_url_rule("/callback", "callback", self.callback, methods=["GET"])
+        bp.add_url_rule("/logout", "logout", self.logout, methods=["GET", "POST"])
+        bp.add_url_rule("/backchannel-logout", "backchannel_logout", self.backchannel_logout, methods=["POST"])
+        app.register_blueprint(bp)
+
+    # --- the provider ---------------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        """The discovery document, fetched once; its issuer must be AUTHSVC_URL (a document naming
+        another issuer is a mix-up, refused). A provider that cannot be reached is a 503."""
+        try:
+            metadata = self.client.load_server_metadata()
+        except (OSError, ValueError) as error:  # requests' errors are OSErrors; a body that is not JSON
+            log.warning("authsvc: OIDC discovery at %s failed: %s", escape(self.settings.url), escape(type(error).__name__))
+            abort(503)
+        if metadata.get("issuer") != self.settings.url:
+            log.error("authsvc: the discovery document names issuer %s, not AUTHSVC_URL %s",
+                      escape(metadata.get("issuer")), escape(self.settings.url))
+            abort(503)
+        return metadata
+
+    # --- views ----------------------------------------------------------------------------------
+
+    def login(self):
+        self.metadata()
+        session[NEXT] = local_next(request.args.get("next"))
+        extra = {"prompt": "login"} if request.args.get("step_up") == "1" else {}
+        return self.client.authorize_redirect(url_for("authsvc.callback", _external=True), **extra)
+
+    def callback(self):
+        from authlib.common.errors import AuthlibBaseError
+        from joserfc.errors import JoseError
+
+        self.metadata()
+        try:
+            token = self.client.authorize_access_token()
+        # Authlib's (state, error answers, claims), joserfc's (signature), requests' (OSError) and
+        # what a token answer without the expected fields raises.
+        except (AuthlibBaseError, JoseError, OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("authsvc: OIDC callback refused: %s %s", escape(type(error).__name__),
+                        escape(getattr(error, "error", "") or ""))
+            abort(401)
+        claims = token.get("userinfo") if isinstance(token, dict) else None
+        if not claims:
+            log.warning("authsvc: OIDC callback refused: no ID token")
+            abort(401)
+        identity = identity_from_claims(claims)
+        if isinstance(identity, Malformed):
+            log.warning("authsvc: OIDC ID token refused: %s in %s", identity.reason, identity.header)
+            abort(401)
+        target = local_next(session.get(NEXT))
+        session.clear()   # nothing of the anonymous session carries over into the signed-in one
+        sid = claims.get("sid")
+        session[SIGNED_IN] = {"u": identity.username, "i": identity.user_id, "g": list(identity.groups),
+                              "m": list(identity.methods), "sid": sid if isinstance(sid, str) else None,
+                              "t": time.time()}
+        return redirect(target, 303)
+
+    def logout(self):
+        session.pop(SIGNED_IN, None)
+        return redirect(self.settings.url + "/", 303)
+
+    def backchannel_logout(self):
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+        from joserfc.jws import JWSRegistry
+
+        def refuse(reason: str):
+            log.warning("authsvc: back-channel logout refused: %s", reason)
+            response = jsonify(error="invalid_request", error_description=reason)
+            response.status_code = 400
+            response.headers["Cache-Control"] = "no-store"
+            return response
+
+        raw = request.form.get("logout_token", "")
+        if not raw or len(raw) > MAX_TOKEN_LENGTH or not raw.isascii():
+            return refuse("no_token")
+        metadata = self.metadata()
+        algorithms = [a for a in metadata.get("id_token_signing_alg_values_supported", ["RS256"]) if a != "none"]
+        try:
+            keys = KeySet.import_key_set(self.client.fetch_jwk_set())
+            token = jwt.decode(raw, keys, registry=JWSRegistry(algorithms=algorithms))
+        except (JoseError, ValueError, TypeError, KeyError):
+            return refuse("bad_signature")
+        problem = logout_token_problem(token.claims, issuer=metadata["issuer"], client_id=self.settings.client_id,
+                                       now=time.time())
+        if problem is not None:
+            return refuse(problem)
+        self.ended.end(token.claims.get("sid"), token.claims.get("sub"), time.time())
+        log.info("authsvc: back-channel logout for sid %s sub %s", escape(token.claims.get("sid")),
+                 escape(token.claims.get("sub")))
+        response = jsonify()
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    # --- the current request --------------------------------------------------------------------
+
+    def identity(self) -> Identity | None:
+        data = session.get(SIGNED_IN)
+        if not isinstance(data, dict):
+            return None
+        identity = identity_from_claims({"preferred_username": data.get("u"), "sub": data.get("i"),
+                                         "groups": data.get("g"), "amr": data.get("m")})
+        signed_in_at = data.get("t")
+        if isinstance(identity, Malformed) or not isinstance(signed_in_at, (int, float)):
+            session.pop(SIGNED_IN, None)
+            return None
+        if self.ended.is_ended(data.get("sid"), identity.user_id, signed_in_at):
+            session.pop(SIGNED_IN, None)
+            return None
+        return identity
+
+    def login_url(self, next_path: str | None = None, *, step_up: bool = False) -> str:
+        args = {"next": next_path} if next_path else {}
+        if step_up:
+            args["step_up"] = "1"
+        return url_for("authsvc.login", **args)

@@ -1,0 +1,304 @@
+"""The OIDC mode against a fake provider over real HTTP: authorization code with PKCE (S256) and a
+nonce, every spoiled ID token and callback a 401 (never a 500), local next only, back-channel
+logout with hostile logout tokens."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+pytest.importorskip("authlib", reason="the OIDC mode needs Flask-Authsvc[oidc] (Authlib)")
+
+from authsvc_fake_provider import CLIENT_ID, FakeProvider, Running
+from flask import Flask
+from flask_authsvc import Authsvc, ConfigError
+from flask_login import LoginManager, UserMixin, current_user, login_required
+from joserfc.jwk import RSAKey
+
+
+class User(UserMixin):
+    def __init__(self, identity):
+        self.id = identity.user_id
+        self.username = identity.username
+
+
+@pytest.fixture(scope="module")
+def running_provider():
+    fake = FakeProvider()
+    with Running(fake):   # one server for the module: its shutdown takes half a second
+        yield fake
+
+
+@pytest.fixture
+def provider(running_provider):
+    running_provider.codes.clear()
+    running_provider.token_requests.clear()
+    running_provider.issuer = None
+    return running_provider
+
+
+def make_app(provider: FakeProvider, **config):
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test-only-" + "k" * 32, AUTHSVC_URL=provider.base, AUTHSVC_MODE="oidc",
+                      AUTHSVC_CLIENT_ID=CLIENT_ID, AUTHSVC_SCOPES="openid profile")
+    app.config.update(config)
+    authsvc = Authsvc(app, LoginManager(app))
+    authsvc.user_loader(User)
+
+    @app.get("/private")
+    @login_required
+    def private():
+        i = authsvc.identity
+        return f"{current_user.username} {i.user_id} {','.join(i.groups)} {','.join(i.methods)}"
+
+    @app.get("/secure")
+    @authsvc.required(mfa=True)
+    def secure():
+        return "two factors"
+
+    return app, authsvc
+
+
+@pytest.fixture
+def app(provider):
+    return make_app(provider)[0]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def start(client, path="/private") -> str:
+    """The app's redirect to the provider's authorization endpoint, followed from ``path``."""
+    first = client.get(path)
+    assert first.status_code == 302, first.get_data(as_text=True)
+    login = client.get(first.headers["Location"])
+    assert login.status_code == 302, login.get_data(as_text=True)
+    return login.headers["Location"]
+
+
+def sign_in(client, provider, path="/private", **changes):
+    url = start(client, path)
+    code, state = provider.issue_code(url, **changes)
+    return client.get(f"/authsvc/callback?code={code}&state={state}")
+
+
+# --- the flow ------------------------------------------------------------------------------------
+
+def test_code_flow_with_pkce_and_nonce_signs_in_and_returns(client, provider):
+    url = start(client, "/private?page=2")
+    params = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert url.startswith(f"{provider.base}/oauth/authorize?")
+    assert params["response_type"] == "code" and params["client_id"] == CLIENT_ID
+    assert params["code_challenge_method"] == "S256" and len(params["code_challenge"]) == 43
+    assert params["nonce"] and params["state"] and params["scope"] == "openid profile"
+    assert params["redirect_uri"] == "http://localhost/authsvc/callback"
+    code, state = provider.issue_code(url)
+    back = client.get(f"/authsvc/callback?code={code}&state={state}")
+    assert back.status_code == 303 and back.headers["Location"] == "/private?page=2"
+    assert client.get("/private").get_data(as_text=True) == "alice s-7f3a staff pwd,otp,mfa"
+    assert "code_verifier" in provider.token_requests[0]        # the provider checked it against the challenge
+
+
+def test_a_wrong_pkce_verifier_is_refused_by_the_provider_and_a_401_here(client, provider):
+    url = start(client)
+    code, state = provider.issue_code(url)
+    provider.codes[code]["params"]["code_challenge"] = "A" * 43   # as if the code had been stolen for another
+    assert client.get(f"/authsvc/callback?code={code}&state={state}").status_code == 401
+    assert client.get("/private").status_code == 302
+
+
+def test_state_that_this_browser_did_not_start_is_refused(client, provider):
+    url = start(client)
+    code, _ = provider.issue_code(url)
+    assert client.get(f"/authsvc/callback?code={code}&state=forged").status_code == 401
+    assert client.get(f"/authsvc/callback?code={code}").status_code == 401
+
+
+def test_login_csrf_a_callback_in_another_browser_is_refused(app, provider):
+    attacker, victim = app.test_client(), app.test_client()
+    code, state = provider.issue_code(start(attacker))
+    assert victim.get(f"/authsvc/callback?code={code}&state={state}").status_code == 401
+    assert victim.get("/private").status_code == 302
+
+
+def test_a_callback_replayed_is_refused(client, provider):
+    url = start(client)
+    code, state = provider.issue_code(url)
+    assert client.get(f"/authsvc/callback?code={code}&state={state}").status_code == 303
+    assert client.get(f"/authsvc/callback?code={code}&state={state}").status_code == 401
+
+
+def test_provider_error_answer_is_a_401(client, provider):
+    url = start(client)
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    assert client.get(f"/authsvc/callback?error=access_denied&state={state}").status_code == 401
+
+
+# --- spoiled ID tokens ---------------------------------------------------------------------------
+
+OTHER_KEY = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+
+
+@pytest.mark.parametrize("changes", [
+    {"nonce": "another-nonce"},
+    {"aud": "another-client"},
+    {"iss": "https://evil.example"},
+    {"exp": 1_000_000},
+    {"preferred_username": None},
+    {"preferred_username": "Alice"},
+    {"preferred_username": "\u0430lice"},
+    {"preferred_username": "alice\n"},
+    {"preferred_username": ["alice"]},
+    {"sub": "s p a c e"},
+    {"sub": "x" * 256},
+    {"groups": "staff"},
+    {"groups": ["st aff"]},
+    {"amr": "pwd"},
+    {"amr": ["PWD"]},
+], ids=repr)
+def test_spoiled_id_token_is_a_401(client, provider, changes):
+    assert sign_in(client, provider, **changes).status_code == 401
+    assert client.get("/private").status_code == 302
+
+
+def test_id_token_signed_by_another_key_is_a_401(client, provider):
+    url = start(client)
+    nonce = parse_qs(urlsplit(url).query)["nonce"][0]
+    code, state = provider.issue_code(url, id_token=provider.sign(provider.claims(nonce), key=OTHER_KEY))
+    assert client.get(f"/authsvc/callback?code={code}&state={state}").status_code == 401
+
+
+def test_unsigned_id_token_is_a_401(client, provider):
+    import base64
+    import json
+    url = start(client)
+    nonce = parse_qs(urlsplit(url).query)["nonce"][0]
+
+    def b64(data):
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    unsigned = f"{b64({'alg': 'none'})}.{b64(provider.claims(nonce))}."
+    code, state = provider.issue_code(url, id_token=unsigned)
+    assert client.get(f"/authsvc/callback?code={code}&state={state}").status_code == 401
+
+
+# --- where the browser goes back to ------------------------------------------------------------------
+
+@pytest.mark.parametrize("hostile", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "\\\\evil",
+                                     "javascript:alert(1)", "/ok\r\nSet-Cookie: a=b", "/caf\u00e9", "evil", "/" + "a" * 3000])
+def test_next_off_this_app_lands_on_the_root(client, provider, hostile):
+    login = client.get("/authsvc/login", query_string={"next": hostile})
+    code, state = provider.issue_code(login.headers["Location"])
+    back = client.get(f"/authsvc/callback?code={code}&state={state}")
+    assert back.status_code == 303 and back.headers["Location"] == "/"
+
+
+# --- the provider itself ------------------------------------------------------------------------------
+
+def test_discovery_naming_another_issuer_is_refused(client, provider):
+    provider.issuer = "https://evil.example"
+    assert client.get("/authsvc/login").status_code == 503
+
+
+def test_provider_not_answering_is_a_503():
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k" * 40, AUTHSVC_URL="http://127.0.0.1:9", AUTHSVC_MODE="oidc",
+                      AUTHSVC_CLIENT_ID=CLIENT_ID)
+    Authsvc(app, LoginManager(app))
+    assert app.test_client().get("/authsvc/login").status_code == 503
+
+
+def test_oidc_mode_needs_a_secret_key(provider):
+    with pytest.raises(ConfigError) as raised:
+        make_app(provider, SECRET_KEY=None)
+    assert raised.value.setting == "SECRET_KEY"
+
+
+# --- sign out, step-up ----------------------------------------------------------------------------
+
+def test_logout_ends_the_local_sign_in_and_goes_to_authsvc(client, provider):
+    assert sign_in(client, provider).status_code == 303
+    out = client.get("/authsvc/logout")
+    assert out.status_code == 303 and out.headers["Location"] == f"{provider.base}/"
+    assert client.get("/private").status_code == 302
+
+
+def test_required_mfa_steps_up_with_prompt_login(client, provider):
+    assert sign_in(client, provider, amr=["pwd"]).status_code == 303
+    page = client.get("/secure")
+    assert page.status_code == 403
+    assert 'href="/authsvc/login?next=/secure&amp;step_up=1"' in page.get_data(as_text=True)
+    step_up = client.get("/authsvc/login?next=/secure&step_up=1")
+    assert parse_qs(urlsplit(step_up.headers["Location"]).query)["prompt"] == ["login"]
+    code, state = provider.issue_code(step_up.headers["Location"])
+    assert client.get(f"/authsvc/callback?code={code}&state={state}").headers["Location"] == "/secure"
+    assert client.get("/secure").get_data(as_text=True) == "two factors"
+
+
+# --- back-channel logout -------------------------------------------------------------------------------
+
+def post_logout(client, token):
+    return client.post("/authsvc/backchannel-logout", data={"logout_token": token})
+
+
+def test_backchannel_logout_of_the_sid_ends_the_sign_in(client, provider, app):
+    assert sign_in(client, provider).status_code == 303
+    other = app.test_client()
+    assert sign_in(other, provider, sid="sid-2").status_code == 303
+    answer = post_logout(app.test_client(), provider.logout_token(sid="sid-1"))
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    assert client.get("/private").status_code == 302
+    assert other.get("/private").status_code == 200       # another sid of the same user stays
+
+
+def test_backchannel_logout_of_a_subject_ends_its_earlier_sign_ins(client, provider, app):
+    assert sign_in(client, provider).status_code == 303
+    assert post_logout(app.test_client(), provider.logout_token(sid=None)).status_code == 200
+    assert client.get("/private").status_code == 302
+    assert sign_in(client, provider).status_code == 303   # a sign-in after it is not ended
+    assert client.get("/private").status_code == 200
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"nonce": "n"}, "nonce_present"),
+    ({"events": None}, "not_a_logout_token"),
+    ({"events": {"http://schemas.openid.net/event/backchannel-logout": "yes"}}, "not_a_logout_token"),
+    ({"aud": "another-client"}, "wrong_audience"),
+    ({"iss": "https://evil.example"}, "wrong_issuer"),
+    ({"iat": 1_000_000}, "bad_iat"),
+    ({"iat": None}, "bad_iat"),
+    ({"exp": 1_000_000}, "expired"),
+    ({"sid": None, "sub": None}, "no_sid_or_sub"),
+    ({"sid": 5}, "bad_sid_or_sub"),
+])
+def test_hostile_logout_tokens_are_400_and_end_nothing(client, provider, app, caplog, changes, reason):
+    caplog.set_level(logging.WARNING, "flask_authsvc")
+    assert sign_in(client, provider).status_code == 303
+    answer = post_logout(app.test_client(), provider.logout_token(**changes))
+    assert answer.status_code == 400 and answer.get_json()["error_description"] == reason
+    assert client.get("/private").status_code == 200
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "a.b.c", "x" * 20_000, "ä"])
+def test_malformed_logout_tokens_are_400(client, provider, token):
+    assert post_logout(client, token).status_code == 400
+
+
+def test_logout_token_signed_by_another_key_or_unsigned_is_400(client, provider, app):
+    assert sign_in(client, provider).status_code == 303
+    assert post_logout(app.test_client(), provider.logout_token(key=OTHER_KEY)).status_code == 400
+    _, claims, _ = provider.logout_token().split(".")
+    import base64
+    none_header = base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode()
+    assert post_logout(app.test_client(), f"{none_header}.{claims}.").status_code == 400
+    assert client.get("/private").status_code == 200
+
+
+def test_an_id_token_is_not_a_logout_token(client, provider, app):
+    assert sign_in(client, provider).status_code == 303
+    id_token = provider.sign(provider.claims("some-nonce"))
+    assert post_logout(app.test_client(), id_token).status_code == 400
+    assert client.get("/private").status_code == 200

@@ -1,0 +1,103 @@
+"""The OIDC mode's pure decisions: the local next, the identity in ID token claims, logout tokens,
+and the record of ended sign-ins."""
+
+from __future__ import annotations
+
+import pytest
+from flask_authsvc.identity import Identity, Malformed, identity_from_claims
+from flask_authsvc.logout_tokens import EVENT, MemoryEndedSessions, logout_token_problem
+from flask_authsvc.redirects import local_next
+
+
+@pytest.mark.parametrize("value", ["/", "/private", "/a/b?c=d&e=%2F", "/user/alice#top", "/%2F%2Fevil"])
+def test_paths_on_this_app_are_kept(value):
+    assert local_next(value) == value
+
+
+@pytest.mark.parametrize("value", [None, "", 5, "//evil.example", "///evil.example", "/\\evil.example", "\\\\evil",
+                                   "/a\\b", "https://evil.example/", "http:/evil", "javascript:alert(1)", "evil",
+                                   "/ok\r\nSet-Cookie: a=b", "/tab\there", "/caf\u00e9", "/\u2215\u2215evil",
+                                   "/" + "a" * 2048, " /lead", "/x\x00"], ids=repr)
+def test_anything_else_lands_on_the_default(value):
+    assert local_next(value) == "/"
+
+
+CLAIMS = {"preferred_username": "alice", "sub": "s-7f3a", "groups": ["staff"], "amr": ["pwd", "otp", "mfa"]}
+
+
+def test_identity_from_sound_claims():
+    assert identity_from_claims(CLAIMS) == Identity("alice", "s-7f3a", ("staff",), ("pwd", "otp", "mfa"))
+    assert identity_from_claims({"preferred_username": "a", "sub": "1"}) == Identity("a", "1")
+
+
+@pytest.mark.parametrize("change, claim", [
+    ({"preferred_username": None}, "preferred_username"),
+    ({"preferred_username": ""}, "preferred_username"),
+    ({"preferred_username": "Alice"}, "preferred_username"),
+    ({"preferred_username": "\uff41lice"}, "preferred_username"),
+    ({"preferred_username": "a" * 257}, "preferred_username"),
+    ({"preferred_username": 7}, "preferred_username"),
+    ({"sub": None}, "sub"), ({"sub": ""}, "sub"), ({"sub": "a b"}, "sub"), ({"sub": "\u00e9"}, "sub"),
+    ({"sub": "x" * 256}, "sub"), ({"sub": 7}, "sub"), ({"sub": "a\n"}, "sub"),
+    ({"groups": "staff"}, "groups"), ({"groups": [1]}, "groups"), ({"groups": ["a b"]}, "groups"),
+    ({"groups": ["g"] * 257}, "groups"), ({"groups": None}, "groups"),
+    ({"amr": "pwd"}, "amr"), ({"amr": ["pwd", 1]}, "amr"), ({"amr": ["x" * 17]}, "amr"), ({"amr": ["pwd"] * 17}, "amr"),
+], ids=repr)
+def test_claims_outside_the_expected_form_are_malformed(change, claim):
+    verdict = identity_from_claims({**CLAIMS, **change})
+    assert isinstance(verdict, Malformed) and verdict.header == claim
+
+
+NOW = 1_800_000_000.0
+TOKEN = {"iss": "https://auth.example.com", "aud": "microblog", "iat": NOW - 5, "jti": "j", "sid": "s1",
+         "sub": "u1", "events": {EVENT: {}}}
+
+
+def problem(**changes):
+    claims = {k: v for k, v in {**TOKEN, **changes}.items() if v is not None}
+    return logout_token_problem(claims, issuer="https://auth.example.com", client_id="microblog", now=NOW)
+
+
+def test_a_logout_token_for_this_client_passes():
+    assert problem() is None
+    assert problem(aud=["other", "microblog"]) is None
+    assert problem(sid=None) is None and problem(sub=None) is None
+    assert problem(exp=NOW + 60) is None
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"iss": "https://auth.example.com/"}, "wrong_issuer"), ({"iss": None}, "wrong_issuer"),
+    ({"aud": "other"}, "wrong_audience"), ({"aud": ["other"]}, "wrong_audience"), ({"aud": None}, "wrong_audience"),
+    ({"aud": {"microblog": 1}}, "wrong_audience"),
+    ({"iat": None}, "bad_iat"), ({"iat": "1800000000"}, "bad_iat"), ({"iat": True}, "bad_iat"),
+    ({"iat": NOW + 600}, "bad_iat"), ({"iat": NOW - 3600}, "bad_iat"),
+    ({"exp": NOW - 600}, "expired"), ({"exp": "soon"}, "expired"),
+    ({"events": None}, "not_a_logout_token"), ({"events": {}}, "not_a_logout_token"),
+    ({"events": {EVENT: None}}, "not_a_logout_token"), ({"events": [EVENT]}, "not_a_logout_token"),
+    ({"nonce": "n"}, "nonce_present"), ({"nonce": ""}, "nonce_present"),
+    ({"sid": None, "sub": None}, "no_sid_or_sub"),
+    ({"sid": ""}, "bad_sid_or_sub"), ({"sub": 5}, "bad_sid_or_sub"), ({"sid": "s" * 256}, "bad_sid_or_sub"),
+], ids=repr)
+def test_hostile_logout_claims_are_refused_with_a_reason(changes, reason):
+    assert problem(**changes) == reason
+
+
+def test_ended_sid_and_subject():
+    clock = [NOW]
+    ended = MemoryEndedSessions(keep_seconds=100, clock=lambda: clock[0])
+    ended.end("s1", "u1", NOW)
+    assert ended.is_ended("s1", "u1", NOW - 10)
+    assert not ended.is_ended("s2", "u1", NOW - 10)          # a sid names one sign-in
+    ended.end(None, "u2", NOW)
+    assert ended.is_ended("s9", "u2", NOW - 1) and ended.is_ended(None, "u2", NOW)
+    assert not ended.is_ended("s9", "u2", NOW + 1)           # signed in after the logout
+    clock[0] = NOW + 200
+    ended.end("s3", None, clock[0])                          # old entries are forgotten as new ones come
+    assert not ended.is_ended("s1", "u1", NOW - 10)
+
+
+def test_ended_record_is_bounded():
+    ended = MemoryEndedSessions(max_entries=10, clock=lambda: NOW)
+    for i in range(1000):
+        ended.end(f"s{i}", None, NOW)
+    assert ended.is_ended("s999", "u", NOW) and not ended.is_ended("s0", "u", NOW)
