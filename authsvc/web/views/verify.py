@@ -248,7 +248,10 @@ def verify():
     redirect = svc.login_redirect
     original = original_request(request.headers, request.scheme, redirect.trusted_proxies,
                                 request.environ.get(OWN_METHOD, request.method))
-    location, judged = (step_up_location if decision.verdict == STEP_UP else login_location)(redirect, original)
+    if decision.verdict == STEP_UP:
+        location, judged = step_up_location(redirect, original)
+    else:
+        location, judged = login_location(redirect, original)
     if judged is not None and not judged.accepted:
         svc.audit.emit("redirect_rejected", reason=judged.reason, value=original.url[:200], source="verify")
     return ProxyAnswer(status=status, headers={"Location": location})
