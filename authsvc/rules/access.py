@@ -37,7 +37,7 @@ path ambiguous, and an ambiguous path on a host with path rules is denied, not g
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Iterable
 
 from authsvc.rules.auth_methods import is_multi_factor
@@ -55,6 +55,7 @@ LOGIN: Final = "login"      # 401 / the login redirect
 STEP_UP: Final = "step_up"  # signed in with one factor, two are needed: the sign-in again, with its second step
 # DENY (403) and BYPASS (200 without identity) are the policies' own names.
 
+PLAN_CACHE: Final = 1024  # hosts whose rule list is remembered (more are worked out on every request)
 MAX_PATH: Final = 8192   # longer than any request line a proxy passes (nginx: 8 KiB); longer is ambiguous
 MAX_HOST: Final = 253
 
@@ -81,15 +82,69 @@ class Rule:
     groups: frozenset[str] = frozenset()   # group names (authsvc.rules.groups)
     users: frozenset[str] = frozenset()    # canonical usernames (authsvc.rules.usernames)
 
+    # Built once from ``paths`` for the hot path: the paths themselves, and each as a prefix that
+    # ends on a segment boundary, so a match is two C calls (a set lookup, str.startswith of a tuple).
+    _whole: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
+    _under: tuple = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_whole", frozenset(self.paths))
+        object.__setattr__(self, "_under", tuple(p if p.endswith("/") else p + "/" for p in self.paths))
+
     @property
     def names_someone(self) -> bool:
         return bool(self.groups or self.users)
 
+    def matches_path(self, path: str) -> bool:
+        """One of ``paths`` matches ``path`` (a normal form) on a segment boundary (:func:`path_matches`)."""
+        return path in self._whole or path.startswith(self._under)
+
 
 @dataclass(frozen=True)
 class AccessRules:
+    """The rules in order, and an index built once from them: which rules a host has (exact names
+    in a dict, wildcards in a short list), so a decision tries only those."""
+
     default: str = ONE_FACTOR
     rules: tuple[Rule, ...] = ()
+    _exact: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _wildcards: tuple = field(default=(), init=False, repr=False, compare=False)
+    _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        exact: dict[str, list[int]] = {}
+        wildcards: list[tuple[str, int]] = []
+        for i, rule in enumerate(self.rules):
+            for pattern in rule.hosts:
+                if pattern.startswith("*."):
+                    wildcards.append((pattern[1:], i))
+                else:
+                    exact.setdefault(pattern, []).append(i)
+        object.__setattr__(self, "_exact", {h: tuple(sorted(set(v))) for h, v in exact.items()})
+        object.__setattr__(self, "_wildcards", tuple(wildcards))
+
+    def plan(self, raw_host: str | None) -> tuple[tuple[Rule, ...], tuple[int, ...], bool, bool] | None:
+        """For a host as the proxy sent it: its rules and their indices in order, whether any has
+        paths, whether any has methods; None when the host is unreadable (:func:`normalize_host`).
+        Remembered for up to :data:`PLAN_CACHE` spellings (a proxy may pass any Host)."""
+        found = self._plans.get(raw_host, self)
+        if found is not self:
+            return found  # type: ignore[return-value]
+        host = normalize_host(raw_host)
+        if host is None:
+            found = None
+        else:
+            found = self._plan(host)
+        if len(self._plans) < PLAN_CACHE and raw_host is not None:
+            self._plans[raw_host] = found
+        return found
+
+    def _plan(self, host: str) -> tuple[tuple[Rule, ...], tuple[int, ...], bool, bool]:
+        indices = set(self._exact.get(host, ()))
+        indices.update(i for suffix, i in self._wildcards if host.endswith(suffix))
+        ordered = tuple(sorted(indices))
+        rules = tuple(self.rules[i] for i in ordered)
+        return rules, ordered, any(r.paths for r in rules), any(r.methods for r in rules)
 
 
 @dataclass(frozen=True)
@@ -139,6 +194,8 @@ def normalize_path(raw: str) -> str | None:
     path = split_target(raw)
     if not path.startswith("/") or len(path) > MAX_PATH or not _PRINTABLE.match(path):
         return None
+    if "%" not in path and "//" not in path and "/." not in path and "\\" not in path and ";" not in path:
+        return path  # already in normal form: the common case, decided without splitting
     if "\\" in path or ";" in path:
         return None  # a backslash (a separator to some servers) or a path parameter (stripped by Java's)
     if "%" in path and ("%" in _PCT.sub("", path) or _DOUBLE.search(path)):
@@ -203,23 +260,24 @@ def decide(rules: AccessRules, host: str | None, path: str | None, method: str, 
     methods of their session."""
     if not rules.rules:
         return _verdict(rules.default, None, "no_rules", user, methods)
-    name = normalize_host(host)
-    if name is None:
+    plan = rules.plan(host)
+    if plan is None:
         return Decision(DENY, None, "unknown_request")
-    applicable = [i for i, rule in enumerate(rules.rules) if any(host_matches(p, name) for p in rule.hosts)]
-    normal = normalize_path(path) if path is not None else None
-    if normal is None and any(rules.rules[i].paths for i in applicable):
-        return Decision(DENY, None, "ambiguous_path")
-    if not _METHOD.match(method or "") and any(rules.rules[i].methods for i in applicable):
+    applicable, indices, has_paths, has_methods = plan
+    normal = None
+    if has_paths:
+        normal = normalize_path(path) if path is not None else None
+        if normal is None:
+            return Decision(DENY, None, "ambiguous_path")
+    if has_methods and not _METHOD.match(method or ""):
         return Decision(DENY, None, "bad_method")
     member = None
-    for i in applicable:
-        rule = rules.rules[i]
-        if rule.paths and not any(path_matches(p, normal) for p in rule.paths):  # type: ignore[arg-type]
+    for i, rule in zip(indices, applicable):
+        if rule.paths and not rule.matches_path(normal):  # type: ignore[arg-type]
             continue
         if rule.methods and method not in rule.methods:
             continue
-        if rule.names_someone:
+        if rule.groups or rule.users:
             if user is None:
                 return Decision(LOGIN, i, "who_is_asking")
             if member is None:

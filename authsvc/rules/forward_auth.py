@@ -36,6 +36,7 @@ _ABSOLUTE = re.compile(r"https?://[\x21-\x7e]+\Z", re.IGNORECASE)
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
 _URI = re.compile(r"/[\x21-\x7e]*\Z")
 _METHOD = re.compile(r"[A-Z]{1,16}\Z")
+_PARTS = re.compile(r"[A-Za-z]+://([^/?#]*)(.*)\Z", re.DOTALL)  # authority, then path, query and fragment
 # The browser repeats the original request as a GET after login: only safe methods get a `next`.
 _RESUMABLE = frozenset({"GET", "HEAD"})
 
@@ -104,10 +105,11 @@ def request_parts(original: OriginalRequest) -> tuple[str | None, str | None]:
     the access rules (:func:`authsvc.rules.access.decide`); ``(None, None)`` without a URL."""
     if original.url is None:
         return None, None
-    rest = original.url.split("://", 1)[1]
-    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    target = rest[cut:]
-    return rest[:cut], target if target.startswith("/") else "/" + target
+    parts = _PARTS.match(original.url)
+    if parts is None:  # pragma: no cover - original_request's shapes always split
+        return None, None
+    host, target = parts.groups()
+    return host, target if target.startswith("/") else "/" + target
 
 
 def step_up_location(redirect: LoginRedirect, original: OriginalRequest) -> tuple[str, RedirectDecision | None]:

@@ -44,8 +44,6 @@ from werkzeug.sansio.http import parse_cookie
 
 from authsvc.web import cookieheader
 from authsvc.web.auth import binding_identifier, is_session_token, request_id, services
-from werkzeug.datastructures import EnvironHeaders
-
 from authsvc.rules.access import ALLOW, BYPASS, DENY, ONE_FACTOR, STEP_UP, AccessRules, Decision, decide
 from authsvc.rules.forward_auth import login_location, original_request, request_parts, step_up_location
 from authsvc.rules.groups import format_groups
@@ -71,6 +69,21 @@ def the_same_for_every_method(environ) -> None:
     method header means its own)."""
     environ[OWN_METHOD] = environ.get("REQUEST_METHOD", "")
     environ["REQUEST_METHOD"] = "GET"
+
+
+class ProxyHeaders:
+    """The WSGI environ as the few headers :func:`original_request` reads (``get`` only): the
+    environ keys are worked out once, not on every request as Werkzeug's ``EnvironHeaders`` does."""
+
+    KEYS = {name: "HTTP_" + name.upper().replace("-", "_") for name in (
+        "X-Original-URL", "X-Original-Method", "X-Forwarded-Host", "X-Forwarded-Uri", "X-Forwarded-Method")}
+    __slots__ = ("environ",)
+
+    def __init__(self, environ) -> None:
+        self.environ = environ
+
+    def get(self, name: str, default=None):
+        return self.environ.get(self.KEYS[name], default)
 
 
 def described(headers, scheme: str, trusted_proxies: int, own_method: str) -> tuple[str | None, str | None, str]:
@@ -131,6 +144,7 @@ class VerifyApp:
         self.trusted_proxies = trusted_proxies
         # No rules and a one_factor default (the behaviour before rules): any live session passes.
         self.any_session = not access.rules and access.default == ONE_FACTOR
+        self.bypass = any(rule.policy == BYPASS for rule in access.rules)  # else no need to ask anonymously
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
@@ -140,9 +154,9 @@ class VerifyApp:
             started = time.perf_counter()
             asked = NOTHING_ASKED
             if self.access.rules:  # without rules nothing of the request is read
-                asked = described(EnvironHeaders(environ), environ["wsgi.url_scheme"], self.trusted_proxies,
+                asked = described(ProxyHeaders(environ), environ["wsgi.url_scheme"], self.trusted_proxies,
                                   environ.get(OWN_METHOD, environ["REQUEST_METHOD"]))
-                if decide(self.access, *asked, None).verdict == BYPASS:
+                if self.bypass and decide(self.access, *asked, None).verdict == BYPASS:
                     return self.answer(environ, start_response, headers, [], started)
             record = self.live_session(environ)
             if record is not None and (self.any_session or decide(
