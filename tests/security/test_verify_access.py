@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from authsvc.core.groups import GroupExists
 from tests.conftest import PASSWORD, TEST_POLICY, add_user, build_app, csrf_in, login, new_client
 from tests.security.factors import enroll, second_step, sign_in
 
@@ -82,7 +83,7 @@ def signed_in(app, name: str = "alice", groups=()):
     for group in groups:
         try:
             svc.groups.add(group)
-        except Exception:  # noqa: BLE001 - added for an earlier user
+        except GroupExists:  # added for an earlier user
             pass
         svc.groups.join(user.id, group)
     client = new_client(app)
