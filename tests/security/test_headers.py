@@ -290,11 +290,20 @@ def test_cors_does_not_reflect_an_attacker_origin(app, method, path):
 
 
 @pytest.mark.asvs("V13.4.4")
-@pytest.mark.parametrize("path", ["/login", "/", "/auth/verify", "/api/v1/session", "/logout"])
+@pytest.mark.parametrize("path", ["/login", "/", "/api/v1/session", "/logout"])
 def test_trace_is_refused(client, path):
     response = client.open(path, method="TRACE", headers={"X-Canary": "echo-me"})
     assert response.status_code == 405
     assert b"echo-me" not in response.get_data()
+
+
+@pytest.mark.asvs("V13.4.4")
+def test_trace_to_verify_is_answered_as_get_and_echoes_nothing(client):
+    """/auth/verify answers every method as GET (a proxy may forward the original one): a TRACE gets
+    the anonymous 401, empty, never an echo of the request."""
+    response = client.open("/auth/verify", method="TRACE", headers={"X-Canary": "echo-me"})
+    assert response.status_code == 401
+    assert response.get_data() == b"" and "echo-me" not in str(response.headers)
 
 
 @pytest.mark.asvs("V3.5.6")
