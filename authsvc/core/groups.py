@@ -9,7 +9,7 @@ a change here reaches this process's verify at once (``on_changed``: the verify 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine

@@ -37,8 +37,9 @@ path ambiguous, and an ambiguous path on a host with path rules is denied, not g
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final, Iterable
+from typing import Final
 
 from authsvc.rules.auth_methods import is_multi_factor
 
@@ -165,8 +166,7 @@ def normalize_host(raw: str | None) -> str | None:
     if not raw or len(raw) > MAX_HOST + 7:
         return None
     host = _PORT.sub("", raw, count=1).lower()
-    if host.endswith("."):
-        host = host[:-1]
+    host = host.removesuffix(".")
     if len(host) > MAX_HOST or not host.isascii() or not _HOST.match(host):
         return None
     return host

@@ -11,7 +11,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authsvc.rules.access import DENY, POLICIES, AccessRules, Rule, decide, normalize_path
+from authsvc.rules.access import (
+    DENY,
+    POLICIES,
+    AccessRules,
+    Rule,
+    decide,
+    normalize_path,
+)
 
 HOST = "app.example.com"
 # Mostly a few names, so random rules and random paths meet; sometimes any unreserved text.

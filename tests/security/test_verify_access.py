@@ -17,7 +17,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from authsvc.core.groups import GroupExists
-from tests.conftest import PASSWORD, TEST_POLICY, add_user, build_app, csrf_in, login, new_client
+from tests.conftest import (
+    PASSWORD,
+    TEST_POLICY,
+    add_user,
+    build_app,
+    csrf_in,
+    login,
+    new_client,
+)
 from tests.security.factors import enroll, second_step, sign_in
 
 PUBLIC = "https://auth.example.test"
@@ -168,7 +176,7 @@ def test_two_factor_for_an_account_without_a_second_factor_is_403_not_a_loop(rul
 def test_bypass_lets_the_anonymous_through_with_no_identity(ruled, path):
     answer = ask(ruled, f"{APP}{path}", mode="1")
     assert answer.status_code == 200
-    assert not [h for h in answer.headers.keys() if h.lower().startswith("x-auth-")]
+    assert not [name for name, _ in answer.headers if name.lower().startswith("x-auth-")]
     _user, client = signed_in(ruled)
     answer = ask(ruled, f"{APP}{path}", client)
     assert answer.status_code == 200 and "X-Auth-User" not in answer.headers  # nobody's identity on a public path
