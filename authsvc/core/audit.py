@@ -58,6 +58,12 @@ EVENTS: dict[str, str] = {
     "account_disabled": "success",
     "account_enabled": "success",
     "account_unlocked": "success",
+    # groups and access rules (authsvc.core.groups, authsvc.rules.access)
+    "group_created": "success",
+    "group_removed": "success",
+    "group_member_added": "success",
+    "group_member_removed": "success",
+    "access_denied": "refused",
     # passkeys (authsvc.core.passkeys): row ids and reason codes only, never a credential id,
     # public key, challenge or signature
     "passkey_added": "success",

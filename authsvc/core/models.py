@@ -134,3 +134,19 @@ recovery_codes = Table(
     Column("used_at", Float, nullable=True),
     UniqueConstraint("user_id", "code_hash", name="uq_recovery_codes_user_code"),
 )
+
+# Groups (authsvc.core.groups) for access rules: a name in its normal form (authsvc.rules.groups), and
+# who is in each. Removing a group or an account removes its memberships (ON DELETE CASCADE).
+groups = Table(
+    "groups", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+group_members = Table(
+    "group_members", metadata,
+    Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+)
+Index("ix_group_members_user", group_members.c.user_id)

@@ -14,6 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from authsvc.rules import access as access_rules
+from authsvc.rules.access import AccessRules, Rule
+from authsvc.rules.groups import group_problem, normalize_group
+from authsvc.rules.usernames import normalize_username, username_problem
+
 
 class PolicyError(ValueError):
     """The policy file cannot be used as written; the message names the key and the problem."""
@@ -117,6 +122,7 @@ class Policy:
     headers: HeaderPolicy
     limits: LimitPolicy
     mfa: MfaPolicy
+    access: AccessRules = access_rules.NO_RULES
     source: str = "default"
 
 
@@ -225,6 +231,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
     """Load the default policy, overlaid with ``path`` when given."""
     raw = _read_toml(default_policy_path())
     raw.setdefault("redirects", {}).setdefault("apps", [])
+    raw.setdefault("access", {}).setdefault("rules", [])
     source = "default"
     if path:
         raw = _merge(raw, _read_toml(Path(path)), "")
@@ -233,7 +240,73 @@ def load_policy(path: str | Path | None = None) -> Policy:
     if sections["throttle"].storage_failure not in ("closed", "memory"):
         raise PolicyError('policy key throttle.storage_failure must be "closed" or "memory"')
     _check_rates(sections["throttle"])
-    return Policy(**sections, source=source)
+    access = parse_access(raw.get("access", {}), sections["limits"].username_max_length)
+    return Policy(**sections, access=access, source=source)
+
+
+_RULE_KEYS = ("hosts", "paths", "methods", "groups", "users", "policy")
+
+
+def parse_access(raw: Any, username_max_length: int = 64) -> AccessRules:
+    """``[access]`` into :class:`authsvc.rules.access.AccessRules`, once at start-up. A rule that
+    cannot mean one thing refuses the start: the message names the key and says what to write."""
+    if not isinstance(raw, dict):
+        raise PolicyError("policy key access must be a table ([access])")
+    unknown = sorted(set(raw) - {"default", "rules"})
+    if unknown:
+        raise PolicyError(f"unknown policy key access.{unknown[0]} (access has default and rules)")
+    default = raw.get("default", access_rules.ONE_FACTOR)
+    if default not in access_rules.DEFAULT_POLICIES:
+        raise PolicyError(f"policy key access.default must be one of {', '.join(access_rules.DEFAULT_POLICIES)}, "
+                          f"not {default!r} (a bypass default would open every app: bypass parts with rules)")
+    entries = raw.get("rules", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise PolicyError("policy key access.rules must be a list of tables ([[access.rules]])")
+    return AccessRules(default, tuple(_rule(f"access.rules[{i}]", e, username_max_length)
+                                      for i, e in enumerate(entries)))
+
+
+def _rule(where: str, entry: dict[str, Any], username_max_length: int) -> Rule:
+    unknown = sorted(set(entry) - set(_RULE_KEYS))
+    if unknown:
+        raise PolicyError(f"unknown policy key {where}.{unknown[0]} (a rule has {', '.join(_RULE_KEYS)})")
+    policy = entry.get("policy")
+    if policy not in access_rules.POLICIES:
+        raise PolicyError(f"policy key {where}.policy must be one of {', '.join(access_rules.POLICIES)}, "
+                          f"not {policy!r}")
+    if "hosts" not in entry:
+        raise PolicyError(f'policy key {where}.hosts is missing: name the hosts, e.g. hosts = ["app.example.com"]')
+    lists = {}
+    for key in ("hosts", "paths", "methods", "groups", "users"):
+        if key not in entry:
+            lists[key] = ()
+            continue
+        values = entry[key]
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise PolicyError(f"policy key {where}.{key} must be a non-empty list of strings "
+                              f"(leave the key out to match any)")
+        lists[key] = tuple(values)
+    for key, judge in (("hosts", access_rules.rule_host_problem), ("paths", access_rules.rule_path_problem),
+                       ("methods", access_rules.method_problem)):
+        for value in lists[key]:
+            problem = judge(value)
+            if problem:
+                raise PolicyError(f"policy key {where}.{key}: {value!r} {problem}")
+    for value in lists["groups"]:
+        problem = group_problem(value)
+        if problem or normalize_group(value) != value:
+            raise PolicyError(f"policy key {where}.groups: {value!r}: "
+                              + (problem or f'write "{normalize_group(value)}" (the group\'s one name)'))
+    for value in lists["users"]:
+        problem = username_problem(value, username_max_length)
+        if problem or normalize_username(value) != value:
+            raise PolicyError(f"policy key {where}.users: {value!r}: "
+                              + (problem or f'write "{normalize_username(value)}" (the account\'s one name)'))
+    if policy == access_rules.BYPASS and (lists["groups"] or lists["users"]):
+        raise PolicyError(f"policy key {where}: a bypass rule cannot name groups or users (bypass lets anyone "
+                          "through without asking who): use one_factor for named people")
+    return Rule(lists["hosts"], policy, lists["paths"], frozenset(lists["methods"]),
+                frozenset(lists["groups"]), frozenset(lists["users"]))
 
 
 def _check_rates(throttle: ThrottlePolicy) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from authsvc.core.models import remember_tokens, sessions, users
+from authsvc.core.models import group_members, groups, remember_tokens, sessions, users
 from authsvc.core.policy import SessionPolicy
 from authsvc.rules.auth_methods import PASSWORD_ONLY, format_methods, parse_methods
 
@@ -42,6 +42,7 @@ class SessionRecord:
     used_at: float | None = None  # first request with the session after the one that started it
     methods: tuple[str, ...] = PASSWORD_ONLY  # RFC 8176 values the sign-in used (authsvc.rules.auth_methods)
     authenticated_at: float | None = None  # last factor proved in this session; None when restored
+    groups: tuple[str, ...] = ()  # the user's groups (authsvc.core.groups), sorted, read with the record
 
 
 def session_verdict(rec: SessionRecord | None, now: float, policy: SessionPolicy) -> str:
@@ -88,19 +89,26 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+# The user's groups, comma-separated, in the same query (group_concat / string_agg by dialect):
+# verify's one indexed lookup stays one.
+_GROUPS = sa.select(sa.func.aggregate_strings(groups.c.name, ",")).select_from(
+    group_members.join(groups, groups.c.id == group_members.c.group_id)
+).where(group_members.c.user_id == sessions.c.user_id).scalar_subquery()
 # The user's canonical name (authsvc.rules.usernames), never the column as typed: verify sends it in a header.
 _SELECT = sa.select(
     sessions.c.id, sessions.c.user_id, users.c.username_key.label("username"), users.c.disabled, sessions.c.created_at,
     sessions.c.last_seen_at, sessions.c.expires_at, sessions.c.remembered, sessions.c.client_ip,
     sessions.c.user_agent, sessions.c.revoked_at, sessions.c.used_at, sessions.c.methods, sessions.c.authenticated_at,
+    _GROUPS.label("groups"),
 ).select_from(sessions.join(users, users.c.id == sessions.c.user_id))
 _BY_DIGEST = _SELECT.where(sessions.c.token_hash == sa.bindparam("digest"))
 
 
 def _record(row) -> SessionRecord:
-    """A row of :data:`_SELECT` as a record; the stored methods parsed once here, so the verify
-    cache holds them ready for ``X-Auth-Methods``."""
-    return SessionRecord(*row[:-2], methods=parse_methods(row.methods), authenticated_at=row.authenticated_at)
+    """A row of :data:`_SELECT` as a record; the stored methods and the groups parsed once here, so
+    the verify cache holds them ready for ``X-Auth-Methods``, ``X-Auth-Groups`` and the access rules."""
+    return SessionRecord(*row[:-3], methods=parse_methods(row.methods), authenticated_at=row.authenticated_at,
+                         groups=tuple(sorted(row.groups.split(","))) if row.groups else ())
 
 
 # Built once (login runs them every time): SQLAlchemy then only looks up its compiled form.

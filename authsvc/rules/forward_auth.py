@@ -28,13 +28,15 @@ from urllib.parse import quote
 
 from authsvc.rules.redirects import RedirectDecision, RedirectRules, validate_next
 
-__all__ = ["LoginRedirect", "OriginalRequest", "login_location", "login_url", "original_request"]
+__all__ = ["LoginRedirect", "OriginalRequest", "login_location", "login_url", "original_request", "request_parts",
+           "step_up_location"]
 
 # Only the shapes a proxy produces; validate_next still judges whatever passes these.
 _ABSOLUTE = re.compile(r"https?://[\x21-\x7e]+\Z", re.IGNORECASE)
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
 _URI = re.compile(r"/[\x21-\x7e]*\Z")
 _METHOD = re.compile(r"[A-Z]{1,16}\Z")
+_PARTS = re.compile(r"[A-Za-z]+://([^/?#]*)(.*)\Z", re.DOTALL)  # authority, then path, query and fragment
 # The browser repeats the original request as a GET after login: only safe methods get a `next`.
 _RESUMABLE = frozenset({"GET", "HEAD"})
 
@@ -60,17 +62,20 @@ def login_url(public_url: str | None) -> str:
     return f"{public_url}/login" if public_url else "/login"
 
 
-def original_request(headers: Mapping[str, str], scheme: str, trusted_proxies: int) -> OriginalRequest:
+def original_request(headers: Mapping[str, str], scheme: str, trusted_proxies: int,
+                     own_method: str = "GET") -> OriginalRequest:
     """The request the proxy is asking about, read from its headers.
 
     ``X-Original-URL`` (nginx) wins over ``X-Forwarded-Host``/``-Uri`` (Traefik, Caddy); ``scheme``
     is the request scheme after ProxyFix (the trusted hop's ``X-Forwarded-Proto``). A list of hosts
     (several proxies appended) or any part outside printable ASCII gives ``url=None``: refused, not
-    guessed.
+    guessed. The method is ``X-Original-Method`` or ``X-Forwarded-Method``; without either, the
+    method of the proxy's own request (``own_method``: Envoy's ``ext_authz`` asks with the
+    original request's method).
     """
     if trusted_proxies < 1:
         return OriginalRequest(None, "GET")
-    raw_method = headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or "GET"
+    raw_method = headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or own_method
     method = raw_method.strip().upper()
     method = method if _METHOD.match(method) else ""
     original = headers.get("X-Original-URL")
@@ -93,3 +98,23 @@ def login_location(redirect: LoginRedirect, original: OriginalRequest) -> tuple[
         return redirect.login_url, decision
     # The target is already printable ASCII; quote what would end or split the query value.
     return f"{redirect.login_url}?next={quote(decision.target, safe=':/')}", decision
+
+
+def request_parts(original: OriginalRequest) -> tuple[str | None, str | None]:
+    """The host (port included) and the request target (path, query) of the original URL, for
+    the access rules (:func:`authsvc.rules.access.decide`); ``(None, None)`` without a URL."""
+    if original.url is None:
+        return None, None
+    parts = _PARTS.match(original.url)
+    if parts is None:  # pragma: no cover - original_request's shapes always split
+        return None, None
+    host, target = parts.groups()
+    return host, target if target.startswith("/") else "/" + target
+
+
+def step_up_location(redirect: LoginRedirect, original: OriginalRequest) -> tuple[str, RedirectDecision | None]:
+    """``Location`` for a signed-in browser whose session has one factor where a rule asks two: the
+    login page with ``step_up=1`` (it then signs in again, password and second step, instead of
+    going straight back) and ``next`` as :func:`login_location` gives it."""
+    location, decision = login_location(redirect, original)
+    return location + ("&" if "?" in location else "?") + "step_up=1", decision

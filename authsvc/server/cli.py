@@ -1,4 +1,4 @@
-"""The ``authsvc`` command line: serve, db, user, sessions, mfa, gen-secret, check, probe."""
+"""The ``authsvc`` command line: serve, db, user, group, access, sessions, mfa, gen-secret, check, probe."""
 
 from __future__ import annotations
 
@@ -85,12 +85,28 @@ def cmd_check(_args) -> int:
         problems.append(config_mod.Problem("error", "AUTHSVC_DATABASE_URL",
                                            f"AUTHSVC_DATABASE_URL: cannot connect ({type(exc).__name__})."))
     problems += _file_mode_problems(settings)
+    problems += _access_problems(settings)
     for p in problems:
         print(p)
     if not [p for p in problems if p.severity != "note"]:
         print(f"ok: configuration is sound for {settings.env} (policy: {settings.policy.source})")
         return 0
     return 1
+
+
+def _access_problems(settings: config_mod.Settings) -> list[config_mod.Problem]:
+    """The access rules' lints; group members are counted when the database can be read."""
+    from authsvc.core import db
+    from authsvc.core.access_lint import access_problems
+    from authsvc.core.groups import GroupStore
+
+    if not settings.policy.access.rules:
+        return []
+    try:
+        members = dict(GroupStore(db.make_engine(settings.database_url), time.time).all())
+    except Exception:  # reported above as the database's problem
+        members = None
+    return access_problems(settings.policy.access, settings, members)
 
 
 def _file_mode_problems(settings: config_mod.Settings) -> list[config_mod.Problem]:
@@ -181,9 +197,11 @@ def cmd_user(args) -> int:
     app = _app()
     svc = app.extensions["authsvc"]
     if args.user_cmd == "list":
+        member_of = svc.groups.by_user()
         for a in svc.accounts.all():
             print(f"{a.id}\t{a.username}\t{'disabled' if a.disabled else 'enabled'}\t"
-                  f"password set {time.strftime('%Y-%m-%d', time.gmtime(a.password_changed_at))}")
+                  f"password set {time.strftime('%Y-%m-%d', time.gmtime(a.password_changed_at))}\t"
+                  f"groups: {','.join(member_of.get(a.id, ())) or '-'}")
         return 0
     if args.user_cmd == "add":
         problem = username_problem(args.name, svc.policy.limits.username_max_length)
@@ -242,6 +260,8 @@ def cmd_user(args) -> int:
         svc.code_throttle.unlock(account.username_key)  # the second step's codes too
         svc.audit.emit("account_unlocked", user_id=account.id, by="cli")
         print(f"unlocked {account.username} (shared rate-limit storage only; memory:// lives in the server)")
+    elif args.user_cmd == "groups":
+        return _user_groups(svc, account, args)
     elif args.user_cmd == "mfa":
         for kind, count in svc.factors.counts(account.id).items():
             print(f"{kind}\t{count}")
@@ -256,6 +276,108 @@ def cmd_user(args) -> int:
         print(f"removed {removed} second factor(s) and {codes} recovery code(s) of {account.username}; "
               f"{ended} session(s) ended")
     return 0
+
+
+def _user_groups(svc, account, args) -> int:
+    """``authsvc user groups USER [--add G] [--remove G]``: change, then list, the user's groups."""
+    from authsvc.core.groups import NoSuchGroup
+
+    for name, join in [*((g, True) for g in args.add or ()), *((g, False) for g in args.remove or ())]:
+        try:
+            changed = (svc.groups.join if join else svc.groups.leave)(account.id, name)
+        except NoSuchGroup as exc:
+            return _fail(f"no group named {_shown(str(exc))!r}; create it with `authsvc group add NAME`")
+        if changed:
+            svc.audit.emit("group_member_added" if join else "group_member_removed", user_id=account.id,
+                           group=str(_normal_group(name)), by="cli")
+    print(f"{account.username}\t{','.join(svc.groups.of_user(account.id)) or '-'}")
+    return 0
+
+
+def _normal_group(name: str) -> str:
+    from authsvc.rules.groups import normalize_group
+
+    return normalize_group(name)
+
+
+def cmd_group(args) -> int:
+    from authsvc.core.groups import GroupExists, NoSuchGroup
+    from authsvc.rules.groups import group_problem
+
+    app = _app()
+    svc = app.extensions["authsvc"]
+    if args.group_cmd == "list":
+        for name, members in svc.groups.all():
+            print(f"{name}\t{members} member(s)")
+        return 0
+    if args.group_cmd == "add":
+        problem = group_problem(args.name)
+        if problem:
+            return _fail(problem)
+        try:
+            name = svc.groups.add(args.name)
+        except GroupExists as exc:
+            return _fail(f"group {str(exc)!r} already exists")
+        svc.audit.emit("group_created", group=name, by="cli")
+        print(f"created group {name}")
+        return 0
+    try:
+        members = svc.groups.remove(args.name)
+    except NoSuchGroup as exc:
+        return _fail(f"no group named {_shown(str(exc))!r}")
+    name = _normal_group(args.name)
+    svc.audit.emit("group_removed", group=name, by="cli", members_removed=members)
+    print(f"removed group {name} and its {members} membership(s)")
+    return 0
+
+
+def cmd_access(args) -> int:
+    """``authsvc access explain``: which rule decides a request, and why."""
+    from authsvc.rules import access as rules
+    from authsvc.rules.forward_auth import OriginalRequest, request_parts
+
+    settings = _settings()
+    access = settings.policy.access
+    url = args.url
+    if not url.lower().startswith(("http://", "https://")) or any(not (" " < c <= "~") for c in url):
+        return _fail("--url must be an absolute http(s) URL in printable ASCII, as the proxy would describe it")
+    method = args.method.upper()
+    host, target = request_parts(OriginalRequest(url, method))
+    user, groups = None, ()
+    if args.user is not None:
+        app = _app()
+        svc = app.extensions["authsvc"]
+        account = _account(svc.accounts, args.user)
+        user, groups = account.username, svc.groups.of_user(account.id)
+    print(f"request: {method} {_shown(url)}")
+    normal = rules.normalize_host(host)
+    path = rules.normalize_path(target or "")
+    print(f"  host {normal or 'unreadable'}, path {path or 'ambiguous (denied where the host has path rules)'}")
+    print(f"user: {user or 'anonymous'}" + (f" (groups: {','.join(groups) or '-'})" if user else ""))
+    outcomes = {}
+    for label, methods in (("one factor", ("pwd",)), ("two factors", ("pwd", "otp", "mfa"))):
+        outcomes[label] = rules.decide(access, host, target, method, user, groups, methods)
+    first = outcomes["one factor"]
+    if first.rule is None:
+        print(f"decided by: {'the default' if first.reason in ('default', 'no_rules') else 'no rule'} "
+              f"(default = {access.default}; reason {first.reason})")
+    else:
+        print(f"decided by: access.rules[{first.rule}] ({_describe(access.rules[first.rule])}; reason {first.reason})")
+    if user is None:
+        print(f"verdict: {first.verdict}")
+    else:
+        for label, decision in outcomes.items():
+            print(f"verdict signed in with {label}: {decision.verdict}")
+    return 0
+
+
+def _describe(rule) -> str:
+    parts = [f"hosts={','.join(rule.hosts)}"]
+    for key in ("paths", "methods", "groups", "users"):
+        values = getattr(rule, key)
+        if values:
+            parts.append(f"{key}={','.join(sorted(values))}")
+    return " ".join([*parts, f"policy={rule.policy}"])
 
 
 def cmd_mfa(args) -> int:
@@ -327,10 +449,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = usub.add_parser("mfa", help="list the account's second factors and recovery codes left")
     p.add_argument("name")
     p.set_defaults(func=cmd_user)
+    p = usub.add_parser("groups", help="list the user's groups; --add/--remove change them first")
+    p.add_argument("name")
+    p.add_argument("--add", action="append", metavar="GROUP", help="put the user in GROUP (repeatable)")
+    p.add_argument("--remove", action="append", metavar="GROUP", help="take the user out of GROUP (repeatable)")
+    p.set_defaults(func=cmd_user)
     p = usub.add_parser("mfa-reset", help="remove every second factor and recovery code of the account and end "
                         "its sessions (a user who lost their factors; check who asks first)")
     p.add_argument("name")
     p.set_defaults(func=cmd_user)
+
+    group = sub.add_parser("group", help="groups for access rules")
+    gsub = group.add_subparsers(dest="group_cmd", required=True)
+    for name, text in (("add", "create a group"), ("remove", "delete a group and every membership in it")):
+        p = gsub.add_parser(name, help=text)
+        p.add_argument("name")
+        p.set_defaults(func=cmd_group)
+    gsub.add_parser("list", help="every group and its number of members").set_defaults(func=cmd_group)
+
+    access = sub.add_parser("access", help="access rules")
+    asub = access.add_subparsers(dest="access_cmd", required=True)
+    p = asub.add_parser("explain", help="which rule decides a request, and why")
+    p.add_argument("--url", required=True, help="the original request's URL, e.g. https://app.example.com/admin")
+    p.add_argument("--user", help="the signed-in user (leave out: anonymous)")
+    p.add_argument("--method", default="GET")
+    p.set_defaults(func=cmd_access)
 
     mfa = sub.add_parser("mfa", help="second factors")
     msub = mfa.add_subparsers(dest="mfa_cmd", required=True)

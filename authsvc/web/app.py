@@ -45,6 +45,7 @@ from authsvc.core.sessions import SessionStore
 from authsvc.core.signing import serializer, timed_serializer
 from authsvc.web.session_cookie import SessionInterface
 from authsvc.core.throttle import Throttle
+from authsvc.core.groups import GroupStore
 from authsvc.core.verify_cache import VerifyCache
 
 log = logging.getLogger("authsvc")
@@ -125,6 +126,8 @@ class Services:
     # None when the settings give no relying party (see authsvc.rules.passkeys.relying_party: e.g.
     # development on http://127.0.0.1, an IP address WebAuthn refuses): no passkey page or button.
     passkeys: PasskeyService | None = None
+    # Groups for access rules (the rules themselves are policy.access, read once with the policy).
+    groups: GroupStore | None = None
 
 
 def _password_rules(policy: Policy) -> PasswordRules:
@@ -241,6 +244,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         recovery_codes=recovery,
         code_throttle=code_throttle,
         rp_id=rp_id,
+        groups=GroupStore(engine, clock, sessions_ended),
     )
     app.extensions["authsvc"] = services
 

@@ -291,15 +291,20 @@ class Served:
 
 @contextlib.contextmanager
 def serving(folder: Path, env: dict[str, str], *, workers: int = 1, user: str | None = USERNAME,
-            timeout: float = 60.0):
-    """``authsvc db upgrade``, ``authsvc user add USER`` (PASSWORD; skipped for None), then
-    ``authsvc serve`` on a free loopback port until the block ends (SIGTERM, then SIGKILL)."""
+            timeout: float = 60.0, groups: tuple[str, ...] = ()):
+    """``authsvc db upgrade``, ``authsvc user add USER`` (PASSWORD; skipped for None) in ``groups``,
+    then ``authsvc serve`` on a free loopback port until the block ends (SIGTERM, then SIGKILL)."""
     cmd = authsvc_command()
     subprocess.run([*cmd, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
     if user is not None:
         added = subprocess.run([*cmd, "user", "add", user, "--password-stdin"], env=env, input=PASSWORD + "\n",
                                capture_output=True, text=True, timeout=120, check=False)
         assert added.returncode == 0, added.stderr
+        for group in groups:
+            subprocess.run([*cmd, "group", "add", group], env=env, check=True, capture_output=True, timeout=120)
+        if groups:
+            subprocess.run([*cmd, "user", "groups", user, *(f"--add={g}" for g in groups)], env=env, check=True,
+                           capture_output=True, timeout=120)
     port = free_port()
     log = folder / "authsvc.log"
     with open(log, "wb") as out:
@@ -347,19 +352,31 @@ def form_login_response(requests, base: str, username: str, password: str, addre
 
 
 @contextlib.contextmanager
-def authsvc_server(folder: Path, public_url: str, app_origin: str):
+def authsvc_server(folder: Path, public_url: str, app_origin: str, groups: tuple[str, ...] = ()):
     folder.mkdir(parents=True, exist_ok=True)
-    with serving(folder, authsvc_env(folder, public_url, app_origin)) as server:
+    with serving(folder, authsvc_env(folder, public_url, app_origin), groups=groups) as server:
         yield server.port, server.log
 
 
 # --- nginx -------------------------------------------------------------------------------------------
 
 
+def split_addresses(values: dict[str, str]) -> dict[str, str]:
+    """The template variables a site's ``AUTHSVC_ADDR`` / ``APP_ADDR`` imply (``*_IP``, ``*_PORT``),
+    and ``CONFIG_DIR`` (nginx's site names no other file), for callers that give only the first seven."""
+    derived = {"CONFIG_DIR": "/nonexistent"}
+    for name in ("AUTHSVC", "APP"):
+        address = values.get(f"{name}_ADDR")
+        if address:
+            derived[f"{name}_IP"], _, derived[f"{name}_PORT"] = address.rpartition(":")
+    return derived
+
+
 def render_nginx_site(values: dict[str, str], template: str | None = None) -> str:
     """deploy/nginx/authsvc.conf (or ``template``, a text made from it) with its ${PLACEHOLDERS}
     filled in, as envsubst would."""
     text = NGINX_TEMPLATE.read_text() if template is None else template
+    values = {**split_addresses(values), **values}
     for name, value in values.items():
         text = text.replace("${" + name + "}", value)
     assert "${" not in text, "a placeholder in deploy/nginx/authsvc.conf has no test value"
@@ -611,6 +628,10 @@ class Stack:
         return "\n".join(f"--- {name} ({path}):\n{tail(path)}" for name, path in self.logs.items())
 
 
+# The user behind the proxies is in two groups, so X-Auth-Groups has something to carry (and to forge).
+BACKEND_GROUPS = ("ops", "staff")
+
+
 @contextlib.contextmanager
 def backend(folder: Path):
     """authsvc + echo app + test CA for proxies on one https port (allocated here), started once."""
@@ -620,7 +641,8 @@ def backend(folder: Path):
     tls = make_tls(folder / "tls")
     with contextlib.ExitStack() as running:
         app_server = running.enter_context(echo_app())
-        authsvc_port, authsvc_log = running.enter_context(authsvc_server(folder / "authsvc", auth, app))
+        authsvc_port, authsvc_log = running.enter_context(authsvc_server(folder / "authsvc", auth, app,
+                                                                         groups=BACKEND_GROUPS))
         yield Backend(port, auth, app, tls, folder, app_server.hits, authsvc_port, app_server.server_address[1],
                       {"authsvc": authsvc_log})
 

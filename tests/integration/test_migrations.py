@@ -85,13 +85,47 @@ def test_upgrade_from_an_empty_database_builds_exactly_the_schema_the_models_des
     db.upgrade(engine)
     assert db.current_revision(engine) == db.head_revision()
     assert tables(engine) == {"users", "sessions", "remember_tokens", "known_devices", "totp_factors",
-                              "recovery_codes", "passkeys", "passkey_users", "alembic_version"}
+                              "recovery_codes", "passkeys", "passkey_users", "groups", "group_members", "alembic_version"}
     with engine.connect() as conn:
         drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), models.metadata)
     assert drift == [], f"authsvc/core/models.py and the migrations disagree (a change without a revision?): {drift}"
     assert db.schema_problem(engine) is None
     db.upgrade(engine)  # again: nothing to do, nothing breaks
     assert db.current_revision(engine) == db.head_revision()
+
+
+def test_0007_groups_memberships_end_with_their_group_or_account_and_downgrade_cleanly(engine):
+    """Removing a group or an account removes its memberships (ON DELETE CASCADE, on each database),
+    and 0007 goes down to 0006 and up again."""
+    db.upgrade(engine)
+    from authsvc.core.accounts import AccountStore
+    from authsvc.core.groups import GroupStore
+
+    clock = Clock()
+    groups = GroupStore(engine, clock)
+    alice = AccountStore(engine, clock).create("alice", "x")
+    groups.add("admins")
+    groups.add("ops")
+    assert groups.join(alice.id, "admins") and groups.join(alice.id, "ops") and not groups.join(alice.id, "ops")
+    from authsvc.core.policy import load_policy
+    from authsvc.core.sessions import SessionStore
+
+    store = SessionStore(engine, load_policy().sessions, clock)
+    token, _ = store.create(alice.id, "198.51.100.7", "ua", False)
+    assert store.load(token).groups == ("admins", "ops")  # read with the session, in its one query
+    with engine.begin() as conn:
+        conn.execute(models.groups.delete().where(models.groups.c.name == "ops"))
+    assert groups.of_user(alice.id) == ("admins",)
+    with engine.begin() as conn:
+        conn.execute(models.users.delete().where(models.users.c.id == alice.id))
+        assert conn.execute(sa.select(sa.func.count()).select_from(models.group_members)).scalar() == 0
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0006")
+    assert not {"groups", "group_members"} & tables(engine)
+    db.upgrade(engine)
+    assert {"groups", "group_members"} <= tables(engine)
 
 
 # --- from the previous release, with data ------------------------------------------------------------------

@@ -34,6 +34,7 @@ from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
     APP_HOST,
     AUTH_HOST,
+    BACKEND_GROUPS,
     PROXIES,
     USERNAME,
     backend,
@@ -170,10 +171,10 @@ def test_sign_in_returns_to_the_app_which_sees_the_user_and_groups(stack):
     assert posted.status_code == 303 and posted.headers["Location"] == wanted
     seen = assert_the_user(get(s, wanted))
     assert seen["path"] == "/notes/today?tab=open"
-    # Groups reach the app exactly as authsvc answers them (none sent: none seen).
+    # Groups reach the app exactly as authsvc answers them.
     direct = verify_directly(stack, s)
-    assert direct.status_code == 200
-    assert seen["groups"] == ([direct.headers["X-Auth-Groups"]] if "X-Auth-Groups" in direct.headers else [])
+    assert direct.status_code == 200 and direct.headers["X-Auth-Groups"] == ",".join(BACKEND_GROUPS)
+    assert seen["groups"] == [direct.headers["X-Auth-Groups"]]
     assert seen["user_id"] == [direct.headers["X-Auth-User-Id"]]
 
 

@@ -10,7 +10,7 @@ Rules
     ``redirect(x)`` and a ``Location`` header take only a constant, a ``url_for(...)`` result, or
     the validator's output: ``d.target`` where ``d`` came from :func:`authsvc.rules.redirects.validate_next`
     or from a function annotated ``-> RedirectDecision`` (``next_decision``), or the URL of
-    ``login_location(...)`` (which runs ``validate_next`` itself).
+    ``login_location(...)`` (which runs ``validate_next`` itself) or ``step_up_location(...)`` (which wraps it).
 ``AUTHSVC002 request-to-sink``
     No request value (``request.args/form/values/headers/cookies/json/data/...``, or the result of
     a package function that returns one, such as ``authsvc.web.forms.field``) reaches a redirect, a
@@ -63,7 +63,7 @@ REQUEST_SOURCES = frozenset({
 DECISION_PRODUCERS = frozenset({"validate_next"})  # plus every function annotated -> RedirectDecision
 SAFE_URL_PRODUCERS = frozenset({"url_for"})
 # Return (location, decision) with the location built from validate_next's target only.
-SAFE_URL_PAIR_PRODUCERS = frozenset({"login_location"})
+SAFE_URL_PAIR_PRODUCERS = frozenset({"login_location", "step_up_location"})  # the second wraps the first
 SQL_TEXT_CALLS = frozenset({"text"})
 SQL_EXECUTE_METHODS = frozenset({"execute", "exec_driver_sql", "executescript", "executemany"})
 TEMPLATE_STRING_CALLS = frozenset({"from_string", "Template", "Markup"})

@@ -153,6 +153,8 @@ def test_multipart_with_invalid_utf8_username_is_refused(app, user, username, st
 @pytest.mark.asvs("V13.4.4", "V16.5.1")
 @pytest.mark.parametrize("method, path", [
     ("PUT", "/login"), ("DELETE", "/login"), ("PATCH", "/login"), ("TRACE", "/login"),
+    # Not /auth/verify: it answers every method as GET (a proxy may forward the original method;
+    # test_forward_auth.py::test_every_method_is_answered_as_get_is_and_no_automatic_options_lets_a_request_through).
     ("GET", "/logout"), ("PUT", "/logout"), ("POST", "/healthz"), ("DELETE", "/api/v1/session"),
 ])
 def test_wrong_methods_are_405(client, method, path):

@@ -373,11 +373,24 @@ def test_head_is_answered_like_get(proxied):
     assert verify(proxied, "1", method="HEAD").status_code == 302
 
 
-def test_verify_answers_other_methods_as_get(proxied):
-    """A proxy may ask with the original method (Envoy's ext_authz): the answer is GET's, never a
-    405 or a framework's OPTIONS answer (tests/security/test_verify_methods.py has the list)."""
-    assert verify(proxied, None, method="POST").status_code == 401
-    assert verify(proxied, "1", method="OPTIONS").status_code == 302
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "MKCOL",
+                "BREW", "get", "Options"]
+
+
+@pytest.mark.asvs("V8.3.1")
+@pytest.mark.parametrize("method", EVERY_METHOD)
+def test_every_method_is_answered_as_get_is_and_no_automatic_options_lets_a_request_through(proxied, method):
+    """Envoy's ext_authz asks with the original request's method: an OPTIONS or a 405 answered by
+    the framework (Flask answers OPTIONS 200 with Allow by itself) would let the request through."""
+    add_user(proxied)
+    signed_in = new_client(proxied)
+    assert login(signed_in).status_code == 303
+    anonymous = verify(proxied, None, headers={"X-Original-URL": f"{NOTES}/a"}, method=method)
+    redirected = verify(proxied, "1", headers={"X-Original-URL": f"{NOTES}/a"}, method=method)
+    ok = verify(proxied, None, headers={"X-Original-URL": f"{NOTES}/a"}, client=signed_in, method=method)
+    assert anonymous.status_code == 401 and "Allow" not in anonymous.headers
+    assert redirected.status_code == 302 and redirected.headers["Location"].startswith(LOGIN)
+    assert ok.status_code == 200 and ok.headers["X-Auth-User"] == "alice"
 
 
 # --- verify never sets a cookie ------------------------------------------------------------------

@@ -14,6 +14,7 @@ from authsvc.web.limiter import signed_device
 from authsvc.core.accounts import Account
 from authsvc.core.login_flow import TOO_LONG, Failed, FlowEnded, FlowState, Refused, SignedIn, StepRequired
 from authsvc.core.totp import new_secret, provisioning_uri
+from authsvc.rules.auth_methods import is_multi_factor
 from authsvc.rules.redirects import RedirectDecision, validate_next
 from authsvc.rules.second_step import MAX_CODE_INPUT
 
@@ -169,7 +170,13 @@ def page_session() -> str:
 @bp.get("/login")
 def login_form():
     decision = next_decision(_raw_next())
-    if page_session() != "anonymous":
+    state = page_session()
+    if state == "signed_in" and request.args.get("step_up") == "1" and not is_multi_factor(
+            current_user.record.methods):
+        # /auth/verify sent a one-factor session here for a two_factor rule: sign in again, password
+        # then second step (a new session replaces this one), instead of going straight back.
+        return _render(decision, username=current_user.username)
+    if state != "anonymous":
         response = redirect(decision.target, 303)
         expire_planted_copies(response, decision.target)
         return response

@@ -1,0 +1,271 @@
+"""/auth/verify with access rules: the threat list of "may this user reach this app".
+
+Both parts of verify (the fast WSGI app and the Flask view it hands the rest to) decide with the
+same pure function; these tests go through HTTP as a proxy would. A signed-in user a rule does not
+let in gets 403 (never 200, never a login loop); a one-factor session on a two_factor rule is sent
+to sign in again with its second step; bypass lets the anonymous through with no identity; the
+request is described by the trusted proxy's headers only; the verify cache holds sessions, never
+decisions; every method is answered alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from authsvc.core.groups import GroupExists
+from tests.conftest import (
+    PASSWORD,
+    TEST_POLICY,
+    add_user,
+    build_app,
+    csrf_in,
+    login,
+    new_client,
+)
+from tests.security.factors import enroll, second_step, sign_in
+
+PUBLIC = "https://auth.example.test"
+APP = "https://app.example.test"
+ADMIN = "https://admin.example.test"
+RULES = """
+[access]
+default = "one_factor"
+
+[[access.rules]]
+hosts = ["app.example.test"]
+paths = ["/public"]
+policy = "bypass"
+
+[[access.rules]]
+hosts = ["app.example.test"]
+paths = ["/admin"]
+policy = "deny"
+
+[[access.rules]]
+hosts = ["admin.example.test"]
+groups = ["admins"]
+policy = "two_factor"
+
+[[access.rules]]
+hosts = ["admin.example.test"]
+policy = "deny"
+
+[[access.rules]]
+hosts = ["app.example.test"]
+paths = ["/api"]
+methods = ["DELETE"]
+policy = "deny"
+"""
+
+
+def policy_file(tmp_path, rules: str = RULES) -> str:
+    path = tmp_path / "policy.toml"
+    apps = "".join(f'\n[[redirects.apps]]\norigin = "{origin}"\n' for origin in (APP, ADMIN))
+    path.write_text(Path(TEST_POLICY).read_text() + apps + rules)
+    return str(path)
+
+
+@pytest.fixture
+def ruled(tmp_path, clock):
+    return build_app(tmp_path, clock, AUTHSVC_TRUSTED_PROXIES="1", AUTHSVC_POLICY=policy_file(tmp_path),
+                     AUTHSVC_REDIRECT_ALLOWED_ORIGINS=None)
+
+
+def ask(app, url: str, client=None, mode: str | None = None, method: str = "GET", headers=None, flask_view=False):
+    """/auth/verify as nginx asks it (X-Original-URL, X-Original-Method). ``flask_view``: with an
+    Upgrade header, which the fast part hands to the Flask view."""
+    client = client or new_client(app)
+    sent = {"X-Original-URL": url, "X-Original-Method": method, **(headers or {})}
+    if flask_view:
+        sent["Upgrade"] = "h2c"
+    return client.get("/auth/verify" + (f"?redirect={mode}" if mode else ""), headers=sent)
+
+
+def signed_in(app, name: str = "alice", groups=()):
+    user = add_user(app, name)
+    svc = app.extensions["authsvc"]
+    for group in groups:
+        try:
+            svc.groups.add(group)
+        except GroupExists:  # added for an earlier user
+            pass
+        svc.groups.join(user.id, group)
+    client = new_client(app)
+    assert login(client, name).status_code == 303
+    return user, client
+
+
+BOTH_PARTS = pytest.mark.parametrize("flask_view", [False, True], ids=["fast", "flask-view"])
+
+
+@pytest.mark.asvs("V8.3.1")
+@BOTH_PARTS
+def test_a_signed_in_user_a_rule_denies_gets_403_not_200_nor_a_login_loop(ruled, flask_view):
+    _user, client = signed_in(ruled)
+    for mode in (None, "1", "401"):
+        answer = ask(ruled, f"{APP}/admin/x", client, mode, flask_view=flask_view)
+        assert answer.status_code == 403 and "Location" not in answer.headers and "X-Auth-User" not in answer.headers
+    assert ask(ruled, f"{APP}/notes", client, flask_view=flask_view).status_code == 200
+
+
+@pytest.mark.asvs("V8.3.1")
+@BOTH_PARTS
+def test_a_user_outside_the_group_gets_403_and_a_member_with_two_factors_gets_in(ruled, clock, flask_view):
+    _bob, bob = signed_in(ruled, "bob")
+    assert ask(ruled, f"{ADMIN}/", bob, "1", flask_view=flask_view).status_code == 403
+    carol, _ = signed_in(ruled, "carol", groups=("admins", "ops"))
+    totp = enroll(ruled, carol, clock)
+    client = new_client(ruled)
+    assert sign_in(client, totp, "carol").status_code == 303
+    answer = ask(ruled, f"{ADMIN}/", client, "1", flask_view=flask_view)
+    assert answer.status_code == 200
+    assert answer.headers["X-Auth-User"] == "carol" and answer.headers["X-Auth-Groups"] == "admins,ops"
+
+
+def test_x_auth_groups_is_always_sent_empty_when_the_user_has_none(ruled):
+    _user, client = signed_in(ruled)
+    for flask_view in (False, True):
+        answer = ask(ruled, f"{APP}/notes", client, flask_view=flask_view)
+        assert answer.status_code == 200 and answer.headers["X-Auth-Groups"] == ""
+
+
+@pytest.mark.asvs("V6.3.3")
+@pytest.mark.parametrize("mode", ["1", "401"])
+def test_two_factor_with_a_one_factor_session_is_sent_to_sign_in_again_with_the_second_step(ruled, clock, mode):
+    carol, client = signed_in(ruled, "carol", groups=("admins",))  # password only
+    enroll(ruled, carol, clock)  # a factor added after this session started
+    answer = ask(ruled, f"{ADMIN}/x", client, mode)
+    assert answer.status_code == (302 if mode == "1" else 401)
+    location = urlsplit(answer.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{PUBLIC}/login"
+    assert parse_qs(location.query) == {"next": [f"{ADMIN}/x"], "step_up": ["1"]}
+    # The login page then asks for the password again instead of sending the session straight back.
+    page = client.get(f"/login?{location.query}")
+    assert page.status_code == 200 and 'value="carol"' in page.get_data(as_text=True)
+    assert client.get(f"/login?next={ADMIN}/x").status_code == 303  # without step_up: back, as before
+
+
+def test_after_the_step_up_the_new_session_gets_in(ruled, clock):
+    carol, client = signed_in(ruled, "carol", groups=("admins",))
+    totp = enroll(ruled, carol, clock)
+    location = ask(ruled, f"{ADMIN}/", client, "1").headers["Location"]
+    page = client.get(location.removeprefix(PUBLIC))
+    first = client.post("/login", data={"csrf_token": csrf_in(page.get_data(as_text=True)), "username": "carol",
+                                        "password": PASSWORD, "next": f"{ADMIN}/"})
+    assert first.status_code == 303 and first.headers["Location"].startswith("/login/mfa")
+    done = second_step(client, totp.code(), next=f"{ADMIN}/")
+    assert done.status_code == 303 and done.headers["Location"] == f"{ADMIN}/"
+    answer = ask(ruled, f"{ADMIN}/", client)
+    assert answer.status_code == 200 and answer.headers["X-Auth-Methods"] == "pwd,otp,mfa"
+
+
+def test_two_factor_for_an_account_without_a_second_factor_is_403_not_a_loop(ruled, capsys):
+    _user, client = signed_in(ruled, "carol", groups=("admins",))
+    capsys.readouterr()
+    assert ask(ruled, f"{ADMIN}/", client, "1").status_code == 403
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [e["reason"] for e in events if e.get("event") == "access_denied"] == ["no_second_factor"]
+
+
+@pytest.mark.asvs("V8.3.1")
+@pytest.mark.parametrize("path", ["/public", "/public/", "/public/app.css", "/%70ublic/x", "/public?next=/admin"])
+def test_bypass_lets_the_anonymous_through_with_no_identity(ruled, path):
+    answer = ask(ruled, f"{APP}{path}", mode="1")
+    assert answer.status_code == 200
+    assert not [name for name, _ in answer.headers if name.lower().startswith("x-auth-")]
+    _user, client = signed_in(ruled)
+    answer = ask(ruled, f"{APP}{path}", client)
+    assert answer.status_code == 200 and "X-Auth-User" not in answer.headers  # nobody's identity on a public path
+
+
+@pytest.mark.parametrize("path", ["/public/..%2fadmin", "/public%2f..%2fadmin", "/public/%2e%2e/admin", "/public;/../admin",
+                                  "/public%5c..%5cadmin", "/public/%252e%252e/admin"])
+def test_encoded_detours_from_a_bypass_path_are_denied_even_signed_in(ruled, path):
+    assert ask(ruled, f"{APP}{path}", mode="1").status_code == 403
+    _user, client = signed_in(ruled)
+    assert ask(ruled, f"{APP}{path}", client).status_code == 403
+
+
+def test_an_anonymous_request_on_an_ordinary_path_still_goes_to_login(ruled):
+    answer = ask(ruled, f"{APP}/notes", mode="1")
+    assert answer.status_code == 302 and parse_qs(urlsplit(answer.headers["Location"]).query)["next"] == [f"{APP}/notes"]
+
+
+@pytest.mark.parametrize("method", ["DELETE", "delete"])
+def test_the_original_method_decides_method_rules(ruled, method):
+    _user, client = signed_in(ruled)
+    assert ask(ruled, f"{APP}/api/items", client, method=method).status_code == 403
+    assert ask(ruled, f"{APP}/api/items", client, method="GET").status_code == 200
+
+
+@pytest.mark.parametrize("verb", ["OPTIONS", "POST", "DELETE", "PROPFIND"])
+def test_the_proxys_own_method_never_opens_a_denied_path(ruled, verb):
+    """Envoy's ext_authz asks with the original method; an automatic OPTIONS answer must not pass."""
+    _user, client = signed_in(ruled)
+    for c in (client, new_client(ruled)):
+        answer = c.open("/auth/verify", method=verb, headers={"X-Original-URL": f"{APP}/admin"})
+        assert answer.status_code == 403 and "Allow" not in answer.headers
+    # Without a method header, the proxy's own method is the original one.
+    answer = client.open("/auth/verify", method="DELETE", headers={"X-Original-URL": f"{APP}/api/x"})
+    assert answer.status_code == 403
+
+
+@pytest.mark.asvs("V4.1.3")
+@pytest.mark.parametrize("peer", ["203.0.113.9", "10.0.1.1"])
+def test_forged_request_descriptions_from_an_untrusted_peer_are_ignored(tmp_path, clock, peer):
+    """A client talking to verify itself (outside AUTHSVC_TRUSTED_PROXY_NETWORKS) cannot name the
+    bypass path, or any other: without the proxy's description, rules deny."""
+    app = build_app(tmp_path, clock, AUTHSVC_TRUSTED_PROXIES="1", AUTHSVC_TRUSTED_PROXY_NETWORKS="10.0.0.0/24",
+                    AUTHSVC_POLICY=policy_file(tmp_path), AUTHSVC_REDIRECT_ALLOWED_ORIGINS=None)
+    client = new_client(app)
+    client.environ_base["REMOTE_ADDR"] = peer
+    for headers in ({"X-Original-URL": f"{APP}/public"},
+                    {"X-Forwarded-Host": "app.example.test", "X-Forwarded-Uri": "/public", "X-Forwarded-Proto": "https"}):
+        answer = client.get("/auth/verify?redirect=1", headers=headers)
+        assert answer.status_code == 403, headers
+    add_user(app)
+    assert login(client).status_code == 303
+    assert client.get("/auth/verify", headers={"X-Original-URL": f"{APP}/notes"}).status_code == 403
+
+
+def test_the_cache_holds_sessions_not_decisions(ruled):
+    """Two URLs, one session, back to back (the cache warm): each gets its own decision."""
+    _user, client = signed_in(ruled)
+    for _ in range(3):
+        assert ask(ruled, f"{APP}/notes", client).status_code == 200
+        assert ask(ruled, f"{APP}/admin", client).status_code == 403
+        assert ask(ruled, f"{ADMIN}/", client).status_code == 403
+
+
+def test_a_group_change_reaches_verify_at_once_in_this_process(ruled, clock):
+    carol, client = signed_in(ruled, "carol", groups=("admins",))
+    totp = enroll(ruled, carol, clock)
+    client = new_client(ruled)
+    assert sign_in(client, totp, "carol").status_code == 303
+    assert ask(ruled, f"{ADMIN}/", client).status_code == 200  # cached now
+    svc = ruled.extensions["authsvc"]
+    svc.groups.leave(carol.id, "admins")
+    assert ask(ruled, f"{ADMIN}/", client).status_code == 403
+    svc.groups.join(carol.id, "admins")
+    assert ask(ruled, f"{ADMIN}/", client).status_code == 200
+    svc.groups.remove("admins")
+    assert ask(ruled, f"{ADMIN}/", client).status_code == 403
+
+
+def test_denials_are_audited_with_the_rule_and_reason(ruled, capsys):
+    _user, client = signed_in(ruled)
+    capsys.readouterr()
+    ask(ruled, f"{APP}/admin", client)
+    (event,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+                if line.startswith("{") and '"access_denied"' in line]
+    assert event["reason"] == "rule" and event["rule"] == 1 and event["host"] == "app.example.test"
+
+
+def test_without_rules_a_deny_default_denies_on_the_fast_path_too(tmp_path, clock):
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, '\n[access]\ndefault = "deny"\n'))
+    _user, client = signed_in(app)
+    assert client.get("/auth/verify").status_code == 403
