@@ -10,10 +10,10 @@ stack joins by adding its fixture names there.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,15 +26,13 @@ from tests.integration.conftest import (
     Stack,
     authsvc_command,
     backend,
-    nginx_server,
-    render_template,
-    require_binary,
+    proxy_in_front,
 )
 
 pytestmark = pytest.mark.integration
 
 # Fixture names of stacks as shipped, and of stacks broken on purpose (proxy by proxy).
-PROBED = ["stack"]
+PROBED = ["nginx", "traefik", "caddy", "envoy"]
 BROKEN = ["broken_nginx_stack", "careless_nginx_stack", "caching_nginx_stack"]
 # The checks each broken stack fails: exactly these (every other check still passes there).
 CAUGHT = {
@@ -89,42 +87,36 @@ def caching_nginx_template(cache: Path) -> str:
     return text
 
 
-@contextlib.contextmanager
-def nginx_stack(folder: Path, template: str | None):
-    """nginx (the shipped config, or ``template``, a text made from it) + authsvc + echo app, rendered
-    with envsubst as the shipped one is (tests/integration/conftest.py's backend)."""
-    require_binary("nginx")
-    with backend(folder) as behind:
-        nginx = folder / "nginx"
-        nginx.mkdir(parents=True, exist_ok=True)
-        source = NGINX_TEMPLATE
-        if template is not None:
-            source = folder / "authsvc.conf.template"
-            source.write_text(template)
-        site = render_template(source, behind.template_values(nginx))
-        with nginx_server(nginx, behind.port, {}, site_text=site) as nginx_log:
-            yield Stack(behind.port, behind.auth, behind.app, behind.tls, folder, behind.app_hits,
-                        {**behind.logs, "nginx": nginx_log, "nginx access": nginx / "access.log"},
-                        "nginx", behind.authsvc_port)
+# Each stack: the proxy, and the copies of its shipped templates it runs instead (name under deploy/ ->
+# text; none for a stack as shipped), made in the stack's folder.
+STACKS: dict[str, tuple[str, Callable[[Path], dict[str, str]]]] = {
+    "nginx": ("nginx", lambda folder: {}),
+    "traefik": ("traefik", lambda folder: {}),
+    "caddy": ("caddy", lambda folder: {}),
+    "envoy": ("envoy", lambda folder: {}),
+    "broken_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": broken_nginx_template()}),
+    "careless_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": careless_nginx_template()}),
+    "caching_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": caching_nginx_template(folder / "cache")}),
+}
 
 
 @pytest.fixture(scope="module")
-def broken_nginx_stack(tmp_path_factory):
-    with nginx_stack(tmp_path_factory.mktemp("broken-nginx"), broken_nginx_template()) as running:
+def behind(tmp_path_factory):
+    """One authsvc and one echo app behind every stack of the module (they share its port: one proxy
+    runs at a time)."""
+    with backend(tmp_path_factory.mktemp("probe")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def caching_nginx_stack(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("caching-nginx")
-    (folder / "cache").mkdir()
-    with nginx_stack(folder, caching_nginx_template(folder / "cache")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def careless_nginx_stack(tmp_path_factory):
-    with nginx_stack(tmp_path_factory.mktemp("careless-nginx"), careless_nginx_template()) as running:
+def probed(request, behind):
+    """The stack ``request.param`` names (STACKS) in front of ``behind``. Module-scoped and
+    parametrized by name: pytest runs every test of one stack together, and stops that proxy
+    before it starts the next."""
+    proxy, altered = STACKS[request.param]
+    folder = behind.folder / request.param
+    (folder / "cache").mkdir(parents=True, exist_ok=True)
+    with proxy_in_front(proxy, behind, altered(folder), name=request.param) as running:
         yield running
 
 
@@ -148,9 +140,9 @@ def statuses(results: dict) -> dict[str, str]:
 
 
 @pytest.mark.asvs("V3.3.1", "V3.4.1", "V4.1.3", "V7.4.1", "V8.3.1")
-@pytest.mark.parametrize("stack_name", PROBED)
-def test_a_proxy_as_shipped_passes_every_check_of_the_probe(stack_name, request, tmp_path):
-    stack = request.getfixturevalue(stack_name)
+@pytest.mark.parametrize("probed", PROBED, indirect=True)
+def test_a_proxy_as_shipped_passes_every_check_of_the_probe(probed, tmp_path):
+    stack = probed
     run, results, sarif = probe(stack, tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr + stack.diagnostics()
     assert set(statuses(results).values()) == {"pass"}, run.stdout
@@ -159,9 +151,9 @@ def test_a_proxy_as_shipped_passes_every_check_of_the_probe(stack_name, request,
     assert [r["kind"] for r in sarif["runs"][0]["results"]] == ["pass"] * len(results["results"])
 
 
-@pytest.mark.parametrize("stack_name", PROBED)
-def test_without_credentials_the_probe_says_which_checks_it_could_not_run(stack_name, request, tmp_path):
-    stack = request.getfixturevalue(stack_name)
+@pytest.mark.parametrize("probed", PROBED, indirect=True)
+def test_without_credentials_the_probe_says_which_checks_it_could_not_run(probed, tmp_path):
+    stack = probed
     run, results, _ = probe(stack, tmp_path, user=False)
     assert run.returncode == 0, run.stdout + run.stderr
     found = statuses(results)
@@ -171,10 +163,10 @@ def test_without_credentials_the_probe_says_which_checks_it_could_not_run(stack_
 
 
 @pytest.mark.asvs("V4.1.3", "V8.3.1")
-@pytest.mark.parametrize("stack_name", BROKEN)
+@pytest.mark.parametrize("probed", BROKEN, indirect=True)
 def test_a_proxy_that_passes_client_headers_on_or_rewrites_authsvcs_answers_is_caught_by_the_probe(
-        stack_name, request, tmp_path):
-    stack = request.getfixturevalue(stack_name)
+        probed, request, tmp_path):
+    stack, stack_name = probed, request.node.callspec.params["probed"]
     run, results, sarif = probe(stack, tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
     failed = {k for k, v in statuses(results).items() if v == "fail"}
