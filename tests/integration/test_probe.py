@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.integration.conftest import (
+    DEPLOY,
     NGINX_TEMPLATE,
     USERNAME,
     Stack,
@@ -33,13 +34,17 @@ pytestmark = pytest.mark.integration
 
 # Fixture names of stacks as shipped, and of stacks broken on purpose (proxy by proxy).
 PROBED = ["nginx", "traefik", "caddy", "envoy"]
-BROKEN = ["broken_nginx_stack", "careless_nginx_stack", "caching_nginx_stack"]
+BROKEN = ["broken_nginx_stack", "careless_nginx_stack", "caching_nginx_stack", "broken_traefik_stack",
+          "broken_caddy_stack", "broken_envoy_stack"]
 # The checks each broken stack fails: exactly these (every other check still passes there).
 CAUGHT = {
     "broken_nginx_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
     "careless_nginx_stack": {"cookie.secure", "cookie.httponly", "cookie.samesite", "cookie.prefix", "cookie.scope",
                              "header.hsts", "header.csp", "header.framing", "header.cache"},
     "caching_nginx_stack": {"logout.ends_access"},
+    "broken_traefik_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
+    "broken_caddy_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
+    "broken_envoy_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
 }
 
 # The nginx config with its protections taken out, as a careless copy would have them: no identity
@@ -58,6 +63,65 @@ def broken_nginx_template() -> str:
     # The shipped file must still have what is taken out here, or this test would probe a sound config.
     assert identity >= 3 and forwarding >= 8 and underscores == 1, (identity, forwarding, underscores)
     return text
+
+
+def altered(source: Path, changes: list[tuple[str, str, int]]) -> str:
+    """``source``'s text with each (regex, replacement, count) applied, asserting each matched exactly
+    ``count`` times: the shipped file must still have what is taken out, or the test would probe a
+    sound config and call it broken."""
+    text = source.read_text()
+    for pattern, replacement, count in changes:
+        text, found = re.subn(pattern, replacement, text, flags=re.MULTILINE)
+        assert found == count, f"{source.relative_to(DEPLOY)}: {pattern!r} matched {found} times, not {count}"
+    return text
+
+
+def broken_traefik_templates() -> dict[str, str]:
+    """Traefik with its protections taken out: the identity headers neither removed nor copied from
+    authsvc's answer (no authResponseHeadersRegex), names with "_" let in, every request header sent
+    on to authsvc (no authRequestHeaders: the client's X-Original-URL with them), the client's
+    X-Forwarded-* kept (forwardedHeaders.insecure, trustForwardHeader) and the login host's
+    X-Original-* left as the client sent them."""
+    return {
+        "traefik/authsvc.yml": altered(DEPLOY / "traefik" / "authsvc.yml", [
+            (r"^ *authResponseHeadersRegex: .*\n", "", 1),
+            (r"^ *authRequestHeaders: \[Cookie, User-Agent\]\n", "", 1),
+            (r"^( *)trustForwardHeader: false\n", r"\1trustForwardHeader: true\n", 1),
+            (r"^ *middlewares: \[authsvc-own-headers\]\n", "", 1),
+        ]),
+        "traefik/traefik.yml": altered(DEPLOY / "traefik" / "traefik.yml", [
+            (r"^ *aliasHeadersStrategy: delete\n", "", 1),
+            (r"^(    address: \":\$\{HTTPS_PORT\}\"\n)", r"\1    forwardedHeaders:\n      insecure: true\n", 1),
+        ]),
+    }
+
+
+def broken_caddy_templates() -> dict[str, str]:
+    """Caddy with its protections taken out: no identity header removed (every spelling the client
+    sends reaches the app) or copied from authsvc's answer, and the client's X-Original-* and
+    X-Forwarded-Uri/-Method left for authsvc, on the app host and on the login host."""
+    return {"caddy/Caddyfile": altered(DEPLOY / "caddy" / "Caddyfile", [
+        (r"^\s*import strip_identity\n", "", 1),
+        (r"^\s*copy_headers X-Auth-User X-Auth-User-Id X-Auth-Groups X-Auth-Methods\n", "", 1),
+        (r"^\s*header_up -X-(?:Original-URL|Original-Method|Forwarded-Uri|Forwarded-Method)\n", "", 6),
+    ])}
+
+
+def broken_envoy_templates() -> dict[str, str]:
+    """Envoy with its protections taken out: the client's identity headers neither removed nor
+    replaced by authsvc's answer (no allowed_upstream_headers), names with "_" let in, the client's
+    X-Forwarded-Host/-Uri/-Method kept, its X-Original-URL and -Method kept where present (added only
+    if absent), and the login host's left as sent."""
+    return {"envoy/envoy.yaml": altered(DEPLOY / "envoy" / "envoy.yaml", [
+        (r"^ *- remove: x-(?:auth-user|auth-user-id|auth-groups|auth-methods)\n", "", 4),
+        (r"^ *- remove: x-forwarded-(?:host|uri|method)\n", "", 3),
+        (r"headers_with_underscores_action: DROP_HEADER", "headers_with_underscores_action: ALLOW", 1),
+        (r"(key: x-original-(?:url|method), .*\n *)append_action: OVERWRITE_IF_EXISTS_OR_ADD",
+         r"\1append_action: ADD_IF_ABSENT", 2),
+        (r"^ *authorization_response:\n *allowed_upstream_headers:\n *patterns:\n(?: *- \{exact: x-auth-[a-z-]+\}\n){4}",
+         "", 1),
+        (r"^ *request_headers_to_remove: \[x-original-url, x-original-method\]\n", "", 1),
+    ])}
 
 
 def careless_nginx_template() -> str:
@@ -97,6 +161,9 @@ STACKS: dict[str, tuple[str, Callable[[Path], dict[str, str]]]] = {
     "broken_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": broken_nginx_template()}),
     "careless_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": careless_nginx_template()}),
     "caching_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": caching_nginx_template(folder / "cache")}),
+    "broken_traefik_stack": ("traefik", lambda folder: broken_traefik_templates()),
+    "broken_caddy_stack": ("caddy", lambda folder: broken_caddy_templates()),
+    "broken_envoy_stack": ("envoy", lambda folder: broken_envoy_templates()),
 }
 
 
