@@ -4,8 +4,10 @@ authsvc) must fail, naming the checks that catch it.
 
 The probe runs as the installed command, from outside, as a team's CI job would: over TLS with the
 test CA (--ca-file), the test hosts pinned to loopback with --resolve, signing in as the stack's user.
-The stacks are fixtures named in PROBED and BROKEN (module-scoped: each starts once); a proxy's
-stack joins by adding its fixture names there.
+Every stack is one proxy in front of the same authsvc and echo app (``behind``): the four shipped
+configs of deploy/ (PROBED) and copies made from them by asserted text substitution (BROKEN, each
+with the checks it must fail in CAUGHT). STACKS names them; the module-scoped ``probed`` fixture,
+parametrized by those names, starts each once and stops it before the next (they share the port).
 """
 
 from __future__ import annotations
