@@ -25,6 +25,7 @@ from tests.conftest import PASSWORD
 from tests.integration.conftest import (
     DEPLOY,
     NGINX_TEMPLATE,
+    PROXIES,
     USERNAME,
     Stack,
     authsvc_command,
@@ -182,11 +183,22 @@ def probed(request, behind):
     """The stack ``request.param`` names (STACKS) in front of ``behind``. Module-scoped and
     parametrized by name: pytest runs every test of one stack together, and stops that proxy
     before it starts the next."""
-    proxy, altered = STACKS[request.param]
+    proxy, copies = STACKS[request.param]
     folder = behind.folder / request.param
-    (folder / "cache").mkdir(parents=True, exist_ok=True)
-    with proxy_in_front(proxy, behind, altered(folder), name=request.param) as running:
+    (folder / "cache").mkdir(parents=True, exist_ok=True)  # caching_nginx_stack's nginx cache
+    with proxy_in_front(proxy, behind, copies(folder), name=request.param) as running:
         yield running
+
+
+def test_every_shipped_proxy_is_probed_as_shipped_and_in_a_copy_that_passes_client_headers_on():
+    """Issue 18: the probe's own tests point it at each of the four proxies, once as shipped and
+    once broken (identity headers not stripped, forwarding headers passed through)."""
+    assert set(STACKS) == set(PROBED) | set(BROKEN) and not set(PROBED) & set(BROKEN)
+    assert set(CAUGHT) == set(BROKEN)
+    assert {STACKS[name][0] for name in PROBED} == set(PROXIES) and all(
+        not STACKS[name][1](Path("/nonexistent")) for name in PROBED)
+    header_holes = {"identity.signed_in", "forwarding.next", "forwarding.login_host"}
+    assert {STACKS[name][0] for name in BROKEN if CAUGHT[name] == header_holes} == set(PROXIES)
 
 
 def probe(stack: Stack, out: Path, *, user: bool = True) -> tuple[subprocess.CompletedProcess, dict, dict]:
