@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from authsvc.probe.access import LET_THROUGH, Decision
+from authsvc.probe.access import LET_THROUGH, OTHER, REFUSED, Decision
 from authsvc.probe.model import Check, Finding, failed, not_applicable, passed
 
 FIX = ("Make the proxy describe the original request itself and overwrite whatever the client sent: nginx "
@@ -33,6 +33,27 @@ MARK = "probe-forged"
 class Forgery:
     label: str
     headers: tuple[tuple[str, str], ...]
+
+    @property
+    def hop_by_hop(self) -> bool:
+        """Does it send a ``Connection`` header (naming the forwarding headers)?"""
+        return any(name.lower() == "connection" for name, _ in self.headers)
+
+
+def refused_by_proxy(forgery: Forgery, d: Decision) -> bool:
+    """The proxy refused a request whose ``Connection`` header names forwarding headers, before
+    anyone was asked: a 400 with no ``Location``, or the connection closed (Envoy answers 400 when
+    ``Connection`` names X-Forwarded-For, -Host or -Proto). The trick that makes a proxy drop the
+    headers it sets itself never reached authsvc or the app, which is what hop-by-hop stripping is
+    for. Only these forgeries and only these answers: authsvc answers such a forward-auth request
+    with 200, 401, 403 or a redirect, never a bare 400, so every other change still counts."""
+    return forgery.hop_by_hop and not d.location and (
+        (d.kind == OTHER and d.status == 400) or (d.kind == REFUSED and d.status == 0))
+
+
+def _refusals(outcomes: list[tuple[Forgery, Decision]]) -> str:
+    refused = [f.label for f, d in outcomes if refused_by_proxy(f, d)]
+    return f"; refused by the proxy itself: {', '.join(refused)}" if refused else ""
 
 
 def forgeries(app_url: str, token: str) -> list[Forgery]:
@@ -67,20 +88,23 @@ def forgeries(app_url: str, token: str) -> list[Forgery]:
 
 def judge_anonymous(baseline: Decision, outcomes: list[tuple[Forgery, Decision]]) -> Finding:
     changed = [f"{f.label}: {d.describe()}" for f, d in outcomes
-               if (d.kind, d.status, d.next) != (baseline.kind, baseline.status, baseline.next)]
+               if (d.kind, d.status, d.next) != (baseline.kind, baseline.status, baseline.next)
+               and not refused_by_proxy(f, d)]
     if changed:
         return failed(f"without them: {baseline.describe()}; with " + "; ".join(changed[:4])
                       + (" ..." if len(changed) > 4 else ""))
-    return passed(f"{len(outcomes)} forgeries, each answered as without them ({baseline.describe()})")
+    return passed(f"{len(outcomes)} forgeries, each answered as without them ({baseline.describe()})"
+                  + _refusals(outcomes))
 
 
 def judge_signed_in(baseline: Decision, outcomes: list[tuple[Forgery, Decision]]) -> Finding:
     if baseline.kind != LET_THROUGH:
         return not_applicable(f"the signed-in user does not reach the app ({baseline.describe()})")
-    changed = [f"{f.label}: {d.describe()}" for f, d in outcomes if d.kind != baseline.kind]
+    changed = [f"{f.label}: {d.describe()}" for f, d in outcomes
+               if d.kind != baseline.kind and not refused_by_proxy(f, d)]
     if changed:
         return failed("the decision changed: " + "; ".join(changed[:4]))
-    return passed(f"{len(outcomes)} forgeries, each let through as without them")
+    return passed(f"{len(outcomes)} forgeries, each let through as without them" + _refusals(outcomes))
 
 
 def judge_login_host(status: int, location: str | None, token: str) -> Finding:

@@ -34,8 +34,10 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 import urllib3.util.connection
@@ -487,11 +489,23 @@ def render_template(template: Path, values: dict[str, str]) -> str:
     return text
 
 
-def _render_into(folder: Path, values: dict[str, str], *templates: str) -> dict[str, Path]:
+def _template(folder: Path, name: str, altered: Mapping[str, str]) -> Path:
+    """deploy/``name``, or the text ``altered`` gives for that name (a copy made from it by a test,
+    written beside the rendered files under templates/)."""
+    if name not in altered:
+        return DEPLOY / name
+    source = folder / "templates" / name
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text(altered[name])
+    return source
+
+
+def _render_into(folder: Path, values: dict[str, str], *templates: str,
+                 altered: Mapping[str, str] = MappingProxyType({})) -> dict[str, Path]:
     rendered = {}
     for name in templates:
         target = folder / Path(name).name
-        target.write_text(render_template(DEPLOY / name, values))
+        target.write_text(render_template(_template(folder, name, altered), values))
         rendered[name] = target
     return rendered
 
@@ -508,31 +522,36 @@ def _process(cmd: list[str], folder: Path, port: int, log: Path, env: dict[str, 
 
 
 @contextlib.contextmanager
-def run_proxy(proxy: str, folder: Path, values: dict[str, str]):
+def run_proxy(proxy: str, folder: Path, values: dict[str, str], altered: Mapping[str, str] = MappingProxyType({})):
     """``proxy`` running deploy/<proxy>/ as shipped, rendered with ``values`` into ``folder``
     (CONFIG_DIR); yields its log file. Each command is the one docs/integration.md gives, with only
-    test-friendly extras (Envoy on one worker thread)."""
+    test-friendly extras (Envoy on one worker thread). ``altered`` (name under deploy/ -> text)
+    replaces shipped templates with copies a test made from them, e.g. broken on purpose."""
     binary = proxy_binary(proxy)
     folder.mkdir(parents=True, exist_ok=True)
     port = int(values["HTTPS_PORT"])
     log = folder / f"{proxy}.log"
+    unknown = set(altered) - {"nginx/authsvc.conf", "traefik/traefik.yml", "traefik/authsvc.yml", "caddy/Caddyfile",
+                              "envoy/envoy.yaml"}
+    assert not unknown and all(name.startswith(f"{proxy}/") for name in altered), f"not {proxy}'s: {set(altered)}"
     if proxy == "nginx":
-        with nginx_server(folder, port, {}, site_text=render_template(NGINX_TEMPLATE, values)) as error_log:
+        site = render_template(_template(folder, "nginx/authsvc.conf", altered), values)
+        with nginx_server(folder, port, {}, site_text=site) as error_log:
             yield error_log
         return
     env = {**os.environ, "HOME": str(folder), "XDG_DATA_HOME": str(folder / "data"),
            "XDG_CONFIG_HOME": str(folder / "config")}  # Caddy keeps its state there, not in ~
     if proxy == "traefik":
-        files = _render_into(folder, values, "traefik/traefik.yml", "traefik/authsvc.yml")
+        files = _render_into(folder, values, "traefik/traefik.yml", "traefik/authsvc.yml", altered=altered)
         cmd = [binary, f"--configfile={files['traefik/traefik.yml']}"]
     elif proxy == "caddy":
-        files = _render_into(folder, values, "caddy/Caddyfile")
+        files = _render_into(folder, values, "caddy/Caddyfile", altered=altered)
         check = subprocess.run([binary, "validate", "--config", str(files["caddy/Caddyfile"]), "--adapter", "caddyfile"],
                                capture_output=True, text=True, env=env, check=False)
         assert check.returncode == 0, f"caddy refused the config:\n{check.stderr[-3000:]}"
         cmd = [binary, "run", "--config", str(files["caddy/Caddyfile"]), "--adapter", "caddyfile"]
     else:
-        files = _render_into(folder, values, "envoy/envoy.yaml")
+        files = _render_into(folder, values, "envoy/envoy.yaml", altered=altered)
         config = str(files["envoy/envoy.yaml"])
         check = subprocess.run([binary, "--mode", "validate", "-c", config, "--disable-hot-restart"],
                                capture_output=True, text=True, env=env, check=False)
@@ -648,11 +667,13 @@ def backend(folder: Path):
 
 
 @contextlib.contextmanager
-def proxy_in_front(proxy: str, behind: Backend):
-    """``proxy`` with its shipped config in front of ``behind``, until the block ends."""
-    folder = behind.folder / proxy
+def proxy_in_front(proxy: str, behind: Backend, altered: Mapping[str, str] = MappingProxyType({}),
+                   name: str | None = None):
+    """``proxy`` with its shipped config (or the ``altered`` copies of :func:`run_proxy`) in front of
+    ``behind``, until the block ends; its files in ``name`` (default: the proxy's) under the backend's."""
+    folder = behind.folder / (name or proxy)
     folder.mkdir(parents=True, exist_ok=True)
-    with run_proxy(proxy, folder, behind.template_values(folder)) as log:
+    with run_proxy(proxy, folder, behind.template_values(folder), altered) as log:
         wait_for_routes(behind.port, behind.tls, log)
         logs = {**behind.logs, proxy: log}
         if proxy == "nginx":

@@ -4,16 +4,18 @@ authsvc) must fail, naming the checks that catch it.
 
 The probe runs as the installed command, from outside, as a team's CI job would: over TLS with the
 test CA (--ca-file), the test hosts pinned to loopback with --resolve, signing in as the stack's user.
-The stacks are fixtures named in PROBED and BROKEN (module-scoped: each starts once); a proxy's
-stack joins by adding its fixture names there.
+Every stack is one proxy in front of the same authsvc and echo app (``behind``): the four shipped
+configs of deploy/ (PROBED) and copies made from them by asserted text substitution (BROKEN, each
+with the checks it must fail in CAUGHT). STACKS names them; the module-scoped ``probed`` fixture,
+parametrized by those names, starts each once and stops it before the next (they share the port).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,27 +23,31 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.integration.conftest import (
+    DEPLOY,
     NGINX_TEMPLATE,
+    PROXIES,
     USERNAME,
     Stack,
     authsvc_command,
     backend,
-    nginx_server,
-    render_template,
-    require_binary,
+    proxy_in_front,
 )
 
 pytestmark = pytest.mark.integration
 
 # Fixture names of stacks as shipped, and of stacks broken on purpose (proxy by proxy).
-PROBED = ["stack"]
-BROKEN = ["broken_nginx_stack", "careless_nginx_stack", "caching_nginx_stack"]
+PROBED = ["nginx", "traefik", "caddy", "envoy"]
+BROKEN = ["broken_nginx_stack", "careless_nginx_stack", "caching_nginx_stack", "broken_traefik_stack",
+          "broken_caddy_stack", "broken_envoy_stack"]
 # The checks each broken stack fails: exactly these (every other check still passes there).
 CAUGHT = {
     "broken_nginx_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
     "careless_nginx_stack": {"cookie.secure", "cookie.httponly", "cookie.samesite", "cookie.prefix", "cookie.scope",
                              "header.hsts", "header.csp", "header.framing", "header.cache"},
     "caching_nginx_stack": {"logout.ends_access"},
+    "broken_traefik_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
+    "broken_caddy_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
+    "broken_envoy_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
 }
 
 # The nginx config with its protections taken out, as a careless copy would have them: no identity
@@ -60,6 +66,65 @@ def broken_nginx_template() -> str:
     # The shipped file must still have what is taken out here, or this test would probe a sound config.
     assert identity >= 3 and forwarding >= 8 and underscores == 1, (identity, forwarding, underscores)
     return text
+
+
+def altered(source: Path, changes: list[tuple[str, str, int]]) -> str:
+    """``source``'s text with each (regex, replacement, count) applied, asserting each matched exactly
+    ``count`` times: the shipped file must still have what is taken out, or the test would probe a
+    sound config and call it broken."""
+    text = source.read_text()
+    for pattern, replacement, count in changes:
+        text, found = re.subn(pattern, replacement, text, flags=re.MULTILINE)
+        assert found == count, f"{source.relative_to(DEPLOY)}: {pattern!r} matched {found} times, not {count}"
+    return text
+
+
+def broken_traefik_templates() -> dict[str, str]:
+    """Traefik with its protections taken out: the identity headers neither removed nor copied from
+    authsvc's answer (no authResponseHeadersRegex), names with "_" let in, every request header sent
+    on to authsvc (no authRequestHeaders: the client's X-Original-URL with them), the client's
+    X-Forwarded-* kept (forwardedHeaders.insecure, trustForwardHeader) and the login host's
+    X-Original-* left as the client sent them."""
+    return {
+        "traefik/authsvc.yml": altered(DEPLOY / "traefik" / "authsvc.yml", [
+            (r"^ *authResponseHeadersRegex: .*\n", "", 1),
+            (r"^ *authRequestHeaders: \[Cookie, User-Agent\]\n", "", 1),
+            (r"^( *)trustForwardHeader: false\n", r"\1trustForwardHeader: true\n", 1),
+            (r"^ *middlewares: \[authsvc-own-headers\]\n", "", 1),
+        ]),
+        "traefik/traefik.yml": altered(DEPLOY / "traefik" / "traefik.yml", [
+            (r"^ *aliasHeadersStrategy: delete\n", "", 1),
+            (r"^(    address: \":\$\{HTTPS_PORT\}\"\n)", r"\1    forwardedHeaders:\n      insecure: true\n", 1),
+        ]),
+    }
+
+
+def broken_caddy_templates() -> dict[str, str]:
+    """Caddy with its protections taken out: no identity header removed (every spelling the client
+    sends reaches the app) or copied from authsvc's answer, and the client's X-Original-* and
+    X-Forwarded-Uri/-Method left for authsvc, on the app host and on the login host."""
+    return {"caddy/Caddyfile": altered(DEPLOY / "caddy" / "Caddyfile", [
+        (r"^\s*import strip_identity\n", "", 1),
+        (r"^\s*copy_headers X-Auth-User X-Auth-User-Id X-Auth-Groups X-Auth-Methods\n", "", 1),
+        (r"^\s*header_up -X-(?:Original-URL|Original-Method|Forwarded-Uri|Forwarded-Method)\n", "", 6),
+    ])}
+
+
+def broken_envoy_templates() -> dict[str, str]:
+    """Envoy with its protections taken out: the client's identity headers neither removed nor
+    replaced by authsvc's answer (no allowed_upstream_headers), names with "_" let in, the client's
+    X-Forwarded-Host/-Uri/-Method kept, its X-Original-URL and -Method kept where present (added only
+    if absent), and the login host's left as sent."""
+    return {"envoy/envoy.yaml": altered(DEPLOY / "envoy" / "envoy.yaml", [
+        (r"^ *- remove: x-(?:auth-user|auth-user-id|auth-groups|auth-methods)\n", "", 4),
+        (r"^ *- remove: x-forwarded-(?:host|uri|method)\n", "", 3),
+        (r"headers_with_underscores_action: DROP_HEADER", "headers_with_underscores_action: ALLOW", 1),
+        (r"(key: x-original-(?:url|method), .*\n *)append_action: OVERWRITE_IF_EXISTS_OR_ADD",
+         r"\1append_action: ADD_IF_ABSENT", 2),
+        (r"^ *authorization_response:\n *allowed_upstream_headers:\n *patterns:\n(?: *- \{exact: x-auth-[a-z-]+\}\n){4}",
+         "", 1),
+        (r"^ *request_headers_to_remove: \[x-original-url, x-original-method\]\n", "", 1),
+    ])}
 
 
 def careless_nginx_template() -> str:
@@ -89,43 +154,51 @@ def caching_nginx_template(cache: Path) -> str:
     return text
 
 
-@contextlib.contextmanager
-def nginx_stack(folder: Path, template: str | None):
-    """nginx (the shipped config, or ``template``, a text made from it) + authsvc + echo app, rendered
-    with envsubst as the shipped one is (tests/integration/conftest.py's backend)."""
-    require_binary("nginx")
-    with backend(folder) as behind:
-        nginx = folder / "nginx"
-        nginx.mkdir(parents=True, exist_ok=True)
-        source = NGINX_TEMPLATE
-        if template is not None:
-            source = folder / "authsvc.conf.template"
-            source.write_text(template)
-        site = render_template(source, behind.template_values(nginx))
-        with nginx_server(nginx, behind.port, {}, site_text=site) as nginx_log:
-            yield Stack(behind.port, behind.auth, behind.app, behind.tls, folder, behind.app_hits,
-                        {**behind.logs, "nginx": nginx_log, "nginx access": nginx / "access.log"},
-                        "nginx", behind.authsvc_port)
+# Each stack: the proxy, and the copies of its shipped templates it runs instead (name under deploy/ ->
+# text; none for a stack as shipped), made in the stack's folder.
+STACKS: dict[str, tuple[str, Callable[[Path], dict[str, str]]]] = {
+    "nginx": ("nginx", lambda folder: {}),
+    "traefik": ("traefik", lambda folder: {}),
+    "caddy": ("caddy", lambda folder: {}),
+    "envoy": ("envoy", lambda folder: {}),
+    "broken_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": broken_nginx_template()}),
+    "careless_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": careless_nginx_template()}),
+    "caching_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": caching_nginx_template(folder / "cache")}),
+    "broken_traefik_stack": ("traefik", lambda folder: broken_traefik_templates()),
+    "broken_caddy_stack": ("caddy", lambda folder: broken_caddy_templates()),
+    "broken_envoy_stack": ("envoy", lambda folder: broken_envoy_templates()),
+}
 
 
 @pytest.fixture(scope="module")
-def broken_nginx_stack(tmp_path_factory):
-    with nginx_stack(tmp_path_factory.mktemp("broken-nginx"), broken_nginx_template()) as running:
+def behind(tmp_path_factory):
+    """One authsvc and one echo app behind every stack of the module (they share its port: one proxy
+    runs at a time)."""
+    with backend(tmp_path_factory.mktemp("probe")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def caching_nginx_stack(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("caching-nginx")
-    (folder / "cache").mkdir()
-    with nginx_stack(folder, caching_nginx_template(folder / "cache")) as running:
+def probed(request, behind):
+    """The stack ``request.param`` names (STACKS) in front of ``behind``. Module-scoped and
+    parametrized by name: pytest runs every test of one stack together, and stops that proxy
+    before it starts the next."""
+    proxy, copies = STACKS[request.param]
+    folder = behind.folder / request.param
+    (folder / "cache").mkdir(parents=True, exist_ok=True)  # caching_nginx_stack's nginx cache
+    with proxy_in_front(proxy, behind, copies(folder), name=request.param) as running:
         yield running
 
 
-@pytest.fixture(scope="module")
-def careless_nginx_stack(tmp_path_factory):
-    with nginx_stack(tmp_path_factory.mktemp("careless-nginx"), careless_nginx_template()) as running:
-        yield running
+def test_every_shipped_proxy_is_probed_as_shipped_and_in_a_copy_that_passes_client_headers_on():
+    """Issue 18: the probe's own tests point it at each of the four proxies, once as shipped and
+    once broken (identity headers not stripped, forwarding headers passed through)."""
+    assert set(STACKS) == set(PROBED) | set(BROKEN) and not set(PROBED) & set(BROKEN)
+    assert set(CAUGHT) == set(BROKEN)
+    assert {STACKS[name][0] for name in PROBED} == set(PROXIES) and all(
+        not STACKS[name][1](Path("/nonexistent")) for name in PROBED)
+    header_holes = {"identity.signed_in", "forwarding.next", "forwarding.login_host"}
+    assert {STACKS[name][0] for name in BROKEN if CAUGHT[name] == header_holes} == set(PROXIES)
 
 
 def probe(stack: Stack, out: Path, *, user: bool = True) -> tuple[subprocess.CompletedProcess, dict, dict]:
@@ -148,9 +221,9 @@ def statuses(results: dict) -> dict[str, str]:
 
 
 @pytest.mark.asvs("V3.3.1", "V3.4.1", "V4.1.3", "V7.4.1", "V8.3.1")
-@pytest.mark.parametrize("stack_name", PROBED)
-def test_a_proxy_as_shipped_passes_every_check_of_the_probe(stack_name, request, tmp_path):
-    stack = request.getfixturevalue(stack_name)
+@pytest.mark.parametrize("probed", PROBED, indirect=True)
+def test_a_proxy_as_shipped_passes_every_check_of_the_probe(probed, tmp_path):
+    stack = probed
     run, results, sarif = probe(stack, tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr + stack.diagnostics()
     assert set(statuses(results).values()) == {"pass"}, run.stdout
@@ -159,9 +232,9 @@ def test_a_proxy_as_shipped_passes_every_check_of_the_probe(stack_name, request,
     assert [r["kind"] for r in sarif["runs"][0]["results"]] == ["pass"] * len(results["results"])
 
 
-@pytest.mark.parametrize("stack_name", PROBED)
-def test_without_credentials_the_probe_says_which_checks_it_could_not_run(stack_name, request, tmp_path):
-    stack = request.getfixturevalue(stack_name)
+@pytest.mark.parametrize("probed", PROBED, indirect=True)
+def test_without_credentials_the_probe_says_which_checks_it_could_not_run(probed, tmp_path):
+    stack = probed
     run, results, _ = probe(stack, tmp_path, user=False)
     assert run.returncode == 0, run.stdout + run.stderr
     found = statuses(results)
@@ -171,10 +244,10 @@ def test_without_credentials_the_probe_says_which_checks_it_could_not_run(stack_
 
 
 @pytest.mark.asvs("V4.1.3", "V8.3.1")
-@pytest.mark.parametrize("stack_name", BROKEN)
+@pytest.mark.parametrize("probed", BROKEN, indirect=True)
 def test_a_proxy_that_passes_client_headers_on_or_rewrites_authsvcs_answers_is_caught_by_the_probe(
-        stack_name, request, tmp_path):
-    stack = request.getfixturevalue(stack_name)
+        probed, request, tmp_path):
+    stack, stack_name = probed, request.node.callspec.params["probed"]
     run, results, sarif = probe(stack, tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
     failed = {k for k, v in statuses(results).items() if v == "fail"}

@@ -427,6 +427,65 @@ def test_signed_in_forwarding():
     assert forwarding.judge_signed_in(KEPT_OUT, []).status == NOT_APPLICABLE
 
 
+PROXY_400 = Decision(access.OTHER, 400)      # a proxy's own "Bad Request": no Location
+DROPPED = Decision(access.REFUSED, 0)         # the proxy closed the connection
+
+
+@pytest.mark.asvs("V4.1.3")
+@pytest.mark.parametrize("refusal", [PROXY_400, DROPPED], ids=["400", "connection closed"])
+def test_a_proxy_refusing_a_connection_header_that_names_forwarding_headers_is_not_a_changed_decision(refusal):
+    """Envoy answers 400 itself when Connection names X-Forwarded-For/-Host/-Proto: the hop-by-hop
+    trick (Traefik CVE-2024-45410) never reaches authsvc, anonymous or signed in."""
+    made = forwarding.forgeries(APP, "x")
+    hop = [f for f in made if f.hop_by_hop]
+    assert len(hop) == 2 and all(any(n == "Connection" for n, _ in f.headers) for f in hop)
+    anonymous = forwarding.judge_anonymous(KEPT_OUT, [(f, refusal if f.hop_by_hop else KEPT_OUT) for f in made])
+    assert anonymous.status == OK and "refused by the proxy itself" in anonymous.detail
+    assert hop[0].label in anonymous.detail
+    signed = forwarding.judge_signed_in(THROUGH, [(f, refusal if f.hop_by_hop else THROUGH) for f in made])
+    assert signed.status == OK and "refused by the proxy itself" in signed.detail
+
+
+@pytest.mark.asvs("V4.1.3")
+@pytest.mark.parametrize("answer", [
+    Decision(access.OTHER, 400, location="https://evil.example/"),
+    Decision(access.REFUSED, 400, location=f"{AUTH}/login"),
+    Decision(access.OTHER, 500),
+    Decision(access.OTHER, 502),
+    Decision(access.OTHER, 404),
+    Decision(access.REFUSED, 403),
+    Decision(access.REFUSED, 401),
+    Decision(access.TO_LOGIN, 302, None),
+    Decision(access.TO_LOGIN, 302, "https://app.example.com/notes/probe-forged-x"),
+    Decision(access.LET_THROUGH, 200),
+], ids=["400 with Location", "400 to login", "500", "502", "404", "403", "401", "next dropped", "other next",
+        "let through"])
+def test_only_a_bare_400_or_a_closed_connection_counts_as_the_proxy_refusing_a_hop_by_hop_forgery(answer):
+    made = forwarding.forgeries(APP, "x")
+    hop = next(f for f in made if f.hop_by_hop)
+    outcomes = [(f, answer if f is hop else KEPT_OUT) for f in made]
+    found = forwarding.judge_anonymous(KEPT_OUT, outcomes)
+    assert found.status == FAIL and hop.label in found.detail
+    if answer.kind != access.LET_THROUGH:
+        signed = forwarding.judge_signed_in(THROUGH, [(f, answer if f is hop else THROUGH) for f in made])
+        assert signed.status == FAIL and hop.label in signed.detail
+
+
+@pytest.mark.asvs("V4.1.3")
+@pytest.mark.parametrize("refusal", [PROXY_400, DROPPED], ids=["400", "connection closed"])
+def test_a_bare_400_to_a_forwarding_forgery_without_a_connection_header_still_fails(refusal):
+    """Refusing a forged X-Original-URL is not what a proxy does with the header: it may mean authsvc
+    or the app read it. Only the hop-by-hop forgeries may be refused."""
+    made = forwarding.forgeries(APP, "x")
+    plain = [f for f in made if not f.hop_by_hop]
+    assert plain and not any(n.lower() == "connection" for f in plain for n, _ in f.headers)
+    for forgery in plain:
+        outcomes = [(f, refusal if f is forgery else KEPT_OUT) for f in made]
+        assert forwarding.judge_anonymous(KEPT_OUT, outcomes).status == FAIL, forgery.label
+        signed = [(f, refusal if f is forgery else THROUGH) for f in made]
+        assert forwarding.judge_signed_in(THROUGH, signed).status == FAIL, forgery.label
+
+
 def test_login_host_forgery_shows_in_the_location():
     assert forwarding.judge_login_host(302, f"{AUTH}/login?next=https%3A//app/probe-forged-tok", "tok").status == FAIL
     assert forwarding.judge_login_host(302, f"{AUTH}/login", "tok").status == OK
