@@ -108,6 +108,15 @@ class MfaPolicy:
 
 
 @dataclass(frozen=True)
+class OidcPolicy:
+    signing_alg: str
+    access_token_lifetime_seconds: int
+    id_token_lifetime_seconds: int
+    refresh_token_lifetime_seconds: int
+    code_lifetime_seconds: int
+
+
+@dataclass(frozen=True)
 class Policy:
     passwords: PasswordPolicy
     argon2: Argon2Policy
@@ -117,6 +126,7 @@ class Policy:
     headers: HeaderPolicy
     limits: LimitPolicy
     mfa: MfaPolicy
+    oidc: OidcPolicy
     source: str = "default"
 
 
@@ -129,6 +139,7 @@ _SECTIONS = {
     "headers": HeaderPolicy,
     "limits": LimitPolicy,
     "mfa": MfaPolicy,
+    "oidc": OidcPolicy,
 }
 
 
@@ -233,6 +244,8 @@ def load_policy(path: str | Path | None = None) -> Policy:
     if sections["throttle"].storage_failure not in ("closed", "memory"):
         raise PolicyError('policy key throttle.storage_failure must be "closed" or "memory"')
     _check_rates(sections["throttle"])
+    if sections["oidc"].signing_alg not in ("ES256", "RS256"):  # never "none", never an HMAC alg
+        raise PolicyError('policy key oidc.signing_alg must be "ES256" or "RS256"')
     return Policy(**sections, source=source)
 
 

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import urlencode
 
-__all__ = ["MAX_LENGTH", "redirect_uri_verdict", "registration_problem", "loopback_parts"]
+__all__ = ["MAX_LENGTH", "loopback_parts", "redirect_uri_verdict", "registration_problem", "response_location", "with_params"]
 
 OK = "ok"
 MISSING = "missing"
@@ -88,9 +89,8 @@ def _shape(requested: object) -> str:
 def redirect_uri_verdict(requested: object, registered: Iterable[str], *, public: bool) -> str:
     """``"ok"`` when ``requested`` may receive this client's authorization response, else why not."""
     shape = _shape(requested)
-    if shape != OK:
+    if shape != OK or not isinstance(requested, str):  # (the second only for the type checker)
         return shape
-    assert isinstance(requested, str)
     registered = tuple(registered)
     if requested in registered:
         return OK
@@ -115,7 +115,7 @@ def registration_problem(uri: object, *, public: bool) -> str | None:
         return "a redirect URI may hold only printable ASCII (no spaces, controls or other scripts: percent-encode)"
     if shape == FRAGMENT:
         return "a redirect URI may not have a fragment (#...)"
-    assert isinstance(uri, str)
+    uri = str(uri)
     if uri.startswith("http://"):
         if loopback_parts(uri) is None:
             return ("http is allowed only to the loopback literals http://127.0.0.1 and http://[::1] "
@@ -141,3 +141,22 @@ def registration_problem(uri: object, *, public: bool) -> str | None:
         return None
     return ("a redirect URI must be https://..., http://127.0.0.1 or http://[::1] (native apps), or a "
             "reverse-domain private-use scheme like com.example.app:/callback (public clients)")
+
+
+def response_location(requested: str, registered: Iterable[str], *, public: bool,
+                      params: list[tuple[str, str]]) -> str:
+    """The Location of an authorization response: ``requested`` with ``params``, only when
+    :func:`redirect_uri_verdict` accepts it for this client (else ValueError: the caller shows an
+    error page). The one way the views build a redirect to a client (tests/security/astrules.py)."""
+    if redirect_uri_verdict(requested, registered, public=public) != OK:
+        raise ValueError("redirect_uri not accepted for this client")
+    return with_params(requested, params)
+
+
+def with_params(uri: str, params: list[tuple[str, str]]) -> str:
+    """``uri`` (an accepted redirect URI: no fragment) with ``params`` added to its query,
+    form-encoded; the registered query, if any, is kept as it was."""
+    query = urlencode(params)
+    if not query:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}{query}"

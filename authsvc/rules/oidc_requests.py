@@ -16,8 +16,16 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
-    "SUPPORTED_SCOPES", "parse_scope", "challenge_verdict", "verifier_verdict", "pkce_matches",
-    "parse_prompt", "parse_max_age", "session_decision", "consent_decision", "s256",
+    "SUPPORTED_SCOPES",
+    "challenge_verdict",
+    "consent_decision",
+    "parse_max_age",
+    "parse_prompt",
+    "parse_scope",
+    "pkce_matches",
+    "s256",
+    "session_decision",
+    "verifier_verdict",
 ]
 
 OK = "ok"
@@ -102,9 +110,8 @@ def s256(verifier: str) -> str:
 
 def pkce_matches(verifier: object, challenge: str, method: str) -> bool:
     """Whether ``verifier`` proves ``challenge`` (S256 only; a well-formed verifier only)."""
-    if method != "S256" or verifier_verdict(verifier) != OK:
+    if method != "S256" or verifier_verdict(verifier) != OK or not isinstance(verifier, str):
         return False
-    assert isinstance(verifier, str)
     return hmac.compare_digest(s256(verifier), challenge)
 
 

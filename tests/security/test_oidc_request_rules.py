@@ -140,7 +140,7 @@ def test_bad_prompts_are_invalid(raw):
 
 
 @pytest.mark.parametrize("raw, value", [(None, None), ("", None), ("0", 0), ("3600", 3600), ("999999999", 999999999)])
-def test_max_age(raw, value):
+def test_max_age_is_read_as_whole_seconds(raw, value):
     assert parse_max_age(raw) == ("ok", value)
 
 
@@ -179,7 +179,7 @@ def test_signed_out_goes_to_the_login():
     (100, NOW - 100, PROCEED), (100, NOW - 101, REAUTHENTICATE), (0, NOW, PROCEED), (0, NOW - 1, REAUTHENTICATE),
     (3600, None, REAUTHENTICATE),  # restored from remember-me: never recent
 ])
-def test_max_age(max_age, authenticated_at, expected):
+def test_a_sign_in_older_than_max_age_signs_in_again(max_age, authenticated_at, expected):
     assert decide(max_age=max_age, authenticated_at=authenticated_at) == expected
 
 

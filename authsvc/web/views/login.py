@@ -169,7 +169,9 @@ def page_session() -> str:
 @bp.get("/login")
 def login_form():
     decision = next_decision(_raw_next())
-    if page_session() != "anonymous":
+    # reauth=1: sign in again although signed in (an OpenID client's prompt=login, max_age or
+    # second-factor requirement, authsvc.web.views.oidc); the new session replaces this one.
+    if page_session() != "anonymous" and request.args.get("reauth") != "1":
         response = redirect(decision.target, 303)
         expire_planted_copies(response, decision.target)
         return response
