@@ -41,7 +41,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlencode
 
-__all__ = ["MAX_LENGTH", "loopback_parts", "redirect_uri_verdict", "registration_problem", "response_location", "with_params"]
+__all__ = ["MAX_LENGTH", "loopback_parts", "redirect_uri_verdict", "registration_problem", "response_location", "with_params", "csp_source"]
 
 OK = "ok"
 MISSING = "missing"
@@ -160,3 +160,21 @@ def with_params(uri: str, params: list[tuple[str, str]]) -> str:
     if not query:
         return uri
     return f"{uri}{'&' if '?' in uri else '?'}{query}"
+
+
+def csp_source(uri: str) -> str | None:
+    """The CSP source expression a page's ``form-action`` needs so that a form posted on it may end
+    in a redirect to ``uri`` (an accepted redirect URI): its origin (``https://host[:port]``), or
+    ``scheme:`` for a private-use scheme. Browsers apply ``form-action`` to the redirects that follow
+    a form post, so the login, second-step and consent pages of an OpenID sign-in need the client's."""
+    if _shape(uri) != OK:
+        return None
+    match = _HTTPS.match(uri)
+    if match:
+        return f"https://{match.group(1)}" + (f":{match.group(2)}" if match.group(2) else "")
+    parts = loopback_parts(uri)
+    if parts:
+        return f"http://{parts[0]}" + (f":{parts[1]}" if parts[1] else "")
+    if _PRIVATE_SCHEME.match(uri):
+        return uri.split(":", 1)[0] + ":"
+    return None

@@ -517,3 +517,32 @@ def test_a_nonce_seen_before_for_the_client_is_refused(signed_in, web):
     response = authorize(signed_in, authorize_params(web[0], challenge=pkce()[1], nonce="same"))
     got = query(response.headers["Location"])
     assert got["error"] == "invalid_request" and "code" not in got and got["iss"] == HTTPS
+
+
+# --- CSP form-action: browsers apply it to the redirects after a form post ------------------------
+
+def _form_action(response) -> str:
+    policy = response.headers["Content-Security-Policy"]
+    return next(d for d in policy.split("; ") if d.startswith("form-action "))
+
+
+def test_the_sign_in_and_consent_pages_of_a_client_allow_its_origin_in_form_action(svc, client, user):
+    cid, _ = add_client(svc, "Forum", ("https://forum.example.net/cb",))
+    params = authorize_params(cid, "https://forum.example.net/cb", challenge=pkce()[1])
+    to_login = authorize(client, params).headers["Location"]
+    page = client.get(to_login)
+    assert "https://forum.example.net" in _form_action(page)
+    assert "https://forum.example.net" not in _form_action(client.get("/login"))
+    next_url = parse_qs(urlsplit(to_login).query)["next"][0]
+    login(client, next=next_url)
+    consent = client.get(next_url)
+    assert "Allow Forum?" in consent.get_data(as_text=True)
+    assert "https://forum.example.net" in _form_action(consent)
+
+
+def test_a_next_naming_an_unregistered_redirect_uri_adds_nothing(svc, client):
+    cid, _ = add_client(svc, "Forum", ("https://forum.example.net/cb",))
+    evil = "/oauth/authorize?" + urlencode({"client_id": cid, "redirect_uri": "https://evil.example.com/cb"})
+    page = client.get("/login?" + urlencode({"next": evil}))
+    assert "evil" not in _form_action(page)
+    assert "evil" not in _form_action(client.get("/login?" + urlencode({"next": "/oauth/authorize?client_id=x"})))

@@ -241,3 +241,18 @@ def test_module_depends_only_on_the_standard_library():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert names <= {"__future__", "re", "collections", "urllib"}
+
+
+@pytest.mark.parametrize("uri, source", [
+    ("https://app.example.com/callback", "https://app.example.com"),
+    ("https://app.example.com:8443/cb?x=1", "https://app.example.com:8443"),
+    ("http://127.0.0.1:53682/cb", "http://127.0.0.1:53682"),
+    ("http://[::1]/cb", "http://[::1]"),
+    ("com.example.app:/oauth2redirect", "com.example.app:"),
+    ("javascript:alert(1)", None), ("https://app.example.com/a b", None), ("http://evil.com/cb", None),
+    ("https://x.example.com; script-src *", None),
+])
+def test_the_form_action_source_of_a_redirect_uri_is_its_origin_and_nothing_else(uri, source):
+    from authsvc.rules.oidc_redirects import csp_source
+
+    assert csp_source(uri) == source

@@ -10,7 +10,7 @@ Guide: docs/oidc.md.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2 import OAuth2Error
@@ -39,7 +39,7 @@ from authsvc.core.oidc.provider import SINGLE as AUTHORIZE_PARAMS
 from authsvc.core.oidc.provider import AuthRequest, ErrorPage, ErrorRedirect, Provider
 from authsvc.core.oidc.store import Client
 from authsvc.rules import oidc_requests as decide
-from authsvc.rules.oidc_redirects import response_location
+from authsvc.rules.oidc_redirects import csp_source, response_location
 from authsvc.rules.oidc_requests import SUPPORTED_SCOPES
 from authsvc.web.auth import services
 
@@ -82,11 +82,44 @@ class OidcServer(AuthorizationServer):
 
 
 def init_app(app: Flask) -> None:
+    """Call before authsvc.web.headers.init_app: the form-action hook must run after Talisman's
+    (Flask runs after_request hooks in the reverse order of registration)."""
     provider = app.extensions["authsvc"].oidc
     protector = ResourceProtector()
     protector.register_token_validator(AccessTokens(provider))
     app.extensions["authsvc.oidc"] = (OidcServer(provider), protector)
     app.extensions.setdefault("authsvc.csrf_exempt", set()).update(CLIENT_ENDPOINTS)
+    app.after_request(_form_action_for_the_client)
+
+
+def _client_form_source() -> str | None:
+    """The CSP source of the client an OpenID sign-in on this page will end at: the consent page's
+    (set by the view), or the one a ``next`` pointing at /oauth/authorize names, when that client
+    registered that redirect_uri."""
+    if g.get("oidc_form_source"):
+        return g.oidc_form_source
+    raw = request.args.get("next") or (request.form.get("next") if request.method == "POST" else None)
+    if not raw or not raw.startswith(url_for("oidc.authorize") + "?"):
+        return None
+    params = parse_qs(urlsplit(raw).query)
+    client = _provider().clients.get((params.get("client_id") or [None])[0])
+    redirect_uri = (params.get("redirect_uri") or [""])[0]
+    if client is None or not client.check_redirect_uri(redirect_uri):
+        return None
+    return csp_source(redirect_uri)
+
+
+def _form_action_for_the_client(response):
+    """Browsers apply CSP ``form-action`` to the redirects after a form post: the sign-in form's
+    post goes on to /oauth/authorize and from there to the client. So a page of an OpenID sign-in
+    allows that one client's origin too (after Talisman wrote the policy)."""
+    if response.mimetype != "text/html":
+        return response
+    policy = response.headers.get("Content-Security-Policy")
+    source = _client_form_source() if policy and "form-action " in policy else None
+    if source:
+        response.headers["Content-Security-Policy"] = policy.replace("form-action ", f"form-action {source} ", 1)
+    return response
 
 
 def _server() -> OidcServer:
@@ -226,6 +259,7 @@ def _issue_code(checked: AuthRequest, record):
 def _consent_page(checked: AuthRequest):
     parts = urlsplit(checked.redirect_uri)
     origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
+    g.oidc_form_source = csp_source(checked.redirect_uri)  # its form's post ends at the client
     return render_template("oidc_consent.html", client_name=checked.client.name, username=current_user.username,
                            scopes=checked.scopes, scope_text=SCOPE_TEXT, redirect_origin=origin,
                            params=_params_without("prompt")), 200
