@@ -546,3 +546,42 @@ def test_a_next_naming_an_unregistered_redirect_uri_adds_nothing(svc, client):
     page = client.get("/login?" + urlencode({"next": evil}))
     assert "evil" not in _form_action(page)
     assert "evil" not in _form_action(client.get("/login?" + urlencode({"next": "/oauth/authorize?client_id=x"})))
+
+
+# --- bad input: 4xx, never 500 --------------------------------------------------------------------
+
+@pytest.mark.parametrize("headers, data", [
+    ({"Authorization": "Basic !!!notbase64"}, {"grant_type": "authorization_code", "code": "x"}),
+    ({"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()}, {"grant_type": "authorization_code"}),
+    ({"Authorization": "Basic " + base64.b64encode("é:é".encode()).decode()}, {"grant_type": "refresh_token",
+                                                                               "refresh_token": "x"}),
+    ({"Authorization": "Bearer x"}, {"grant_type": "authorization_code", "code": "x" * 5000}),
+    ({}, {"grant_type": "authorization_code", "code": "x", "client_id": "\x00"}),
+    ({}, {"grant_type": "refresh_token", "refresh_token": "y" * 5000, "client_id": "z" * 5000}),
+    ({}, {}),
+])
+def test_hostile_token_requests_get_a_4xx(client, web, headers, data):
+    response = client.post("/oauth/token", data=data, headers=headers)
+    assert 400 <= response.status_code < 500
+
+
+@pytest.mark.parametrize("query_string", [
+    "client_id=%ff%fe", "client_id=%00", "state=" + "s" * 5000, "scope=%ff", "redirect_uri=%e2%80%ae",
+    "client_id=a&client_id=b",
+])
+def test_hostile_authorize_requests_get_a_4xx_and_no_redirect(client, web, query_string):
+    response = client.get("/oauth/authorize?" + query_string)
+    assert 400 <= response.status_code < 500 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer " + "x" * 5000, "Basic abc", "bearer \x00", ""])
+def test_hostile_userinfo_requests_get_401(client, header):
+    response = client.get("/oauth/userinfo", headers={"Authorization": header} if header else {})
+    assert response.status_code in (400, 401)
+
+
+def test_a_revocation_without_client_authentication_is_refused(client, signed_in, web):
+    body = tokens(signed_in, web)
+    response = client.post("/oauth/revoke", data={"token": body["access_token"]})
+    assert response.status_code in (400, 401)
+    assert userinfo(signed_in, body["access_token"]).status_code == 200
