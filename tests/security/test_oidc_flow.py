@@ -585,3 +585,11 @@ def test_a_revocation_without_client_authentication_is_refused(client, signed_in
     response = client.post("/oauth/revoke", data={"token": body["access_token"]})
     assert response.status_code in (400, 401)
     assert userinfo(signed_in, body["access_token"]).status_code == 200
+
+
+def test_a_wrong_password_page_of_an_oidc_sign_in_keeps_the_clients_form_action(svc, client, user):
+    cid, _ = add_client(svc, "Forum", ("https://forum.example.net/cb",))
+    next_url = "/oauth/authorize?" + urlencode(authorize_params(cid, "https://forum.example.net/cb",
+                                                                challenge=pkce()[1]))
+    again = login(client, password="wrong password, twenty chars", next=next_url)
+    assert again.status_code == 401 and "https://forum.example.net" in _form_action(again)

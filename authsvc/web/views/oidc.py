@@ -26,6 +26,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from werkzeug.exceptions import HTTPException
 
 from authsvc.core.oidc.grants import (
     AccessTokens,
@@ -98,7 +99,12 @@ def _client_form_source() -> str | None:
     registered that redirect_uri."""
     if g.get("oidc_form_source"):
         return g.oidc_form_source
-    raw = request.args.get("next") or (request.form.get("next") if request.method == "POST" else None)
+    raw = request.args.get("next")
+    if not raw and request.method == "POST":  # a sign-in form shown again (a wrong password)
+        try:
+            raw = request.form.get("next")
+        except HTTPException:  # a body refused for what it is (413, undecodable): not a sign-in page
+            return None
     if not raw or not raw.startswith(url_for("oidc.authorize") + "?"):
         return None
     params = parse_qs(urlsplit(raw).query)
