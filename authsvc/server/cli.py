@@ -278,6 +278,8 @@ def cmd_sessions(args) -> int:
     if args.sessions_cmd == "purge":  # run from cron or a systemd timer: docs/operations.md
         n = svc.sessions.purge() + svc.remember.purge(svc.clock() - svc.policy.sessions.purge_after_seconds) + \
             svc.known_devices.purge()
+        # The OpenID Provider's: unusable tokens, old codes, keys no longer published.
+        n += svc.oidc.tokens.purge() + svc.oidc.codes.purge() + svc.oidc.keys.purge()
         print(f"purged {n} record(s)")
         return 0
     account = _account(svc.accounts, args.name)

@@ -135,3 +135,39 @@ def test_require_mfa_steps_a_one_factor_session_up_through_the_second_step(app, 
     code = final.headers["Location"].split("code=", 1)[1].split("&", 1)[0]
     body = exchange(client, cid, secret, code, verifier).get_json()
     assert body["access_token"]
+
+
+def test_sessions_purge_removes_unusable_oidc_records_and_keeps_live_ones(app, svc, client, user, clock, monkeypatch,
+                                                                           tmp_path, capsys):
+    import time
+
+    import sqlalchemy as sa
+
+    from authsvc.core.models import oidc_codes, oidc_tokens
+    clock.now = time.time()  # the command reads the wall clock
+    cid, secret = add_client(svc, trusted=True)
+    login(client)
+    code, verifier = get_code(client, cid)
+    exchange(client, cid, secret, code, verifier)
+    stale_code, _ = get_code(client, cid)
+    with svc.engine.begin() as conn:  # one code and one token from two days ago, long unusable
+        conn.execute(oidc_codes.update().values(expires_at=clock.now - 2 * 86400))
+        conn.execute(oidc_tokens.update().values(access_expires_at=clock.now - 2 * 86400, revoked_at=clock.now))
+    code, verifier = get_code(client, cid)  # a live one
+    exchange(client, cid, secret, code, verifier)
+    assert run_cli(monkeypatch, tmp_path, "sessions", "purge") == 0
+    with svc.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(oidc_tokens)).scalar() == 1
+        left = conn.execute(sa.select(oidc_codes.c.expires_at)).scalars().all()
+    assert all(expires > clock.now - 86400 for expires in left)
+
+
+def test_an_access_token_ends_after_its_lifetime(svc, client, user, clock):
+    cid, secret = add_client(svc, trusted=True)
+    login(client)
+    code, verifier = get_code(client, cid)
+    token = exchange(client, cid, secret, code, verifier).get_json()["access_token"]
+    clock.advance(svc.policy.oidc.access_token_lifetime_seconds - 1)
+    assert client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    clock.advance(1)
+    assert client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
