@@ -114,6 +114,7 @@ class OidcPolicy:
     id_token_lifetime_seconds: int
     refresh_token_lifetime_seconds: int
     code_lifetime_seconds: int
+    token_requests_per_client: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,18 @@ def load_policy(path: str | Path | None = None) -> Policy:
     _check_rates(sections["throttle"])
     if sections["oidc"].signing_alg not in ("ES256", "RS256"):  # never "none", never an HMAC alg
         raise PolicyError('policy key oidc.signing_alg must be "ES256" or "RS256"')
+    _check_rate_list("oidc.token_requests_per_client", sections["oidc"].token_requests_per_client)
     return Policy(**sections, source=source)
+
+
+def _check_rate_list(key: str, values: tuple[str, ...]) -> None:
+    from limits import parse_many
+
+    for value in values:
+        try:
+            parse_many(value)
+        except ValueError:
+            raise PolicyError(f'policy key {key}: {value!r} is not a rate limit like "10 per minute"') from None
 
 
 def _check_rates(throttle: ThrottlePolicy) -> None:

@@ -171,3 +171,35 @@ def test_an_access_token_ends_after_its_lifetime(svc, client, user, clock):
     assert client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     clock.advance(1)
     assert client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_the_token_endpoint_is_throttled_per_client_with_a_json_429(tmp_path, clock):
+    import base64
+
+    from tests.conftest import build_app
+
+    path = tmp_path / "p.toml"
+    path.write_text(open(TEST_POLICY).read() + '\n[oidc]\ntoken_requests_per_client = ["3 per minute"]\n')
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=str(path))
+    svc = app.extensions["authsvc"]
+    cid, secret = add_client(svc, trusted=True)
+    other, other_secret = add_client(svc, "Other", trusted=True)
+    client = app.test_client()
+
+    def post(client_id, secret, ip):
+        auth = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        return client.post("/oauth/token", data={"grant_type": "authorization_code", "code": "x"},
+                           headers={"Authorization": auth}, base_url="https://auth.example.test",
+                           environ_base={"REMOTE_ADDR": ip})
+
+    assert [post(cid, secret, f"198.51.100.{i}").status_code for i in range(3)] == [400, 400, 400]
+    throttled = post(cid, secret, "203.0.113.9")  # another address: the same client's budget
+    assert throttled.status_code == 429 and throttled.get_json()["error"] == "throttled"
+    assert post(other, other_secret, "203.0.113.9").status_code == 400  # another client is not starved
+
+
+def test_a_bad_token_rate_limit_in_the_policy_is_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[oidc]\ntoken_requests_per_client = ["lots"]\n')
+    with pytest.raises(PolicyError, match="token_requests_per_client"):
+        load_policy(path)
