@@ -196,9 +196,9 @@ def _key() -> str:
 # Flask-Limiter scopes of the known-device limits, and the audit reason each gives a 429.
 KNOWN_CLIENT_SCOPE = "known_device"
 DEVICE_SCOPE = "device"
-OIDC_TOKEN_SCOPE = "oidc_token"
+OIDC_CLIENT_SCOPE = "oidc_client"
 REASONS = {KNOWN_CLIENT_SCOPE: "per_client_known_device", DEVICE_SCOPE: "per_device",
-           OIDC_TOKEN_SCOPE: "oidc_token_per_client"}
+           OIDC_CLIENT_SCOPE: "oidc_token_per_client"}
 
 
 @dataclass(frozen=True)
@@ -305,12 +305,12 @@ def init_app(app: Flask, services) -> Limiter:
             app.view_functions[passkey_endpoint])
     # The OpenID token endpoint, per client (oidc.token_requests_per_client): a leaked client id
     # cannot be used to hammer code and refresh-token guessing, nor one client starve the others.
-    token_endpoint = "oidc.token"
+    oidc_endpoint = "oidc.token"
     oidc_limits = services.policy.oidc.token_requests_per_client
-    if oidc_limits and token_endpoint in app.view_functions:
-        app.view_functions[token_endpoint] = limiter.limit(
-            ";".join(oidc_limits), methods=["POST"], key_func=_oidc_client_key, scope=OIDC_TOKEN_SCOPE)(
-            app.view_functions[token_endpoint])
+    if oidc_limits and oidc_endpoint in app.view_functions:
+        app.view_functions[oidc_endpoint] = limiter.limit(
+            ";".join(oidc_limits), methods=["POST"], key_func=_oidc_client_key, scope=OIDC_CLIENT_SCOPE)(
+            app.view_functions[oidc_endpoint])
     app.extensions["authsvc_limiter"] = limiter
     return limiter
 

