@@ -20,7 +20,10 @@ logger = logging.getLogger("authsvc.audit")
 FORBIDDEN = frozenset({"password", "new_password", "current_password", "token", "cookie", "secret",
                        "secret_key", "validator", "csrf_token", "session",
                        # second factors: a code, a recovery code, a TOTP secret, a passkey's credential id
-                       "code", "codes", "otp", "recovery_code", "totp_secret", "credential_id"})
+                       "code", "codes", "otp", "recovery_code", "totp_secret", "credential_id",
+                       # the OpenID Provider's credentials
+                       "access_token", "refresh_token", "id_token", "client_secret", "code_verifier",
+                       "authorization_code"})
 MAX_VALUE = 256
 
 # The event inventory (ASVS 16.1.1) and the outcome each records unless the caller names another.
@@ -76,6 +79,19 @@ EVENTS: dict[str, str] = {
     "recovery_codes_generated": "success",
     "mfa_reset": "success",
     "mfa_resealed": "success",
+    # the OpenID Provider (authsvc.core.oidc): client ids, reason codes and counts, never a code,
+    # token, secret or verifier
+    "oidc_client_added": "success",
+    "oidc_client_removed": "success",
+    "oidc_key_rotated": "success",
+    "oidc_authorize_refused": "refused",
+    "oidc_consent_given": "success",
+    "oidc_code_issued": "success",
+    "oidc_tokens_issued": "success",
+    "oidc_token_refused": "refused",
+    "oidc_code_replayed": "revoked",
+    "oidc_refresh_replayed": "revoked",
+    "oidc_tokens_revoked": "success",
     # attempts to get around a control
     "redirect_rejected": "refused",
     "csrf_failed": "refused",

@@ -366,6 +366,19 @@ def _policy_problems(p: Policy) -> list[Problem]:
     if m.step_up_seconds > 3600:
         warn("mfa.step_up_seconds", f"policy mfa.step_up_seconds={m.step_up_seconds}: a session left open for "
              "over an hour can still add or remove a factor without the password. Fix: set 300.")
+    o = p.oidc
+    if not 1 <= o.access_token_lifetime_seconds <= 3600:
+        err("oidc.access_token_lifetime_seconds", f"policy oidc.access_token_lifetime_seconds="
+            f"{o.access_token_lifetime_seconds}: a bearer access token must live between 1 s and one hour. Fix: set 600.")
+    if not 1 <= o.id_token_lifetime_seconds <= 3600:
+        err("oidc.id_token_lifetime_seconds", f"policy oidc.id_token_lifetime_seconds={o.id_token_lifetime_seconds}: "
+            "an ID token must expire within one hour. Fix: set 600.")
+    if not 1 <= o.code_lifetime_seconds <= 60:
+        err("oidc.code_lifetime_seconds", f"policy oidc.code_lifetime_seconds={o.code_lifetime_seconds}: an "
+            "authorization code must expire within 60 s (ASVS V10.4.3). Fix: set 60.")
+    if o.refresh_token_lifetime_seconds > 30 * 86400:
+        warn("oidc.refresh_token_lifetime_seconds", f"policy oidc.refresh_token_lifetime_seconds="
+             f"{o.refresh_token_lifetime_seconds}: refresh tokens outlive 30 days. Fix: set 1209600 (14 days).")
     return out
 
 

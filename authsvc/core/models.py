@@ -150,3 +150,106 @@ group_members = Table(
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
 )
 Index("ix_group_members_user", group_members.c.user_id)
+
+
+# --- OpenID Provider (authsvc.core.oidc) ---------------------------------------------------------
+# Every credential is stored as a SHA-256 digest of a 256-bit random value (client secrets, codes,
+# access and refresh tokens): a leaked table gives nothing usable, and no argon2 is needed for
+# values nobody chose. Signing keys' private halves are sealed (authsvc.core.sealing).
+
+# Registered relying parties (`authsvc oidc client add`). redirect_uris and post_logout_redirect_uris
+# are newline-separated exact strings (authsvc.rules.oidc_redirects); secret_hash is None for a
+# public client (SPA, native app), which must use PKCE like every client.
+oidc_clients = Table(
+    "oidc_clients", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), nullable=False, unique=True),
+    Column("secret_hash", LargeBinary(32), nullable=True),
+    Column("name", String(128), nullable=False),
+    Column("redirect_uris", String(8192), nullable=False),
+    Column("public", Boolean, nullable=False, default=False),
+    Column("trusted", Boolean, nullable=False, default=False),          # first-party: no consent page
+    Column("require_mfa", Boolean, nullable=False, default=False),      # a one-factor session steps up first
+    Column("post_logout_redirect_uris", String(8192), nullable=False, default=""),
+    Column("backchannel_logout_uri", String(2048), nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+# Authorization codes: at most oidc.code_lifetime_seconds (<= 60), used once (used_at set by one
+# conditional write); a second use revokes every token issued from the code (family_id = code id).
+oidc_codes = Table(
+    "oidc_codes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("code_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("client_id", String(64), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("session_id", Integer, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("redirect_uri", String(2048), nullable=False),
+    Column("scope", String(512), nullable=False),
+    Column("nonce", String(512), nullable=True),
+    Column("code_challenge", String(128), nullable=False),
+    Column("code_challenge_method", String(8), nullable=False),
+    Column("auth_time", Float, nullable=False),
+    Column("methods", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float, nullable=True),
+)
+Index("ix_oidc_codes_expires", oidc_codes.c.expires_at)
+
+# Access and refresh tokens. family_id is the id of the code the first token came from: a refresh
+# token used twice, or the code used twice, revokes the whole family. session_id ties the tokens
+# to the browser session that authorised them: a session that ends (logout, password change,
+# disable, `authsvc sessions revoke`, session cap) ends them at once (the check joins sessions).
+oidc_tokens = Table(
+    "oidc_tokens", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(64), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("session_id", Integer, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("family_id", Integer, nullable=False),
+    Column("access_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("refresh_hash", LargeBinary(32), nullable=True, unique=True),
+    Column("scope", String(512), nullable=False),
+    Column("issued_at", Float, nullable=False),
+    Column("access_expires_at", Float, nullable=False),
+    Column("refresh_expires_at", Float, nullable=True),
+    Column("rotated_at", Float, nullable=True),      # its refresh token was used (once is all it gets)
+    Column("revoked_at", Float, nullable=True),
+    Column("revoke_reason", String(32), nullable=True),
+)
+Index("ix_oidc_tokens_family", oidc_tokens.c.family_id)
+Index("ix_oidc_tokens_session", oidc_tokens.c.session_id)
+
+# ID token signing keys. private_key: PKCS#8 DER sealed under the secret key (the kid bound in);
+# public_jwk: the JWKS entry. The newest unretired key signs; a retired key stays in the JWKS
+# until every ID token it signed has expired (retired_at + oidc.id_token_lifetime_seconds).
+oidc_signing_keys = Table(
+    "oidc_signing_keys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kid", String(64), nullable=False, unique=True),
+    Column("alg", String(8), nullable=False),
+    Column("private_key", LargeBinary(8192), nullable=False),
+    Column("public_jwk", String(4096), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("retired_at", Float, nullable=True),
+)
+
+# What a user allowed a (non-trusted) client, remembered until revoked: space-separated scopes.
+oidc_consents = Table(
+    "oidc_consents", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("scopes", String(512), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("user_id", "client_id", name="uq_oidc_consents_user_client"),
+)
+
+# Each account's OpenID subject: 32 random bytes (base64url), made at its first OIDC sign-in. Never
+# the username or the row id; it survives a secret-key rotation, which an HMAC of the id would not.
+oidc_subjects = Table(
+    "oidc_subjects", metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("subject", String(64), nullable=False, unique=True),
+)

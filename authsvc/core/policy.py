@@ -113,6 +113,16 @@ class MfaPolicy:
 
 
 @dataclass(frozen=True)
+class OidcPolicy:
+    signing_alg: str
+    access_token_lifetime_seconds: int
+    id_token_lifetime_seconds: int
+    refresh_token_lifetime_seconds: int
+    code_lifetime_seconds: int
+    token_requests_per_client: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Policy:
     passwords: PasswordPolicy
     argon2: Argon2Policy
@@ -122,6 +132,7 @@ class Policy:
     headers: HeaderPolicy
     limits: LimitPolicy
     mfa: MfaPolicy
+    oidc: OidcPolicy
     access: AccessRules = access_rules.NO_RULES
     source: str = "default"
 
@@ -135,6 +146,7 @@ _SECTIONS = {
     "headers": HeaderPolicy,
     "limits": LimitPolicy,
     "mfa": MfaPolicy,
+    "oidc": OidcPolicy,
 }
 
 
@@ -240,6 +252,9 @@ def load_policy(path: str | Path | None = None) -> Policy:
     if sections["throttle"].storage_failure not in ("closed", "memory"):
         raise PolicyError('policy key throttle.storage_failure must be "closed" or "memory"')
     _check_rates(sections["throttle"])
+    if sections["oidc"].signing_alg not in ("ES256", "RS256"):  # never "none", never an HMAC alg
+        raise PolicyError('policy key oidc.signing_alg must be "ES256" or "RS256"')
+    _check_rate_list("oidc.token_requests_per_client", sections["oidc"].token_requests_per_client)
     access = parse_access(raw.get("access", {}), sections["limits"].username_max_length)
     return Policy(**sections, access=access, source=source)
 
@@ -307,6 +322,16 @@ def _rule(where: str, entry: dict[str, Any], username_max_length: int) -> Rule:
                           "through without asking who): use one_factor for named people")
     return Rule(lists["hosts"], policy, lists["paths"], frozenset(lists["methods"]),
                 frozenset(lists["groups"]), frozenset(lists["users"]))
+
+
+def _check_rate_list(key: str, values: tuple[str, ...]) -> None:
+    from limits import parse_many
+
+    for value in values:
+        try:
+            parse_many(value)
+        except ValueError:
+            raise PolicyError(f'policy key {key}: {value!r} is not a rate limit like "10 per minute"') from None
 
 
 def _check_rates(throttle: ThrottlePolicy) -> None:

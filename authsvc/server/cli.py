@@ -1,4 +1,5 @@
-"""The ``authsvc`` command line: serve, db, user, group, access, sessions, mfa, gen-secret, check, probe."""
+"""The ``authsvc`` command line: serve, db, user, group, access, sessions, mfa, oidc, gen-secret, check,
+probe."""
 
 from __future__ import annotations
 
@@ -400,6 +401,8 @@ def cmd_sessions(args) -> int:
     if args.sessions_cmd == "purge":  # run from cron or a systemd timer: docs/operations.md
         n = svc.sessions.purge() + svc.remember.purge(svc.clock() - svc.policy.sessions.purge_after_seconds) + \
             svc.known_devices.purge()
+        # The OpenID Provider's: unusable tokens, old codes, keys no longer published.
+        n += svc.oidc.tokens.purge() + svc.oidc.codes.purge() + svc.oidc.keys.purge()
         print(f"purged {n} record(s)")
         return 0
     account = _account(svc.accounts, args.name)
@@ -413,6 +416,66 @@ def cmd_sessions(args) -> int:
     svc.known_devices.forget_all(account.id)
     svc.audit.emit("session_revoked", user_id=account.id, reason="admin_revoked", by="cli", sessions_revoked=ended)
     print(f"revoked {ended} session(s) and {tokens} remember-me token(s) of {account.username}")
+    return 0
+
+
+def cmd_oidc(args) -> int:
+    """``authsvc oidc client add|list|remove`` and ``authsvc oidc keys rotate``."""
+    import json
+
+    from authsvc.rules.oidc_redirects import registration_problem
+
+    app = _app()
+    svc = app.extensions["authsvc"]
+    provider = svc.oidc
+    if args.oidc_cmd == "keys":  # rotate: the only keys command
+        kid = provider.keys.rotate()
+        svc.audit.emit("oidc_key_rotated", by="cli", kid=kid)
+        print(f"new signing key {kid} ({provider.keys.alg}); older keys stay in the JWKS for "
+              f"{provider.policy.id_token_lifetime_seconds} s, until the ID tokens they signed have expired")
+        return 0
+    if args.client_cmd == "list":
+        for c in provider.clients.all():
+            kind = "public" if c.public else "confidential"
+            flags = ",".join(f for f, on in (("trusted", c.trusted), ("require-mfa", c.require_mfa)) if on) or "-"
+            print(f"{c.client_id}\t{_shown(c.name)}\t{kind}\t{flags}\t{' '.join(c.redirect_uris)}")
+        return 0
+    if args.client_cmd == "remove":
+        if not provider.clients.remove(args.client_id):
+            return _fail(f"no client with id {args.client_id!r}")
+        svc.audit.emit("oidc_client_removed", by="cli", client_id=args.client_id)
+        print(f"removed client {args.client_id} and every code, token and consent it held")
+        return 0
+    name = args.name.strip()
+    if not name or len(name) > 128 or not name.isprintable():
+        return _fail("the client name must be 1 to 128 printable characters")
+    problems = [f"--redirect-uri {uri!r}: {p}" for uri in args.redirect_uri
+                if (p := registration_problem(uri, public=args.public))]
+    problems += [f"--post-logout-redirect-uri {uri!r}: {p}" for uri in args.post_logout_redirect_uri
+                 if (p := registration_problem(uri, public=args.public))]
+    if args.backchannel_logout_uri is not None and (p := registration_problem(args.backchannel_logout_uri,
+                                                                              public=False)):
+        problems.append(f"--backchannel-logout-uri: {p}")
+    if problems:
+        for p in problems:
+            print(f"refused: {p}", file=sys.stderr)
+        return EXIT_USAGE
+    made = provider.clients.add(name, tuple(dict.fromkeys(args.redirect_uri)), public=args.public,
+                                trusted=args.trusted, require_mfa=args.require_mfa,
+                                post_logout_redirect_uris=tuple(dict.fromkeys(args.post_logout_redirect_uri)),
+                                backchannel_logout_uri=args.backchannel_logout_uri)
+    svc.audit.emit("oidc_client_added", by="cli", client_id=made.client.client_id, public=args.public,
+                   trusted=args.trusted, require_mfa=args.require_mfa)
+    if args.json:
+        out = {"client_id": made.client.client_id}
+        if made.client_secret is not None:
+            out["client_secret"] = made.client_secret
+        print(json.dumps(out))
+        return 0
+    print(f"client_id: {made.client.client_id}")
+    if made.client_secret is not None:
+        print(f"client_secret: {made.client_secret}")
+        print("(shown once: authsvc keeps only its SHA-256 digest)")
     return 0
 
 
@@ -488,6 +551,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_sessions)
     ssub.add_parser("purge", help="delete ended sessions, old remember-me tokens and expired known devices "
                     "(run it daily: docs/operations.md)").set_defaults(func=cmd_sessions)
+
+    oidc = sub.add_parser("oidc", help="the OpenID Provider: clients and signing keys (docs/oidc.md)")
+    osub = oidc.add_subparsers(dest="oidc_cmd", required=True)
+    clients = osub.add_parser("client", help="register, list and remove relying parties")
+    csub = clients.add_subparsers(dest="client_cmd", required=True)
+    p = csub.add_parser("add", help="register a client; prints client_id and, for a confidential client, "
+                        "client_secret (once)")
+    p.add_argument("name")
+    p.add_argument("--redirect-uri", action="append", required=True, metavar="URI",
+                   help="an exact redirect URI (repeat for several)")
+    p.add_argument("--public", action="store_true", help="no secret: a single-page or native app (PKCE only)")
+    p.add_argument("--trusted", action="store_true", help="first-party: no consent page")
+    p.add_argument("--require-mfa", action="store_true", help="a one-factor session is stepped up first")
+    p.add_argument("--post-logout-redirect-uri", action="append", default=[], metavar="URI")
+    p.add_argument("--backchannel-logout-uri", metavar="URI")
+    p.add_argument("--json", action="store_true", help="print {client_id, client_secret} as JSON")
+    p.set_defaults(func=cmd_oidc)
+    csub.add_parser("list").set_defaults(func=cmd_oidc)
+    p = csub.add_parser("remove", help="remove a client and every code, token and consent it holds")
+    p.add_argument("client_id")
+    p.set_defaults(func=cmd_oidc)
+    keys = osub.add_parser("keys", help="ID token signing keys")
+    ksub = keys.add_subparsers(dest="keys_cmd", required=True)
+    ksub.add_parser("rotate", help="a new signing key; the old ones stay published until their ID tokens "
+                    "have expired").set_defaults(func=cmd_oidc)
 
     sub.add_parser("gen-secret", help="print a new random secret key").set_defaults(func=cmd_gen_secret)
     sub.add_parser("check", help="audit configuration and policy for production").set_defaults(func=cmd_check)

@@ -34,6 +34,9 @@ from authsvc.core.policy import Policy
 from authsvc.web.proxies import TrustedProxies
 from authsvc.rules.forward_auth import LoginRedirect, login_url
 from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules
+from authsvc.core.oidc.keys import SEALING_INFO as OIDC_KEY_SEALING_INFO
+from authsvc.core.oidc.keys import SigningKeys
+from authsvc.core.oidc.provider import Provider
 from authsvc.core.pending_flows import EndedFlows
 from authsvc.core.recovery_codes import RecoveryCodes
 from authsvc.core.remember import RememberStore
@@ -123,6 +126,9 @@ class Services:
     recovery_codes: RecoveryCodes
     code_throttle: Throttle
     rp_id: str
+    # The OpenID Provider (authsvc.core.oidc): clients, codes, tokens, keys; its endpoints are
+    # authsvc.web.views.oidc.
+    oidc: Provider
     # None when the settings give no relying party (see authsvc.rules.passkeys.relying_party: e.g.
     # development on http://127.0.0.1, an IP address WebAuthn refuses): no passkey page or button.
     passkeys: PasskeyService | None = None
@@ -245,14 +251,19 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         code_throttle=code_throttle,
         rp_id=rp_id,
         groups=GroupStore(engine, clock, sessions_ended),
+        oidc=Provider(issuer=settings.own_origin, policy=policy.oidc, engine=engine, clock=clock, audit=audit,
+                      keys=SigningKeys(engine, Sealer(settings.secret_key, settings.secret_key_fallbacks,
+                                                      OIDC_KEY_SEALING_INFO), clock, alg=policy.oidc.signing_alg,
+                                       id_token_lifetime=policy.oidc.id_token_lifetime_seconds)),
     )
     app.extensions["authsvc"] = services
 
     from authsvc.web import auth, crosssite, csrf, headers, limiter, errors as error_pages
-    from authsvc.web.views import account, api, health, login, passkeys, verify
+    from authsvc.web.views import account, api, health, login, oidc, passkeys, verify
 
-    for bp in (login.bp, account.bp, passkeys.bp, verify.bp, api.bp, health.bp):
+    for bp in (login.bp, account.bp, passkeys.bp, verify.bp, api.bp, health.bp, oidc.bp):
         app.register_blueprint(bp)
+    oidc.init_app(app)  # Authlib's server and resource protector; its client endpoints skip the form checks
     metrics.init_app(app, services)  # first before_request hook: times the others too
     auth.init_app(app)
     crosssite.init_app(app)  # before CSRF: a cross-site post is refused for what it is

@@ -46,8 +46,8 @@ def init_app(app: Flask) -> None:
                 response.delete_cookie(name, path=path, domain=stray_domain, secure=secure, httponly=True,
                                        samesite="Lax")
             return response
-        if request.endpoint == VERIFY:
-            return None
+        if request.endpoint == VERIFY or request.endpoint in app.extensions.get("authsvc.csrf_exempt", ()):
+            return None  # verify: proxies call it; OIDC token/revoke/userinfo: clients, with credentials
         decision = sameorigin.check(request.method, request.headers.get("Origin"),
                                     request.headers.get("Sec-Fetch-Site"), own_origin)
         if not decision.allowed:

@@ -105,6 +105,9 @@ def init_app(app: Flask, serializer: URLSafeTimedSerializer, max_age: int) -> No
         # A path or method with no route gets its 404 or 405, as before.
         if request.method not in PROTECTED_METHODS or request.endpoint is None:
             return
+        # Endpoints clients call with their own credentials, never a cookie (OIDC token, revoke).
+        if request.endpoint in app.extensions.get("authsvc.csrf_exempt", ()):
+            return
         submitted = request.form.getlist(FIELD) + request.headers.getlist(HEADER)
         reason = verdict(submitted, session.get(SESSION_KEY), serializer, signer.get_timestamp(),
                          max_age)

@@ -38,10 +38,14 @@ MESSAGES = {
 }
 
 
+# The OpenID Provider's client endpoints: clients parse JSON errors.
+JSON_PATHS = frozenset({"/oauth/token", "/oauth/revoke", "/oauth/userinfo"})
+
+
 def respond(status: int, message: str | None = None, retry_after: int | None = None) -> Response:
     message = message or MESSAGES.get(status, "Error.")
     path = request.path
-    if path.startswith("/api/"):
+    if path.startswith("/api/") or path in JSON_PATHS:
         resp = jsonify(error=_code(status), message=message)
     elif path.startswith("/auth/") or request.method == "HEAD":
         resp = Response(b"", mimetype="text/plain")

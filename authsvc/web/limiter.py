@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
+from werkzeug.exceptions import HTTPException
 from limits.storage import MovingWindowSupport, Storage, storage_from_string
 
 from authsvc.rules.clientip import client_key
@@ -195,7 +196,9 @@ def _key() -> str:
 # Flask-Limiter scopes of the known-device limits, and the audit reason each gives a 429.
 KNOWN_CLIENT_SCOPE = "known_device"
 DEVICE_SCOPE = "device"
-REASONS = {KNOWN_CLIENT_SCOPE: "per_client_known_device", DEVICE_SCOPE: "per_device"}
+OIDC_CLIENT_SCOPE = "oidc_client"
+REASONS = {KNOWN_CLIENT_SCOPE: "per_client_known_device", DEVICE_SCOPE: "per_device",
+           OIDC_CLIENT_SCOPE: "oidc_token_per_client"}
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,21 @@ def refused_for_size(form, policy) -> bool:
 def _known_client_key() -> str:
     known = signed_device()
     return f"{_key()}|{known.account if known else '-'}"
+
+
+def _oidc_client_key() -> str:
+    """The OpenID client a token request names (HTTP Basic user, else the form's client_id), so one
+    client's requests share a budget from every address; a request naming none counts by address."""
+    auth = request.authorization
+    named = auth.username if auth is not None and auth.type == "basic" else None
+    if not named:
+        try:
+            named = request.form.get("client_id")
+        except HTTPException:  # a body refused for what it is (413, undecodable): its own 4xx follows
+            named = None
+    if named and len(named) <= 64:
+        return "oidc:" + named.encode("utf-8", "surrogateescape").hex()
+    return client_key(request.remote_addr)
 
 
 def _device_key() -> str:
@@ -288,6 +306,14 @@ def init_app(app: Flask, services) -> Limiter:
         if policy.per_client and other in app.view_functions:
             app.view_functions[other] = limiter.limit(";".join(policy.per_client), methods=["POST"])(
                 app.view_functions[other])
+    # The OpenID token endpoint, per client (oidc.token_requests_per_client): a leaked client id
+    # cannot be used to hammer code and refresh-token guessing, nor one client starve the others.
+    oidc_endpoint = "oidc.token"
+    oidc_limits = services.policy.oidc.token_requests_per_client
+    if oidc_limits and oidc_endpoint in app.view_functions:
+        app.view_functions[oidc_endpoint] = limiter.limit(
+            ";".join(oidc_limits), methods=["POST"], key_func=_oidc_client_key, scope=OIDC_CLIENT_SCOPE)(
+            app.view_functions[oidc_endpoint])
     app.extensions["authsvc_limiter"] = limiter
     return limiter
 

@@ -85,7 +85,9 @@ def test_upgrade_from_an_empty_database_builds_exactly_the_schema_the_models_des
     db.upgrade(engine)
     assert db.current_revision(engine) == db.head_revision()
     assert tables(engine) == {"users", "sessions", "remember_tokens", "known_devices", "totp_factors",
-                              "recovery_codes", "passkeys", "passkey_users", "groups", "group_members", "alembic_version"}
+                              "recovery_codes", "passkeys", "passkey_users", "groups", "group_members", "oidc_clients", "oidc_codes",
+                              "oidc_tokens", "oidc_signing_keys", "oidc_consents", "oidc_subjects",
+                              "alembic_version"}
     with engine.connect() as conn:
         drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), models.metadata)
     assert drift == [], f"authsvc/core/models.py and the migrations disagree (a change without a revision?): {drift}"

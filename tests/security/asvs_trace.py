@@ -31,7 +31,7 @@ REQUIREMENTS = ROOT / "docs" / "asvs-requirements.toml"
 REPORT = ROOT / "docs" / "asvs.md"
 ID = re.compile(r"V\d{1,2}\.\d{1,2}\.\d{1,2}\Z")
 APPLICABLE = ("A", "A*", "GAP")
-COUNTED_SECTIONS = ("authentication", "sessions", "browser", "redirects", "secrets", "logging")
+COUNTED_SECTIONS = ("authentication", "sessions", "browser", "redirects", "secrets", "logging", "oidc")
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,9 @@ def login_form():
         # /auth/verify sent a one-factor session here for a two_factor rule: sign in again, password
         # then second step (a new session replaces this one), instead of going straight back.
         return _render(decision, username=current_user.username)
-    if state != "anonymous":
+    # reauth=1: sign in again although signed in (an OpenID client's prompt=login, max_age or
+    # second-factor requirement, authsvc.web.views.oidc); the new session replaces this one.
+    if state != "anonymous" and request.args.get("reauth") != "1":
         response = redirect(decision.target, 303)
         expire_planted_copies(response, decision.target)
         return response

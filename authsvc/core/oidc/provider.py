@@ -1,0 +1,262 @@
+"""The OpenID Provider as a service (no Flask): reading an authorization request, deciding what the
+browser's session does with it, the claims, the tokens Authlib asks for, the discovery document.
+
+The views in authsvc.web.views.oidc only render the outcomes. The request is checked in the order
+RFC 6749 4.1.2.1 demands: client and redirect_uri first, and until both are known good the only
+answer is an error page (:class:`ErrorPage`), never a redirect; after that errors go back to the
+client (:class:`ErrorRedirect`, with ``state`` and ``iss``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from authsvc.core.audit import Audit
+from authsvc.core.models import sessions, users
+from authsvc.core.oidc.keys import SigningKeys
+from authsvc.core.oidc.store import (
+    Client,
+    ClientStore,
+    CodeStore,
+    ConsentStore,
+    Subjects,
+    TokenStore,
+    new_secret,
+)
+from authsvc.core.policy import OidcPolicy
+from authsvc.rules.auth_methods import is_multi_factor, parse_methods
+from authsvc.rules.oidc_redirects import redirect_uri_verdict
+from authsvc.rules.oidc_requests import (
+    OK,
+    SUPPORTED_SCOPES,
+    challenge_verdict,
+    consent_decision,
+    parse_max_age,
+    parse_prompt,
+    parse_scope,
+    session_decision,
+)
+
+# Parameters that may appear once only (RFC 6749 3.1; a second copy is how parsers are played off).
+SINGLE = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt", "max_age",
+          "code_challenge", "code_challenge_method", "response_mode")
+MAX_STATE = 1024
+MAX_NONCE = 512
+
+
+@dataclass(frozen=True)
+class ErrorPage:
+    """Shown to the user; nothing is sent to the client (unknown client, bad redirect_uri)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ErrorRedirect:
+    client: Client
+    redirect_uri: str
+    error: str
+    description: str
+    state: str | None
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    client: Client
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    state: str | None
+    nonce: str | None
+    prompt: frozenset[str]
+    max_age: int | None
+
+
+@dataclass(frozen=True)
+class EndUser:
+    """The signed-in user as the grants and the claims see them: one account, in one session."""
+
+    user_id: int
+    username: str
+    session_id: int
+    sid: str
+    methods: tuple[str, ...]
+    auth_time: float
+
+
+def session_sid(token_hash: bytes) -> str:
+    """The ``sid`` claim: stable for the session, opaque, not its row id, derived from the stored
+    digest of its token (itself one-way), so no key rotation changes it."""
+    return base64.urlsafe_b64encode(hashlib.sha256(b"authsvc.oidc.sid\0" + token_hash).digest()[:18]).decode()
+
+
+class Provider:
+    def __init__(self, *, issuer: str, policy: OidcPolicy, engine: Engine, clock: Callable[[], float], audit: Audit,
+                 keys: SigningKeys) -> None:
+        self.issuer = issuer
+        self.policy = policy
+        self.engine = engine
+        self.clock = clock
+        self.audit = audit
+        self.keys = keys
+        self.clients = ClientStore(engine, clock)
+        self.codes = CodeStore(engine, clock, policy.code_lifetime_seconds)
+        self.tokens = TokenStore(engine, clock, access_lifetime=policy.access_token_lifetime_seconds,
+                                 refresh_lifetime=policy.refresh_token_lifetime_seconds)
+        self.consents = ConsentStore(engine, clock)
+        self.subjects = Subjects(engine)
+
+    # --- the authorization request ---------------------------------------------------------------
+
+    def read_request(self, get: Callable[[str], str | None], count: Callable[[str], int]) -> \
+            ErrorPage | ErrorRedirect | AuthRequest:
+        """Check an authorization request's parameters (``get(name)``: the value or None,
+        ``count(name)``: how many times it appears)."""
+        if count("client_id") != 1 or count("redirect_uri") > 1:
+            return ErrorPage("client_id_or_redirect_uri_repeated" if count("client_id") else "client_id_missing")
+        client = self.clients.get(get("client_id"))
+        if client is None:
+            return ErrorPage("unknown_client")
+        redirect_uri = get("redirect_uri")
+        verdict = redirect_uri_verdict(redirect_uri, client.redirect_uris, public=client.public)
+        if verdict != OK or redirect_uri is None:  # (None is "missing": for the type checker)
+            return ErrorPage(f"redirect_uri_{verdict}")
+        state = get("state")
+
+        def refuse(error: str, description: str) -> ErrorRedirect:
+            return ErrorRedirect(client, redirect_uri, error, description,
+                                 state if state and len(state) <= MAX_STATE else None)
+
+        if state is not None and len(state) > MAX_STATE:
+            return refuse("invalid_request", "state is too long.")
+        repeated = [name for name in SINGLE if count(name) > 1]
+        if repeated:
+            return refuse("invalid_request", f"'{repeated[0]}' appears more than once.")
+        if get("request") is not None or get("request_uri") is not None:
+            return refuse("request_not_supported", "Request objects are not supported.")
+        if get("response_type") != "code":
+            return refuse("unsupported_response_type", "Only response_type=code is supported.")
+        if get("response_mode") not in (None, "query"):
+            return refuse("invalid_request", "Only response_mode=query is supported.")
+        scope = parse_scope(get("scope"))
+        if not scope.accepted:
+            return refuse("invalid_scope", f"scope: {scope.reason}; offered: {' '.join(SUPPORTED_SCOPES)}.")
+        pkce = challenge_verdict(get("code_challenge"), get("code_challenge_method"))
+        if pkce != OK:
+            return refuse("invalid_request", "PKCE with code_challenge_method=S256 is required "
+                                             f"({pkce.replace('_', ' ')}).")
+        prompt_ok, prompt = parse_prompt(get("prompt"))
+        if prompt_ok != OK:
+            return refuse("invalid_request", "prompt is not valid.")
+        age_ok, max_age = parse_max_age(get("max_age"))
+        if age_ok != OK:
+            return refuse("invalid_request", "max_age is not valid.")
+        nonce = get("nonce")
+        if nonce is not None and (not nonce or len(nonce) > MAX_NONCE):
+            return refuse("invalid_request", "nonce is not valid.")
+        return AuthRequest(client, redirect_uri, scope.scopes, state, nonce, prompt, max_age)
+
+    def session_step(self, req: AuthRequest, session, *, has_second_factor: bool) -> str:
+        """What the browser's session (a SessionRecord or None) does with ``req``: a
+        :func:`authsvc.rules.oidc_requests.session_decision` verdict."""
+        return session_decision(
+            signed_in=session is not None, prompt=req.prompt, max_age=req.max_age,
+            authenticated_at=None if session is None else session.authenticated_at, now=self.clock(),
+            multi_factor=session is not None and is_multi_factor(session.methods),
+            require_mfa=req.client.require_mfa, has_second_factor=has_second_factor)
+
+    def consent_step(self, req: AuthRequest, user_id: int) -> str:
+        return consent_decision(trusted=req.client.trusted, prompt=req.prompt,
+                                granted=self.consents.granted(user_id, req.client.client_id), requested=req.scopes)
+
+    # --- users and claims ------------------------------------------------------------------------
+
+    def end_user(self, user_id: int, session_id: int) -> EndUser | None:
+        """The user of ``session_id``, or None once that session has ended or the account is disabled."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(
+                users.c.id, users.c.username_key, users.c.disabled, sessions.c.id.label("sid"), sessions.c.token_hash,
+                sessions.c.revoked_at, sessions.c.methods, sessions.c.authenticated_at, sessions.c.created_at,
+            ).select_from(sessions.join(users, users.c.id == sessions.c.user_id)).where(
+                sessions.c.id == session_id, sessions.c.user_id == user_id)).first()
+        if row is None or row.disabled or row.revoked_at is not None:
+            return None
+        return EndUser(row.id, row.username_key, row.sid, session_sid(row.token_hash), parse_methods(row.methods),
+                       row.authenticated_at if row.authenticated_at is not None else row.created_at)
+
+    def claims(self, user: EndUser, scope: str, *, id_token: bool = False) -> dict:
+        """``sub`` always (random per account, never the username); ``sid`` in ID tokens;
+        ``preferred_username`` with ``profile``."""
+        scopes = scope.split() if scope else []
+        out: dict = {"sub": self.subjects.of(user.user_id)}
+        if id_token:
+            out["sid"] = user.sid
+        if "profile" in scopes:
+            out["preferred_username"] = user.username
+        return out
+
+    # --- tokens (called by Authlib) --------------------------------------------------------------
+
+    def generate_token(self, grant_type, client, user=None, scope=None, expires_in=None, include_refresh_token=True):
+        """Authlib's token generator: an opaque access token (256 random bits) and, only with
+        ``offline_access``, a refresh token."""
+        token = {"token_type": "Bearer", "access_token": new_secret(),
+                 "expires_in": self.policy.access_token_lifetime_seconds, "scope": scope or ""}
+        if include_refresh_token and "offline_access" in (scope or "").split():
+            token["refresh_token"] = new_secret()
+        return token
+
+    def save_token(self, token: dict, request) -> None:
+        """Authlib's ``save_token``: digests only; the family is the code's (code grant) or the old
+        refresh token's (refresh grant), whose lifetime the new one never outlives."""
+        user: EndUser = request.user
+        old = getattr(request, "refresh_token", None)
+        if old is not None:
+            family, not_after = old.family_id, old.refresh_expires_at
+        else:
+            family, not_after = request.authorization_code.id, None
+        self.tokens.save(access_token=token["access_token"], refresh_token=token.get("refresh_token"),
+                         client_id=request.client.client_id, user_id=user.user_id, session_id=user.session_id,
+                         family_id=family, scope=token.get("scope", ""), refresh_not_after=not_after)
+        rotating = "refresh_token" in token
+        self.audit.emit("oidc_tokens_issued", client_id=request.client.client_id, user_id=user.user_id,
+                        grant=request.payload.grant_type, refresh=rotating)
+
+    # --- published metadata ----------------------------------------------------------------------
+
+    def discovery(self) -> dict:
+        base = self.issuer
+        return {
+            "issuer": base,
+            "authorization_endpoint": f"{base}/oauth/authorize",
+            "token_endpoint": f"{base}/oauth/token",
+            "userinfo_endpoint": f"{base}/oauth/userinfo",
+            "revocation_endpoint": f"{base}/oauth/revoke",
+            "jwks_uri": f"{base}/oauth/jwks",
+            "scopes_supported": list(SUPPORTED_SCOPES),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [self.policy.signing_alg],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "code_challenge_methods_supported": ["S256"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid",
+                                 "at_hash", "preferred_username"],
+            "prompt_values_supported": ["none", "login", "consent"],
+            "authorization_response_iss_parameter_supported": True,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+            "claims_parameter_supported": False,
+        }
+
+    def sessions_ended(self, session_ids: list[int]) -> list[tuple[str, int]]:
+        """Hook for back-channel logout (delivery not built yet): which clients to notify, with the
+        session each got tokens in. Tokens need no action here: they end with their session."""
+        return self.tokens.clients_to_notify(session_ids)

@@ -1,0 +1,190 @@
+"""The decisions of an OpenID Connect authorization request, as pure functions of plain values:
+which scopes were asked for, whether a PKCE challenge and verifier are acceptable, whether the
+browser's session may answer now or must sign in (again, or with a second factor), and whether the
+user must be asked to consent.
+
+Each returns a reason code (or a verdict and a value); the views map them to OAuth errors or pages.
+The threat list is tests/security/test_oidc_request_rules.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "SUPPORTED_SCOPES",
+    "challenge_verdict",
+    "consent_decision",
+    "parse_max_age",
+    "parse_prompt",
+    "parse_scope",
+    "pkce_matches",
+    "s256",
+    "session_decision",
+    "verifier_verdict",
+]
+
+OK = "ok"
+
+# --- scopes -----------------------------------------------------------------------------------------
+
+SUPPORTED_SCOPES = ("openid", "profile", "offline_access")
+MAX_SCOPE_LENGTH = 512
+# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), joined by single spaces.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
+
+
+@dataclass(frozen=True)
+class ScopeDecision:
+    reason: str                 # ok | missing | too_long | malformed | openid_missing | unknown_scope
+    scopes: tuple[str, ...] = ()  # in SUPPORTED_SCOPES order, each once
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason == OK
+
+    def text(self) -> str:
+        return " ".join(self.scopes)
+
+
+def parse_scope(raw: object, supported: tuple[str, ...] = SUPPORTED_SCOPES) -> ScopeDecision:
+    """The scopes of ``raw`` (RFC 6749 3.3), which must include ``openid`` and name only ``supported``
+    ones: an unknown scope is refused (``invalid_scope``), not silently dropped."""
+    if not isinstance(raw, str) or not raw:
+        return ScopeDecision("missing")
+    if len(raw) > MAX_SCOPE_LENGTH:
+        return ScopeDecision("too_long")
+    tokens = raw.split(" ")
+    if not all(_SCOPE_TOKEN.match(t) for t in tokens):  # also "" from a double, leading or trailing space
+        return ScopeDecision("malformed")
+    if "openid" not in tokens:
+        return ScopeDecision("openid_missing")
+    if any(t not in supported for t in tokens):
+        return ScopeDecision("unknown_scope")
+    return ScopeDecision(OK, tuple(s for s in supported if s in tokens))
+
+
+# --- PKCE (RFC 7636), S256 only (RFC 9700 2.1.1) ------------------------------------------------
+
+# A verifier: 43 to 128 unreserved characters (RFC 7636 4.1). An S256 challenge is the base64url
+# of a SHA-256 digest without padding: exactly 43 characters of the base64url alphabet, the last
+# one of the 16 that leave the unused low bits zero.
+_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}\Z")
+_S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]\Z")
+
+
+def challenge_verdict(challenge: object, method: object) -> str:
+    """``"ok"`` for an S256 challenge, else ``missing`` (no challenge: PKCE is required of every
+    client), ``plain_refused``, ``method_missing`` (RFC 7636 defaults to plain, which is refused),
+    ``unsupported_method`` or ``malformed``."""
+    if challenge is None or challenge == "":
+        return "missing"
+    if method == "plain":
+        return "plain_refused"
+    if method is None or method == "":
+        return "method_missing"
+    if method != "S256":
+        return "unsupported_method"
+    if not isinstance(challenge, str) or not _S256_CHALLENGE.match(challenge):
+        return "malformed"
+    return OK
+
+
+def verifier_verdict(verifier: object) -> str:
+    """``"ok"`` for a well-formed code_verifier, else ``missing`` or ``malformed``."""
+    if verifier is None or verifier == "":
+        return "missing"
+    if not isinstance(verifier, str) or not _VERIFIER.match(verifier):
+        return "malformed"
+    return OK
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def pkce_matches(verifier: object, challenge: str, method: str) -> bool:
+    """Whether ``verifier`` proves ``challenge`` (S256 only; a well-formed verifier only)."""
+    if method != "S256" or verifier_verdict(verifier) != OK or not isinstance(verifier, str):
+        return False
+    return hmac.compare_digest(s256(verifier), challenge)
+
+
+# --- prompt, max_age, second factor --------------------------------------------------------------
+
+PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
+
+
+def parse_prompt(raw: object) -> tuple[str, frozenset[str]]:
+    """``("ok", values)`` or ``("invalid", ∅)``: space-separated known values; ``none`` only alone."""
+    if raw is None or raw == "":
+        return OK, frozenset()
+    if not isinstance(raw, str) or len(raw) > 64:
+        return "invalid", frozenset()
+    values = raw.split(" ")
+    if not all(v in PROMPT_VALUES for v in values):
+        return "invalid", frozenset()
+    found = frozenset(values)
+    if "none" in found and len(found) > 1:
+        return "invalid", frozenset()
+    return OK, found
+
+
+def parse_max_age(raw: object) -> tuple[str, int | None]:
+    """``("ok", seconds or None)`` or ``("invalid", None)``: ASCII digits, at most 9 of them."""
+    if raw is None or raw == "":
+        return OK, None
+    if not isinstance(raw, str) or not re.fullmatch(r"[0-9]{1,9}", raw):
+        return "invalid", None
+    return OK, int(raw)
+
+
+PROCEED = "proceed"               # the session answers now
+LOGIN = "login"                   # no session: the sign-in form, then back here
+REAUTHENTICATE = "reauthenticate"  # prompt=login or max_age exceeded: sign in again, then back
+STEP_UP = "step_up"               # the client requires mfa and the session has one factor
+MFA_SET_UP_NEEDED = "mfa_set_up_needed"  # ... and the account has no second factor to step up with
+LOGIN_REQUIRED = "login_required"  # prompt=none and the session cannot answer: error to the client
+
+
+def session_decision(*, signed_in: bool, prompt: frozenset[str], max_age: int | None,
+                     authenticated_at: float | None, now: float, multi_factor: bool, require_mfa: bool,
+                     has_second_factor: bool) -> str:
+    """What an authorization request does with the browser's session. ``authenticated_at`` is when
+    the user last proved a factor in it (None for a session restored from remember-me: never
+    recent enough for ``max_age``). ``prompt`` comes from :func:`parse_prompt`."""
+    silent = "none" in prompt
+    if not signed_in:
+        return LOGIN_REQUIRED if silent else LOGIN
+    stale = max_age is not None and (authenticated_at is None or now - authenticated_at > max_age)
+    if "login" in prompt or stale:
+        return LOGIN_REQUIRED if silent else REAUTHENTICATE
+    if require_mfa and not multi_factor:
+        if silent:
+            return LOGIN_REQUIRED
+        return STEP_UP if has_second_factor else MFA_SET_UP_NEEDED
+    return PROCEED
+
+
+# --- consent ------------------------------------------------------------------------------------
+
+SKIP = "skip"
+ASK = "ask"
+CONSENT_REQUIRED = "consent_required"  # prompt=none and consent is needed: error to the client
+
+
+def consent_decision(*, trusted: bool, prompt: frozenset[str], granted: frozenset[str] | None,
+                     requested: tuple[str, ...]) -> str:
+    """Whether to show the consent page: never for a trusted (first-party) client; otherwise when
+    ``prompt=consent`` asks, or the user has not yet allowed every ``requested`` scope."""
+    if trusted:
+        return SKIP
+    covered = granted is not None and set(requested) <= granted
+    if covered and "consent" not in prompt:
+        return SKIP
+    return CONSENT_REQUIRED if "none" in prompt else ASK

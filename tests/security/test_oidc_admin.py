@@ -1,0 +1,205 @@
+"""The OpenID Provider's administration and policy: `authsvc oidc client add/list/remove`, `authsvc
+oidc keys rotate`, the [oidc] policy's floors, and a client's --require-mfa through the real second
+step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from authsvc.core import config
+from authsvc.core.policy import PolicyError, load_policy
+from tests.conftest import TEST_POLICY, csrf_in, login, make_env, run_cli
+from tests.security.factors import enroll, second_step
+from tests.security.oidc_helpers import WEB, add_client, authorize, authorize_params, exchange, get_code, pkce
+
+
+def cli_json(monkeypatch, tmp_path, capsys, *argv) -> tuple[int, dict | str]:
+    code = run_cli(monkeypatch, tmp_path, *argv)
+    out = capsys.readouterr().out
+    try:  # the last line: with AUTHSVC_LOG=stdout the audit event's line comes first
+        return code, json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return code, out
+
+
+@pytest.mark.asvs("V10.4.10")
+def test_client_add_prints_the_secret_once_and_stores_only_its_digest(app, svc, monkeypatch, tmp_path, capsys):
+    code, out = cli_json(monkeypatch, tmp_path, capsys, "oidc", "client", "add", "Wiki", "--redirect-uri", WEB,
+                         "--json")
+    assert code == 0 and set(out) == {"client_id", "client_secret"} and len(out["client_secret"]) >= 43
+    client = svc.oidc.clients.get(out["client_id"])
+    assert client.check_client_secret(out["client_secret"]) and not client.check_client_secret(out["client_secret"] + "x")
+    assert out["client_secret"].encode() not in client.secret_hash
+    code, listed = cli_json(monkeypatch, tmp_path, capsys, "oidc", "client", "list")
+    assert out["client_id"] in listed and out["client_secret"] not in listed
+
+
+def test_a_public_client_gets_no_secret(app, monkeypatch, tmp_path, capsys):
+    code, out = cli_json(monkeypatch, tmp_path, capsys, "oidc", "client", "add", "CLI", "--redirect-uri",
+                         "http://127.0.0.1/callback", "--public", "--trusted", "--json")
+    assert code == 0 and set(out) == {"client_id"}
+
+
+@pytest.mark.asvs("V10.4.1")
+@pytest.mark.parametrize("uri, extra", [
+    ("http://app.example.com/cb", []), ("http://localhost:8080/cb", ["--public"]), ("https://app.example.com/cb#x", []),
+    ("javascript:alert(1)", ["--public"]), ("com.example.app:/cb", []), ("https://user@app.example.com/cb", []),
+])
+def test_client_add_refuses_unsound_redirect_uris(app, monkeypatch, tmp_path, capsys, uri, extra):
+    code = run_cli(monkeypatch, tmp_path, "oidc", "client", "add", "Bad", "--redirect-uri", uri, *extra)
+    assert code == 2 and "refused" in capsys.readouterr().err
+    assert app.extensions["authsvc"].oidc.clients.all() == []
+
+
+def test_client_remove_ends_its_tokens(app, svc, client, user, monkeypatch, tmp_path, capsys):
+    cid, secret = add_client(svc, trusted=True)
+    login(client)
+    code, verifier = get_code(client, cid)
+    body = exchange(client, cid, secret, code, verifier).get_json()
+    assert run_cli(monkeypatch, tmp_path, "oidc", "client", "remove", cid) == 0
+    assert client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"}).status_code == 401
+    assert run_cli(monkeypatch, tmp_path, "oidc", "client", "remove", cid) == 1
+
+
+def test_keys_rotate_adds_a_key_and_keeps_the_old_one_published(app, client, clock, monkeypatch, tmp_path, capsys):
+    import time
+
+    clock.now = time.time()  # the command reads the wall clock
+    first = client.get("/oauth/jwks").get_json()["keys"]
+    assert run_cli(monkeypatch, tmp_path, "oidc", "keys", "rotate") == 0
+    assert "new signing key" in capsys.readouterr().out
+    after = client.get("/oauth/jwks").get_json()["keys"]
+    assert len(after) == 2 and first[0]["kid"] in [k["kid"] for k in after] and after[0]["kid"] != first[0]["kid"]
+
+
+@pytest.mark.parametrize("text", [
+    '[oidc]\nsigning_alg = "none"\n', '[oidc]\nsigning_alg = "HS256"\n', '[oidc]\nsigning_alg = "es256"\n',
+])
+def test_the_policy_never_signs_with_none_or_hmac(tmp_path, text):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match="ES256"):
+        load_policy(path)
+
+
+@pytest.mark.asvs("V10.4.3")
+@pytest.mark.parametrize("text, setting", [
+    ("[oidc]\naccess_token_lifetime_seconds = 3601\n", "oidc.access_token_lifetime_seconds"),
+    ("[oidc]\ncode_lifetime_seconds = 61\n", "oidc.code_lifetime_seconds"),
+    ("[oidc]\nid_token_lifetime_seconds = 7200\n", "oidc.id_token_lifetime_seconds"),
+])
+def test_check_refuses_long_lived_codes_and_tokens(tmp_path, text, setting):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    settings = config.from_env(make_env(tmp_path, AUTHSVC_POLICY=str(path)), instance_path=str(tmp_path / "i"))
+    assert setting in {p.setting for p in config.audit(settings) if p.severity == "error"}
+
+
+def test_the_default_and_test_policies_pass():
+    assert load_policy(TEST_POLICY).oidc.access_token_lifetime_seconds == 600
+
+
+def test_rs256_is_the_other_choice(tmp_path, clock):
+    from tests.conftest import build_app
+
+    path = tmp_path / "p.toml"
+    path.write_text(open(TEST_POLICY).read() + '\n[oidc]\nsigning_alg = "RS256"\n')
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=str(path))
+    keys = app.test_client().get("/oauth/jwks", base_url="https://auth.example.test").get_json()["keys"]
+    assert keys[0]["alg"] == "RS256" and keys[0]["kty"] == "RSA" and "d" not in keys[0]
+
+
+# --- --require-mfa: the existing second step ------------------------------------------------------
+
+@pytest.mark.asvs("V6.3.3")
+def test_require_mfa_steps_a_one_factor_session_up_through_the_second_step(app, svc, client, user, clock):
+    cid, secret = add_client(svc, "Admin", trusted=True, require_mfa=True)
+    assert login(client).status_code == 303  # password only: no factor yet
+    totp = enroll(app, user, clock)  # the account gets one later; this session is still one-factor
+    verifier, challenge = pkce()
+    params = authorize_params(cid, challenge=challenge)
+    response = authorize(client, params)
+    assert response.status_code == 303 and "reauth=1" in response.headers["Location"]
+    form = client.get(response.headers["Location"])
+    html = form.get_data(as_text=True)
+    next_url = html.split('name="next" value="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    step = client.post("/login", data={"csrf_token": csrf_in(html), "username": "alice",
+                                       "password": "correct horse battery staple 42", "next": next_url})
+    assert step.status_code == 303 and step.headers["Location"].startswith("/login/mfa")
+    done = second_step(client, totp.code(), next=next_url)
+    assert done.status_code == 303
+    final = client.get(next_url)
+    assert final.status_code == 302 and "code=" in final.headers["Location"]
+    code = final.headers["Location"].split("code=", 1)[1].split("&", 1)[0]
+    body = exchange(client, cid, secret, code, verifier).get_json()
+    assert body["access_token"]
+
+
+def test_sessions_purge_removes_unusable_oidc_records_and_keeps_live_ones(app, svc, client, user, clock, monkeypatch,
+                                                                           tmp_path, capsys):
+    import time
+
+    import sqlalchemy as sa
+
+    from authsvc.core.models import oidc_codes, oidc_tokens
+    clock.now = time.time()  # the command reads the wall clock
+    cid, secret = add_client(svc, trusted=True)
+    login(client)
+    code, verifier = get_code(client, cid)
+    exchange(client, cid, secret, code, verifier)
+    stale_code, _ = get_code(client, cid)
+    with svc.engine.begin() as conn:  # one code and one token from two days ago, long unusable
+        conn.execute(oidc_codes.update().values(expires_at=clock.now - 2 * 86400))
+        conn.execute(oidc_tokens.update().values(access_expires_at=clock.now - 2 * 86400, revoked_at=clock.now))
+    code, verifier = get_code(client, cid)  # a live one
+    exchange(client, cid, secret, code, verifier)
+    assert run_cli(monkeypatch, tmp_path, "sessions", "purge") == 0
+    with svc.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(oidc_tokens)).scalar() == 1
+        left = conn.execute(sa.select(oidc_codes.c.expires_at)).scalars().all()
+    assert all(expires > clock.now - 86400 for expires in left)
+
+
+def test_an_access_token_ends_after_its_lifetime(svc, client, user, clock):
+    cid, secret = add_client(svc, trusted=True)
+    login(client)
+    code, verifier = get_code(client, cid)
+    token = exchange(client, cid, secret, code, verifier).get_json()["access_token"]
+    clock.advance(svc.policy.oidc.access_token_lifetime_seconds - 1)
+    assert client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    clock.advance(1)
+    assert client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_the_token_endpoint_is_throttled_per_client_with_a_json_429(tmp_path, clock):
+    import base64
+
+    from tests.conftest import build_app
+
+    path = tmp_path / "p.toml"
+    path.write_text(open(TEST_POLICY).read() + '\n[oidc]\ntoken_requests_per_client = ["3 per minute"]\n')
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=str(path))
+    svc = app.extensions["authsvc"]
+    cid, secret = add_client(svc, trusted=True)
+    other, other_secret = add_client(svc, "Other", trusted=True)
+    client = app.test_client()
+
+    def post(client_id, secret, ip):
+        auth = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        return client.post("/oauth/token", data={"grant_type": "authorization_code", "code": "x"},
+                           headers={"Authorization": auth}, base_url="https://auth.example.test",
+                           environ_base={"REMOTE_ADDR": ip})
+
+    assert [post(cid, secret, f"198.51.100.{i}").status_code for i in range(3)] == [400, 400, 400]
+    throttled = post(cid, secret, "203.0.113.9")  # another address: the same client's budget
+    assert throttled.status_code == 429 and throttled.get_json()["error"] == "throttled"
+    assert post(other, other_secret, "203.0.113.9").status_code == 400  # another client is not starved
+
+
+def test_a_bad_token_rate_limit_in_the_policy_is_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[oidc]\ntoken_requests_per_client = ["lots"]\n')
+    with pytest.raises(PolicyError, match="token_requests_per_client"):
+        load_policy(path)

@@ -1,0 +1,595 @@
+"""The OpenID Provider end to end through the Flask test client: the real login form, the real
+authorize, token, userinfo and revocation endpoints, ID tokens verified with the published JWKS.
+
+Threats: a redirect_uri that is not the registered one, an unknown client (error page, never a
+redirect), code replay (revokes what the code issued), PKCE missing / plain / wrong, a code used by
+another client, a refresh token used twice (revokes the family), prompt=none signed out, tokens
+after the session ends, an ID token verified with alg none or HS256 over the public key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from joserfc import jwt
+from joserfc.errors import BadSignatureError, JoseError
+from joserfc.jwk import KeySet, OctKey
+
+from tests.conftest import HTTPS, browser, csrf_in, login
+from tests.security.oidc_helpers import (
+    NATIVE,
+    SPA,
+    WEB,
+    add_client,
+    authorize,
+    authorize_params,
+    exchange,
+    get_code,
+    pkce,
+    query,
+    refresh,
+    userinfo,
+    verify_id_token,
+)
+
+
+@pytest.fixture
+def web(svc):
+    """A trusted confidential web app: (client_id, secret)."""
+    return add_client(svc, trusted=True)
+
+
+@pytest.fixture
+def signed_in(client, user):
+    assert login(client).status_code == 303
+    return client
+
+
+def tokens(client, web, redirect_uri=WEB, **kw):
+    cid, secret = web
+    code, verifier = get_code(client, cid, redirect_uri, **kw)
+    response = exchange(client, cid, secret, code, verifier, redirect_uri)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+# --- the whole flow -------------------------------------------------------------------------------
+
+@pytest.mark.asvs("V10.1.2", "V10.4.10")
+def test_code_flow_with_pkce_gives_a_verifiable_id_token_and_userinfo(svc, signed_in, web):
+    cid, secret = web
+    verifier, challenge = pkce()
+    response = authorize(signed_in, authorize_params(cid, challenge=challenge, state="s-1 2", nonce="n-42"))
+    assert response.status_code == 302
+    got = query(response.headers["Location"])
+    assert got["state"] == "s-1 2" and got["iss"] == HTTPS  # RFC 9207
+    body = exchange(signed_in, cid, secret, got["code"], verifier).get_json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 600
+    token = verify_id_token(signed_in, body["id_token"], cid, now=svc.clock())
+    assert token.header["alg"] == "ES256" and token.header["kid"]
+    claims = token.claims
+    assert claims["nonce"] == "n-42" and claims["amr"] == ["pwd"] and claims["acr"] == "1fa"
+    assert claims["auth_time"] == int(svc.clock()) and claims["sid"]
+    assert claims["sub"] != "alice" and claims["sub"] != "1" and len(claims["sub"]) >= 40
+    info = userinfo(signed_in, body["access_token"])
+    assert info.status_code == 200
+    assert info.get_json() == {"sub": claims["sub"], "preferred_username": "alice"}
+
+
+def test_client_secret_post_works_too_and_the_subject_is_stable(svc, signed_in, web):
+    cid, secret = web
+    first = tokens(signed_in, web)
+    code, verifier = get_code(signed_in, cid)
+    second = exchange(signed_in, cid, secret, code, verifier, basic=False).get_json()
+    sub = [verify_id_token(signed_in, t["id_token"], cid, now=svc.clock()).claims["sub"] for t in (first, second)]
+    assert sub[0] == sub[1]
+
+
+@pytest.mark.asvs("V10.4.10")
+@pytest.mark.parametrize("secret", ["", "wrong", None])
+def test_a_confidential_client_without_its_secret_gets_nothing(signed_in, web, secret):
+    cid, _ = web
+    code, verifier = get_code(signed_in, cid)
+    response = exchange(signed_in, cid, secret, code, verifier)
+    assert response.status_code in (400, 401) and "access_token" not in response.get_data(as_text=True)
+
+
+def test_discovery_and_jwks(client, svc):
+    meta = client.get("/.well-known/openid-configuration").get_json()
+    assert meta["issuer"] == HTTPS and meta["jwks_uri"] == f"{HTTPS}/oauth/jwks"
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["response_types_supported"] == ["code"]
+    assert meta["id_token_signing_alg_values_supported"] == ["ES256"]
+    assert meta["authorization_response_iss_parameter_supported"] is True
+    keys = client.get("/oauth/jwks").get_json()["keys"]
+    assert len(keys) == 1 and keys[0]["alg"] == "ES256" and keys[0]["use"] == "sig" and "d" not in keys[0]
+
+
+def test_the_signing_key_is_sealed_at_rest(svc, client):
+    client.get("/oauth/jwks")
+    import sqlalchemy as sa
+
+    from authsvc.core.models import oidc_signing_keys
+    with svc.engine.connect() as conn:
+        stored = conn.execute(sa.select(oidc_signing_keys.c.private_key)).scalar_one()
+    assert b"PRIVATE" not in stored and stored[:1] == b"\x01"  # authsvc.core.sealing's version byte
+
+
+# --- redirect_uri and unknown clients: an error page, never a redirect ---------------------------
+
+HOSTILE_REDIRECTS = [
+    WEB + "/", WEB + "x", WEB + "?a=1", WEB + "#f", WEB.upper(), "https://APP.example.com/callback",
+    "https://evil.com@app.example.com/callback", "https://app.example.com.evil.com/callback",
+    "https://app.example.com:443/callback", "https://app.example.com:8443/callback",
+    "http://app.example.com/callback", "https://app.example.com/%63allback", "javascript:alert(1)",
+    " " + WEB, WEB + "\t", "https://аpp.example.com/callback", "https://evil.com/callback", "",
+]
+
+
+@pytest.mark.asvs("V10.4.1")
+@pytest.mark.parametrize("redirect_uri", HOSTILE_REDIRECTS)
+def test_a_redirect_uri_not_registered_gets_an_error_page_never_a_redirect(svc, signed_in, web, redirect_uri):
+    _, challenge = pkce()
+    response = authorize(signed_in, authorize_params(web[0], redirect_uri, challenge=challenge))
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert "return address" in response.get_data(as_text=True)
+
+
+@pytest.mark.asvs("V10.4.1")
+def test_a_missing_redirect_uri_is_not_replaced_by_a_registered_one(signed_in, web):
+    _, challenge = pkce()
+    params = authorize_params(web[0], challenge=challenge)
+    del params["redirect_uri"]
+    response = authorize(signed_in, params)
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.asvs("V10.4.1")
+@pytest.mark.parametrize("client_id", ["unknown", "", "x" * 500, None])
+def test_an_unknown_client_gets_an_error_page_never_a_redirect(signed_in, client_id):
+    _, challenge = pkce()
+    response = authorize(signed_in, authorize_params(client_id, challenge=challenge))
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.asvs("V10.4.1")
+def test_the_same_holds_for_a_signed_out_browser_and_bad_pkce(client, web):
+    response = authorize(client, authorize_params(web[0], "https://evil.com/cb", challenge=None))
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_a_repeated_redirect_uri_is_an_error_page(signed_in, web):
+    _, challenge = pkce()
+    query_string = urlencode(authorize_params(web[0], challenge=challenge)) + "&redirect_uri=" + WEB
+    response = signed_in.get("/oauth/authorize?" + query_string)
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.asvs("V10.4.1")
+def test_a_public_native_client_may_use_any_loopback_port(svc, signed_in):
+    cid, secret = add_client(svc, "CLI", (NATIVE,), public=True, trusted=True)
+    assert secret is None
+    redirect_uri = "http://127.0.0.1:53682/callback"
+    code, verifier = get_code(signed_in, cid, redirect_uri)
+    body = exchange(signed_in, cid, None, code, verifier, redirect_uri).get_json()
+    assert body["access_token"]
+    response = authorize(signed_in, authorize_params(cid, "http://localhost:53682/callback", challenge=pkce()[1]))
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_a_confidential_client_gets_no_loopback_port_exception(svc, signed_in):
+    cid, _ = add_client(svc, "Dev", (NATIVE,), trusted=True)
+    response = authorize(signed_in, authorize_params(cid, "http://127.0.0.1:53682/callback", challenge=pkce()[1]))
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+# --- errors that do go back to the client carry state and iss ------------------------------------
+
+@pytest.mark.asvs("V10.6.1", "V10.4.4")
+@pytest.mark.parametrize("response_type", ["token", "id_token", "code id_token", "code token", "none", ""])
+def test_only_the_code_response_type_is_offered(signed_in, web, response_type):
+    response = authorize(signed_in, authorize_params(web[0], challenge=pkce()[1], response_type=response_type))
+    assert response.status_code == 302
+    got = query(response.headers["Location"])
+    assert got["error"] == "unsupported_response_type" and got["state"] == "st4te" and got["iss"] == HTTPS
+    assert "code" not in got and "access_token" not in response.headers["Location"]
+
+
+@pytest.mark.asvs("V10.4.4")
+@pytest.mark.parametrize("grant_type", ["password", "client_credentials", "implicit",
+                                        "urn:ietf:params:oauth:grant-type:device_code", ""])
+def test_other_grants_are_refused(client, web, grant_type):
+    cid, secret = web
+    auth = "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()
+    response = client.post("/oauth/token", data={"grant_type": grant_type, "username": "alice",
+                                                 "password": "x", "scope": "openid"},
+                           headers={"Authorization": auth})
+    assert response.status_code == 400 and response.get_json()["error"] == "unsupported_grant_type"
+
+
+@pytest.mark.asvs("V10.4.6")
+@pytest.mark.parametrize("extra, expected", [
+    ({"code_challenge": None, "code_challenge_method": None}, "invalid_request"),
+    ({"code_challenge_method": "plain"}, "invalid_request"),
+    ({"code_challenge_method": None}, "invalid_request"),
+    ({"code_challenge": "short"}, "invalid_request"),
+])
+def test_pkce_missing_or_plain_is_refused_at_authorize(signed_in, web, extra, expected):
+    params = authorize_params(web[0], challenge=pkce()[1])
+    params.update(extra)
+    response = authorize(signed_in, {k: v for k, v in params.items() if v is not None})
+    got = query(response.headers["Location"])
+    assert got["error"] == expected and "code" not in got and got["iss"] == HTTPS
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("scope", ["profile", "openid admin", "openid  profile", ""])
+def test_scopes_not_offered_are_refused(signed_in, web, scope):
+    response = authorize(signed_in, authorize_params(web[0], challenge=pkce()[1], scope=scope))
+    assert query(response.headers["Location"])["error"] == "invalid_scope"
+
+
+# --- codes ----------------------------------------------------------------------------------------
+
+@pytest.mark.asvs("V10.4.2")
+def test_a_code_used_twice_fails_and_revokes_the_tokens_it_issued(signed_in, web, svc):
+    cid, secret = web
+    code, verifier = get_code(signed_in, cid)
+    body = exchange(signed_in, cid, secret, code, verifier).get_json()
+    assert userinfo(signed_in, body["access_token"]).status_code == 200
+    again = exchange(signed_in, cid, secret, code, verifier)
+    assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"
+    assert userinfo(signed_in, body["access_token"]).status_code == 401
+    assert refresh(signed_in, cid, secret, body["refresh_token"]).status_code == 400
+
+
+@pytest.mark.asvs("V10.4.3")
+def test_a_code_expires_after_sixty_seconds(signed_in, web, clock):
+    cid, secret = web
+    code, verifier = get_code(signed_in, cid)
+    clock.advance(60)
+    response = exchange(signed_in, cid, secret, code, verifier)
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
+
+
+@pytest.mark.asvs("V10.4.2")
+def test_a_code_of_another_client_is_refused(svc, signed_in, web):
+    other_id, other_secret = add_client(svc, "Other", ("https://other.example.com/cb",), trusted=True)
+    code, verifier = get_code(signed_in, web[0])
+    stolen = exchange(signed_in, other_id, other_secret, code, verifier, "https://other.example.com/cb")
+    assert stolen.status_code == 400 and stolen.get_json()["error"] == "invalid_grant"
+    stolen = exchange(signed_in, other_id, other_secret, code, verifier)
+    assert stolen.status_code == 400
+    assert exchange(signed_in, *web, code, verifier).status_code == 200  # the owner's code is untouched
+
+
+def test_the_redirect_uri_must_be_the_authorize_one(svc, signed_in):
+    cid, secret = add_client(svc, "Two", (WEB, "https://app.example.com/other"), trusted=True)
+    code, verifier = get_code(signed_in, cid)
+    response = exchange(signed_in, cid, secret, code, verifier, "https://app.example.com/other")
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
+
+
+@pytest.mark.asvs("V10.4.6")
+@pytest.mark.parametrize("verifier", [None, "", "a" * 43, "short", "x" * 129, "plain"])
+def test_a_missing_or_wrong_verifier_gets_no_tokens(signed_in, web, verifier):
+    cid, secret = web
+    code, right = get_code(signed_in, cid)
+    if verifier == "plain":  # the challenge itself, as a plain-method client would send
+        verifier = base64.urlsafe_b64encode(hashlib.sha256(right.encode()).digest()).rstrip(b"=").decode()
+    response = exchange(signed_in, cid, secret, code, verifier)
+    assert response.status_code == 400 and "access_token" not in response.get_data(as_text=True)
+
+
+@pytest.mark.asvs("V10.4.6")
+def test_a_public_client_needs_pkce_and_no_secret(svc, signed_in):
+    cid, _ = add_client(svc, "SPA", (SPA,), public=True, trusted=True)
+    code, verifier = get_code(signed_in, cid, SPA)
+    assert exchange(signed_in, cid, None, code, None, SPA).status_code == 400
+    code, verifier = get_code(signed_in, cid, SPA)
+    body = exchange(signed_in, cid, None, code, verifier, SPA).get_json()
+    assert body["access_token"] and body["refresh_token"]
+
+
+# --- refresh tokens -------------------------------------------------------------------------------
+
+@pytest.mark.asvs("V10.4.5")
+def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_family(signed_in, web):
+    cid, secret = web
+    first = tokens(signed_in, web)
+    second = refresh(signed_in, cid, secret, first["refresh_token"]).get_json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert userinfo(signed_in, first["access_token"]).status_code == 401  # the old pair ended
+    assert userinfo(signed_in, second["access_token"]).status_code == 200
+    replay = refresh(signed_in, cid, secret, first["refresh_token"])
+    assert replay.status_code == 400 and replay.get_json()["error"] == "invalid_grant"
+    assert userinfo(signed_in, second["access_token"]).status_code == 401
+    assert refresh(signed_in, cid, secret, second["refresh_token"]).status_code == 400
+
+
+def test_no_refresh_token_without_offline_access(signed_in, web):
+    body = tokens(signed_in, web, scope="openid")
+    assert "refresh_token" not in body
+
+
+@pytest.mark.asvs("V10.4.8")
+def test_a_refresh_token_of_another_client_is_refused(svc, signed_in, web):
+    other = add_client(svc, "Other", ("https://other.example.com/cb",), trusted=True)
+    body = tokens(signed_in, web)
+    assert refresh(signed_in, *other, body["refresh_token"]).status_code == 400
+
+
+@pytest.mark.asvs("V10.4.8")
+def test_rotation_never_extends_the_refresh_lifetime(signed_in, web, clock, svc):
+    cid, secret = web
+    body = tokens(signed_in, web)
+    lifetime = svc.policy.oidc.refresh_token_lifetime_seconds
+    # keep the session alive and rotate at the end of the lifetime: the last one still ends on time
+    clock.advance(lifetime - 10)
+    body = refresh(signed_in, cid, secret, body["refresh_token"]).get_json()
+    clock.advance(20)
+    assert refresh(signed_in, cid, secret, body["refresh_token"]).status_code == 400
+
+
+# --- the session behind the tokens ----------------------------------------------------------------
+
+@pytest.mark.asvs("V7.4.1", "V10.4.8")
+@pytest.mark.parametrize("how", ["logout", "password", "disable", "admin_revoke"])
+def test_tokens_end_with_the_session_that_authorised_them(signed_in, web, svc, user, how):
+    cid, secret = web
+    body = tokens(signed_in, web)
+    if how == "logout":
+        page = signed_in.get("/")
+        signed_in.post("/logout", data={"csrf_token": csrf_in(page.get_data(as_text=True))})
+    elif how == "password":
+        svc.sessions.revoke_all(user.id, "password_changed")
+    elif how == "disable":
+        svc.accounts.set_disabled(user.id, True)
+    else:
+        svc.sessions.revoke_all(user.id, "admin_revoked")
+    assert userinfo(signed_in, body["access_token"]).status_code == 401
+    assert refresh(signed_in, cid, secret, body["refresh_token"]).status_code == 400
+
+
+def test_the_session_cap_ends_the_tokens_of_the_evicted_session(app, svc, web, user):
+    first = browser(app, "198.51.100.1")
+    assert login(first).status_code == 303
+    body = tokens(first, web)
+    for i in range(svc.policy.sessions.max_sessions_per_user):
+        svc.sessions.create(user.id, "198.51.100.9", "x", False)
+    assert userinfo(first, body["access_token"]).status_code == 401
+
+
+def test_back_channel_logout_hook_lists_the_clients_of_a_session(svc, signed_in, user):
+    cid, secret = add_client(svc, "BC", (WEB,), trusted=True, backchannel_logout_uri="https://app.example.com/bc")
+    plain = add_client(svc, "Plain", ("https://p.example.com/cb",), trusted=True)
+    tokens(signed_in, (cid, secret))
+    tokens(signed_in, plain, redirect_uri="https://p.example.com/cb")
+    session_id = svc.sessions.list_live(user.id)[0].id
+    assert svc.oidc.sessions_ended([session_id]) == [(cid, session_id)]
+
+
+# --- prompt, max_age, step-up, consent -----------------------------------------------------------
+
+def test_a_signed_out_browser_is_sent_through_the_login_and_back(client, user, web):
+    params = authorize_params(web[0], challenge=pkce()[1])
+    response = authorize(client, params)
+    assert response.status_code == 303
+    to_login = urlsplit(response.headers["Location"])
+    assert to_login.path == "/login"
+    next_url = parse_qs(to_login.query)["next"][0]
+    assert next_url.startswith("/oauth/authorize?")
+    back = login(client, next=next_url)
+    assert back.status_code == 303 and back.headers["Location"].endswith(next_url)
+    final = client.get(next_url)
+    assert final.status_code == 302 and "code" in query(final.headers["Location"])
+
+
+@pytest.mark.asvs("V10.6.1")
+def test_prompt_none_signed_out_answers_login_required_without_a_page(client, web):
+    response = authorize(client, authorize_params(web[0], challenge=pkce()[1], prompt="none"))
+    assert response.status_code == 302
+    got = query(response.headers["Location"])
+    assert got["error"] == "login_required" and got["state"] == "st4te" and got["iss"] == HTTPS
+
+
+def test_prompt_login_and_max_age_send_a_signed_in_browser_to_sign_in_again(signed_in, web, clock):
+    for extra in ({"prompt": "login"}, {"max_age": "10"}):
+        clock.advance(11)
+        response = authorize(signed_in, authorize_params(web[0], challenge=pkce()[1], **extra))
+        assert response.status_code == 303 and "reauth=1" in response.headers["Location"]
+        assert "prompt" not in response.headers["Location"] and "max_age" not in response.headers["Location"]
+        form = signed_in.get(response.headers["Location"])
+        assert form.status_code == 200 and 'name="password"' in form.get_data(as_text=True)
+
+
+@pytest.mark.asvs("V6.3.3")
+def test_a_client_requiring_mfa_refuses_a_one_factor_account_without_a_factor(svc, signed_in):
+    cid, _ = add_client(svc, "Admin", (WEB,), trusted=True, require_mfa=True)
+    response = authorize(signed_in, authorize_params(cid, challenge=pkce()[1]))
+    assert response.status_code == 400 and "second factor" in response.get_data(as_text=True)
+
+
+@pytest.mark.asvs("V10.7.1", "V10.7.2")
+def test_an_untrusted_client_asks_for_consent_once(svc, signed_in):
+    cid, secret = add_client(svc, "Forum", (WEB,))
+    params = authorize_params(cid, challenge=pkce()[1])
+    page = authorize(signed_in, params)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Allow Forum?" in html and "your username" in html
+    allow = dict(params, csrf_token=csrf_in(html), decision="allow")
+    back = signed_in.post("/oauth/authorize/consent", data=allow)
+    assert back.status_code == 303 and back.headers["Location"].startswith("/oauth/authorize?")
+    code, verifier = get_code(signed_in, cid)  # remembered: no page this time
+    assert exchange(signed_in, cid, secret, code, verifier).status_code == 200
+
+
+@pytest.mark.asvs("V10.7.1")
+def test_consent_needs_the_csrf_token_and_deny_tells_the_client(svc, signed_in):
+    cid, _ = add_client(svc, "Forum", (WEB,))
+    params = authorize_params(cid, challenge=pkce()[1])
+    html = authorize(signed_in, params).get_data(as_text=True)
+    forged = signed_in.post("/oauth/authorize/consent", data=dict(params, decision="allow"))
+    assert forged.status_code == 400
+    deny = signed_in.post("/oauth/authorize/consent", data=dict(params, csrf_token=csrf_in(html), decision="deny"))
+    assert query(deny.headers["Location"])["error"] == "access_denied"
+    assert svc.oidc.consents.granted(1, cid) is None
+    none = authorize(signed_in, authorize_params(cid, challenge=pkce()[1], prompt="none"))
+    assert query(none.headers["Location"])["error"] == "consent_required"
+
+
+# --- revocation -----------------------------------------------------------------------------------
+
+def test_revoking_a_refresh_token_ends_its_family(signed_in, web):
+    cid, secret = web
+    body = tokens(signed_in, web)
+    auth = "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()
+    response = signed_in.post("/oauth/revoke", data={"token": body["refresh_token"]}, headers={"Authorization": auth})
+    assert response.status_code == 200
+    assert userinfo(signed_in, body["access_token"]).status_code == 401
+    assert refresh(signed_in, cid, secret, body["refresh_token"]).status_code == 400
+
+
+def test_another_client_cannot_revoke_a_token(svc, signed_in, web):
+    other_id, other_secret = add_client(svc, "Other", ("https://other.example.com/cb",), trusted=True)
+    body = tokens(signed_in, web)
+    auth = "Basic " + base64.b64encode(f"{other_id}:{other_secret}".encode()).decode()
+    assert signed_in.post("/oauth/revoke", data={"token": body["access_token"]},
+                          headers={"Authorization": auth}).status_code == 200  # RFC 7009: says nothing
+    assert userinfo(signed_in, body["access_token"]).status_code == 200
+
+
+# --- ID token algorithm confusion -----------------------------------------------------------------
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forge(claims: dict, header: dict, key: bytes | None) -> str:
+    signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
+    sig = b"" if key is None else hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + _b64(sig)
+
+
+@pytest.mark.asvs("V9.1.1")
+@pytest.mark.parametrize("alg", ["none", "HS256"])
+def test_an_id_token_forged_with_alg_none_or_hs256_over_the_public_key_does_not_verify(svc, signed_in, web, alg):
+    body = tokens(signed_in, web)
+    genuine = verify_id_token(signed_in, body["id_token"], web[0], now=svc.clock())
+    claims = dict(genuine.claims, sub="someone-else")
+    jwks = signed_in.get("/oauth/jwks").get_json()
+    public = json.dumps(jwks["keys"][0], sort_keys=True).encode()
+    forged = _forge(claims, {"alg": alg, "kid": genuine.header["kid"]}, None if alg == "none" else public)
+    keys = KeySet.import_key_set(jwks)
+    with pytest.raises((JoseError, ValueError)):
+        jwt.decode(forged, keys, algorithms=["ES256"])
+    # Even a verifier that lets the token pick HS256 finds no symmetric key in the JWKS to check it with.
+    with pytest.raises((JoseError, ValueError, BadSignatureError)):
+        jwt.decode(forged, keys, algorithms=["ES256", "HS256"])
+    with pytest.raises((JoseError, ValueError)):
+        jwt.decode(forged, OctKey.import_key(public), algorithms=["ES256"])
+
+
+@pytest.mark.asvs("V9.1.1")
+def test_an_id_token_from_a_rotated_away_key_stops_verifying_after_its_lifetime(svc, signed_in, web, clock):
+    body = tokens(signed_in, web)
+    old_kid = verify_id_token(signed_in, body["id_token"], web[0], now=svc.clock()).header["kid"]
+    svc.oidc.keys.rotate()
+    kids = [k["kid"] for k in signed_in.get("/oauth/jwks").get_json()["keys"]]
+    assert old_kid in kids and len(kids) == 2  # still published while its tokens live
+    fresh = tokens(signed_in, web)
+    assert verify_id_token(signed_in, fresh["id_token"], web[0], now=svc.clock()).header["kid"] != old_kid
+    clock.advance(svc.policy.oidc.id_token_lifetime_seconds + 1)
+    kids = [k["kid"] for k in signed_in.get("/oauth/jwks").get_json()["keys"]]
+    assert old_kid not in kids
+    with pytest.raises(JoseError):
+        verify_id_token(signed_in, body["id_token"], web[0], now=svc.clock())
+
+
+@pytest.mark.asvs("V10.1.2")
+def test_a_nonce_seen_before_for_the_client_is_refused(signed_in, web):
+    get_code(signed_in, web[0], nonce="same")
+    response = authorize(signed_in, authorize_params(web[0], challenge=pkce()[1], nonce="same"))
+    got = query(response.headers["Location"])
+    assert got["error"] == "invalid_request" and "code" not in got and got["iss"] == HTTPS
+
+
+# --- CSP form-action: browsers apply it to the redirects after a form post ------------------------
+
+def _form_action(response) -> str:
+    policy = response.headers["Content-Security-Policy"]
+    return next(d for d in policy.split("; ") if d.startswith("form-action "))
+
+
+def test_the_sign_in_and_consent_pages_of_a_client_allow_its_origin_in_form_action(svc, client, user):
+    cid, _ = add_client(svc, "Forum", ("https://forum.example.net/cb",))
+    params = authorize_params(cid, "https://forum.example.net/cb", challenge=pkce()[1])
+    to_login = authorize(client, params).headers["Location"]
+    page = client.get(to_login)
+    assert "https://forum.example.net" in _form_action(page)
+    assert "https://forum.example.net" not in _form_action(client.get("/login"))
+    next_url = parse_qs(urlsplit(to_login).query)["next"][0]
+    login(client, next=next_url)
+    consent = client.get(next_url)
+    assert "Allow Forum?" in consent.get_data(as_text=True)
+    assert "https://forum.example.net" in _form_action(consent)
+
+
+def test_a_next_naming_an_unregistered_redirect_uri_adds_nothing(svc, client):
+    cid, _ = add_client(svc, "Forum", ("https://forum.example.net/cb",))
+    evil = "/oauth/authorize?" + urlencode({"client_id": cid, "redirect_uri": "https://evil.example.com/cb"})
+    page = client.get("/login?" + urlencode({"next": evil}))
+    assert "evil" not in _form_action(page)
+    assert "evil" not in _form_action(client.get("/login?" + urlencode({"next": "/oauth/authorize?client_id=x"})))
+
+
+# --- bad input: 4xx, never 500 --------------------------------------------------------------------
+
+@pytest.mark.parametrize("headers, data", [
+    ({"Authorization": "Basic !!!notbase64"}, {"grant_type": "authorization_code", "code": "x"}),
+    ({"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()}, {"grant_type": "authorization_code"}),
+    ({"Authorization": "Basic " + base64.b64encode("é:é".encode()).decode()}, {"grant_type": "refresh_token",
+                                                                               "refresh_token": "x"}),
+    ({"Authorization": "Bearer x"}, {"grant_type": "authorization_code", "code": "x" * 5000}),
+    ({}, {"grant_type": "authorization_code", "code": "x", "client_id": "\x00"}),
+    ({}, {"grant_type": "refresh_token", "refresh_token": "y" * 5000, "client_id": "z" * 5000}),
+    ({}, {}),
+])
+def test_hostile_token_requests_get_a_4xx(client, web, headers, data):
+    response = client.post("/oauth/token", data=data, headers=headers)
+    assert 400 <= response.status_code < 500
+
+
+@pytest.mark.parametrize("query_string", [
+    "client_id=%ff%fe", "client_id=%00", "state=" + "s" * 5000, "scope=%ff", "redirect_uri=%e2%80%ae",
+    "client_id=a&client_id=b",
+])
+def test_hostile_authorize_requests_get_a_4xx_and_no_redirect(client, web, query_string):
+    response = client.get("/oauth/authorize?" + query_string)
+    assert 400 <= response.status_code < 500 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer " + "x" * 5000, "Basic abc", "bearer \x00", ""])
+def test_hostile_userinfo_requests_get_401(client, header):
+    response = client.get("/oauth/userinfo", headers={"Authorization": header} if header else {})
+    assert response.status_code in (400, 401)
+
+
+def test_a_revocation_without_client_authentication_is_refused(client, signed_in, web):
+    body = tokens(signed_in, web)
+    response = client.post("/oauth/revoke", data={"token": body["access_token"]})
+    assert response.status_code in (400, 401)
+    assert userinfo(signed_in, body["access_token"]).status_code == 200
+
+
+def test_a_wrong_password_page_of_an_oidc_sign_in_keeps_the_clients_form_action(svc, client, user):
+    cid, _ = add_client(svc, "Forum", ("https://forum.example.net/cb",))
+    next_url = "/oauth/authorize?" + urlencode(authorize_params(cid, "https://forum.example.net/cb",
+                                                                challenge=pkce()[1]))
+    again = login(client, password="wrong password, twenty chars", next=next_url)
+    assert again.status_code == 401 and "https://forum.example.net" in _form_action(again)
