@@ -30,6 +30,35 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+NODE_MAJOR_MIN=20  # openid-client 6's baseline (tests/oidc_rp)
+
+ensure_node_packages() {
+  # ensure_node_packages DIR: `npm ci` in DIR (relative to the repo) when its node_modules is missing
+  # or older than its package-lock.json (a stamp holds the lock's hash); needs node >= NODE_MAJOR_MIN.
+  local dir="$ROOT/$1"
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "authsvc: node and npm are missing: install Node.js $NODE_MAJOR_MIN or newer (https://nodejs.org/en/download," \
+         "or NodeSource's Debian packages; Debian 12's own nodejs is 18, too old)" >&2
+    return 1
+  fi
+  local major; major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$major" -lt "$NODE_MAJOR_MIN" ]; then
+    echo "authsvc: node $(node --version) is too old: $1 needs Node.js $NODE_MAJOR_MIN or newer" >&2
+    return 1
+  fi
+  local stamp="$dir/node_modules/.authsvc-installed"
+  local want; want=$(sha256sum "$dir/package-lock.json" | cut -c1-16)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "authsvc: installing npm packages into ${1}/node_modules from its package-lock.json ..." >&2
+    # --ignore-scripts: no install script of any package runs; integrity hashes come from the lock.
+    (cd "$dir" && npm ci --prefer-offline --ignore-scripts --no-audit --no-fund --loglevel=error) || {
+      echo "authsvc: npm ci in $1 failed (offline with an empty npm cache? an integrity mismatch?)" >&2
+      return 1
+    }
+    echo "$want" > "$stamp"
+  fi
+}
+
 lock_file() {
   # lock_file [EXTRA]: the lock that ensure_venv installs: runtime.lock, or the extra's own lock.
   echo "$ROOT/requirements/${1:-runtime}.lock"
