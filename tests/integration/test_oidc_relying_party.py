@@ -259,8 +259,12 @@ def set_up_authenticator(stack, username: str) -> Authenticator:
 
 
 @pytest.fixture(scope="module")
-def provider(stack) -> Provider:
-    node = require_openid_client()
+def node() -> str:
+    return require_openid_client()
+
+
+@pytest.fixture(scope="module")
+def provider(node, stack) -> Provider:   # node first: no servers started for a test that skips
     env = authsvc_env(stack.folder / "authsvc", stack.auth, stack.app)
     subprocess.run([*authsvc_command(), "user", "add", TOTP_USER, "--password-stdin"], env=env, input=PASSWORD + "\n",
                    capture_output=True, text=True, timeout=120, check=True)
