@@ -306,7 +306,9 @@ def code_flow(provider: Provider, rp: RelyingParty, client: str, account: str) -
     started = rp.ok("authorize", redirect_uri=registered["callback"], scope=SCOPE)
     browser.pages.clear()
     callback = browser.go(started["url"], stop_at=registered["callback"])
-    expected = [] if browser.signed_in else ["/login", "/login/mfa"] if browser.authenticator else ["/login"]
+    expected = []
+    if not browser.signed_in:
+        expected = ["/login", "/login/mfa"] if browser.authenticator else ["/login"]
     if registered["client_id"] not in browser.consented:
         expected.append("/oauth/authorize/consent")
     assert browser.pages == expected, f"{account} at {client}: {browser.pages}, not {expected}"
