@@ -315,3 +315,21 @@ def test_module_depends_only_on_the_standard_library():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert names <= {"__future__", "re", "base64", "hashlib", "hmac", "dataclasses"}
+
+
+# --- boundaries pinned by mutation testing (docs/mutation.md) -------------------------------------
+
+@pytest.mark.parametrize("verifier, reason", [
+    (None, "missing"), ("", "missing"), ("a" * 42, "malformed"), ("a" * 43, "ok"), ("a" * 128, "ok"),
+    ("a" * 129, "malformed"), (["a" * 43], "malformed"), (VERIFIER[:-1] + " ", "malformed"), ("XXXX", "malformed"),
+])
+def test_verifier_reason_codes(verifier, reason):
+    assert verifier_verdict(verifier) == reason
+
+
+def test_a_prompt_of_64_characters_is_read_and_65_is_invalid():
+    at_cap = "select_account select_account select_account consent login login"
+    over = "select_account select_account select_account select_account login"
+    assert (len(at_cap), len(over)) == (64, 65)
+    assert parse_prompt(at_cap) == ("ok", frozenset({"select_account", "consent", "login"}))
+    assert parse_prompt(over) == ("invalid", frozenset())
