@@ -157,7 +157,7 @@ class Metrics:
         started = g.get("metrics_started")
         if histogram is not None and started is not None:
             histogram.labels(str(response.status_code)).observe(time.perf_counter() - started)
-        if request.endpoint == TOKEN_ENDPOINT and request.method == "POST":
+        if request.endpoint == GRANT_ENDPOINT and request.method == "POST":
             self.oidc_token_requests.labels(*token_outcome(_form_value("grant_type"), response.status_code,
                                                             _json_error(response))).inc()
         return response
@@ -173,7 +173,7 @@ def _start_timer() -> None:
     g.metrics_started = time.perf_counter()
 
 
-TOKEN_ENDPOINT = "oidc.token"
+GRANT_ENDPOINT = "oidc.token"  # the view that answers POST /oauth/token
 
 
 def _form_value(name: str) -> str | None:
