@@ -419,6 +419,27 @@ def _deployment_problems(s: Settings) -> list[Problem]:
     return out
 
 
+def oidc_issuer_problems(settings: Settings, clients: int | None) -> list[Problem]:
+    """The OpenID Provider's issuer is ``AUTHSVC_PUBLIC_URL``; without it (in production) every ID
+    token and the discovery document would name the placeholder ``https://authsvc.invalid``.
+    ``clients``: how many OIDC clients are registered (None when the database could not tell).
+    An error once a client is registered, or when that is unknown (fail closed); a note before."""
+    if settings.public_url or not settings.production:
+        return []
+    name = "AUTHSVC_PUBLIC_URL"
+    fix = ("Fix: set AUTHSVC_PUBLIC_URL to the https origin browsers reach authsvc at "
+           "(AUTHSVC_PUBLIC_URL=https://auth.example.com), then restart.")
+    if clients == 0:
+        return [Problem("note", name, f"AUTHSVC_PUBLIC_URL is not set: the OpenID Provider's discovery document "
+                        f"names the placeholder issuer {settings.own_origin}. Set it before the first "
+                        "`authsvc oidc client add`.")]
+    registered = "OpenID Connect clients may be registered" if clients is None else \
+        f"{clients} OpenID Connect client(s) are registered"
+    return [Problem("error", name, f"AUTHSVC_PUBLIC_URL is not set, but {registered}: the OpenID Provider would "
+                    f"sign ID tokens for the placeholder issuer {settings.own_origin}, which no relying party "
+                    f"can verify against where authsvc really is. {fix}")]
+
+
 def cookie_domain_problems(domain: str, public_url: str | None) -> list[Problem]:
     """A shared cookie domain must be a registrable domain that covers the service's own host."""
     bare = domain.lstrip(".")

@@ -132,10 +132,9 @@ def registration_problem(uri: object, *, public: bool) -> str | None:
         if match.group(2) and int(match.group(2)) > 65535:
             return "the port is out of range"
         return None
+    # A private-use scheme has a dot in it, so javascript:, data:, vbscript:, file:, blob: and about:
+    # never match here; they get the last answer below.
     if _PRIVATE_SCHEME.match(uri):
-        scheme = uri.split(":", 1)[0]
-        if scheme in ("javascript", "data", "vbscript", "file", "blob", "about"):
-            return f"the {scheme}: scheme can never be a redirect URI"
         if not public:
             return "a private-use scheme (com.example.app:/callback) is for public (native) clients: add --public"
         return None

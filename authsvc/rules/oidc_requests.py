@@ -32,7 +32,9 @@ OK = "ok"
 
 # --- scopes -----------------------------------------------------------------------------------------
 
-SUPPORTED_SCOPES = ("openid", "profile", "offline_access")
+# openid (required), profile (preferred_username), groups (the user's group names), offline_access
+# (a refresh token). This order is the order of ScopeDecision.scopes and of the consent page.
+SUPPORTED_SCOPES = ("openid", "profile", "groups", "offline_access")
 MAX_SCOPE_LENGTH = 512
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), joined by single spaces.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")

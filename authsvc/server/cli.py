@@ -87,12 +87,34 @@ def cmd_check(_args) -> int:
                                            f"AUTHSVC_DATABASE_URL: cannot connect ({type(exc).__name__})."))
     problems += _file_mode_problems(settings)
     problems += _access_problems(settings)
+    problems += config_mod.oidc_issuer_problems(settings, _oidc_client_count(settings))
     for p in problems:
         print(p)
     if not [p for p in problems if p.severity != "note"]:
         print(f"ok: configuration is sound for {settings.env} (policy: {settings.policy.source})")
         return 0
     return 1
+
+
+def _oidc_client_count(settings: config_mod.Settings) -> int | None:
+    """How many OpenID Connect clients are registered; None when the database cannot say (its
+    problem is reported above). Asked only when the answer matters (production, no public URL)."""
+    if not settings.production or settings.public_url:
+        return None
+    import sqlalchemy as sa
+
+    from authsvc.core import db
+    from authsvc.core.models import oidc_clients
+
+    try:
+        engine = db.make_engine(settings.database_url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(oidc_clients)).scalar_one())
+        finally:
+            engine.dispose()
+    except Exception:  # unreachable, or the schema is not there yet
+        return None
 
 
 def _access_problems(settings: config_mod.Settings) -> list[config_mod.Problem]:

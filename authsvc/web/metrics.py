@@ -7,6 +7,9 @@ many apps in one process never share counts).
 - ``authsvc_argon2_seconds``: each argon2 operation (the :class:`~authsvc.core.hashing.Hasher` ``observe`` hook).
 - ``authsvc_hashing_in_progress``: argon2 operations running or waiting for a slot.
 - ``authsvc_live_sessions``: computed on scrape with one COUNT query.
+- ``authsvc_oidc_token_requests_total{grant,result}``: every ``POST /oauth/token`` by grant type
+  (``authorization_code``, ``refresh_token``, ``other``, ``missing``) and result (``issued``,
+  ``throttled``, the OAuth error code of RFC 6749 5.2, or ``other``): see :func:`token_outcome`.
 
 Under gunicorn every worker is its own process, so ``authsvc serve`` sets ``PROMETHEUS_MULTIPROC_DIR``
 to a fresh directory: values live in files there, and a scrape answered by any worker sums them all
@@ -22,6 +25,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -53,6 +57,29 @@ def reason_label(value: object, event: str = "") -> str:
     if event in MERGED_REASONS:
         return MERGED_REASONS[event]
     return _NOT_LABEL.sub("_", str(value).lower()).strip("_")[:40]
+
+
+TOKEN_GRANTS = frozenset({"authorization_code", "refresh_token"})
+# RFC 6749 5.2's error codes: the only results besides issued/throttled, so a client cannot mint labels.
+TOKEN_ERRORS = frozenset({"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                          "unsupported_grant_type", "invalid_scope"})
+
+
+def token_outcome(grant_type: object, status: int, error: object) -> tuple[str, str]:
+    """The ``(grant, result)`` labels of one token endpoint answer, from a bounded set whatever the
+    request said: a grant type authsvc does not offer is ``other`` (none at all: ``missing``);
+    ``issued`` for 200, ``throttled`` for 429, else the answer's OAuth error code (``other`` for
+    anything else: a 413, a storage failure). A replayed code or refresh token is ``invalid_grant``
+    here; the audit events (``oidc_code_replayed``, ``oidc_refresh_replayed``) tell them apart."""
+    if grant_type is None or grant_type == "":
+        grant = "missing"
+    else:
+        grant = grant_type if isinstance(grant_type, str) and grant_type in TOKEN_GRANTS else "other"
+    if status == 200:
+        return grant, "issued"
+    if status == 429:
+        return grant, "throttled"
+    return grant, error if isinstance(error, str) and error in TOKEN_ERRORS else "other"
 
 
 def live_session_count(engine, now: float, idle_timeout_seconds: int) -> int:
@@ -99,6 +126,9 @@ class Metrics:
         self.hashing_in_progress = Gauge(
             "authsvc_hashing_in_progress", "argon2 operations running or waiting for a slot (all workers).",
             multiprocess_mode="livesum", registry=reg)
+        self.oidc_token_requests = Counter(
+            "authsvc_oidc_token_requests", "POST /oauth/token answers by grant type and result.", ("grant", "result"),
+            registry=reg)
         self._timed = {"login.login_post": self.login_seconds, "verify.verify": self.verify_seconds}
         if self.multiprocess_dir:
             from prometheus_client import multiprocess
@@ -127,6 +157,9 @@ class Metrics:
         started = g.get("metrics_started")
         if histogram is not None and started is not None:
             histogram.labels(str(response.status_code)).observe(time.perf_counter() - started)
+        if request.endpoint == GRANT_ENDPOINT and request.method == "POST":
+            self.oidc_token_requests.labels(*token_outcome(_form_value("grant_type"), response.status_code,
+                                                            _json_error(response))).inc()
         return response
 
     # --- exposition ------------------------------------------------------------------------------
@@ -138,3 +171,22 @@ class Metrics:
 
 def _start_timer() -> None:
     g.metrics_started = time.perf_counter()
+
+
+GRANT_ENDPOINT = "oidc.token"  # the view that answers POST /oauth/token
+
+
+def _form_value(name: str) -> str | None:
+    """A form field of the request being answered, or None when its body was refused (too large,
+    undecodable): that answer is counted with the grant ``missing``."""
+    try:
+        return request.form.get(name)
+    except HTTPException:
+        return None
+
+
+def _json_error(response) -> object:
+    if response.mimetype != "application/json" or response.direct_passthrough:
+        return None
+    body = response.get_json(silent=True)
+    return body.get("error") if isinstance(body, dict) else None

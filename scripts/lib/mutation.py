@@ -5,7 +5,8 @@ are run):
 
 * authsvc/rules/redirects.py, authsvc/rules/secretkeys.py, authsvc/rules/passwords.py: every function;
 * authsvc/core/sessions.py: session_verdict, needs_touch;
-* authsvc/core/throttle.py: decide, block_after_failure, backoff_seconds.
+* authsvc/core/throttle.py: decide, block_after_failure, backoff_seconds;
+* authsvc/rules/oidc_redirects.py, authsvc/rules/oidc_requests.py: every function.
 
 The tests are the fast modules listed in [tool.mutmut] pytest_add_cli_args_test_selection, with
 the hypothesis profile ``mutation`` (few examples, fixed seed: a mutant never survives by luck).
@@ -40,6 +41,8 @@ TARGETS: dict[str, tuple[str, ...] | None] = {
     "authsvc/rules/passwords.py": None,
     "authsvc/core/sessions.py": ("session_verdict", "needs_touch"),
     "authsvc/core/throttle.py": ("decide", "block_after_failure", "backoff_seconds"),
+    "authsvc/rules/oidc_redirects.py": None,
+    "authsvc/rules/oidc_requests.py": None,
 }
 RESULT = re.compile(r"^\s*(?P<name>\S+): (?P<status>.+?)\s*$")  # a line of `mutmut results --all true`
 EQUIVALENT = re.compile(r"^\s*[-*]\s+`(?P<name>authsvc\.[^`]+__mutmut_\d+)`")

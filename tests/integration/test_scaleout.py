@@ -18,6 +18,7 @@ two administrators creating the same account at once.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -25,10 +26,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from urllib.parse import urlencode
 
 import pytest
 import requests
 import sqlalchemy as sa
+from joserfc import jwt
+from joserfc.jwk import KeySet
 from limits import parse as parse_limit
 
 from authsvc.core import config
@@ -39,6 +43,7 @@ from authsvc.core.policy import load_policy
 from tests.backends import pg_schema, redis_prefix, redis_url
 from tests.conftest import PASSWORD, TEST_POLICY, csrf_in
 from tests.integration import conftest as stack_helpers
+from tests.security import oidc_helpers as oidc
 from tests.integration.conftest import (
     APP_HOST,
     APP_PREFIX,
@@ -53,6 +58,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.instances import (
     NEW_PASSWORD,
+    PUBLIC_URL,
     ROOT,
     Browser,
     cli,
@@ -531,6 +537,121 @@ def test_creating_the_same_user_from_two_places_at_once_makes_one_account(deploy
     names = [a.username_key for a in deployment.svc().accounts.all()]
     assert names.count("gina") == 1
     assert Browser("198.51.100.90").login(deployment.two, "Gina").status_code == 303
+
+
+# --- the OpenID Provider across instances ----------------------------------------------------------------
+
+def _basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def _oidc_code(b: Browser, instance, client_id: str) -> tuple[str, str]:
+    """The browser part on ``instance``: (code, PKCE verifier)."""
+    verifier, challenge = oidc.pkce()
+    params = oidc.authorize_params(client_id, challenge=challenge, scope="openid profile groups offline_access")
+    response = b.get(instance, "/oauth/authorize?" + urlencode(params))
+    assert response.status_code == 302, (response.status_code, response.text[:300])
+    got = oidc.query(response.headers["Location"])
+    assert got["iss"] == PUBLIC_URL and got["state"] == "st4te"
+    return got["code"], verifier
+
+
+def _token(b: Browser, instance, client, **data) -> requests.Response:
+    return b.post(instance, "/oauth/token", data=data, headers=_basic(*client))
+
+
+def _refresh(b: Browser, instance, client, refresh_token: str) -> requests.Response:
+    return _token(b, instance, client, grant_type="refresh_token", refresh_token=refresh_token)
+
+
+def _userinfo(b: Browser, instance, access_token: str) -> int:
+    return b.get(instance, "/oauth/userinfo", headers={"Authorization": f"Bearer {access_token}"}).status_code
+
+
+@pytest.mark.asvs("V10.4.2", "V10.4.5", "V7.4.1")
+def test_oidc_provider_flow_across_instances(deployment):
+    """The OpenID Provider on two instances sharing PostgreSQL and Redis: authorize on instance 1,
+    the token exchange on 2 (the ID token verifies with 1's JWKS: one signing key for both), refresh
+    on 1; the rotated-away refresh token replayed on 2 revokes the family everywhere; a logout on 1
+    ends the refresh token on 2 within the revocation bound; the token endpoint's per-client throttle
+    counts both instances' requests together (Redis), not each instance's alone."""
+    svc = deployment.svc()
+    user = svc.accounts.create("oid", svc.hasher.hash(PASSWORD))
+    svc.groups.add("scale-ops")
+    svc.groups.join(user.id, "scale-ops")
+    made = svc.oidc.clients.add("Scale", (oidc.WEB,), public=False, trusted=True)
+    client = (made.client.client_id, made.client_secret)
+    one, two = deployment.one, deployment.two
+    b = logged_in_on(one, "oid", "198.51.100.160")
+
+    # authorize on 1, exchange on 2, verify with the keys 1 publishes
+    code, verifier = _oidc_code(b, one, client[0])
+    exchanged = _token(b, two, client, grant_type="authorization_code", code=code, code_verifier=verifier,
+                       redirect_uri=oidc.WEB)
+    assert exchanged.status_code == 200, exchanged.text
+    first = exchanged.json()
+    keys = KeySet.import_key_set(b.get(one, "/oauth/jwks").json())
+    id_token = jwt.decode(first["id_token"], keys, algorithms=["ES256", "RS256"])
+    jwt.JWTClaimsRegistry(now=int(time.time()), iss={"essential": True, "value": PUBLIC_URL},
+                          aud={"essential": True, "value": client[0]}).validate(id_token.claims)
+    assert id_token.claims["preferred_username"] == "oid" and id_token.claims["groups"] == ["scale-ops"]
+    assert b.get(one, "/.well-known/openid-configuration").json()["issuer"] == PUBLIC_URL
+    assert [_userinfo(b, i, first["access_token"]) for i in (one, two)] == [200, 200]
+
+    # refresh on 1: rotation, seen by 2 at once
+    refreshed = _refresh(b, one, client, first["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    second = refreshed.json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert [_userinfo(b, i, first["access_token"]) for i in (one, two)] == [401, 401]
+    assert _userinfo(b, two, second["access_token"]) == 200
+
+    # the old refresh token replayed on 2: the whole family ends, on both
+    replay = _refresh(b, two, client, first["refresh_token"])
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert [_userinfo(b, i, second["access_token"]) for i in (one, two)] == [401, 401]
+    assert _refresh(b, one, client, second["refresh_token"]).status_code == 400, "the family outlived its replay"
+    assert any("oidc_refresh_replayed" in i.log_text() for i in (one, two))
+
+    # a code spent on 2 and replayed on 1: refused, and what 2 issued from it ends
+    code, verifier = _oidc_code(b, one, client[0])
+    redeem = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": oidc.WEB}
+    issued = _token(b, two, client, **redeem).json()
+    assert _token(b, one, client, **redeem).status_code == 400, "a code spent on instance 2 was accepted on 1"
+    assert [_userinfo(b, i, issued["access_token"]) for i in (one, two)] == [401, 401]
+    assert _refresh(b, two, client, issued["refresh_token"]).status_code == 400
+
+    # a logout on 1 ends the refresh token on 2 within the bound
+    code, verifier = _oidc_code(b, one, client[0])
+    current = _token(b, two, client, grant_type="authorization_code", code=code, code_verifier=verifier,
+                     redirect_uri=oidc.WEB).json()
+    token = b.csrf(one, "/")
+    copy = clone(b)  # the browser's cookies are gone after the logout; its tokens are the client's
+    assert b.post(one, "/logout", data={"csrf_token": token}).status_code == 303
+    latest = {"refresh": current["refresh_token"]}
+
+    def refresh_on_two() -> int:
+        response = _refresh(copy, two, client, latest["refresh"])
+        if response.status_code == 200:  # still working: it rotated; keep the new one
+            latest["refresh"] = response.json()["refresh_token"]
+            return 200
+        assert response.status_code == 400 and response.json()["error"] == "invalid_grant", response.text
+        return 401
+    accepted_for = seconds_until_refused(refresh_on_two, bound=REVOCATION_BOUND_SECONDS)
+    assert accepted_for <= REVOCATION_BOUND_SECONDS, \
+        f"a refresh token of the logged-out session still worked on instance 2 {accepted_for} s after the logout"
+    assert _userinfo(copy, two, current["access_token"]) == 401
+
+    # the per-client throttle of the token endpoint is shared through Redis
+    flood = svc.oidc.clients.add("Flood", (oidc.WEB,), public=False, trusted=True)
+    flood_client = (flood.client.client_id, flood.client_secret)
+    amount = min(parse_limit(limit).amount for limit in POLICY.oidc.token_requests_per_client)
+    statuses = [_token(Browser(f"198.51.100.{170 + i % 50}"), deployment.both[i % 2], flood_client,
+                       grant_type="authorization_code", code=f"guess-{i}", code_verifier="v" * 43,
+                       redirect_uri=oidc.WEB).status_code for i in range(amount + 2)]
+    assert statuses == [400] * amount + [429] * 2, statuses
+    assert _token(Browser("198.51.100.230"), two, client, grant_type="authorization_code", code="x",
+                  code_verifier="v" * 43, redirect_uri=oidc.WEB).status_code == 400, "another client was starved"
 
 
 # --- the load balancer as shipped ------------------------------------------------------------------------

@@ -22,6 +22,8 @@ def test_the_security_core_and_only_it_is_mutated():
         assert mutation.selected(f"authsvc.core.sessions.x_{name}__mutmut_3", pats)
     for name in ("decide", "block_after_failure", "backoff_seconds"):
         assert mutation.selected(f"authsvc.core.throttle.x_{name}__mutmut_1", pats)
+    for module in ("oidc_redirects", "oidc_requests"):  # the OpenID Provider's decisions (issue 19)
+        assert f"authsvc.rules.{module}.*" in pats
     assert not mutation.selected("authsvc.core.throttle.xǁThrottleǁbegin__mutmut_1", pats)
     assert not mutation.selected("authsvc.core.sessions.xǁSessionStoreǁcreate__mutmut_1", pats)
     assert not mutation.selected("authsvc.core.sessions.x_session_verdict_cached__mutmut_1", pats)

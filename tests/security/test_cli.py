@@ -466,6 +466,21 @@ def _fresh_database(tmp_path) -> dict:
     return {"AUTHSVC_DATABASE_URL": f"sqlite:///{tmp_path / 'never-upgraded.db'}"}
 
 
+def _oidc_client_without_public_url(tmp_path) -> dict:
+    """A database with one OpenID Connect client registered, and no AUTHSVC_PUBLIC_URL."""
+    from authsvc.core import db
+    from authsvc.core.oidc.store import ClientStore
+
+    url = f"sqlite:///{tmp_path / 'with-a-client.db'}"
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine)
+        ClientStore(engine, time.time).add("Wiki", ("https://wiki.example.test/cb",), public=False)
+    finally:
+        engine.dispose()
+    return {"AUTHSVC_DATABASE_URL": url, "AUTHSVC_PUBLIC_URL": None}
+
+
 # (setup, text one problem line must contain, number of problem lines or None for "at least one")
 UNSOUND = {
     "weak-key-from-tutorial": (_env(AUTHSVC_SECRET_KEY="you-will-never-guess-" + STRONG_KEY),
@@ -525,7 +540,34 @@ UNSOUND = {
     "unknown-policy-key": (_policy("[passwords]\nmin_lenght = 15\n"), "unknown policy key passwords.min_lenght", 1),
     "authsvc-env-typo-prod": (_env(AUTHSVC_ENV="prod"), "AUTHSVC_ENV='prod'", 1),
     "schema-not-upgraded": (_fresh_database, "authsvc db upgrade", 1),
+    "oidc-issuer-placeholder": (_oidc_client_without_public_url,
+                                "AUTHSVC_PUBLIC_URL is not set, but 1 OpenID Connect client(s) are registered", 1),
+    "oidc-issuer-unknown-clients": (lambda p: {**_fresh_database(p), "AUTHSVC_PUBLIC_URL": None},
+                                    "AUTHSVC_PUBLIC_URL is not set, but OpenID Connect clients may be registered", 2),
 }
+
+
+def test_check_names_the_placeholder_issuer_and_the_fix(tmp_path, monkeypatch, capsys):
+    """The OpenID Provider's error says which setting, why (the issuer in every ID token) and what to set."""
+    code, shown = check_in_process(tmp_path, monkeypatch, capsys, **_oidc_client_without_public_url(tmp_path))
+    assert code == 1
+    line = next(line for line in problem_lines(shown) if "OpenID" in line)
+    assert line.startswith("error: ") and "https://authsvc.invalid" in line
+    assert "Fix: set AUTHSVC_PUBLIC_URL to the https origin" in line and "AUTHSVC_PUBLIC_URL=https://" in line
+
+
+def test_check_only_notes_a_missing_public_url_before_any_oidc_client(tmp_path, monkeypatch, capsys, upgraded_db):
+    """Forward auth alone needs no AUTHSVC_PUBLIC_URL: with no OIDC client registered check passes and
+    says to set it before the first one; in development the placeholder is not even mentioned."""
+    code, shown = check_in_process(tmp_path, monkeypatch, capsys, AUTHSVC_DATABASE_URL=upgraded_db,
+                                   AUTHSVC_PUBLIC_URL=None)
+    assert code == 0, shown
+    assert problem_lines(shown) == []
+    assert any(line.startswith("note: AUTHSVC_PUBLIC_URL is not set") and "oidc client add" in line
+               for line in shown.splitlines()), shown
+    code, shown = check_in_process(tmp_path, monkeypatch, capsys, AUTHSVC_ENV="development",
+                                   **_oidc_client_without_public_url(tmp_path))
+    assert "OpenID" not in shown, shown
 
 
 @pytest.mark.asvs("V11.2.3", "V11.4.2", "V13.2.3", "V13.3.2", "V6.2.1", "V6.2.9", "V3.4.1")

@@ -256,3 +256,93 @@ def test_the_form_action_source_of_a_redirect_uri_is_its_origin_and_nothing_else
     from authsvc.rules.oidc_redirects import csp_source
 
     assert csp_source(uri) == source
+
+
+# --- boundaries pinned by mutation testing (docs/mutation.md) -------------------------------------
+
+def test_the_length_cap_is_2048_exactly():
+    from authsvc.rules.oidc_redirects import MAX_LENGTH
+
+    at_cap = "https://app.example.com/" + "a" * (MAX_LENGTH - len("https://app.example.com/"))
+    assert len(at_cap) == MAX_LENGTH == 2048
+    assert redirect_uri_verdict(at_cap, (at_cap,), public=False) == "ok"
+    assert registration_problem(at_cap, public=False) is None
+    assert redirect_uri_verdict(at_cap + "a", (at_cap + "a",), public=False) == "too_long"
+
+
+@pytest.mark.asvs("V10.4.1")
+def test_a_loopback_request_without_a_port_gets_no_port_exception():
+    """The exception is for the port the app picked at run time: a request that names none must
+    match a registered string exactly, even for a public client."""
+    assert redirect_uri_verdict("http://127.0.0.1/cb", ("http://127.0.0.1:8080/cb",), public=True) == "not_registered"
+    assert redirect_uri_verdict("http://127.0.0.1:9/cb", ("http://127.0.0.1:8080/cb",), public=True) == "ok"
+
+
+@pytest.mark.parametrize("port, problem", [("65535", None), ("65536", "the port is out of range"),
+                                           ("99999", "the port is out of range"), ("1", None)])
+def test_an_https_port_must_be_in_range(port, problem):
+    assert registration_problem(f"https://app.example.com:{port}/cb", public=False) == problem
+
+
+# The operator reads these (authsvc oidc client add): each says what is wrong and what to do.
+@pytest.mark.parametrize("uri, public, message", [
+    ("", False, "a redirect URI is empty"),
+    ("https://app.example.com/" + "a" * 2048, False, "a redirect URI is longer than 2048 characters"),
+    ("https://app.example.com/a b", False,
+     "a redirect URI may hold only printable ASCII (no spaces, controls or other scripts: percent-encode)"),
+    ("https://app.example.com/cb#x", False, "a redirect URI may not have a fragment (#...)"),
+    ("http://localhost/cb", True, "http is allowed only to the loopback literals http://127.0.0.1 and http://[::1] "
+                                  "(not localhost: RFC 8252 8.3); use https"),
+    ("https://user@app.example.com/cb", False, "an https redirect URI needs a lowercase host name, an optional "
+                                               "port and no userinfo (https://app.example.com/callback)"),
+    ("https://a..b/cb", False, "'a..b' is not a host name"),
+    ("com.example.app:/cb", False,
+     "a private-use scheme (com.example.app:/callback) is for public (native) clients: add --public"),
+    ("javascript:alert(1)", True, "a redirect URI must be https://..., http://127.0.0.1 or http://[::1] (native "
+                                  "apps), or a reverse-domain private-use scheme like com.example.app:/callback "
+                                  "(public clients)"),
+])
+def test_registration_problems_say_what_to_do(uri, public, message):
+    assert registration_problem(uri, public=public) == message
+
+
+@pytest.mark.parametrize("uri", ["javascript:alert(1)", "data:text/html,x", "vbscript:x", "file:///etc/passwd",
+                                 "blob:https://app.example.com/x", "about:blank", "javascript://x.y/%0aalert(1)",
+                                 "JavaScript:alert(1)"])
+@pytest.mark.parametrize("public", [True, False])
+def test_script_and_local_schemes_can_never_be_registered(uri, public):
+    assert registration_problem(uri, public=public)
+
+
+def test_the_response_location_is_built_only_on_an_accepted_redirect_uri():
+    from authsvc.rules.oidc_redirects import response_location
+
+    registered = ("https://app.example.com/cb", "http://127.0.0.1/native")
+    assert response_location("https://app.example.com/cb", registered, public=False,
+                             params=[("code", "c"), ("state", "a b&c")]) == \
+        "https://app.example.com/cb?code=c&state=a+b%26c"
+    assert response_location("http://127.0.0.1:5000/native", registered, public=True, params=[("code", "c")]) == \
+        "http://127.0.0.1:5000/native?code=c"
+    for requested, public in [("http://127.0.0.1:5000/native", False), ("https://evil.example.com/cb", True),
+                              ("https://app.example.com/cb/", False), ("", False)]:
+        with pytest.raises(ValueError, match=r"^redirect_uri not accepted for this client$"):
+            response_location(requested, registered, public=public, params=[("code", "c")])
+
+
+@pytest.mark.parametrize("uri, params, location", [
+    ("https://a.example.com/cb", [], "https://a.example.com/cb"),
+    ("https://a.example.com/cb", [("code", "x")], "https://a.example.com/cb?code=x"),
+    ("https://a.example.com/cb?tenant=1", [("code", "x")], "https://a.example.com/cb?tenant=1&code=x"),
+    ("https://a.example.com/cb?", [("code", "x")], "https://a.example.com/cb?&code=x"),
+    ("https://a.example.com/cb", [("error", "a=b?c#d")], "https://a.example.com/cb?error=a%3Db%3Fc%23d"),
+])
+def test_parameters_are_added_to_the_registered_query_form_encoded(uri, params, location):
+    from authsvc.rules.oidc_redirects import with_params
+
+    assert with_params(uri, params) == location
+
+
+def test_the_form_action_source_of_a_private_scheme_is_the_scheme_alone():
+    from authsvc.rules.oidc_redirects import csp_source
+
+    assert csp_source("com.example.app:/cb?next=a:b") == "com.example.app:"

@@ -15,11 +15,13 @@ from authsvc.rules.oidc_requests import (
     CONSENT_REQUIRED,
     LOGIN,
     LOGIN_REQUIRED,
+    MAX_SCOPE_LENGTH,
     MFA_SET_UP_NEEDED,
     PROCEED,
     REAUTHENTICATE,
     SKIP,
     STEP_UP,
+    SUPPORTED_SCOPES,
     challenge_verdict,
     consent_decision,
     parse_max_age,
@@ -60,10 +62,103 @@ def test_scopes_are_read_in_one_order_each_once(raw, scopes):
     pytest.param("openid\nprofile", "malformed", id="newline"), pytest.param("openid\"x", "malformed", id="quote"),
     pytest.param("openid\\x", "malformed", id="backslash"), pytest.param("openid profilé", "malformed", id="non_ascii"),
     pytest.param("openid\u00a0profile", "malformed", id="nbsp"), pytest.param("openid " + "x" * 600, "too_long", id="huge"),
-    pytest.param(["openid"], "missing", id="list"), pytest.param("openid groups", "unknown_scope", id="groups_not_offered_yet"),
+    pytest.param(["openid"], "missing", id="list"),
 ])
 def test_hostile_scopes_are_refused(raw, reason):
     assert parse_scope(raw).reason == reason
+
+
+# --- the groups scope: hostile spellings of it ---------------------------------------------------
+
+@pytest.mark.parametrize("raw, scopes", [
+    pytest.param("openid groups", ("openid", "groups"), id="groups"),
+    pytest.param("groups openid", ("openid", "groups"), id="order_ignored"),
+    pytest.param("openid groups groups groups", ("openid", "groups"), id="duplicates_once"),
+    pytest.param("groups openid groups openid", ("openid", "groups"), id="interleaved_duplicates"),
+    pytest.param("offline_access groups profile openid", ("openid", "profile", "groups", "offline_access"),
+                 id="all_four_in_reverse"),
+    pytest.param("openid " + " ".join(["groups"] * 72), ("openid", "groups"), id="duplicates_up_to_the_cap"),
+])
+def test_the_groups_scope_is_read_in_one_order_and_once(raw, scopes):
+    decision = parse_scope(raw)
+    assert decision.accepted and decision.scopes == scopes
+    assert decision.text() == " ".join(scopes)
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("raw, reason", [
+    pytest.param("groups", "openid_missing", id="groups_without_openid"),
+    pytest.param("groups groups", "openid_missing", id="only_duplicates"),
+    pytest.param("openid GROUPS", "unknown_scope", id="upper_case"),
+    pytest.param("openid Groups", "unknown_scope", id="title_case"),
+    pytest.param("OpenID groups", "openid_missing", id="openid_case"),
+    pytest.param("openid group", "unknown_scope", id="singular"),
+    pytest.param("openid groups_", "unknown_scope", id="suffix"),
+    pytest.param("openid groups:admin", "unknown_scope", id="parameterised"),
+    pytest.param("openid groups.read", "unknown_scope", id="dotted"),
+    pytest.param("openid groups,profile", "unknown_scope", id="comma_joined"),
+    pytest.param("openid groups+profile", "unknown_scope", id="plus_joined"),
+    pytest.param("openid groups%20profile", "unknown_scope", id="percent_encoded_space"),
+    pytest.param("openid groups admin", "unknown_scope", id="unknown_beside_groups"),
+    pytest.param("openid groups roles", "unknown_scope", id="roles"),
+    pytest.param(r"openid gro\u0075ps", "malformed", id="backslash_escape"),
+    pytest.param("openid gr\u043eups", "malformed", id="cyrillic_o"),
+    pytest.param("openid ｇroups", "malformed", id="fullwidth_g"),
+    pytest.param("openid groups\u200b", "malformed", id="zero_width_space"),
+    pytest.param("openid groups\x00", "malformed", id="nul"),
+    pytest.param("openid\x0bgroups", "malformed", id="vertical_tab"),
+    pytest.param("openid groups\r\n", "malformed", id="crlf"),
+    pytest.param("openid,groups", "openid_missing", id="comma_only"),
+    pytest.param("openid+groups", "openid_missing", id="plus_only"),
+    pytest.param("openid  groups", "malformed", id="double_space"),
+    pytest.param("openid groups ", "malformed", id="trailing_space"),
+    pytest.param("openid " + " ".join(["groups"] * 73), "too_long", id="duplicates_past_the_cap"),
+    pytest.param("openid groups " + "x" * 10_000, "too_long", id="huge"),
+    pytest.param("openid " + "groups " * 100_000, "too_long", id="huge_duplicates"),
+])
+def test_hostile_spellings_of_the_groups_scope_are_refused(raw, reason):
+    assert parse_scope(raw).reason == reason
+
+
+def test_the_length_cap_is_on_the_raw_string_exactly():
+    at_cap = "openid " + "g" * (MAX_SCOPE_LENGTH - len("openid "))
+    assert len(at_cap) == MAX_SCOPE_LENGTH
+    assert parse_scope(at_cap).reason == "unknown_scope"  # read: at the cap is not too long
+    assert parse_scope(at_cap + "g").reason == "too_long"
+
+
+def test_a_refused_scope_grants_nothing():
+    for raw in ("openid GROUPS", "groups", "openid groups\x00", "openid " + "groups " * 100):
+        decision = parse_scope(raw)
+        assert not decision.accepted and decision.scopes == () and decision.text() == ""
+
+
+def test_groups_is_offered_and_every_supported_scope_is_a_valid_scope_token():
+    assert "groups" in SUPPORTED_SCOPES and SUPPORTED_SCOPES[0] == "openid"
+    assert len(set(SUPPORTED_SCOPES)) == len(SUPPORTED_SCOPES)
+
+
+def test_a_narrower_supported_list_refuses_groups():
+    assert parse_scope("openid groups", ("openid", "profile")).reason == "unknown_scope"
+    assert parse_scope("openid profile", ("openid", "profile")).scopes == ("openid", "profile")
+
+
+@given(st.lists(st.sampled_from(SUPPORTED_SCOPES), min_size=0, max_size=12), st.randoms())
+def test_any_mix_of_supported_scopes_with_openid_reads_as_the_set_in_order(extra, rnd):
+    tokens = ["openid", *extra]
+    rnd.shuffle(tokens)
+    decision = parse_scope(" ".join(tokens))
+    assert decision.accepted
+    assert decision.scopes == tuple(s for s in SUPPORTED_SCOPES if s in tokens)
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_characters=" "), min_size=1, max_size=40))
+def test_a_scope_token_other_than_the_supported_ones_is_never_accepted(token):
+    decision = parse_scope("openid " + token)
+    if token in SUPPORTED_SCOPES:
+        assert decision.accepted
+    else:
+        assert not decision.accepted and decision.scopes == ()
 
 
 # --- PKCE -----------------------------------------------------------------------------------------
@@ -220,3 +315,21 @@ def test_module_depends_only_on_the_standard_library():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert names <= {"__future__", "re", "base64", "hashlib", "hmac", "dataclasses"}
+
+
+# --- boundaries pinned by mutation testing (docs/mutation.md) -------------------------------------
+
+@pytest.mark.parametrize("verifier, reason", [
+    (None, "missing"), ("", "missing"), ("a" * 42, "malformed"), ("a" * 43, "ok"), ("a" * 128, "ok"),
+    ("a" * 129, "malformed"), (["a" * 43], "malformed"), (VERIFIER[:-1] + " ", "malformed"), ("XXXX", "malformed"),
+])
+def test_verifier_reason_codes(verifier, reason):
+    assert verifier_verdict(verifier) == reason
+
+
+def test_a_prompt_of_64_characters_is_read_and_65_is_invalid():
+    at_cap = "select_account select_account select_account consent login login"
+    over = "select_account select_account select_account select_account login"
+    assert (len(at_cap), len(over)) == (64, 65)
+    assert parse_prompt(at_cap) == ("ok", frozenset({"select_account", "consent", "login"}))
+    assert parse_prompt(over) == ("invalid", frozenset())

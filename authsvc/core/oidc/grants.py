@@ -12,7 +12,7 @@ The grants reach the provider through ``self.server.provider`` (the web layer's 
 
 from __future__ import annotations
 
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -23,6 +23,7 @@ from joserfc.jwk import ECKey, RSAKey
 from authsvc.rules.oidc_requests import (
     OK,
     challenge_verdict,
+    parse_scope,
     pkce_matches,
     verifier_verdict,
 )
@@ -82,9 +83,14 @@ class CodeGrant(AuthorizationCodeGrant):
     def save_authorization_code(self, code, request):
         user = request.user
         data = request.payload.data
+        # The scope in its one form (each once, in SUPPORTED_SCOPES order): what the code, its tokens
+        # and their claims carry. The authorization request was judged by the same rule already.
+        scope = parse_scope(request.scope)
+        if not scope.accepted:
+            raise InvalidScopeError()
         _provider(self).codes.issue(
             code, client_id=request.client.client_id, user_id=user.user_id, session_id=user.session_id,
-            redirect_uri=request.payload.redirect_uri, scope=request.scope, nonce=data.get("nonce"),
+            redirect_uri=request.payload.redirect_uri, scope=scope.text(), nonce=data.get("nonce"),
             challenge=data["code_challenge"], method=data["code_challenge_method"], auth_time=user.auth_time,
             methods=",".join(user.methods))
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from authsvc.core.audit import Audit
+from authsvc.core.groups import GroupStore
 from authsvc.core.models import sessions, users
 from authsvc.core.oidc.keys import SigningKeys
 from authsvc.core.oidc.store import (
@@ -110,6 +111,7 @@ class Provider:
                                  refresh_lifetime=policy.refresh_token_lifetime_seconds)
         self.consents = ConsentStore(engine, clock)
         self.subjects = Subjects(engine)
+        self.groups = GroupStore(engine, clock)  # read only here: the ``groups`` claim
 
     # --- the authorization request ---------------------------------------------------------------
 
@@ -191,13 +193,21 @@ class Provider:
 
     def claims(self, user: EndUser, scope: str, *, id_token: bool = False) -> dict:
         """``sub`` always (random per account, never the username); ``sid`` in ID tokens;
-        ``preferred_username`` with ``profile``."""
+        ``preferred_username`` with ``profile``; ``groups`` with ``groups``: the names of the user's
+        groups as they are now (read at each token and userinfo answer, so a user taken out of a group
+        loses it at the next refresh), sorted, an empty list for none (the claim is there, so a
+        client can tell "in no group" from "did not ask").
+
+        ``scope`` is what the code or token was granted (already parsed by
+        :func:`authsvc.rules.oidc_requests.parse_scope` at the authorization request)."""
         scopes = scope.split() if scope else []
         out: dict = {"sub": self.subjects.of(user.user_id)}
         if id_token:
             out["sid"] = user.sid
         if "profile" in scopes:
             out["preferred_username"] = user.username
+        if "groups" in scopes:
+            out["groups"] = list(self.groups.of_user(user.user_id))
         return out
 
     # --- tokens (called by Authlib) --------------------------------------------------------------
@@ -248,7 +258,7 @@ class Provider:
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid",
-                                 "at_hash", "preferred_username"],
+                                 "at_hash", "preferred_username", "groups"],
             "prompt_values_supported": ["none", "login", "consent"],
             "authorization_response_iss_parameter_supported": True,
             "request_parameter_supported": False,

@@ -36,6 +36,7 @@ from authsvc.core.models import (
 )
 from authsvc.rules.auth_methods import parse_methods
 from authsvc.rules.oidc_redirects import redirect_uri_verdict
+from authsvc.rules.oidc_requests import SUPPORTED_SCOPES
 
 GRANT_TYPES = ("authorization_code", "refresh_token")
 
@@ -69,7 +70,7 @@ class Client(ClientMixin):
     post_logout_redirect_uris: tuple[str, ...]
     backchannel_logout_uri: str | None
     created_at: float
-    scopes: tuple[str, ...] = field(default=("openid", "profile", "offline_access"))
+    scopes: tuple[str, ...] = field(default=SUPPORTED_SCOPES)
 
     def get_client_id(self) -> str:
         return self.client_id

@@ -65,6 +65,7 @@ REDIRECT_URI_MESSAGE = ("The return address in this request is not one the appli
 SCOPE_TEXT = {
     "openid": "who you are (an identifier for your account, and when and how you signed in)",
     "profile": "your username",
+    "groups": "the names of the groups you are in",
     "offline_access": "access while you are away (it keeps working until you sign out or it expires)",
 }
 
