@@ -61,6 +61,8 @@ class Blog:
 
 
 NAMES_CONFIG = Path(__file__).with_name("example_test_names.py")
+# *.example.test on loopback; the access log shows whether authsvc posted a logout token.
+OIDC_GUNICORN_ARGS = ("-c", str(NAMES_CONFIG), "--access-logfile", "-")
 
 
 @contextlib.contextmanager
@@ -126,6 +128,7 @@ class OidcBlog(Blog):
     client_secret: str = ""
     scopes: str = ""
     discovery: dict = field(default_factory=dict)   # authsvc's, as the stack found it at start
+    settings: dict = field(default_factory=dict)    # the microblog's MICROBLOG_* (and CA) variables
 
     @property
     def callback(self) -> str:
@@ -178,11 +181,10 @@ def microblog_oidc_stack(folder: Path, port: int | None = None, *, trusted: bool
         client = register_client(env, "Microblog", "--redirect-uri", f"{app}/authsvc/callback",
                                  "--backchannel-logout-uri", f"{app}/authsvc/backchannel-logout",
                                  *(["--trusted"] if trusted else []))
+        settings = {"MICROBLOG_AUTHSVC_MODE": "oidc", "MICROBLOG_AUTHSVC_CLIENT_ID": client["client_id"],
+                    "MICROBLOG_AUTHSVC_CLIENT_SECRET": client["client_secret"], "MICROBLOG_AUTHSVC_SCOPES": scopes,
+                    "MICROBLOG_SECRET_KEY": secrets.token_urlsafe(32), "REQUESTS_CA_BUNDLE": str(tls.ca)}
         app_port, app_log = running.enter_context(microblog_server(
-            folder / "microblog", auth, port=app_port, gunicorn_args=("-c", str(NAMES_CONFIG), "--access-logfile", "-"),
-            settings={"MICROBLOG_AUTHSVC_MODE": "oidc", "MICROBLOG_AUTHSVC_CLIENT_ID": client["client_id"],
-                      "MICROBLOG_AUTHSVC_CLIENT_SECRET": client["client_secret"],
-                      "MICROBLOG_AUTHSVC_SCOPES": scopes, "MICROBLOG_SECRET_KEY": secrets.token_urlsafe(32),
-                      "REQUESTS_CA_BUNDLE": str(tls.ca)}))
+            folder / "microblog", auth, port=app_port, gunicorn_args=OIDC_GUNICORN_ARGS, settings=settings))
         yield OidcBlog(auth, app, app_port, tls, {"microblog": app_log, "authsvc": authsvc.log, "nginx": nginx_log},
-                       env, client["client_id"], client["client_secret"], scopes, discovery)
+                       env, client["client_id"], client["client_secret"], scopes, discovery, settings)

@@ -32,7 +32,12 @@ from tests.integration.conftest import (
     authsvc_command,
     example_test_resolves_to_loopback,
 )
-from tests.integration.microblog_stack import OidcBlog, microblog_oidc_stack
+from tests.integration.microblog_stack import (
+    OIDC_GUNICORN_ARGS,
+    OidcBlog,
+    microblog_oidc_stack,
+    microblog_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -243,6 +248,21 @@ def test_an_authorization_response_naming_another_issuer_is_refused(blog):
     assert get(s, f"{blog.app}/index").status_code == 302
     back = get(s, f"{blog.callback}?{urlencode(params)}")
     assert back.status_code == 303 and get(s, f"{blog.app}/index").status_code == 200
+
+
+def test_an_app_that_does_not_trust_authsvcs_ca_answers_503_and_says_how_to_fix_it(blog, tmp_path):
+    """The same microblog with requests' default CA bundle (certifi) instead of the test CA: the
+    discovery fetch fails TLS verification, the login is a 503 (never a sign-in over an unchecked
+    connection, never a 500), and the log names REQUESTS_CA_BUNDLE."""
+    import certifi
+
+    settings = {**blog.settings, "REQUESTS_CA_BUNDLE": certifi.where()}
+    with microblog_server(tmp_path / "untrusting", blog.auth, settings=settings,
+                          gunicorn_args=OIDC_GUNICORN_ARGS) as (port, log):
+        assert requests.get(f"http://127.0.0.1:{port}/authsvc/login", allow_redirects=False,
+                            timeout=20).status_code == 503
+    logged = log.read_text(errors="replace")
+    assert "OIDC discovery at" in logged and "SSLError" in logged and "REQUESTS_CA_BUNDLE" in logged
 
 
 # --- groups ---------------------------------------------------------------------------------------------

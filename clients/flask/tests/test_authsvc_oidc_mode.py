@@ -378,3 +378,23 @@ def test_an_unknown_kid_refetches_once_and_is_still_refused(client, provider, ap
     assert post_logout(app.test_client(), provider.logout_token(key=stranger)).status_code == 400
     assert provider.jwks_fetches == fetched + 1
     assert client.get("/private").status_code == 200
+
+
+# --- a provider whose certificate this process does not trust ------------------------------------------
+
+def test_tls_failures_get_the_ca_bundle_hint_and_others_do_not():
+    import ssl
+
+    import requests
+    from flask_authsvc.oidc import TLS_HINT, _tls_hint
+
+    wrapped = requests.exceptions.ConnectionError("outer")
+    wrapped.__cause__ = ssl.SSLCertVerificationError("certificate verify failed")
+    assert _tls_hint(requests.exceptions.SSLError("certificate verify failed")) == TLS_HINT
+    assert _tls_hint(wrapped) == TLS_HINT
+    assert _tls_hint(requests.exceptions.ConnectionError(ssl.SSLError("handshake"))) == TLS_HINT
+    assert _tls_hint(requests.exceptions.ConnectionError("refused")) == ""
+    assert _tls_hint(ValueError("not JSON")) == ""
+    looping = OSError("a")
+    looping.__context__ = looping                  # a cycle ends the walk, never hangs
+    assert _tls_hint(looping) == ""

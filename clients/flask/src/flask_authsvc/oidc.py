@@ -41,6 +41,26 @@ NEXT = "_authsvc_next"           # session: where the flow under way returns to
 LOCAL = "local:"                 # EndedSessions key prefix of a sign-in ended by this app's Logout
 
 
+TLS_HINT = ("; authsvc's certificate is not trusted by this process: name its CA bundle in REQUESTS_CA_BUNDLE "
+            "(requests, which Authlib uses, reads that, not SSL_CERT_FILE)")
+
+
+def _tls_hint(error: BaseException) -> str:
+    """The fix for the commonest cause, when the failure was TLS: a private CA not trusted."""
+    import ssl
+
+    from requests.exceptions import SSLError
+
+    seen: BaseException | None = error
+    for _ in range(8):   # requests wraps urllib3's error, which wraps ssl's
+        if seen is None:
+            break
+        if isinstance(seen, (SSLError, ssl.SSLError)):
+            return TLS_HINT
+        seen = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
+    return ""
+
+
 class OidcMode:
     def __init__(self, app: Flask, settings: Settings, ended: EndedSessions):
         from authlib.integrations.flask_client import OAuth
@@ -68,7 +88,8 @@ class OidcMode:
         try:
             metadata = self.client.load_server_metadata()
         except (OSError, ValueError) as error:  # requests' errors are OSErrors; a body that is not JSON
-            log.warning("authsvc: OIDC discovery at %s failed: %s", escape(self.settings.url), escape(type(error).__name__))
+            log.warning("authsvc: OIDC discovery at %s failed: %s%s", escape(self.settings.url),
+                        escape(type(error).__name__), _tls_hint(error))
             abort(503)
         if metadata.get("issuer") != self.settings.url:
             log.error("authsvc: the discovery document names issuer %s, not AUTHSVC_URL %s",
@@ -154,8 +175,9 @@ class OidcMode:
                                    registry=registry)
         except (JoseError, ValueError, TypeError, KeyError):
             return refuse("bad_signature")
-        except OSError:   # the provider's JWKS cannot be fetched: not the token's fault, ask again later
-            log.warning("authsvc: back-channel logout: the provider's JWKS could not be fetched")
+        except OSError as error:   # the provider's JWKS cannot be fetched: not the token's fault, ask again later
+            log.warning("authsvc: back-channel logout: the provider's JWKS could not be fetched: %s%s",
+                        escape(type(error).__name__), _tls_hint(error))
             abort(503)
         problem = logout_token_problem(token.claims, issuer=metadata["issuer"], client_id=self.settings.client_id,
                                        now=time.time())
