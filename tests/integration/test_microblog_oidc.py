@@ -457,3 +457,17 @@ def test_signing_out_at_authsvc_ends_the_apps_sign_in_by_back_channel_logout(blo
     while get(s, f"{blog.app}/index").status_code != 302:
         assert time.monotonic() < deadline, "the microblog still has alice signed in"
         time.sleep(0.2)
+
+
+def test_the_examples_documented_oidc_command_signs_in(tmp_path):
+    """examples/microblog/run.sh --oidc --check runs serve.py in this environment (run.sh first
+    makes sure of the virtualenv): its own stack, one sign-in through the real form, "OK"."""
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.integration.conftest import free_port
+
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "microblog" / "serve.py"), "--oidc", "--check",
+                           "--port", str(free_port())], capture_output=True, text=True, timeout=300, check=False,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and "microblog (OIDC): OK" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
