@@ -46,18 +46,20 @@ TLS_HINT = ("; authsvc's certificate is not trusted by this process: name its CA
 
 
 def _tls_hint(error: BaseException) -> str:
-    """The fix for the commonest cause, when the failure was TLS: a private CA not trusted."""
+    """The fix for the commonest cause, when the failure was TLS: a private CA not trusted. requests
+    wraps urllib3's error, which wraps ssl's; each is a class named ``SSLError`` (matched by name:
+    the extension imports no HTTP library of its own)."""
     import ssl
 
-    from requests.exceptions import SSLError
-
-    seen: BaseException | None = error
-    for _ in range(8):   # requests wraps urllib3's error, which wraps ssl's
-        if seen is None:
+    seen: object = error
+    for _ in range(8):
+        if not isinstance(seen, BaseException):
             break
-        if isinstance(seen, (SSLError, ssl.SSLError)):
+        if isinstance(seen, ssl.SSLError) or any(cls.__name__ == "SSLError" for cls in type(seen).__mro__):
             return TLS_HINT
-        seen = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
+        first = seen.args[0] if seen.args else None
+        seen = (seen.__cause__ or seen.__context__ or getattr(seen, "reason", None)
+                or (first if isinstance(first, BaseException) else None))
     return ""
 
 
