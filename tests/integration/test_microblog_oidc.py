@@ -12,6 +12,7 @@ token) -> the second step when there is one -> consent -> the microblog's callba
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import http.client
@@ -209,10 +210,17 @@ def test_sign_in_is_the_real_code_flow_through_authsvcs_login_form_and_consent(b
 
 
 def test_the_user_row_is_the_accounts_subject_and_is_kept_across_sign_ins(blog):
+    """The microblog keys its user on the ID token's ``sub``: authsvc's opaque 43-character subject
+    (not the username, not the account number), the same at every sign-in, one row."""
+    import sqlite3
+
     for _ in range(2):
         s, _trip = sign_in(blog)
         assert "<h1>Hi, alice!</h1>" in get(s, f"{blog.app}/index").text
     assert get(s, f"{blog.app}/user/alice").status_code == 200
+    with contextlib.closing(sqlite3.connect(blog.logs["microblog"].parent / "app.db")) as db:
+        rows = db.execute("SELECT authsvc_id FROM user WHERE nickname = 'alice'").fetchall()
+    assert len(rows) == 1 and re.fullmatch(r"[A-Za-z0-9_-]{43}", rows[0][0]), rows
 
 
 @pytest.mark.asvs("V10.1.2")
