@@ -2,11 +2,19 @@ import os
 
 basedir = os.path.abspath(os.path.dirname(__file__))
 
-# The tutorial's SECRET_KEY, CSRF_ENABLED and OPENID_PROVIDERS are gone: the app has no login form
-# and keeps no login state. Each setting can be overridden by an environment variable named
-# MICROBLOG_<SETTING> (Flask's from_prefixed_env), e.g. MICROBLOG_AUTHSVC_URL.
+# The tutorial's CSRF_ENABLED and OPENID_PROVIDERS are gone: the app has no login form. Each setting
+# can be overridden by an environment variable named MICROBLOG_<SETTING> (Flask's
+# from_prefixed_env), e.g. MICROBLOG_AUTHSVC_URL.
 SQLALCHEMY_DATABASE_URI = "sqlite:///" + os.path.join(basedir, "app.db")
 
 AUTHSVC_URL = "https://auth.example.com"   # authsvc's public URL
-AUTHSVC_MODE = "proxy"                     # behind nginx's auth_request (deploy/nginx/authsvc.conf)
-AUTHSVC_TRUSTED_PROXIES = "127.0.0.1"      # nginx, on this host: the only peer whose X-Auth-* count
+AUTHSVC_MODE = os.environ.get("MICROBLOG_AUTHSVC_MODE", "proxy")
+if AUTHSVC_MODE == "proxy":
+    # Behind nginx's auth_request (deploy/nginx/authsvc.conf); the app keeps no login state.
+    AUTHSVC_TRUSTED_PROXIES = "127.0.0.1"  # nginx, on this host: the only peer whose X-Auth-* count
+else:
+    # "oidc": an OpenID Connect client of authsvc, registered with
+    #   authsvc oidc client add Microblog --redirect-uri https://blog.example.com/authsvc/callback
+    # and given MICROBLOG_AUTHSVC_CLIENT_ID, MICROBLOG_AUTHSVC_CLIENT_SECRET and MICROBLOG_SECRET_KEY
+    # (the sign-in is kept in Flask's signed session cookie).
+    AUTHSVC_SCOPES = "openid profile"

@@ -30,6 +30,8 @@ class FakeProvider:
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     issuer: str | None = None        # the discovery document's issuer (default: base)
     token_requests: list[dict[str, str]] = field(default_factory=list)
+    iss_supported: bool = False      # advertise RFC 9207's iss in authorization responses (authsvc does)
+    jwks_fetches: int = 0
 
     def sign(self, claims: dict[str, Any], key: RSAKey | None = None, alg: str = "RS256") -> str:
         signer = key or self.key
@@ -68,10 +70,12 @@ class FakeProvider:
                            token_endpoint=f"{self.base}/oauth/token", jwks_uri=f"{self.base}/oauth/jwks",
                            response_types_supported=["code"], subject_types_supported=["pairwise"],
                            id_token_signing_alg_values_supported=["RS256"], code_challenge_methods_supported=["S256"],
-                           backchannel_logout_supported=True, backchannel_logout_session_supported=True)
+                           backchannel_logout_supported=True, backchannel_logout_session_supported=True,
+                           **({"authorization_response_iss_parameter_supported": True} if self.iss_supported else {}))
 
         @app.get("/oauth/jwks")
         def jwks():
+            self.jwks_fetches += 1
             return jsonify(KeySet([self.key]).as_dict(private=False))
 
         @app.post("/oauth/token")

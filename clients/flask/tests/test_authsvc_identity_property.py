@@ -1,4 +1,5 @@
-"""Property tests: read_identity never raises, and what it accepts is exactly authsvc's form."""
+"""Property tests: read_identity never raises, and what it accepts is exactly authsvc's form; the OIDC
+callback's iss check passes exactly the issuer, once."""
 
 from __future__ import annotations
 
@@ -37,3 +38,19 @@ def test_escaped_log_values_are_one_printable_ascii_line(value):
     out = escape(value)
     assert out.isascii() and out.isprintable() and "\n" not in out and "\r" not in out
     assert len(out) <= 120 * 10 + 3
+
+
+ISSUER = "https://auth.example.test:8443"
+near_issuers = st.one_of(st.text(max_size=60), st.builds(lambda a, b: a + ISSUER + b, st.text(max_size=3),
+                                                         st.text(max_size=3)))
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(near_issuers, max_size=3), st.booleans())
+def test_an_authorization_response_passes_the_iss_check_only_with_the_issuer_once(values, required):
+    """RFC 9207: whatever the query carried, the response passes only with exactly the issuer, once
+    (or nothing, while the provider does not advertise iss)."""
+    from flask_authsvc.redirects import authorization_response_iss_problem
+
+    passed = authorization_response_iss_problem(values, issuer=ISSUER, required=required) is None
+    assert passed == (values == [ISSUER] or (values == [] and not required))

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("authlib", reason="the OIDC mode needs Flask-Authsvc[oidc] (Authlib)")
 
-from authsvc_fake_provider import CLIENT_ID, FakeProvider, Running
+from authsvc_fake_provider import CLIENT_ID, PROVIDER_KEY, FakeProvider, Running
 from flask import Flask
 from flask_authsvc import Authsvc, ConfigError
 from flask_login import LoginManager, UserMixin, current_user, login_required
@@ -36,6 +36,8 @@ def provider(running_provider):
     running_provider.codes.clear()
     running_provider.token_requests.clear()
     running_provider.issuer = None
+    running_provider.iss_supported = False
+    running_provider.key = PROVIDER_KEY
     return running_provider
 
 
@@ -226,6 +228,57 @@ def test_logout_ends_the_local_sign_in_and_goes_to_authsvc(client, provider):
     assert client.get("/private").status_code == 302
 
 
+def test_a_session_cookie_copied_before_logout_signs_nobody_in_after_it(client, provider, app):
+    """Flask's session is a signed cookie the server keeps no copy of: the Logout is recorded, so a
+    copy saved before it (stolen, or left on a shared computer) is refused after it."""
+    assert sign_in(client, provider).status_code == 303
+    copy = client.get_cookie("session").value
+    thief = app.test_client()
+    thief.set_cookie("session", copy)
+    assert thief.get("/private").status_code == 200
+    assert client.get("/authsvc/logout").status_code == 303
+    assert thief.get("/private").status_code == 302
+    assert sign_in(client, provider).status_code == 303   # signing in again afterwards works
+    assert client.get("/private").status_code == 200
+
+
+def test_a_sign_in_record_without_its_local_id_is_refused(client, provider, app):
+    """A session written by an older version (no local sign-in id) cannot be signed out by the
+    Logout: it is treated as signed out now."""
+    assert sign_in(client, provider).status_code == 303
+    with client.session_transaction() as session:
+        record = dict(session["_authsvc"])
+        del record["n"]
+        session["_authsvc"] = record
+    assert client.get("/private").status_code == 302
+
+
+# --- RFC 9207: the authorization response's issuer -------------------------------------------------
+
+@pytest.mark.parametrize("iss, status", [(None, 401), ("https://evil.example", 401), ("", 401),
+                                         ("{base}/", 401), ("{base}", 303)])
+def test_iss_in_the_authorization_response_must_be_the_issuer_when_advertised(client, provider, iss, status):
+    provider.iss_supported = True
+    code, state = provider.issue_code(start(client))
+    query = {"code": code, "state": state}
+    if iss is not None:
+        query["iss"] = iss.format(base=provider.base)
+    assert client.get("/authsvc/callback", query_string=query).status_code == status
+    assert client.get("/private").status_code == (200 if status == 303 else 302)
+
+
+def test_a_repeated_iss_is_refused(client, provider):
+    provider.iss_supported = True
+    code, state = provider.issue_code(start(client))
+    url = f"/authsvc/callback?code={code}&state={state}&iss={provider.base}&iss=https://evil.example"
+    assert client.get(url).status_code == 401
+
+
+def test_a_wrong_iss_is_refused_even_when_not_advertised(client, provider):
+    code, state = provider.issue_code(start(client))
+    assert client.get(f"/authsvc/callback?code={code}&state={state}&iss=https://evil.example").status_code == 401
+
+
 def test_required_mfa_steps_up_with_prompt_login(client, provider):
     assert sign_in(client, provider, amr=["pwd"]).status_code == 303
     page = client.get("/secure")
@@ -302,3 +355,46 @@ def test_an_id_token_is_not_a_logout_token(client, provider, app):
     id_token = provider.sign(provider.claims("some-nonce"))
     assert post_logout(app.test_client(), id_token).status_code == 400
     assert client.get("/private").status_code == 200
+
+
+ROTATED_KEY = RSAKey.generate_key(2048, parameters={"kid": "k2"})
+
+
+def test_a_logout_token_signed_by_a_rotated_in_key_is_checked_against_the_fresh_jwks(client, provider, app):
+    """authsvc signs with a new key at once after ``authsvc oidc keys rotate``: a kid missing from
+    the cached JWKS makes the extension fetch it again (once), as Authlib does for ID tokens."""
+    assert sign_in(client, provider).status_code == 303          # the JWKS (k1) is cached now
+    provider.key = ROTATED_KEY
+    fetched = provider.jwks_fetches
+    assert post_logout(app.test_client(), provider.logout_token()).status_code == 200
+    assert provider.jwks_fetches == fetched + 1
+    assert client.get("/private").status_code == 302
+
+
+def test_an_unknown_kid_refetches_once_and_is_still_refused(client, provider, app):
+    assert sign_in(client, provider).status_code == 303
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "k9"})
+    fetched = provider.jwks_fetches
+    assert post_logout(app.test_client(), provider.logout_token(key=stranger)).status_code == 400
+    assert provider.jwks_fetches == fetched + 1
+    assert client.get("/private").status_code == 200
+
+
+# --- a provider whose certificate this process does not trust ------------------------------------------
+
+def test_tls_failures_get_the_ca_bundle_hint_and_others_do_not():
+    import ssl
+
+    import requests
+    from flask_authsvc.oidc import TLS_HINT, _tls_hint
+
+    wrapped = requests.exceptions.ConnectionError("outer")
+    wrapped.__cause__ = ssl.SSLCertVerificationError("certificate verify failed")
+    assert _tls_hint(requests.exceptions.SSLError("certificate verify failed")) == TLS_HINT
+    assert _tls_hint(wrapped) == TLS_HINT
+    assert _tls_hint(requests.exceptions.ConnectionError(ssl.SSLError("handshake"))) == TLS_HINT
+    assert _tls_hint(requests.exceptions.ConnectionError("refused")) == ""
+    assert _tls_hint(ValueError("not JSON")) == ""
+    looping = OSError("a")
+    looping.__context__ = looping                  # a cycle ends the walk, never hangs
+    assert _tls_hint(looping) == ""

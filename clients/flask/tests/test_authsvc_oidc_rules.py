@@ -1,12 +1,18 @@
-"""The OIDC mode's pure decisions: the local next, the identity in ID token claims, logout tokens,
-and the record of ended sign-ins."""
+"""The OIDC mode's pure decisions: the local next, the authorization response's issuer (RFC 9207),
+the identity in ID token claims, logout tokens, and the record of ended sign-ins."""
 
 from __future__ import annotations
 
 import pytest
 from flask_authsvc.identity import Identity, Malformed, identity_from_claims
 from flask_authsvc.logout_tokens import EVENT, MemoryEndedSessions, logout_token_problem
-from flask_authsvc.redirects import local_next
+from flask_authsvc.redirects import (
+    ISS_MISSING,
+    ISS_REPEATED,
+    ISS_WRONG,
+    authorization_response_iss_problem,
+    local_next,
+)
 
 
 @pytest.mark.parametrize("value", ["/", "/private", "/a/b?c=d&e=%2F", "/user/alice#top", "/%2F%2Fevil"])
@@ -20,6 +26,36 @@ def test_paths_on_this_app_are_kept(value):
                                    "/" + "a" * 2048, " /lead", "/x\x00"], ids=repr)
 def test_anything_else_lands_on_the_default(value):
     assert local_next(value) == "/"
+
+
+ISSUER = "https://auth.example.test:8443"
+
+
+def test_the_providers_own_issuer_once_passes():
+    assert authorization_response_iss_problem([ISSUER], issuer=ISSUER, required=True) is None
+
+
+def test_no_iss_passes_only_while_the_provider_does_not_advertise_it():
+    assert authorization_response_iss_problem([], issuer=ISSUER, required=False) is None
+    assert authorization_response_iss_problem([], issuer=ISSUER, required=True) == ISS_MISSING
+
+
+@pytest.mark.parametrize("value", [
+    "https://evil.example.test:8443",          # mix-up: another provider's response
+    ISSUER + "/", ISSUER.upper(), "HTTPS://auth.example.test:8443", "https://auth.example.test",
+    "https://auth.example.test:443", "http://auth.example.test:8443", "https%3A%2F%2Fauth.example.test%3A8443",
+    " " + ISSUER, ISSUER + " ", ISSUER + "\x00", ISSUER + "\r\n", "https://auth.example.test:8443#",
+    "https://auth.\u0435xample.test:8443",      # Cyrillic e
+    "https://auth.example.test\uff1a8443", "", ISSUER * 100,
+], ids=repr)
+def test_any_other_issuer_is_wrong_even_when_not_required(value):
+    for required in (True, False):
+        assert authorization_response_iss_problem([value], issuer=ISSUER, required=required) == ISS_WRONG
+
+
+@pytest.mark.parametrize("values", [[ISSUER, ISSUER], [ISSUER, "https://evil.example"], ["https://evil.example", ISSUER]])
+def test_a_repeated_iss_is_refused_whichever_comes_first(values):
+    assert authorization_response_iss_problem(values, issuer=ISSUER, required=True) == ISS_REPEATED
 
 
 CLAIMS = {"preferred_username": "alice", "sub": "s-7f3a", "groups": ["staff"], "amr": ["pwd", "otp", "mfa"]}

@@ -8,8 +8,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 app = Flask(__name__)
 app.config.from_object("config")
 app.config.from_prefixed_env("MICROBLOG")
-# nginx in front: the URL the browser used (https, its host) is what authsvc sends users back to.
-app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
+if app.config["AUTHSVC_MODE"] == "proxy":
+    # nginx in front: the URL the browser used (https, its host) is what authsvc sends users back to.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
 
 engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
 db_session = scoped_session(sessionmaker(bind=engine))

@@ -17,8 +17,9 @@ Base.query = db_session.query_property()
 class User(UserMixin, Base):
     __tablename__ = "user"
     id: Mapped[int] = mapped_column(primary_key=True)
-    # authsvc's account number (X-Auth-User-Id): it stays when the account is renamed.
-    authsvc_id: Mapped[str] = mapped_column(String(20), index=True, unique=True)
+    # authsvc's account number (X-Auth-User-Id) in the proxy mode, the ID token's `sub` (up to 255
+    # characters) in the OIDC mode: it stays when the account is renamed.
+    authsvc_id: Mapped[str] = mapped_column(String(255), index=True, unique=True)
     nickname: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     email: Mapped[str | None] = mapped_column(String(120), index=True, unique=True)
     posts: Mapped[list["Post"]] = relationship(back_populates="author")

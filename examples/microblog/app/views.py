@@ -44,3 +44,17 @@ def user(nickname):
 @app.route("/logout")
 def logout():
     return redirect(authsvc.logout_url())
+
+
+# Beyond the tutorial's part V: pages that ask for more than @login_required.
+@app.route("/edit")
+@authsvc.required(mfa=True)   # a sign-in with a second factor (else a page offering the step-up)
+def edit():
+    return render_template("page.html", title="Edit your profile",
+                           text="You signed in with a second factor, so you may edit your profile.")
+
+
+@app.route("/moderation")
+@authsvc.required(groups=["moderators"])   # authsvc's group (else 403)
+def moderation():
+    return render_template("page.html", title="Moderation", text="Posts waiting for a moderator: none.")

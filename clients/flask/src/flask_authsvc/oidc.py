@@ -8,11 +8,17 @@ then reads the identity, which is kept in Flask's signed session (so ``SECRET_KE
 Routes, under ``/authsvc``: ``login`` (starts the flow), ``callback``, ``logout`` (ends the local
 sign-in) and ``backchannel-logout`` (OpenID Connect Back-Channel Logout 1.0: the provider's signed
 logout token ends the sign-ins of a ``sid``, or of a ``sub``).
+
+Checked here besides Authlib's checks: the authorization response's ``iss`` (RFC 9207, a mix-up
+defence Authlib's client leaves to the app) when the provider advertises it, as authsvc does; and a
+local sign-out is recorded (each sign-in has a random id), so a copy of the session cookie saved
+before the Logout signs nobody in after it (Flask's session is a cookie the server keeps no copy of).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -25,13 +31,36 @@ from flask_authsvc.logout_tokens import (
     logout_token_problem,
 )
 from flask_authsvc.logsafe import escape
-from flask_authsvc.redirects import local_next
+from flask_authsvc.redirects import authorization_response_iss_problem, local_next
 from flask_authsvc.settings import Settings
 
 log = logging.getLogger("flask_authsvc")
 
 SIGNED_IN = "_authsvc"           # session: the identity and its sid and time
 NEXT = "_authsvc_next"           # session: where the flow under way returns to
+LOCAL = "local:"                 # EndedSessions key prefix of a sign-in ended by this app's Logout
+
+
+TLS_HINT = ("; authsvc's certificate is not trusted by this process: name its CA bundle in REQUESTS_CA_BUNDLE "
+            "(requests, which Authlib uses, reads that, not SSL_CERT_FILE)")
+
+
+def _tls_hint(error: BaseException) -> str:
+    """The fix for the commonest cause, when the failure was TLS: a private CA not trusted. requests
+    wraps urllib3's error, which wraps ssl's; each is a class named ``SSLError`` (matched by name:
+    the extension imports no HTTP library of its own)."""
+    import ssl
+
+    seen: object = error
+    for _ in range(8):
+        if not isinstance(seen, BaseException):
+            break
+        if isinstance(seen, ssl.SSLError) or any(cls.__name__ == "SSLError" for cls in type(seen).__mro__):
+            return TLS_HINT
+        first = seen.args[0] if seen.args else None
+        seen = (seen.__cause__ or seen.__context__ or getattr(seen, "reason", None)
+                or (first if isinstance(first, BaseException) else None))
+    return ""
 
 
 class OidcMode:
@@ -61,7 +90,8 @@ class OidcMode:
         try:
             metadata = self.client.load_server_metadata()
         except (OSError, ValueError) as error:  # requests' errors are OSErrors; a body that is not JSON
-            log.warning("authsvc: OIDC discovery at %s failed: %s", escape(self.settings.url), escape(type(error).__name__))
+            log.warning("authsvc: OIDC discovery at %s failed: %s%s", escape(self.settings.url),
+                        escape(type(error).__name__), _tls_hint(error))
             abort(503)
         if metadata.get("issuer") != self.settings.url:
             log.error("authsvc: the discovery document names issuer %s, not AUTHSVC_URL %s",
@@ -81,7 +111,13 @@ class OidcMode:
         from authlib.common.errors import AuthlibBaseError
         from joserfc.errors import JoseError
 
-        self.metadata()
+        metadata = self.metadata()
+        problem = authorization_response_iss_problem(
+            request.args.getlist("iss"), issuer=metadata["issuer"],
+            required=metadata.get("authorization_response_iss_parameter_supported") is True)
+        if problem is not None:
+            log.warning("authsvc: OIDC callback refused: %s (RFC 9207 iss)", problem)
+            abort(401)
         try:
             token = self.client.authorize_access_token()
         # Authlib's (state, error answers, claims), joserfc's (signature), requests' (OSError) and
@@ -103,16 +139,18 @@ class OidcMode:
         sid = claims.get("sid")
         session[SIGNED_IN] = {"u": identity.username, "i": identity.user_id, "g": list(identity.groups),
                               "m": list(identity.methods), "sid": sid if isinstance(sid, str) else None,
-                              "t": time.time()}
+                              "t": time.time(), "n": secrets.token_urlsafe(16)}
         return redirect(target, 303)
 
     def logout(self):
-        session.pop(SIGNED_IN, None)
+        data = session.pop(SIGNED_IN, None)
+        if isinstance(data, dict) and isinstance(data.get("n"), str):
+            self.ended.end(LOCAL + data["n"], None, time.time())
         return redirect(self.settings.url + "/", 303)
 
     def backchannel_logout(self):
         from joserfc import jwt
-        from joserfc.errors import JoseError
+        from joserfc.errors import InvalidKeyIdError, JoseError
         from joserfc.jwk import KeySet
         from joserfc.jws import JWSRegistry
 
@@ -128,11 +166,21 @@ class OidcMode:
             return refuse("no_token")
         metadata = self.metadata()
         algorithms = [a for a in metadata.get("id_token_signing_alg_values_supported", ["RS256"]) if a != "none"]
+        registry = JWSRegistry(algorithms=algorithms)
         try:
-            keys = KeySet.import_key_set(self.client.fetch_jwk_set())
-            token = jwt.decode(raw, keys, registry=JWSRegistry(algorithms=algorithms))
+            try:
+                token = jwt.decode(raw, KeySet.import_key_set(self.client.fetch_jwk_set()), registry=registry)
+            except InvalidKeyIdError:
+                # A kid not in the cached JWKS: the provider may have rotated its key since (authsvc
+                # signs with the new key at once). Fetch the JWKS again, once.
+                token = jwt.decode(raw, KeySet.import_key_set(self.client.fetch_jwk_set(force=True)),
+                                   registry=registry)
         except (JoseError, ValueError, TypeError, KeyError):
             return refuse("bad_signature")
+        except OSError as error:   # the provider's JWKS cannot be fetched: not the token's fault, ask again later
+            log.warning("authsvc: back-channel logout: the provider's JWKS could not be fetched: %s%s",
+                        escape(type(error).__name__), _tls_hint(error))
+            abort(503)
         problem = logout_token_problem(token.claims, issuer=metadata["issuer"], client_id=self.settings.client_id,
                                        now=time.time())
         if problem is not None:
@@ -152,11 +200,13 @@ class OidcMode:
             return None
         identity = identity_from_claims({"preferred_username": data.get("u"), "sub": data.get("i"),
                                          "groups": data.get("g"), "amr": data.get("m")})
-        signed_in_at = data.get("t")
-        if isinstance(identity, Malformed) or not isinstance(signed_in_at, (int, float)):
+        signed_in_at, local_id = data.get("t"), data.get("n")
+        if (isinstance(identity, Malformed) or not isinstance(signed_in_at, (int, float))
+                or not isinstance(local_id, str)):
             session.pop(SIGNED_IN, None)
             return None
-        if self.ended.is_ended(data.get("sid"), identity.user_id, signed_in_at):
+        if (self.ended.is_ended(data.get("sid"), identity.user_id, signed_in_at)
+                or self.ended.is_ended(LOCAL + local_id, identity.user_id, signed_in_at)):
             session.pop(SIGNED_IN, None)
             return None
         return identity

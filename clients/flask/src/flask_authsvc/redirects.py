@@ -1,4 +1,5 @@
-"""Where the OIDC mode may send the browser after signing in: a path on this app, nothing else."""
+"""The OIDC mode's redirect decisions: where the browser may go after signing in (a path on this
+app, nothing else), and whether an authorization response came from the provider it was sent to."""
 
 from __future__ import annotations
 
@@ -22,3 +23,22 @@ def local_next(value: object, default: str = "/") -> str:
     if parts.scheme or parts.netloc:
         return default
     return value
+
+
+# Reason codes of :func:`authorization_response_iss_problem`.
+ISS_MISSING: Final = "iss_missing"
+ISS_REPEATED: Final = "iss_repeated"
+ISS_WRONG: Final = "iss_wrong"
+
+
+def authorization_response_iss_problem(values: list[str], *, issuer: str, required: bool) -> str | None:
+    """RFC 9207: the ``iss`` parameters of an authorization response (every value the query
+    carried), checked against the discovery document's ``issuer``. None when they are exactly that
+    issuer, once (or absent while the provider does not advertise
+    ``authorization_response_iss_parameter_supported``); else a reason code. Compared as exact
+    strings: no case folding, no trailing-slash or percent-decoding leniency."""
+    if not values:
+        return ISS_MISSING if required else None
+    if len(values) > 1:
+        return ISS_REPEATED
+    return None if values[0] == issuer else ISS_WRONG
