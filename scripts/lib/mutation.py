@@ -6,7 +6,7 @@ are run):
 * authsvc/rules/redirects.py, authsvc/rules/secretkeys.py, authsvc/rules/passwords.py: every function;
 * authsvc/core/sessions.py: session_verdict, needs_touch;
 * authsvc/core/throttle.py: decide, block_after_failure, backoff_seconds;
-* authsvc/rules/oidc_redirects.py, authsvc/rules/oidc_requests.py: every function.
+* authsvc/rules/second_step.py, auth_methods.py, passkeys.py, oidc_redirects.py, oidc_requests.py: every function.
 
 The tests are the fast modules listed in [tool.mutmut] pytest_add_cli_args_test_selection, with
 the hypothesis profile ``mutation`` (few examples, fixed seed: a mutant never survives by luck).
@@ -41,6 +41,9 @@ TARGETS: dict[str, tuple[str, ...] | None] = {
     "authsvc/rules/passwords.py": None,
     "authsvc/core/sessions.py": ("session_verdict", "needs_touch"),
     "authsvc/core/throttle.py": ("decide", "block_after_failure", "backoff_seconds"),
+    "authsvc/rules/second_step.py": None,
+    "authsvc/rules/auth_methods.py": None,
+    "authsvc/rules/passkeys.py": None,
     "authsvc/rules/oidc_redirects.py": None,
     "authsvc/rules/oidc_requests.py": None,
 }

@@ -22,7 +22,8 @@ def test_the_security_core_and_only_it_is_mutated():
         assert mutation.selected(f"authsvc.core.sessions.x_{name}__mutmut_3", pats)
     for name in ("decide", "block_after_failure", "backoff_seconds"):
         assert mutation.selected(f"authsvc.core.throttle.x_{name}__mutmut_1", pats)
-    for module in ("oidc_redirects", "oidc_requests"):  # the OpenID Provider's decisions (issue 19)
+    for module in ("oidc_redirects", "oidc_requests",  # the OpenID Provider's decisions (issue 19)
+                   "second_step", "auth_methods", "passkeys"):  # second factors (issue 17)
         assert f"authsvc.rules.{module}.*" in pats
     assert not mutation.selected("authsvc.core.throttle.xǁThrottleǁbegin__mutmut_1", pats)
     assert not mutation.selected("authsvc.core.sessions.xǁSessionStoreǁcreate__mutmut_1", pats)
@@ -68,3 +69,12 @@ def test_results_are_read_from_mutmuts_results_command():
         "authsvc.rules.redirects.x_check__mutmut_1": "killed",
         "authsvc.core.sessions.x_session_verdict__mutmut_2": "survived",
         "authsvc.rules.passwords.x_normalize__mutmut_7": "check was interrupted by user"}
+
+
+def test_a_default_run_mutates_every_file_mutmut_is_given():
+    """TARGETS (what a plain ``scripts/mutation`` scores) and pyproject's ``only_mutate`` (what
+    mutmut generates mutants for) name the same files: a module added to one only is never scored."""
+    import tomllib
+
+    configured = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
+    assert set(mutation.TARGETS) == set(configured)
