@@ -43,7 +43,7 @@ from werkzeug.sansio.http import parse_cookie
 
 from authsvc.web import cookieheader
 from authsvc.web.auth import binding_identifier, is_session_token, request_id, services
-from authsvc.rules.access import ALLOW, BYPASS, DENY, ONE_FACTOR, STEP_UP, AccessRules, Decision, decide
+from authsvc.rules.access import ALLOW, BYPASS, DENY, ONE_FACTOR, STEP_UP, AccessRules, decide, for_the_account
 from authsvc.rules.forward_auth import login_location, original_request, request_parts, step_up_location
 from authsvc.rules.groups import format_groups
 from authsvc.web.headers import fixed_headers
@@ -251,8 +251,8 @@ def verify():
         return ProxyAnswer(status=200)
     if decision.verdict == ALLOW:
         return ProxyAnswer(status=200, headers=signed_in_headers(record, request.environ))
-    if decision.verdict == STEP_UP and not _can_step_up(svc, record.user_id):
-        decision = Decision(DENY, decision.rule, "no_second_factor")
+    if decision.verdict == STEP_UP:
+        decision = for_the_account(decision, can_step_up(svc, record.user_id))
     if decision.verdict == DENY:
         svc.audit.emit("access_denied", reason=decision.reason, rule=decision.rule, host=(asked[0] or "")[:100],
                        method=asked[2])
@@ -272,7 +272,7 @@ def verify():
     return ProxyAnswer(status=status, headers={"Location": location})
 
 
-def _can_step_up(svc, user_id: int) -> bool:
+def can_step_up(svc, user_id: int) -> bool:
     """Whether signing in again can give this account a multi-factor session: it has a second
     factor, or the policy makes every account set one up at sign-in."""
     return bool(svc.factors.kinds(user_id)) or svc.policy.mfa.required
