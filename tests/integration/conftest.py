@@ -696,9 +696,9 @@ DENY_OTHERS_RULE = 4   # the index of the rule that refuses ops and finance to e
 
 
 @contextlib.contextmanager
-def backend(folder: Path):
-    """authsvc (user USERNAME in BACKEND_GROUPS, the access rules BACKEND_RULES) + echo app + test CA
-    for proxies on one https port (allocated here), started once."""
+def backend(folder: Path, rules: str = BACKEND_RULES):
+    """authsvc (user USERNAME in BACKEND_GROUPS, the access rules ``rules``: BACKEND_RULES unless
+    told) + echo app + test CA for proxies on one https port (allocated here), started once."""
     require_binary("openssl")
     port = free_port()
     auth, app = f"https://{AUTH_HOST}:{port}", f"https://{APP_HOST}:{port}"
@@ -706,7 +706,7 @@ def backend(folder: Path):
     with contextlib.ExitStack() as running:
         app_server = running.enter_context(echo_app())
         authsvc_port, authsvc_log, env = running.enter_context(authsvc_server(
-            folder / "authsvc", auth, app, groups=BACKEND_GROUPS, rules=BACKEND_RULES))
+            folder / "authsvc", auth, app, groups=BACKEND_GROUPS, rules=rules))
         yield Backend(port, auth, app, tls, folder, app_server.hits, authsvc_port, app_server.server_address[1],
                       {"authsvc": authsvc_log}, env)
 

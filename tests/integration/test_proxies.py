@@ -521,11 +521,14 @@ def test_a_bypass_path_reaches_the_app_anonymously_with_no_identity_and_forged_i
 
 
 @pytest.mark.asvs("V3.3.1", "V14.2.1")
-def test_a_bypass_path_never_receives_authsvcs_cookies(stack):
+def test_a_bypass_path_never_receives_authsvcs_cookies_and_keeps_the_apps(stack):
+    """The bypass answer has no identity, but a proxy that takes the app's Cookie header from
+    authsvc's answer (Traefik, ``app_cookie=1``) still gets one: the app's cookies without authsvc's."""
     session = signed_in(stack).cookies.get(SESSION)
     answer = get(browser(stack), f"{stack.app}{PUBLIC}/x", headers={"Cookie": f"app=1; {SESSION}={session}"})
     assert answer.status_code == 200, answer.text[:200]
     assert session not in answer.text, stack.proxy
+    assert app_cookies(answer.json()) == ["app=1"], (stack.proxy, answer.json()["cookie"])
 
 
 @pytest.mark.asvs("V6.3.3", "V8.3.1")

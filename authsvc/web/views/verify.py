@@ -115,6 +115,12 @@ def signed_in_headers(record: SessionRecord, environ) -> list[tuple[str, str]]:
             *app_cookie(environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE"))]
 
 
+def bypass_headers(environ) -> list[tuple[str, str]]:
+    """What a 200 for a ``bypass`` rule says: no identity, only the app's cookies when asked (a
+    proxy that takes the app's ``Cookie`` from this answer would otherwise send the app none)."""
+    return app_cookie(environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE"))
+
+
 class VerifyApp:
     """WSGI application for ``/auth/verify``: ``GET``/``HEAD`` with a live session, answered 200
     without Flask's request machinery (request context, session object, Flask-Login, Talisman,
@@ -158,7 +164,7 @@ class VerifyApp:
                 asked = described(ProxyHeaders(environ), environ["wsgi.url_scheme"], self.trusted_proxies,
                                   environ.get(OWN_METHOD, environ["REQUEST_METHOD"]))
                 if self.bypass and decide(self.access, *asked, None).verdict == BYPASS:
-                    return self.answer(environ, start_response, headers, [], started)
+                    return self.answer(environ, start_response, headers, bypass_headers(environ), started)
             record = self.live_session(environ)
             if record is not None and (self.any_session or decide(
                     self.access, *asked, record.username, record.groups, record.methods).verdict == ALLOW):
@@ -248,7 +254,7 @@ def verify():
     decision = decide(access, *asked, record.username if record else None, record.groups if record else (),
                       record.methods if record else ())
     if decision.verdict == BYPASS:
-        return ProxyAnswer(status=200)
+        return ProxyAnswer(status=200, headers=bypass_headers(request.environ))
     if decision.verdict == ALLOW:
         return ProxyAnswer(status=200, headers=signed_in_headers(record, request.environ))
     if decision.verdict == STEP_UP:
