@@ -13,10 +13,11 @@ accepts only 2xx, 401 and 403) the 401 carries that login URL in ``Location`` fo
 Access rules (``[access]``, :mod:`authsvc.rules.access`, parsed once with the policy): the request
 the trusted proxy describes (host, path, method: its headers only, :mod:`authsvc.rules.forward_auth`)
 decides, with the session's user, groups and methods. ``bypass``: 200 without identity, whoever
-asks (the session is not even read); ``deny`` or a user no rule lets in: 403; ``two_factor`` with a
-one-factor session: the login page with ``step_up=1`` (sign in again, password and second step), or
-403 when the account has no second factor to step up with. Without rules nothing of the request is
-read: the answer is the one before rules existed. Every method gets the answer ``GET`` gets
+asks (the session is not even read; with ``?app_cookie=1`` the app's cookies, as for a session);
+``deny`` or a user no rule lets in: 403; ``two_factor`` with a one-factor session: the login page
+with ``step_up=1`` (sign in again, password and second step), or 403 when the account has no
+second factor to step up with. Without rules nothing of the request is read: the answer is the one
+before rules existed. Every method gets the answer ``GET`` gets
 (:func:`the_same_for_every_method`): Envoy's ``ext_authz`` asks with the original request's method.
 
 Two parts. Every request for ``/auth/verify`` reaches :class:`VerifyApp`, a small WSGI application
