@@ -20,6 +20,8 @@ reason                  verdict      meaning
                                      (:func:`normalize_path` returns None for it)
 ``bad_method``          deny         the host has method rules, and the method is not a token
 ``who_is_asking``       login        an anonymous request reached a rule naming users/groups
+``no_second_factor``    deny         ``two_factor``, a one-factor session, and the account has
+                                     no second factor to step up with (:func:`for_the_account`)
 ======================  ===========  =========================================================
 
 A policy becomes a verdict as follows: ``bypass`` -> :data:`BYPASS` (whoever asks, no identity);
@@ -55,6 +57,7 @@ ALLOW: Final = "allow"      # 200 with the identity headers
 LOGIN: Final = "login"      # 401 / the login redirect
 STEP_UP: Final = "step_up"  # signed in with one factor, two are needed: the sign-in again, with its second step
 # DENY (403) and BYPASS (200 without identity) are the policies' own names.
+NO_SECOND_FACTOR: Final = "no_second_factor"  # the reason of a step-up the account cannot take
 
 PLAN_CACHE: Final = 1024  # hosts whose rule list is remembered (more are worked out on every request)
 MAX_PATH: Final = 8192   # longer than any request line a proxy passes (nginx: 8 KiB); longer is ambiguous
@@ -286,6 +289,16 @@ def decide(rules: AccessRules, host: str | None, path: str | None, method: str, 
                 continue
         return _verdict(rule.policy, i, "rule", user, methods)
     return _verdict(rules.default, None, "default", user, methods)
+
+
+def for_the_account(decision: Decision, can_step_up: bool) -> Decision:
+    """``decision`` as it turns out for this account: a step-up the account cannot take (no second
+    factor, and the policy does not make it set one up at sign-in: ``can_step_up`` False) is a
+    deny, reason ``no_second_factor``; sending it to sign in again would only bring it back here.
+    Every other decision is returned as it is. /auth/verify and ``authsvc access explain`` both ask."""
+    if decision.verdict == STEP_UP and not can_step_up:
+        return Decision(DENY, decision.rule, NO_SECOND_FACTOR)
+    return decision
 
 
 def _verdict(policy: str, index: int | None, reason: str, user: str | None, methods: Iterable[str]) -> Decision:

@@ -366,20 +366,30 @@ def cmd_access(args) -> int:
         return _fail("--url must be an absolute http(s) URL in printable ASCII, as the proxy would describe it")
     method = args.method.upper()
     host, target = request_parts(OriginalRequest(url, method))
-    user, groups = None, ()
+    user, groups, factors, steps_up = None, (), frozenset(), True
     if args.user is not None:
+        from authsvc.web.views.verify import can_step_up
+
         app = _app()
         svc = app.extensions["authsvc"]
         account = _account(svc.accounts, args.user)
         user, groups = account.username, svc.groups.of_user(account.id)
+        factors, steps_up = svc.factors.kinds(account.id), can_step_up(svc, account.id)
     print(f"request: {method} {_shown(url)}")
     normal = rules.normalize_host(host)
     path = rules.normalize_path(target or "")
     print(f"  host {normal or 'unreadable'}, path {path or 'ambiguous (denied where the host has path rules)'}")
     print(f"user: {user or 'anonymous'}" + (f" (groups: {','.join(groups) or '-'})" if user else ""))
+    if user:
+        required = settings.policy.mfa.required
+        print(f"second factor: {','.join(sorted(factors)) or 'none'}"
+              + ("" if factors else f" ([mfa] required = {str(required).lower()}"
+                 + (": one is set up at the next sign-in)" if required else ")")))
     outcomes = {}
     for label, methods in (("one factor", ("pwd",)), ("two factors", ("pwd", "otp", "mfa"))):
-        outcomes[label] = rules.decide(access, host, target, method, user, groups, methods)
+        # What verify will do for this account: a step-up it cannot take is a 403.
+        outcomes[label] = rules.for_the_account(rules.decide(access, host, target, method, user, groups, methods),
+                                                steps_up)
     first = outcomes["one factor"]
     if first.rule is None:
         print(f"decided by: {'the default' if first.reason in ('default', 'no_rules') else 'no rule'} "
@@ -388,10 +398,26 @@ def cmd_access(args) -> int:
         print(f"decided by: access.rules[{first.rule}] ({_describe(access.rules[first.rule])}; reason {first.reason})")
     if user is None:
         print(f"verdict: {first.verdict}")
-    else:
-        for label, decision in outcomes.items():
-            print(f"verdict signed in with {label}: {decision.verdict}")
+        return 0
+    for label, decision in outcomes.items():
+        if label == "two factors" and not steps_up:
+            print(f"verdict signed in with two factors: not possible, the account has no second factor "
+                  f"(once it sets one up on its account page: {decision.verdict})")
+        else:
+            print(f"verdict signed in with {label}: {decision.verdict}{_meaning(decision)}")
     return 0
+
+
+def _meaning(decision) -> str:
+    """What /auth/verify answers for ``decision``, for ``access explain``."""
+    from authsvc.rules import access as rules
+
+    if decision.reason == rules.NO_SECOND_FACTOR:
+        return (" (403, reason no_second_factor: a two_factor rule, and the account has no second factor to "
+                "step up with; it sets one up on its account page, then signs in again)")
+    return {rules.STEP_UP: " (the login page with step_up=1: the password again, then the second step)",
+            rules.DENY: " (403)", rules.ALLOW: " (200 with the identity headers)",
+            rules.BYPASS: " (200 without identity headers)"}.get(decision.verdict, "")
 
 
 def _describe(rule) -> str:

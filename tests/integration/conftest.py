@@ -261,15 +261,16 @@ def served_env(folder: Path, public_url: str = "https://auth.example.test", **se
     return env
 
 
-def authsvc_env(folder: Path, public_url: str, app_origin: str) -> dict[str, str]:
-    """Production settings, as docs/integration.md has them, plus the cheap test argon2 policy."""
+def authsvc_env(folder: Path, public_url: str, app_origin: str, rules: str = "") -> dict[str, str]:
+    """Production settings, as docs/integration.md has them, plus the cheap test argon2 policy and
+    ``rules`` (``[[access.rules]]`` tables) appended to it."""
     policy = folder / "policy.toml"
     # The tests sign in from 127.0.0.1, with few browsers, more often than a person would: higher
     # per-client, per-device and per-account success limits.
     policy.write_text(Path(TEST_POLICY).read_text() + (
         '\n[throttle]\nper_client = ["300 per minute"]\nper_client_known_device = ["300 per minute"]\n'
         'per_device = ["300 per minute"]\nsuccesses_per_account = ["300 per minute"]\n'
-        f'\n[[redirects.apps]]\nname = "{APP_NAME}"\norigin = "{app_origin}"\npath_prefix = "{APP_PREFIX}"\n'))
+        f'\n[[redirects.apps]]\nname = "{APP_NAME}"\norigin = "{app_origin}"\npath_prefix = "{APP_PREFIX}"\n') + rules)
     return served_env(folder, public_url, AUTHSVC_POLICY=str(policy), AUTHSVC_COOKIE_DOMAIN=COOKIE_DOMAIN)
 
 
@@ -354,10 +355,12 @@ def form_login_response(requests, base: str, username: str, password: str, addre
 
 
 @contextlib.contextmanager
-def authsvc_server(folder: Path, public_url: str, app_origin: str, groups: tuple[str, ...] = ()):
+def authsvc_server(folder: Path, public_url: str, app_origin: str, groups: tuple[str, ...] = (), rules: str = ""):
+    """:func:`serving` with :func:`authsvc_env`; yields (port, log, env: for `authsvc` commands)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with serving(folder, authsvc_env(folder, public_url, app_origin), groups=groups) as server:
-        yield server.port, server.log
+    env = authsvc_env(folder, public_url, app_origin, rules)
+    with serving(folder, env, groups=groups) as server:
+        yield server.port, server.log, env
 
 
 # --- nginx -------------------------------------------------------------------------------------------
@@ -618,6 +621,7 @@ class Backend:
     authsvc_port: int
     app_port: int
     logs: dict[str, Path] = field(default_factory=dict)
+    authsvc_env: dict[str, str] = field(default_factory=dict)   # for `authsvc` commands on its database
 
     def template_values(self, config_dir: Path) -> dict[str, str]:
         return {"AUTH_HOST": AUTH_HOST, "APP_HOST": APP_HOST, "HTTPS_PORT": str(self.port),
@@ -649,21 +653,62 @@ class Stack:
 
 # The user behind the proxies is in two groups, so X-Auth-Groups has something to carry (and to forge).
 BACKEND_GROUPS = ("ops", "staff")
+# The access rules behind the proxies (test_proxies.py runs them through each): parts of the app
+# under its allow-listed prefix that the other tests never ask for; everything else is the default,
+# one_factor. "finance" is a group the user is not in (nobody is); the user is in "ops". Rules on
+# the app host with paths also mean every path there is normalized, and an ambiguous one denied.
+PUBLIC, ADMIN, OPS, FINANCE, VAULT = (f"{APP_PREFIX}/{part}" for part in ("public", "admin", "ops", "finance",
+                                                                          "vault"))
+BACKEND_RULES = f"""
+[[access.rules]]
+hosts = ["{APP_HOST}"]
+paths = ["{PUBLIC}"]
+policy = "bypass"
+
+[[access.rules]]
+hosts = ["{APP_HOST}"]
+paths = ["{ADMIN}"]
+policy = "deny"
+
+[[access.rules]]
+hosts = ["{APP_HOST}"]
+paths = ["{OPS}"]
+groups = ["ops"]
+policy = "one_factor"
+
+[[access.rules]]
+hosts = ["{APP_HOST}"]
+paths = ["{FINANCE}"]
+groups = ["finance"]
+policy = "one_factor"
+
+[[access.rules]]
+hosts = ["{APP_HOST}"]
+paths = ["{OPS}", "{FINANCE}"]
+policy = "deny"
+
+[[access.rules]]
+hosts = ["{APP_HOST}"]
+paths = ["{VAULT}"]
+policy = "two_factor"
+"""
+DENY_OTHERS_RULE = 4   # the index of the rule that refuses ops and finance to everyone not let in above
 
 
 @contextlib.contextmanager
-def backend(folder: Path):
-    """authsvc + echo app + test CA for proxies on one https port (allocated here), started once."""
+def backend(folder: Path, rules: str = BACKEND_RULES):
+    """authsvc (user USERNAME in BACKEND_GROUPS, the access rules ``rules``: BACKEND_RULES unless
+    told) + echo app + test CA for proxies on one https port (allocated here), started once."""
     require_binary("openssl")
     port = free_port()
     auth, app = f"https://{AUTH_HOST}:{port}", f"https://{APP_HOST}:{port}"
     tls = make_tls(folder / "tls")
     with contextlib.ExitStack() as running:
         app_server = running.enter_context(echo_app())
-        authsvc_port, authsvc_log = running.enter_context(authsvc_server(folder / "authsvc", auth, app,
-                                                                         groups=BACKEND_GROUPS))
+        authsvc_port, authsvc_log, env = running.enter_context(authsvc_server(
+            folder / "authsvc", auth, app, groups=BACKEND_GROUPS, rules=rules))
         yield Backend(port, auth, app, tls, folder, app_server.hits, authsvc_port, app_server.server_address[1],
-                      {"authsvc": authsvc_log})
+                      {"authsvc": authsvc_log}, env)
 
 
 @contextlib.contextmanager

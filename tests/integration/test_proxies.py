@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import posixpath
 import re
 import socket
 import ssl
+import subprocess
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+import pyotp
 import pytest
 import requests
 from flask import Flask
@@ -32,11 +35,18 @@ from itsdangerous import URLSafeTimedSerializer
 from authsvc.web.session_cookie import SessionInterface
 from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
+    ADMIN,
     APP_HOST,
     AUTH_HOST,
     BACKEND_GROUPS,
+    DENY_OTHERS_RULE,
+    FINANCE,
+    OPS,
     PROXIES,
+    PUBLIC,
     USERNAME,
+    VAULT,
+    authsvc_command,
     backend,
     example_test_resolves_to_loopback,
     proxy_in_front,
@@ -93,20 +103,20 @@ def login_target(location: str) -> tuple[str, str | None]:
     return f"{parts.scheme}://{parts.netloc}{parts.path}", query.get("next", [None])[0]
 
 
-def sign_in(stack, s: requests.Session, login_url: str) -> requests.Response:
+def sign_in(stack, s: requests.Session, login_url: str, username: str = USERNAME) -> requests.Response:
     page = get(s, login_url)
     assert page.status_code == 200, page.text
-    fields = {"csrf_token": csrf_in(page.text), "username": USERNAME, "password": PASSWORD}
+    fields = {"csrf_token": csrf_in(page.text), "username": username, "password": PASSWORD}
     hidden_next = re.search(r'name="next" value="([^"]*)"', page.text)
     if hidden_next:
         fields["next"] = hidden_next.group(1).replace("&amp;", "&")
     return s.post(f"{stack.auth}/login", data=fields, allow_redirects=False, timeout=10)
 
 
-def signed_in(stack, **headers) -> requests.Session:
+def signed_in(stack, username: str = USERNAME, **headers) -> requests.Session:
     s = browser(stack)
     s.headers.update(headers)
-    response = sign_in(stack, s, f"{stack.auth}/login")
+    response = sign_in(stack, s, f"{stack.auth}/login", username)
     assert response.status_code == 303, response.text
     return s
 
@@ -146,10 +156,12 @@ def assert_the_user(answer: requests.Response) -> dict:
     return seen
 
 
-def verify_directly(stack, s: requests.Session) -> requests.Response:
-    """What authsvc itself answers for this browser's session, asked without any proxy."""
+def verify_directly(stack, s: requests.Session, url: str) -> requests.Response:
+    """What authsvc itself answers for this browser's session and ``url``, asked without any proxy
+    (from the proxies' address, describing the request as nginx does: the access rules need it)."""
     return requests.get(f"http://127.0.0.1:{stack.authsvc_port}/auth/verify", timeout=10,
-                        headers={"Cookie": f"{SESSION}={s.cookies.get(SESSION)}", "User-Agent": UA})
+                        headers={"Cookie": f"{SESSION}={s.cookies.get(SESSION)}", "User-Agent": UA,
+                                 "X-Original-URL": url, "X-Original-Method": "GET"})
 
 
 # --- the delegated login, end to end -----------------------------------------------------------
@@ -172,7 +184,7 @@ def test_sign_in_returns_to_the_app_which_sees_the_user_and_groups(stack):
     seen = assert_the_user(get(s, wanted))
     assert seen["path"] == "/notes/today?tab=open"
     # Groups reach the app exactly as authsvc answers them.
-    direct = verify_directly(stack, s)
+    direct = verify_directly(stack, s, wanted)
     assert direct.status_code == 200 and direct.headers["X-Auth-Groups"] == ",".join(BACKEND_GROUPS)
     assert seen["groups"] == [direct.headers["X-Auth-Groups"]]
     assert seen["user_id"] == [direct.headers["X-Auth-User-Id"]]
@@ -418,10 +430,11 @@ def test_authelia_ghsa_j748_h363_wqj8_the_app_host_in_another_case_is_still_prot
                                   "/notes/x?next=/healthz", "/notes/x#fragment", "/notes/./x"])
 def test_tinyauth_ghsa_r27r_rr9v_vv37_an_unclean_path_is_still_asked_about(stack, path):
     """Also oauth2-proxy CVE-2025-54576 (a query) and GHSA-pxq7-h93f-9jrg (a fragment): whatever the
-    path looks like, the anonymous request is refused, and a next it gets is one authsvc validated."""
+    path looks like, the anonymous request is refused, and a next it gets is one authsvc validated.
+    (403: the app host has path rules, and a path apps read in more than one way is denied there.)"""
     before = len(stack.app_hits)
     status, headers = raw_request(stack, "GET", path, host=f"{APP_HOST}:{stack.port}")
-    assert status in (302, 400, 404), (stack.proxy, path, status)
+    assert status in (302, 400, 403, 404), (stack.proxy, path, status)
     assert len(stack.app_hits) == before, (stack.proxy, path)
     if status == 302:
         login, next_url = login_target(headers["location"])
@@ -448,6 +461,192 @@ def raw_request(stack, method: str, target: str, host: str, headers: dict[str, s
         return response.status, {k.lower(): v for k, v in response.getheaders()}
     finally:
         connection.close()
+
+
+# --- access rules, through the proxy (conftest.BACKEND_RULES) ---------------------------------
+
+
+def audit_events(stack, name: str) -> list[dict]:
+    return [e for e in (json.loads(line) for line in stack.logs["authsvc"].read_text().splitlines()
+                        if line.startswith("{")) if e.get("event") == name]
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_a_signed_in_user_without_access_gets_403_and_the_app_never_sees_the_request(stack):
+    """A deny rule, and a part of the app for a group the user is not in (then denied to the rest):
+    403 from the proxy, audited with the deciding rule; the same user's other pages still open."""
+    s = signed_in(stack)
+    denials = len(audit_events(stack, "access_denied"))
+    before = len(stack.app_hits)
+    for path in (f"{ADMIN}", f"{ADMIN}/settings?tab=1", f"{FINANCE}/report"):
+        for method in ("GET", "POST"):
+            denied = s.request(method, f"{stack.app}{path}", allow_redirects=False, timeout=10)
+            assert denied.status_code == 403, (stack.proxy, method, path, denied.status_code, denied.text[:200])
+    assert stack.app_hits[before:] == [], stack.proxy
+    assert_the_user(get(s, stack.protected("/page")))
+    events = audit_events(stack, "access_denied")[denials:]
+    assert [(e["rule"], e["reason"]) for e in events] == [(1, "rule")] * 4 + [(DENY_OTHERS_RULE, "rule")] * 2, events
+    assert all(e["host"].startswith(APP_HOST) for e in events), events
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_an_anonymous_request_for_a_group_only_part_is_sent_to_sign_in_not_told_403(stack):
+    """Who is asking decides a rule that names a group: signed out, the login page, with next."""
+    for path in (f"{FINANCE}/report", f"{OPS}/board"):
+        before = len(stack.app_hits)
+        assert_sent_to_login(stack, get(browser(stack), f"{stack.app}{path}"), f"{stack.app}{path}", before)
+
+
+@pytest.mark.asvs("V8.3.1", "V4.1.3")
+def test_a_group_rule_the_user_is_in_lets_it_through_with_x_auth_groups(stack):
+    s = signed_in(stack)
+    seen = assert_the_user(get(s, f"{stack.app}{OPS}/board?x=1", headers=FORGED_IDENTITY))
+    assert seen["path"] == f"{OPS}/board?x=1"
+    assert seen["groups"] == [",".join(BACKEND_GROUPS)], (stack.proxy, seen)
+    assert forged_values_seen(seen) == [], (stack.proxy, seen)
+
+
+@pytest.mark.asvs("V8.3.1", "V4.1.3")
+def test_a_bypass_path_reaches_the_app_anonymously_with_no_identity_and_forged_identity_stripped(stack):
+    """Anyone reaches a bypass path, and nobody is named there: not the client's forged headers (every
+    spelling), and not a signed-in user either (the session is not even read for a bypass)."""
+    for s in (browser(stack), signed_in(stack)):
+        for headers in ({}, FORGED_IDENTITY):
+            answer = get(s, f"{stack.app}{PUBLIC}/style.css", headers=headers)
+            assert answer.status_code == 200, (stack.proxy, answer.status_code, answer.text[:200])
+            seen = answer.json()
+            assert seen["path"] == f"{PUBLIC}/style.css"
+            assert (seen["user"], seen["user_id"], seen["groups"], seen["methods"]) == ([], [], [], []), \
+                (stack.proxy, seen)
+
+
+@pytest.mark.asvs("V3.3.1", "V14.2.1")
+def test_a_bypass_path_never_receives_authsvcs_cookies_and_keeps_the_apps(stack):
+    """The bypass answer has no identity, but a proxy that takes the app's Cookie header from
+    authsvc's answer (Traefik, ``app_cookie=1``) still gets one: the app's cookies without authsvc's."""
+    session = signed_in(stack).cookies.get(SESSION)
+    answer = get(browser(stack), f"{stack.app}{PUBLIC}/x", headers={"Cookie": f"app=1; {SESSION}={session}"})
+    assert answer.status_code == 200, answer.text[:200]
+    assert session not in answer.text, stack.proxy
+    assert app_cookies(answer.json()) == ["app=1"], (stack.proxy, answer.json()["cookie"])
+
+
+@pytest.mark.asvs("V6.3.3", "V8.3.1")
+def test_two_factor_part_with_a_one_factor_session_of_an_account_without_a_second_factor_is_403(stack):
+    """The user has no second factor to step up with (and [mfa] required is false): sending it to
+    sign in again would be a loop, so authsvc answers 403 (reason no_second_factor)."""
+    s = signed_in(stack)
+    denials = len(audit_events(stack, "access_denied"))
+    before = len(stack.app_hits)
+    answer = get(s, f"{stack.app}{VAULT}/keys")
+    assert answer.status_code == 403, (stack.proxy, answer.status_code, answer.headers.get("Location"))
+    assert len(stack.app_hits) == before
+    assert [e["reason"] for e in audit_events(stack, "access_denied")[denials:]] == ["no_second_factor"]
+
+
+def add_user(behind, name: str) -> None:
+    added = subprocess.run([*authsvc_command(), "user", "add", name, "--password-stdin"], env=behind.authsvc_env,
+                           input=PASSWORD + "\n", capture_output=True, text=True, timeout=120, check=False)
+    assert added.returncode == 0, added.stderr
+
+
+def set_up_authenticator_app(stack, s: requests.Session) -> tuple[pyotp.TOTP, int]:
+    """The account page's set-up, through the proxy: (the app's TOTP, the time step its first code used)."""
+    page = get(s, f"{stack.auth}/account/totp")
+    uri = re.search(r'id="otpauth-uri">([^<]+)<', page.text)
+    assert uri, (stack.proxy, page.status_code, page.text[:300])
+    totp = pyotp.parse_uri(uri.group(1).replace("&amp;", "&"))
+    step = int(time.time() // 30)
+    added = s.post(f"{stack.auth}/account/totp", data={"csrf_token": csrf_in(page.text), "code": totp.generate_otp(step)},
+                   allow_redirects=False, timeout=10)
+    assert added.status_code == 200 and "Authenticator app added" in added.text, (stack.proxy, added.status_code)
+    return totp, step
+
+
+@pytest.mark.asvs("V6.3.3", "V8.3.1")
+def test_two_factor_part_sends_a_one_factor_session_to_step_up_and_lets_the_two_factor_one_in(stack, behind):
+    """An account with an authenticator app, signed in with its password only (the session began
+    before the app was set up): a two_factor part sends the browser to the login page with
+    step_up=1 and next; there, password then code, and back on the part with pwd, otp, mfa."""
+    name = f"carol-{stack.proxy}"   # one account per proxy: each code is accepted once
+    add_user(behind, name)
+    s = signed_in(stack, name)
+    totp, step = set_up_authenticator_app(stack, s)
+    wanted = f"{stack.app}{VAULT}/keys?id=7"
+    before = len(stack.app_hits)
+    first = get(s, wanted)
+    assert first.status_code == 302, (stack.proxy, first.status_code, first.text[:200])
+    parts = urlsplit(first.headers["Location"])
+    assert (f"{parts.scheme}://{parts.netloc}{parts.path}", parse_qs(parts.query)) == (
+        f"{stack.auth}/login", {"next": [wanted], "step_up": ["1"]}), first.headers["Location"]
+    assert len(stack.app_hits) == before, f"{stack.proxy} let a one-factor session into a two_factor part"
+    # The one-factor session still opens the one_factor parts.
+    assert get(s, stack.protected("/page")).json()["user"] == [name]
+    password_step = sign_in(stack, s, first.headers["Location"], name)
+    assert password_step.status_code == 303 and urlsplit(password_step.headers["Location"]).path == "/login/mfa", \
+        (stack.proxy, password_step.status_code, password_step.headers.get("Location"))
+    mfa_url = password_step.headers["Location"]
+    mfa_page = get(s, mfa_url if mfa_url.startswith("https://") else f"{stack.auth}{mfa_url}")
+    fields = {"csrf_token": csrf_in(mfa_page.text), "code": totp.generate_otp(step + 1)}  # the set-up used `step`
+    hidden_next = re.search(r'name="next" value="([^"]*)"', mfa_page.text)
+    if hidden_next:
+        fields["next"] = hidden_next.group(1).replace("&amp;", "&")
+    done = s.post(f"{stack.auth}/login/mfa", data=fields, allow_redirects=False, timeout=10)
+    assert done.status_code == 303 and done.headers["Location"] == wanted, (stack.proxy, done.status_code)
+    inside = get(s, wanted)
+    assert inside.status_code == 200, (stack.proxy, inside.status_code)
+    seen = inside.json()
+    assert seen["user"] == [name] and seen["methods"] == ["pwd,otp,mfa"], (stack.proxy, seen)
+    assert seen["groups"] in ([], [""]), (stack.proxy, seen)   # in no group: empty (nginx sends no empty header)
+    # Two factors open no group's part: the rules still decide who.
+    assert get(s, f"{stack.app}{OPS}/board").status_code == 403
+
+
+# Spellings of a denied path (ADMIN) reached through the bypass one (PUBLIC) or directly: what an
+# app, a framework or a proxy might read as ADMIN. Each must stop before the app, signed in or not.
+DETOURS = [
+    f"{PUBLIC}/..%2fadmin/x", f"{PUBLIC}/..%2Fadmin/x", f"{PUBLIC}/%2e%2e/admin/x", f"{PUBLIC}/%2E%2E/admin/x",
+    f"{PUBLIC}/.%2e/admin/x", f"{PUBLIC}%2f..%2fadmin/x", f"{PUBLIC}/%252e%252e/admin", f"{PUBLIC}/%2e%2e%2fadmin",
+    f"{PUBLIC};/../admin/x", f"{PUBLIC}/..;/admin/x", f"{PUBLIC}/..%5cadmin/x", f"{PUBLIC}/..\\admin/x",
+    f"{PUBLIC}/../admin/x", f"{PUBLIC}/./../admin/x", "/notes//admin/x", "//notes/admin/x", "/notes/./admin/x",
+    "/notes/%61dmin/x", "/notes/admin;x=1", f"{ADMIN}%2f", f"{ADMIN}/", f"{ADMIN}?{PUBLIC}", f"{ADMIN}#{PUBLIC}",
+]
+
+
+def reads_as(part: str, target: str) -> bool:
+    """Whether some app could take request target ``target`` for a path under ``part``: the query
+    and fragment cut off, escapes decoded (again and again), backslashes as slashes, ``;`` parameters
+    dropped, empty and dot segments resolved."""
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    while unquote(path) != path:
+        path = unquote(path)
+    segments = [s.split(";", 1)[0] for s in path.replace("\\", "/").split("/")]
+    path = posixpath.normpath("/" + "/".join(s for s in segments if s))
+    return path == part or path.startswith(part + "/")
+
+
+@pytest.mark.asvs("V8.3.1", "V4.1.3")
+@pytest.mark.parametrize("path", DETOURS)
+def test_a_path_spelled_to_reach_a_denied_part_never_reaches_the_app(stack, path):
+    """The rules judge the path as the app will see it (escapes of unreserved characters decoded,
+    "//" and dot segments resolved) and deny what apps read in more than one way (%2f, %5c, %2e%2e,
+    %252e, ";", a backslash). Whatever the proxy does with the spelling (refuse it: 400; pass it on),
+    it is refused before the app, signed in or not. A "#" in the request line is the one spelling a
+    proxy may make another path of (Caddy sends it on as %23: "admin%23" is not "admin"); then that
+    path is judged, and the app must still never get one it could read as the denied part."""
+    assert reads_as(ADMIN, path), path   # each detour really is a spelling of the denied part
+    before = len(stack.app_hits)
+    for cookie in ("", f"{SESSION}={signed_in(stack).cookies.get(SESSION)}"):
+        status, _ = raw_request(stack, "GET", path, host=f"{APP_HOST}:{stack.port}",
+                                headers={"Cookie": cookie} if cookie else None)
+        if "#" not in path:
+            assert status in (400, 403), (stack.proxy, path, bool(cookie), status)
+        else:
+            assert status in (200, 302, 400, 403), (stack.proxy, path, bool(cookie), status)
+    reached = stack.app_hits[before:]
+    assert not [hit for hit in reached if reads_as(ADMIN, hit)], (stack.proxy, path, reached)
+    if "#" not in path:
+        assert reached == [], (stack.proxy, path, reached)
 
 
 # --- session cookies that are not a session ---------------------------------------------------

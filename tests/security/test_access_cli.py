@@ -12,6 +12,7 @@ import pytest
 from authsvc.core import config
 from authsvc.core.policy import PolicyError, load_policy
 from tests.conftest import TEST_POLICY, add_user, make_env, run_cli
+from tests.security.factors import enroll
 
 RULES = """
 [[access.rules]]
@@ -121,9 +122,10 @@ def test_user_groups_remove(app, tmp_path, monkeypatch, capsys):
 
 # --- access explain -----------------------------------------------------------------------------
 
-def test_access_explain_names_the_deciding_rule_and_the_verdicts(app, tmp_path, monkeypatch, capsys):
+def test_access_explain_names_the_deciding_rule_and_the_verdicts(app, tmp_path, monkeypatch, capsys, clock):
     policy = with_rules(tmp_path, monkeypatch)
-    add_user(app, "carol")
+    carol = add_user(app, "carol")
+    enroll(app, carol, clock)
     run_cli(monkeypatch, tmp_path, "group", "add", "admins")
     run_cli(monkeypatch, tmp_path, "user", "groups", "carol", "--add", "admins")
     capsys.readouterr()
@@ -131,7 +133,9 @@ def test_access_explain_names_the_deciding_rule_and_the_verdicts(app, tmp_path, 
                "https://Admin.Example.Test./x?y", policy=policy) == 0
     out = capsys.readouterr().out
     assert "decided by: access.rules[1] (hosts=admin.example.test groups=admins policy=two_factor" in out
-    assert "signed in with one factor: step_up" in out and "signed in with two factors: allow" in out
+    assert "second factor: totp\n" in out
+    assert "signed in with one factor: step_up (the login page with step_up=1" in out
+    assert "signed in with two factors: allow" in out
     assert cli(monkeypatch, tmp_path, "access", "explain", "--url", "https://app.example.test/public/../%2e%2e/x",
                policy=policy) == 0
     out = capsys.readouterr().out
@@ -139,6 +143,46 @@ def test_access_explain_names_the_deciding_rule_and_the_verdicts(app, tmp_path, 
     assert cli(monkeypatch, tmp_path, "access", "explain", "--url", "https://app.example.test/public/a.css",
                policy=policy) == 0
     assert "verdict: bypass" in capsys.readouterr().out
+
+
+@pytest.mark.asvs("V6.3.3")
+def test_access_explain_says_403_no_second_factor_for_an_account_that_cannot_step_up(app, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """/auth/verify answers a two_factor rule with 403 (reason no_second_factor) for a one-factor
+    session of an account without a second factor: explain must say so, not "step_up", and must not
+    offer a two-factor verdict the account cannot reach."""
+    policy = with_rules(tmp_path, monkeypatch)
+    add_user(app, "carol")
+    run_cli(monkeypatch, tmp_path, "group", "add", "admins")
+    run_cli(monkeypatch, tmp_path, "user", "groups", "carol", "--add", "admins")
+    capsys.readouterr()
+    assert cli(monkeypatch, tmp_path, "access", "explain", "--user", "carol", "--url", "https://admin.example.test/x",
+               policy=policy) == 0
+    out = capsys.readouterr().out
+    assert "second factor: none ([mfa] required = false)" in out
+    assert "verdict signed in with one factor: deny (403, reason no_second_factor" in out
+    assert "step_up" not in out.replace("step_up=1", "")
+    assert "verdict signed in with two factors: not possible, the account has no second factor (once it sets one " \
+           "up on its account page: allow)" in out
+    # A rule the account passes with one factor is not affected.
+    assert cli(monkeypatch, tmp_path, "access", "explain", "--user", "carol", "--url", "https://app.example.test/x",
+               policy=policy) == 0
+    assert "verdict signed in with one factor: allow" in capsys.readouterr().out
+
+
+def test_access_explain_says_step_up_when_the_policy_makes_every_account_set_up_a_factor(app, tmp_path, monkeypatch,
+                                                                                        capsys):
+    """With [mfa] required = true, the sign-in again sets the factor up: a step-up, as verify does."""
+    policy = with_rules(tmp_path, monkeypatch, "\n[mfa]\nrequired = true\n" + RULES)
+    add_user(app, "carol")
+    run_cli(monkeypatch, tmp_path, "group", "add", "admins")
+    run_cli(monkeypatch, tmp_path, "user", "groups", "carol", "--add", "admins")
+    capsys.readouterr()
+    assert cli(monkeypatch, tmp_path, "access", "explain", "--user", "carol", "--url", "https://admin.example.test/x",
+               policy=policy) == 0
+    out = capsys.readouterr().out
+    assert "second factor: none ([mfa] required = true: one is set up at the next sign-in)" in out
+    assert "verdict signed in with one factor: step_up" in out and "signed in with two factors: allow" in out
 
 
 @pytest.mark.parametrize("url", ["app.example.test/x", "ftp://app.example.test/", "https://app.example.test/\x1b[2J",

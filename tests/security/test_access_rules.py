@@ -23,6 +23,7 @@ from authsvc.rules.access import (
     Decision,
     Rule,
     decide,
+    for_the_account,
     normalize_host,
     normalize_path,
     path_matches,
@@ -265,3 +266,20 @@ def test_group_names_refuse_separators_whitespace_control_characters_and_look_al
 
 def test_groups_header_value_is_sorted_and_comma_separated():
     assert format_groups(["ops", "admins"]) == "admins,ops" and format_groups([]) == ""
+
+
+# --- for_the_account: a step-up the account cannot take ------------------------------------------
+
+@pytest.mark.asvs("V6.3.3")
+@pytest.mark.parametrize("rule", [None, 0, 7])
+def test_a_step_up_an_account_cannot_take_is_a_deny_naming_no_second_factor(rule):
+    stepped = Decision(STEP_UP, rule, "rule")
+    assert for_the_account(stepped, can_step_up=False) == Decision(DENY, rule, "no_second_factor")
+    assert for_the_account(stepped, can_step_up=True) is stepped
+
+
+@pytest.mark.parametrize("verdict", [ALLOW, BYPASS, DENY, LOGIN])
+@pytest.mark.parametrize("can_step_up", [False, True])
+def test_every_other_decision_is_the_same_for_every_account(verdict, can_step_up):
+    decision = Decision(verdict, 3, "rule")
+    assert for_the_account(decision, can_step_up) is decision

@@ -182,6 +182,24 @@ def test_bypass_lets_the_anonymous_through_with_no_identity(ruled, path):
     assert answer.status_code == 200 and "X-Auth-User" not in answer.headers  # nobody's identity on a public path
 
 
+@pytest.mark.asvs("V3.3.1")
+@pytest.mark.parametrize("flask_view", [False, True])
+def test_bypass_with_app_cookie_answers_the_apps_cookies_without_authsvcs(ruled, flask_view):
+    """Traefik takes the app's Cookie header from verify's answer (``app_cookie=1``): a bypass answer
+    without it would leave the app no cookies at all; with it, never authsvc's."""
+    session = ruled.extensions["authsvc"].cookies.session
+    client = ruled.test_client(use_cookies=False)
+    headers = {"X-Original-URL": f"{APP}/public/x", "X-Original-Method": "GET", "X-Forwarded-For": "192.0.2.1",
+               "X-Forwarded-Proto": "https", "Cookie": f"app=1; {session}=stolen; lang=en"}
+    if flask_view:
+        headers["Upgrade"] = "h2c"
+    answer = client.get("/auth/verify?redirect=1&app_cookie=1", headers=headers)
+    assert answer.status_code == 200 and answer.headers.get_all("Cookie") == ["app=1; lang=en"]
+    assert not [name for name, _ in answer.headers if name.lower().startswith("x-auth-")]
+    without = client.get("/auth/verify?redirect=1", headers=headers)  # not asked: no Cookie, as before
+    assert without.status_code == 200 and "Cookie" not in without.headers
+
+
 @pytest.mark.parametrize("path", ["/public/..%2fadmin", "/public%2f..%2fadmin", "/public/%2e%2e/admin", "/public;/../admin",
                                   "/public%5c..%5cadmin", "/public/%252e%252e/admin"])
 def test_encoded_detours_from_a_bypass_path_are_denied_even_signed_in(ruled, path):

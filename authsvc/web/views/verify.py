@@ -13,10 +13,11 @@ accepts only 2xx, 401 and 403) the 401 carries that login URL in ``Location`` fo
 Access rules (``[access]``, :mod:`authsvc.rules.access`, parsed once with the policy): the request
 the trusted proxy describes (host, path, method: its headers only, :mod:`authsvc.rules.forward_auth`)
 decides, with the session's user, groups and methods. ``bypass``: 200 without identity, whoever
-asks (the session is not even read); ``deny`` or a user no rule lets in: 403; ``two_factor`` with a
-one-factor session: the login page with ``step_up=1`` (sign in again, password and second step), or
-403 when the account has no second factor to step up with. Without rules nothing of the request is
-read: the answer is the one before rules existed. Every method gets the answer ``GET`` gets
+asks (the session is not even read; with ``?app_cookie=1`` the app's cookies, as for a session);
+``deny`` or a user no rule lets in: 403; ``two_factor`` with a one-factor session: the login page
+with ``step_up=1`` (sign in again, password and second step), or 403 when the account has no
+second factor to step up with. Without rules nothing of the request is read: the answer is the one
+before rules existed. Every method gets the answer ``GET`` gets
 (:func:`the_same_for_every_method`): Envoy's ``ext_authz`` asks with the original request's method.
 
 Two parts. Every request for ``/auth/verify`` reaches :class:`VerifyApp`, a small WSGI application
@@ -43,7 +44,7 @@ from werkzeug.sansio.http import parse_cookie
 
 from authsvc.web import cookieheader
 from authsvc.web.auth import binding_identifier, is_session_token, request_id, services
-from authsvc.rules.access import ALLOW, BYPASS, DENY, ONE_FACTOR, STEP_UP, AccessRules, Decision, decide
+from authsvc.rules.access import ALLOW, BYPASS, DENY, ONE_FACTOR, STEP_UP, AccessRules, decide, for_the_account
 from authsvc.rules.forward_auth import login_location, original_request, request_parts, step_up_location
 from authsvc.rules.groups import format_groups
 from authsvc.web.headers import fixed_headers
@@ -115,6 +116,12 @@ def signed_in_headers(record: SessionRecord, environ) -> list[tuple[str, str]]:
             *app_cookie(environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE"))]
 
 
+def bypass_headers(environ) -> list[tuple[str, str]]:
+    """What a 200 for a ``bypass`` rule says: no identity, only the app's cookies when asked (a
+    proxy that takes the app's ``Cookie`` from this answer would otherwise send the app none)."""
+    return app_cookie(environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE"))
+
+
 class VerifyApp:
     """WSGI application for ``/auth/verify``: ``GET``/``HEAD`` with a live session, answered 200
     without Flask's request machinery (request context, session object, Flask-Login, Talisman,
@@ -158,7 +165,7 @@ class VerifyApp:
                 asked = described(ProxyHeaders(environ), environ["wsgi.url_scheme"], self.trusted_proxies,
                                   environ.get(OWN_METHOD, environ["REQUEST_METHOD"]))
                 if self.bypass and decide(self.access, *asked, None).verdict == BYPASS:
-                    return self.answer(environ, start_response, headers, [], started)
+                    return self.answer(environ, start_response, headers, bypass_headers(environ), started)
             record = self.live_session(environ)
             if record is not None and (self.any_session or decide(
                     self.access, *asked, record.username, record.groups, record.methods).verdict == ALLOW):
@@ -248,11 +255,11 @@ def verify():
     decision = decide(access, *asked, record.username if record else None, record.groups if record else (),
                       record.methods if record else ())
     if decision.verdict == BYPASS:
-        return ProxyAnswer(status=200)
+        return ProxyAnswer(status=200, headers=bypass_headers(request.environ))
     if decision.verdict == ALLOW:
         return ProxyAnswer(status=200, headers=signed_in_headers(record, request.environ))
-    if decision.verdict == STEP_UP and not _can_step_up(svc, record.user_id):
-        decision = Decision(DENY, decision.rule, "no_second_factor")
+    if decision.verdict == STEP_UP:
+        decision = for_the_account(decision, can_step_up(svc, record.user_id))
     if decision.verdict == DENY:
         svc.audit.emit("access_denied", reason=decision.reason, rule=decision.rule, host=(asked[0] or "")[:100],
                        method=asked[2])
@@ -272,7 +279,7 @@ def verify():
     return ProxyAnswer(status=status, headers={"Location": location})
 
 
-def _can_step_up(svc, user_id: int) -> bool:
+def can_step_up(svc, user_id: int) -> bool:
     """Whether signing in again can give this account a multi-factor session: it has a second
     factor, or the policy makes every account set one up at sign-in."""
     return bool(svc.factors.kinds(user_id)) or svc.policy.mfa.required
