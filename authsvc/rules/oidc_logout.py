@@ -26,6 +26,8 @@ Reason codes:
 
 from __future__ import annotations
 
+from authsvc.rules.oidc_redirects import with_params
+
 OK = "ok"
 END_NOW = "end_now"
 CONFIRM = "confirm"
@@ -55,6 +57,15 @@ def post_logout_redirect_verdict(uri: object, registered: tuple[str, ...] | None
     if registered is None:
         return "no_client"
     return OK if any(uri == r for r in registered) else "not_registered"
+
+
+def logout_location(uri: str, registered: tuple[str, ...], state: str | None) -> str:
+    """The Location after a logout: ``uri`` with ``state``, only when
+    :func:`post_logout_redirect_verdict` accepts it (else ValueError: the caller shows a page). The
+    one way the views build a logout redirect (tests/security/astrules.py)."""
+    if post_logout_redirect_verdict(uri, registered) != OK:
+        raise ValueError("post_logout_redirect_uri not registered for this client")
+    return with_params(uri, [("state", state)] if state is not None else [])
 
 
 def hint_claims_verdict(header: dict, claims: dict, *, issuer: str, client_id: str | None, now: float,
