@@ -27,7 +27,7 @@ def _name(cn: str) -> x509.Name:
 def make_ca_and_leaf(folder: Path) -> tuple[Path, Path, Path]:
     """(ca.pem, leaf.pem, leaf.key): a CA and a server certificate for IP 127.0.0.1."""
     folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("authsvc test CA")).issuer_name(_name("authsvc test CA"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
@@ -84,7 +84,7 @@ def start_receiver(folder: Path) -> tuple[Receiver, http.server.HTTPServer]:
     ca, cert, key = make_ca_and_leaf(folder)
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
+        def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             if receiver.delay:

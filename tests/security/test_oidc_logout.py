@@ -16,8 +16,10 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import importlib.util
 import json
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -29,6 +31,16 @@ from tests.conftest import HTTPS, PASSWORD, browser, csrf, csrf_in, login, run_c
 from tests.security.oidc_helpers import WEB, add_client, exchange, get_code
 from tests.security.oidc_receiver import start_receiver
 
+def _flask_client_check():
+    """clients/flask's logout_token_problem, loaded from its file (the package is not installed here)."""
+    path = Path(__file__).resolve().parents[2] / "clients" / "flask" / "src" / "flask_authsvc" / "logout_tokens.py"
+    spec = importlib.util.spec_from_file_location("authsvc_test_flask_logout_tokens", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.logout_token_problem
+
+
+flask_client_check = _flask_client_check()
 LOGOUT_URI = "https://app.example.com/signed-out"
 OTHER_LOGOUT_URI = "https://other.example.com/bye"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -389,6 +401,8 @@ def check_logout_token(client, body: bytes, client_id: str, *, sub: str, sid: st
     assert claims["sub"] == sub and "nonce" not in claims
     assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 22
     assert isinstance(claims["iat"], int) and 0 < claims["exp"] - claims["iat"] <= 300
+    # And the Flask client extension's own check (clients/flask) accepts it.
+    assert flask_client_check(claims, issuer=HTTPS, client_id=client_id, now=claims["iat"]) is None
     return claims
 
 

@@ -245,7 +245,7 @@ class BackChannel:
                     self._resolve(item)
                 else:
                     self._send(item)
-            except Exception:  # noqa: BLE001 - the thread must survive; the event says what was lost
+            except Exception:  # the thread must survive; the event says what was lost
                 log.exception("back-channel logout: unexpected error")
                 self.audit.emit("oidc_backchannel_logout_failed", reason="internal",
                                 client_id=getattr(item, "client_id", None))

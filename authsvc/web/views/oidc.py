@@ -38,7 +38,13 @@ from authsvc.core.oidc.grants import (
     Revocation,
 )
 from authsvc.core.oidc.provider import SINGLE as AUTHORIZE_PARAMS
-from authsvc.core.oidc.provider import AuthRequest, ErrorPage, ErrorRedirect, LogoutRequest, Provider
+from authsvc.core.oidc.provider import (
+    AuthRequest,
+    ErrorPage,
+    ErrorRedirect,
+    LogoutRequest,
+    Provider,
+)
 from authsvc.core.oidc.store import Client
 from authsvc.rules import oidc_logout
 from authsvc.rules import oidc_requests as decide
