@@ -92,8 +92,8 @@ def live(client) -> bool:
     return client.get("/api/v1/session").status_code == 200
 
 
-def end_session(client, **params):
-    return client.get("/oauth/logout?" + urlencode(params))
+def end_session(client, headers=None, **params):
+    return client.get("/oauth/logout?" + urlencode(params), headers=headers or {})
 
 
 def sign(svc, claims: dict, *, header: dict | None = None) -> str:
@@ -288,6 +288,21 @@ def test_confirmation_post_rechecks_the_return_address(signed_in, web):
         "csrf_token": csrf_in(page.get_data(as_text=True)), "decision": "logout", "client_id": cid,
         "post_logout_redirect_uri": "https://evil.example/"})
     assert response.status_code == 400 and "Location" not in response.headers and live(signed_in)
+
+
+def test_a_remembered_browser_without_a_live_session_is_asked_and_then_forgotten(app, svc, user, web, clock):
+    client = browser(app)
+    assert login(client, remember=True).status_code == 303
+    clock.advance(svc.policy.sessions.idle_timeout_seconds + 1)  # the session is idle; the cookie remains
+    cid, _ = web
+    page = end_session(client, client_id=cid, post_logout_redirect_uri=LOGOUT_URI, headers=None)
+    assert page.status_code == 200 and "remembers your sign-in" in page.get_data(as_text=True)
+    response = client.post("/oauth/logout/confirm", data={
+        "csrf_token": csrf_in(page.get_data(as_text=True)), "decision": "logout", "client_id": cid,
+        "post_logout_redirect_uri": LOGOUT_URI})
+    assert response.status_code == 303 and response.headers["Location"] == LOGOUT_URI
+    home = client.get("/")  # nothing left to restore a session from
+    assert home.status_code == 303 and "/login" in home.headers["Location"] and not live(client)
 
 
 def test_stay_signed_in_keeps_the_session(signed_in, web):

@@ -356,6 +356,8 @@ def end_session():
     signed_in = current_user.is_authenticated
     step = provider.logout_step(checked, current_user.user_id if signed_in else None,
                                 current_user.session_id if signed_in else None)
+    if step == oidc_logout.NOTHING_TO_END and request.cookies.get(services().cookies.remember):
+        step = oidc_logout.CONFIRM  # no live session, but a remember-me cookie would start one: ask to end it
     provider.audit.emit("oidc_logout", step=step, client_id=_client_id(checked))
     if step == oidc_logout.NOTHING_TO_END:
         return _after_logout(checked)
@@ -366,7 +368,8 @@ def end_session():
     params = [(k, v) for k, v in (("client_id", _client_id(checked)),
                                   ("post_logout_redirect_uri", checked.redirect_uri),
                                   ("state", checked.state)) if v is not None]
-    return render_template("oidc_logout.html", stage="confirm", message=None, username=current_user.username,
+    return render_template("oidc_logout.html", stage="confirm", message=None,
+                           username=current_user.username if signed_in else None,
                            client_name=checked.client.name if checked.client is not None else None,
                            params=params), 200
 
@@ -383,8 +386,6 @@ def end_session_confirm():
         provider.audit.emit("oidc_logout", step="declined", client_id=_client_id(checked))
         return redirect(url_for("account.home"), 303)
     provider.audit.emit("oidc_logout", step="confirmed", client_id=_client_id(checked))
-    if not current_user.is_authenticated:
-        return _after_logout(checked)
     return sign_out(_after_logout(checked), via="oidc", client_id=_client_id(checked))
 
 
