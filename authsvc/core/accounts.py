@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from authsvc.core.models import users
+from authsvc.core.models import sessions, users
 from authsvc.rules.usernames import normalize_username
 
 
@@ -39,7 +39,7 @@ _BY_ID = sa.select(*_COLUMNS).where(users.c.id == sa.bindparam("id"))
 
 class AccountStore:
     def __init__(self, engine: Engine, clock: Callable[[], float],
-                 on_sessions_ended: Callable[[], None] | None = None) -> None:
+                 on_sessions_ended: Callable[[list[int]], None] | None = None) -> None:
         self.engine = engine
         self.clock = clock
         self.on_sessions_ended = on_sessions_ended  # called when disabling ends the account's sessions
@@ -76,10 +76,15 @@ class AccountStore:
             conn.execute(users.update().where(users.c.id == user_id).values(**values))
 
     def set_disabled(self, user_id: int, disabled: bool) -> None:
+        """Disabling ends the account's sessions at once (their checks read ``disabled``); the
+        observer hears of every session not yet revoked. ``authsvc user disable`` then revokes them
+        too, which reports them again: the back-channel sender drops repeats (authsvc.core.oidc.logout)."""
         with self.engine.begin() as conn:
             conn.execute(users.update().where(users.c.id == user_id).values(disabled=disabled))
+            ended = conn.execute(sa.select(sessions.c.id).where(
+                sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))).scalars().all() if disabled else []
         if disabled and self.on_sessions_ended is not None:
-            self.on_sessions_ended()  # after the commit (see VerifyCache.put)
+            self.on_sessions_ended(list(ended))  # after the commit (see VerifyCache.put)
 
     def all(self) -> list[Account]:
         with self.engine.connect() as conn:

@@ -92,6 +92,12 @@ EVENTS: dict[str, str] = {
     "oidc_code_replayed": "revoked",
     "oidc_refresh_replayed": "revoked",
     "oidc_tokens_revoked": "success",
+    "oidc_logout": "success",
+    "oidc_logout_refused": "refused",
+    "oidc_backchannel_logout_sent": "success",
+    "oidc_backchannel_logout_failed": "failure",
+    "oidc_backchannel_logout_dropped": "failure",
+    "oidc_consent_revoked": "success",
     # attempts to get around a control
     "redirect_rejected": "refused",
     "csrf_failed": "refused",

@@ -159,7 +159,7 @@ class RememberStore:
     """``on_sessions_ended`` is called after a transaction that ended a session (an unused successor's)."""
 
     def __init__(self, engine: Engine, policy: SessionPolicy, clock: Callable[[], float],
-                 serializer: URLSafeSerializer, *, on_sessions_ended: Callable[[], None] | None = None) -> None:
+                 serializer: URLSafeSerializer, *, on_sessions_ended: Callable[[list[int]], None] | None = None) -> None:
         self.engine = engine
         self.policy = policy
         self.clock = clock
@@ -284,7 +284,7 @@ class RememberStore:
 
     def _sessions_ended(self, session_id: int | None) -> None:
         if session_id is not None and self.on_sessions_ended is not None:
-            self.on_sessions_ended()  # after the commit (see VerifyCache.put)
+            self.on_sessions_ended([session_id])  # after the commit (see VerifyCache.put)
 
     def attach(self, cookie: str, session_id: int) -> None:
         """Record which session a freshly rotated token started (it is issued before the session)."""

@@ -122,21 +122,23 @@ _REVOKE_IDS = sessions.update().where(sessions.c.id.in_(sa.bindparam("ids", expa
 
 
 class SessionStore:
-    """``cache`` serves :meth:`authenticate` when asked. ``on_sessions_ended`` is called after every
-    commit that ended sessions (the app hands in the verify cache's ``invalidate``, so this process
-    stops answering for them at once; other processes' caches let go within their lifetime)."""
+    """``cache`` serves :meth:`authenticate` when asked. ``on_sessions_ended(session_ids)`` is called
+    after every commit that ended sessions, with their ids (the app hands in an observer that
+    invalidates the verify cache, so this process stops answering for them at once, other
+    processes' caches letting go within their lifetime, and queues the OpenID back-channel logout
+    of those sessions: authsvc.core.oidc.logout)."""
 
     def __init__(self, engine: Engine, policy: SessionPolicy, clock: Callable[[], float], *,
-                 cache: VerifyCache | None = None, on_sessions_ended: Callable[[], None] | None = None) -> None:
+                 cache: VerifyCache | None = None, on_sessions_ended: Callable[[list[int]], None] | None = None) -> None:
         self.engine = engine
         self.policy = policy
         self.clock = clock
         self.cache = cache
         self.on_sessions_ended = on_sessions_ended
 
-    def _ended(self, count: int) -> None:
-        if count and self.on_sessions_ended is not None:
-            self.on_sessions_ended()
+    def _ended(self, session_ids: list[int]) -> None:
+        if session_ids and self.on_sessions_ended is not None:
+            self.on_sessions_ended(list(session_ids))
 
     def create(self, user_id: int, client_ip: str, user_agent: str, remembered: bool,
                not_after: float | None = None, *, methods: tuple[str, ...] = PASSWORD_ONLY,
@@ -161,15 +163,16 @@ class SessionStore:
         self._ended(capped)  # after the commit (see VerifyCache.put)
         return token, row.id
 
-    def _enforce_cap(self, conn, user_id: int, now: float) -> int:
+    def _enforce_cap(self, conn, user_id: int, now: float) -> list[int]:
+        """The ids of the oldest live sessions over the cap, ended in the caller's transaction."""
         cap = self.policy.max_sessions_per_user
         if not cap:
-            return 0
+            return []
         live = conn.execute(_LIVE_IDS_NEWEST_FIRST, {"user_id": user_id, "now": now}).scalars().all()
         if len(live) > cap:
             conn.execute(_REVOKE_IDS, {"ids": live[cap:], "now": now, "reason": "session_cap"})
-            return len(live) - cap
-        return 0
+            return list(live[cap:])
+        return []
 
     def load(self, token: str) -> SessionRecord | None:
         return self._load(token_digest(token))
@@ -237,7 +240,7 @@ class SessionStore:
             values["used_at"] = sa.func.coalesce(sessions.c.used_at, now)
         with self.engine.begin() as conn:
             done = conn.execute(sessions.update().where(*cond).values(**values)).rowcount
-        self._ended(done)
+        self._ended([session_id] if done else [])
         return bool(done)
 
     def revoke_all(self, user_id: int, reason: str, except_id: int | None = None) -> int:
@@ -245,10 +248,11 @@ class SessionStore:
         if except_id is not None:
             cond.append(sessions.c.id != except_id)
         with self.engine.begin() as conn:
-            done = conn.execute(sessions.update().where(*cond).values(
-                revoked_at=self.clock(), revoke_reason=reason)).rowcount
-        self._ended(done)
-        return done
+            # RETURNING (PostgreSQL, SQLite >= 3.35): the ids ended by this very write, no race.
+            ended = conn.execute(sessions.update().where(*cond).values(
+                revoked_at=self.clock(), revoke_reason=reason).returning(sessions.c.id)).scalars().all()
+        self._ended(list(ended))
+        return len(ended)
 
     def list_live(self, user_id: int) -> list[SessionRecord]:
         now = self.clock()

@@ -28,6 +28,10 @@ def _shown(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+# Long enough for every retry of a back-channel logout (attempts x timeout + backoff).
+CLI_BACKCHANNEL_WAIT_SECONDS = 30.0
+
+
 def _settings() -> config_mod.Settings:
     return config_mod.from_env()
 
@@ -645,6 +649,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    finally:
+        # A command that ended sessions (sessions revoke, user disable, password) queued their
+        # back-channel logouts on a daemon thread: let it finish before the process goes.
+        from authsvc.core.oidc.logout import drain_all
+
+        drain_all(CLI_BACKCHANNEL_WAIT_SECONDS)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,7 @@ from authsvc.rules.forward_auth import LoginRedirect, login_url
 from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules
 from authsvc.core.oidc.keys import SEALING_INFO as OIDC_KEY_SEALING_INFO
 from authsvc.core.oidc.keys import SigningKeys
+from authsvc.core.oidc.logout import BackChannel
 from authsvc.core.oidc.provider import Provider
 from authsvc.core.pending_flows import EndedFlows
 from authsvc.core.recovery_codes import RecoveryCodes
@@ -134,6 +135,8 @@ class Services:
     passkeys: PasskeyService | None = None
     # Groups for access rules (the rules themselves are policy.access, read once with the policy).
     groups: GroupStore | None = None
+    # The OpenID back-channel logout sender (authsvc.core.oidc.logout): told of every ended session.
+    backchannel: BackChannel | None = None
 
 
 def _password_rules(policy: Policy) -> PasswordRules:
@@ -192,8 +195,21 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     metrics = Metrics()
     cache_seconds = policy.sessions.verify_cache_seconds
     verify_cache = VerifyCache(cache_seconds, clock=monotonic) if cache_seconds > 0 else None
-    # Whatever ends sessions tells this process's cache; other processes' entries expire (<= 1 s).
-    sessions_ended = verify_cache.invalidate if verify_cache is not None else None
+    audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
+    oidc_provider = Provider(issuer=settings.own_origin, policy=policy.oidc, engine=engine, clock=clock, audit=audit,
+                             keys=SigningKeys(engine, Sealer(settings.secret_key, settings.secret_key_fallbacks,
+                                                             OIDC_KEY_SEALING_INFO), clock, alg=policy.oidc.signing_alg,
+                                              id_token_lifetime=policy.oidc.id_token_lifetime_seconds))
+    backchannel = BackChannel(oidc_provider, audit)
+    cache_changed = verify_cache.invalidate if verify_cache is not None else None
+
+    def sessions_ended(session_ids: list[int]) -> None:
+        """Whatever ends sessions tells this process's cache (other processes' entries expire,
+        <= 1 s) and queues their back-channel logout (never blocks: authsvc.core.oidc.logout)."""
+        if verify_cache is not None:
+            verify_cache.invalidate()
+        backchannel.sessions_ended(session_ids)
+
     hasher = Hasher(policy.argon2, metrics.argon2_seconds.observe,
                     in_progress=metrics.hashing_in_progress.track_inprogress)
     accounts = AccountStore(engine, clock, sessions_ended)
@@ -207,7 +223,6 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
                              guards_argon2=False)
     totp = TotpStore(engine, Sealer(settings.secret_key, settings.secret_key_fallbacks, TOTP_SEALING_INFO), clock)
     recovery = RecoveryCodes(engine, clock)
-    audit = Audit(context=_audit_context, clock=clock, sink=metrics.count_event)
     redirect_rules = _redirect_rules(settings)
     # One relying-party id for passkeys and the issuer authenticator apps show (config decides it:
     # the policy's mfa.rp_id, else the cookie domain, else the public URL's host); the rule checks
@@ -250,11 +265,9 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         recovery_codes=recovery,
         code_throttle=code_throttle,
         rp_id=rp_id,
-        groups=GroupStore(engine, clock, sessions_ended),
-        oidc=Provider(issuer=settings.own_origin, policy=policy.oidc, engine=engine, clock=clock, audit=audit,
-                      keys=SigningKeys(engine, Sealer(settings.secret_key, settings.secret_key_fallbacks,
-                                                      OIDC_KEY_SEALING_INFO), clock, alg=policy.oidc.signing_alg,
-                                       id_token_lifetime=policy.oidc.id_token_lifetime_seconds)),
+        groups=GroupStore(engine, clock, cache_changed),
+        oidc=oidc_provider,
+        backchannel=backchannel,
     )
     app.extensions["authsvc"] = services
 

@@ -463,9 +463,7 @@ def test_rp_initiated_logout_ends_the_session_and_its_tokens(provider, relying_p
     post_logout_redirect_uri and state; the browser ends at the registered address with the state,
     the session's refresh token fails, and the next authorization asks for the password again."""
     rp = relying_parties[client]
-    if "end_session_endpoint" not in rp.metadata:
-        pytest.skip("authsvc's discovery has no end_session_endpoint yet (RP-initiated logout is being built "
-                    "on another branch, docs/oidc.md 'Not built yet'): nothing for openid-client to call")
+    assert "end_session_endpoint" in rp.metadata
     registered = provider.clients[client]
     browser = Browser(new_session(provider.stack.tls.ca), USERNAME)   # its own sign-in: this test ends it
     started = rp.ok("authorize", redirect_uri=registered["callback"], scope=SCOPE)

@@ -62,8 +62,9 @@ REQUEST_SOURCES = frozenset({
 })
 DECISION_PRODUCERS = frozenset({"validate_next"})  # plus every function annotated -> RedirectDecision
 # response_location (authsvc.rules.oidc_redirects): an OpenID client's redirect_uri, re-checked
-# against the client's registered list where the Location is built.
-SAFE_URL_PRODUCERS = frozenset({"url_for", "response_location"})
+# against the client's registered list where the Location is built; logout_location
+# (authsvc.rules.oidc_logout): a post_logout_redirect_uri, the same way.
+SAFE_URL_PRODUCERS = frozenset({"url_for", "response_location", "logout_location"})
 # Return (location, decision) with the location built from validate_next's target only.
 SAFE_URL_PAIR_PRODUCERS = frozenset({"login_location", "step_up_location"})  # the second wraps the first
 SQL_TEXT_CALLS = frozenset({"text"})

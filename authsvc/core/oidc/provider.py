@@ -21,6 +21,7 @@ from authsvc.core.audit import Audit
 from authsvc.core.groups import GroupStore
 from authsvc.core.models import sessions, users
 from authsvc.core.oidc.keys import SigningKeys
+from authsvc.core.oidc.logout import Hint, read_hint
 from authsvc.core.oidc.store import (
     Client,
     ClientStore,
@@ -32,6 +33,7 @@ from authsvc.core.oidc.store import (
 )
 from authsvc.core.policy import OidcPolicy
 from authsvc.rules.auth_methods import is_multi_factor, parse_methods
+from authsvc.rules import oidc_logout
 from authsvc.rules.oidc_redirects import redirect_uri_verdict
 from authsvc.rules.oidc_requests import (
     OK,
@@ -48,6 +50,8 @@ from authsvc.rules.oidc_requests import (
 SINGLE = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "prompt", "max_age",
           "code_challenge", "code_challenge_method", "response_mode")
 MAX_STATE = 1024
+# RP-initiated logout's parameters (each at most once); ui_locales and logout_hint are ignored.
+LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state", "logout_hint", "ui_locales")
 MAX_NONCE = 512
 
 
@@ -76,6 +80,26 @@ class AuthRequest:
     nonce: str | None
     prompt: frozenset[str]
     max_age: int | None
+
+
+@dataclass(frozen=True)
+class LogoutRequest:
+    """An RP-initiated logout request that passed every check: the client (named, or the hint's),
+    the post_logout_redirect_uri (registered by that client, exactly) and ``state``, the hint."""
+
+    client: Client | None
+    redirect_uri: str | None
+    state: str | None
+    hint: Hint | None
+
+
+@dataclass(frozen=True)
+class App:
+    """A client on the user's account page: what the user allowed, when it last got tokens."""
+
+    client: Client
+    scopes: tuple[str, ...]
+    last_used: float | None
 
 
 @dataclass(frozen=True)
@@ -176,6 +200,71 @@ class Provider:
         return consent_decision(trusted=req.client.trusted, prompt=req.prompt,
                                 granted=self.consents.granted(user_id, req.client.client_id), requested=req.scopes)
 
+    # --- RP-initiated logout ----------------------------------------------------------------------
+
+    def read_logout(self, get: Callable[[str], str | None], count: Callable[[str], int], *,
+                    max_hint_age: float) -> ErrorPage | LogoutRequest:
+        """Check an end_session request (OpenID RP-Initiated Logout 1.0). Anything wrong is an
+        :class:`ErrorPage` (no redirect, no logout): a repeated parameter, an unknown client, a hint
+        not signed by us (or too old, or for another client), a post_logout_redirect_uri the client
+        did not register byte for byte."""
+        repeated = [name for name in LOGOUT_PARAMS if count(name) > 1]
+        if repeated:
+            return ErrorPage("logout_parameter_repeated")
+        client_id = get("client_id")
+        client = None
+        if client_id is not None:
+            client = self.clients.get(client_id)
+            if client is None:
+                return ErrorPage("unknown_client")
+        hint = None
+        raw = get("id_token_hint")
+        if raw is not None:
+            verdict, hint = read_hint(raw, keys_jwks=self.keys.jwks(), issuer=self.issuer, client_id=client_id,
+                                      now=self.clock(), max_age=max_hint_age)
+            if verdict != OK or hint is None:
+                return ErrorPage(f"id_token_hint_{verdict}")
+            if client is None and hint.client_id is not None:
+                client = self.clients.get(hint.client_id)  # None once removed: then no redirect
+        state = get("state")
+        if oidc_logout.state_verdict(state) != OK:
+            return ErrorPage("logout_state_invalid")
+        uri = get("post_logout_redirect_uri")
+        if uri is not None:
+            verdict = oidc_logout.post_logout_redirect_verdict(
+                uri, client.post_logout_redirect_uris if client is not None else None)
+            if verdict != OK:
+                return ErrorPage(f"post_logout_redirect_uri_{verdict}")
+        return LogoutRequest(client, uri, state, hint)
+
+    def logout_step(self, req: LogoutRequest, user_id: int | None, session_id: int | None) -> str:
+        """:func:`authsvc.rules.oidc_logout.logout_step` for the browser's session (None: signed out)."""
+        me = None if user_id is None or session_id is None else self.end_user(user_id, session_id)
+        return oidc_logout.logout_step(
+            signed_in=me is not None, hint_sid=req.hint.sid if req.hint else None,
+            hint_sub=req.hint.sub if req.hint else None, session_sid=me.sid if me else None,
+            session_sub=self.subjects.of(me.user_id) if me else None)
+
+    # --- the account page's apps ------------------------------------------------------------------
+
+    def apps_of(self, user_id: int) -> list[App]:
+        """The clients the user signed in to (got tokens) or allowed (consent), by name."""
+        consents = self.consents.of(user_id)
+        used = self.tokens.clients_of(user_id)
+        apps = []
+        for client_id in set(consents) | set(used):
+            client = self.clients.get(client_id)
+            if client is not None:
+                apps.append(App(client, tuple(sorted(consents.get(client_id, ()))), used.get(client_id)))
+        return sorted(apps, key=lambda a: (a.client.name.casefold(), a.client.client_id))
+
+    def revoke_app(self, user_id: int, client_id: str) -> tuple[bool, int] | None:
+        """End the user's consent for ``client_id`` and every token it holds for the user:
+        ``(consent_ended, tokens_ended)``, or None when the user has nothing with that client."""
+        if not any(a.client.client_id == client_id for a in self.apps_of(user_id)):
+            return None
+        return self.consents.revoke(user_id, client_id), self.tokens.revoke_for_user(user_id, client_id, "user_revoked")
+
     # --- users and claims ------------------------------------------------------------------------
 
     def end_user(self, user_id: int, session_id: int) -> EndUser | None:
@@ -247,6 +336,7 @@ class Provider:
             "token_endpoint": f"{base}/oauth/token",
             "userinfo_endpoint": f"{base}/oauth/userinfo",
             "revocation_endpoint": f"{base}/oauth/revoke",
+            "end_session_endpoint": f"{base}/oauth/logout",
             "jwks_uri": f"{base}/oauth/jwks",
             "scopes_supported": list(SUPPORTED_SCOPES),
             "response_types_supported": ["code"],
@@ -264,9 +354,13 @@ class Provider:
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
             "claims_parameter_supported": False,
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
+            "frontchannel_logout_supported": False,
         }
 
     def sessions_ended(self, session_ids: list[int]) -> list[tuple[str, int]]:
-        """Hook for back-channel logout (delivery not built yet): which clients to notify, with the
-        session each got tokens in. Tokens need no action here: they end with their session."""
+        """Back-channel logout: which clients to notify, with the session each got tokens in (the
+        sender, authsvc.core.oidc.logout.BackChannel, calls it off the request). Tokens need no
+        action here: they end with their session."""
         return self.tokens.clients_to_notify(session_ids)

@@ -385,6 +385,20 @@ class TokenStore:
                 oidc_tokens.c.id == token_id, oidc_tokens.c.revoked_at.is_(None)).values(
                 revoked_at=self.clock(), revoke_reason=reason)).rowcount
 
+    def revoke_for_user(self, user_id: int, client_id: str, reason: str) -> int:
+        """End every token ``client_id`` holds for ``user_id`` (the account page's "Revoke")."""
+        with self.engine.begin() as conn:
+            return conn.execute(oidc_tokens.update().where(
+                oidc_tokens.c.user_id == user_id, oidc_tokens.c.client_id == client_id,
+                oidc_tokens.c.revoked_at.is_(None)).values(revoked_at=self.clock(), revoke_reason=reason)).rowcount
+
+    def clients_of(self, user_id: int) -> dict[str, float]:
+        """``client_id -> last issued_at`` of every client that got tokens for ``user_id``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(oidc_tokens.c.client_id, sa.func.max(oidc_tokens.c.issued_at).label("last"))
+                                .where(oidc_tokens.c.user_id == user_id).group_by(oidc_tokens.c.client_id)).all()
+        return {r.client_id: r.last for r in rows}
+
     def clients_to_notify(self, session_ids: list[int]) -> list[tuple[str, int]]:
         """The hook for back-channel logout (not delivered yet: docs/oidc.md): ``(client_id,
         session_id)`` of every client with a ``backchannel_logout_uri`` that got tokens in one of
@@ -437,6 +451,13 @@ class ConsentStore:
         with self.engine.begin() as conn:
             return bool(conn.execute(oidc_consents.delete().where(
                 oidc_consents.c.user_id == user_id, oidc_consents.c.client_id == client_id)).rowcount)
+
+    def of(self, user_id: int) -> dict[str, frozenset[str]]:
+        """``client_id -> scopes`` the user allowed."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(oidc_consents.c.client_id, oidc_consents.c.scopes).where(
+                oidc_consents.c.user_id == user_id)).all()
+        return {r.client_id: frozenset(r.scopes.split()) for r in rows}
 
 
 class Subjects:

@@ -53,6 +53,7 @@ def account_page(status: int = 200, *, errors: list[str] | None = None, notice: 
                            notice=notice, min_length=svc.password_rules.min_length,
                            totp=bool(factors.get(TOTP)), factors=factors,
                            recovery_left=svc.recovery_codes.remaining(uid), step_up=step_up_is_due(),
+                           apps=svc.oidc.apps_of(uid),
                            passkeys=svc.passkeys.store.list(uid) if svc.passkeys is not None else None), status
 
 
@@ -113,6 +114,22 @@ def revoke_session(session_id: int):
         response = redirect(url_for("login.login_form"), 303)
         delete_cookie(response, svc.cookies.remember)
         return response
+    return redirect(url_for("account.home"), 303)
+
+
+@bp.post("/account/apps/revoke")
+def revoke_app():
+    """End an app's access: the consent (it asks again next time) and every token it holds for this
+    user. Another user's app, or an unknown id, is a 404 that reveals nothing."""
+    if not current_user.is_authenticated:
+        abort(401)
+    svc = services()
+    client_id = field("client_id", 64)
+    ended = svc.oidc.revoke_app(current_user.user_id, client_id)
+    if ended is None:
+        abort(404)
+    g.audit_user_id = current_user.user_id
+    svc.audit.emit("oidc_consent_revoked", client_id=client_id, consent=ended[0], revoked=ended[1], by="user")
     return redirect(url_for("account.home"), 303)
 
 

@@ -332,15 +332,20 @@ def second_step_post():
 
 @bp.post("/logout")
 def logout():
+    return sign_out(redirect(url_for("login.login_form"), 303))
+
+
+def sign_out(response, **audit_fields):
+    """End this browser's session and its remember cookie, as /logout does (also the OpenID
+    Provider's RP-initiated logout: authsvc.web.views.oidc); ``response`` is the answer to send."""
     svc = services()
     signed_in = current_user.is_authenticated  # loaded first: theft detection may end this session too
     judge_remember_cookie()
     if signed_in:
         svc.sessions.revoke(current_user.session_id, "logout")
-        svc.audit.emit("logout", session_id=current_user.session_id)
+        svc.audit.emit("logout", session_id=current_user.session_id, **audit_fields)
     svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember), "logout")
     session.clear()
-    response = redirect(url_for("login.login_form"), 303)
     delete_cookie(response, svc.cookies.remember)  # the session cookie is deleted by Flask (emptied)
     forget_legacy_cookies(response)
     # Not "cookies": browsers apply it to the whole registrable domain, which would delete the

@@ -20,6 +20,7 @@ from flask import (
     current_app,
     g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -37,12 +38,20 @@ from authsvc.core.oidc.grants import (
     Revocation,
 )
 from authsvc.core.oidc.provider import SINGLE as AUTHORIZE_PARAMS
-from authsvc.core.oidc.provider import AuthRequest, ErrorPage, ErrorRedirect, Provider
+from authsvc.core.oidc.provider import (
+    AuthRequest,
+    ErrorPage,
+    ErrorRedirect,
+    LogoutRequest,
+    Provider,
+)
 from authsvc.core.oidc.store import Client
+from authsvc.rules import oidc_logout
 from authsvc.rules import oidc_requests as decide
 from authsvc.rules.oidc_redirects import csp_source, response_location
 from authsvc.rules.oidc_requests import SUPPORTED_SCOPES
 from authsvc.web.auth import services
+from authsvc.web.views.login import sign_out
 
 bp = Blueprint("oidc", __name__)
 
@@ -60,6 +69,16 @@ PAGE_MESSAGES = {
                           "your account page, then sign in to the application again."),
     "signing_key_unavailable": "This service cannot sign the answer right now. Try again later.",
 }
+LOGOUT_MESSAGES = {
+    "unknown_client": "The application that sent you here is not registered with this service.",
+    "logout_parameter_repeated": "The sign-out request names something more than once.",
+    "logout_state_invalid": "The sign-out request is not valid.",
+}
+LOGOUT_HINT_MESSAGE = ("The sign-out request carries a sign-in token this service did not issue for this "
+                       "application (or one too old). You are still signed in; sign out from your account page.")
+LOGOUT_REDIRECT_MESSAGE = ("The address to return to after signing out is not one the application registered, "
+                           "so you are not sent there and nothing was changed. You are still signed in; sign out "
+                           "from your account page.")
 REDIRECT_URI_MESSAGE = ("The return address in this request is not one the application registered, so you are "
                         "not sent there. The link may have been tampered with.")
 SCOPE_TEXT = {
@@ -290,6 +309,85 @@ def consent():
     _provider().consents.grant(current_user.user_id, checked.client.client_id, checked.scopes)
     _provider().audit.emit("oidc_consent_given", client_id=checked.client.client_id, scopes=" ".join(checked.scopes))
     return redirect(url_for("oidc.authorize", **dict(_params_without("prompt", source=request.form))), 303)
+
+
+# --- RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0) --------------------------------
+
+def _read_logout(source) -> ErrorPage | LogoutRequest:
+    return _provider().read_logout(lambda name: source.get(name), lambda name: len(source.getlist(name)),
+                                   max_hint_age=services().policy.sessions.absolute_lifetime_seconds)
+
+
+def _logout_refused(reason: str, client_id: str | None):
+    _provider().audit.emit("oidc_logout_refused", reason=reason, client_id=client_id)
+    if reason.startswith("id_token_hint_"):
+        message = LOGOUT_HINT_MESSAGE
+    elif reason.startswith("post_logout_redirect_uri_"):
+        message = LOGOUT_REDIRECT_MESSAGE
+    else:
+        message = LOGOUT_MESSAGES.get(reason, "The sign-out request is not valid.")
+    return render_template("oidc_logout.html", stage="refused", message=message), 400
+
+
+def _after_logout(checked: LogoutRequest):
+    """Back to the client's registered post_logout_redirect_uri with ``state``, or a page."""
+    if checked.redirect_uri is not None and checked.client is not None:
+        try:
+            location = oidc_logout.logout_location(checked.redirect_uri, checked.client.post_logout_redirect_uris,
+                                                   checked.state)
+        except ValueError:  # pragma: no cover - read_logout checked it; checked again where it is built
+            return _logout_refused("post_logout_redirect_uri_not_registered", checked.client.client_id)
+        return redirect(location, 303)
+    return make_response(render_template("oidc_logout.html", stage="done", message=None), 200)
+
+
+def _client_id(checked: LogoutRequest) -> str | None:
+    return checked.client.client_id if checked.client is not None else None
+
+
+@bp.get("/oauth/logout")
+def end_session():
+    """The end_session_endpoint. Signed out already: straight back. The hint names this very
+    session: signed out at once (only an app of this session holds that ID token). Otherwise a
+    page asks, with a CSRF-protected form: a link on any site must not sign the user out."""
+    checked = _read_logout(request.args)
+    if isinstance(checked, ErrorPage):
+        return _logout_refused(checked.reason, request.args.get("client_id"))
+    provider = _provider()
+    signed_in = current_user.is_authenticated
+    step = provider.logout_step(checked, current_user.user_id if signed_in else None,
+                                current_user.session_id if signed_in else None)
+    if step == oidc_logout.NOTHING_TO_END and request.cookies.get(services().cookies.remember):
+        step = oidc_logout.CONFIRM  # no live session, but a remember-me cookie would start one: ask to end it
+    provider.audit.emit("oidc_logout", step=step, client_id=_client_id(checked))
+    if step == oidc_logout.NOTHING_TO_END:
+        return _after_logout(checked)
+    if step == oidc_logout.END_NOW:
+        return sign_out(_after_logout(checked), via="oidc", client_id=_client_id(checked))
+    if checked.redirect_uri is not None:
+        g.oidc_form_source = csp_source(checked.redirect_uri)  # the form's post ends at the client
+    params = [(k, v) for k, v in (("client_id", _client_id(checked)),
+                                  ("post_logout_redirect_uri", checked.redirect_uri),
+                                  ("state", checked.state)) if v is not None]
+    return render_template("oidc_logout.html", stage="confirm", message=None,
+                           username=current_user.username if signed_in else None,
+                           client_name=checked.client.name if checked.client is not None else None,
+                           params=params), 200
+
+
+@bp.post("/oauth/logout/confirm")
+def end_session_confirm():
+    """The confirmation page's form (CSRF token and same-origin checked like every form). The
+    hint is not carried in it: the client it named is."""
+    checked = _read_logout(request.form)
+    if isinstance(checked, ErrorPage):
+        return _logout_refused(checked.reason, request.form.get("client_id"))
+    provider = _provider()
+    if request.form.get("decision") != "logout":
+        provider.audit.emit("oidc_logout", step="declined", client_id=_client_id(checked))
+        return redirect(url_for("account.home"), 303)
+    provider.audit.emit("oidc_logout", step="confirmed", client_id=_client_id(checked))
+    return sign_out(_after_logout(checked), via="oidc", client_id=_client_id(checked))
 
 
 # --- token, userinfo, revocation -----------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""The pure logout rules (authsvc.rules.oidc_logout): hostile return addresses, hint claims, the
+logout-CSRF decision, delivery verdicts; with hypothesis where a property says it all."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from authsvc.rules import oidc_logout as r
+
+REG = ("https://app.example.com/signed-out", "https://app.example.com/bye?x=1")
+ISS = "https://auth.example.test"
+NOW = 1_800_000_000
+
+
+@pytest.mark.asvs("V10.4.1")
+@pytest.mark.parametrize("uri", [
+    "https://app.example.com/signed-out/", "https://app.example.com/signed-ou", "HTTPS://app.example.com/signed-out",
+    "https://APP.example.com/signed-out", "https://app.example.com/signed-out#", "https://app.example.com/signed-out?",
+    "https://app.example.com/bye", "https://app.example.com/bye?x=1&y=2", "https://app.example.com/bye?x=2",
+    "javascript:alert(1)", "https://app.example.com/signed-out\x00", " https://app.example.com/signed-out",
+    "https://app.example.com/signed-out\t", "https://app.example.com/signed%2Dout", "https://app.exаmple.com/signed-out",
+    "https://app.example.com:443/signed-out", "//app.example.com/signed-out", "https://app.example.com\\signed-out",
+])
+def test_anything_but_a_registered_string_is_not_registered(uri):
+    assert r.post_logout_redirect_verdict(uri, REG) == "not_registered"
+
+
+def test_missing_huge_and_clientless():
+    assert r.post_logout_redirect_verdict(None, REG) == "missing"
+    assert r.post_logout_redirect_verdict("", REG) == "missing"
+    assert r.post_logout_redirect_verdict(REG[0] + "a" * 3000, REG) == "too_long"
+    assert r.post_logout_redirect_verdict(REG[0], None) == "no_client"
+    assert r.post_logout_redirect_verdict(["x"], REG) == "not_registered"
+
+
+@given(st.text(max_size=80))
+def test_ok_exactly_for_members(uri):
+    assert (r.post_logout_redirect_verdict(uri, REG) == r.OK) == (uri in REG)
+
+
+def test_logout_location_refuses_what_the_verdict_refuses():
+    assert r.logout_location(REG[1], REG, "a b") == REG[1] + "&state=a+b"
+    assert r.logout_location(REG[0], REG, None) == REG[0]
+    with pytest.raises(ValueError):
+        r.logout_location("https://evil.example/", REG, "s")
+
+
+def claims(**kw):
+    base = {"iss": ISS, "aud": ["c1"], "sub": "s", "sid": "x", "iat": NOW - 10}
+    base.update(kw)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.mark.parametrize("header,claim,expected", [
+    ({"alg": "none"}, claims(), "alg_refused"),
+    ({"alg": "HS256"}, claims(), "alg_refused"),
+    ({"alg": "es256"}, claims(), "alg_refused"),
+    ({"alg": "ES256"}, claims(iss="https://evil.example"), "wrong_issuer"),
+    ({"alg": "ES256"}, claims(iss=ISS + "/"), "wrong_issuer"),
+    ({"alg": "ES256"}, claims(aud=None), "no_audience"),
+    ({"alg": "ES256"}, claims(aud=[]), "no_audience"),
+    ({"alg": "ES256"}, claims(aud=[1]), "no_audience"),
+    ({"alg": "ES256"}, claims(aud=["c2"]), "client_mismatch"),
+    ({"alg": "ES256"}, claims(sub=""), "no_subject"),
+    ({"alg": "ES256"}, claims(sub=5), "no_subject"),
+    ({"alg": "ES256"}, claims(sid=5), "malformed"),
+    ({"alg": "ES256"}, claims(iat=True), "malformed"),
+    ({"alg": "ES256"}, claims(iat="1"), "malformed"),
+    ({"alg": "ES256"}, claims(iat=NOW + 3600), "issued_in_future"),
+    ({"alg": "ES256"}, claims(iat=NOW - 86401), "too_old"),
+    ({"alg": "RS256"}, claims(), "ok"),
+    ({"alg": "ES256"}, claims(aud="c1"), "ok"),
+])
+def test_hint_claims(header, claim, expected):
+    assert r.hint_claims_verdict(header, claim, issuer=ISS, client_id="c1", now=NOW, max_age=86400) == expected
+
+
+def test_hint_client_prefers_azp_then_a_single_audience():
+    assert r.hint_client({"azp": "a", "aud": ["b", "c"]}) == "a"
+    assert r.hint_client({"aud": "b"}) == "b" and r.hint_client({"aud": ["b"]}) == "b"
+    assert r.hint_client({"aud": ["b", "c"]}) is None
+
+
+@pytest.mark.asvs("V10.6.2")
+@given(st.booleans(), st.one_of(st.none(), st.text(max_size=5)), st.one_of(st.none(), st.text(max_size=5)),
+       st.one_of(st.none(), st.text(max_size=5)), st.one_of(st.none(), st.text(max_size=5)))
+def test_only_a_hint_naming_this_session_and_user_ends_it_without_asking(signed_in, hsid, hsub, ssid, ssub):
+    step = r.logout_step(signed_in=signed_in, hint_sid=hsid, hint_sub=hsub, session_sid=ssid, session_sub=ssub)
+    if not signed_in:
+        assert step == r.NOTHING_TO_END
+    elif step == r.END_NOW:
+        assert hsid and hsid == ssid and hsub is not None and hsub == ssub
+    else:
+        assert step == r.CONFIRM
+
+
+def test_logout_token_claims_have_string_sid_and_no_nonce():
+    c = r.logout_token_claims(issuer=ISS, client_id="c", sub="s", sid="x", now=NOW + 0.7, lifetime=120, jti="j")
+    assert c == {"iss": ISS, "aud": "c", "iat": NOW, "exp": NOW + 120, "jti": "j", "sub": "s", "sid": "x",
+                 "events": {r.BACKCHANNEL_EVENT: {}}}
+
+
+@pytest.mark.parametrize("status,verdict", [
+    (200, "delivered"), (204, "delivered"), (None, "retry"), (500, "retry"), (503, "retry"), (429, "retry"),
+    (408, "retry"), (400, "give_up"), (401, "give_up"), (404, "give_up"), (301, "give_up"), (302, "give_up"),
+    (100, "give_up"),
+])
+def test_delivery_verdicts(status, verdict):
+    assert r.delivery_verdict(status) == verdict
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [r.backoff_seconds(a, 1.0) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert r.backoff_seconds(30, 1.0) == 60.0
