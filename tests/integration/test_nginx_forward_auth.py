@@ -185,11 +185,17 @@ def test_client_x_original_url_is_replaced_by_nginx(stack):
 
 @pytest.mark.asvs("V4.1.3")
 def test_client_cannot_describe_a_forward_auth_request_to_the_login_host(stack):
-    """On the auth host nginx blanks the forward-auth headers, so verify has no URL to send back to."""
+    """On the auth host nginx blanks the forward-auth headers, so verify has no URL to send back to,
+    and no request to judge: with access rules (the stack has BACKEND_RULES) a request it cannot
+    describe is denied (``unknown_request``), never steered by the client's X-Original-URL. Without
+    rules it would be the login page with no next."""
     s = browser(stack)
     response = get(s, f"{stack.auth}/auth/verify?redirect=1", headers={"X-Original-URL": stack.protected("/x")})
-    assert response.status_code == 302
-    assert login_target(response.headers["Location"]) == (f"{stack.auth}/login", None)
+    assert response.status_code == 403 and "Location" not in response.headers
+    signed_in = browser(stack)
+    sign_in(stack, signed_in, f"{stack.auth}/login")
+    response = get(signed_in, f"{stack.auth}/auth/verify?redirect=1", headers={"X-Original-URL": stack.protected("/x")})
+    assert response.status_code == 403 and "X-Auth-User" not in response.headers
 
 
 # --- request ids are nginx's, never the client's --------------------------------------------------

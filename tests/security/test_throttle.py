@@ -753,6 +753,24 @@ def test_the_swept_storage_answers_as_limits_own_memory_storage(monkeypatch):
     frozen.time = lambda: 1_900_000_000.0 + frozen.offset
     monkeypatch.setattr("limits.storage.memory.time", frozen)
     monkeypatch.setattr("authsvc.web.limiter.time", frozen)
+
+    class Unstarted:
+        """limits' expiry timer, never run: it would expire keys on another thread, at any moment
+        between two of the steps below (the frozen clock jumps), and the comparison would race it."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+        def is_alive(self) -> bool:
+            return True
+
+    import threading
+    import types
+
+    monkeypatch.setattr("limits.storage.memory.threading", types.SimpleNamespace(RLock=threading.RLock, Timer=Unstarted))
     ours, theirs = SweptMemoryStorage(), MemoryStorage()
     rng = random.Random(16)
     for step in range(3000):
