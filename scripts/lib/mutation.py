@@ -6,7 +6,8 @@ are run):
 * authsvc/rules/redirects.py, authsvc/rules/secretkeys.py, authsvc/rules/passwords.py: every function;
 * authsvc/core/sessions.py: session_verdict, needs_touch;
 * authsvc/core/throttle.py: decide, block_after_failure, backoff_seconds;
-* authsvc/rules/second_step.py, auth_methods.py, passkeys.py, oidc_redirects.py, oidc_requests.py: every function.
+* authsvc/rules/second_step.py, auth_methods.py, passkeys.py, oidc_redirects.py, oidc_requests.py,
+  oidc_logout.py: every function.
 
 The tests are the fast modules listed in [tool.mutmut] pytest_add_cli_args_test_selection, with
 the hypothesis profile ``mutation`` (few examples, fixed seed: a mutant never survives by luck).
@@ -46,6 +47,7 @@ TARGETS: dict[str, tuple[str, ...] | None] = {
     "authsvc/rules/passkeys.py": None,
     "authsvc/rules/oidc_redirects.py": None,
     "authsvc/rules/oidc_requests.py": None,
+    "authsvc/rules/oidc_logout.py": None,
 }
 RESULT = re.compile(r"^\s*(?P<name>\S+): (?P<status>.+?)\s*$")  # a line of `mutmut results --all true`
 EQUIVALENT = re.compile(r"^\s*[-*]\s+`(?P<name>authsvc\.[^`]+__mutmut_\d+)`")

@@ -593,3 +593,39 @@ def test_a_wrong_password_page_of_an_oidc_sign_in_keeps_the_clients_form_action(
                                                                 challenge=pkce()[1]))
     again = login(client, password="wrong password, twenty chars", next=next_url)
     assert again.status_code == 401 and "https://forum.example.net" in _form_action(again)
+
+
+# --- storage down ---------------------------------------------------------------------------------
+
+@pytest.mark.asvs("V16.5.2", "V16.5.3")
+def test_database_down_every_provider_endpoint_fails_closed_with_a_503(svc, signed_in, web, monkeypatch):
+    """With the database unreachable no endpoint may answer as if it could decide: no code, no
+    token, no claims, no redirect to the client, never a 500 or a stack trace. The JSON endpoints
+    answer JSON; the browser's page is authsvc's own 503."""
+    from sqlalchemy.exc import OperationalError
+
+    cid, secret = web
+    body = tokens(signed_in, web)
+    code, verifier = get_code(signed_in, cid)
+    _, challenge = pkce()
+
+    def down(*args, **kwargs):
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database is down"))
+    monkeypatch.setattr(svc.engine, "connect", down)
+    monkeypatch.setattr(svc.engine, "begin", down)
+    auth = "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()
+    answers = {
+        "authorize": authorize(signed_in, authorize_params(cid, challenge=challenge)),
+        "token (code)": exchange(signed_in, cid, secret, code, verifier),
+        "token (refresh)": refresh(signed_in, cid, secret, body["refresh_token"]),
+        "userinfo": userinfo(signed_in, body["access_token"]),
+        "revoke": signed_in.post("/oauth/revoke", data={"token": body["refresh_token"]}, headers={"Authorization": auth}),
+        "jwks": signed_in.get("/oauth/jwks"),
+    }
+    for name, answer in answers.items():
+        text = answer.get_data(as_text=True)
+        assert answer.status_code == 503, (name, answer.status_code, text[:300])
+        assert "Location" not in answer.headers and "Traceback" not in text and "database is down" not in text, name
+        assert "code=" not in text and body["access_token"] not in text, name
+    for name in ("token (code)", "token (refresh)", "userinfo", "revoke"):
+        assert answers[name].is_json, name

@@ -114,3 +114,60 @@ def test_delivery_verdicts(status, verdict):
 def test_backoff_doubles_and_is_capped():
     assert [r.backoff_seconds(a, 1.0) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
     assert r.backoff_seconds(30, 1.0) == 60.0
+
+
+# --- boundaries (each pins one edge a one-character change would move: scripts/mutation) ---------
+
+def _hint(**claims):
+    base = {"iss": ISS, "aud": "wiki", "sub": "s-1", "sid": "7", "iat": NOW}
+    base.update(claims)
+    return base
+
+
+def test_a_return_address_of_exactly_the_cap_is_still_judged_by_the_list():
+    at_cap = "https://app.example.com/" + "a" * (r.MAX_REDIRECT_URI - len("https://app.example.com/"))
+    assert len(at_cap) == r.MAX_REDIRECT_URI
+    assert r.post_logout_redirect_verdict(at_cap, (at_cap,)) == r.OK
+    assert r.post_logout_redirect_verdict(at_cap + "a", (at_cap + "a",)) == "too_long"
+
+
+def test_an_unregistered_return_address_raises_with_its_own_message():
+    with pytest.raises(ValueError, match=r"^post_logout_redirect_uri not registered for this client$"):
+        r.logout_location("https://evil.example/", REG, "s")
+
+
+@pytest.mark.parametrize("aud", [{"wiki": 1}, 7, None, True, ("wiki",)])
+def test_an_audience_neither_a_string_nor_a_list_is_no_audience(aud):
+    assert r.hint_claims_verdict({"alg": "ES256"}, _hint(aud=aud), issuer=ISS, client_id="wiki", now=NOW,
+                                 max_age=3600) == "no_audience"
+
+
+def test_a_hint_issued_exactly_at_the_skew_or_exactly_max_age_ago_is_still_accepted():
+    judge = lambda iat: r.hint_claims_verdict({"alg": "ES256"}, _hint(iat=iat), issuer=ISS, client_id="wiki",
+                                              now=NOW, max_age=3600)
+    assert judge(NOW + r.CLOCK_SKEW_SECONDS) == r.OK and judge(NOW + r.CLOCK_SKEW_SECONDS + 1) == "issued_in_future"
+    assert judge(NOW - 3600) == r.OK and judge(NOW - 3601) == "too_old"
+
+
+def test_an_empty_azp_falls_back_to_the_single_audience():
+    assert r.hint_client({"azp": "", "aud": "wiki"}) == "wiki"
+    assert r.hint_client({"azp": "other", "aud": "wiki"}) == "other"
+
+
+def test_a_hint_without_a_subject_never_ends_the_session_at_once():
+    """Same sid, but neither side names a user: ask first (None == None is no match)."""
+    assert r.logout_step(signed_in=True, hint_sid="7", hint_sub=None, session_sid="7", session_sub=None) == r.CONFIRM
+
+
+def test_a_3xx_from_a_receiver_is_not_a_delivery():
+    assert r.delivery_verdict(299) == r.DELIVERED
+    assert r.delivery_verdict(300) == r.GIVE_UP and r.delivery_verdict(301) == r.GIVE_UP
+
+
+@pytest.mark.parametrize("state, verdict", [
+    (None, "ok"), ("s", "ok"), ("x" * 1024, "ok"),
+    ("", "invalid_state"), ("x" * 1025, "invalid_state"), (123, "invalid_state"), (b"s", "invalid_state"),
+    (["s"], "invalid_state"),
+])
+def test_state_is_returned_only_when_it_is_a_short_string(state, verdict):
+    assert r.state_verdict(state) == verdict
