@@ -8,6 +8,7 @@ function :func:`session_verdict`; :class:`SessionStore` does the I/O around it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass, replace
@@ -90,8 +91,9 @@ def token_digest(token: str) -> bytes:
 
 
 # The user's groups, comma-separated, in the same query (group_concat / string_agg by dialect):
-# verify's one indexed lookup stays one.
-_GROUPS = sa.select(sa.func.aggregate_strings(groups.c.name, ",")).select_from(
+# verify's one indexed lookup stays one. The separator is written into the SQL (a plain ","
+# becomes a parameter rendered anew on every execution, and :class:`DigestLookup` compiles once).
+_GROUPS = sa.select(sa.func.aggregate_strings(groups.c.name, sa.literal_column("','"))).select_from(
     group_members.join(groups, groups.c.id == group_members.c.group_id)
 ).where(group_members.c.user_id == sessions.c.user_id).scalar_subquery()
 # The user's canonical name (authsvc.rules.usernames), never the column as typed: verify sends it in a header.
@@ -105,10 +107,51 @@ _BY_DIGEST = _SELECT.where(sessions.c.token_hash == sa.bindparam("digest"))
 
 
 def _record(row) -> SessionRecord:
-    """A row of :data:`_SELECT` as a record; the stored methods and the groups parsed once here, so
-    the verify cache holds them ready for ``X-Auth-Methods``, ``X-Auth-Groups`` and the access rules."""
-    return SessionRecord(*row[:-3], methods=parse_methods(row.methods), authenticated_at=row.authenticated_at,
-                         groups=tuple(sorted(row.groups.split(","))) if row.groups else ())
+    """A row of :data:`_SELECT` (a SQLAlchemy row or the driver's tuple) as a record; the stored
+    methods and the groups parsed once here, so the verify cache holds them ready for
+    ``X-Auth-Methods``, ``X-Auth-Groups`` and the access rules. The booleans are made ``bool`` here
+    because SQLite's driver returns them as 0 and 1."""
+    (session_id, user_id, username, disabled, created_at, last_seen_at, expires_at, remembered, client_ip,
+     user_agent, revoked_at, used_at, methods, authenticated_at, group_names) = row
+    return SessionRecord(session_id, user_id, username, bool(disabled), created_at, last_seen_at, expires_at,
+                         bool(remembered), client_ip, user_agent, revoked_at, used_at,
+                         methods=parse_methods(methods), authenticated_at=authenticated_at,
+                         groups=tuple(sorted(group_names.split(","))) if group_names else ())
+
+
+class DigestLookup:
+    """:data:`_BY_DIGEST` compiled once for ``engine``'s dialect and run on a pooled driver
+    connection: the read behind every verify cache miss. Run through SQLAlchemy's ``execute``, the
+    same read costs about twice the CPU (a cache key built for the statement on every execution, the
+    result machinery; measured in docs/performance.md, "The cache-miss path"), the difference
+    between the two cache-miss floors of issue 16. What SQLAlchemy's execute would add here is kept:
+    the pool (its pre-ping on PostgreSQL, the connection reset on return), and a driver error
+    becomes SQLAlchemy's ``DBAPIError`` (the 503 path), its connection discarded rather than pooled."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        compiled = _BY_DIGEST.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        self.positional = compiled.positional  # SQLite's "?" or psycopg's "%(digest)s"
+
+    def __call__(self, digest: bytes):
+        driver_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            return self._fetch((digest,) if self.positional else {"digest": digest}, driver_error)
+        except driver_error as exc:  # a connection refused, a lost server, a locked file ...
+            raise sa.exc.DBAPIError.instance(self.sql, None, exc, driver_error, hide_parameters=True) from exc
+
+    def _fetch(self, params, driver_error):
+        conn = self.engine.raw_connection()
+        try:
+            with contextlib.closing(conn.cursor()) as cursor:
+                cursor.execute(self.sql, params)
+                return cursor.fetchone()
+        except driver_error:
+            conn.invalidate()  # not back into the pool: it may be the broken one
+            raise
+        finally:
+            conn.close()
 
 
 # Built once (login runs them every time): SQLAlchemy then only looks up its compiled form.
@@ -135,6 +178,7 @@ class SessionStore:
         self.clock = clock
         self.cache = cache
         self.on_sessions_ended = on_sessions_ended
+        self._by_digest = DigestLookup(engine)
 
     def _ended(self, session_ids: list[int]) -> None:
         if session_ids and self.on_sessions_ended is not None:
@@ -178,8 +222,7 @@ class SessionStore:
         return self._load(token_digest(token))
 
     def _load(self, digest: bytes) -> SessionRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(_BY_DIGEST, {"digest": digest}).first()
+        row = self._by_digest(digest)
         return _record(row) if row else None
 
     def authenticate(self, token: str, *, cached: bool = False) -> tuple[SessionRecord | None, str]:

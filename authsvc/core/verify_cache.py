@@ -69,7 +69,7 @@ class VerifyCache:
             entries.pop(digest, None)
             now = self.clock()
             entries[digest] = (record, now + self.ttl)
-            while True:  # oldest first: drop what has expired, and what is over the bound
+            while entries:  # oldest first: drop what has expired, and what is over the bound
                 oldest = next(iter(entries))
                 if entries[oldest][1] > now and len(entries) <= self.max_entries:
                     break

@@ -9,9 +9,11 @@ unless a trusted proxy put it there.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 
+@functools.lru_cache(maxsize=4096)  # every request asks, mostly for the same few addresses
 def client_group(remote_addr: str | None) -> str | None:
     """What one client holds: ``"1.2.3.4"`` (an IPv4-mapped IPv6 address as its IPv4) or
     ``"2001:db8:1:2::/64"`` (a zone id dropped); ``None`` when ``remote_addr`` is no address."""

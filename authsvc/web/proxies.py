@@ -12,6 +12,8 @@ N-th hop, and the raw ``X-Forwarded-Proto`` is then removed so that nothing down
 
 from __future__ import annotations
 
+import functools
+
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from authsvc.rules.proxy_networks import Network, is_trusted_proxy
@@ -26,6 +28,8 @@ class TrustedProxies:
     def __init__(self, app, hops: int, networks: tuple[Network, ...] = ()) -> None:
         self.hops = hops
         self.networks = networks
+        # Asked on every request, about the same few peers: the answer depends on the address alone.
+        self.trusted = functools.lru_cache(maxsize=1024)(lambda peer: is_trusted_proxy(peer, networks))
         self.app = app
         self.fixed = ProxyFix(self._drop_raw_proto, x_for=hops, x_proto=hops) if hops else None
 
@@ -34,7 +38,7 @@ class TrustedProxies:
         return self.app(environ, start_response)
 
     def __call__(self, environ, start_response):
-        if self.fixed is not None and is_trusted_proxy(environ.get("REMOTE_ADDR"), self.networks):
+        if self.fixed is not None and self.trusted(environ.get("REMOTE_ADDR")):
             return self.fixed(environ, start_response)
         for name in FORWARDING_HEADERS:
             environ.pop(name, None)

@@ -160,6 +160,61 @@ def test_session_times_keep_sub_second_precision_so_timeouts_are_exact(svc, cloc
     assert session_verdict(rec, started + idle + 0.01, svc.policy.sessions) == "idle"
 
 
+@pytest.mark.parametrize("remembered, disabled, groups", [(False, False, ()), (True, True, ("ops", "staff", "b"))])
+def test_verify_lookup_reads_what_sqlalchemy_reads_typed_alike_on_each_backend(svc, user, remembered, disabled,
+                                                                               groups):
+    """verify's cache-miss read (DigestLookup: the driver's own cursor) against the same statement
+    run through SQLAlchemy: the same record, booleans as bool (SQLite's driver says 0 and 1), groups
+    sorted, for a session of each kind."""
+    from authsvc.core.sessions import _BY_DIGEST, _record, token_digest
+
+    token, _ = svc.sessions.create(user.id, IP, UA, remembered=remembered, methods=("pwd", "otp", "mfa"))
+    for name in groups:
+        svc.groups.add(name)
+        svc.groups.join(user.id, name)
+    if disabled:
+        svc.accounts.set_disabled(user.id, True)
+    digest = token_digest(token)
+    with svc.engine.connect() as conn:
+        expected = _record(conn.execute(_BY_DIGEST, {"digest": digest}).one())
+    got = svc.sessions.load(token)
+    assert got == expected
+    assert (got.remembered, got.user_disabled) == (remembered, disabled)
+    assert type(got.remembered) is bool and type(got.user_disabled) is bool
+    assert got.groups == tuple(sorted(groups)) and got.methods == ("pwd", "otp", "mfa")
+    assert svc.sessions.load(token + "x") is None
+
+
+@pytest.fixture
+def empty_database(backend, tmp_path):
+    """A database of the same backend without authsvc's schema."""
+    if backend.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        with pg_schema("empty") as (_name, url):
+            yield url
+
+
+def test_verify_lookup_on_a_broken_database_raises_sqlalchemys_error_and_pools_no_broken_connection(
+        svc, empty_database):
+    """A driver error in the cache-miss read ("no such table" here) is SQLAlchemy's DBAPIError (what
+    the 503 path catches), says nothing of the token or its digest, and its connection is discarded
+    (invalidated), not handed to the next request."""
+    from authsvc.core.sessions import token_digest
+
+    engine = db.make_engine(empty_database)
+    invalidated = []
+    sa.event.listen(engine, "invalidate", lambda *args: invalidated.append(args))
+    store = SessionStore(engine, svc.policy.sessions, time.time)
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        store.load("a-token")
+    assert token_digest("a-token").hex() not in str(caught.value) and "a-token" not in str(caught.value)
+    assert len(invalidated) == 1 and engine.pool.checkedout() == 0
+    db.upgrade(engine)
+    assert store.load("a-token") is None  # the next read works, on a new connection
+    engine.dispose()
+
+
 @pytest.mark.asvs("V7.4.1")
 def test_session_revoked_by_one_instance_is_refused_by_the_other_at_once(svc, user, other_instance):
     token, session_id = svc.sessions.create(user.id, IP, UA, remembered=False)

@@ -394,3 +394,14 @@ def test_the_cache_is_bounded_and_forgets_expired_entries(tmp_path, app, svc, us
     assert cache.get(bytes([9])) is None
     cache.put(b"new", record, cache.generation())
     assert len(cache) == 1
+
+
+def test_an_entry_that_expires_as_it_is_stored_leaves_the_cache_empty_not_broken(app, svc, user):
+    """A lifetime too small to move the monotonic clock (now + ttl == now): the entry is expired the
+    moment it is stored; storing must drop it and return, not fail the request."""
+    tick = Monotonic()
+    tick.now = 1e9  # 1e9 + 1e-9 == 1e9 in floating point
+    cache = VerifyCache(1e-9, clock=tick)
+    record = svc.sessions.load(svc.sessions.create(user.id, "198.51.100.1", "ua", False)[0])
+    cache.put(b"digest", record, cache.generation())
+    assert len(cache) == 0 and cache.get(b"digest") is None
