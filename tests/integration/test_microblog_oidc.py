@@ -237,7 +237,7 @@ def test_a_callback_with_a_code_but_another_state_is_refused(blog):
     assert get(victim, f"{blog.app}/index").status_code == 302
 
 
-@pytest.mark.asvs("V10.1.2")
+@pytest.mark.asvs("V10.2.2")
 def test_an_authorization_response_naming_another_issuer_is_refused(blog):
     """RFC 9207 mix-up defence: authsvc advertises ``iss`` in its authorization responses, so the
     callback refuses a response without it or naming another issuer, even with a good code and

@@ -53,7 +53,7 @@ def test_scopes_are_read_in_one_order_each_once(raw, scopes):
     assert decision.accepted and decision.scopes == scopes
 
 
-@pytest.mark.asvs("V10.4.11")
+@pytest.mark.asvs("V2.2.1")
 @pytest.mark.parametrize("raw, reason", [
     pytest.param(None, "missing", id="none"), pytest.param("", "missing", id="empty"), pytest.param("profile", "openid_missing", id="no_openid"),
     pytest.param("OPENID", "openid_missing", id="upper_case"), pytest.param("openid admin", "unknown_scope", id="unknown"),
@@ -85,7 +85,7 @@ def test_the_groups_scope_is_read_in_one_order_and_once(raw, scopes):
     assert decision.text() == " ".join(scopes)
 
 
-@pytest.mark.asvs("V10.4.11")
+@pytest.mark.asvs("V2.2.1")
 @pytest.mark.parametrize("raw, reason", [
     pytest.param("groups", "openid_missing", id="groups_without_openid"),
     pytest.param("groups groups", "openid_missing", id="only_duplicates"),
