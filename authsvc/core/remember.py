@@ -317,11 +317,19 @@ class RememberStore:
                     remember_tokens.c.id == row.id, remember_tokens.c.revoked_at.is_(None),
                 ).values(revoked_at=self.clock(), revoke_reason=reason))
 
-    def revoke_all(self, user_id: int, reason: str = "all") -> int:
+    def revoke_all(self, user_id: int, reason: str = "all", *, except_session_id: int | None = None) -> int:
+        """End every token of the user; returns how many. ``except_session_id``: keep the one token
+        that would restore that session's browser (unrotated, attached to it), so the browser that
+        made a change stays remembered while every other one loses its way back in."""
+        cond = [remember_tokens.c.user_id == user_id, remember_tokens.c.revoked_at.is_(None)]
+        if except_session_id is not None:
+            # NULL-safe: a token attached to no session (yet) is not this browser's and ends too.
+            cond.append(sa.not_(sa.and_(remember_tokens.c.session_id.is_not(None),
+                                        remember_tokens.c.session_id == except_session_id,
+                                        remember_tokens.c.rotated_at.is_(None))))
         with self.engine.begin() as conn:
-            return conn.execute(remember_tokens.update().where(
-                remember_tokens.c.user_id == user_id, remember_tokens.c.revoked_at.is_(None),
-            ).values(revoked_at=self.clock(), revoke_reason=reason)).rowcount
+            return conn.execute(remember_tokens.update().where(*cond).values(
+                revoked_at=self.clock(), revoke_reason=reason)).rowcount
 
     def purge(self, before: float) -> int:
         """Delete tokens that expired or were revoked before ``before``. Rotated tokens stay until

@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from jinja2 import Environment
 from sqlalchemy.exc import DBAPIError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from authsvc.web.csrf import MESSAGE as CSRF_MESSAGE
 from authsvc.web.csrf import CSRFError
@@ -83,7 +83,7 @@ def _storage_error(exc: BaseException) -> bool:
 
 
 def init_app(app: Flask) -> None:
-    from authsvc.web.limiter import breached, retry_after_seconds
+    from authsvc.web.limiter import breached, count_refused_body, retry_after_seconds
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
@@ -98,6 +98,18 @@ def init_app(app: Flask) -> None:
     def rate_limited(exc):
         _audit("login_throttled", reason=breached(exc))
         return respond(429, retry_after=retry_after_seconds())
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc):
+        # An oversize sign-in counts toward the per-client limit (the hooks refused it before the
+        # view's limit could count it); over the limit it is a 429 like any other.
+        try:
+            count_refused_body()
+        except RateLimitExceeded as limited:
+            return rate_limited(limited)
+        except Exception as failed:  # the rate-limit storage down: fail closed (503), as a sign-in would
+            return unexpected(failed)
+        return http_error(exc)
 
     @app.errorhandler(HashingBusy)
     def hashing_busy(exc):

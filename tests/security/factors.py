@@ -9,7 +9,7 @@ import pyotp
 
 from authsvc.core.totp import new_secret
 from authsvc.rules.second_step import TOTP_PERIOD_SECONDS
-from tests.conftest import PASSWORD, csrf, csrf_in, login
+from tests.conftest import PASSWORD, api, csrf, csrf_in, login, verify
 
 URI = re.compile(r'id="otpauth-uri">([^<]+)<')
 
@@ -65,3 +65,11 @@ def sign_in(client, totp: App, username: str = "alice", password: str = PASSWORD
 
 def post_with_csrf(client, path: str, data: dict, page: str = "/"):
     return client.post(path, data={"csrf_token": csrf_in(client.get(page).get_data(as_text=True)), **data})
+
+
+def only_this_session_is_left(here, others) -> None:
+    """After a change of factor (ASVS V7.4.3): the browser that made it is still signed in, every
+    other browser of the account is refused by /auth/verify and the API at once."""
+    assert (verify(here), api(here)) == (200, 200)
+    for other in others:
+        assert (verify(other), api(other)) == (401, 401)

@@ -49,6 +49,7 @@ from tests.conftest import (
     run_cli,
     verify,
 )
+from tests.security.factors import only_this_session_is_left
 
 ORIGIN = HTTPS            # https://auth.example.test: AUTHSVC_PUBLIC_URL in conftest
 RP_ID = "auth.example.test"
@@ -781,6 +782,29 @@ def test_removal_is_logged_and_the_failure_after_it_too(app, key, capsys):
     refused(passkey_login(browser(app, ip="203.0.113.10"), key)[0])
     names = [e["event"] for e in audit(capsys) if e["event"].startswith("passkey_")]
     assert names == ["passkey_removed", "passkey_failed"]   # (the fixture's passkey_added is captured apart)
+
+
+@pytest.mark.asvs("V7.4.3")
+def test_adding_a_passkey_ends_every_other_session_and_keeps_this_one(app, alice):
+    here, token = signed_in(app, ip="198.51.100.1")
+    there, _ = signed_in(app, ip="198.51.100.2")
+    added = register(app, here, token, SoftAuthenticator())
+    assert added.status_code == 201
+    only_this_session_is_left(here, [there])
+    assert added.get_json()["other_sessions_ended"] == 1
+    # The account page the script goes to next says so.
+    assert "Passkey added. 1 other session has been signed out." in here.get("/").get_data(as_text=True)
+
+
+@pytest.mark.asvs("V7.4.3")
+def test_removing_a_passkey_ends_every_other_session_and_keeps_this_one(app, key):
+    here, token = signed_in(app, ip="198.51.100.1")
+    there, _ = signed_in(app, ip="198.51.100.2")
+    removed = here.post(f"/account/passkeys/{passkey_id(app, key)}/delete", data={"csrf_token": token})
+    assert removed.status_code == 303
+    only_this_session_is_left(here, [there])
+    # The fixture's browser that registered the key is signed out too: two others.
+    assert "Passkey removed. 2 other sessions have been signed out." in here.get("/").get_data(as_text=True)
 
 
 def test_registering_the_same_credential_twice_is_409(app, alice):

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from authsvc.core.models import recovery_codes
 from authsvc.core.recovery_codes import COUNT, RecoveryCodes, code_digest
 from authsvc.rules.second_step import RECOVERY_ALPHABET, RECOVERY_LENGTH, recovery_code
-from tests.conftest import build_app, add_user, login, new_client
-from tests.security.factors import enroll, post_with_csrf, second_step, sign_in
+from tests.conftest import build_app, add_user, browser, login, new_client
+from tests.security.factors import enroll, only_this_session_is_left, post_with_csrf, second_step, sign_in
 
 SHOWN = re.compile(r'<code class="recovery-code">([^<]+)</code>')
 
@@ -103,3 +103,17 @@ def test_the_account_page_shows_new_codes_once_and_then_only_how_many_are_left(a
     login(other)
     assert second_step(other, shown[4]).status_code == 303
     assert 'Recovery codes left: <strong>9<' in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.asvs("V7.4.3")
+def test_new_codes_end_every_other_session_and_keep_this_one(app, user, clock):
+    """New codes are a change of factor: a session that may have read the old ones ends."""
+    phone = enroll(app, user, clock)
+    here, there = browser(app, ip="198.51.100.1"), browser(app, ip="198.51.100.2")
+    assert sign_in(here, phone).status_code == 303
+    clock.advance(30)  # a new code for the second browser
+    assert sign_in(there, phone).status_code == 303
+    generated = post_with_csrf(here, "/account/recovery-codes", {})
+    assert generated.status_code == 200
+    only_this_session_is_left(here, [there])
+    assert "1 other session has been signed out." in generated.get_data(as_text=True)

@@ -190,6 +190,38 @@ def test_the_nth_oversize_login_gets_429_even_from_a_known_device(app, fields, w
     assert first_429 == (9 if with_device else 10)
 
 
+MAX_BODY = 65536  # policies/test.toml keeps the default [limits] max_content_length
+
+
+def post_oversize(c, path: str):
+    """A form post over ``limits.max_content_length`` (its Content-Length says so), with a valid CSRF
+    token and the fields a sign-in has, as a script would send it."""
+    body = f"csrf_token={csrf(c)}&username=mallory&password=x&pad={'a' * MAX_BODY}"
+    return c.post(path, data=body, content_type="application/x-www-form-urlencoded")
+
+
+@pytest.mark.asvs("V6.3.1")
+@pytest.mark.parametrize("path", ["/login", "/login/mfa"])
+@pytest.mark.parametrize("with_device", [False, True], ids=["anonymous", "known-device"])
+def test_the_nth_login_refused_as_too_large_gets_429_and_spends_the_addresses_budget(app, path, with_device):
+    """A body over the limit is refused (413) where the form is first read, before the view's
+    per-client limit: such posts were never counted, so one address could send them without end,
+    each read up to the limit. Now they count in the same budget as the address's sign-ins."""
+    c = device_browser(app) if with_device else new_client(app)
+    if not with_device:
+        c.environ_base["REMOTE_ADDR"] = "203.0.113.68"
+    statuses = [post_oversize(c, path).status_code for _ in range(12)]
+    first_429 = statuses.index(429) if 429 in statuses else None
+    assert first_429 is not None, statuses
+    assert set(statuses[:first_429]) == {413} and set(statuses[first_429:]) == {429}, statuses
+    assert first_429 == (9 if with_device and path == "/login" else 10)
+    # The same budget: the address's next well-formed attempt without a device cookie is refused too.
+    other = new_client(app)
+    other.environ_base["REMOTE_ADDR"] = c.environ_base["REMOTE_ADDR"]
+    assert other.post(path, data={"csrf_token": csrf(other), "username": "mallory", "password": PASSWORD,
+                                  "code": "123456"}).status_code == 429
+
+
 def test_a_known_devices_well_formed_logins_stay_exempt_from_the_per_client_limit(app, clock):
     """The control: logins that reach the password check are a known device's, counted apart from
     the anonymous per-client limit (by its own per-device limit, 10 a minute: review finding 1)."""

@@ -582,6 +582,34 @@ def test_ending_the_accounts_sessions_forgets_its_known_devices(app, user, svc, 
     assert known_devices(svc) == 0
 
 
+@pytest.mark.asvs("V6.3.1", "V7.4.1")
+def test_a_stolen_remember_cookie_given_away_by_its_replay_takes_the_device_cookie_down_with_it(app, user, svc,
+                                                                                                clock):
+    """The thief copied the owner's browser: remember-me cookie and device cookie. When the copy's
+    rotated remember cookie comes back (theft: every session and token of the user ends), the
+    copied device cookie must not keep the owner's known-device budget for guessing the password
+    after a change: it is anonymous, held by the account's back-off like any attacker."""
+    owner = Browser(app, ip="192.0.2.10")
+    environ = {"REMOTE_ADDR": owner.ip}
+    form = {"csrf_token": csrf(owner.client), "username": "alice", "password": PASSWORD, "remember": "on"}
+    assert owner.client.post("/login", data=form, environ_base=environ).status_code == 303
+    remember = svc.cookies.remember
+    copied = {name: owner.client.get_cookie(name, domain=HOST).value for name in (DEVICE, remember)}
+    thief = Browser(app, ip="203.0.113.66")
+    for name, value in copied.items():
+        thief.client.set_cookie(name, value, domain=HOST)
+    clock.advance(svc.policy.sessions.idle_timeout_seconds + 1)  # the owner's session idled out
+    assert owner.client.get("/login", environ_base=environ).status_code == 303  # restored: rotated
+    assert owner.client.get("/", environ_base=environ).status_code == 200  # and the new session used
+    clock.advance(svc.policy.sessions.remember_rotation_grace_seconds + 1)
+    thief.client.get("/login", environ_base={"REMOTE_ADDR": thief.ip})  # the copy comes back: theft
+    assert svc.sessions.list_live(user.id) == []
+    assert known_devices(svc) == 0
+    fail_until_throttled(app, "alice")
+    thief.client.delete_cookie(remember, domain=HOST)
+    assert_throttled(thief.post_login("alice", PASSWORD))
+
+
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
 def test_successes_count_in_the_global_limit(tmp_path, clock):
     app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="5 per minute"))

@@ -33,6 +33,7 @@ from tests.conftest import (
     STRONG_KEY,
     add_user,
     api,
+    browser,
     build_app,
     cookie_value,
     login,
@@ -41,7 +42,14 @@ from tests.conftest import (
     run_cli,
     verify,
 )
-from tests.security.factors import app_from_set_up_page, enroll, post_with_csrf, second_step, sign_in
+from tests.security.factors import (
+    app_from_set_up_page,
+    enroll,
+    only_this_session_is_left,
+    post_with_csrf,
+    second_step,
+    sign_in,
+)
 
 NEW_KEY = "k3Y-rotated-for-tests-0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d"
 OTHER_KEY = "k3Y-some-other-deployment-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
@@ -271,6 +279,52 @@ def test_removing_the_app_voids_the_recovery_codes_and_signs_in_with_the_passwor
     again = new_client(app)
     assert login(again).headers["Location"] == "/"
     assert again.get("/auth/verify").headers["X-Auth-Methods"] == "pwd"
+
+
+@pytest.mark.asvs("V7.4.3")
+def test_adding_the_app_ends_every_other_session_and_remember_cookie_but_this_browsers(app, user, clock):
+    """Whoever holds another session or a remember-me cookie may be why the owner adds a factor:
+    both end. The browser that added the app stays signed in and keeps its own remember cookie."""
+    svc = app.extensions["authsvc"]
+    here, there, third = (browser(app, ip=f"198.51.100.{i}") for i in (1, 2, 3))
+    for c in (here, there, third):
+        assert login(c, remember=True).status_code == 303
+    kept_there = cookie_value(there, svc.cookies.remember)
+    phone = app_from_set_up_page(here.get("/account/totp").get_data(as_text=True), clock)
+    added = post_with_csrf(here, "/account/totp", {"code": phone.code()}, "/account/totp")
+    assert added.status_code == 200
+    only_this_session_is_left(here, [there, third])
+    assert "2 other sessions have been signed out." in added.get_data(as_text=True)
+    thief = browser(app, ip="198.51.100.2")
+    thief.set_cookie(svc.cookies.remember, kept_there, domain="auth.example.test")
+    assert thief.get("/login").status_code == 200 and verify(thief) == 401   # no way back in
+    assert third.get("/").headers["Location"].startswith("/login") and verify(third) == 401
+    clock.advance(svc.policy.sessions.idle_timeout_seconds + 1)
+    restored = here.get("/login")
+    assert restored.status_code == 303 and verify(here) == 200   # this browser is still remembered
+
+
+@pytest.mark.asvs("V7.4.3")
+def test_removing_the_app_ends_every_other_session_and_keeps_this_one(app, user, clock):
+    phone = enroll(app, user, clock)
+    here, there = browser(app, ip="198.51.100.1"), browser(app, ip="198.51.100.2")
+    assert sign_in(here, phone).status_code == 303
+    clock.advance(30)  # a new code for the second browser
+    assert sign_in(there, phone).status_code == 303
+    removed = post_with_csrf(here, "/account/totp/remove", {})
+    assert removed.status_code == 200
+    only_this_session_is_left(here, [there])
+    assert "1 other session has been signed out." in removed.get_data(as_text=True)
+
+
+@pytest.mark.asvs("V7.4.3")
+def test_a_refused_set_up_or_removal_ends_no_session(app, user, clock):
+    here, there = browser(app, ip="198.51.100.1"), browser(app, ip="198.51.100.2")
+    login(here), login(there)
+    phone = app_from_set_up_page(here.get("/account/totp").get_data(as_text=True), clock)
+    assert post_with_csrf(here, "/account/totp", {"code": phone.wrong_codes(1)[0]}, "/account/totp").status_code == 400
+    assert post_with_csrf(here, "/account/totp/remove", {}).status_code == 404   # no app to remove
+    assert (verify(here), verify(there)) == (200, 200)
 
 
 # --- administration ---------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ your second factors (authenticator app, recovery codes; passkeys: :mod:`authsvc.
 
 Adding or removing a factor and generating recovery codes need a recent authentication
 (``mfa.step_up_seconds``): a sign-in, or the password re-entered in the same form, which then
-counts as one (:func:`_step_up`)."""
+counts as one (:func:`step_up_or_refuse`). Once done, each ends every other session of the account
+(:func:`end_other_sessions`), as a password change does."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from flask import (
     abort,
     after_this_request,
     g,
+    get_flashed_messages,
     redirect,
     render_template,
     session,
@@ -35,6 +37,8 @@ bp = Blueprint("account", __name__)
 TOTP_SET_UP = "totp_set_up"
 STEP_UP_MISSING = "Enter your password to confirm this change (you signed in more than a few minutes ago)."
 STEP_UP_WRONG = "The password is not correct."
+# The revoke_reason of the sessions and remember-me tokens a second-factor change ends.
+FACTOR_CHANGED = "factor_changed"
 
 
 def step_up_is_due() -> bool:
@@ -43,8 +47,11 @@ def step_up_is_due() -> bool:
 
 
 def account_page(status: int = 200, *, errors: list[str] | None = None, notice: str | None = None):
-    """The signed-in user's account page (also rendered by :mod:`authsvc.web.views.passkeys`)."""
+    """The signed-in user's account page (also rendered by :mod:`authsvc.web.views.passkeys`).
+    Without a ``notice``, the one a redirect to it left (``flask.flash``) is shown."""
     svc = services()
+    if notice is None:
+        notice = " ".join(get_flashed_messages()) or None
     uid = current_user.user_id
     live = svc.sessions.list_live(uid)
     factors = svc.factors.counts(uid)
@@ -135,6 +142,32 @@ def revoke_app():
 
 # --- second factors ------------------------------------------------------------------------------
 
+def end_other_sessions(change: str) -> int:
+    """ASVS V7.4.3: after a second factor was added or removed or the recovery codes replaced
+    (``change`` says which, for the audit log), every other session of the account ends, and
+    every remember-me token but this browser's: whoever holds one may be why the user changes a
+    factor, and a remember cookie would start a new session. Returns how many sessions ended.
+
+    Known devices stay known (a password change forgets them): a device cookie only buys
+    attempts at the password, and the password is what it was."""
+    svc = services()
+    uid, here = current_user.user_id, current_user.session_id
+    ended = svc.sessions.revoke_all(uid, FACTOR_CHANGED, except_id=here)
+    remember_ended = svc.remember.revoke_all(uid, FACTOR_CHANGED, except_session_id=here)
+    svc.audit.emit("session_revoked", reason=FACTOR_CHANGED, change=change, sessions_revoked=ended,
+                   remember_revoked=remember_ended)
+    return ended
+
+
+def others_signed_out(ended: int) -> str:
+    """The sentence that tells the user what :func:`end_other_sessions` did."""
+    if ended == 0:
+        return "No other session was signed in."
+    if ended == 1:
+        return "1 other session has been signed out."
+    return f"{ended} other sessions have been signed out."
+
+
 def step_up_or_refuse(render):
     """None when this session may make a sensitive change now: it authenticated within
     ``mfa.step_up_seconds``, or this POST's ``password`` is right (checked through the login
@@ -216,8 +249,9 @@ def add_totp():
         return _set_up_page(400, ["That code is not correct. Check the app shows codes for this account, and "
                                   "that your device's clock is right."])
     session.pop(TOTP_SET_UP, None)
+    ended = end_other_sessions("totp_added")
     return account_page(notice="Authenticator app added: signing in now asks for its code. Generate recovery codes "
-                        "below in case you lose it.")
+                        f"below in case you lose it. {others_signed_out(ended)}")
 
 
 @bp.post("/account/totp/remove")
@@ -233,7 +267,8 @@ def remove_totp():
         return account_page(404, errors=["No authenticator app is set up for this account."])
     voided = svc.recovery_codes.void(uid) if not svc.factors.kinds(uid) else 0  # nothing left to recover
     svc.audit.emit("mfa_removed", method="totp", by="user", recovery_codes_voided=voided)
-    return account_page(notice="Authenticator app removed.")
+    ended = end_other_sessions("totp_removed")
+    return account_page(notice=f"Authenticator app removed. {others_signed_out(ended)}")
 
 
 @bp.post("/account/recovery-codes")
@@ -247,4 +282,5 @@ def generate_recovery_codes():
         return refused
     codes = svc.recovery_codes.generate(current_user.user_id)
     svc.audit.emit("recovery_codes_generated", count=len(codes))
-    return render_template("recovery_codes.html", codes=codes)
+    ended = end_other_sessions("recovery_codes_generated")
+    return render_template("recovery_codes.html", codes=codes, notice=others_signed_out(ended))

@@ -123,11 +123,14 @@ def _clear_remember_cookie() -> None:
 
 def _replay_detected(user_id: int) -> None:
     """A rotated remember token came back after its successor was used: one of the two browsers
-    stole it. Every session and remember token of the user ends, the thief's with the owner's."""
+    stole it. Every session and remember token of the user ends, the thief's with the owner's, and
+    every known device is forgotten: whoever copied the browser's cookies has its device cookie
+    too, which must not keep a password-guessing budget of its own."""
     svc = services()
     g.audit_user_id = user_id
     sessions_ended = svc.sessions.revoke_all(user_id, "remember_replay")
     svc.remember.revoke_all(user_id, reason="remember_replay")
+    svc.known_devices.forget_all(user_id)
     svc.audit.emit("remember_replay_detected", outcome="revoked_all", sessions_revoked=sessions_ended)
 
 

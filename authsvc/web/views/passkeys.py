@@ -4,8 +4,9 @@ rename/remove as plain forms on the account page.
 =========================================== ====================================================
 ``POST /account/passkeys/options``          creation options for the signed-in account (JSON)
 ``POST /account/passkeys``                  ``{"credential": ..., "name": ...}``: keep the passkey
+                                            (every other session of the account ends)
 ``POST /account/passkeys/<id>/rename``      form: ``name``, ``csrf_token``
-``POST /account/passkeys/<id>/delete``      form: ``csrf_token``
+``POST /account/passkeys/<id>/delete``      form: ``csrf_token`` (every other session ends)
 ``POST /login/passkey/options``             request options for a usernameless sign-in (JSON)
 ``POST /login/passkey``                     ``{"credential": ..., "next": ...}``: sign in;
                                             answers ``{"redirect": next}`` (validated as /login does)
@@ -30,6 +31,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    flash,
     jsonify,
     redirect,
     request,
@@ -53,6 +55,8 @@ from authsvc.web.views.account import (
     STEP_UP_MISSING,
     account_page,
     account_page_with_errors,
+    end_other_sessions,
+    others_signed_out,
     step_up_is_due,
     step_up_or_refuse,
 )
@@ -192,7 +196,9 @@ def register():
         status = 409 if outcome.reason in REGISTER_MESSAGES else 400
         return _answer(status, outcome.reason if status == 409 else "refused",
                        REGISTER_MESSAGES.get(outcome.reason, REFUSED))
-    return jsonify(id=outcome.passkey.id, name=outcome.passkey.name), 201
+    ended = end_other_sessions("passkey_added")
+    flash(f"Passkey added. {others_signed_out(ended)}")  # for the account page the script goes to next
+    return jsonify(id=outcome.passkey.id, name=outcome.passkey.name, other_sessions_ended=ended), 201
 
 
 @bp.post("/account/passkeys/<int:passkey_id>/rename")
@@ -222,6 +228,8 @@ def delete(passkey_id: int):
     account = services().accounts.by_id(current_user.user_id)
     if not service.remove(account, passkey_id):
         abort(404)
+    ended = end_other_sessions("passkey_removed")
+    flash(f"Passkey removed. {others_signed_out(ended)}")
     return redirect(url_for("account.home"), 303)
 
 
