@@ -31,13 +31,14 @@ from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
     USERNAME,
     authsvc_command,
-    example_test_resolves_to_loopback,
 )
 from tests.integration.microblog_stack import (
     OIDC_GUNICORN_ARGS,
     OidcBlog,
+    browser,
     microblog_oidc_stack,
     microblog_server,
+    module_fixtures,
 )
 
 pytestmark = pytest.mark.integration
@@ -45,31 +46,7 @@ pytestmark = pytest.mark.integration
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
-@pytest.fixture(scope="module")
-def blog(tmp_path_factory):
-    with microblog_oidc_stack(tmp_path_factory.mktemp("microblog-oidc")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module", autouse=True)
-def resolve_example_test():
-    with example_test_resolves_to_loopback():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def logs_on_failure(request, blog):
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(blog.diagnostics())
-
-
-def browser(blog: OidcBlog) -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False
-    s.verify = str(blog.tls.ca)
-    return s
+blog, resolve_example_test, logs_on_failure = module_fixtures(microblog_oidc_stack, "microblog-oidc")
 
 
 def get(s: requests.Session, url: str, **kwargs) -> requests.Response:
@@ -146,7 +123,7 @@ def sign_out_at_authsvc(blog: OidcBlog, s: requests.Session) -> None:
     assert ended.status_code == 303
 
 
-LOGOUT_FORM = re.compile(r'<form class="authsvc-logout" method="post" action="([^"]+)">(.*?)</form>', re.S)
+LOGOUT_FORM = re.compile(r'<form class="authsvc-logout" method="post" action="([^"]+)">(.*?)</form>', re.DOTALL)
 
 
 def log_out(blog: OidcBlog, s: requests.Session, headers: dict[str, str] | None = None) -> requests.Response:

@@ -355,13 +355,20 @@ def csrf_app(provider):
     return app
 
 
-def test_with_csrfprotect_the_form_carries_the_token_and_signs_out(csrf_app, provider):
-    client = csrf_app.test_client()
+def signed_in_with_token(app, provider, page="/"):
+    """A client signed in, and the CSRF token of the Sign out form on ``page`` (the field right
+    before the button)."""
+    client = app.test_client()
     assert sign_in(client, provider).status_code == 303
-    page = client.get("/").get_data(as_text=True)
-    token = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)"><button', page)
-    assert token, page
-    assert sign_out(client, FROM_HERE, data={"csrf_token": token.group(1)}).status_code == 303
+    html = client.get(page).get_data(as_text=True)
+    token = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)"><button', html)
+    assert token, html
+    return client, token.group(1)
+
+
+def test_with_csrfprotect_the_form_carries_the_token_and_signs_out(csrf_app, provider):
+    client, token = signed_in_with_token(csrf_app, provider)
+    assert sign_out(client, FROM_HERE, data={"csrf_token": token}).status_code == 303
     assert client.get("/private").status_code == 302
 
 
@@ -374,21 +381,15 @@ def test_with_csrfprotect_a_post_without_the_token_is_refused(csrf_app, provider
 
 
 def test_with_csrfprotect_a_valid_token_does_not_let_another_site_sign_out(csrf_app, provider):
-    client = csrf_app.test_client()
-    assert sign_in(client, provider).status_code == 303
-    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    client, token = signed_in_with_token(csrf_app, provider)
     assert sign_out(client, {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
                     data={"csrf_token": token}).status_code == 403
     assert client.get("/private").status_code == 200
 
 
 def test_the_get_page_carries_the_token_too(csrf_app, provider):
-    client = csrf_app.test_client()
-    assert sign_in(client, provider).status_code == 303
-    page = client.get("/authsvc/logout").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token, page
-    assert sign_out(client, FROM_HERE, data={"csrf_token": token.group(1)}).status_code == 303
+    client, token = signed_in_with_token(csrf_app, provider, "/authsvc/logout")
+    assert sign_out(client, FROM_HERE, data={"csrf_token": token}).status_code == 303
 
 
 def test_csrf_field_name_follows_wtf_csrf_field_name(provider):
