@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import pytest  # the stack's helpers skip or fail like tests when a tool is missing
-import requests
 
 from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import USERNAME, example_test_resolves_to_loopback
 from tests.integration.microblog_stack import (
     Blog,
     OidcBlog,
+    browser,
     microblog_oidc_stack,
     microblog_stack,
 )
@@ -38,9 +38,7 @@ HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 def check(blog: Blog) -> int:
     """Anonymous -> authsvc's login form -> signed in -> "Hi, alice!" on the microblog."""
     with example_test_resolves_to_loopback():
-        s = requests.Session()
-        s.trust_env = False
-        s.verify = str(blog.tls.ca)
+        s = browser(blog)
         login = s.get(f"{blog.app}/index", timeout=10)          # nginx -> authsvc's login page
         fields = {"csrf_token": csrf_in(login.text), "username": USERNAME, "password": PASSWORD}
         hidden_next = re.search(r'name="next" value="([^"]*)"', login.text)
@@ -60,9 +58,7 @@ def check_oidc(blog: OidcBlog) -> int:
     from urllib.parse import urljoin
 
     with example_test_resolves_to_loopback():
-        s = requests.Session()
-        s.trust_env = False
-        s.verify = str(blog.tls.ca)
+        s = browser(blog)
         url, response = f"{blog.app}/index", None
         for _ in range(15):
             response = s.get(url, allow_redirects=False, timeout=20)

@@ -19,9 +19,12 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
 
 from tests.conftest import ROOT, TEST_POLICY
@@ -58,6 +61,43 @@ class Blog:
 
     def diagnostics(self) -> str:
         return "\n".join(f"--- {name} ({path}):\n{tail(path)}" for name, path in self.logs.items())
+
+
+def browser(blog: Blog) -> requests.Session:
+    """A browser of the stack: no proxy from the environment, the stack's throw-away CA trusted."""
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = str(blog.tls.ca)
+    return s
+
+
+def module_fixtures(stack: Callable[..., Any], folder: str) -> tuple[Any, Any, Any]:
+    """A test module's fixtures for ``stack`` (:func:`microblog_stack` or :func:`microblog_oidc_stack`):
+    ``blog``, the stack started once for the module in a temporary folder named ``folder``;
+    ``resolve_example_test``, *.example.test meaning 127.0.0.1 for the module; ``logs_on_failure``,
+    the stack's logs printed under a failing test. Both last are autouse. Bind the three at the
+    module's top level, where pytest looks for fixtures::
+
+        blog, resolve_example_test, logs_on_failure = module_fixtures(microblog_stack, "microblog-stack")
+    """
+    @pytest.fixture(scope="module")
+    def blog(tmp_path_factory):
+        with stack(tmp_path_factory.mktemp(folder)) as running:
+            yield running
+
+    @pytest.fixture(scope="module", autouse=True)
+    def resolve_example_test():
+        with example_test_resolves_to_loopback():
+            yield
+
+    @pytest.fixture(autouse=True)
+    def logs_on_failure(request, blog):
+        yield
+        report = getattr(request.node, "rep_call", None)   # set by conftest.py's pytest_runtest_makereport
+        if report is not None and report.failed:
+            print(blog.diagnostics())
+
+    return blog, resolve_example_test, logs_on_failure
 
 
 NAMES_CONFIG = Path(__file__).with_name("example_test_names.py")

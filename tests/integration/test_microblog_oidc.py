@@ -31,13 +31,14 @@ from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
     USERNAME,
     authsvc_command,
-    example_test_resolves_to_loopback,
 )
 from tests.integration.microblog_stack import (
     OIDC_GUNICORN_ARGS,
     OidcBlog,
+    browser,
     microblog_oidc_stack,
     microblog_server,
+    module_fixtures,
 )
 
 pytestmark = pytest.mark.integration
@@ -45,31 +46,7 @@ pytestmark = pytest.mark.integration
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
-@pytest.fixture(scope="module")
-def blog(tmp_path_factory):
-    with microblog_oidc_stack(tmp_path_factory.mktemp("microblog-oidc")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module", autouse=True)
-def resolve_example_test():
-    with example_test_resolves_to_loopback():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def logs_on_failure(request, blog):
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(blog.diagnostics())
-
-
-def browser(blog: OidcBlog) -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False
-    s.verify = str(blog.tls.ca)
-    return s
+blog, resolve_example_test, logs_on_failure = module_fixtures(microblog_oidc_stack, "microblog-oidc")
 
 
 def get(s: requests.Session, url: str, **kwargs) -> requests.Response:
@@ -144,6 +121,21 @@ def sign_out_at_authsvc(blog: OidcBlog, s: requests.Session) -> None:
     ended = s.post(f"{blog.auth}/logout", data={"csrf_token": csrf_in(account.text)}, allow_redirects=False,
                    timeout=10)
     assert ended.status_code == 303
+
+
+LOGOUT_FORM = re.compile(r'<form class="authsvc-logout" method="post" action="([^"]+)">(.*?)</form>', re.DOTALL)
+
+
+def log_out(blog: OidcBlog, s: requests.Session, headers: dict[str, str] | None = None) -> requests.Response:
+    """The microblog's Logout button pressed, as a browser posts it: the form's action and fields
+    from the app's page, with the browser's Origin and Sec-Fetch-Site (``headers`` replace them)."""
+    page = get(s, f"{blog.app}/index")
+    assert page.status_code == 200, page.text[:500]
+    form = LOGOUT_FORM.search(page.text)
+    assert form, page.text[:500]
+    sent = {"Origin": blog.app, "Sec-Fetch-Site": "same-origin"} if headers is None else headers
+    return s.post(urljoin(blog.app, html.unescape(form.group(1))), data=hidden_fields(form.group(2)),
+                  headers=sent, allow_redirects=False, timeout=20)
 
 
 def direct(blog: OidcBlog, path: str, headers: dict[str, str], cookie: str = "") -> tuple[int, dict[str, str], str]:
@@ -244,7 +236,7 @@ def test_an_authorization_response_naming_another_issuer_is_refused(blog):
     state; the same response with authsvc's ``iss`` then signs in."""
     assert blog.discovery["authorization_response_iss_parameter_supported"] is True
     s, _ = sign_in(blog)
-    get(s, f"{blog.app}/authsvc/logout")
+    assert log_out(blog, s).status_code == 303
     start = get(s, f"{blog.app}/authsvc/login?next=/index")
     answer = get(s, start.headers["Location"])          # signed in at authsvc, consent given: straight back
     assert answer.status_code == 302 and answer.headers["Location"].startswith(blog.callback)
@@ -348,21 +340,41 @@ def test_a_one_factor_sign_in_gets_the_step_up_page_and_prompt_login(blog):
 # --- sign-out --------------------------------------------------------------------------------------------
 
 def test_logout_ends_the_apps_sign_in_and_leads_to_authsvcs_sign_out(blog):
-    """The microblog's Logout ends its own sign-in and goes to authsvc's account page, whose Sign
-    out ends authsvc's session (authsvc signs out only on its own POST with its CSRF token; it has
-    no RP-initiated logout endpoint). Until then, signing in to the app again needs no form."""
+    """The microblog's Logout button ends its own sign-in and goes to authsvc's account page, whose
+    Sign out ends authsvc's session (authsvc signs out only on its own POST with its CSRF token; it
+    has no RP-initiated logout endpoint). Until then, signing in to the app again needs no form."""
     s, _ = sign_in(blog)
-    out = get(s, f"{blog.app}/logout")
-    assert out.status_code == 302
-    to_authsvc = get(s, urljoin(blog.app, out.headers["Location"]))
-    assert to_authsvc.status_code == 303 and to_authsvc.headers["Location"] == f"{blog.auth}/"
+    out = log_out(blog, s)
+    assert out.status_code == 303 and out.headers["Location"] == f"{blog.auth}/"
     assert get(s, f"{blog.app}/index").status_code == 302           # the app's sign-in is gone
     again = browse(blog, s, f"{blog.app}/index")
     assert again.pages == [] and "<h1>Hi, alice!</h1>" in again.last.text   # authsvc's session is not
-    get(s, f"{blog.app}/logout")
-    get(s, f"{blog.app}/authsvc/logout")
+    assert log_out(blog, s).status_code == 303
     sign_out_at_authsvc(blog, s)
     assert browse(blog, s, f"{blog.app}/index").pages == ["login"]
+
+
+CROSS_SITE_SIGN_OUTS = [
+    {"Origin": "https://evil.example.test", "Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+    {"Origin": "null"},
+    {"Origin": "https://evil.example.test"},
+]
+
+
+@pytest.mark.asvs("V3.5.1")
+def test_another_site_cannot_sign_the_user_out_of_the_app(blog):
+    """Cross-site sign-out: an <img> (a GET) or another site's form posting to /authsvc/logout. The
+    GET shows the Sign out button and ends nothing; a POST from elsewhere is a 403."""
+    s, _ = sign_in(blog)
+    page = get(s, f"{blog.app}/authsvc/logout", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "image"})
+    assert page.status_code == 200 and page.headers["X-Frame-Options"] == "DENY"
+    assert LOGOUT_FORM.search(page.text)
+    for headers in CROSS_SITE_SIGN_OUTS:
+        assert log_out(blog, s, headers).status_code == 403, headers
+    assert "<h1>Hi, alice!</h1>" in get(s, f"{blog.app}/index").text      # still signed in
+    assert log_out(blog, s).status_code == 303
 
 
 @pytest.mark.asvs("V7.4.1")
@@ -375,7 +387,7 @@ def test_a_session_cookie_saved_before_logout_signs_nobody_in_after_it(blog):
     assert cookie
     status, _, body = direct(blog, "/index", {}, cookie=f"session={cookie}")
     assert status == 200 and "<h1>Hi, alice!</h1>" in body      # the copy works while signed in
-    get(s, f"{blog.app}/authsvc/logout")
+    assert log_out(blog, s).status_code == 303
     status, headers, _ = direct(blog, "/index", {}, cookie=f"session={cookie}")
     assert status == 302 and "/authsvc/login" in headers["Location"]
 

@@ -26,40 +26,15 @@ from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
     APP_HOST,
     USERNAME,
-    example_test_resolves_to_loopback,
 )
-from tests.integration.microblog_stack import Blog, microblog_stack
+from tests.integration.microblog_stack import Blog, browser, microblog_stack, module_fixtures
 
 pytestmark = pytest.mark.integration
 
 OUTSIDER = "127.0.0.2"   # a loopback address other than nginx's: "anyone but the proxy"
 
 
-@pytest.fixture(scope="module")
-def blog(tmp_path_factory):
-    with microblog_stack(tmp_path_factory.mktemp("microblog-stack")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module", autouse=True)
-def resolve_example_test():
-    with example_test_resolves_to_loopback():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def logs_on_failure(request, blog):
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(blog.diagnostics())
-
-
-def browser(blog: Blog) -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False
-    s.verify = str(blog.tls.ca)
-    return s
+blog, resolve_example_test, logs_on_failure = module_fixtures(microblog_stack, "microblog-stack")
 
 
 def get(s: requests.Session, url: str, **kwargs) -> requests.Response:
@@ -116,10 +91,13 @@ def test_microblog_login_is_authsvcs_round_trip(blog):
     profile = get(s, f"{blog.app}/user/alice")
     assert profile.status_code == 200 and "Signed in through authsvc with: pwd;" in profile.text
 
-    # Logout: the app's link leads to authsvc's account page, whose Sign out ends the session.
-    out = get(s, f"{blog.app}/logout")
-    assert out.status_code == 302 and out.headers["Location"] == f"{blog.auth}/"
-    account = get(s, out.headers["Location"])
+    # Logout: the app's link leads to authsvc's account page, whose Sign out ends the session; the
+    # app has no sign-out endpoint of its own that another site could call.
+    link = re.search(r'<a class="authsvc-logout" href="([^"]+)">Logout</a>', home.text)
+    assert link and link.group(1) == f"{blog.auth}/", home.text
+    assert get(s, f"{blog.app}/authsvc/logout").status_code == 404
+    assert get(s, f"{blog.app}/logout").status_code == 404
+    account = get(s, link.group(1))
     assert account.status_code == 200
     ended = s.post(f"{blog.auth}/logout", data={"csrf_token": csrf_in(account.text)}, allow_redirects=False,
                    timeout=10)

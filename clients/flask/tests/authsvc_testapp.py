@@ -36,7 +36,7 @@ def make_app(**config) -> tuple[Flask, Authsvc]:
     def index():
         return render_template_string(
             "{% if current_user.is_authenticated %}Hi, {{ current_user.username }}!{% else %}Hello, guest{% endif %}"
-            " <a href='{{ authsvc.logout_url() }}'>Sign out</a>")
+            " {{ authsvc.logout_form() }}")
 
     @app.route("/private", methods=["GET", "POST"])
     @login_required

@@ -5,6 +5,7 @@ logout with hostile logout tokens."""
 from __future__ import annotations
 
 import logging
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -12,10 +13,11 @@ import pytest
 pytest.importorskip("authlib", reason="the OIDC mode needs Flask-Authsvc[oidc] (Authlib)")
 
 from authsvc_fake_provider import CLIENT_ID, PROVIDER_KEY, FakeProvider, Running
-from flask import Flask
+from flask import Flask, render_template_string
 from flask_authsvc import Authsvc, ConfigError
 from flask_login import LoginManager, UserMixin, current_user, login_required
 from joserfc.jwk import RSAKey
+from markupsafe import Markup
 
 
 class User(UserMixin):
@@ -221,9 +223,17 @@ def test_oidc_mode_needs_a_secret_key(provider):
 
 # --- sign out, step-up ----------------------------------------------------------------------------
 
+OWN = "http://localhost"     # the test client's origin: the app's own pages
+FROM_HERE = {"Origin": OWN, "Sec-Fetch-Site": "same-origin"}
+
+
+def sign_out(client, headers=FROM_HERE, **kwargs):
+    return client.post("/authsvc/logout", headers=headers, **kwargs)
+
+
 def test_logout_ends_the_local_sign_in_and_goes_to_authsvc(client, provider):
     assert sign_in(client, provider).status_code == 303
-    out = client.get("/authsvc/logout")
+    out = sign_out(client)
     assert out.status_code == 303 and out.headers["Location"] == f"{provider.base}/"
     assert client.get("/private").status_code == 302
 
@@ -236,10 +246,158 @@ def test_a_session_cookie_copied_before_logout_signs_nobody_in_after_it(client, 
     thief = app.test_client()
     thief.set_cookie("session", copy)
     assert thief.get("/private").status_code == 200
-    assert client.get("/authsvc/logout").status_code == 303
+    assert sign_out(client).status_code == 303
     assert thief.get("/private").status_code == 302
     assert sign_in(client, provider).status_code == 303   # signing in again afterwards works
     assert client.get("/private").status_code == 200
+
+
+# --- cross-site sign-out: an <img> or a form on another site must not end the sign-in ----------------
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_get_signs_nobody_out_and_offers_the_button_unframed(client, provider, method):
+    """<img src=".../authsvc/logout"> on any site: the browser GETs it with the app's cookie."""
+    assert sign_in(client, provider).status_code == 303
+    page = client.open("/authsvc/logout", method=method, headers={"Sec-Fetch-Site": "cross-site"})
+    assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "no-store" and page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    if method == "GET":
+        assert ('<form class="authsvc-logout" method="post" action="/authsvc/logout">'
+                '<button type="submit">Sign out</button></form>') in page.get_data(as_text=True)
+    assert client.get("/private").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_other_methods_are_405(client, provider, method):
+    assert sign_in(client, provider).status_code == 303
+    assert client.open("/authsvc/logout", method=method, headers=FROM_HERE).status_code == 405
+    assert client.get("/private").status_code == 200
+
+
+CROSS_SITE_POSTS = [
+    {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    {"Origin": "https://evil.example"},                         # a browser without fetch metadata
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": OWN, "Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},                            # a sibling subdomain, no Origin
+    {"Origin": "http://blog.localhost", "Sec-Fetch-Site": "same-site"},
+    {"Origin": "null"},                                         # a sandboxed frame, a data: page
+    {"Origin": "HTTP://LOCALHOST"},                             # case
+    {"Origin": "http://Localhost", "Sec-Fetch-Site": "same-origin"},
+    {"Origin": "http://localhost:8080"},                        # port
+    {"Origin": "http://localhost:80"},
+    {"Origin": "https://localhost"},                            # scheme
+    {"Origin": "https://localhost", "Sec-Fetch-Site": "same-origin"},
+    {"Origin": "http://localhost.evil.example"},
+    {"Origin": f"{OWN}, https://evil.example"},
+]
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE_POSTS)
+def test_a_post_from_another_site_is_refused_and_signs_nobody_out(client, provider, caplog, headers):
+    assert sign_in(client, provider).status_code == 303
+    with caplog.at_level(logging.WARNING, logger="flask_authsvc"):
+        refused = sign_out(client, headers)
+    assert refused.status_code == 403 and refused.headers["Cache-Control"] == "no-store"
+    assert "Not signed out" in refused.get_data(as_text=True)
+    assert "authsvc: sign-out refused: " in caplog.text
+    assert client.get("/private").status_code == 200
+
+
+def test_a_refusal_of_an_https_origin_on_an_http_app_names_proxyfix(client, provider, caplog):
+    assert sign_in(client, provider).status_code == 303
+    with caplog.at_level(logging.WARNING, logger="flask_authsvc"):
+        assert sign_out(client, {"Origin": "https://localhost"}).status_code == 403
+    assert "foreign_origin" in caplog.text and "ProxyFix(x_proto=1)" in caplog.text
+
+
+@pytest.mark.parametrize("headers", [FROM_HERE, {"Origin": OWN}, {"Sec-Fetch-Site": "same-origin"},
+                                     {"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+                                     {"Sec-Fetch-Site": "none"}, {}])
+def test_a_post_from_the_apps_own_page_signs_out(client, provider, headers):
+    assert sign_in(client, provider).status_code == 303
+    assert sign_out(client, headers).status_code == 303
+    assert client.get("/private").status_code == 302
+
+
+def test_the_own_origin_follows_the_host_the_browser_used(app, provider):
+    client = app.test_client()
+    assert sign_in(client, provider).status_code == 303
+    at = {"base_url": "https://blog.example.test:8443"}
+    assert sign_out(client, {"Origin": "https://blog.example.test"}, **at).status_code == 403
+    assert client.get("/private").status_code == 200
+    assert sign_out(client, {"Origin": "https://blog.example.test:8443"}, **at).status_code == 303
+
+
+def test_logout_form_is_a_post_form_with_an_escaped_label(app):
+    authsvc = app.extensions["authsvc"].extension
+    with app.test_request_context("/"):
+        form = authsvc.logout_form('Log "out" <now>')
+    assert form == ('<form class="authsvc-logout" method="post" action="/authsvc/logout">'
+                    '<button type="submit">Log &#34;out&#34; &lt;now&gt;</button></form>')
+    assert form.__html__() == str(form)                     # Markup: a template does not escape it again
+    with app.test_request_context("/"):
+        assert '<button type="submit"><b>Out</b></button>' in authsvc.logout_form(Markup("<b>Out</b>"))
+
+
+# --- with Flask-WTF's CSRFProtect: the form carries its token, which CSRFProtect checks ---------------
+
+@pytest.fixture
+def csrf_app(provider):
+    flask_wtf = pytest.importorskip("flask_wtf", reason="Flask-WTF is not installed")
+    app, _ = make_app(provider)
+    flask_wtf.CSRFProtect(app)
+
+    @app.get("/")
+    def index():
+        return render_template_string("{{ authsvc.logout_form() }}")
+    return app
+
+
+def signed_in_with_token(app, provider, page="/"):
+    """A client signed in, and the CSRF token of the Sign out form on ``page`` (the field right
+    before the button)."""
+    client = app.test_client()
+    assert sign_in(client, provider).status_code == 303
+    html = client.get(page).get_data(as_text=True)
+    token = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)"><button', html)
+    assert token, html
+    return client, token.group(1)
+
+
+def test_with_csrfprotect_the_form_carries_the_token_and_signs_out(csrf_app, provider):
+    client, token = signed_in_with_token(csrf_app, provider)
+    assert sign_out(client, FROM_HERE, data={"csrf_token": token}).status_code == 303
+    assert client.get("/private").status_code == 302
+
+
+def test_with_csrfprotect_a_post_without_the_token_is_refused(csrf_app, provider):
+    client = csrf_app.test_client()
+    assert sign_in(client, provider).status_code == 303
+    assert sign_out(client, FROM_HERE).status_code == 400
+    assert sign_out(client, FROM_HERE, data={"csrf_token": "forged"}).status_code == 400
+    assert client.get("/private").status_code == 200
+
+
+def test_with_csrfprotect_a_valid_token_does_not_let_another_site_sign_out(csrf_app, provider):
+    client, token = signed_in_with_token(csrf_app, provider)
+    assert sign_out(client, {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+                    data={"csrf_token": token}).status_code == 403
+    assert client.get("/private").status_code == 200
+
+
+def test_the_get_page_carries_the_token_too(csrf_app, provider):
+    client, token = signed_in_with_token(csrf_app, provider, "/authsvc/logout")
+    assert sign_out(client, FROM_HERE, data={"csrf_token": token}).status_code == 303
+
+
+def test_csrf_field_name_follows_wtf_csrf_field_name(provider):
+    flask_wtf = pytest.importorskip("flask_wtf", reason="Flask-WTF is not installed")
+    app, authsvc = make_app(provider, WTF_CSRF_FIELD_NAME="_token")
+    flask_wtf.CSRFProtect(app)
+    with app.test_request_context("/"):
+        assert '<input type="hidden" name="_token" value="' in authsvc.logout_form()
 
 
 def test_a_sign_in_record_without_its_local_id_is_refused(client, provider, app):

@@ -241,8 +241,12 @@ def test_login_and_logout_urls(app):
     assert app.login_manager.login_view == f"{AUTH_URL}/login"
 
 
-def test_templates_get_the_logout_url(client):
-    assert f"href='{AUTH_URL}/'" in get(client, "/").get_data(as_text=True)
+def test_templates_get_the_logout_control(client):
+    """Proxy mode: a link to authsvc's account page, whose Sign out (a POST there) ends the session;
+    a GET there changes nothing, and the app has no sign-out endpoint of its own to forge."""
+    page = get(client, "/", ALICE).get_data(as_text=True)
+    assert f'<a class="authsvc-logout" href="{AUTH_URL}/">Sign out</a>' in page
+    assert get(client, "/authsvc/logout", ALICE).status_code == 404
 
 
 def test_two_apps_keep_their_own_settings():

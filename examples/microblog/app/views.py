@@ -1,4 +1,4 @@
-from flask import abort, g, redirect, render_template
+from flask import abort, g, render_template
 from flask_login import current_user, login_required
 
 from app import app, authsvc, db_session
@@ -39,11 +39,6 @@ def user(nickname):
     if user is None:
         abort(404)
     return render_template("user.html", user=user, posts=user.posts)
-
-
-@app.route("/logout")
-def logout():
-    return redirect(authsvc.logout_url())
 
 
 # Beyond the tutorial's part V: pages that ask for more than @login_required.

@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import Flask, Response, abort, current_app, g, redirect, request, url_for
 from flask_login import LoginManager, current_user
+from markupsafe import Markup
 
 from flask_authsvc.access import FORBIDDEN, LOGIN, STEP_UP, access_verdict
 from flask_authsvc.identity import (
@@ -143,10 +144,23 @@ class Authsvc:
         """Where "Sign out" goes: authsvc's account page, whose Sign out button ends the session
         for every app. (authsvc signs out only on a POST from its own origin with its CSRF token, so
         no app can end the session by a link or a cross-site form: that is login/logout CSRF.)
-        OIDC mode: the extension's ``/authsvc/logout``, which ends this app's sign-in first."""
+        OIDC mode: the extension's ``/authsvc/logout``, which ends this app's sign-in first, on a
+        POST from this app's own pages only: a form's action, not a link (:meth:`logout_form`)."""
         if self._oidc is not None:
             return url_for("authsvc.logout")
         return self.settings.url + "/"
+
+    def logout_form(self, label: str = "Sign out") -> Markup:
+        """The "Sign out" control for a template, ``{{ authsvc.logout_form() }}``, in either mode.
+        OIDC mode: a POST form to :meth:`logout_url` with a button, carrying Flask-WTF's CSRF token
+        when the app has ``CSRFProtect`` (which then checks it); the extension's own check refuses a
+        POST from another site either way. Proxy mode: a link to authsvc's account page (a GET there
+        changes nothing; a form would break under a ``form-action 'self'`` policy). Both carry the
+        class ``authsvc-logout`` for the app's style sheet; ``label`` is escaped unless it is ``Markup``."""
+        if self._oidc is None:
+            return Markup('<a class="authsvc-logout" href="{}">{}</a>').format(self.logout_url(), label)
+        return Markup('<form class="authsvc-logout" method="post" action="{}">{}'
+                      '<button type="submit">{}</button></form>').format(self.logout_url(), _csrf_field(), label)
 
     def account_url(self) -> str:
         """authsvc's account page: sessions, password, second factors, Sign out."""
@@ -269,6 +283,17 @@ class Authsvc:
                 f'No second factor yet? Set up an authenticator app or a passkey on your '
                 f'<a href="{html_escape(self.account_url())}">account page</a> first.</p>')
         return page, 403, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+
+
+def _csrf_field() -> Markup:
+    """Flask-WTF's hidden token field when the app has ``CSRFProtect``, else nothing. Read through
+    what ``CSRFProtect.init_app`` publishes (``app.extensions["csrf"]``, the ``csrf_token`` Jinja
+    global, ``WTF_CSRF_FIELD_NAME``), so the extension never imports Flask-WTF."""
+    generate = current_app.jinja_env.globals.get("csrf_token")
+    if "csrf" not in current_app.extensions or not callable(generate):
+        return Markup("")
+    name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    return Markup('<input type="hidden" name="{}" value="{}">').format(name, generate())
 
 
 def _nobody(_user_id: str) -> None:

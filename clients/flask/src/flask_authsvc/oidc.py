@@ -6,8 +6,9 @@ Authlib checks the state, the ID token's signature (the provider's JWKS, its adv
 algorithms), issuer, audience, expiry and nonce; :func:`flask_authsvc.identity.identity_from_claims`
 then reads the identity, which is kept in Flask's signed session (so ``SECRET_KEY`` is required).
 Routes, under ``/authsvc``: ``login`` (starts the flow), ``callback``, ``logout`` (ends the local
-sign-in) and ``backchannel-logout`` (OpenID Connect Back-Channel Logout 1.0: the provider's signed
-logout token ends the sign-ins of a ``sid``, or of a ``sub``).
+sign-in on a POST from this app's own pages, :mod:`flask_authsvc.crosssite`; a GET shows a page
+with the Sign out button) and ``backchannel-logout`` (OpenID Connect Back-Channel Logout 1.0: the
+provider's signed logout token ends the sign-ins of a ``sid``, or of a ``sub``).
 
 Checked here besides Authlib's checks: the authorization response's ``iss`` (RFC 9207, a mix-up
 defence Authlib's client leaves to the app) when the provider advertises it, as authsvc does; and a
@@ -22,8 +23,9 @@ import secrets
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, abort, jsonify, redirect, request, session, url_for
+from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, request, session, url_for
 
+from flask_authsvc.crosssite import cross_site_problem, own_origin
 from flask_authsvc.identity import Identity, Malformed, identity_from_claims
 from flask_authsvc.logout_tokens import (
     MAX_TOKEN_LENGTH,
@@ -143,10 +145,35 @@ class OidcMode:
         return redirect(target, 303)
 
     def logout(self):
+        """POST from this app's own pages: ends the local sign-in. GET signs nobody out (any site
+        can make a browser GET a URL, with an <img>): a page with the Sign out button instead, for
+        a bookmark or an app still linking here, never framed (a framed button could be clicked by
+        a user who cannot see it)."""
+        if request.method != "POST":
+            return self._logout_page()
+        here = own_origin(request.scheme, request.host)
+        origin = request.headers.get("Origin")
+        problem = cross_site_problem(origin, request.headers.get("Sec-Fetch-Site"), here)
+        if problem is not None:
+            # An https Origin against an http app: the app behind a TLS proxy without ProxyFix.
+            hint = ("; behind a TLS-terminating proxy? wrap the app in werkzeug's ProxyFix(x_proto=1)"
+                    if origin is not None and origin.strip() == "https" + here.removeprefix("http") else "")
+            log.warning("authsvc: sign-out refused: %s (Origin %s, this app %s)%s", problem, escape(origin),
+                        escape(here), hint)
+            page = ("<!doctype html><title>Not signed out</title><h1>Not signed out</h1>"
+                    "<p>This sign-out was not sent from this site's own page. Use its Sign out button.</p>")
+            return page, 403, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
         data = session.pop(SIGNED_IN, None)
         if isinstance(data, dict) and isinstance(data.get("n"), str):
             self.ended.end(LOCAL + data["n"], None, time.time())
         return redirect(self.settings.url + "/", 303)
+
+    def _logout_page(self):
+        form = current_app.extensions["authsvc"].extension.logout_form()
+        page = f"<!doctype html><title>Sign out</title><h1>Sign out</h1>{form}"
+        return page, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+                           "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+                           "X-Frame-Options": "DENY"}
 
     def backchannel_logout(self):
         from joserfc import jwt
