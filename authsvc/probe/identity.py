@@ -1,6 +1,8 @@
 """Identity headers a client makes up: the proxy must overwrite or drop every spelling of the
 names the app trusts (any case, "_" for "-", which WSGI and CGI read as the same header), so the
-app never sees the client's value (oauth2-proxy CVE-2025-64484).
+app never sees the client's value (oauth2-proxy CVE-2025-64484). Also the aliases an app or a
+server reads as those names ("." for "-", "_" and "-" mixed), a name with whitespace before the
+colon, and the header sent twice: each family is one request, named in the finding.
 
 From outside, what the app saw shows only in what it answers. Each forged header carries a canary
 value no real identity has; a canary in the answer (body or headers) proves the app saw the
@@ -24,20 +26,40 @@ ANONYMOUS = Check("identity.anonymous", "made-up identity headers get an anonymo
 SIGNED_IN = Check("identity.signed_in", "the app never sees a client's own identity headers, in any spelling",
                   "Make the proxy set X-Auth-User, X-Auth-User-Id, X-Auth-Groups and X-Auth-Methods from authsvc's "
                   "answer only, replacing what the client sent (nginx proxy_set_header; Traefik authResponseHeaders; "
-                  "Caddy copy_headers), and drop client headers spelled with underscores (nginx: leave "
-                  "underscores_in_headers off).", ("V8.3.1", "V4.1.3"))
+                  "Caddy copy_headers), and drop client headers whose names have underscores or dots (nginx: leave "
+                  "underscores_in_headers off and ignore_invalid_headers on; Envoy: headers_with_underscores_action "
+                  "and a filter removing names with a dot; Traefik: aliasHeadersStrategy: delete).", ("V8.3.1", "V4.1.3"))
 CHECKS = (ANONYMOUS, SIGNED_IN)
 
 # The names authsvc sends, and names other forward-auth services use that an app might read.
 NAMES = ("X-Auth-User", "X-Auth-User-Id", "X-Auth-Groups", "X-Auth-Methods",
          "Remote-User", "X-Remote-User", "X-Forwarded-User", "X-Auth-Request-User")
 
-SPELLINGS: dict[str, Callable[[str], str]] = {
-    "as documented": lambda n: n,
-    "lower case": str.lower,
-    "upper case": str.upper,
-    "underscores": lambda n: n.replace("-", "_"),
-    "lower case with underscores": lambda n: n.lower().replace("-", "_"),
+
+
+def _mixed(name: str, other: str) -> str:
+    """``name`` with its separators alternating between ``other`` and "-", ``other`` first:
+    X_Auth-User, X.Auth-User-Id."""
+    words = name.split("-")
+    return words[0] + "".join((other if i % 2 == 0 else "-") + w for i, w in enumerate(words[1:]))
+
+
+# Each spelling is one request: the names it sends for one of NAMES (two for a header sent twice).
+# Aliases (any case, "_" or "." for "-", mixed) are names a WSGI, CGI or PHP app reads as the
+# header; whitespace before the colon is one some parsers strip; a header twice makes the app
+# choose, and it may choose the client's.
+SPELLINGS: dict[str, Callable[[str], tuple[str, ...]]] = {
+    "as documented": lambda n: (n,),
+    "lower case": lambda n: (n.lower(),),
+    "upper case": lambda n: (n.upper(),),
+    "underscores": lambda n: (n.replace("-", "_"),),
+    "lower case with underscores": lambda n: (n.lower().replace("-", "_"),),
+    "underscores and dashes mixed": lambda n: (_mixed(n, "_"),),
+    "dots": lambda n: (n.replace("-", "."),),
+    "dots and underscores mixed": lambda n: (_mixed(n, ".").replace("-", "_"),),
+    "whitespace before the colon": lambda n: (f"{n} ",),
+    "twice": lambda n: (n, n),
+    "twice, in two cases": lambda n: (n, n.lower()),
 }
 
 
@@ -55,10 +77,11 @@ def forgeries(token: Callable[[], str] = lambda: secrets.token_hex(6)) -> list[F
     for spelling, spell in SPELLINGS.items():
         headers, canaries = [], {}
         for name in NAMES:
-            canary = (str(int(token(), 16) % 10**12).rjust(12, "9") if name.endswith("-Id")
-                      else f"probe-forged-{token()}")
-            headers.append((spell(name), canary))
-            canaries[canary] = spell(name)
+            for spelled in spell(name):
+                canary = (str(int(token(), 16) % 10**12).rjust(12, "9") if name.endswith("-Id")
+                          else f"probe-forged-{token()}")
+                headers.append((spelled, canary))
+                canaries[canary] = spelled
         made.append(Forgery(spelling, tuple(headers), canaries))
     return made
 

@@ -154,18 +154,68 @@ def make_tls(folder: Path) -> Tls:
 IDENTITY_HEADERS = ("x-auth-user", "x-auth-user-id", "x-auth-groups", "x-auth-methods")
 
 
+def read_as(name: str) -> str:
+    """The header a lenient app could take raw field name ``name`` for: WSGI and CGI turn "-" and "_"
+    into "_", PHP also turns "." into "_", and some parsers strip whitespace around the name."""
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+class _Recording:
+    """The request's file, keeping every line read: the header fields as the app got them, before
+    http.server's email parser, which would hide a name with whitespace in it (it ends the headers)."""
+
+    def __init__(self, file):
+        self.file, self.lines = file, []
+
+    def readline(self, *args):
+        line = self.file.readline(*args)
+        self.lines.append(line)
+        return line
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def raw_fields(lines: list[bytes]) -> list[list[str]]:
+    """[name as sent, value] per header field line up to the empty one (an obs-fold line continues
+    the value before it; a line without a colon has the value None)."""
+    fields: list[list] = []
+    for raw in lines:
+        line = raw.decode("latin-1").rstrip("\r\n")
+        if not line:
+            break
+        if line[:1] in (" ", "\t") and fields and fields[-1][1] is not None:
+            fields[-1][1] = f"{fields[-1][1]} {line.strip()}"
+            continue
+        name, colon, value = line.partition(":")
+        fields.append([name, value.strip() if colon else None])
+    return fields
+
+
 class EchoHandler(http.server.BaseHTTPRequestHandler):
     """Answers every request, whatever its method, with JSON: the method and path, every header
     that a framework might read as X-Auth-User, X-Auth-User-Id, X-Auth-Groups, X-Auth-Methods or
-    X-Request-ID (WSGI and CGI turn "-" and "_" into "_"), and the Cookie headers the
-    app was sent. The test proxies put nothing else between the client and this."""
+    X-Request-ID (:func:`read_as`: any case, "-", "_" or "." between the words, whitespace around
+    the name), those fields again as received (``identity_fields``: [raw name, value], so a test
+    sees the spelling a proxy passed on), and the Cookie headers the app was sent. Nothing else of
+    the request is echoed (`authsvc probe` looks for its canaries anywhere in the answer). The test proxies put
+    nothing else between the client and this."""
+
+    def setup(self):
+        super().setup()
+        self.rfile = _Recording(self.rfile)
+
+    def parse_request(self):
+        self.rfile.lines = []   # the request line is read before this: only header lines follow
+        return super().parse_request()
 
     def answer(self):
+        fields = raw_fields(self.rfile.lines)
         seen: dict[str, list[str]] = {name: [] for name in (*IDENTITY_HEADERS, "x-request-id")}
-        for name, value in self.headers.items():
-            key = name.lower().replace("_", "-")
+        for name, value in fields:
+            key = read_as(name)
             if key in seen:
-                seen[key].append(value)
+                seen[key].append(value if value is not None else "")
         self.server.hits.append(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         if length:
@@ -173,7 +223,8 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
         body = json.dumps({"app": APP_NAME, "method": self.command, "path": self.path, "user": seen["x-auth-user"],
                            "user_id": seen["x-auth-user-id"], "groups": seen["x-auth-groups"],
                            "methods": seen["x-auth-methods"], "request_id": seen["x-request-id"],
-                           "cookie": self.headers.get_all("Cookie") or []}).encode()
+                           "cookie": self.headers.get_all("Cookie") or [],
+                           "identity_fields": [f for f in fields if read_as(f[0]) in IDENTITY_HEADERS]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -52,7 +52,7 @@ CAUGHT = {
 
 # The nginx config with its protections taken out, as a careless copy would have them: no identity
 # header set from authsvc's answer (so the client's pass through), client headers with underscores
-# let in, and no forward-auth header set or blanked (so the client's reach authsvc).
+# and dots let in, and no forward-auth header set or blanked (so the client's reach authsvc).
 _IDENTITY_LINES = re.compile(r"^\s*proxy_set_header X-Auth-[A-Za-z-]+ \$authsvc_\w+;.*\n", re.MULTILINE)
 _FORWARDING_LINES = re.compile(
     r"^\s*proxy_set_header X-(?:Original-(?:URL|Method)|Forwarded-(?:Host|Uri|Method)) .*;\n", re.MULTILINE)
@@ -62,9 +62,11 @@ def broken_nginx_template() -> str:
     text = NGINX_TEMPLATE.read_text()
     text, identity = _IDENTITY_LINES.subn("", text)
     text, forwarding = _FORWARDING_LINES.subn("", text)
-    text, underscores = re.subn(r"(server_name \$\{APP_HOST\};\n)", r"\1    underscores_in_headers on;\n", text)
+    text, underscores = re.subn(r"underscores_in_headers off;", "underscores_in_headers on;", text)
+    text, invalid = re.subn(r"ignore_invalid_headers on;", "ignore_invalid_headers off;", text)
     # The shipped file must still have what is taken out here, or this test would probe a sound config.
-    assert identity >= 3 and forwarding >= 8 and underscores == 1, (identity, forwarding, underscores)
+    assert identity >= 3 and forwarding >= 8 and underscores == invalid == 2, (identity, forwarding, underscores,
+                                                                               invalid)
     return text
 
 

@@ -37,10 +37,12 @@ from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
     ADMIN,
     APP_HOST,
+    APP_PREFIX,
     AUTH_HOST,
     BACKEND_GROUPS,
     DENY_OTHERS_RULE,
     FINANCE,
+    IDENTITY_HEADERS,
     OPS,
     PROXIES,
     PUBLIC,
@@ -212,12 +214,12 @@ def test_authentik_cve_2025_29928_logout_ends_access_at_the_app_within_one_secon
 # --- the client cannot write identity ---------------------------------------------------------
 
 
-def spellings(name: str) -> list[str]:
-    """``name`` with every mix of "-" and "_" between its words, each in three cases."""
+def spellings(name: str, separators: str = "-_") -> list[str]:
+    """``name`` with every mix of ``separators`` between its words, each in three cases."""
     words = name.split("-")
     joined = [words[0]]
     for word in words[1:]:
-        joined = [f"{j}{sep}{word}" for j in joined for sep in "-_"]
+        joined = [f"{j}{sep}{word}" for j in joined for sep in separators]
     return [variant for j in joined for variant in (j, j.lower(), j.upper())]
 
 
@@ -246,6 +248,101 @@ def test_oauth2_proxy_cve_2025_64484_identity_headers_in_any_case_or_with_unders
     before = len(stack.app_hits)
     assert_sent_to_login(stack, get(browser(stack), stack.protected("/forged"), headers=FORGED_IDENTITY),
                          stack.protected("/forged"), before)
+
+
+IDENTITY_NAMES = ("X-Auth-User", "X-Auth-User-Id", "X-Auth-Groups", "X-Auth-Methods")
+
+
+def alias_field_lines() -> dict[str, list[str]]:
+    """Header field lines (as written on the wire, each set sent alone) that some server normalises
+    to an identity header or some app reads as one (:func:`conftest.read_as`), by family: dots and
+    underscores in every position and mix, in three cases, all at once and each alone; whitespace
+    around the name; the same header twice (as written, in two cases, in two spellings)."""
+    aliases = [v for name in IDENTITY_NAMES for v in spellings(name, "-_.") if "_" in v or "." in v]
+    cases = {"every alias at once": [f"{v}: forged-{i}" for i, v in enumerate(aliases)]}
+    cases.update({f"alias {v}": [f"{v}: forged-alias"] for v in aliases})
+    for name in IDENTITY_NAMES:
+        cases.update({
+            f"{name} with a space before the colon": [f"{name} : forged-space"],
+            f"{name} with a tab before the colon": [f"{name}\t: forged-tab"],
+            f"{name} with a leading space, first": [f" {name}: forged-leading"],
+            f"{name} folded into the field before": ["Accept: */*", f" {name}: forged-folded"],
+            f"{name} twice": [f"{name}: forged-first", f"{name}: forged-second"],
+            f"{name} twice in two cases": [f"{name}: forged-first", f"{name.lower()}: forged-second"],
+            f"{name} and its underscore spelling": [f"{name}: forged-first", f"{name.replace('-', '_')}: forged-2"],
+            f"{name} and its dotted spelling": [f"{name.replace('-', '.')}: forged-first", f"{name}: forged-2"],
+        })
+    return cases
+
+
+class RawClient:
+    """GET requests to the app host with header field lines written exactly as given, first after the
+    request line (no client library would send most of them), on one kept-alive TLS connection
+    (a new one after the proxy closes it, e.g. with a 400)."""
+
+    def __init__(self, stack):
+        self.stack, self.sock = stack, None
+
+    def get(self, path: str, lines: list[str], cookie: str | None = None) -> tuple[int, dict | None]:
+        """(status, the echo app's JSON or None)."""
+        if self.sock is None:
+            context = ssl.create_default_context(cafile=str(self.stack.tls.ca))
+            self.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", self.stack.port), timeout=10),
+                                            server_hostname=APP_HOST)
+        head = [f"GET {path} HTTP/1.1", *lines, f"Host: {APP_HOST}:{self.stack.port}", f"User-Agent: {UA}",
+                *([f"Cookie: {cookie}"] if cookie else [])]
+        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        response = http.client.HTTPResponse(self.sock)
+        response.begin()
+        body = response.read()
+        if response.will_close:
+            self.close()
+        return response.status, (json.loads(body) if response.status == 200 else None)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def identity_fields(seen: dict) -> list[list[str]]:
+    """The [name as received, value] fields the app could read as an identity header."""
+    return seen["identity_fields"]
+
+
+@pytest.mark.asvs("V4.1.3", "V8.3.1")
+def test_identity_header_aliases_whitespace_and_duplicates_reach_the_app_as_authsvcs_alone(stack):
+    """Also oauth2-proxy CVE-2025-64484: X.Auth.User, X-Auth_User, X_Auth.User-Id (any mix, any
+    case), a name with whitespace around it, and two X-Auth-User lines (in one case or two, or beside
+    an alias). A WSGI app reads X_Auth_User as HTTP_X_AUTH_USER, PHP also X.Auth.User: whatever a
+    proxy passes on under such a name is a second, forged identity. Signed in, the app gets exactly
+    one field per identity header, spelled as authsvc's, with authsvc's value; on the bypass path it
+    gets none. A proxy may instead refuse the request (400, 431) before anyone is asked."""
+    s = signed_in(stack)
+    cookie = f"{SESSION}={s.cookies.get(SESSION)}"
+    direct = verify_directly(stack, s, stack.protected("/alias"))
+    assert direct.status_code == 200, direct.status_code
+    expected = sorted((name.lower(), direct.headers[name]) for name in IDENTITY_NAMES)
+    wrong = {}
+    client = RawClient(stack)
+    try:
+        for case, lines in alias_field_lines().items():
+            for who, path, sent_cookie, wanted in (("signed in", f"{APP_PREFIX}/alias", cookie, expected),
+                                                   ("bypass", f"{PUBLIC}/alias", None, [])):
+                before = len(stack.app_hits)
+                status, seen = client.get(path, lines, sent_cookie)
+                if status in (400, 431) and len(stack.app_hits) == before:
+                    continue   # refused by the proxy: nobody saw it
+                fields = identity_fields(seen) if status == 200 else []
+                # authsvc's value under authsvc's name (Envoy writes names in lower case), nothing else
+                got = sorted((name.lower(), value) for name, value in fields if name in (*IDENTITY_NAMES,
+                                                                                        *IDENTITY_HEADERS))
+                if status != 200 or got != wanted or len(fields) != len(got):
+                    wrong[f"{who}: {case}"] = status if status != 200 else fields
+    finally:
+        client.close()
+    assert not wrong, (f"{stack.proxy} let a forged or second identity reach the app (authsvc's: {expected}):\n"
+                       + "\n".join(f"  {case}: {got}" for case, got in wrong.items()))
 
 
 # --- the client cannot describe the request --------------------------------------------------

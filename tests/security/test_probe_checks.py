@@ -346,11 +346,52 @@ def test_forged_identity_covers_every_spelling_with_distinct_canaries():
     made = identity.forgeries()
     sent = [name for f in made for name, _ in f.headers]
     for name in ("X-Auth-User", "x-auth-user", "X-AUTH-USER", "X_Auth_User", "x_auth_user", "X_Auth_Groups",
-                 "x_auth_methods", "X-AUTH-USER-ID"):
+                 "x_auth_methods", "X-AUTH-USER-ID", "X.Auth.User", "X_Auth-User", "X_Auth-User_Id", "X.Auth_User",
+                 "X-Auth-User "):
         assert name in sent
     canaries = [value for f in made for _, value in f.headers]
     assert len(set(canaries)) == len(canaries)
     assert all(v.isdigit() for f in made for n, v in f.headers if n.lower().replace("_", "-").endswith("-id"))
+
+
+def test_every_alias_family_is_one_request_with_each_name_spelled_its_way():
+    """Dots, mixed separators, whitespace before the colon and a header sent twice (in one case or
+    two) each get a request of their own, so a finding names the family a proxy let through."""
+    by_spelling = {f.spelling: [name for name, _ in f.headers] for f in identity.forgeries()}
+    assert by_spelling["dots"][:2] == ["X.Auth.User", "X.Auth.User.Id"]
+    assert by_spelling["underscores and dashes mixed"][:2] == ["X_Auth-User", "X_Auth-User_Id"]
+    assert by_spelling["dots and underscores mixed"][:2] == ["X.Auth_User", "X.Auth_User.Id"]
+    assert by_spelling["whitespace before the colon"][0] == "X-Auth-User "
+    assert by_spelling["twice"][:2] == ["X-Auth-User", "X-Auth-User"]
+    assert by_spelling["twice, in two cases"][:2] == ["X-Auth-User", "x-auth-user"]
+    assert all(len(names) == 2 * len(identity.NAMES) for spelling, names in by_spelling.items()
+               if spelling.startswith("twice"))
+
+
+@pytest.mark.asvs("V8.3.1", "V4.1.3")
+@pytest.mark.parametrize("copy", [0, 1], ids=["first copy", "second copy"])
+@pytest.mark.parametrize("spelling", ["twice", "twice, in two cases"])
+def test_signed_in_app_that_shows_either_copy_of_a_header_sent_twice_fails(spelling, copy):
+    """A proxy that replaces only one of two X-Auth-User lines lets the app choose the client's."""
+    made = identity.forgeries()
+    forgery = next(f for f in made if f.spelling == spelling)
+    canary = forgery.headers[copy][1]
+    outcomes = [(f, THROUGH, '{"user": ["alice"]}') for f in made if f is not forgery]
+    outcomes.append((forgery, THROUGH, f'{{"user": ["alice", "{canary}"]}}'))
+    found = identity.judge_signed_in('{"user": ["alice"]}', outcomes, "alice")
+    assert found.status == FAIL and spelling in found.detail and forgery.headers[copy][0] in found.detail
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_a_proxy_that_refuses_whitespace_before_the_colon_passes():
+    """nginx, Traefik, Caddy and Envoy answer 400 to "X-Auth-User :": refused is kept out."""
+    made = identity.forgeries()
+    assert "whitespace before the colon" in {f.spelling for f in made}
+    refused = Decision(access.REFUSED, 400)
+    outcomes = [(f, refused if f.spelling == "whitespace before the colon" else THROUGH, "alice") for f in made]
+    assert identity.judge_signed_in("alice", outcomes, "alice").status == OK
+    assert identity.judge_anonymous([(f, refused if f.spelling == "whitespace before the colon" else KEPT_OUT, "")
+                                     for f in made]).status == OK
 
 
 @pytest.mark.asvs("V8.3.1")
