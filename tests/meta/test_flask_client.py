@@ -1,6 +1,7 @@
 """clients/flask (Flask-Authsvc) stays a small app-side distribution: it never imports authsvc, and
 depends on nothing an app does not already have (Flask, Flask-Login; Authlib and its JOSE library
-joserfc only for the OIDC extra)."""
+joserfc only for the OIDC extra). Werkzeug and MarkupSafe come with Flask (its own dependencies):
+the extension may use them without naming them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "flask"
-ALLOWED = {"flask", "flask_login", "werkzeug", "authlib", "joserfc", "flask_authsvc"}
+ALLOWED = {"flask", "flask_login", "werkzeug", "markupsafe", "authlib", "joserfc", "flask_authsvc"}
 
 
 def imported_roots(path: Path) -> set[str]:
