@@ -173,6 +173,7 @@ oidc_clients = Table(
     Column("post_logout_redirect_uris", String(8192), nullable=False, default=""),
     Column("backchannel_logout_uri", String(2048), nullable=True),
     Column("created_at", Float, nullable=False),
+    Column("scopes", String(512), nullable=False),  # what it may ask for, space-separated (0009)
 )
 
 # Authorization codes: at most oidc.code_lifetime_seconds (<= 60), used once (used_at set by one

@@ -1,5 +1,6 @@
 """The decisions of an OpenID Connect authorization request, as pure functions of plain values:
-which scopes were asked for, whether a PKCE challenge and verifier are acceptable, whether the
+which scopes were asked for (and whether this client may have them, at the authorization request
+and at a refresh), whether a PKCE challenge and verifier are acceptable, whether the
 browser's session may answer now or must sign in (again, or with a second factor), and whether the
 user must be asked to consent.
 
@@ -16,6 +17,8 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "DEFAULT_CLIENT_SCOPES",
+    "LEGACY_CLIENT_SCOPES",
     "SUPPORTED_SCOPES",
     "challenge_verdict",
     "consent_decision",
@@ -23,6 +26,7 @@ __all__ = [
     "parse_prompt",
     "parse_scope",
     "pkce_matches",
+    "refresh_scope",
     "s256",
     "session_decision",
     "verifier_verdict",
@@ -35,6 +39,12 @@ OK = "ok"
 # openid (required), profile (preferred_username), groups (the user's group names), offline_access
 # (a refresh token). This order is the order of ScopeDecision.scopes and of the consent page.
 SUPPORTED_SCOPES = ("openid", "profile", "groups", "offline_access")
+# What `authsvc oidc client add` gives a client without --scopes: a sign-in that can say who signed in
+# (openid: sub; profile: preferred_username). groups and offline_access (refresh tokens) only when
+# listed (ASVS V10.4.11).
+DEFAULT_CLIENT_SCOPES = ("openid", "profile")
+# What every client could ask for before clients had a scope list: migration 0009 gives it to them.
+LEGACY_CLIENT_SCOPES = SUPPORTED_SCOPES
 MAX_SCOPE_LENGTH = 512
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), joined by single spaces.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
@@ -42,7 +52,8 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
 
 @dataclass(frozen=True)
 class ScopeDecision:
-    reason: str                 # ok | missing | too_long | malformed | openid_missing | unknown_scope
+    # ok | missing | too_long | malformed | openid_missing | unknown_scope | not_allowed | not_granted
+    reason: str
     scopes: tuple[str, ...] = ()  # in SUPPORTED_SCOPES order, each once
 
     @property
@@ -53,9 +64,13 @@ class ScopeDecision:
         return " ".join(self.scopes)
 
 
-def parse_scope(raw: object, supported: tuple[str, ...] = SUPPORTED_SCOPES) -> ScopeDecision:
+def parse_scope(raw: object, supported: tuple[str, ...] = SUPPORTED_SCOPES,
+                allowed: tuple[str, ...] | frozenset[str] | None = None) -> ScopeDecision:
     """The scopes of ``raw`` (RFC 6749 3.3), which must include ``openid`` and name only ``supported``
-    ones: an unknown scope is refused (``invalid_scope``), not silently dropped."""
+    ones: an unknown scope is refused (``unknown_scope``), not silently dropped. With ``allowed``
+    (the client's registered scope list), a scope the provider offers but this client was not given
+    is refused too (``not_allowed``): RFC 6749 3.3 lets the server refuse, and a client asking for
+    more than it was registered for is told so rather than handed less than it expects."""
     if not isinstance(raw, str) or not raw:
         return ScopeDecision("missing")
     if len(raw) > MAX_SCOPE_LENGTH:
@@ -67,7 +82,26 @@ def parse_scope(raw: object, supported: tuple[str, ...] = SUPPORTED_SCOPES) -> S
         return ScopeDecision("openid_missing")
     if any(t not in supported for t in tokens):
         return ScopeDecision("unknown_scope")
+    if allowed is not None and any(t not in allowed for t in tokens):
+        return ScopeDecision("not_allowed")
     return ScopeDecision(OK, tuple(s for s in supported if s in tokens))
+
+
+def refresh_scope(raw: object, granted: str, allowed: tuple[str, ...] | frozenset[str]) -> ScopeDecision:
+    """The scope of the tokens a refresh grant issues (RFC 6749 6): without ``scope``, the one
+    ``granted`` with the refresh token; with it, read like :func:`parse_scope` and never more than
+    ``granted`` (``not_granted``). Either way only what the client is ``allowed`` now: a scope taken
+    off the client's list is not kept alive by an old refresh token."""
+    had = tuple(s for s in SUPPORTED_SCOPES if s in granted.split(" ")) if isinstance(granted, str) else ()
+    if raw is None or raw == "":
+        kept = tuple(s for s in had if s in allowed)
+        return ScopeDecision(OK, kept) if "openid" in kept else ScopeDecision("not_allowed")
+    asked = parse_scope(raw, allowed=allowed)
+    if not asked.accepted:
+        return asked
+    if any(s not in had for s in asked.scopes):
+        return ScopeDecision("not_granted")
+    return asked
 
 
 # --- PKCE (RFC 7636), S256 only (RFC 9700 2.1.1) ------------------------------------------------
@@ -180,13 +214,20 @@ ASK = "ask"
 CONSENT_REQUIRED = "consent_required"  # prompt=none and consent is needed: error to the client
 
 
-def consent_decision(*, trusted: bool, prompt: frozenset[str], granted: frozenset[str] | None,
+def consent_decision(*, trusted: bool, public: bool, prompt: frozenset[str], granted: frozenset[str] | None,
                      requested: tuple[str, ...]) -> str:
-    """Whether to show the consent page: never for a trusted (first-party) client; otherwise when
-    ``prompt=consent`` asks, or the user has not yet allowed every ``requested`` scope."""
+    """Whether to show the consent page (ASVS V10.7.1). A ``public`` client (no secret) cannot prove
+    who it is (anyone can send its client_id), so its user is asked every time, even when it is
+    marked trusted and even when the user allowed it before; with ``prompt=none`` it gets
+    ``consent_required``. A trusted confidential (first-party) client never asks; any other
+    confidential client asks when ``prompt=consent`` does, or the user has not yet allowed every
+    ``requested`` scope (the remembered answer lasts until the user revokes it on the account page)."""
+    silent = "none" in prompt
+    if public:
+        return CONSENT_REQUIRED if silent else ASK
     if trusted:
         return SKIP
     covered = granted is not None and set(requested) <= granted
     if covered and "consent" not in prompt:
         return SKIP
-    return CONSENT_REQUIRED if "none" in prompt else ASK
+    return CONSENT_REQUIRED if silent else ASK

@@ -471,11 +471,21 @@ def cmd_sessions(args) -> int:
     return 0
 
 
+SCOPE_PROBLEMS = {
+    "missing": "empty",
+    "too_long": "too long",
+    "malformed": "scope names separated by single spaces, ASCII only",
+    "openid_missing": "must include openid",
+    "unknown_scope": "names a scope this service does not offer (spelled exactly, lower case)",
+}
+
+
 def cmd_oidc(args) -> int:
     """``authsvc oidc client add|list|remove`` and ``authsvc oidc keys rotate``."""
     import json
 
     from authsvc.rules.oidc_redirects import registration_problem
+    from authsvc.rules.oidc_requests import DEFAULT_CLIENT_SCOPES, SUPPORTED_SCOPES, parse_scope
 
     app = _app()
     svc = app.extensions["authsvc"]
@@ -487,10 +497,17 @@ def cmd_oidc(args) -> int:
               f"{provider.policy.id_token_lifetime_seconds} s, until the ID tokens they signed have expired")
         return 0
     if args.client_cmd == "list":
-        for c in provider.clients.all():
+        listed = provider.clients.all()
+        if args.json:
+            print(json.dumps([{"client_id": c.client_id, "name": c.name, "public": c.public, "trusted": c.trusted,
+                               "require_mfa": c.require_mfa, "scopes": list(c.scopes),
+                               "redirect_uris": list(c.redirect_uris)} for c in listed]))
+            return 0
+        for c in listed:
             kind = "public" if c.public else "confidential"
             flags = ",".join(f for f, on in (("trusted", c.trusted), ("require-mfa", c.require_mfa)) if on) or "-"
-            print(f"{c.client_id}\t{_shown(c.name)}\t{kind}\t{flags}\t{' '.join(c.redirect_uris)}")
+            print(f"{c.client_id}\t{_shown(c.name)}\t{kind}\t{flags}\t{' '.join(c.scopes)}\t"
+                  f"{' '.join(c.redirect_uris)}")
         return 0
     if args.client_cmd == "remove":
         if not provider.clients.remove(args.client_id):
@@ -508,6 +525,15 @@ def cmd_oidc(args) -> int:
     if args.backchannel_logout_uri is not None and (p := registration_problem(args.backchannel_logout_uri,
                                                                               public=False)):
         problems.append(f"--backchannel-logout-uri: {p}")
+    if args.scopes is None:
+        args.scopes = " ".join(DEFAULT_CLIENT_SCOPES)
+    scopes = parse_scope(args.scopes)
+    if not scopes.accepted:
+        problems.append(f"--scopes {args.scopes!r}: {SCOPE_PROBLEMS.get(scopes.reason, scopes.reason)}; "
+                        f"offered: {' '.join(SUPPORTED_SCOPES)}")
+    if args.public and args.trusted:
+        problems.append("--trusted with --public: a public client cannot prove who it is, so its users are "
+                        "always asked for consent (ASVS V10.7.1); drop --trusted")
     if problems:
         for p in problems:
             print(f"refused: {p}", file=sys.stderr)
@@ -515,9 +541,9 @@ def cmd_oidc(args) -> int:
     made = provider.clients.add(name, tuple(dict.fromkeys(args.redirect_uri)), public=args.public,
                                 trusted=args.trusted, require_mfa=args.require_mfa,
                                 post_logout_redirect_uris=tuple(dict.fromkeys(args.post_logout_redirect_uri)),
-                                backchannel_logout_uri=args.backchannel_logout_uri)
+                                backchannel_logout_uri=args.backchannel_logout_uri, scopes=scopes.scopes)
     svc.audit.emit("oidc_client_added", by="cli", client_id=made.client.client_id, public=args.public,
-                   trusted=args.trusted, require_mfa=args.require_mfa)
+                   trusted=args.trusted, require_mfa=args.require_mfa, scopes=scopes.text())
     if args.json:
         out = {"client_id": made.client.client_id}
         if made.client_secret is not None:
@@ -618,9 +644,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-mfa", action="store_true", help="a one-factor session is stepped up first")
     p.add_argument("--post-logout-redirect-uri", action="append", default=[], metavar="URI")
     p.add_argument("--backchannel-logout-uri", metavar="URI")
+    p.add_argument("--scopes", metavar="'openid ...'",
+                   help="the scopes it may ask for, space-separated (default: 'openid profile'; add groups for "
+                        "the groups claim, offline_access for refresh tokens)")
     p.add_argument("--json", action="store_true", help="print {client_id, client_secret} as JSON")
     p.set_defaults(func=cmd_oidc)
-    csub.add_parser("list").set_defaults(func=cmd_oidc)
+    p = csub.add_parser("list", help="client_id, name, kind, flags, scopes, redirect URIs (never secrets)")
+    p.add_argument("--json", action="store_true", help="a JSON list of the clients")
+    p.set_defaults(func=cmd_oidc)
     p = csub.add_parser("remove", help="remove a client and every code, token and consent it holds")
     p.add_argument("client_id")
     p.set_defaults(func=cmd_oidc)

@@ -15,6 +15,7 @@ if AUTHSVC_MODE == "proxy":
 else:
     # "oidc": an OpenID Connect client of authsvc, registered with
     #   authsvc oidc client add Microblog --redirect-uri https://blog.example.com/authsvc/callback
+    #       --scopes "openid profile groups"   (groups only if MICROBLOG_AUTHSVC_SCOPES asks for it)
     # and given MICROBLOG_AUTHSVC_CLIENT_ID, MICROBLOG_AUTHSVC_CLIENT_SECRET and MICROBLOG_SECRET_KEY
     # (the sign-in is kept in Flask's signed session cookie).
     AUTHSVC_SCOPES = "openid profile"

@@ -220,7 +220,7 @@ def microblog_oidc_stack(folder: Path, port: int | None = None, *, trusted: bool
         scopes = "openid profile" + (" groups" if "groups" in discovery.get("scopes_supported", ()) else "")
         client = register_client(env, "Microblog", "--redirect-uri", f"{app}/authsvc/callback",
                                  "--backchannel-logout-uri", f"{app}/authsvc/backchannel-logout",
-                                 *(["--trusted"] if trusted else []))
+                                 "--scopes", scopes, *(["--trusted"] if trusted else []))
         settings = {"MICROBLOG_AUTHSVC_MODE": "oidc", "MICROBLOG_AUTHSVC_CLIENT_ID": client["client_id"],
                     "MICROBLOG_AUTHSVC_CLIENT_SECRET": client["client_secret"], "MICROBLOG_AUTHSVC_SCOPES": scopes,
                     "MICROBLOG_SECRET_KEY": secrets.token_urlsafe(32), "REQUESTS_CA_BUNDLE": str(tls.ca)}

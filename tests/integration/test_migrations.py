@@ -130,6 +130,34 @@ def test_0007_groups_memberships_end_with_their_group_or_account_and_downgrade_c
     assert {"groups", "group_members"} <= tables(engine)
 
 
+@pytest.mark.asvs("V10.4.11")
+def test_0009_gives_clients_registered_before_it_every_scope_they_could_ask_for(engine):
+    """A client of 0008 could ask for every offered scope: after 0009 its list is all of them, so
+    it keeps working; a new row must name its own (no default); 0009 goes down and up again."""
+    from alembic import command
+
+    from authsvc.core.oidc.store import ClientStore
+    from authsvc.rules.oidc_requests import LEGACY_CLIENT_SCOPES, SUPPORTED_SCOPES
+
+    with engine.begin() as conn:
+        command.upgrade(db._alembic_config(conn), "0008")
+    row = {"client_id": "old-client", "secret_hash": None, "name": "Old", "redirect_uris": "https://a.example/cb",
+           "public": True, "trusted": False, "require_mfa": False, "post_logout_redirect_uris": "",
+           "backchannel_logout_uri": None, "created_at": 1.0}
+    with engine.begin() as conn:
+        conn.execute(sa.Table("oidc_clients", sa.MetaData(), autoload_with=conn).insert().values(**row))
+    db.upgrade(engine)
+    assert LEGACY_CLIENT_SCOPES == SUPPORTED_SCOPES
+    assert ClientStore(engine, Clock()).get("old-client").scopes == SUPPORTED_SCOPES
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # no default for a new row
+        conn.execute(models.oidc_clients.insert().values(**dict(row, client_id="new-client")))
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0008")
+    assert "scopes" not in {c["name"] for c in sa.inspect(engine).get_columns("oidc_clients")}
+    db.upgrade(engine)
+    assert ClientStore(engine, Clock()).get("old-client").scopes == SUPPORTED_SCOPES
+
+
 # --- from the previous release, with data ------------------------------------------------------------------
 
 def seed_previous_release(engine, clock: Clock) -> dict:

@@ -236,7 +236,7 @@ def resolve_example_test():
 
 def register(env: dict[str, str], name: str, callback: str, logged_out: str, *flags: str) -> dict:
     done = subprocess.run([*authsvc_command(), "oidc", "client", "add", name, "--redirect-uri", callback,
-                           "--post-logout-redirect-uri", logged_out, *flags, "--json"],
+                           "--post-logout-redirect-uri", logged_out, "--scopes", SCOPE, *flags, "--json"],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -300,7 +300,8 @@ def relying_parties(provider, tmp_path_factory):
 def code_flow(provider: Provider, rp: RelyingParty, client: str, account: str) -> dict:
     """The browser part and openid-client's callback: its validated token response (tokens and the
     ID token's claims). The browser meets the sign-in form (and the second step for an account with
-    one) only the first time, and the consent page only the first time for each client."""
+    one) only the first time, and the consent page only the first time for the confidential client
+    and every time for the public one (its identity cannot be assured: ASVS V10.7.1)."""
     registered = provider.clients[client]
     browser = provider.browsers[account]
     started = rp.ok("authorize", redirect_uri=registered["callback"], scope=SCOPE)
@@ -309,7 +310,7 @@ def code_flow(provider: Provider, rp: RelyingParty, client: str, account: str) -
     expected = []
     if not browser.signed_in:
         expected = ["/login", "/login/mfa"] if browser.authenticator else ["/login"]
-    if registered["client_id"] not in browser.consented:
+    if registered["client_id"] not in browser.consented or client == "public":
         expected.append("/oauth/authorize/consent")
     assert browser.pages == expected, f"{account} at {client}: {browser.pages}, not {expected}"
     browser.signed_in = True

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from authsvc.rules.oidc_requests import SUPPORTED_SCOPES
 from tests.conftest import HTTPS
 
 WEB = "https://app.example.com/callback"
@@ -26,6 +27,8 @@ def pkce() -> tuple[str, str]:
 
 
 def add_client(svc, name="Wiki", redirect_uris=(WEB,), **kw):
+    """A registered client; unless ``scopes`` says otherwise it may ask for every offered scope."""
+    kw.setdefault("scopes", SUPPORTED_SCOPES)
     made = svc.oidc.clients.add(name, tuple(redirect_uris), public=kw.pop("public", False), **kw)
     return made.client.client_id, made.client_secret
 
@@ -56,6 +59,33 @@ def get_code(client, client_id, redirect_uri=WEB, **kw) -> tuple[str, str]:
     got = query(response.headers["Location"])
     assert response.headers["Location"].startswith(redirect_uri)
     return got["code"], verifier
+
+
+def consent_page(client, client_id, redirect_uri=WEB, **kw):
+    """The authorization request of a signed-in ``client`` that must show the consent page:
+    (page, params, verifier)."""
+    verifier, challenge = pkce()
+    params = authorize_params(client_id, redirect_uri, challenge=challenge, **kw)
+    page = authorize(client, params)
+    assert page.status_code == 200 and "Allow " in page.get_data(as_text=True), page.headers.get("Location")
+    return page, params, verifier
+
+
+def allow(client, page, params, redirect_uri=WEB):
+    """Press Allow on ``page``: the 303 straight back to ``redirect_uri`` with a code."""
+    from tests.conftest import csrf_in
+
+    form = {k: v for k, v in params.items() if k != "prompt"}
+    back = client.post("/oauth/authorize/consent",
+                       data=dict(form, csrf_token=csrf_in(page.get_data(as_text=True)), decision="allow"))
+    assert back.status_code == 303 and back.headers["Location"].startswith(redirect_uri), back.headers.get("Location")
+    return back
+
+
+def get_code_with_consent(client, client_id, redirect_uri=WEB, **kw) -> tuple[str, str]:
+    """The browser part through the consent page (a public client's every time): (code, verifier)."""
+    page, params, verifier = consent_page(client, client_id, redirect_uri, **kw)
+    return query(allow(client, page, params, redirect_uri).headers["Location"])["code"], verifier
 
 
 def exchange(client, client_id, secret, code, verifier, redirect_uri=WEB, *, basic=True, **extra):

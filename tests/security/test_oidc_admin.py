@@ -38,7 +38,7 @@ def test_client_add_prints_the_secret_once_and_stores_only_its_digest(app, svc, 
 
 def test_a_public_client_gets_no_secret(app, monkeypatch, tmp_path, capsys):
     code, out = cli_json(monkeypatch, tmp_path, capsys, "oidc", "client", "add", "CLI", "--redirect-uri",
-                         "http://127.0.0.1/callback", "--public", "--trusted", "--json")
+                         "http://127.0.0.1/callback", "--public", "--json")
     assert code == 0 and set(out) == {"client_id"}
 
 
@@ -50,6 +50,43 @@ def test_a_public_client_gets_no_secret(app, monkeypatch, tmp_path, capsys):
 def test_client_add_refuses_unsound_redirect_uris(app, monkeypatch, tmp_path, capsys, uri, extra):
     code = run_cli(monkeypatch, tmp_path, "oidc", "client", "add", "Bad", "--redirect-uri", uri, *extra)
     assert code == 2 and "refused" in capsys.readouterr().err
+    assert app.extensions["authsvc"].oidc.clients.all() == []
+
+
+@pytest.mark.asvs("V10.4.11")
+def test_client_add_stores_the_scopes_and_list_shows_them(app, svc, monkeypatch, tmp_path, capsys):
+    code, out = cli_json(monkeypatch, tmp_path, capsys, "oidc", "client", "add", "Blog", "--redirect-uri", WEB,
+                         "--scopes", "groups openid profile groups", "--json")
+    assert code == 0 and svc.oidc.clients.get(out["client_id"]).scopes == ("openid", "profile", "groups")
+    code, default = cli_json(monkeypatch, tmp_path, capsys, "oidc", "client", "add", "Plain", "--redirect-uri", WEB,
+                             "--json")
+    assert code == 0 and svc.oidc.clients.get(default["client_id"]).scopes == ("openid", "profile")
+    code, listed = cli_json(monkeypatch, tmp_path, capsys, "oidc", "client", "list", "--json")
+    assert code == 0 and [(c["name"], c["scopes"]) for c in listed] == [
+        ("Blog", ["openid", "profile", "groups"]), ("Plain", ["openid", "profile"])]
+    assert all("secret" not in key for c in listed for key in c)
+    assert run_cli(monkeypatch, tmp_path, "oidc", "client", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(out["client_id"] in line and "\topenid profile groups\t" in line for line in lines)
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("scopes", [
+    "profile", "", "openid admin", "openid GROUPS", "openid  profile", " openid", "openid\tprofile",
+    "openid gr\u043eups", "openid ｐrofile", "openid offline_access\u200b", "openid " + "profile " * 100,
+])
+def test_client_add_refuses_scopes_it_cannot_give(app, monkeypatch, tmp_path, capsys, scopes):
+    code = run_cli(monkeypatch, tmp_path, "oidc", "client", "add", "Bad", "--redirect-uri", WEB, "--scopes", scopes)
+    err = capsys.readouterr().err
+    assert code == 2 and "refused: --scopes" in err and "offered: openid profile groups offline_access" in err
+    assert app.extensions["authsvc"].oidc.clients.all() == []
+
+
+@pytest.mark.asvs("V10.7.1")
+def test_client_add_refuses_a_trusted_public_client(app, monkeypatch, tmp_path, capsys):
+    code = run_cli(monkeypatch, tmp_path, "oidc", "client", "add", "CLI", "--redirect-uri",
+                   "http://127.0.0.1/callback", "--public", "--trusted")
+    assert code == 2 and "always asked for consent" in capsys.readouterr().err
     assert app.extensions["authsvc"].oidc.clients.all() == []
 
 

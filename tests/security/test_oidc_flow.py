@@ -26,10 +26,13 @@ from tests.security.oidc_helpers import (
     SPA,
     WEB,
     add_client,
+    allow,
     authorize,
     authorize_params,
     exchange,
+    consent_page,
     get_code,
+    get_code_with_consent,
     pkce,
     query,
     refresh,
@@ -172,10 +175,10 @@ def test_a_repeated_redirect_uri_is_an_error_page(signed_in, web):
 
 @pytest.mark.asvs("V10.4.1")
 def test_a_public_native_client_may_use_any_loopback_port(svc, signed_in):
-    cid, secret = add_client(svc, "CLI", (NATIVE,), public=True, trusted=True)
+    cid, secret = add_client(svc, "CLI", (NATIVE,), public=True)
     assert secret is None
     redirect_uri = "http://127.0.0.1:53682/callback"
-    code, verifier = get_code(signed_in, cid, redirect_uri)
+    code, verifier = get_code_with_consent(signed_in, cid, redirect_uri)
     body = exchange(signed_in, cid, None, code, verifier, redirect_uri).get_json()
     assert body["access_token"]
     response = authorize(signed_in, authorize_params(cid, "http://localhost:53682/callback", challenge=pkce()[1]))
@@ -234,6 +237,135 @@ def test_scopes_not_offered_are_refused(signed_in, web, scope):
     assert query(response.headers["Location"])["error"] == "invalid_scope"
 
 
+# --- each client its own scopes (ASVS V10.4.11) --------------------------------------------------
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("scope", [
+    "openid groups", "openid offline_access", "openid profile groups offline_access", "groups openid profile",
+    "openid profile profile groups",
+])
+def test_a_scope_the_client_was_not_given_is_refused_with_invalid_scope_and_no_code(svc, signed_in, scope):
+    cid, _ = add_client(svc, "Narrow", (WEB,), trusted=True, scopes=("openid", "profile"))
+    response = authorize(signed_in, authorize_params(cid, challenge=pkce()[1], scope=scope))
+    assert response.status_code == 302 and response.headers["Location"].startswith(WEB)
+    got = query(response.headers["Location"])
+    assert got["error"] == "invalid_scope" and "code" not in got and got["state"] == "st4te" and got["iss"] == HTTPS
+    assert "may ask for: openid profile" in got["error_description"]
+
+
+@pytest.mark.asvs("V10.4.11")
+def test_a_client_not_given_offline_access_never_holds_a_refresh_token(svc, signed_in):
+    cid, secret = add_client(svc, "Narrow", (WEB,), trusted=True, scopes=("openid", "profile"))
+    body = tokens(signed_in, (cid, secret), scope="openid profile")
+    assert "refresh_token" not in body and body["scope"] == "openid profile"
+    assert refresh(signed_in, cid, secret, "x" * 43).get_json()["error"] == "unauthorized_client"
+
+
+@pytest.mark.asvs("V10.4.11")
+def test_the_default_registration_is_a_sign_in_without_groups_or_refresh(svc, signed_in):
+    made = svc.oidc.clients.add("Default", (WEB,), public=False, trusted=True)
+    assert made.client.scopes == ("openid", "profile")
+    cid = made.client.client_id
+    assert "code" in query(get_code_location(signed_in, cid, "openid profile"))
+    for scope in ("openid groups", "openid offline_access"):
+        assert query(get_code_location(signed_in, cid, scope))["error"] == "invalid_scope"
+
+
+def get_code_location(client, cid, scope):
+    return authorize(client, authorize_params(cid, challenge=pkce()[1], scope=scope)).headers["Location"]
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("scope", ["openid profile groups", "openid groups", "openid profile offline_access groups"])
+def test_a_refresh_cannot_widen_the_scope(svc, signed_in, web, scope):
+    cid, secret = web
+    body = tokens(signed_in, web, scope="openid profile offline_access")
+    wider = refresh_with(signed_in, cid, secret, body["refresh_token"], scope)
+    assert wider.status_code == 400 and wider.get_json()["error"] == "invalid_scope"
+    assert "access_token" not in wider.get_json()
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("scope", ["openid  profile", "openid\tprofile offline_access", "openid PROFILE",
+                                   "openid pr\u043efile", "openid " + "profile " * 80])
+def test_a_refresh_with_an_odd_scope_spelling_is_refused(svc, signed_in, web, scope):
+    cid, secret = web
+    body = tokens(signed_in, web, scope="openid profile offline_access")
+    odd = refresh_with(signed_in, cid, secret, body["refresh_token"], scope)
+    assert odd.status_code == 400 and odd.get_json()["error"] == "invalid_scope"
+
+
+@pytest.mark.asvs("V10.4.11")
+def test_a_refresh_may_narrow_and_an_omitted_scope_keeps_the_granted_one(svc, signed_in, web):
+    cid, secret = web
+    body = tokens(signed_in, web, scope="openid profile groups offline_access")
+    same = refresh_with(signed_in, cid, secret, body["refresh_token"], None).get_json()
+    assert same["scope"] == "openid profile groups offline_access"
+    narrowed = refresh_with(signed_in, cid, secret, same["refresh_token"], "openid offline_access").get_json()
+    assert narrowed["scope"] == "openid offline_access"
+    answer = userinfo(signed_in, narrowed["access_token"]).get_json()
+    assert "preferred_username" not in answer and "groups" not in answer
+
+
+def refresh_with(client, cid, secret, refresh_token, scope):
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    if scope is not None:
+        data["scope"] = scope
+    auth = base64.b64encode(f"{cid}:{secret}".encode()).decode()
+    return client.post("/oauth/token", data=data, headers={"Authorization": f"Basic {auth}"})
+
+
+# --- response_mode: query only (ASVS V10.4.12) ----------------------------------------------------
+
+@pytest.mark.asvs("V10.4.12")
+@pytest.mark.parametrize("mode", [
+    "fragment", "form_post", "query.jwt", "jwt", "fragment.jwt", "form_post.jwt", "web_message", "okta_post_message",
+    "unknown", "QUERY", "Query", " query", "query ", "query\t", "query\n", "query\x00", "qu\u0435ry", "ｑuery",
+    "query,fragment", "query fragment", "query+fragment", "query%20", "",
+])
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "untrusted"])
+def test_a_response_mode_other_than_query_is_refused_and_no_code_issued(svc, signed_in, mode, trusted):
+    cid, _ = add_client(svc, "Modes", (WEB,), trusted=trusted)
+    response = authorize(signed_in, authorize_params(cid, challenge=pkce()[1], response_mode=mode))
+    assert response.status_code == 302, response.get_data(as_text=True)[:300]
+    location = response.headers["Location"]
+    got = query(location)
+    assert got["error"] == "invalid_request" and "code" not in got and "#" not in location
+    assert got["state"] == "st4te" and got["iss"] == HTTPS
+    assert "response_mode" in got["error_description"]
+
+
+@pytest.mark.asvs("V10.4.12")
+def test_response_mode_twice_is_refused_even_when_one_is_query(svc, signed_in, web):
+    params = list(authorize_params(web[0], challenge=pkce()[1]).items())
+    for modes in (("query", "fragment"), ("query", "query")):
+        response = signed_in.get("/oauth/authorize?" + urlencode(params + [("response_mode", m) for m in modes]))
+        got = query(response.headers["Location"])
+        assert got["error"] == "invalid_request" and "code" not in got
+
+
+@pytest.mark.asvs("V10.4.12")
+def test_response_mode_on_the_consent_form_is_checked_again(svc, signed_in):
+    cid, _ = add_client(svc, "Forum", (WEB,))
+    page, params, _verifier = consent_page(signed_in, cid)
+    form = dict(params, csrf_token=csrf_in(page.get_data(as_text=True)), decision="allow", response_mode="form_post")
+    back = signed_in.post("/oauth/authorize/consent", data=form)
+    got = query(back.headers["Location"])
+    assert got["error"] == "invalid_request" and "code" not in got
+
+
+@pytest.mark.asvs("V10.4.12")
+def test_response_mode_query_and_none_give_a_code_in_the_query(signed_in, web):
+    for extra in ({}, {"response_mode": "query"}):
+        response = authorize(signed_in, authorize_params(web[0], challenge=pkce()[1], **extra))
+        assert "code" in query(response.headers["Location"]) and "#" not in response.headers["Location"]
+    assert _discovery_modes(signed_in) == ["query"]
+
+
+def _discovery_modes(client):
+    return client.get("/.well-known/openid-configuration").get_json()["response_modes_supported"]
+
+
 # --- codes ----------------------------------------------------------------------------------------
 
 @pytest.mark.asvs("V10.4.2")
@@ -288,10 +420,10 @@ def test_a_missing_or_wrong_verifier_gets_no_tokens(signed_in, web, verifier):
 
 @pytest.mark.asvs("V10.4.6")
 def test_a_public_client_needs_pkce_and_no_secret(svc, signed_in):
-    cid, _ = add_client(svc, "SPA", (SPA,), public=True, trusted=True)
-    code, verifier = get_code(signed_in, cid, SPA)
+    cid, _ = add_client(svc, "SPA", (SPA,), public=True)
+    code, verifier = get_code_with_consent(signed_in, cid, SPA)
     assert exchange(signed_in, cid, None, code, None, SPA).status_code == 400
-    code, verifier = get_code(signed_in, cid, SPA)
+    code, verifier = get_code_with_consent(signed_in, cid, SPA)
     body = exchange(signed_in, cid, None, code, verifier, SPA).get_json()
     assert body["access_token"] and body["refresh_token"]
 
@@ -416,15 +548,49 @@ def test_a_client_requiring_mfa_refuses_a_one_factor_account_without_a_factor(sv
 @pytest.mark.asvs("V10.7.1", "V10.7.2")
 def test_an_untrusted_client_asks_for_consent_once(svc, signed_in):
     cid, secret = add_client(svc, "Forum", (WEB,))
-    params = authorize_params(cid, challenge=pkce()[1])
-    page = authorize(signed_in, params)
+    page, params, verifier = consent_page(signed_in, cid)
     html = page.get_data(as_text=True)
-    assert page.status_code == 200 and "Allow Forum?" in html and "your username" in html
-    allow = dict(params, csrf_token=csrf_in(html), decision="allow")
-    back = signed_in.post("/oauth/authorize/consent", data=allow)
-    assert back.status_code == 303 and back.headers["Location"].startswith("/oauth/authorize?")
+    assert "Allow Forum?" in html and "your username" in html
+    assert "remembered for Forum until you revoke it" in html  # how long the answer lasts (V10.7.2)
+    assert "Access while you are away lasts until" in html      # offline_access asked: its lifetime too
+    got = query(allow(signed_in, page, params).headers["Location"])  # a code straight back
+    assert got["state"] == "st4te" and got["iss"] == HTTPS
+    assert exchange(signed_in, cid, secret, got["code"], verifier).status_code == 200
     code, verifier = get_code(signed_in, cid)  # remembered: no page this time
     assert exchange(signed_in, cid, secret, code, verifier).status_code == 200
+
+
+@pytest.mark.asvs("V10.7.1", "V10.7.2")
+@pytest.mark.parametrize("redirect_uri", [SPA, "http://127.0.0.1:50123/callback"], ids=["spa", "native"])
+def test_a_public_client_is_asked_for_consent_every_time(svc, signed_in, redirect_uri):
+    """No secret, so anyone can send its client_id: a remembered yes is never reused for it, not even
+    for the very same scopes, and a silent request (prompt=none) is refused, never answered."""
+    registered = SPA if redirect_uri == SPA else NATIVE
+    cid, _ = add_client(svc, "Pad", (registered,), public=True, trusted=True)  # trusted: ignored for public
+    for _ in range(3):
+        page, params, verifier = consent_page(signed_in, cid, redirect_uri, scope="openid profile")
+        assert "you are asked every time" in page.get_data(as_text=True)
+        assert "remembered for" not in page.get_data(as_text=True)
+        code = query(allow(signed_in, page, params, redirect_uri).headers["Location"])["code"]
+        assert exchange(signed_in, cid, None, code, verifier, redirect_uri).status_code == 200
+    assert svc.oidc.consents.granted(1, cid) == frozenset({"openid", "profile"})  # shown on the account page
+    for prompt in ("none", "consent"):
+        response = authorize(signed_in, authorize_params(cid, redirect_uri, challenge=pkce()[1], prompt=prompt,
+                                                         scope="openid profile"))
+        if prompt == "none":
+            got = query(response.headers["Location"])
+            assert got["error"] == "consent_required" and "code" not in got
+        else:
+            assert response.status_code == 200 and "Allow Pad?" in response.get_data(as_text=True)
+
+
+@pytest.mark.asvs("V10.7.1")
+def test_a_confidential_clients_remembered_consent_still_skips_the_page_but_prompt_consent_asks(svc, signed_in):
+    cid, secret = add_client(svc, "Forum", (WEB,))
+    get_code_with_consent(signed_in, cid)
+    code, verifier = get_code(signed_in, cid, prompt="none")  # silent, remembered: answered
+    assert exchange(signed_in, cid, secret, code, verifier).status_code == 200
+    consent_page(signed_in, cid, prompt="consent")
 
 
 @pytest.mark.asvs("V10.7.1")

@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 from authsvc.rules.oidc_requests import (
     ASK,
     CONSENT_REQUIRED,
+    DEFAULT_CLIENT_SCOPES,
     LOGIN,
     LOGIN_REQUIRED,
     MAX_SCOPE_LENGTH,
     MFA_SET_UP_NEEDED,
     PROCEED,
+    PROMPT_VALUES,
     REAUTHENTICATE,
     SKIP,
     STEP_UP,
@@ -28,6 +30,7 @@ from authsvc.rules.oidc_requests import (
     parse_prompt,
     parse_scope,
     pkce_matches,
+    refresh_scope,
     s256,
     session_decision,
     verifier_verdict,
@@ -294,6 +297,7 @@ def test_a_client_requiring_mfa_steps_up_a_one_factor_session():
 @pytest.mark.asvs("V10.7.1")
 @pytest.mark.parametrize("trusted, prompt, granted, requested, expected", [
     (True, frozenset(), None, ("openid",), SKIP),
+    (True, frozenset({"none"}), None, ("openid",), SKIP),
     (False, frozenset(), None, ("openid",), ASK),
     (False, frozenset(), frozenset({"openid"}), ("openid",), SKIP),
     (False, frozenset(), frozenset({"openid"}), ("openid", "profile"), ASK),  # more than was allowed
@@ -302,7 +306,165 @@ def test_a_client_requiring_mfa_steps_up_a_one_factor_session():
     (False, frozenset({"none"}), frozenset({"openid", "profile"}), ("openid",), SKIP),
 ])
 def test_consent(trusted, prompt, granted, requested, expected):
-    assert consent_decision(trusted=trusted, prompt=prompt, granted=granted, requested=requested) == expected
+    """A confidential client: trusted ones never ask, others once per scope set."""
+    assert consent_decision(trusted=trusted, public=False, prompt=prompt, granted=granted,
+                            requested=requested) == expected
+
+
+ALL = frozenset(SUPPORTED_SCOPES)
+
+
+@pytest.mark.asvs("V10.7.1")
+@pytest.mark.parametrize("trusted", [False, True], ids=["untrusted", "marked_trusted"])
+@pytest.mark.parametrize("granted", [None, frozenset(), frozenset({"openid"}), ALL], ids=repr)
+@pytest.mark.parametrize("prompt", [frozenset(), frozenset({"consent"}), frozenset({"login"}),
+                                    frozenset({"select_account"})], ids=repr)
+@pytest.mark.parametrize("requested", [("openid",), ("openid", "profile"), tuple(SUPPORTED_SCOPES)], ids=repr)
+def test_a_public_client_is_asked_every_time_whatever_was_remembered_or_flagged(trusted, granted, prompt, requested):
+    """Its identity cannot be assured (anyone can send its client_id): the user always says yes
+    again, even with every scope remembered and even if an operator marked it trusted."""
+    assert consent_decision(trusted=trusted, public=True, prompt=prompt, granted=granted,
+                            requested=requested) == ASK
+
+
+@pytest.mark.asvs("V10.7.1")
+@pytest.mark.parametrize("trusted", [False, True])
+@pytest.mark.parametrize("granted", [None, ALL], ids=repr)
+def test_prompt_none_for_a_public_client_is_always_consent_required(trusted, granted):
+    """A silent request can never show the page, so it never gets a code without one."""
+    assert consent_decision(trusted=trusted, public=True, prompt=frozenset({"none"}), granted=granted,
+                            requested=("openid",)) == CONSENT_REQUIRED
+
+
+@given(st.booleans(), st.booleans(), st.sets(st.sampled_from(sorted(PROMPT_VALUES))),
+       st.one_of(st.none(), st.frozensets(st.sampled_from(SUPPORTED_SCOPES))),
+       st.lists(st.sampled_from(SUPPORTED_SCOPES), min_size=1, max_size=4))
+def test_consent_is_skipped_only_for_a_confidential_client(public, trusted, prompt, granted, requested):
+    verdict = consent_decision(trusted=trusted, public=public, prompt=frozenset(prompt), granted=granted,
+                               requested=tuple(requested))
+    if public:
+        assert verdict != SKIP
+    if verdict == SKIP and not trusted:
+        assert granted is not None and set(requested) <= granted and "consent" not in prompt
+
+
+# --- the client's own scope list (ASVS V10.4.11) ---------------------------------------------------
+
+MINIMAL = ("openid",)
+SIGN_IN = ("openid", "profile")
+
+
+def test_the_default_client_scopes_are_a_sign_in_and_no_more():
+    assert DEFAULT_CLIENT_SCOPES == ("openid", "profile")
+    assert "offline_access" not in DEFAULT_CLIENT_SCOPES and "groups" not in DEFAULT_CLIENT_SCOPES
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("raw, allowed, scopes", [
+    pytest.param("openid", MINIMAL, ("openid",), id="openid_alone"),
+    pytest.param("openid profile", SIGN_IN, ("openid", "profile"), id="all_it_has"),
+    pytest.param("openid", SIGN_IN, ("openid",), id="less_than_it_has"),
+    pytest.param("profile openid profile", SIGN_IN, ("openid", "profile"), id="duplicates_and_order"),
+    pytest.param("openid groups offline_access", SUPPORTED_SCOPES, ("openid", "groups", "offline_access"),
+                 id="everything_given"),
+])
+def test_a_client_gets_the_scopes_it_was_given(raw, allowed, scopes):
+    decision = parse_scope(raw, allowed=allowed)
+    assert decision.accepted and decision.scopes == scopes
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("raw, allowed, reason", [
+    pytest.param("openid profile", MINIMAL, "not_allowed", id="profile_not_given"),
+    pytest.param("openid groups", SIGN_IN, "not_allowed", id="groups_not_given"),
+    pytest.param("openid offline_access", SIGN_IN, "not_allowed", id="refresh_not_given"),
+    pytest.param("openid profile groups offline_access", SIGN_IN, "not_allowed", id="everything_asked"),
+    pytest.param("openid profile offline_access profile", SIGN_IN, "not_allowed", id="hidden_among_duplicates"),
+    pytest.param("offline_access openid", SIGN_IN, "not_allowed", id="first_in_line"),
+    pytest.param("openid OFFLINE_ACCESS", SIGN_IN, "unknown_scope", id="upper_case"),
+    pytest.param("openid Offline_Access", SIGN_IN, "unknown_scope", id="mixed_case"),
+    pytest.param("openid offline-access", SIGN_IN, "unknown_scope", id="hyphen"),
+    pytest.param("openid offline_access\t", SIGN_IN, "malformed", id="trailing_tab"),
+    pytest.param("openid \toffline_access", SIGN_IN, "malformed", id="leading_tab"),
+    pytest.param("openid  offline_access", SIGN_IN, "malformed", id="double_space"),
+    pytest.param(" openid offline_access", SIGN_IN, "malformed", id="leading_space"),
+    pytest.param("openid\u3000offline_access", SIGN_IN, "malformed", id="ideographic_space"),
+    pytest.param("openid offline_acc\u0435ss", SIGN_IN, "malformed", id="cyrillic_e"),
+    pytest.param("openid ｏffline_access", SIGN_IN, "malformed", id="fullwidth_o"),
+    pytest.param("openid offline_access\u200d", SIGN_IN, "malformed", id="zero_width_joiner"),
+    pytest.param("openid gr\u043eups", SIGN_IN, "malformed", id="cyrillic_o_groups"),
+    pytest.param("openid pro\ufb01le", SIGN_IN, "malformed", id="fi_ligature"),
+    pytest.param("", SIGN_IN, "missing", id="empty"),
+    pytest.param(None, SIGN_IN, "missing", id="none"),
+    pytest.param("profile", SIGN_IN, "openid_missing", id="no_openid"),
+    pytest.param("openid " + "offline_access " * 200, SUPPORTED_SCOPES, "too_long", id="huge"),
+    pytest.param("openid " + "x" * 100_000, SIGN_IN, "too_long", id="very_huge"),
+    pytest.param("openid", (), "not_allowed", id="empty_list_allows_nothing"),
+])
+def test_a_scope_outside_the_clients_list_is_refused_not_narrowed(raw, allowed, reason):
+    decision = parse_scope(raw, allowed=allowed)
+    assert decision.reason == reason and decision.scopes == ()
+
+
+@pytest.mark.asvs("V10.4.11")
+@given(st.lists(st.sampled_from(SUPPORTED_SCOPES), max_size=6),
+       st.frozensets(st.sampled_from(SUPPORTED_SCOPES)), st.randoms())
+def test_an_accepted_scope_is_always_within_the_clients_list(extra, allowed, rnd):
+    tokens = ["openid", *extra]
+    rnd.shuffle(tokens)
+    decision = parse_scope(" ".join(tokens), allowed=allowed)
+    assert decision.accepted == (set(tokens) <= allowed)
+    assert set(decision.scopes) <= allowed
+
+
+# --- the refresh grant never widens (ASVS V10.4.11) -----------------------------------------------
+
+GRANTED = "openid profile offline_access"
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("raw, granted, allowed, scopes", [
+    pytest.param(None, GRANTED, SUPPORTED_SCOPES, ("openid", "profile", "offline_access"), id="omitted_is_granted"),
+    pytest.param("", GRANTED, SUPPORTED_SCOPES, ("openid", "profile", "offline_access"), id="empty_is_granted"),
+    pytest.param("openid", GRANTED, SUPPORTED_SCOPES, ("openid",), id="narrowed"),
+    pytest.param("offline_access openid", GRANTED, SUPPORTED_SCOPES, ("openid", "offline_access"), id="reordered"),
+    pytest.param(None, GRANTED, ("openid", "offline_access"), ("openid", "offline_access"),
+                 id="taken_off_the_client_is_dropped"),
+])
+def test_a_refresh_keeps_or_narrows_the_scope(raw, granted, allowed, scopes):
+    decision = refresh_scope(raw, granted, allowed)
+    assert decision.accepted and decision.scopes == scopes
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("raw, granted, allowed, reason", [
+    pytest.param("openid profile groups", GRANTED, SUPPORTED_SCOPES, "not_granted", id="wider_than_granted"),
+    pytest.param("openid groups", "openid offline_access", SUPPORTED_SCOPES, "not_granted", id="other_scope"),
+    pytest.param("openid groups", GRANTED, SIGN_IN, "not_allowed", id="not_the_clients"),
+    pytest.param("openid profile", GRANTED, MINIMAL, "not_allowed", id="taken_off_the_client"),
+    pytest.param("openid GROUPS", GRANTED, SUPPORTED_SCOPES, "unknown_scope", id="case"),
+    pytest.param("openid  profile", GRANTED, SUPPORTED_SCOPES, "malformed", id="double_space"),
+    pytest.param("openid\tprofile", GRANTED, SUPPORTED_SCOPES, "malformed", id="tab"),
+    pytest.param("openid gr\u043eups", GRANTED, SUPPORTED_SCOPES, "malformed", id="look_alike"),
+    pytest.param("profile", GRANTED, SUPPORTED_SCOPES, "openid_missing", id="no_openid"),
+    pytest.param("openid " + "profile " * 100, GRANTED, SUPPORTED_SCOPES, "too_long", id="huge"),
+    pytest.param(None, "", SUPPORTED_SCOPES, "not_allowed", id="nothing_granted"),
+    pytest.param(None, GRANTED, ("profile",), "not_allowed", id="openid_taken_off"),
+    pytest.param(None, "openid groups", SUPPORTED_SCOPES[1:], "not_allowed", id="granted_but_client_lost_openid"),
+])
+def test_a_refresh_asking_for_more_or_oddly_is_refused(raw, granted, allowed, reason):
+    decision = refresh_scope(raw, granted, allowed)
+    assert decision.reason == reason and decision.scopes == ()
+
+
+@pytest.mark.asvs("V10.4.11")
+@given(st.lists(st.sampled_from(SUPPORTED_SCOPES), min_size=1, max_size=6),
+       st.frozensets(st.sampled_from(SUPPORTED_SCOPES)), st.frozensets(st.sampled_from(SUPPORTED_SCOPES)),
+       st.booleans())
+def test_a_refresh_never_widens_the_granted_scope_or_the_clients_list(asked, granted, allowed, omit):
+    raw = None if omit else " ".join(asked)
+    decision = refresh_scope(raw, " ".join(sorted(granted)), allowed)
+    assert set(decision.scopes) <= granted & allowed
 
 
 def test_module_depends_only_on_the_standard_library():

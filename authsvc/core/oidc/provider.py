@@ -167,9 +167,12 @@ class Provider:
             return refuse("request_not_supported", "Request objects are not supported.")
         if get("response_type") != "code":
             return refuse("unsupported_response_type", "Only response_type=code is supported.")
-        if get("response_mode") not in (None, "query"):
+        if get("response_mode") not in (None, "query"):  # exactly: no case folding, no trimming (V10.4.12)
             return refuse("invalid_request", "Only response_mode=query is supported.")
-        scope = parse_scope(get("scope"))
+        scope = parse_scope(get("scope"), allowed=client.scopes)
+        if scope.reason == "not_allowed":  # RFC 6749 3.3: refused, not narrowed (ASVS V10.4.11)
+            return refuse("invalid_scope", f"scope: not allowed for this client; it may ask for: "
+                                           f"{' '.join(client.scopes)}.")
         if not scope.accepted:
             return refuse("invalid_scope", f"scope: {scope.reason}; offered: {' '.join(SUPPORTED_SCOPES)}.")
         pkce = challenge_verdict(get("code_challenge"), get("code_challenge_method"))
@@ -197,7 +200,7 @@ class Provider:
             require_mfa=req.client.require_mfa, has_second_factor=has_second_factor)
 
     def consent_step(self, req: AuthRequest, user_id: int) -> str:
-        return consent_decision(trusted=req.client.trusted, prompt=req.prompt,
+        return consent_decision(trusted=req.client.trusted, public=req.client.public, prompt=req.prompt,
                                 granted=self.consents.granted(user_id, req.client.client_id), requested=req.scopes)
 
     # --- RP-initiated logout ----------------------------------------------------------------------

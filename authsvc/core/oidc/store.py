@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, ClientMixin, TokenMixin
@@ -36,7 +36,7 @@ from authsvc.core.models import (
 )
 from authsvc.rules.auth_methods import parse_methods
 from authsvc.rules.oidc_redirects import redirect_uri_verdict
-from authsvc.rules.oidc_requests import SUPPORTED_SCOPES
+from authsvc.rules.oidc_requests import DEFAULT_CLIENT_SCOPES, SUPPORTED_SCOPES
 
 GRANT_TYPES = ("authorization_code", "refresh_token")
 
@@ -70,7 +70,11 @@ class Client(ClientMixin):
     post_logout_redirect_uris: tuple[str, ...]
     backchannel_logout_uri: str | None
     created_at: float
-    scopes: tuple[str, ...] = field(default=SUPPORTED_SCOPES)
+    scopes: tuple[str, ...]  # what it may ask for (ASVS V10.4.11), in SUPPORTED_SCOPES order
+
+    @property
+    def allows_refresh(self) -> bool:
+        return "offline_access" in self.scopes
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -100,13 +104,20 @@ class Client(ClientMixin):
         return response_type == "code"
 
     def check_grant_type(self, grant_type) -> bool:
-        return grant_type in GRANT_TYPES
+        # refresh_token only for a client given offline_access: no other gets a refresh token to use
+        return grant_type in GRANT_TYPES and (grant_type != "refresh_token" or self.allows_refresh)
 
 
 def _client(row) -> Client:
     return Client(row.id, row.client_id, row.secret_hash, row.name, _lines(row.redirect_uris), row.public,
                   row.trusted, row.require_mfa, _lines(row.post_logout_redirect_uris), row.backchannel_logout_uri,
-                  row.created_at)
+                  row.created_at, _scopes(row.scopes))
+
+
+def _scopes(text: str) -> tuple[str, ...]:
+    """The stored list in its one form; anything not offered (a hand-edited row) is not kept."""
+    named = set(text.split())
+    return tuple(s for s in SUPPORTED_SCOPES if s in named)
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,12 @@ class ClientStore:
 
     def add(self, name: str, redirect_uris: tuple[str, ...], *, public: bool, trusted: bool = False,
             require_mfa: bool = False, post_logout_redirect_uris: tuple[str, ...] = (),
-            backchannel_logout_uri: str | None = None) -> NewClient:
+            backchannel_logout_uri: str | None = None,
+            scopes: tuple[str, ...] = DEFAULT_CLIENT_SCOPES) -> NewClient:
+        """Register a client. ``scopes`` (checked by the caller: ``openid`` and offered ones only) is
+        all it may ask for."""
+        if "openid" not in scopes or any(s not in SUPPORTED_SCOPES for s in scopes):
+            raise ValueError(f"scopes must include openid and name only {' '.join(SUPPORTED_SCOPES)}")
         client_id = secrets.token_urlsafe(18)
         secret = None if public else new_secret()
         with self.engine.begin() as conn:
@@ -130,7 +146,8 @@ class ClientStore:
                 client_id=client_id, secret_hash=None if secret is None else digest(secret), name=name,
                 redirect_uris="\n".join(redirect_uris), public=public, trusted=trusted, require_mfa=require_mfa,
                 post_logout_redirect_uris="\n".join(post_logout_redirect_uris),
-                backchannel_logout_uri=backchannel_logout_uri, created_at=self.clock()))
+                backchannel_logout_uri=backchannel_logout_uri, created_at=self.clock(),
+                scopes=" ".join(s for s in SUPPORTED_SCOPES if s in scopes)))
         client = self.get(client_id)
         if client is None:  # pragma: no cover - just inserted in a committed transaction
             raise RuntimeError("the new client was not found after its insert")

@@ -190,9 +190,10 @@ def _error_page(reason: str, client_id: str | None = None):
     return render_template("oidc_error.html", message=message), 400
 
 
-def _to_client(client: Client, redirect_uri: str, params: list[tuple[str, str]], state: str | None):
+def _to_client(client: Client, redirect_uri: str, params: list[tuple[str, str]], state: str | None, *,
+               status: int = 302):
     """A redirect back to the client's redirect_uri (checked again where the Location is built),
-    with ``state`` as given and ``iss`` (RFC 9207)."""
+    with ``state`` as given and ``iss`` (RFC 9207). ``status`` 303 after a form post."""
     params = list(params)
     if state is not None:
         params.append(("state", state))
@@ -201,7 +202,7 @@ def _to_client(client: Client, redirect_uri: str, params: list[tuple[str, str]],
         location = response_location(redirect_uri, client.redirect_uris, public=client.public, params=params)
     except ValueError:
         return _error_page("redirect_uri_not_registered", client.client_id)
-    return redirect(location, 302)
+    return redirect(location, status)
 
 
 def _error_to_client(refusal: ErrorRedirect):
@@ -263,7 +264,7 @@ def authorize():
     return _issue_code(checked, record)
 
 
-def _issue_code(checked: AuthRequest, record):
+def _issue_code(checked: AuthRequest, record, *, status: int = 302):
     provider = _provider()
     user = provider.end_user(record.user_id, record.id)
     if user is None:  # ended between the two reads
@@ -279,7 +280,8 @@ def _issue_code(checked: AuthRequest, record):
         # Authlib refused after all (a nonce seen before): its error, in our response with iss.
         return _refuse(checked, answered.get("error", "server_error"), answered.get("error_description", ""))
     provider.audit.emit("oidc_code_issued", client_id=checked.client.client_id, scopes=" ".join(checked.scopes))
-    return _to_client(checked.client, checked.redirect_uri, [("code", answered["code"])], checked.state)
+    return _to_client(checked.client, checked.redirect_uri, [("code", answered["code"])], checked.state,
+                      status=status)
 
 
 def _consent_page(checked: AuthRequest):
@@ -288,13 +290,16 @@ def _consent_page(checked: AuthRequest):
     g.oidc_form_source = csp_source(checked.redirect_uri)  # its form's post ends at the client
     return render_template("oidc_consent.html", client_name=checked.client.name, username=current_user.username,
                            scopes=checked.scopes, scope_text=SCOPE_TEXT, redirect_origin=origin,
-                           params=_params_without("prompt")), 200
+                           remembered=not checked.client.public, params=_params_without("prompt")), 200
 
 
 @bp.post("/oauth/authorize/consent")
 def consent():
     """The consent form (CSRF-checked like every form): allow remembers the scopes for this user
-    and client and goes back to the authorization request; deny tells the client access_denied."""
+    and client and answers the authorization request with a code at once when the session still
+    may (else back to the authorization request, which signs in again, then asks again); deny tells
+    the client access_denied. Answering here, not by going back, is what lets a public client's
+    user be asked every time (ASVS V10.7.1): its remembered answer is never reused."""
     checked = _read(request.form)
     client_id = request.form.get("client_id")
     if isinstance(checked, ErrorPage):
@@ -308,6 +313,10 @@ def consent():
     g.audit_user_id = current_user.user_id
     _provider().consents.grant(current_user.user_id, checked.client.client_id, checked.scopes)
     _provider().audit.emit("oidc_consent_given", client_id=checked.client.client_id, scopes=" ".join(checked.scopes))
+    record = current_user.record
+    has_factor = any(services().factors.counts(record.user_id).values())
+    if _provider().session_step(checked, record, has_second_factor=has_factor) == decide.PROCEED:
+        return _issue_code(checked, record, status=303)
     return redirect(url_for("oidc.authorize", **dict(_params_without("prompt", source=request.form))), 303)
 
 
