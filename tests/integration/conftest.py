@@ -152,6 +152,13 @@ def make_tls(folder: Path) -> Tls:
 
 
 IDENTITY_HEADERS = ("x-auth-user", "x-auth-user-id", "x-auth-groups", "x-auth-methods")
+# Identity headers of other login proxies (Apache's REMOTE_USER as a header, oauth2-proxy, Authelia,
+# ...): authsvc never sends them, and an app moved here from behind one of those, or a framework
+# reading one (Django's RemoteUserMiddleware with HTTP_REMOTE_USER), must never get a client's copy.
+FOREIGN_IDENTITY_NAMES = ("Remote-User", "X-Remote-User", "X-Forwarded-User", "X-Auth-Request-User",
+                          "X-Forwarded-Email", "X-Auth-Request-Email", "Remote-Groups", "Remote-Email",
+                          "Remote-Name", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups")
+FOREIGN_IDENTITY_HEADERS = tuple(name.lower() for name in FOREIGN_IDENTITY_NAMES)
 
 
 def read_as(name: str) -> str:
@@ -196,10 +203,11 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
     """Answers every request, whatever its method, with JSON: the method and path, every header
     that a framework might read as X-Auth-User, X-Auth-User-Id, X-Auth-Groups, X-Auth-Methods or
     X-Request-ID (:func:`read_as`: any case, "-", "_" or "." between the words, whitespace around
-    the name), those fields again as received (``identity_fields``: [raw name, value], so a test
-    sees the spelling a proxy passed on), and the Cookie headers the app was sent. Nothing else of
-    the request is echoed (`authsvc probe` looks for its canaries anywhere in the answer). The test proxies put
-    nothing else between the client and this."""
+    the name), those fields again as received, with every field it could read as another login
+    proxy's identity header (``identity_fields``: [raw name, value], so a test sees the spelling a
+    proxy passed on; FOREIGN_IDENTITY_NAMES), and the Cookie headers the app was sent. Nothing else
+    of the request is echoed (`authsvc probe` looks for its canaries anywhere in the answer). The
+    test proxies put nothing else between the client and this."""
 
     def setup(self):
         super().setup()
@@ -211,6 +219,7 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
 
     def answer(self):
         fields = raw_fields(self.rfile.lines)
+        identity = (*IDENTITY_HEADERS, *FOREIGN_IDENTITY_HEADERS)
         seen: dict[str, list[str]] = {name: [] for name in (*IDENTITY_HEADERS, "x-request-id")}
         for name, value in fields:
             key = read_as(name)
@@ -224,7 +233,7 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
                            "user_id": seen["x-auth-user-id"], "groups": seen["x-auth-groups"],
                            "methods": seen["x-auth-methods"], "request_id": seen["x-request-id"],
                            "cookie": self.headers.get_all("Cookie") or [],
-                           "identity_fields": [f for f in fields if read_as(f[0]) in IDENTITY_HEADERS]}).encode()
+                           "identity_fields": [f for f in fields if read_as(f[0]) in identity]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -42,6 +42,7 @@ from tests.integration.conftest import (
     BACKEND_GROUPS,
     DENY_OTHERS_RULE,
     FINANCE,
+    FOREIGN_IDENTITY_NAMES,
     IDENTITY_HEADERS,
     OPS,
     PROXIES,
@@ -275,6 +276,27 @@ def alias_field_lines() -> dict[str, list[str]]:
     return cases
 
 
+def foreign_field_lines() -> dict[str, list[str]]:
+    """The same families for other login proxies' identity headers (FOREIGN_IDENTITY_NAMES), which
+    authsvc never sends, so that every spelling, the documented one included, must be removed: each
+    name with every mix of "-", "_" and "." in three cases, each alone and all at once; whitespace
+    around the name; the header twice (in one case or two, beside an alias)."""
+    every = [v for name in FOREIGN_IDENTITY_NAMES for v in spellings(name, "-_.")]
+    cases = {"every foreign spelling at once": [f"{v}: forged-{i}" for i, v in enumerate(every)]}
+    cases.update({f"foreign {v}": [f"{v}: forged-foreign"] for v in every})
+    for name in FOREIGN_IDENTITY_NAMES:
+        cases.update({
+            f"{name} with a space before the colon": [f"{name} : forged-space"],
+            f"{name} with a tab before the colon": [f"{name}\t: forged-tab"],
+            f"{name} with a leading space, first": [f" {name}: forged-leading"],
+            f"{name} twice": [f"{name}: forged-first", f"{name}: forged-second"],
+            f"{name} twice in two cases": [f"{name}: forged-first", f"{name.lower()}: forged-second"],
+            f"{name} and its underscore spelling": [f"{name}: forged-first", f"{name.replace('-', '_')}: forged-2"],
+            f"{name} and its dotted spelling": [f"{name.replace('-', '.')}: forged-first", f"{name}: forged-2"],
+        })
+    return cases
+
+
 class RawClient:
     """GET requests to the app host with header field lines written exactly as given, first after the
     request line (no client library would send most of them), on one kept-alive TLS connection
@@ -317,7 +339,13 @@ def test_identity_header_aliases_whitespace_and_duplicates_reach_the_app_as_auth
     an alias). A WSGI app reads X_Auth_User as HTTP_X_AUTH_USER, PHP also X.Auth.User: whatever a
     proxy passes on under such a name is a second, forged identity. Signed in, the app gets exactly
     one field per identity header, spelled as authsvc's, with authsvc's value; on the bypass path it
-    gets none. A proxy may instead refuse the request (400, 431) before anyone is asked."""
+    gets none. A proxy may instead refuse the request (400, 431) before anyone is asked.
+
+    Other login proxies' identity headers the same way (Remote-User, X-Forwarded-User,
+    X-Auth-Request-Email, Remote-Groups, ...: FOREIGN_IDENTITY_NAMES), in every spelling, the
+    documented one included: authsvc never sends them, yet an app moved here from behind
+    oauth2-proxy or Authelia, or Django's RemoteUserMiddleware reading HTTP_REMOTE_USER, would take
+    a client's copy for the user. The app gets none of them, signed in or on the bypass path."""
     s = signed_in(stack)
     cookie = f"{SESSION}={s.cookies.get(SESSION)}"
     direct = verify_directly(stack, s, stack.protected("/alias"))
@@ -326,7 +354,7 @@ def test_identity_header_aliases_whitespace_and_duplicates_reach_the_app_as_auth
     wrong = {}
     client = RawClient(stack)
     try:
-        for case, lines in alias_field_lines().items():
+        for case, lines in {**alias_field_lines(), **foreign_field_lines()}.items():
             for who, path, sent_cookie, wanted in (("signed in", f"{APP_PREFIX}/alias", cookie, expected),
                                                    ("bypass", f"{PUBLIC}/alias", None, [])):
                 before = len(stack.app_hits)
