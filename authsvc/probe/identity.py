@@ -2,7 +2,10 @@
 names the app trusts (any case, "_" for "-", which WSGI and CGI read as the same header), so the
 app never sees the client's value (oauth2-proxy CVE-2025-64484). Also the aliases an app or a
 server reads as those names ("." for "-", "_" and "-" mixed), a name with whitespace before the
-colon, and the header sent twice: each family is one request, named in the finding.
+colon, and the header sent twice: each family is one request, named in the finding. Beside
+authsvc's own names, the identity headers of other login proxies (FOREIGN): authsvc never sends
+them, so the proxy must remove every client copy, or an app moved from behind oauth2-proxy or
+Authelia (or Django's RemoteUserMiddleware reading HTTP_REMOTE_USER) takes it for the user.
 
 From outside, what the app saw shows only in what it answers. Each forged header carries a canary
 value no real identity has; a canary in the answer (body or headers) proves the app saw the
@@ -26,15 +29,22 @@ ANONYMOUS = Check("identity.anonymous", "made-up identity headers get an anonymo
 SIGNED_IN = Check("identity.signed_in", "the app never sees a client's own identity headers, in any spelling",
                   "Make the proxy set X-Auth-User, X-Auth-User-Id, X-Auth-Groups and X-Auth-Methods from authsvc's "
                   "answer only, replacing what the client sent (nginx proxy_set_header; Traefik authResponseHeaders; "
-                  "Caddy copy_headers), and drop client headers whose names have underscores or dots (nginx: leave "
-                  "underscores_in_headers off and ignore_invalid_headers on; Envoy: headers_with_underscores_action "
-                  "and a filter removing names with a dot; Traefik: aliasHeadersStrategy: delete).", ("V8.3.1", "V4.1.3"))
+                  "Caddy copy_headers); remove the other login proxies' identity headers authsvc never sends "
+                  "(Remote-User, X-Forwarded-User, X-Auth-Request-Email, ...: deploy/ strips them all); and drop "
+                  "client headers whose names have underscores or dots (nginx: leave underscores_in_headers off and "
+                  "ignore_invalid_headers on; Envoy: headers_with_underscores_action and a filter removing names with "
+                  "a dot; Traefik: aliasHeadersStrategy: delete).", ("V8.3.1", "V4.1.3"))
 CHECKS = (ANONYMOUS, SIGNED_IN)
 
-# The names authsvc sends, and names other forward-auth services use that an app might read.
-NAMES = ("X-Auth-User", "X-Auth-User-Id", "X-Auth-Groups", "X-Auth-Methods",
-         "Remote-User", "X-Remote-User", "X-Forwarded-User", "X-Auth-Request-User")
-
+# The names authsvc sends, and the names other login proxies send that an app might read
+# (Apache's REMOTE_USER as a header, oauth2-proxy's X-Forwarded-* and X-Auth-Request-*, Authelia's
+# Remote-*): authsvc never sends the latter, so any of them reaching the app is the client's.
+OWN = ("X-Auth-User", "X-Auth-User-Id", "X-Auth-Groups", "X-Auth-Methods")
+FOREIGN = ("Remote-User", "X-Remote-User", "X-Forwarded-User", "X-Auth-Request-User", "X-Forwarded-Email",
+           "X-Auth-Request-Email", "Remote-Groups", "Remote-Email", "Remote-Name", "X-Forwarded-Preferred-Username",
+           "X-Forwarded-Groups")
+NAMES = OWN + FOREIGN
+_FOREIGN_READ_AS = frozenset(name.lower() for name in FOREIGN)
 
 
 def _mixed(name: str, other: str) -> str:
@@ -91,24 +101,39 @@ def canaries_seen(answer: str, forgery: Forgery) -> list[str]:
     return sorted({name for canary, name in forgery.canaries.items() if canary in answer})
 
 
+def is_foreign(name: str) -> bool:
+    """Whether ``name``, as sent (any case, "_" or "." for "-", whitespace), is read as one of
+    FOREIGN: a header authsvc never sends, which the proxy must remove rather than replace."""
+    return name.strip().lower().replace("_", "-").replace(".", "-") in _FOREIGN_READ_AS
+
+
+def _seen(outcomes: list[tuple[Forgery, Decision, str]]) -> str:
+    """Per forgery whose canaries the answer repeats, its spelling and the names; "" if none. A
+    foreign name is called so: the fix is at the proxy, which must remove it, not copy authsvc's."""
+    seen = [f"{f.spelling}: {', '.join(canaries_seen(text, f))}" for f, _, text in outcomes
+            if canaries_seen(text, f)]
+    foreign = sorted({n.strip() for f, _, text in outcomes for n in canaries_seen(text, f) if is_foreign(n)})
+    note = (f" ({', '.join(foreign)}: another login proxy's header, which authsvc never sends: the proxy must "
+            "remove every client copy)") if foreign else ""
+    return "; ".join(seen) + note if seen else ""
+
+
 def judge_anonymous(outcomes: list[tuple[Forgery, Decision, str]]) -> Finding:
     """``outcomes``: per forgery, the proxy's decision and the whole answer as text."""
     leaks = [f"{f.spelling}: {d.describe()}" for f, d, _ in outcomes if not kept_out(d)]
-    seen = [f"{f.spelling}: {', '.join(canaries_seen(text, f))}" for f, _, text in outcomes
-            if canaries_seen(text, f)]
+    seen = _seen(outcomes)
     if leaks:
         return failed("let through with made-up identity: " + "; ".join(leaks))
     if seen:
-        return failed("the answer repeats made-up identity headers: " + "; ".join(seen))
+        return failed("the answer repeats made-up identity headers: " + seen)
     return passed(f"{len(outcomes)} spellings, each kept out")
 
 
 def judge_signed_in(baseline: str, outcomes: list[tuple[Forgery, Decision, str]], username: str) -> Finding:
     """``baseline``: the app's answer to the signed-in user without forged headers."""
-    seen = [f"{f.spelling}: {', '.join(canaries_seen(text, f))}" for f, _, text in outcomes
-            if canaries_seen(text, f)]
+    seen = _seen(outcomes)
     if seen:
-        return failed("the app saw the client's identity headers: " + "; ".join(seen))
+        return failed("the app saw the client's identity headers: " + seen)
     dropped = [f.spelling for f, d, _ in outcomes if kept_out(d)]
     shows_user = username.lower() in baseline.lower()
     if not shows_user:

@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import PASSWORD
 from tests.integration.conftest import (
     DEPLOY,
+    FOREIGN_IDENTITY_NAMES,
     NGINX_TEMPLATE,
     PROXIES,
     USERNAME,
@@ -37,14 +38,15 @@ pytestmark = pytest.mark.integration
 
 # Fixture names of stacks as shipped, and of stacks broken on purpose (proxy by proxy).
 PROBED = ["nginx", "traefik", "caddy", "envoy"]
-BROKEN = ["broken_nginx_stack", "careless_nginx_stack", "caching_nginx_stack", "broken_traefik_stack",
-          "broken_caddy_stack", "broken_envoy_stack"]
+BROKEN = ["broken_nginx_stack", "careless_nginx_stack", "caching_nginx_stack", "remote_user_nginx_stack",
+          "broken_traefik_stack", "broken_caddy_stack", "broken_envoy_stack"]
 # The checks each broken stack fails: exactly these (every other check still passes there).
 CAUGHT = {
     "broken_nginx_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
     "careless_nginx_stack": {"cookie.secure", "cookie.httponly", "cookie.samesite", "cookie.prefix", "cookie.scope",
                              "header.hsts", "header.csp", "header.framing", "header.cache"},
     "caching_nginx_stack": {"logout.ends_access"},
+    "remote_user_nginx_stack": {"identity.signed_in"},
     "broken_traefik_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
     "broken_caddy_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
     "broken_envoy_stack": {"identity.signed_in", "forwarding.next", "forwarding.login_host"},
@@ -129,6 +131,17 @@ def broken_envoy_templates() -> dict[str, str]:
     ])}
 
 
+def remote_user_nginx_template() -> str:
+    """The nginx config that strips authsvc's identity headers but passes other login proxies' on
+    (Remote-User, X-Forwarded-User, X-Auth-Request-Email, ...), as a config written for authsvc's
+    names alone would: an app moved from behind oauth2-proxy or Authelia believes the client's."""
+    names = "|".join(map(re.escape, FOREIGN_IDENTITY_NAMES))
+    text, found = re.subn(rf'^\s*proxy_set_header (?:{names}) "";\n', "", NGINX_TEMPLATE.read_text(),
+                          flags=re.MULTILINE)
+    assert found == 11, f"{found} other proxies' identity headers stripped in the shipped nginx config, not 11"
+    return text
+
+
 def careless_nginx_template() -> str:
     """The nginx config with a login server that "tidies" authsvc's answers, as proxies are made to:
     cookie flags and Domain rewritten, security headers hidden, a cacheable login page."""
@@ -166,6 +179,7 @@ STACKS: dict[str, tuple[str, Callable[[Path], dict[str, str]]]] = {
     "broken_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": broken_nginx_template()}),
     "careless_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": careless_nginx_template()}),
     "caching_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": caching_nginx_template(folder / "cache")}),
+    "remote_user_nginx_stack": ("nginx", lambda folder: {"nginx/authsvc.conf": remote_user_nginx_template()}),
     "broken_traefik_stack": ("traefik", lambda folder: broken_traefik_templates()),
     "broken_caddy_stack": ("caddy", lambda folder: broken_caddy_templates()),
     "broken_envoy_stack": ("envoy", lambda folder: broken_envoy_templates()),

@@ -414,6 +414,63 @@ def test_signed_in_app_that_shows_a_forged_value_in_any_spelling_fails():
         assert found.status == FAIL and name in found.detail, forgery.spelling
 
 
+OTHER_PROXIES_HEADERS = ("Remote-User", "X-Remote-User", "X-Forwarded-User", "X-Auth-Request-User",
+                         "X-Forwarded-Email", "X-Auth-Request-Email", "Remote-Groups", "Remote-Email", "Remote-Name",
+                         "X-Forwarded-Preferred-Username", "X-Forwarded-Groups")
+
+
+def test_other_login_proxies_identity_headers_are_forged_in_every_spelling():
+    """oauth2-proxy's, Authelia's and Remote-User: authsvc never sends them, so every family of
+    spellings of each is one more header a proxy must remove, and the probe sends each."""
+    by_spelling = {f.spelling: [name for name, _ in f.headers] for f in identity.forgeries()}
+    for name in OTHER_PROXIES_HEADERS:
+        for spelling, spelled in {"as documented": name, "lower case": name.lower(), "upper case": name.upper(),
+                                  "underscores": name.replace("-", "_"), "dots": name.replace("-", "."),
+                                  "whitespace before the colon": f"{name} "}.items():
+            assert spelled in by_spelling[spelling], (name, spelling)
+        assert by_spelling["twice"].count(name) == 2 and name.lower() in by_spelling["twice, in two cases"]
+
+
+@pytest.mark.parametrize(("name", "foreign"), [
+    ("Remote-User", True), ("remote_user", True), ("REMOTE.USER", True), (" Remote-User ", True),
+    ("x_forwarded.preferred-username", True), ("X-Auth-Request_Email", True), ("Remote-Groups", True),
+    ("X-Auth-User", False), ("x_auth_user", False), ("Remote-Users", False), ("Remote-User-Id", False),
+    ("X-Forwarded-For", False), ("X-Forwarded-Host", False), ("Remote", False), ("RemoteUser", False), ("", False),
+])
+def test_only_other_login_proxies_identity_headers_are_called_foreign(name, foreign):
+    assert identity.is_foreign(name) is foreign
+
+
+@pytest.mark.asvs("V8.3.1", "V4.1.3")
+@pytest.mark.parametrize("name", OTHER_PROXIES_HEADERS)
+def test_a_proxy_that_passes_remote_user_or_another_login_proxys_header_fails_the_probe(name):
+    """The app shows the real user beside a client's Remote-User (or X-Forwarded-Email, ...): an
+    app moved from behind oauth2-proxy or Authelia, or Django's RemoteUserMiddleware, would believe
+    it. In any spelling, signed in or not, the check fails, names the header and says the proxy
+    must remove it (authsvc never sends it, so copying authsvc's answer does not replace it)."""
+    made = identity.forgeries()
+    for forgery in made:
+        canary, spelled = next((c, n) for c, n in forgery.canaries.items()
+                               if re.sub(r"[_.]", "-", n.strip().lower()) == name.lower())
+        outcomes = [(f, THROUGH, '{"user": ["alice"]}') for f in made if f is not forgery]
+        outcomes.append((forgery, THROUGH, f'{{"user": ["alice"], "identity_fields": [["{spelled}", "{canary}"]]}}'))
+        found = identity.judge_signed_in('{"user": ["alice"]}', outcomes, "alice")
+        assert found.status == FAIL and spelled in found.detail, (forgery.spelling, found.detail)
+        assert "authsvc never sends" in found.detail and "remove" in found.detail, found.detail
+        anonymous = [(f, KEPT_OUT, f"<p>{canary}</p>" if f is forgery else "") for f in made]
+        echoed = identity.judge_anonymous(anonymous)
+        assert echoed.status == FAIL and spelled in echoed.detail and "authsvc never sends" in echoed.detail
+
+
+def test_a_forged_x_auth_user_is_not_called_another_proxys_header():
+    made = identity.forgeries()
+    forgery = made[0]
+    canary = next(c for c, n in forgery.canaries.items() if n == "X-Auth-User")
+    outcomes = [(f, THROUGH, f'{{"user": ["alice", "{canary}"]}}' if f is forgery else "alice") for f in made]
+    found = identity.judge_signed_in("alice", outcomes, "alice")
+    assert found.status == FAIL and "X-Auth-User" in found.detail and "never sends" not in found.detail
+
+
 def test_signed_in_app_whose_user_vanishes_under_forged_headers_fails():
     made = identity.forgeries()
     outcomes = [(f, THROUGH, '{"user": []}') for f in made]
