@@ -7,7 +7,8 @@ some other request). With two session cookies it answers as for an anonymous vis
 turns any other status into an error page. The hook runs for every route, unknown ones included:
 ``/metrics`` and ``/api/v1`` have only GET routes today, and a state-changing route added there
 later is checked without further wiring (a script sends neither header and passes; a page on
-another origin does not).
+another origin does not). A sign-in post refused here counts toward its per-client limit
+(:func:`authsvc.web.limiter.count_refusal`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from authsvc.web import cookieheader
 
 from authsvc.rules import sameorigin
 from authsvc.web.errors import respond
+from authsvc.web.limiter import count_refusal
 
 VERIFY = "verify.verify"
 
@@ -41,6 +43,9 @@ def init_app(app: Flask) -> None:
             if request.endpoint == VERIFY:
                 g.session_cookie_conflict = True  # the verify view answers "not signed in"
                 return None
+            # A refused sign-in counts toward the per-client limit (the view's own limit never runs):
+            # over it, the RateLimitExceeded raised here becomes the 429, a storage failure a 503.
+            count_refusal()
             response = respond(400, TWO_SESSIONS)
             for stray_domain, path in cookieheader.stray_locations(request.host, request.path, domain):
                 response.delete_cookie(name, path=path, domain=stray_domain, secure=secure, httponly=True,
@@ -52,6 +57,7 @@ def init_app(app: Flask) -> None:
                                     request.headers.get("Sec-Fetch-Site"), own_origin)
         if not decision.allowed:
             svc.audit.emit("csrf_failed", reason=decision.reason)
+            count_refusal()
             return respond(403, ORIGIN_REFUSED)
         return None
 

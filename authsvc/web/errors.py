@@ -83,12 +83,25 @@ def _storage_error(exc: BaseException) -> bool:
 
 
 def init_app(app: Flask) -> None:
-    from authsvc.web.limiter import breached, count_refused_body, retry_after_seconds
+    from authsvc.web.limiter import breached, count_refusal, retry_after_seconds
+
+    def counted(refusal: Response) -> Response:
+        """A refusal raised before the view (its hooks) counts toward a sign-in endpoint's per-client
+        limit (:func:`authsvc.web.limiter.count_refusal`): ``refusal``, or 429 once over the limit, or
+        503 when the rate-limit storage fails (closed, as a sign-in would). A handler cannot let the
+        limit's exception propagate: Flask handles no exception raised inside an error handler."""
+        try:
+            count_refusal()
+        except RateLimitExceeded as limited:
+            return rate_limited(limited)
+        except Exception as failed:
+            return unexpected(failed)
+        return refusal
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
         _audit("csrf_failed", reason=exc.reason)
-        return respond(400, CSRF_MESSAGE)
+        return counted(respond(400, CSRF_MESSAGE))
 
     @app.errorhandler(FieldRefused)
     def field_refused(exc):
@@ -101,15 +114,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
-        # An oversize sign-in counts toward the per-client limit (the hooks refused it before the
-        # view's limit could count it); over the limit it is a 429 like any other.
-        try:
-            count_refused_body()
-        except RateLimitExceeded as limited:
-            return rate_limited(limited)
-        except Exception as failed:  # the rate-limit storage down: fail closed (503), as a sign-in would
-            return unexpected(failed)
-        return http_error(exc)
+        # Raised where the form is first read: the cross-site and CSRF hooks, before the view.
+        return counted(http_error(exc))
 
     @app.errorhandler(HashingBusy)
     def hashing_busy(exc):

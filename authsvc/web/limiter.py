@@ -18,9 +18,10 @@ an account holder with ten device cookies ran argon2 at will.
 Counters live in ``AUTHSVC_RATELIMIT_STORAGE_URI`` (memory, or Redis shared by all instances) under
 ``AUTHSVC_RATELIMIT_KEY_PREFIX``. The address is ``request.remote_addr`` after
 :mod:`authsvc.web.proxies` (never ``access_route``, which believes any client-sent X-Forwarded-For).
-Rate-limit headers are off: a 429 must not say which limit fired. A body refused as too large (413)
-before the view runs counts toward the anonymous per-client limit too (:func:`count_refused_body`). When the storage fails the
-request fails closed (503, see :mod:`authsvc.web.errors`) unless the policy chose the in-memory fallback.
+Rate-limit headers are off: a 429 must not say which limit fired. A sign-in refused before the view
+runs (body too large, cross-site, two session cookies, CSRF) counts toward the anonymous per-client
+limit too (:func:`count_refusal`). When the storage fails the request fails closed (503, see
+:mod:`authsvc.web.errors`) unless the policy chose the in-memory fallback.
 """
 
 from __future__ import annotations
@@ -310,8 +311,7 @@ def init_app(app: Flask, services) -> Limiter:
     if policy.per_client:
         counted = frozenset(e for e in (endpoint, "passkeys.login_finish", "login.second_step_post",
                                         "passkeys.second_step_finish") if e in app.view_functions)
-        app.extensions[REFUSED_BODY] = (counted, limiter.limit(";".join(policy.per_client), methods=["POST"])(
-            _refused_body))
+        app.extensions[REFUSED] = (counted, limiter.limit(";".join(policy.per_client), methods=["POST"])(_refused))
     # The OpenID token endpoint, per client (oidc.token_requests_per_client): a leaked client id
     # cannot be used to hammer code and refresh-token guessing, nor one client starve the others.
     oidc_endpoint = "oidc.token"
@@ -324,24 +324,30 @@ def init_app(app: Flask, services) -> Limiter:
     return limiter
 
 
-REFUSED_BODY = "authsvc_refused_body"
+REFUSED = "authsvc_refused_before_view"
 
 
-def _refused_body() -> None:
-    """Nothing: calling it (wrapped in the per-client limit) is what counts a refused body."""
+def _refused() -> None:
+    """Nothing: calling it (wrapped in the per-client limit) is what counts a refusal."""
 
 
-def count_refused_body() -> None:
-    """Count a POST to a per-client-limited sign-in endpoint whose body was refused as too large
-    (413) toward that endpoint's anonymous per-client limit; raises ``RateLimitExceeded`` once over.
+def count_refusal() -> None:
+    """Count a POST to a per-client-limited sign-in endpoint refused before its view ran toward that
+    endpoint's anonymous per-client limit; raises ``RateLimitExceeded`` once over. Its callers, each a
+    refusal that happens before the view: a body too large (413, :mod:`authsvc.web.errors`), a
+    cross-site post or two session cookies (403, 400, :mod:`authsvc.web.crosssite`), a CSRF failure
+    (400, :mod:`authsvc.web.errors`; also what an undecodable or non-form body without the header
+    token gets).
 
-    The body limit fires where the form is first read, in the cross-site and CSRF hooks, before the
-    view and so before the limits wrapped around it: without this an address could send oversize
-    sign-ins without end, each read up to ``limits.max_content_length``, and never see a 429. The
-    limit wraps a function that does nothing, so Flask-Limiter counts it under the request's
-    endpoint, in the very bucket the view's own limit uses. No known-device exemption: a body no
-    browser form sends is no owner's sign-in (as :func:`refused_for_size` decides for 400s)."""
-    counted, count = current_app.extensions.get(REFUSED_BODY, (frozenset(), None))
+    Those checks run in ``before_request`` hooks, before the view and so before the limits wrapped
+    around it: without this an address could send such sign-ins without end (an oversize or CSRF one
+    read up to ``limits.max_content_length``) and never see a 429. The limit wraps a function that
+    does nothing, so Flask-Limiter counts it under the request's endpoint, in the very bucket the
+    view's own limit uses. It reads the method, the endpoint and the address, never the body. No
+    known-device exemption: a request no browser form of this site sends is no owner's sign-in (as
+    :func:`refused_for_size` decides for 400s). A refusal raised once the view's limit has counted
+    the request must not call it (it would count twice)."""
+    counted, count = current_app.extensions.get(REFUSED, (frozenset(), None))
     if count is not None and request.method == "POST" and request.endpoint in counted:
         count()
 

@@ -235,6 +235,45 @@ def test_the_token_endpoint_is_throttled_per_client_with_a_json_429(tmp_path, cl
     assert post(other, other_secret, "203.0.113.9").status_code == 400  # another client is not starved
 
 
+@pytest.mark.asvs("V6.3.1")
+@pytest.mark.parametrize("named", [False, True], ids=["naming-no-client", "basic-names-a-client"])
+def test_token_requests_refused_as_too_large_count_toward_the_token_limit(tmp_path, clock, named):
+    """A body over ``limits.max_content_length`` is refused (413) when Authlib reads the form, inside the
+    view. The limit's key reads the form first and, refused, keys by address (or by the client HTTP
+    Basic names): the 413s count, so one address cannot send them without end, each read up to the
+    limit. Other clients and addresses keep their budgets."""
+    import base64
+
+    from tests.conftest import build_app
+
+    path = tmp_path / "p.toml"
+    path.write_text(open(TEST_POLICY).read() + '\n[oidc]\ntoken_requests_per_client = ["3 per minute"]\n')
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=str(path))
+    svc = app.extensions["authsvc"]
+    cid, secret = add_client(svc, trusted=True)
+    other, other_secret = add_client(svc, "Other", trusted=True)
+    client = app.test_client()
+
+    def post(body, ip, client_id=None, client_secret="x"):
+        headers = {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+                   } if client_id else {}
+        return client.post("/oauth/token", data=body, content_type="application/x-www-form-urlencoded",
+                           headers=headers, base_url="https://auth.example.test", environ_base={"REMOTE_ADDR": ip})
+
+    oversize = f"grant_type=authorization_code&code=x&client_id={cid}&pad={'a' * 65536}"
+    statuses = [post(oversize, "203.0.113.70", cid if named else None).status_code for _ in range(5)]
+    assert statuses == [413] * 3 + [429] * 2, statuses
+    throttled = post(oversize, "203.0.113.70", cid if named else None)
+    assert throttled.get_json()["error"] == "throttled"
+    well_formed = "grant_type=authorization_code&code=x"
+    if named:  # the client's budget, from any address; another client's is untouched
+        assert post(well_formed, "198.51.100.70", cid, secret).status_code == 429
+        assert post(well_formed, "203.0.113.70", other, other_secret).status_code == 400
+    else:  # the address's budget; a client naming itself from there, or another address, is unaffected
+        assert post(well_formed + f"&client_id={other}", "203.0.113.70").status_code == 401  # no secret: not 429
+        assert post(oversize, "198.51.100.71").status_code == 413
+
+
 def test_a_bad_token_rate_limit_in_the_policy_is_refused(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text('[oidc]\ntoken_requests_per_client = ["lots"]\n')

@@ -18,6 +18,7 @@ The per-client limit uses real time, so per-account tests give each attempt its 
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -253,6 +254,115 @@ def test_one_trusted_proxy_keys_on_the_hop_it_appended_not_the_spoofed_one(tmp_p
     # Another client behind the same proxy is not the attacker, even if it names the attacker first.
     resp = browser.post_login("hop11", headers={"X-Forwarded-For": f"{real}, 198.51.100.9"})
     assert resp.status_code == 401
+
+
+# --- sign-ins refused before the view count toward the per-client limit ----------------------------------
+
+SIGN_INS = ["/login", "/login/mfa", "/login/passkey", "/login/mfa/passkey"]
+PASSKEY_SIGN_INS = ("/login/passkey", "/login/mfa/passkey")
+EVIL = "https://evil.example.test"
+FORM = "application/x-www-form-urlencoded"
+
+
+class Unread(io.BytesIO):
+    """A request body the service must never read (reading it fails the request with a 500)."""
+
+    def read(self, *args):
+        raise AssertionError("the body of a refused request was read")
+
+    readline = read1 = readinto = read
+
+
+def refused_before_the_view(app, c, path: str, kind: str):
+    """POST ``path`` as ``kind`` would: each is refused by a hook that runs before the view (and so
+    before the per-client limit wrapped around it). Returns the response."""
+    token = csrf(c)
+    fields = {"username": "mallory", "password": WRONG, "code": "123456"}
+    if kind == "cross-site":  # another site's page posts a form with a token it obtained
+        return c.post(path, data={"csrf_token": token, **fields},
+                      headers={"Origin": EVIL, "Sec-Fetch-Site": "cross-site"})
+    if kind == "cross-site-unread-body":  # the refusal and its count read none of the body (JSON: no
+        # after_request hook parses it either; a form body is, see authsvc.web.views.oidc._client_form_source)
+        return c.post(path, input_stream=Unread(b"a" * 60000), content_type="application/json", content_length=60000,
+                      headers={"Origin": EVIL, "Sec-Fetch-Site": "cross-site"})
+    if kind == "two-session-cookies":  # a sibling host planted a session cookie beside the browser's own
+        # (Werkzeug's test client keeps one cookie per name, so the header is written out.)
+        name = app.extensions["authsvc"].cookies.session
+        jarless = new_client(app, use_cookies=False)
+        jarless.environ_base["REMOTE_ADDR"] = c.environ_base["REMOTE_ADDR"]
+        return jarless.post(path, data={"csrf_token": token, **fields}, headers={"Cookie": f"{name}=a; {name}=b"})
+    if kind == "no-csrf-token":
+        return c.post(path, data=fields)
+    if kind == "forged-csrf-token":
+        return c.post(path, data={"csrf_token": token[:-4] + "AAAA", **fields})
+    if kind == "undecodable-body":  # percent-escapes that are not UTF-8, in the token too
+        return c.post(path, data=f"csrf_token=%ff%fe{token}&username=%ff&password=%c3", content_type=FORM)
+    if kind == "json-without-header-token":  # the passkey scripts' content type, a form's token-less
+        return c.post(path, data=json.dumps({"csrf_token": token, **fields}), content_type="application/json")
+    if kind == "malformed-multipart":  # no boundary: nothing parses, so no token either
+        return c.post(path, data=f"csrf_token={token}", content_type="multipart/form-data")
+    raise AssertionError(kind)
+
+
+REFUSED = {  # kind -> the refusal's own status
+    "cross-site": 403, "cross-site-unread-body": 403, "two-session-cookies": 400, "no-csrf-token": 400,
+    "forged-csrf-token": 400, "undecodable-body": 400, "json-without-header-token": 400, "malformed-multipart": 400,
+}
+
+
+def well_formed_attempt(c, path: str):
+    """A sign-in attempt the hooks let through to the view (and its per-client limit)."""
+    if path in PASSKEY_SIGN_INS:
+        return c.post(path, data="{}", content_type="application/json", headers={"X-CSRF-Token": csrf(c)})
+    return c.post(path, data={"csrf_token": csrf(c), "username": "mallory", "password": WRONG, "code": "123456"})
+
+
+@pytest.mark.asvs("V6.3.1")
+@pytest.mark.parametrize("path", SIGN_INS)
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_the_nth_sign_in_refused_before_the_view_gets_429_and_spends_the_addresses_budget(app, user, path, kind):
+    """The cross-site, two-cookie and CSRF checks refuse in hooks that run before the view, so before
+    its per-client limit: such posts were never counted, and one address could send them without end
+    (a CSRF check reads the body, up to 64 KiB). Now the 11th in a minute is 429 (policy: 10 a
+    minute), in the budget the address's sign-ins use; another address's sign-in is unaffected."""
+    ip = fresh_ip()
+    c = new_client(app)
+    c.environ_base["REMOTE_ADDR"] = ip
+    statuses = [refused_before_the_view(app, c, path, kind).status_code for _ in range(12)]
+    assert statuses == [REFUSED[kind]] * 10 + [429] * 2, statuses
+    # The same budget: the address's next attempt that would reach the view is refused too.
+    assert well_formed_attempt(c, path).status_code == 429
+    # Another address: its refusal is its own, and its owner signs in.
+    other = new_client(app)
+    other.environ_base["REMOTE_ADDR"] = fresh_ip()
+    assert refused_before_the_view(app, other, path, kind).status_code == REFUSED[kind]
+    assert other.post("/login", data={"csrf_token": csrf(other), "username": "alice",
+                                      "password": PASSWORD}).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1")
+@pytest.mark.parametrize("kind", ["cross-site", "forged-csrf-token"])
+def test_a_device_cookie_does_not_exempt_a_sign_in_refused_before_the_view(app, user, kind):
+    """A known device's well-formed sign-ins have a budget of their own; a post no page of this site
+    sends is no owner's sign-in and spends the anonymous per-client budget, device cookie or not."""
+    owner = Browser(app, ip=fresh_ip())
+    assert owner.post_login("alice", PASSWORD).status_code == 303  # the one anonymous attempt so far
+    c = owner.client
+    c.delete_cookie(app.extensions["authsvc"].cookies.session, domain=HOST)  # keep only the device cookie
+    c.environ_base["REMOTE_ADDR"] = owner.ip
+    statuses = [refused_before_the_view(app, c, "/login", kind).status_code for _ in range(10)]
+    assert statuses == [REFUSED[kind]] * 9 + [429], statuses
+
+
+@pytest.mark.asvs("V16.5.2", "V6.3.1")
+@pytest.mark.parametrize("kind", ["cross-site", "no-csrf-token"])
+def test_a_sign_in_refused_before_the_view_fails_closed_when_the_ratelimit_storage_is_down(tmp_path, clock, kind):
+    """Counting it needs the storage: down, the refusal is a 503 as a sign-in would be, never a 500."""
+    app = build_app(tmp_path, clock, AUTHSVC_RATELIMIT_STORAGE_URI=DEAD_STORAGE)
+    c = new_client(app)
+    resp = refused_before_the_view(app, c, "/login", kind)
+    assert resp.status_code == 503 and int(resp.headers["Retry-After"]) >= 1
+    assert "Traceback" not in resp.get_data(as_text=True)
 
 
 # --- per-account back-off (the clock fixture moves time) --------------------------------------------
