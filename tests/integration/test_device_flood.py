@@ -66,9 +66,9 @@ def test_an_account_holders_device_cookies_flooding_correct_passwords_are_bounde
     require_module("requests")
     import requests
 
-    # The device-cookie limits on their own: throttle.successes_per_account (10 a minute per account,
-    # tests/security/test_throttle.py) would refuse this whole flood after the ten sign-ins that mint
-    # the cookies, so it is raised here.
+    # The device-cookie limits on their own: throttle.successes_per_account (3 in 10 s, 10 a minute,
+    # tests/security/test_throttle.py) would refuse most of the ten sign-ins that mint the cookies
+    # and this whole flood, so it is raised here.
     policy = tmp_path / "policy.toml"
     policy.write_text(Path(TEST_POLICY).read_text() + '\n[throttle]\nsuccesses_per_account = ["1000 per minute"]\n')
     with redis_prefix("devflood") as prefix:
@@ -113,7 +113,7 @@ def test_an_account_holders_correct_password_flood_from_new_addresses_is_bounded
     """No device cookies at all: correct-password logins from a new address each time (the
     review's attack without the cookies), against two workers sharing Redis. A success resets the
     failure counters and no per-client limit sees two requests from one address: the account's own
-    success count (throttle.successes_per_account, 10 a minute) is what bounds it."""
+    success count (throttle.successes_per_account, 3 in 10 s, 10 a minute) is what bounds it."""
     require_module("requests")
     import requests
 

@@ -176,6 +176,7 @@ def test_no_password_token_cookie_or_key_reaches_the_log_across_every_event_type
     b_session = b.get("/api/v1/session").get_json()["session_id"]
     assert post_form(a, f"/account/sessions/{b_session}/revoke", {}, "/").status_code == 303  # user_revoked
     assert a.get("/auth/verify", headers={"User-Agent": "another browser"}).status_code == 401  # binding_changed
+    clock.advance(10)  # alice's next sign-in and password checks: throttle.successes_per_account, 3 in 10 s
     assert login(a, "alice", CANARY).status_code == 303
     found.take(app, a)
     found.csrf(a, "/")

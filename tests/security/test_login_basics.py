@@ -433,7 +433,7 @@ def test_two_logins_of_one_user_get_different_cookies_and_server_sessions(app, u
 def test_fifty_logins_mint_fifty_distinct_high_entropy_tokens(app, user, clock):
     tokens = set()
     for i in range(50):
-        clock.advance(6)  # within throttle.successes_per_account (10 a minute, 60 an hour)
+        clock.advance(6)  # within throttle.successes_per_account (3 in 10 s, 10 a minute, 60 an hour)
         client = new_client(app)
         client.environ_base["REMOTE_ADDR"] = f"198.51.100.{i + 1}"  # stay under the per-client limit
         assert login(client).status_code == 303

@@ -228,7 +228,7 @@ def test_a_known_devices_well_formed_logins_stay_exempt_from_the_per_client_limi
     c = device_browser(app)
     statuses = []
     for _ in range(11):  # the device's sign-in in device_browser was anonymous: 11 + 1 is over per_client
-        clock.advance(6)  # within throttle.successes_per_account (10 a minute)
+        clock.advance(6)  # within throttle.successes_per_account (3 in 10 s, 10 a minute)
         statuses.append(login(c, "mallory").status_code)
         c.delete_cookie(app.extensions["authsvc"].cookies.session, domain=HOST)
     assert statuses == [303] * 10 + [429]  # the 11th: per_device

@@ -18,6 +18,7 @@ The per-client limit uses real time, so per-account tests give each attempt its 
 
 from __future__ import annotations
 
+import collections
 import io
 import itertools
 import json
@@ -721,24 +722,30 @@ def test_a_stolen_remember_cookie_given_away_by_its_replay_takes_the_device_cook
 
 
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
-def test_successes_count_in_the_global_limit(tmp_path, clock):
-    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="5 per minute"))
+def test_successes_count_in_the_global_limit(tmp_path, clock, caplog):
+    # Without successes_per_account, which would refuse one account's successes first.
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="5 per minute",
+                                                                successes_per_account=[]))
     add_user(app)
     mint_devices(app, 5)  # five correct passwords from five addresses: five argon2 runs
     assert_throttled(Browser(app).post_login("alice", PASSWORD))
+    assert throttled_reasons(caplog) == ["global"]
     clock.advance(60)
     assert Browser(app).post_login("alice", PASSWORD).status_code == 303
 
 
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
-def test_known_device_logins_count_in_the_global_limit_but_are_never_refused_by_it(tmp_path, clock):
-    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="3 per minute"))
+def test_known_device_logins_count_in_the_global_limit_but_are_never_refused_by_it(tmp_path, clock, caplog):
+    # Without successes_per_account, which would refuse one account's successes first.
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy_file(tmp_path, global_logins="3 per minute",
+                                                                successes_per_account=[]))
     add_user(app)
     owner = owner_with_device(app)          # 1 (anonymous)
     assert again(owner).status_code == 303  # 2 (known)
     assert again(owner).status_code == 303  # 3 (known)
     assert_throttled(Browser(app).post_login("alice", PASSWORD))  # the known ones filled it
     assert again(owner).status_code == 303  # still never refused by it
+    assert throttled_reasons(caplog) == ["global"]
 
 
 @pytest.mark.asvs("V6.3.1", "V2.4.1")
@@ -1283,7 +1290,11 @@ def test_authsvc_check_is_quiet_about_the_shipped_limits(tmp_path, monkeypatch, 
 
 # --- an account's successes are counted too (review finding 1: a correct-password flood) ---------
 
-SUCCESSES_PER_MINUTE = 10   # throttle.successes_per_account, default policy
+# The default policy's success limits (test.toml inherits them), written out so that each attack
+# below runs, and fails, on code without them: test_the_success_limit_defaults_are_these.
+SUCCESSES_PER_10S = 3       # throttle.successes_per_account: spreads a burst (known-device argon2 slots)
+SUCCESSES_PER_MINUTE = 10
+SUCCESSES_PER_HOUR = 60
 
 
 @pytest.mark.parametrize(("windows", "now", "expected"), [
@@ -1295,19 +1306,65 @@ SUCCESSES_PER_MINUTE = 10   # throttle.successes_per_account, default policy
     ([(3, 10, 60), (60, 60, 3600)], 3599.0, Verdict(False, 1, "successes")),
     ([(10, 10, 60), (60, 60, 3600)], 0.0, Verdict(False, 3600, "successes")),  # the longest wait
     ([(0, 0, 60)], 5.0, Verdict(False, 55, "successes")),         # a zero limit refuses everything
+    # three windows, the default's shape: 3 per 10 s, 10 per minute, 60 per hour
+    ([(2, 3, 10), (9, 10, 60), (59, 60, 3600)], 55.0, Verdict(True)),        # each one short of full
+    ([(3, 3, 10), (3, 10, 60), (3, 60, 3600)], 0.0, Verdict(False, 10, "successes")),    # a burst: 10 s
+    ([(3, 3, 10), (3, 10, 60), (3, 60, 3600)], 4.0, Verdict(False, 6, "successes")),     # to the window's end
+    ([(3, 3, 10), (6, 10, 60), (6, 60, 3600)], 19.999, Verdict(False, 1, "successes")),
+    ([(4, 3, 10), (4, 10, 60), (4, 60, 3600)], 0.5, Verdict(False, 10, "successes")),    # over: still 10 s
+    ([(3, 3, 10), (9, 10, 60), (9, 60, 3600)], 57.0, Verdict(False, 3, "successes")),    # minute ends too
+    ([(1, 3, 10), (10, 10, 60), (10, 60, 3600)], 30.0, Verdict(False, 30, "successes")),  # the minute's, not 10 s
+    ([(0, 3, 10), (10, 10, 60), (40, 60, 3600)], 599.0, Verdict(False, 1, "successes")),
+    ([(1, 3, 10), (1, 10, 60), (60, 60, 3600)], 360.0, Verdict(False, 3240, "successes")),  # the hour's
+    ([(3, 3, 10), (10, 10, 60), (60, 60, 3600)], 365.0, Verdict(False, 3235, "successes")),  # all full: longest
+    ([(3, 3, 10), (10, 10, 60), (60, 60, 3600)], 3595.0, Verdict(False, 5, "successes")),   # all end together
+    ([(0, 3, 10), (0, 10, 60), (0, 60, 3600)], 3599.9, Verdict(True)),
 ])
 def test_success_windows_decide_by_count_and_end_of_window(windows, now, expected):
     assert success_verdict(windows, now) == expected
 
 
 @pytest.mark.parametrize(("now", "period", "index"), [(0.0, 60, 0), (59.999, 60, 0), (60.0, 60, 1),
-                                                      (1_800_000_000.0, 3600, 500_000), (-1.0, 60, -1)])
+                                                      (1_800_000_000.0, 3600, 500_000), (-1.0, 60, -1),
+                                                      (9.999, 10, 0), (10.0, 10, 1)])
 def test_window_index_is_the_fixed_window_the_time_falls_in(now, period, index):
     assert window_index(now, period) == index
 
 
 def default_app(tmp_path, clock):
-    return build_app(tmp_path, clock)  # the default throttle policy, successes_per_account included
+    # The default throttle policy, successes_per_account included. The test clock starts on a whole
+    # hour, so the 10 s, minute and hour windows all start with it.
+    assert clock() % 3600 == 0
+    return build_app(tmp_path, clock)
+
+
+def right_password(app, username: str = "alice"):
+    """The account's password from a new browser and a new address: no per-client limit applies."""
+    return Browser(app).post_login(username, PASSWORD)
+
+
+def paced_successes(app, clock, n: int, username: str = "alice") -> None:
+    """``n`` successes of one account from the start of a 10 s window, 3 per window (the clock moved
+    10 s after each 3): within the short rate, so each gets in while the longer windows have room."""
+    for k in range(n):
+        if k and k % SUCCESSES_PER_10S == 0:
+            clock.advance(10)
+        assert right_password(app, username).status_code == 303, (k, clock())
+
+
+def argon2_times(app, clock, monkeypatch) -> list[float]:
+    """The clock's time of every argon2 verification (a refused attempt must run none)."""
+    svc = app.extensions["authsvc"]
+    times: list[float] = []
+    real = svc.hasher.verify
+    monkeypatch.setattr(svc.hasher, "verify", lambda *a, **k: (times.append(clock()), real(*a, **k))[1])
+    return times
+
+
+def test_the_success_limit_defaults_are_these(tmp_path, clock):
+    t = default_app(tmp_path, clock).extensions["authsvc"].policy.throttle
+    assert tuple(t.successes_per_account) == (f"{SUCCESSES_PER_10S} per 10 seconds",
+                                              f"{SUCCESSES_PER_MINUTE} per minute", f"{SUCCESSES_PER_HOUR} per hour")
 
 
 @pytest.mark.asvs("V6.3.1")
@@ -1317,25 +1374,93 @@ def test_an_account_holder_flooding_correct_passwords_from_new_addresses_is_cut_
     # per-client limit applies and every success reset the failure counters.
     app = default_app(tmp_path, clock)
     add_user(app)
-    svc = app.extensions["authsvc"]
-    calls = []
-    real = svc.hasher.verify
-    monkeypatch.setattr(svc.hasher, "verify", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    statuses = [Browser(app).post_login("alice", PASSWORD).status_code for _ in range(SUCCESSES_PER_MINUTE + 5)]
-    assert statuses == [303] * SUCCESSES_PER_MINUTE + [429] * 5, statuses
-    assert len(calls) == SUCCESSES_PER_MINUTE, "a refused success ran argon2"
-    assert '"reason":"successes"' in caplog.text
-    clock.advance(60)  # the next window
-    assert Browser(app).post_login("alice", PASSWORD).status_code == 303
+    calls = argon2_times(app, clock, monkeypatch)
+    start = clock()
+    # 3 in 10 s, then the rest of the 10 s window refused.
+    responses = [right_password(app) for _ in range(SUCCESSES_PER_10S + 3)]
+    assert [r.status_code for r in responses] == [303] * SUCCESSES_PER_10S + [429] * 3
+    assert_throttled(responses[-1], retry_after=10)
+    assert len(calls) == SUCCESSES_PER_10S, "a refused success ran argon2"
+    clock.advance(4)
+    assert_throttled(right_password(app), retry_after=6)    # until the 10 s window ends, no longer
+    clock.advance(6)
+    # 10 a minute: 3 + 3 + 3 + 1, then refused until the minute ends though the 10 s window has room.
+    paced_successes(app, clock, SUCCESSES_PER_MINUTE - SUCCESSES_PER_10S)
+    assert clock() - start == 30
+    assert_throttled(right_password(app), retry_after=30)
+    assert len(calls) == SUCCESSES_PER_MINUTE
+    clock.advance(30)
+    # 60 an hour: five more minutes of 10, then refused until the hour ends.
+    minutes = SUCCESSES_PER_HOUR // SUCCESSES_PER_MINUTE
+    for minute in range(1, minutes):
+        paced_successes(app, clock, SUCCESSES_PER_MINUTE)
+        hour_full = minute == minutes - 1
+        assert_throttled(right_password(app), retry_after=3600 - (clock() - start) if hour_full else 30)
+        clock.advance(30)
+    assert clock() - start == 360
+    assert_throttled(right_password(app), retry_after=3600 - 360)
+    assert len(calls) == SUCCESSES_PER_HOUR, "a refused success ran argon2"
+    assert set(throttled_reasons(caplog)) == {"successes"}
+    clock.advance(3600 - 360)  # the next hour
+    assert right_password(app).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_a_burst_of_correct_passwords_gets_at_most_3_argon2_runs_per_10_s_window_and_10_per_minute(
+        tmp_path, clock, monkeypatch):
+    # Phase 5 of scripts/bench-flood in small: the account holder sends its correct password from
+    # new addresses as fast as it can (here every half second of the clock, for over two minutes,
+    # starting mid-window). Its argon2 runs are spread: at most 3 in each 10 s window of the clock
+    # (fixed windows: 6 at most in any 10 s, 3 each side of a window's end) and 10 in each minute,
+    # so it can no longer take the known-device argon2 slots with a whole minute's budget at once.
+    # Every refusal while the minute has room says to come back within 10 s.
+    app = default_app(tmp_path, clock)
+    add_user(app)
+    runs = argon2_times(app, clock, monkeypatch)
+    start = clock()
+    clock.advance(7)
+    refusals = []
+    for _ in range(260):
+        resp = right_password(app)
+        assert resp.status_code in (303, 429), resp.status_code
+        if resp.status_code == 429:
+            ran_this_minute = sum(1 for t in runs if window_index(t, 60) == window_index(clock(), 60))
+            refusals.append((ran_this_minute, int(resp.headers["Retry-After"])))
+        clock.advance(0.5)
+    per_10s = collections.Counter(window_index(t, 10) for t in runs)
+    per_minute = collections.Counter(window_index(t, 60) for t in runs)
+    assert max(per_10s.values()) == SUCCESSES_PER_10S, per_10s
+    assert max(per_minute.values()) == SUCCESSES_PER_MINUTE, per_minute
+    assert max(sum(1 for u in runs if t <= u < t + 10) for t in runs) <= 2 * SUCCESSES_PER_10S
+    assert max(sum(1 for u in runs if t <= u < t + 60) for t in runs) <= 2 * SUCCESSES_PER_MINUTE
+    assert sorted(runs)[:SUCCESSES_PER_10S + 1] == [start + 7, start + 7.5, start + 8, start + 10]
+    waits = [wait for ran, wait in refusals if ran < SUCCESSES_PER_MINUTE]
+    assert waits and all(1 <= wait <= 10 for wait in waits), waits
 
 
 def test_known_device_successes_fill_the_same_account_window(tmp_path, clock):
+    # The owner's known device and new browsers share the account's windows: each rate refuses the
+    # known device as it refuses anonymous logins. (At most 9 attempts of the device cookie, within
+    # its own per_device limit, which runs on real time.)
     app = default_app(tmp_path, clock)
     add_user(app)
     owner = Browser(app)
     assert owner.post_login("alice", PASSWORD).status_code == 303    # one success, and a device cookie
-    statuses = [again(owner).status_code for _ in range(SUCCESSES_PER_MINUTE)]
-    assert statuses == [303] * (SUCCESSES_PER_MINUTE - 1) + [429], statuses
+    assert [again(owner).status_code for _ in range(SUCCESSES_PER_10S - 1)] == [303] * (SUCCESSES_PER_10S - 1)
+    assert_throttled(again(owner), retry_after=10)
+    assert_throttled(right_password(app), retry_after=10)
+    clock.advance(10)
+    assert [again(owner).status_code for _ in range(SUCCESSES_PER_10S)] == [303] * SUCCESSES_PER_10S
+    clock.advance(10)
+    paced_successes(app, clock, SUCCESSES_PER_10S)                   # 9 this minute
+    clock.advance(10)
+    assert again(owner).status_code == 303                           # the minute's 10th
+    assert_throttled(again(owner), retry_after=30)
+    clock.advance(30)
+    for _ in range(SUCCESSES_PER_HOUR // SUCCESSES_PER_MINUTE - 1):
+        paced_successes(app, clock, SUCCESSES_PER_MINUTE)
+        clock.advance(30)
+    assert_throttled(again(owner), retry_after=3600 - 360)         # the hour's 60 filled by new browsers
 
 
 def test_nobody_without_the_password_can_fill_an_accounts_success_window(tmp_path, clock):
@@ -1354,12 +1479,17 @@ def test_other_accounts_are_not_limited_by_one_accounts_successes(tmp_path, cloc
     app = default_app(tmp_path, clock)
     add_user(app)
     add_user(app, "bob")
-    for _ in range(SUCCESSES_PER_MINUTE):
-        assert Browser(app).post_login("alice", PASSWORD).status_code == 303
-    assert Browser(app).post_login("alice", PASSWORD).status_code == 429
-    assert Browser(app).post_login("bob", PASSWORD).status_code == 303
-    assert Browser(app).post_login("BOB", PASSWORD).status_code == 303   # one account, any spelling
-    assert Browser(app).post_login("ＡＬＩＣＥ", PASSWORD).status_code == 429
+    for _ in range(SUCCESSES_PER_10S):
+        assert right_password(app).status_code == 303
+    assert_throttled(right_password(app), retry_after=10)
+    assert right_password(app, "bob").status_code == 303
+    assert right_password(app, "BOB").status_code == 303   # one account, any spelling
+    assert right_password(app, "ＡＬＩＣＥ").status_code == 429
+    clock.advance(10)
+    paced_successes(app, clock, SUCCESSES_PER_MINUTE - SUCCESSES_PER_10S)   # alice's minute is full
+    assert_throttled(right_password(app), retry_after=30)
+    assert right_password(app, "bob").status_code == 303
+    assert right_password(app, "ＡＬＩＣＥ").status_code == 429
 
 
 def test_an_admin_unlock_is_not_a_success(tmp_path, clock):

@@ -139,7 +139,7 @@ def test_session_cap_revocation_is_refused_at_once_by_its_worker_and_within_veri
     assert login(first).status_code == 303
 
     def another_login(i):
-        clock.advance(6)  # within throttle.successes_per_account (10 a minute)
+        clock.advance(6)  # within throttle.successes_per_account (3 in 10 s, 10 a minute)
         c = new_client(app)
         c.environ_base["REMOTE_ADDR"] = f"198.51.100.{i + 1}"
         assert login(c).status_code == 303
