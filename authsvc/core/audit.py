@@ -83,6 +83,7 @@ EVENTS: dict[str, str] = {
     # token, secret or verifier
     "oidc_client_added": "success",
     "oidc_client_removed": "success",
+    "oidc_client_updated": "success",
     "oidc_key_rotated": "success",
     "oidc_authorize_refused": "refused",
     "oidc_consent_given": "success",

@@ -103,8 +103,8 @@ def exchange(client, client_id, secret, code, verifier, redirect_uri=WEB, *, bas
     return client.post("/oauth/token", data=data, headers=headers)
 
 
-def refresh(client, client_id, secret, refresh_token):
-    data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+def refresh(client, client_id, secret, refresh_token, **extra):
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
     headers = {}
     if secret is None:
         data["client_id"] = client_id

@@ -1,10 +1,11 @@
-"""The OpenID Provider's administration and policy: `authsvc oidc client add/list/remove`, `authsvc
+"""The OpenID Provider's administration and policy: `authsvc oidc client add/list/update/remove`, `authsvc
 oidc keys rotate`, the [oidc] policy's floors, and a client's --require-mfa through the real second
 step."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -12,7 +13,20 @@ from authsvc.core import config
 from authsvc.core.policy import PolicyError, load_policy
 from tests.conftest import TEST_POLICY, csrf_in, login, make_env, run_cli
 from tests.security.factors import enroll, second_step
-from tests.security.oidc_helpers import WEB, add_client, authorize, authorize_params, exchange, get_code, pkce
+from tests.security.oidc_helpers import (
+    NATIVE,
+    WEB,
+    add_client,
+    authorize,
+    authorize_params,
+    exchange,
+    get_code,
+    get_code_with_consent,
+    pkce,
+    query,
+    refresh,
+    userinfo,
+)
 
 
 def cli_json(monkeypatch, tmp_path, capsys, *argv) -> tuple[int, dict | str]:
@@ -98,6 +112,158 @@ def test_client_remove_ends_its_tokens(app, svc, client, user, monkeypatch, tmp_
     assert run_cli(monkeypatch, tmp_path, "oidc", "client", "remove", cid) == 0
     assert client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"}).status_code == 401
     assert run_cli(monkeypatch, tmp_path, "oidc", "client", "remove", cid) == 1
+
+
+# --- oidc client update ----------------------------------------------------------------------------
+
+def update_client(monkeypatch, tmp_path, client_id, *options) -> int:
+    """``authsvc oidc client update OPTIONS -- CLIENT_ID``: a client id may begin with ``-``."""
+    return run_cli(monkeypatch, tmp_path, "oidc", "client", "update", *options, "--", client_id)
+
+
+def signed_in_tokens(client, cid, secret, scope="openid profile groups offline_access") -> dict:
+    login(client)
+    code, verifier = get_code(client, cid, scope=scope)
+    body = exchange(client, cid, secret, code, verifier).get_json()
+    assert body["scope"] == scope and body["refresh_token"], body
+    return body
+
+
+@pytest.mark.asvs("V10.4.11")
+def test_client_update_scopes_replaces_the_list_and_widening_ends_nothing(app, svc, client, user, monkeypatch,
+                                                                             tmp_path, capsys):
+    cid, secret = add_client(svc, trusted=True, scopes=("openid", "profile", "offline_access"))
+    body = signed_in_tokens(client, cid, secret, "openid profile offline_access")
+    assert update_client(monkeypatch, tmp_path, cid, "--scopes",
+                   "openid groups profile offline_access groups") == 0
+    out = capsys.readouterr().out
+    assert "scopes: openid profile groups offline_access" in out and "scopes taken away" not in out
+    assert svc.oidc.clients.get(cid).scopes == ("openid", "profile", "groups", "offline_access")
+    assert userinfo(client, body["access_token"]).status_code == 200
+    assert refresh(client, cid, secret, body["refresh_token"]).status_code == 200
+
+
+@pytest.mark.asvs("V10.4.11")
+def test_narrowing_scopes_revokes_the_clients_tokens_codes_and_consents(app, svc, client, user, monkeypatch,
+                                                                          tmp_path, capsys, caplog):
+    """A refresh token issued before the narrowing gets neither the removed scope nor any other: the
+    client's tokens end with it (an access token would otherwise keep groups until it expires)."""
+    caplog.set_level(logging.INFO, "authsvc.audit")
+    everything = "openid profile groups offline_access"
+    cid, secret = add_client(svc)                                  # not trusted: the user consents
+    login(client)
+    code, verifier = get_code_with_consent(client, cid, scope=everything)
+    body = exchange(client, cid, secret, code, verifier).get_json()
+    code, verifier = get_code(client, cid, scope=everything)       # the consent is remembered
+    other = exchange(client, cid, secret, code, verifier).get_json()
+    unused, unused_verifier = get_code(client, cid, scope=everything)
+    assert svc.oidc.consents.granted(user.id, cid)
+    assert update_client(monkeypatch, tmp_path, cid, "--scopes",
+                   "openid profile offline_access") == 0
+    out = capsys.readouterr().out
+    assert "scopes taken away (groups): revoked 2 token(s), 1 unused code(s) and 1 consent(s)" in out
+    assert refresh(client, cid, secret, body["refresh_token"]).get_json()["error"] == "invalid_grant"
+    assert refresh(client, cid, secret, other["refresh_token"], scope="openid groups").status_code == 400
+    assert userinfo(client, body["access_token"]).status_code == 401
+    assert exchange(client, cid, secret, unused, unused_verifier).get_json()["error"] == "invalid_grant"
+    assert svc.oidc.consents.granted(user.id, cid) is None
+    asked = authorize(client, authorize_params(cid, challenge=pkce()[1], scope="openid groups"))
+    assert query(asked.headers["Location"])["error"] == "invalid_scope"
+    event = [json.loads(r.getMessage()) for r in caplog.records if "oidc_client_updated" in r.getMessage()][-1]
+    assert (event["client_id"], event["scopes_removed"], event["revoked"], event["codes_deleted"],
+            event["consents_revoked"], event["credential_rotated"]) == (cid, "groups", 2, 1, 1, False)
+
+
+def test_client_update_redirect_uris_replace_the_list(app, svc, client, user, monkeypatch, tmp_path, capsys):
+    cid, secret = add_client(svc, trusted=True)
+    new = "https://app.example.com/new-callback"
+    assert update_client(monkeypatch, tmp_path, cid, "--redirect-uri", new,
+                   "--redirect-uri", new, "--redirect-uri", "https://app.example.com/other") == 0
+    assert svc.oidc.clients.get(cid).redirect_uris == (new, "https://app.example.com/other")
+    login(client)
+    assert authorize(client, authorize_params(cid, WEB, challenge=pkce()[1])).status_code == 400  # old one: gone
+    code, verifier = get_code(client, cid, new)
+    assert exchange(client, cid, secret, code, verifier, new).status_code == 200
+
+
+def test_client_update_post_logout_redirect_uris_replace_the_list(app, svc, monkeypatch, tmp_path, capsys):
+    cid, _ = add_client(svc, post_logout_redirect_uris=("https://app.example.com/bye",))
+    assert update_client(monkeypatch, tmp_path, cid, "--post-logout-redirect-uri",
+                   "https://app.example.com/signed-out", "--post-logout-redirect-uri",
+                   "https://app.example.com/later") == 0
+    assert svc.oidc.clients.get(cid).post_logout_redirect_uris == ("https://app.example.com/signed-out",
+                                                                  "https://app.example.com/later")
+    assert svc.oidc.clients.get(cid).redirect_uris == (WEB,)       # what was not given is kept
+
+
+@pytest.mark.asvs("V10.4.10")
+def test_rotate_secret_prints_the_new_one_once_and_the_old_one_is_refused(app, svc, client, user, monkeypatch,
+                                                                          tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    cid, old = add_client(svc, trusted=True)
+    body = signed_in_tokens(client, cid, old)
+    code, out = cli_json(monkeypatch, tmp_path, capsys, "oidc", "client", "update", "--rotate-secret", "--json", "--", cid)
+    assert code == 0 and out["client_id"] == cid and len(out["client_secret"]) >= 43 and out["tokens_revoked"] == 0
+    new = out["client_secret"]
+    code, verifier = get_code(client, cid)
+    refused = exchange(client, cid, old, code, verifier)
+    assert refused.status_code == 401 and refused.get_json()["error"] == "invalid_client"
+    assert refresh(client, cid, old, body["refresh_token"]).status_code == 401
+    assert refresh(client, cid, new, body["refresh_token"]).status_code == 200   # issued tokens stay
+    assert update_client(monkeypatch, tmp_path, cid, "--rotate-secret") == 0
+    text = capsys.readouterr().out
+    newest = text.split("client_secret: ", 1)[1].split()[0]
+    assert text.count(newest) == 1 and "the old secret no longer works" in text
+    assert svc.oidc.clients.get(cid).check_client_secret(newest) and not svc.oidc.clients.get(cid).check_client_secret(new)
+    assert run_cli(monkeypatch, tmp_path, "oidc", "client", "list", "--json") == 0
+    assert newest not in capsys.readouterr().out
+    for secret in (old, new, newest):
+        assert secret not in caplog.text
+    assert "oidc_client_updated" in caplog.text
+
+
+BAD_UPDATES = [
+    ["--redirect-uri", "http://app.example.com/cb"], ["--redirect-uri", "https://app.example.com/cb#x"],
+    ["--redirect-uri", "com.example.app:/cb"], ["--redirect-uri", ""],
+    ["--redirect-uri", WEB, "--redirect-uri", "javascript:alert(1)"],
+    ["--post-logout-redirect-uri", "https://user@app.example.com/bye"],
+    ["--scopes", "profile"], ["--scopes", ""], ["--scopes", "openid admin"], ["--scopes", "openid  profile"],
+    ["--scopes", "openid gr\u043eups"],
+    ["--scopes", "openid", "--redirect-uri", "http://app.example.com/cb", "--rotate-secret"],  # one bad: none done
+    [],                                                                                          # nothing to change
+]
+
+
+@pytest.mark.asvs("V10.4.1", "V10.4.11")
+@pytest.mark.parametrize("argv", BAD_UPDATES)
+def test_client_update_refuses_what_add_refuses_and_changes_nothing(app, svc, client, user, monkeypatch, tmp_path,
+                                                                    capsys, argv):
+    cid, secret = add_client(svc, trusted=True)
+    body = signed_in_tokens(client, cid, secret)
+    before = svc.oidc.clients.get(cid)
+    assert update_client(monkeypatch, tmp_path, cid, *argv) == 2
+    captured = capsys.readouterr()
+    assert "refused: " in captured.err and "client_secret" not in captured.out
+    assert svc.oidc.clients.get(cid) == before
+    assert userinfo(client, body["access_token"]).status_code == 200
+
+
+def test_client_update_refuses_to_rotate_a_public_clients_secret(app, svc, monkeypatch, tmp_path, capsys):
+    cid, _ = add_client(svc, "CLI", (NATIVE,), public=True)
+    before = svc.oidc.clients.get(cid)
+    assert update_client(monkeypatch, tmp_path, cid, "--rotate-secret") == 2
+    assert "a public client has no secret" in capsys.readouterr().err
+    # a public client's loopback and private-use URIs pass, as they do for add --public
+    assert update_client(monkeypatch, tmp_path, cid, "--redirect-uri",
+                   "com.example.app:/cb") == 0
+    assert svc.oidc.clients.get(cid).secret_hash is None and before.secret_hash is None
+
+
+def test_client_update_of_an_unknown_client_exits_1(app, svc, monkeypatch, tmp_path, capsys):
+    add_client(svc)
+    for cid in ("no-such-client", "-no-such-client", "", "x" * 100):
+        assert update_client(monkeypatch, tmp_path, cid, "--rotate-secret") == 1
+        assert "no client with id" in capsys.readouterr().err
 
 
 def test_keys_rotate_adds_a_key_and_keeps_the_old_one_published(app, client, clock, monkeypatch, tmp_path, capsys):

@@ -126,6 +126,22 @@ class NewClient:
     client_secret: str | None  # shown once; None for a public client
 
 
+@dataclass(frozen=True)
+class UpdatedClient:
+    """What :meth:`ClientStore.update` did. When scopes were taken off the client's list
+    (``scopes_removed``), everything issued under the wider list was ended with them."""
+
+    client: Client
+    client_secret: str | None            # the new secret, shown once, when it was rotated
+    scopes_removed: tuple[str, ...] = ()
+    revoked: int = 0                     # access/refresh pairs still live, now revoked
+    codes_deleted: int = 0               # authorization codes not yet exchanged
+    consents_revoked: int = 0            # users' grants: they are asked again
+
+
+SCOPES_NARROWED = "client_scopes_narrowed"  # oidc_tokens.revoke_reason
+
+
 class ClientStore:
     def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
         self.engine = engine
@@ -164,6 +180,56 @@ class ClientStore:
         with self.engine.connect() as conn:
             rows = conn.execute(oidc_clients.select().order_by(oidc_clients.c.id)).all()
         return [_client(r) for r in rows]
+
+    def update(self, client_id: str, *, redirect_uris: tuple[str, ...] | None = None,
+               post_logout_redirect_uris: tuple[str, ...] | None = None, scopes: tuple[str, ...] | None = None,
+               rotate_secret: bool = False) -> UpdatedClient | None:
+        """Change what is given (each list replaces the old one; the values are checked by the
+        caller, as for :meth:`add`); None for an unknown client. ``rotate_secret``: a new secret,
+        the old digest replaced at once (a confidential client only).
+
+        Scopes taken off the list end what was issued under the wider list, in the same transaction:
+        every live token of the client (access and refresh: a refresh token would otherwise keep a
+        user's sign-in to the client going, and a live access token keeps the removed scope until it
+        expires), its codes not yet exchanged (a code carries its scope into the tokens) and the
+        users' consents (a scope put back later is asked for again). Its users sign in again."""
+        if scopes is not None and ("openid" not in scopes or any(s not in SUPPORTED_SCOPES for s in scopes)):
+            raise ValueError(f"scopes must include openid and name only {' '.join(SUPPORTED_SCOPES)}")
+        with self.engine.begin() as conn:
+            row = conn.execute(oidc_clients.select().where(oidc_clients.c.client_id == client_id)
+                               .with_for_update()).first()
+            if row is None:
+                return None
+            before = _client(row)
+            if rotate_secret and before.public:
+                raise ValueError("a public client has no secret to rotate")
+            values: dict[str, object] = {}
+            if redirect_uris is not None:
+                values["redirect_uris"] = "\n".join(redirect_uris)
+            if post_logout_redirect_uris is not None:
+                values["post_logout_redirect_uris"] = "\n".join(post_logout_redirect_uris)
+            removed: tuple[str, ...] = ()
+            if scopes is not None:
+                values["scopes"] = " ".join(s for s in SUPPORTED_SCOPES if s in scopes)
+                removed = tuple(s for s in before.scopes if s not in scopes)
+            secret = new_secret() if rotate_secret else None
+            if secret is not None:
+                values["secret_hash"] = digest(secret)
+            if values:
+                conn.execute(oidc_clients.update().where(oidc_clients.c.id == row.id).values(**values))
+            tokens = codes = consents = 0
+            if removed:
+                tokens = conn.execute(oidc_tokens.update().where(
+                    oidc_tokens.c.client_id == client_id, oidc_tokens.c.revoked_at.is_(None)).values(
+                    revoked_at=self.clock(), revoke_reason=SCOPES_NARROWED)).rowcount
+                codes = conn.execute(oidc_codes.delete().where(
+                    oidc_codes.c.client_id == client_id, oidc_codes.c.used_at.is_(None))).rowcount
+                consents = conn.execute(oidc_consents.delete().where(
+                    oidc_consents.c.client_id == client_id)).rowcount
+        client = self.get(client_id)
+        if client is None:  # pragma: no cover - removed between the commit and this read
+            raise RuntimeError("the client was removed while it was being updated")
+        return UpdatedClient(client, secret, removed, tokens, codes, consents)
 
     def remove(self, client_id: str) -> bool:
         """Delete the client and end everything it holds (codes, tokens, consents)."""

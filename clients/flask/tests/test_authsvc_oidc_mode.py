@@ -43,11 +43,14 @@ def provider(running_provider):
     return running_provider
 
 
-def make_app(provider: FakeProvider, **config):
+def make_app(provider: FakeProvider, before=None, **config):
+    """The app; ``before(app)`` runs before ``Authsvc(app)`` (an extension the app binds first)."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY="test-only-" + "k" * 32, AUTHSVC_URL=provider.base, AUTHSVC_MODE="oidc",
                       AUTHSVC_CLIENT_ID=CLIENT_ID, AUTHSVC_SCOPES="openid profile")
     app.config.update(config)
+    if before is not None:
+        before(app)
     authsvc = Authsvc(app, LoginManager(app))
     authsvc.user_loader(User)
 
@@ -342,16 +345,29 @@ def test_logout_form_is_a_post_form_with_an_escaped_label(app):
 
 
 # --- with Flask-WTF's CSRFProtect: the form carries its token, which CSRFProtect checks ---------------
+# Every test here runs with CSRFProtect bound before Authsvc and after it: the extension exempts its
+# back-channel endpoint (authsvc posts there, server to server, without a CSRF token) either way.
 
-@pytest.fixture
-def csrf_app(provider):
+@pytest.fixture(params=["csrfprotect_first", "csrfprotect_after"])
+def csrf_app(provider, request):
     flask_wtf = pytest.importorskip("flask_wtf", reason="Flask-WTF is not installed")
-    app, _ = make_app(provider)
-    flask_wtf.CSRFProtect(app)
+    if request.param == "csrfprotect_first":
+        app, _ = make_app(provider, before=flask_wtf.CSRFProtect)
+    else:
+        app, _ = make_app(provider)
+        flask_wtf.CSRFProtect().init_app(app)
 
     @app.get("/")
     def index():
         return render_template_string("{{ authsvc.logout_form() }}")
+
+    @app.post("/notes")
+    def notes():
+        return "saved"
+
+    @app.post("/backchannel-logout")
+    def backchannel_logout():   # the app's own view of the same name (CSRFProtect exempts by name)
+        return "the app's"
     return app
 
 
@@ -390,6 +406,38 @@ def test_with_csrfprotect_a_valid_token_does_not_let_another_site_sign_out(csrf_
 def test_the_get_page_carries_the_token_too(csrf_app, provider):
     client, token = signed_in_with_token(csrf_app, provider, "/authsvc/logout")
     assert sign_out(client, FROM_HERE, data={"csrf_token": token}).status_code == 303
+
+
+def test_with_csrfprotect_a_signed_logout_token_still_ends_the_session(csrf_app, provider):
+    """authsvc's server posts the logout token without a CSRF token; CSRFProtect must not refuse it
+    (a silent failure: the user signed out at authsvc would stay signed in here)."""
+    client = csrf_app.test_client()
+    assert sign_in(client, provider).status_code == 303
+    for _ in range(2):   # the first request exempts it (CSRFProtect bound after), the next ones too
+        answer = post_logout(csrf_app.test_client(), provider.logout_token())
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert client.get("/private").status_code == 302
+
+
+def test_with_csrfprotect_a_forged_logout_token_is_still_refused(csrf_app, provider):
+    """Exempt from the CSRF token, not from the signature."""
+    client = csrf_app.test_client()
+    assert sign_in(client, provider).status_code == 303
+    answer = post_logout(csrf_app.test_client(), provider.logout_token(key=OTHER_KEY))
+    assert answer.status_code == 400 and answer.get_json()["error_description"] == "bad_signature"
+    assert client.get("/private").status_code == 200
+
+
+def test_with_csrfprotect_the_apps_other_posts_stay_protected(csrf_app, provider):
+    client = csrf_app.test_client()
+    assert sign_in(client, provider).status_code == 303
+    assert post_logout(csrf_app.test_client(), provider.logout_token(sid="sid-9")).status_code == 200
+    assert client.post("/notes", data={"text": "hi"}).status_code == 400
+    assert client.post("/notes", data={"logout_token": provider.logout_token()}).status_code == 400
+    # a view of the app's named like the extension's, in another module, is not exempted with it
+    assert client.post("/backchannel-logout", data={"logout_token": provider.logout_token()}).status_code == 400
+    assert sign_out(client, FROM_HERE).status_code == 400   # the extension's own Sign out still needs the token
+    assert client.get("/private").status_code == 200
 
 
 def test_csrf_field_name_follows_wtf_csrf_field_name(provider):

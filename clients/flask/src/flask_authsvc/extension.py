@@ -108,6 +108,12 @@ class Authsvc:
         login_manager.login_view = "authsvc.login" if oidc else settings.url + "/login"
         # First of the app's before-request hooks, so no hook of the app's sees a malformed identity.
         app.before_request_funcs.setdefault(None, []).insert(0, self._check_identity)
+        if oidc is not None:
+            # authsvc POSTs the logout token server to server, with no CSRF token: CSRFProtect would
+            # refuse it (400) and back-channel logout would silently fail. The signed token is the
+            # request's proof. A hook ahead of CSRFProtect's own, so a CSRFProtect the app binds
+            # after this is exempted too.
+            app.before_request_funcs[None].insert(0, _CsrfExemption(app, "authsvc.backchannel_logout"))
         app.context_processor(lambda: {"authsvc": self})
 
     def user_loader(self, callback: Callable[[Identity], Any]) -> Callable[[Identity], Any]:
@@ -294,6 +300,31 @@ def _csrf_field() -> Markup:
         return Markup("")
     name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
     return Markup('<input type="hidden" name="{}" value="{}">').format(name, generate())
+
+
+class _CsrfExemption:
+    """Exempts one of the extension's endpoints from Flask-WTF's ``CSRFProtect``, whether the app
+    binds it before or after the extension: a before-request hook that runs ahead of
+    ``CSRFProtect``'s (which ``CSRFProtect.init_app`` appends to the app's). Through what
+    ``CSRFProtect`` publishes (``app.extensions["csrf"]`` and its public ``exempt(view)``), so the
+    extension never imports Flask-WTF. Only the named endpoint: the app's other routes and the
+    extension's ``/authsvc/logout`` stay protected. After the first request it costs a dict look-up."""
+
+    def __init__(self, app: Flask, endpoint: str):
+        self._app = app
+        self._endpoint = endpoint
+        self._told: object = None      # the CSRFProtect already told (another one may replace it)
+
+    def __call__(self) -> None:
+        csrf = self._app.extensions.get("csrf")
+        if csrf is None or csrf is self._told:
+            return
+        exempt = getattr(csrf, "exempt", None)
+        if callable(exempt):
+            # CSRFProtect keys an exemption by the view's module and name, which it reads from the
+            # registered view function when it checks a request: hand it that same function.
+            exempt(self._app.view_functions[self._endpoint])
+        self._told = csrf
 
 
 def _nobody(_user_id: str) -> None:
