@@ -445,3 +445,15 @@ def test_a_bad_token_rate_limit_in_the_policy_is_refused(tmp_path):
     path.write_text('[oidc]\ntoken_requests_per_client = ["lots"]\n')
     with pytest.raises(PolicyError, match="token_requests_per_client"):
         load_policy(path)
+
+
+def test_a_client_id_never_starts_with_a_dash_that_a_command_line_would_read_as_an_option(monkeypatch):
+    """token_urlsafe starts with "-" once in 64 draws; `authsvc oidc client remove -x...` would then
+    be an unknown option (a flaky admin script, and a flaky test before this)."""
+    from authsvc.core.oidc import store
+
+    draws = iter(["-leading-dash", "_ok-id"])
+    monkeypatch.setattr(store.secrets, "token_urlsafe", lambda n: next(draws))
+    assert store.new_client_id() == "_ok-id"
+    monkeypatch.undo()
+    assert not any(store.new_client_id().startswith("-") for _ in range(2000))

@@ -45,6 +45,15 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_client_id() -> str:
+    """About 144 random bits, URL-safe, never starting with "-": a client id is typed on command lines
+    (`authsvc oidc client remove ID`), where a leading dash reads as an option."""
+    while True:
+        client_id = secrets.token_urlsafe(18)
+        if not client_id.startswith("-"):
+            return client_id
+
+
 def digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
 
@@ -155,7 +164,7 @@ class ClientStore:
         all it may ask for."""
         if "openid" not in scopes or any(s not in SUPPORTED_SCOPES for s in scopes):
             raise ValueError(f"scopes must include openid and name only {' '.join(SUPPORTED_SCOPES)}")
-        client_id = secrets.token_urlsafe(18)
+        client_id = new_client_id()
         secret = None if public else new_secret()
         with self.engine.begin() as conn:
             conn.execute(oidc_clients.insert().values(
@@ -483,7 +492,7 @@ class TokenStore:
         return {r.client_id: r.last for r in rows}
 
     def clients_to_notify(self, session_ids: list[int]) -> list[tuple[str, int]]:
-        """The hook for back-channel logout (not delivered yet: docs/oidc.md): ``(client_id,
+        """Back-channel logout (authsvc.core.oidc.logout sends the tokens): ``(client_id,
         session_id)`` of every client with a ``backchannel_logout_uri`` that got tokens in one of
         ``session_ids``: the clients to send a logout token when those sessions end."""
         if not session_ids:
