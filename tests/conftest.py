@@ -7,6 +7,7 @@ import io
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from flask.testing import FlaskClient
 
 from authsvc.server import cli
 
-from authsvc.core import config, db
+from authsvc.core import config, db, filemodes
 from authsvc.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,11 +58,40 @@ def make_env(tmp_path, **overrides) -> dict:
     return env
 
 
+_SCHEMA_AT_HEAD: list[bytes] = []  # an SQLite file `db.upgrade` made, once per test process
+
+
+def _schema_at_head() -> bytes:
+    """The bytes of a fresh SQLite database that ``db.upgrade`` brought to head (made once, on
+    first use, by the same code every other call runs; then copied instead of re-run)."""
+    if not _SCHEMA_AT_HEAD:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "authsvc.db"
+            engine = db.make_engine(f"sqlite:///{path}")
+            db.upgrade(engine)
+            engine.dispose()  # the last connection closes: the WAL is checkpointed into the file
+            _SCHEMA_AT_HEAD.append(path.read_bytes())
+    return _SCHEMA_AT_HEAD[0]
+
+
 def build_app(tmp_path, clock=None, **env_overrides):
-    settings = config.from_env(make_env(tmp_path, **env_overrides), instance_path=str(tmp_path / "instance"))
+    env = make_env(tmp_path, **env_overrides)
+    fresh = tmp_path / "authsvc.db"
+    # The default database, not there yet: start from a copy of the upgraded schema rather than
+    # running the migrations for every test. The copy is made as authsvc makes the file (owner-only),
+    # so the app finds what `authsvc db upgrade` would have left. Any other database (PostgreSQL, a
+    # file a test made or reuses) is upgraded here as before.
+    copied = env["AUTHSVC_DATABASE_URL"] == f"sqlite:///{fresh}" and not fresh.exists()
+    if copied:
+        filemodes.make_private_folder(str(tmp_path))
+        filemodes.create_private_file(str(fresh))
+        with open(fresh, "r+b") as out:
+            out.write(_schema_at_head())
+    settings = config.from_env(env, instance_path=str(tmp_path / "instance"))
     app = create_app(settings, clock=clock or Clock())
     app.config["TESTING"] = False  # production behaviour: no exception propagation
-    db.upgrade(app.extensions["authsvc"].engine)
+    if not copied:
+        db.upgrade(app.extensions["authsvc"].engine)
     return app
 
 

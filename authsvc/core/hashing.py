@@ -24,6 +24,7 @@ memory comes in 2 MiB pages rather than 4 KiB ones (see there).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -124,6 +125,16 @@ def with_hugepages(tunables: str | None) -> str:
     return ":".join([*entries, f"{HUGEPAGES_TUNABLE}=1"])
 
 
+@functools.lru_cache(maxsize=8)
+def _dummy_hash(time_cost: int, memory_cost_kib: int, parallelism: int, hash_len: int, salt_len: int) -> str:
+    """The hash an unknown user's password is checked against: of a random secret, with exactly
+    these parameters, so that check costs what a real one does. One per parameter set and
+    process: ``authsvc serve`` builds one app per worker either way, and a process that builds
+    many (the tests) needs no fresh argon2 run for each."""
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism,
+                          hash_len=hash_len, salt_len=salt_len, type=Type.ID).hash(secrets.token_urlsafe(32))
+
+
 class Hasher:
     def __init__(self, policy: Argon2Policy, observe: Callable[[float], None] | None = None,
                  in_progress: Callable[[], AbstractContextManager] | None = None) -> None:
@@ -154,7 +165,8 @@ class Hasher:
                                        initializer=lower_thread_priority, initargs=(policy.anonymous_nice,))
         self._observe = observe or (lambda seconds: None)
         self._in_progress = in_progress or nullcontext
-        self._dummy = self._ph.hash(secrets.token_urlsafe(32))
+        self._dummy = _dummy_hash(policy.time_cost, policy.memory_cost_kib, policy.parallelism,
+                                  policy.hash_len, policy.salt_len)
 
     def start_base_threads(self) -> None:
         """From now on run known devices', password changes' and the CLI's argon2 on threads

@@ -158,9 +158,10 @@ def test_under_serve_a_known_device_keeps_base_priority_while_request_threads_ru
 
 def test_base_threads_are_all_started_at_once_at_the_starters_priority():
     made, _ = hasher(max_concurrent=3, anonymous_max_concurrent=1)
-    before = {t.name for t in threading.enumerate()}
+    # By identity, not name: an earlier test's pool threads (same names) may still be exiting.
+    before = set(threading.enumerate())
     out = serve_like(made, 7, lambda: None)
-    started = [t for t in threading.enumerate() if t.name not in before and t.name.startswith("authsvc-argon2-base")]
+    started = [t for t in threading.enumerate() if t not in before and t.name.startswith("authsvc-argon2-base")]
     assert len(started) == 2 and out["request"][1] == min(19, BASE + 7)
     assert {os.getpriority(os.PRIO_PROCESS, t.native_id) for t in started} == {BASE}
 
