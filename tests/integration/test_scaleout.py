@@ -579,7 +579,8 @@ def test_oidc_provider_flow_across_instances(deployment):
     user = svc.accounts.create("oid", svc.hasher.hash(PASSWORD))
     svc.groups.add("scale-ops")
     svc.groups.join(user.id, "scale-ops")
-    made = svc.oidc.clients.add("Scale", (oidc.WEB,), public=False, trusted=True)
+    made = svc.oidc.clients.add("Scale", (oidc.WEB,), public=False, trusted=True,
+                                scopes=("openid", "profile", "groups", "offline_access"))
     client = (made.client.client_id, made.client_secret)
     one, two = deployment.one, deployment.two
     b = logged_in_on(one, "oid", "198.51.100.160")
