@@ -282,9 +282,10 @@ def refused_before_the_view(app, c, path: str, kind: str):
     if kind == "cross-site":  # another site's page posts a form with a token it obtained
         return c.post(path, data={"csrf_token": token, **fields},
                       headers={"Origin": EVIL, "Sec-Fetch-Site": "cross-site"})
-    if kind == "cross-site-unread-body":  # the refusal and its count read none of the body (JSON: no
-        # after_request hook parses it either; a form body is, see authsvc.web.views.oidc._client_form_source)
-        return c.post(path, input_stream=Unread(b"a" * 60000), content_type="application/json", content_length=60000,
+    if kind in ("cross-site-unread-body", "cross-site-unread-form"):  # the refusal, its count and every
+        # after_request hook (the CSP form-action one of authsvc.web.views.oidc among them) read none of the body
+        content_type = "application/json" if kind == "cross-site-unread-body" else FORM
+        return c.post(path, input_stream=Unread(b"a" * 60000), content_type=content_type, content_length=60000,
                       headers={"Origin": EVIL, "Sec-Fetch-Site": "cross-site"})
     if kind == "two-session-cookies":  # a sibling host planted a session cookie beside the browser's own
         # (Werkzeug's test client keeps one cookie per name, so the header is written out.)
@@ -306,7 +307,7 @@ def refused_before_the_view(app, c, path: str, kind: str):
 
 
 REFUSED = {  # kind -> the refusal's own status
-    "cross-site": 403, "cross-site-unread-body": 403, "two-session-cookies": 400, "no-csrf-token": 400,
+    "cross-site": 403, "cross-site-unread-body": 403, "cross-site-unread-form": 403, "two-session-cookies": 400, "no-csrf-token": 400,
     "forged-csrf-token": 400, "undecodable-body": 400, "json-without-header-token": 400, "malformed-multipart": 400,
 }
 

@@ -43,7 +43,8 @@ def _raw_next() -> str | None:
 
 def _render(decision: RedirectDecision, *, error: str | None = None, status: int = 200, username: str = ""):
     app_name = decision.app.name if decision.app is not None else None
-    return render_template("login.html", next=decision.target if decision.accepted else "",
+    g.form_next = decision.target if decision.accepted else ""  # for the CSP form-action (views/oidc.py)
+    return render_template("login.html", next=g.form_next,
                            app_name=app_name, error=error, username=username,
                            passkeys=services().passkeys is not None), status
 
@@ -291,7 +292,7 @@ def render_set_up(template: str, account_name: str, secret: str, **context):
 
 def _render_second_step(state: FlowState, decision: RedirectDecision, *, error: str | None = None, status: int = 200):
     svc = services()
-    target = _carried(decision) or ""
+    target = g.form_next = _carried(decision) or ""  # for the CSP form-action (views/oidc.py)
     if state.set_up:
         account = svc.accounts.by_id(state.account_id)
         return render_set_up("mfa_set_up.html", account.username, _set_up_secret(state), next=target,

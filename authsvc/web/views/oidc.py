@@ -27,7 +27,6 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
-from werkzeug.exceptions import HTTPException
 
 from authsvc.core.oidc.grants import (
     AccessTokens,
@@ -116,15 +115,13 @@ def init_app(app: Flask) -> None:
 def _client_form_source() -> str | None:
     """The CSP source of the client an OpenID sign-in on this page will end at: the consent page's
     (set by the view), or the one a ``next`` pointing at /oauth/authorize names, when that client
-    registered that redirect_uri."""
+    registered that redirect_uri. The ``next`` is the one the sign-in page carries (``g.form_next``,
+    set where login.html and mfa.html are rendered, a wrong password's page too) or the query's:
+    never read from a posted body here, which would parse the body of every refused post (a
+    cross-site 403, a 429) after the refusal."""
     if g.get("oidc_form_source"):
         return g.oidc_form_source
-    raw = request.args.get("next")
-    if not raw and request.method == "POST":  # a sign-in form shown again (a wrong password)
-        try:
-            raw = request.form.get("next")
-        except HTTPException:  # a body refused for what it is (413, undecodable): not a sign-in page
-            return None
+    raw = g.get("form_next") or request.args.get("next")
     if not raw or not raw.startswith(url_for("oidc.authorize") + "?"):
         return None
     params = parse_qs(urlsplit(raw).query)
