@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, g, request
+from flask import Flask, after_this_request, current_app, g, request
 
 from authsvc.web import cookieheader
 
@@ -43,14 +43,16 @@ def init_app(app: Flask) -> None:
             if request.endpoint == VERIFY:
                 g.session_cookie_conflict = True  # the verify view answers "not signed in"
                 return None
+            @after_this_request
+            def expire_strays(response):  # on the 400, and on the 429 or 503 that may replace it
+                for stray_domain, path in cookieheader.stray_locations(request.host, request.path, domain):
+                    response.delete_cookie(name, path=path, domain=stray_domain, secure=secure, httponly=True,
+                                           samesite="Lax")
+                return response
             # A refused sign-in counts toward the per-client limit (the view's own limit never runs):
             # over it, the RateLimitExceeded raised here becomes the 429, a storage failure a 503.
             count_refusal()
-            response = respond(400, TWO_SESSIONS)
-            for stray_domain, path in cookieheader.stray_locations(request.host, request.path, domain):
-                response.delete_cookie(name, path=path, domain=stray_domain, secure=secure, httponly=True,
-                                       samesite="Lax")
-            return response
+            return respond(400, TWO_SESSIONS)
         if request.endpoint == VERIFY or request.endpoint in app.extensions.get("authsvc.csrf_exempt", ()):
             return None  # verify: proxies call it; OIDC token/revoke/userinfo: clients, with credentials
         decision = sameorigin.check(request.method, request.headers.get("Origin"),

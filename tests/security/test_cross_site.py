@@ -360,6 +360,20 @@ def test_login_with_a_planted_session_cookie_is_refused_and_the_plant_removed(ss
 
 
 @pytest.mark.asvs("V3.3.1")
+def test_a_planted_session_cookie_is_removed_by_the_429_too(sso):
+    """Past the per-client limit the two-cookie refusal of a sign-in is a 429: it must still delete
+    the planted copy, or the browser keeps sending it and stays refused."""
+    client = new_client(sso, use_cookies=False)
+    header = f"{SESSION}=planted; {SESSION}=real"
+    answers = [client.post("/login", headers={"Cookie": header}) for _ in range(12)]
+    assert [a.status_code for a in answers] == [400] * 10 + [429] * 2
+    for answer in answers:
+        deletions = [h for h in set_cookie_headers(answer) if h.startswith(f"{SESSION}=;")]
+        assert any("Domain=example.test" in h and "Path=/login" in h and "Max-Age=0" in h for h in deletions), \
+            (answer.status_code, deletions)
+
+
+@pytest.mark.asvs("V3.3.1")
 @pytest.mark.parametrize("path", ["/", "/login", "/account/password", "/api/v1/session", "/logout"])
 def test_any_request_with_two_session_cookies_is_refused(sso, path):
     client = new_client(sso, use_cookies=False)  # the header as written, no cookie jar
