@@ -133,21 +133,21 @@ class DigestLookup:
         compiled = _BY_DIGEST.compile(dialect=engine.dialect)
         self.sql = str(compiled)
         self.positional = compiled.positional  # SQLite's "?" or psycopg's "%(digest)s"
+        self.driver_error = engine.dialect.loaded_dbapi.Error
 
     def __call__(self, digest: bytes):
-        driver_error = self.engine.dialect.loaded_dbapi.Error
         try:
-            return self._fetch((digest,) if self.positional else {"digest": digest}, driver_error)
-        except driver_error as exc:  # a connection refused, a lost server, a locked file ...
-            raise sa.exc.DBAPIError.instance(self.sql, None, exc, driver_error, hide_parameters=True) from exc
+            return self._fetch((digest,) if self.positional else {"digest": digest})
+        except self.driver_error as exc:  # a connection refused, a lost server, a locked file ...
+            raise sa.exc.DBAPIError.instance(self.sql, None, exc, self.driver_error, hide_parameters=True) from exc
 
-    def _fetch(self, params, driver_error):
+    def _fetch(self, params):
         conn = self.engine.raw_connection()
         try:
             with contextlib.closing(conn.cursor()) as cursor:
                 cursor.execute(self.sql, params)
                 return cursor.fetchone()
-        except driver_error:
+        except self.driver_error:
             conn.invalidate()  # not back into the pool: it may be the broken one
             raise
         finally:

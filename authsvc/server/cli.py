@@ -264,18 +264,14 @@ def cmd_user(args) -> int:
             return 0
         account = _account(svc.accounts, args.name)
         svc.accounts.set_password_hash(account.id, svc.hasher.hash(password))
-        ended = svc.sessions.revoke_all(account.id, "password_changed")
-        svc.remember.revoke_all(account.id)
-        svc.known_devices.forget_all(account.id)
+        ended = svc.sign_out.everywhere(account.id, "password_changed").sessions
         svc.audit.emit("password_changed", user_id=account.id, by="cli", sessions_revoked=ended)
         print(f"password changed for {account.username}; {ended} session(s) ended")
         return 0
     account = _account(svc.accounts, args.name)
     if args.user_cmd == "disable":
         svc.accounts.set_disabled(account.id, True)
-        ended = svc.sessions.revoke_all(account.id, "account_disabled")
-        svc.remember.revoke_all(account.id)
-        svc.known_devices.forget_all(account.id)
+        ended = svc.sign_out.everywhere(account.id, "account_disabled").sessions
         svc.audit.emit("account_disabled", user_id=account.id, by="cli", sessions_revoked=ended)
         print(f"disabled {account.username}; {ended} session(s) ended")
     elif args.user_cmd == "enable":
@@ -296,8 +292,8 @@ def cmd_user(args) -> int:
     elif args.user_cmd == "mfa-reset":
         removed = svc.factors.remove_all(account.id)
         codes = svc.recovery_codes.void(account.id)
-        ended = svc.sessions.revoke_all(account.id, "mfa_reset")
-        svc.remember.revoke_all(account.id, reason="mfa_reset")
+        # The factors are gone, the password is not: known devices stay, as for a factor change.
+        ended = svc.sign_out.everywhere(account.id, "mfa_reset", forget_devices=False).sessions
         svc.audit.emit("mfa_reset", user_id=account.id, by="cli", factors_removed=removed,
                        recovery_codes_voided=codes, sessions_revoked=ended)
         print(f"removed {removed} second factor(s) and {codes} recovery code(s) of {account.username}; "
@@ -463,11 +459,10 @@ def cmd_sessions(args) -> int:
             print(f"{s.id}\t{time.strftime('%Y-%m-%d %H:%M', time.gmtime(s.last_seen_at))}\t{_shown(s.client_ip)}\t"
                   f"{'remembered' if s.remembered else '-'}\t{_shown(s.user_agent[:60])}")
         return 0
-    ended = svc.sessions.revoke_all(account.id, "admin_revoked")
-    tokens = svc.remember.revoke_all(account.id)
-    svc.known_devices.forget_all(account.id)
-    svc.audit.emit("session_revoked", user_id=account.id, reason="admin_revoked", by="cli", sessions_revoked=ended)
-    print(f"revoked {ended} session(s) and {tokens} remember-me token(s) of {account.username}")
+    ended = svc.sign_out.everywhere(account.id, "admin_revoked")
+    svc.audit.emit("session_revoked", user_id=account.id, reason="admin_revoked", by="cli",
+                   sessions_revoked=ended.sessions)
+    print(f"revoked {ended.sessions} session(s) and {ended.remembered} remember-me token(s) of {account.username}")
     return 0
 
 

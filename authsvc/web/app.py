@@ -46,6 +46,7 @@ from authsvc.core.second_factors import PASSKEY, TOTP, SecondFactors
 from authsvc.core.totp import SEALING_INFO as TOTP_SEALING_INFO
 from authsvc.core.totp import TotpStore
 from authsvc.core.sessions import SessionStore
+from authsvc.core.sign_out import AccountSignOut
 from authsvc.core.signing import serializer, timed_serializer
 from authsvc.web.session_cookie import SessionInterface
 from authsvc.core.throttle import Throttle
@@ -115,6 +116,7 @@ class Services:
     remember: RememberStore
     devices: DeviceCookies
     known_devices: DeviceRegistry
+    sign_out: AccountSignOut  # sessions, remember-me tokens and known devices ended together
     throttle: Throttle
     audit: Audit
     login: LoginService
@@ -235,6 +237,9 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     factors = SecondFactors({TOTP: totp})
     if passkey_service is not None:  # an account with a passkey takes the second step with it (or a code)
         factors = factors.with_source(PASSKEY, passkey_service.store)
+    sessions = SessionStore(engine, policy.sessions, clock, cache=verify_cache, on_sessions_ended=sessions_ended)
+    remember = RememberStore(engine, policy.sessions, clock, serializer(
+        settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember"), on_sessions_ended=sessions_ended)
     services = Services(
         settings=settings, policy=policy, clock=clock, cookies=cookies,
         redirect_rules=redirect_rules,
@@ -243,9 +248,9 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         blocklist=load_default_blocklist(),
         hasher=hasher,
         accounts=accounts,
-        sessions=SessionStore(engine, policy.sessions, clock, cache=verify_cache, on_sessions_ended=sessions_ended),
-        remember=RememberStore(engine, policy.sessions, clock, serializer(
-            settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember"), on_sessions_ended=sessions_ended),
+        sessions=sessions,
+        remember=remember,
+        sign_out=AccountSignOut(sessions, remember, known_devices),
         devices=devices,
         known_devices=known_devices,
         throttle=throttle,

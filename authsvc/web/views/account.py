@@ -93,9 +93,9 @@ def change_password():
         svc.audit.emit("password_change_failed", reason="policy")
         return account_page(400, errors=problems)
     svc.accounts.set_password_hash(account.id, svc.hasher.hash(new))
-    ended = svc.sessions.revoke_all(account.id, "password_changed", except_id=current_user.session_id)
-    svc.remember.revoke_all(account.id)  # this browser's too: it was issued under the old password
-    svc.known_devices.forget_all(account.id)  # devices minted with the old password keep no budget
+    # Every remember-me token ends, this browser's too (issued under the old password), and every
+    # known device is forgotten (minted with the old password, it keeps no budget).
+    ended = svc.sign_out.everywhere(account.id, "password_changed", keep_session=current_user.session_id).sessions
     svc.audit.emit("password_changed", by="user", sessions_revoked=ended)
 
     @after_this_request
@@ -151,12 +151,11 @@ def end_other_sessions(change: str) -> int:
     Known devices stay known (a password change forgets them): a device cookie only buys
     attempts at the password, and the password is what it was."""
     svc = services()
-    uid, here = current_user.user_id, current_user.session_id
-    ended = svc.sessions.revoke_all(uid, FACTOR_CHANGED, except_id=here)
-    remember_ended = svc.remember.revoke_all(uid, FACTOR_CHANGED, except_session_id=here)
-    svc.audit.emit("session_revoked", reason=FACTOR_CHANGED, change=change, sessions_revoked=ended,
-                   remember_revoked=remember_ended)
-    return ended
+    ended = svc.sign_out.everywhere(current_user.user_id, FACTOR_CHANGED, keep_session=current_user.session_id,
+                                    keep_remember=True, forget_devices=False)
+    svc.audit.emit("session_revoked", reason=FACTOR_CHANGED, change=change, sessions_revoked=ended.sessions,
+                   remember_revoked=ended.remembered)
+    return ended.sessions
 
 
 def others_signed_out(ended: int) -> str:

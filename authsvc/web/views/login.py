@@ -129,10 +129,8 @@ def _replay_detected(user_id: int) -> None:
     too, which must not keep a password-guessing budget of its own."""
     svc = services()
     g.audit_user_id = user_id
-    sessions_ended = svc.sessions.revoke_all(user_id, "remember_replay")
-    svc.remember.revoke_all(user_id, reason="remember_replay")
-    svc.known_devices.forget_all(user_id)
-    svc.audit.emit("remember_replay_detected", outcome="revoked_all", sessions_revoked=sessions_ended)
+    ended = svc.sign_out.everywhere(user_id, "remember_replay")
+    svc.audit.emit("remember_replay_detected", outcome="revoked_all", sessions_revoked=ended.sessions)
 
 
 def _successor_unused(consumed, *, restored: bool) -> None:
