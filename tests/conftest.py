@@ -3,6 +3,7 @@ test controls, and helpers to create users and log in through the real HTTP inte
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import re
@@ -28,6 +29,17 @@ HTTPS = "https://auth.example.test"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "asvs(*ids): OWASP ASVS 5.0 requirement ids this test proves")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test has a node id of its own: pytest-xdist hands tests to its workers by node id, so
+    of two tests sharing one, only the first would run (pytest 9 gave schemathesis' tests, one per
+    operation, a single id; pyproject.toml pins pytest below 9 for that)."""
+    counts = collections.Counter(item.nodeid for item in items)
+    shared = sorted(nodeid for nodeid, n in counts.items() if n > 1)
+    if shared:
+        raise pytest.UsageError(f"{len(shared)} node ids are shared by several tests, which pytest-xdist "
+                                f"would run once each: {', '.join(shared[:5])}")
 
 
 class Clock:

@@ -314,11 +314,17 @@ def test_consent(trusted, prompt, granted, requested, expected):
 ALL = frozenset(SUPPORTED_SCOPES)
 
 
+def scopes_id(scopes) -> str:
+    """A test id that is the same in every process (a set's repr follows the hash seed, and the
+    pytest-xdist workers must collect the same ids)."""
+    return repr(scopes) if scopes is None or isinstance(scopes, tuple) else "{" + ",".join(sorted(scopes)) + "}"
+
+
 @pytest.mark.asvs("V10.7.1")
 @pytest.mark.parametrize("trusted", [False, True], ids=["untrusted", "marked_trusted"])
-@pytest.mark.parametrize("granted", [None, frozenset(), frozenset({"openid"}), ALL], ids=repr)
+@pytest.mark.parametrize("granted", [None, frozenset(), frozenset({"openid"}), ALL], ids=scopes_id)
 @pytest.mark.parametrize("prompt", [frozenset(), frozenset({"consent"}), frozenset({"login"}),
-                                    frozenset({"select_account"})], ids=repr)
+                                    frozenset({"select_account"})], ids=scopes_id)
 @pytest.mark.parametrize("requested", [("openid",), ("openid", "profile"), tuple(SUPPORTED_SCOPES)], ids=repr)
 def test_a_public_client_is_asked_every_time_whatever_was_remembered_or_flagged(trusted, granted, prompt, requested):
     """Its identity cannot be assured (anyone can send its client_id): the user always says yes
@@ -329,7 +335,7 @@ def test_a_public_client_is_asked_every_time_whatever_was_remembered_or_flagged(
 
 @pytest.mark.asvs("V10.7.1")
 @pytest.mark.parametrize("trusted", [False, True])
-@pytest.mark.parametrize("granted", [None, ALL], ids=repr)
+@pytest.mark.parametrize("granted", [None, ALL], ids=scopes_id)
 def test_prompt_none_for_a_public_client_is_always_consent_required(trusted, granted):
     """A silent request can never show the page, so it never gets a code without one."""
     assert consent_decision(trusted=trusted, public=True, prompt=frozenset({"none"}), granted=granted,
