@@ -30,6 +30,8 @@ from typing import Self
 
 import pytest
 
+from tests.conftest import free_port
+
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -196,9 +198,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._hanging = False
         self._held: list[socket.socket] = []
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.open()
 
     @property

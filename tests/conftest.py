@@ -7,6 +7,8 @@ import collections
 import io
 import os
 import re
+import secrets
+import socket
 import sys
 import tempfile
 import time
@@ -15,9 +17,8 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from authsvc.server import cli
-
 from authsvc.core import config, db, filemodes
+from authsvc.server import cli
 from authsvc.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,33 @@ def pytest_collection_modifyitems(config, items):
     if shared:
         raise pytest.UsageError(f"{len(shared)} node ids are shared by several tests, which pytest-xdist "
                                 f"would run once each: {', '.join(shared[:5])}")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on, for a server a test starts next.
+
+    Drawn at random below the kernel's ephemeral range (``ip_local_port_range``), not with
+    ``bind(("127.0.0.1", 0))``: a port from that range can be handed to another connection's
+    client side, or to another pytest-xdist worker's bind, between this check and the server's
+    bind; below it, only another random draw can pick it."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = 10000 + secrets.randbelow(low - 10000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port found in 10000-{low - 1}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return max(10001, min(int(f.read().split()[0]), 65536))
+    except (OSError, ValueError, IndexError):  # not Linux: IANA's dynamic range starts at 49152
+        return 49152
 
 
 class Clock:

@@ -42,7 +42,7 @@ from types import MappingProxyType
 import pytest
 import urllib3.util.connection
 
-from tests.conftest import PASSWORD, ROOT, STRONG_KEY, TEST_POLICY, csrf_in
+from tests.conftest import PASSWORD, ROOT, STRONG_KEY, TEST_POLICY, csrf_in, free_port
 
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "authsvc.conf"
 AUTH_HOST = "auth.example.test"
@@ -73,12 +73,6 @@ def require_module(name: str, package: str | None = None) -> None:
     """Skip the test if Python module ``name`` is missing (fail it under CI=true)."""
     if importlib.util.find_spec(name) is None:
         _missing(f"Python package {package or name} is not installed: pip install -e '.[test]'")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None, log: Path, timeout: float = 20.0) -> None:

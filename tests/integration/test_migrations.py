@@ -30,14 +30,13 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from authsvc.server import cli
-
 from authsvc.core import db, models
-from authsvc.web.auth import session_identifier
 from authsvc.core.hashing import Hasher
 from authsvc.core.passkeys import PasskeyStore
 from authsvc.core.policy import load_policy
 from authsvc.core.sessions import new_token, token_digest
+from authsvc.server import cli
+from authsvc.web.auth import session_identifier
 from tests.backends import pg_schema
 from tests.conftest import (
     PASSWORD,
@@ -334,9 +333,7 @@ def test_a_schema_from_a_newer_release_is_refused_without_suggesting_db_upgrade(
 
 
 def test_an_unreachable_database_is_a_clear_refusal_not_a_traceback(tmp_path, monkeypatch, capsys):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     url = f"postgresql+psycopg://authsvc@127.0.0.1:{port}/authsvc"
     with configured(monkeypatch, tmp_path, url) as started:
         code, err = run(SERVE, capsys)

@@ -10,7 +10,6 @@ with HMAC-SHA-256 and a SHA-1 signature is refused even under the right key.
 from __future__ import annotations
 
 import hashlib
-import socket
 import stat
 import subprocess
 import time
@@ -29,6 +28,7 @@ from tests.conftest import (
     add_user,
     build_app,
     cookie_value,
+    free_port,
     login,
     make_env,
     new_client,
@@ -397,18 +397,12 @@ def test_serve_refuses_key_and_key_file_together(tmp_path):
     assert KEY_A not in result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.asvs("V11.2.3")
 def test_serve_with_strong_key_does_start_gunicorn(tmp_path):
     """The control for the refusals above: the same command with a sound key keeps running."""
     assert run_cli(tmp_path, "db", "upgrade").returncode == 0
     log = tmp_path / "serve.log"
-    port = _free_port()
+    port = free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen([str(AUTHSVC), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
                                 cwd=tmp_path, env=cli_env(tmp_path), stdout=out, stderr=subprocess.STDOUT,
