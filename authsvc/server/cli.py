@@ -513,8 +513,8 @@ def cmd_oidc(args) -> int:
     if args.client_cmd == "update":
         return _oidc_client_update(args, svc)
     name = args.name.strip()
-    if not name or len(name) > 128 or not name.isprintable():
-        return _fail("the client name must be 1 to 128 printable characters")
+    if problem := _client_name_problem(name):
+        return _fail(problem)
     if args.scopes is None:
         args.scopes = " ".join(DEFAULT_CLIENT_SCOPES)
     problems, scopes = _client_option_problems(args, public=args.public)
@@ -522,8 +522,7 @@ def cmd_oidc(args) -> int:
                                                                               public=False)):
         problems.append(f"--backchannel-logout-uri: {p}")
     if args.public and args.trusted:
-        problems.append("--trusted with --public: a public client cannot prove who it is, so its users are "
-                        "always asked for consent (ASVS V10.7.1); drop --trusted")
+        problems.append(PUBLIC_NOT_TRUSTED)
     if problems:
         return _refused(problems)
     made = provider.clients.add(name, tuple(dict.fromkeys(args.redirect_uri)), public=args.public,
@@ -543,6 +542,17 @@ def cmd_oidc(args) -> int:
         print(f"client_secret: {made.client_secret}")
         print("(shown once: authsvc keeps only its SHA-256 digest)")
     return 0
+
+
+PUBLIC_NOT_TRUSTED = ("--trusted with a public client: it cannot prove who it is, so its users are always "
+                      "asked for consent (ASVS V10.7.1); drop --trusted")
+
+
+def _client_name_problem(name: str) -> str | None:
+    """What is wrong with a client's display name (shown on the consent page), or None."""
+    if not name or len(name) > 128 or not name.isprintable():
+        return "the client name must be 1 to 128 printable characters"
+    return None
 
 
 def _client_option_problems(args, *, public: bool) -> tuple[list[str], tuple[str, ...] | None]:
@@ -577,35 +587,55 @@ def _oidc_client_update(args, svc) -> int:
     """``authsvc oidc client update CLIENT_ID``: nothing changes unless every option given passes."""
     import json
 
+    from authsvc.core.oidc.store import KEEP
+    from authsvc.rules.oidc_redirects import registration_problem
+
     provider = svc.oidc
     before = provider.clients.get(args.client_id)
     if before is None:
         return _fail(f"no client with id {args.client_id!r} (authsvc oidc client list shows them)")
-    given = [flag for flag, value in (("--redirect-uri", args.redirect_uri),
+    given = [flag for flag, value in (("--name", args.name), ("--redirect-uri", args.redirect_uri),
                                       ("--post-logout-redirect-uri", args.post_logout_redirect_uri),
-                                      ("--scopes", args.scopes)) if value is not None]
-    if args.rotate_secret:
-        given.append("--rotate-secret")
+                                      ("--scopes", args.scopes),
+                                      ("--backchannel-logout-uri", args.backchannel_logout_uri)) if value is not None]
+    given += [f"--{'' if on else 'no-'}{flag}" for flag, on in (("trusted", args.trusted),
+                                                               ("require-mfa", args.require_mfa)) if on is not None]
+    given += [flag for flag, on in (("--no-post-logout-redirect-uri", args.no_post_logout_redirect_uri),
+                                    ("--no-backchannel-logout-uri", args.no_backchannel_logout_uri),
+                                    ("--rotate-secret", args.rotate_secret)) if on]
     if not given:
-        return _refused(["nothing to change: give --scopes, --redirect-uri, --post-logout-redirect-uri or "
-                         "--rotate-secret"])
+        return _refused(["nothing to change: give --name, --scopes, --redirect-uri, --post-logout-redirect-uri, "
+                         "--backchannel-logout-uri, --[no-]trusted, --[no-]require-mfa or --rotate-secret"])
     problems, scopes = _client_option_problems(args, public=before.public)
+    name = None if args.name is None else args.name.strip()
+    if name is not None and (p := _client_name_problem(name)):
+        problems.append(f"--name: {p}")
+    if args.backchannel_logout_uri is not None and (p := registration_problem(args.backchannel_logout_uri,
+                                                                              public=False)):
+        problems.append(f"--backchannel-logout-uri: {p}")
+    if args.trusted and before.public:
+        problems.append(PUBLIC_NOT_TRUSTED)
     if args.rotate_secret and before.public:
         problems.append("--rotate-secret: a public client has no secret (it proves nothing; PKCE protects "
                         "its codes)")
     if problems:
         return _refused(problems)
+    post_logout = (() if args.no_post_logout_redirect_uri else
+                   None if args.post_logout_redirect_uri is None else tuple(dict.fromkeys(args.post_logout_redirect_uri)))
     done = provider.clients.update(
-        args.client_id, rotate_secret=args.rotate_secret, scopes=scopes,
+        args.client_id, name=name, rotate_secret=args.rotate_secret, scopes=scopes,
+        trusted=args.trusted, require_mfa=args.require_mfa,
+        backchannel_logout_uri=(None if args.no_backchannel_logout_uri else
+                                KEEP if args.backchannel_logout_uri is None else args.backchannel_logout_uri),
         redirect_uris=None if args.redirect_uri is None else tuple(dict.fromkeys(args.redirect_uri)),
-        post_logout_redirect_uris=(None if args.post_logout_redirect_uri is None
-                                   else tuple(dict.fromkeys(args.post_logout_redirect_uri))))
+        post_logout_redirect_uris=post_logout)
     if done is None:  # removed since the look-up above
         return _fail(f"no client with id {args.client_id!r} (authsvc oidc client list shows them)")
     client = done.client
     # The field names stay clear of the words the secret-in-log rule looks for (AUTHSVC005).
     svc.audit.emit("oidc_client_updated", by="cli", client_id=client.client_id, changed=",".join(given),
-                   scopes=" ".join(client.scopes), credential_rotated=bool(args.rotate_secret),
+                   scopes=" ".join(client.scopes), trusted=client.trusted, require_mfa=client.require_mfa,
+                   credential_rotated=bool(args.rotate_secret),
                    scopes_removed=" ".join(done.scopes_removed), revoked=done.revoked,
                    codes_deleted=done.codes_deleted, consents_revoked=done.consents_revoked)
     if args.json:
@@ -620,10 +650,17 @@ def _oidc_client_update(args, svc) -> int:
     print(f"redirect URIs: {' '.join(client.redirect_uris)}")
     if client.post_logout_redirect_uris:
         print(f"post-logout redirect URIs: {' '.join(client.post_logout_redirect_uris)}")
+    flags = ",".join(f for f, on in (("trusted", client.trusted), ("require-mfa", client.require_mfa)) if on)
+    print(f"flags: {flags or '-'}")
+    if client.backchannel_logout_uri:
+        print(f"back-channel logout URI: {client.backchannel_logout_uri}")
     if done.scopes_removed:
         print(f"scopes taken away ({' '.join(done.scopes_removed)}): revoked {done.revoked} token(s), "
               f"{done.codes_deleted} unused code(s) and {done.consents_revoked} consent(s) of this client; "
               f"its users sign in to it again")
+    elif done.revoked or done.codes_deleted:
+        print(f"the client is stricter now: revoked {done.revoked} token(s) and {done.codes_deleted} unused "
+              f"code(s) of this client; its users sign in to it again")
     if done.client_secret is not None:
         print(f"client_secret: {done.client_secret}")
         print("(shown once: authsvc keeps only its SHA-256 digest; the old secret no longer works)")
@@ -725,15 +762,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("list", help="client_id, name, kind, flags, scopes, redirect URIs (never secrets)")
     p.add_argument("--json", action="store_true", help="a JSON list of the clients")
     p.set_defaults(func=cmd_oidc)
-    p = csub.add_parser("update", help="change a client's scopes, redirect URIs or secret; taking a scope "
-                        "away revokes its tokens and consents")
+    p = csub.add_parser("update", help="change a client's name, scopes, URIs, flags or secret; taking a scope "
+                        "away revokes its tokens and consents, making it stricter its tokens")
     p.add_argument("client_id")
     p.add_argument("--scopes", metavar="'openid ...'", help="the scopes it may ask for from now on (replaces the "
                    "list; fewer than before: its tokens, unused codes and consents are revoked)")
     p.add_argument("--redirect-uri", action="append", metavar="URI",
                    help="an exact redirect URI (repeat for several; replaces the list)")
-    p.add_argument("--post-logout-redirect-uri", action="append", metavar="URI",
-                   help="repeat for several; replaces the list")
+    logout = p.add_mutually_exclusive_group()
+    logout.add_argument("--post-logout-redirect-uri", action="append", metavar="URI",
+                        help="repeat for several; replaces the list")
+    logout.add_argument("--no-post-logout-redirect-uri", action="store_true", help="empty the list")
+    p.add_argument("--name", help="the name its users see on the consent page")
+    p.add_argument("--trusted", action=argparse.BooleanOptionalAction, default=None,
+                   help="first-party, no consent page; --no-trusted: its users consent again (its tokens and "
+                        "unused codes are revoked)")
+    p.add_argument("--require-mfa", action=argparse.BooleanOptionalAction, default=None,
+                   help="a one-factor session is stepped up first (setting it revokes the client's tokens and "
+                        "unused codes)")
+    backchannel = p.add_mutually_exclusive_group()
+    backchannel.add_argument("--backchannel-logout-uri", metavar="URI")
+    backchannel.add_argument("--no-backchannel-logout-uri", action="store_true",
+                             help="send it no more back-channel logouts")
     p.add_argument("--rotate-secret", action="store_true",
                    help="a new client_secret, printed once; the old one stops working at once")
     p.add_argument("--json", action="store_true", help="print {client_id, client_secret (when rotated), "

@@ -12,7 +12,7 @@ import pytest
 from authsvc.core import config
 from authsvc.core.policy import PolicyError, load_policy
 from tests.conftest import TEST_POLICY, csrf_in, login, make_env, run_cli
-from tests.security.factors import enroll, second_step
+from tests.security.factors import enroll, second_step, sign_in
 from tests.security.oidc_helpers import (
     NATIVE,
     WEB,
@@ -222,6 +222,64 @@ def test_rotate_secret_prints_the_new_one_once_and_the_old_one_is_refused(app, s
     assert "oidc_client_updated" in caplog.text
 
 
+def test_client_update_changes_the_name_flags_and_logout_uris_it_is_given(app, svc, monkeypatch, tmp_path, capsys):
+    cid, _ = add_client(svc, post_logout_redirect_uris=("https://app.example.com/bye",))
+    bc = "https://app.example.com/backchannel"
+    assert update_client(monkeypatch, tmp_path, cid, "--name", "  Wiki (staff)  ", "--require-mfa",
+                         "--trusted", "--backchannel-logout-uri", bc) == 0
+    out = capsys.readouterr().out
+    assert "flags: trusted,require-mfa" in out and f"back-channel logout URI: {bc}" in out
+    c = svc.oidc.clients.get(cid)
+    assert (c.name, c.trusted, c.require_mfa, c.backchannel_logout_uri) == ("Wiki (staff)", True, True, bc)
+    assert c.post_logout_redirect_uris == ("https://app.example.com/bye",) and c.redirect_uris == (WEB,)
+    assert update_client(monkeypatch, tmp_path, cid, "--no-require-mfa", "--no-trusted",
+                         "--no-backchannel-logout-uri", "--no-post-logout-redirect-uri") == 0
+    c = svc.oidc.clients.get(cid)
+    assert (c.name, c.trusted, c.require_mfa, c.backchannel_logout_uri, c.post_logout_redirect_uris) == (
+        "Wiki (staff)", False, False, None, ())
+    assert "flags: -" in capsys.readouterr().out
+
+
+@pytest.mark.asvs("V10.7.1")
+@pytest.mark.parametrize("stricter, start", [("--no-trusted", {"trusted": True}),
+                                             ("--require-mfa", {"trusted": True, "require_mfa": False})])
+def test_making_a_client_stricter_revokes_its_tokens_and_unused_codes(app, svc, client, user, monkeypatch,
+                                                                       tmp_path, capsys, caplog, stricter, start):
+    """Tokens issued without the consent (or the second factor) the client now asks for do not
+    outlive the change: its users sign in to it again, and go through the consent page (or the
+    second step)."""
+    caplog.set_level(logging.INFO, "authsvc.audit")
+    cid, secret = add_client(svc, **start)
+    body = signed_in_tokens(client, cid, secret)
+    unused, unused_verifier = get_code(client, cid)
+    assert update_client(monkeypatch, tmp_path, cid, stricter) == 0
+    out = capsys.readouterr().out
+    assert "the client is stricter now: revoked 1 token(s) and 1 unused code(s)" in out
+    assert refresh(client, cid, secret, body["refresh_token"]).get_json()["error"] == "invalid_grant"
+    assert userinfo(client, body["access_token"]).status_code == 401
+    assert exchange(client, cid, secret, unused, unused_verifier).get_json()["error"] == "invalid_grant"
+    event = [json.loads(r.getMessage()) for r in caplog.records if "oidc_client_updated" in r.getMessage()][-1]
+    assert (event["changed"], event["revoked"], event["codes_deleted"]) == (stricter, 1, 1)
+    assert (event["trusted"], event["require_mfa"]) == ((False, False) if stricter == "--no-trusted" else (True, True))
+
+
+@pytest.mark.parametrize("looser, start", [("--trusted", {}), ("--no-require-mfa", {"trusted": True, "require_mfa": True})])
+def test_making_a_client_looser_ends_nothing(app, svc, client, user, clock, monkeypatch, tmp_path, capsys,
+                                             looser, start):
+    cid, secret = add_client(svc, **start)
+    if start.get("require_mfa"):  # its tokens need a two-factor session
+        totp = enroll(app, user, clock)
+        assert sign_in(client, totp).status_code == 303
+    else:
+        login(client)
+    code, verifier = (get_code(client, cid) if start.get("trusted") else get_code_with_consent(client, cid))
+    body = exchange(client, cid, secret, code, verifier).get_json()
+    assert update_client(monkeypatch, tmp_path, cid, looser) == 0
+    assert "stricter" not in capsys.readouterr().out
+    assert userinfo(client, body["access_token"]).status_code == 200
+    assert refresh(client, cid, secret, body["refresh_token"]).status_code == 200
+
+
 BAD_UPDATES = [
     ["--redirect-uri", "http://app.example.com/cb"], ["--redirect-uri", "https://app.example.com/cb#x"],
     ["--redirect-uri", "com.example.app:/cb"], ["--redirect-uri", ""],
@@ -231,7 +289,24 @@ BAD_UPDATES = [
     ["--scopes", "openid gr\u043eups"],
     ["--scopes", "openid", "--redirect-uri", "http://app.example.com/cb", "--rotate-secret"],  # one bad: none done
     [],                                                                                          # nothing to change
+    ["--name", ""], ["--name", "   "], ["--name", "x" * 129], ["--name", "Wiki\x1b[31m"], ["--name", "Wiki\nadmin"],
+    ["--backchannel-logout-uri", "http://app.example.com/bc"], ["--backchannel-logout-uri", "https://app.example.com/bc#x"],
+    ["--backchannel-logout-uri", "https://user:pw@app.example.com/bc"], ["--backchannel-logout-uri", ""],
+    ["--name", "Wiki 2", "--no-trusted", "--backchannel-logout-uri", "javascript:alert(1)"],    # one bad: none done
 ]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--post-logout-redirect-uri", "https://app.example.com/bye", "--no-post-logout-redirect-uri"],
+    ["--backchannel-logout-uri", "https://app.example.com/bc", "--no-backchannel-logout-uri"],
+])
+def test_client_update_refuses_to_set_and_clear_one_field_at_once(app, svc, monkeypatch, tmp_path, capsys, argv):
+    cid, _ = add_client(svc, post_logout_redirect_uris=("https://app.example.com/bye",))
+    before = svc.oidc.clients.get(cid)
+    with pytest.raises(SystemExit) as exited:
+        update_client(monkeypatch, tmp_path, cid, *argv)
+    assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert svc.oidc.clients.get(cid) == before
 
 
 @pytest.mark.asvs("V10.4.1", "V10.4.11")
@@ -253,6 +328,9 @@ def test_client_update_refuses_to_rotate_a_public_clients_secret(app, svc, monke
     before = svc.oidc.clients.get(cid)
     assert update_client(monkeypatch, tmp_path, cid, "--rotate-secret") == 2
     assert "a public client has no secret" in capsys.readouterr().err
+    assert update_client(monkeypatch, tmp_path, cid, "--trusted") == 2       # V10.7.1: it always asks
+    assert "cannot prove who it is" in capsys.readouterr().err
+    assert svc.oidc.clients.get(cid) == before
     # a public client's loopback and private-use URIs pass, as they do for add --public
     assert update_client(monkeypatch, tmp_path, cid, "--redirect-uri",
                    "com.example.app:/cb") == 0

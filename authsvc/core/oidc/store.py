@@ -138,7 +138,9 @@ class NewClient:
 @dataclass(frozen=True)
 class UpdatedClient:
     """What :meth:`ClientStore.update` did. When scopes were taken off the client's list
-    (``scopes_removed``), everything issued under the wider list was ended with them."""
+    (``scopes_removed``), everything issued under the wider list was ended with them; when the
+    client was made stricter (trusted taken away, a second factor required), its tokens and unused
+    codes were."""
 
     client: Client
     client_secret: str | None            # the new secret, shown once, when it was rotated
@@ -149,6 +151,14 @@ class UpdatedClient:
 
 
 SCOPES_NARROWED = "client_scopes_narrowed"  # oidc_tokens.revoke_reason
+CLIENT_STRICTER = "client_made_stricter"     # the same, for trusted taken away or require_mfa set
+
+
+class Keep:
+    """The type of :data:`KEEP`: "leave this field as it is", where None would mean "clear it"."""
+
+
+KEEP = Keep()
 
 
 class ClientStore:
@@ -190,18 +200,25 @@ class ClientStore:
             rows = conn.execute(oidc_clients.select().order_by(oidc_clients.c.id)).all()
         return [_client(r) for r in rows]
 
-    def update(self, client_id: str, *, redirect_uris: tuple[str, ...] | None = None,
+    def update(self, client_id: str, *, name: str | None = None, redirect_uris: tuple[str, ...] | None = None,
                post_logout_redirect_uris: tuple[str, ...] | None = None, scopes: tuple[str, ...] | None = None,
+               trusted: bool | None = None, require_mfa: bool | None = None,
+               backchannel_logout_uri: str | None | Keep = KEEP,
                rotate_secret: bool = False) -> UpdatedClient | None:
         """Change what is given (each list replaces the old one; the values are checked by the
-        caller, as for :meth:`add`); None for an unknown client. ``rotate_secret``: a new secret,
-        the old digest replaced at once (a confidential client only).
+        caller, as for :meth:`add`; ``backchannel_logout_uri=None`` clears it); None for an unknown
+        client. ``rotate_secret``: a new secret, the old digest replaced at once (a confidential
+        client only).
 
         Scopes taken off the list end what was issued under the wider list, in the same transaction:
         every live token of the client (access and refresh: a refresh token would otherwise keep a
         user's sign-in to the client going, and a live access token keeps the removed scope until it
         expires), its codes not yet exchanged (a code carries its scope into the tokens) and the
-        users' consents (a scope put back later is asked for again). Its users sign in again."""
+        users' consents (a scope put back later is asked for again). Its users sign in again.
+
+        A client made stricter the other ways (no longer trusted, so its users must consent; or a
+        second factor now required) ends its live tokens and unused codes the same way: they were
+        issued without the consent or the factor the client now asks for."""
         if scopes is not None and ("openid" not in scopes or any(s not in SUPPORTED_SCOPES for s in scopes)):
             raise ValueError(f"scopes must include openid and name only {' '.join(SUPPORTED_SCOPES)}")
         with self.engine.begin() as conn:
@@ -212,7 +229,17 @@ class ClientStore:
             before = _client(row)
             if rotate_secret and before.public:
                 raise ValueError("a public client has no secret to rotate")
+            if trusted and before.public:
+                raise ValueError("a public client cannot be trusted: its users always consent")
             values: dict[str, object] = {}
+            if name is not None:
+                values["name"] = name
+            if trusted is not None:
+                values["trusted"] = trusted
+            if require_mfa is not None:
+                values["require_mfa"] = require_mfa
+            if not isinstance(backchannel_logout_uri, Keep):
+                values["backchannel_logout_uri"] = backchannel_logout_uri
             if redirect_uris is not None:
                 values["redirect_uris"] = "\n".join(redirect_uris)
             if post_logout_redirect_uris is not None:
@@ -227,12 +254,15 @@ class ClientStore:
             if values:
                 conn.execute(oidc_clients.update().where(oidc_clients.c.id == row.id).values(**values))
             tokens = codes = consents = 0
-            if removed:
+            stricter = (trusted is False and before.trusted) or (require_mfa is True and not before.require_mfa)
+            if removed or stricter:
                 tokens = conn.execute(oidc_tokens.update().where(
                     oidc_tokens.c.client_id == client_id, oidc_tokens.c.revoked_at.is_(None)).values(
-                    revoked_at=self.clock(), revoke_reason=SCOPES_NARROWED)).rowcount
+                    revoked_at=self.clock(),
+                    revoke_reason=SCOPES_NARROWED if removed else CLIENT_STRICTER)).rowcount
                 codes = conn.execute(oidc_codes.delete().where(
                     oidc_codes.c.client_id == client_id, oidc_codes.c.used_at.is_(None))).rowcount
+            if removed:
                 consents = conn.execute(oidc_consents.delete().where(
                     oidc_consents.c.client_id == client_id)).rowcount
         client = self.get(client_id)
