@@ -479,7 +479,6 @@ def cmd_oidc(args) -> int:
     """``authsvc oidc client add|list|update|remove`` and ``authsvc oidc keys rotate``."""
     import json
 
-    from authsvc.rules.oidc_redirects import registration_problem
     from authsvc.rules.oidc_requests import DEFAULT_CLIENT_SCOPES
 
     app = _app()
@@ -518,11 +517,6 @@ def cmd_oidc(args) -> int:
     if args.scopes is None:
         args.scopes = " ".join(DEFAULT_CLIENT_SCOPES)
     problems, scopes = _client_option_problems(args, public=args.public)
-    if args.backchannel_logout_uri is not None and (p := registration_problem(args.backchannel_logout_uri,
-                                                                              public=False)):
-        problems.append(f"--backchannel-logout-uri: {p}")
-    if args.public and args.trusted:
-        problems.append(PUBLIC_NOT_TRUSTED)
     if problems:
         return _refused(problems)
     made = provider.clients.add(name, tuple(dict.fromkeys(args.redirect_uri)), public=args.public,
@@ -558,8 +552,10 @@ def _client_name_problem(name: str) -> str | None:
 def _client_option_problems(args, *, public: bool) -> tuple[list[str], tuple[str, ...] | None]:
     """The checks ``oidc client add`` and ``update`` share, of the options given (None: not given):
     ``--redirect-uri``, ``--post-logout-redirect-uri`` (``registration_problem``, for a public or
-    confidential client) and ``--scopes`` (``parse_scope``). Returns the problems, one line each,
-    and the scopes in their one form (None when not given or refused)."""
+    confidential client), ``--backchannel-logout-uri`` (the same, server to server: as for a
+    confidential client), ``--trusted`` (never for a public client) and ``--scopes``
+    (``parse_scope``). Returns the problems, one line each, and the scopes in their one form (None
+    when not given or refused)."""
     from authsvc.rules.oidc_redirects import registration_problem
     from authsvc.rules.oidc_requests import SUPPORTED_SCOPES, parse_scope
 
@@ -567,6 +563,11 @@ def _client_option_problems(args, *, public: bool) -> tuple[list[str], tuple[str
                 if (p := registration_problem(uri, public=public))]
     problems += [f"--post-logout-redirect-uri {uri!r}: {p}" for uri in args.post_logout_redirect_uri or ()
                  if (p := registration_problem(uri, public=public))]
+    if args.backchannel_logout_uri is not None and (p := registration_problem(args.backchannel_logout_uri,
+                                                                              public=False)):
+        problems.append(f"--backchannel-logout-uri: {p}")
+    if args.trusted and public:
+        problems.append(PUBLIC_NOT_TRUSTED)
     if args.scopes is None:
         return problems, None
     scopes = parse_scope(args.scopes)
@@ -588,7 +589,6 @@ def _oidc_client_update(args, svc) -> int:
     import json
 
     from authsvc.core.oidc.store import KEEP
-    from authsvc.rules.oidc_redirects import registration_problem
 
     provider = svc.oidc
     before = provider.clients.get(args.client_id)
@@ -610,11 +610,6 @@ def _oidc_client_update(args, svc) -> int:
     name = None if args.name is None else args.name.strip()
     if name is not None and (p := _client_name_problem(name)):
         problems.append(f"--name: {p}")
-    if args.backchannel_logout_uri is not None and (p := registration_problem(args.backchannel_logout_uri,
-                                                                              public=False)):
-        problems.append(f"--backchannel-logout-uri: {p}")
-    if args.trusted and before.public:
-        problems.append(PUBLIC_NOT_TRUSTED)
     if args.rotate_secret and before.public:
         problems.append("--rotate-secret: a public client has no secret (it proves nothing; PKCE protects "
                         "its codes)")

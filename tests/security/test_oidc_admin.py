@@ -290,6 +290,7 @@ BAD_UPDATES = [
     ["--scopes", "openid", "--redirect-uri", "http://app.example.com/cb", "--rotate-secret"],  # one bad: none done
     [],                                                                                          # nothing to change
     ["--name", ""], ["--name", "   "], ["--name", "x" * 129], ["--name", "Wiki\x1b[31m"], ["--name", "Wiki\nadmin"],
+    ["--name", "Wiki\u202eevil"], ["--name", "Wiki\u200b"],                                        # bidi override, zero width
     ["--backchannel-logout-uri", "http://app.example.com/bc"], ["--backchannel-logout-uri", "https://app.example.com/bc#x"],
     ["--backchannel-logout-uri", "https://user:pw@app.example.com/bc"], ["--backchannel-logout-uri", ""],
     ["--name", "Wiki 2", "--no-trusted", "--backchannel-logout-uri", "javascript:alert(1)"],    # one bad: none done
@@ -454,18 +455,22 @@ def test_an_access_token_ends_after_its_lifetime(svc, client, user, clock):
     assert client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
-def test_the_token_endpoint_is_throttled_per_client_with_a_json_429(tmp_path, clock):
-    import base64
-
+def token_limit_of_three(tmp_path, clock):
+    """An app whose token endpoint allows 3 requests a minute per client, two trusted clients in it:
+    its test client, (client_id, secret) of one and of the other."""
     from tests.conftest import build_app
 
     path = tmp_path / "p.toml"
     path.write_text(open(TEST_POLICY).read() + '\n[oidc]\ntoken_requests_per_client = ["3 per minute"]\n')
     app = build_app(tmp_path, clock, AUTHSVC_POLICY=str(path))
     svc = app.extensions["authsvc"]
-    cid, secret = add_client(svc, trusted=True)
-    other, other_secret = add_client(svc, "Other", trusted=True)
-    client = app.test_client()
+    return app.test_client(), add_client(svc, trusted=True), add_client(svc, "Other", trusted=True)
+
+
+def test_the_token_endpoint_is_throttled_per_client_with_a_json_429(tmp_path, clock):
+    import base64
+
+    client, (cid, secret), (other, other_secret) = token_limit_of_three(tmp_path, clock)
 
     def post(client_id, secret, ip):
         auth = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
@@ -488,15 +493,7 @@ def test_token_requests_refused_as_too_large_count_toward_the_token_limit(tmp_pa
     limit. Other clients and addresses keep their budgets."""
     import base64
 
-    from tests.conftest import build_app
-
-    path = tmp_path / "p.toml"
-    path.write_text(open(TEST_POLICY).read() + '\n[oidc]\ntoken_requests_per_client = ["3 per minute"]\n')
-    app = build_app(tmp_path, clock, AUTHSVC_POLICY=str(path))
-    svc = app.extensions["authsvc"]
-    cid, secret = add_client(svc, trusted=True)
-    other, other_secret = add_client(svc, "Other", trusted=True)
-    client = app.test_client()
+    client, (cid, secret), (other, other_secret) = token_limit_of_three(tmp_path, clock)
 
     def post(body, ip, client_id=None, client_secret="x"):
         headers = {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
