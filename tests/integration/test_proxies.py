@@ -263,17 +263,23 @@ def alias_field_lines() -> dict[str, list[str]]:
     cases = {"every alias at once": [f"{v}: forged-{i}" for i, v in enumerate(aliases)]}
     cases.update({f"alias {v}": [f"{v}: forged-alias"] for v in aliases})
     for name in IDENTITY_NAMES:
-        cases.update({
-            f"{name} with a space before the colon": [f"{name} : forged-space"],
-            f"{name} with a tab before the colon": [f"{name}\t: forged-tab"],
-            f"{name} with a leading space, first": [f" {name}: forged-leading"],
-            f"{name} folded into the field before": ["Accept: */*", f" {name}: forged-folded"],
-            f"{name} twice": [f"{name}: forged-first", f"{name}: forged-second"],
-            f"{name} twice in two cases": [f"{name}: forged-first", f"{name.lower()}: forged-second"],
-            f"{name} and its underscore spelling": [f"{name}: forged-first", f"{name.replace('-', '_')}: forged-2"],
-            f"{name} and its dotted spelling": [f"{name.replace('-', '.')}: forged-first", f"{name}: forged-2"],
-        })
+        cases.update(around_the_name(name))
+        cases[f"{name} folded into the field before"] = ["Accept: */*", f" {name}: forged-folded"]
     return cases
+
+
+def around_the_name(name: str) -> dict[str, list[str]]:
+    """Header ``name`` with whitespace around it, or sent twice (in one case or two, beside its
+    underscore or dotted spelling): the cases every identity header family gets."""
+    return {
+        f"{name} with a space before the colon": [f"{name} : forged-space"],
+        f"{name} with a tab before the colon": [f"{name}\t: forged-tab"],
+        f"{name} with a leading space, first": [f" {name}: forged-leading"],
+        f"{name} twice": [f"{name}: forged-first", f"{name}: forged-second"],
+        f"{name} twice in two cases": [f"{name}: forged-first", f"{name.lower()}: forged-second"],
+        f"{name} and its underscore spelling": [f"{name}: forged-first", f"{name.replace('-', '_')}: forged-2"],
+        f"{name} and its dotted spelling": [f"{name.replace('-', '.')}: forged-first", f"{name}: forged-2"],
+    }
 
 
 def foreign_field_lines() -> dict[str, list[str]]:
@@ -285,15 +291,7 @@ def foreign_field_lines() -> dict[str, list[str]]:
     cases = {"every foreign spelling at once": [f"{v}: forged-{i}" for i, v in enumerate(every)]}
     cases.update({f"foreign {v}": [f"{v}: forged-foreign"] for v in every})
     for name in FOREIGN_IDENTITY_NAMES:
-        cases.update({
-            f"{name} with a space before the colon": [f"{name} : forged-space"],
-            f"{name} with a tab before the colon": [f"{name}\t: forged-tab"],
-            f"{name} with a leading space, first": [f" {name}: forged-leading"],
-            f"{name} twice": [f"{name}: forged-first", f"{name}: forged-second"],
-            f"{name} twice in two cases": [f"{name}: forged-first", f"{name.lower()}: forged-second"],
-            f"{name} and its underscore spelling": [f"{name}: forged-first", f"{name.replace('-', '_')}: forged-2"],
-            f"{name} and its dotted spelling": [f"{name.replace('-', '.')}: forged-first", f"{name}: forged-2"],
-        })
+        cases.update(around_the_name(name))
     return cases
 
 
