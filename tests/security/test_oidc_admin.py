@@ -175,12 +175,17 @@ def test_narrowing_scopes_revokes_the_clients_tokens_codes_and_consents(app, svc
 
 
 def test_client_update_redirect_uris_replace_the_list(app, svc, client, user, monkeypatch, tmp_path, capsys):
-    cid, secret = add_client(svc, trusted=True)
+    cid, secret = add_client(svc, trusted=True, redirect_uris=(WEB, "https://app.example.com/other"))
+    login(client)
+    dropped, dropped_verifier = get_code(client, cid)                       # sent to WEB, not yet exchanged
+    kept, kept_verifier = get_code(client, cid, "https://app.example.com/other")
     new = "https://app.example.com/new-callback"
     assert update_client(monkeypatch, tmp_path, cid, "--redirect-uri", new,
                    "--redirect-uri", new, "--redirect-uri", "https://app.example.com/other") == 0
     assert svc.oidc.clients.get(cid).redirect_uris == (new, "https://app.example.com/other")
-    login(client)
+    # a code sent to a URI taken off the list cannot be exchanged there any more; one sent to a kept URI can
+    assert exchange(client, cid, secret, dropped, dropped_verifier).get_json()["error"] == "invalid_grant"
+    assert exchange(client, cid, secret, kept, kept_verifier, "https://app.example.com/other").status_code == 200
     assert authorize(client, authorize_params(cid, WEB, challenge=pkce()[1])).status_code == 400  # old one: gone
     code, verifier = get_code(client, cid, new)
     assert exchange(client, cid, secret, code, verifier, new).status_code == 200

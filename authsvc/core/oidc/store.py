@@ -218,7 +218,9 @@ class ClientStore:
 
         A client made stricter the other ways (no longer trusted, so its users must consent; or a
         second factor now required) ends its live tokens and unused codes the same way: they were
-        issued without the consent or the factor the client now asks for."""
+        issued without the consent or the factor the client now asks for. New redirect URIs delete
+        the unused codes sent to a URI no longer registered (the token endpoint compares the URI
+        with the code's, not with the list)."""
         if scopes is not None and ("openid" not in scopes or any(s not in SUPPORTED_SCOPES for s in scopes)):
             raise ValueError(f"scopes must include openid and name only {' '.join(SUPPORTED_SCOPES)}")
         with self.engine.begin() as conn:
@@ -262,6 +264,10 @@ class ClientStore:
                     revoke_reason=SCOPES_NARROWED if removed else CLIENT_STRICTER)).rowcount
                 codes = conn.execute(oidc_codes.delete().where(
                     oidc_codes.c.client_id == client_id, oidc_codes.c.used_at.is_(None))).rowcount
+            elif redirect_uris is not None:  # a code is exchanged at the URI it was sent to: only registered ones
+                codes = conn.execute(oidc_codes.delete().where(
+                    oidc_codes.c.client_id == client_id, oidc_codes.c.used_at.is_(None),
+                    oidc_codes.c.redirect_uri.not_in(redirect_uris))).rowcount
             if removed:
                 consents = conn.execute(oidc_consents.delete().where(
                     oidc_consents.c.client_id == client_id)).rowcount
