@@ -247,18 +247,30 @@ def _known_client_key() -> str:
 
 
 def _oidc_client_key() -> str:
-    """The OpenID client a token request names (HTTP Basic user, else the form's client_id), so one
-    client's requests share a budget from every address; a request naming none counts by address."""
-    auth = request.authorization
-    named = auth.username if auth is not None and auth.type == "basic" else None
-    if not named:
-        try:
-            named = request.form.get("client_id")
-        except HTTPException:  # a body refused for what it is (413, undecodable): its own 4xx follows
-            named = None
-    if named and len(named) <= 64:
-        return "oidc:" + named.encode("utf-8", "surrogateescape").hex()
+    """The budget a token request spends: its client's when the request authenticates as a
+    confidential client (that client's secret, in HTTP Basic or the form), so the client's requests
+    share one budget from every address and nobody else can spend it; else its address's. A request
+    naming a client without its secret (a public client, a wrong secret, a body refused unread)
+    costs that client nothing: a client id is no secret (it is in every authorization URL), and
+    until the review of session 11 anyone could empty a client's budget by naming it."""
+    named, secret = _presented_client_credentials()
+    if named is not None and secret is not None:
+        client = current_app.extensions["authsvc"].oidc.clients.get(named)  # None for a name over 64
+        if client is not None and client.check_client_secret(secret):  # False for a public client
+            return "oidc:" + named.encode("utf-8", "surrogateescape").hex()
     return client_key(request.remote_addr)
+
+
+def _presented_client_credentials() -> tuple[str | None, str | None]:
+    """The client id and secret a token request presents: HTTP Basic's (RFC 6749 2.3.1), else the
+    form's ``client_id`` and ``client_secret``; (None, None) for a body that cannot be read."""
+    auth = request.authorization
+    if auth is not None and auth.type == "basic":
+        return auth.username, auth.password
+    try:
+        return request.form.get("client_id"), request.form.get("client_secret")
+    except HTTPException:  # a body refused for what it is (413, undecodable): its own 4xx follows
+        return None, None
 
 
 def _device_key() -> str:
@@ -312,8 +324,9 @@ def init_app(app: Flask, services) -> Limiter:
         counted = frozenset(e for e in (endpoint, "passkeys.login_finish", "login.second_step_post",
                                         "passkeys.second_step_finish") if e in app.view_functions)
         app.extensions[REFUSED] = (counted, limiter.limit(";".join(policy.per_client), methods=["POST"])(_refused))
-    # The OpenID token endpoint, per client (oidc.token_requests_per_client): a leaked client id
-    # cannot be used to hammer code and refresh-token guessing, nor one client starve the others.
+    # The OpenID token endpoint (oidc.token_requests_per_client), per authenticated client, else per
+    # address (_oidc_client_key): no address can hammer code and refresh-token guessing, one client
+    # cannot starve the others, and naming a client spends nothing of its budget.
     oidc_endpoint = "oidc.token"
     oidc_limits = services.policy.oidc.token_requests_per_client
     if oidc_limits and oidc_endpoint in app.view_functions:

@@ -462,61 +462,97 @@ def test_an_access_token_ends_after_its_lifetime(svc, client, user, clock):
 
 def token_limit_of_three(tmp_path, clock):
     """An app whose token endpoint allows 3 requests a minute per client, two trusted clients in it:
-    its test client, (client_id, secret) of one and of the other."""
+    a ``post(body, ip, client_id=None, client_secret=None)`` to its token endpoint (HTTP Basic when
+    ``client_id`` is given), (client_id, secret) of one and of the other, and the app's services."""
+    import base64
+
     from tests.conftest import build_app
 
     path = tmp_path / "p.toml"
     path.write_text(open(TEST_POLICY).read() + '\n[oidc]\ntoken_requests_per_client = ["3 per minute"]\n')
     app = build_app(tmp_path, clock, AUTHSVC_POLICY=str(path))
     svc = app.extensions["authsvc"]
-    return app.test_client(), add_client(svc, trusted=True), add_client(svc, "Other", trusted=True)
+    client = app.test_client()
 
-
-def test_the_token_endpoint_is_throttled_per_client_with_a_json_429(tmp_path, clock):
-    import base64
-
-    client, (cid, secret), (other, other_secret) = token_limit_of_three(tmp_path, clock)
-
-    def post(client_id, secret, ip):
-        auth = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-        return client.post("/oauth/token", data={"grant_type": "authorization_code", "code": "x"},
-                           headers={"Authorization": auth}, base_url="https://auth.example.test",
-                           environ_base={"REMOTE_ADDR": ip})
-
-    assert [post(cid, secret, f"198.51.100.{i}").status_code for i in range(3)] == [400, 400, 400]
-    throttled = post(cid, secret, "203.0.113.9")  # another address: the same client's budget
-    assert throttled.status_code == 429 and throttled.get_json()["error"] == "throttled"
-    assert post(other, other_secret, "203.0.113.9").status_code == 400  # another client is not starved
-
-
-@pytest.mark.asvs("V6.3.1")
-@pytest.mark.parametrize("named", [False, True], ids=["naming-no-client", "basic-names-a-client"])
-def test_token_requests_refused_as_too_large_count_toward_the_token_limit(tmp_path, clock, named):
-    """A body over ``limits.max_content_length`` is refused (413) when Authlib reads the form, inside the
-    view. The limit's key reads the form first and, refused, keys by address (or by the client HTTP
-    Basic names): the 413s count, so one address cannot send them without end, each read up to the
-    limit. Other clients and addresses keep their budgets."""
-    import base64
-
-    client, (cid, secret), (other, other_secret) = token_limit_of_three(tmp_path, clock)
-
-    def post(body, ip, client_id=None, client_secret="x"):
+    def post(body, ip, client_id=None, client_secret=None):
         headers = {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
-                   } if client_id else {}
+                   } if client_id is not None else {}
         return client.post("/oauth/token", data=body, content_type="application/x-www-form-urlencoded",
                            headers=headers, base_url="https://auth.example.test", environ_base={"REMOTE_ADDR": ip})
 
-    oversize = f"grant_type=authorization_code&code=x&client_id={cid}&pad={'a' * 65536}"
-    statuses = [post(oversize, "203.0.113.70", cid if named else None).status_code for _ in range(5)]
+    return post, add_client(svc, trusted=True), add_client(svc, "Other", trusted=True), svc
+
+
+GUESS = "grant_type=authorization_code&code=x"
+
+
+def test_the_token_endpoint_is_throttled_per_client_with_a_json_429(tmp_path, clock):
+    post, (cid, secret), (other, other_secret), _ = token_limit_of_three(tmp_path, clock)
+    assert [post(GUESS, f"198.51.100.{i}", cid, secret).status_code for i in range(3)] == [400, 400, 400]
+    throttled = post(GUESS, "203.0.113.9", cid, secret)  # another address: the same client's budget
+    assert throttled.status_code == 429 and throttled.get_json()["error"] == "throttled"
+    assert post(GUESS, "203.0.113.9", other, other_secret).status_code == 400  # another client is not starved
+
+
+@pytest.mark.asvs("V6.3.1")
+@pytest.mark.parametrize("presented", ["form-id-no-secret", "form-id-wrong-secret", "basic-wrong-secret",
+                                       "basic-other-clients-secret", "basic-empty-secret", "basic-id-in-upper-case",
+                                       "basic-id-with-trailing-space", "basic-id-with-a-zero-width-space"])
+def test_naming_a_client_without_its_secret_spends_the_senders_budget_not_the_clients(tmp_path, clock, presented):
+    """A client id is no secret (every authorization URL carries it). Requests that name a client
+    without authenticating as it count by address: the sender is cut off after the limit, and the
+    client still has its whole budget, from any address, the sender's too."""
+    post, (cid, secret), (other, other_secret), _ = token_limit_of_three(tmp_path, clock)
+    body, auth = {
+        "form-id-no-secret": (f"{GUESS}&client_id={cid}", None),
+        "form-id-wrong-secret": (f"{GUESS}&client_id={cid}&client_secret={secret[:-1]}x", None),
+        "basic-wrong-secret": (GUESS, (cid, secret[:-1] + "x")),
+        "basic-other-clients-secret": (GUESS, (cid, other_secret)),
+        "basic-empty-secret": (GUESS, (cid, "")),
+        "basic-id-in-upper-case": (GUESS, (cid.upper(), secret)),
+        "basic-id-with-trailing-space": (GUESS, (cid + " ", secret)),
+        "basic-id-with-a-zero-width-space": (GUESS, (cid + "\u200b", secret)),
+    }[presented]
+    named = (lambda ip: post(body, ip, *auth)) if auth else (lambda ip: post(body, ip))
+    statuses = [named("203.0.113.80").status_code for _ in range(5)]
+    assert statuses == [401] * 3 + [429] * 2, statuses
+    assert [post(GUESS, ip, cid, secret).status_code for ip in ("198.51.100.80", "203.0.113.80", "198.51.100.81")
+            ] == [400] * 3, "naming the client spent its budget"
+    assert post(GUESS, "198.51.100.82", cid, secret).status_code == 429  # its own three spent it
+
+
+def test_a_public_clients_token_requests_count_by_address(tmp_path, clock):
+    """A public client has no secret, so anyone can name it: its requests (its users' devices) count
+    by address, each address its own budget, and one address cannot spend another's."""
+    post, _, _, svc = token_limit_of_three(tmp_path, clock)
+    public = add_client(svc, "Native", public=True)[0]
+    body = f"{GUESS}&client_id={public}&code_verifier={'v' * 43}&redirect_uri=https%3A%2F%2Fapp.example.test%2Fcb"
+    assert [post(body, "203.0.113.90").status_code for _ in range(4)] == [400] * 3 + [429]
+    assert [post(body, "198.51.100.90").status_code for _ in range(3)] == [400] * 3
+    assert post(GUESS, "198.51.100.90", public, "any").status_code == 429  # Basic naming it: that address again
+
+
+@pytest.mark.asvs("V6.3.1")
+@pytest.mark.parametrize("named", ["naming-no-client", "basic-wrong-secret", "basic-the-clients-secret"])
+def test_token_requests_refused_as_too_large_count_toward_the_token_limit(tmp_path, clock, named):
+    """A body over ``limits.max_content_length`` is refused (413) when Authlib reads the form, inside the
+    view. The limit's key reads the form first and, refused, keys by the client HTTP Basic
+    authenticates as, else by address: the 413s count, so one address cannot send them without end,
+    each read up to the limit; a wrong secret spends the address's budget, not the client's. Other
+    clients and addresses keep their budgets."""
+    post, (cid, secret), (other, other_secret), _ = token_limit_of_three(tmp_path, clock)
+    auth = {"naming-no-client": (), "basic-wrong-secret": (cid, "x"), "basic-the-clients-secret": (cid, secret)}[named]
+    oversize = f"{GUESS}&client_id={cid}&pad={'a' * 65536}"
+    statuses = [post(oversize, "203.0.113.70", *auth).status_code for _ in range(5)]
     assert statuses == [413] * 3 + [429] * 2, statuses
-    throttled = post(oversize, "203.0.113.70", cid if named else None)
+    throttled = post(oversize, "203.0.113.70", *auth)
     assert throttled.get_json()["error"] == "throttled"
-    well_formed = "grant_type=authorization_code&code=x"
-    if named:  # the client's budget, from any address; another client's is untouched
-        assert post(well_formed, "198.51.100.70", cid, secret).status_code == 429
-        assert post(well_formed, "203.0.113.70", other, other_secret).status_code == 400
-    else:  # the address's budget; a client naming itself from there, or another address, is unaffected
-        assert post(well_formed + f"&client_id={other}", "203.0.113.70").status_code == 401  # no secret: not 429
+    if named == "basic-the-clients-secret":  # the client's budget, from any address; another client's is untouched
+        assert post(GUESS, "198.51.100.70", cid, secret).status_code == 429
+        assert post(GUESS, "203.0.113.70", other, other_secret).status_code == 400
+    else:  # the address's budget; the client named, from there or elsewhere, and other addresses are unaffected
+        assert post(GUESS, "203.0.113.70", cid, secret).status_code == 400
+        assert post(GUESS + f"&client_id={other}", "203.0.113.70").status_code == 429  # no secret: that address
         assert post(oversize, "198.51.100.71").status_code == 413
 
 
