@@ -212,8 +212,24 @@ def _refuse(checked: AuthRequest, error: str, description: str):
     return _error_to_client(ErrorRedirect(checked.client, checked.redirect_uri, error, description, checked.state))
 
 
-def _read(source) -> ErrorPage | ErrorRedirect | AuthRequest:
-    return _provider().read_request(lambda name: source.get(name), lambda name: len(source.getlist(name)))
+def _checked(source):
+    """The authorization request in ``source`` (the query, or the consent form's copy of it) as
+    :class:`AuthRequest`, or the response refusing it: a page when it cannot go back to the client
+    (unknown client, unregistered redirect URI), else an error redirect to the client."""
+    checked = _provider().read_request(lambda name: source.get(name), lambda name: len(source.getlist(name)))
+    if isinstance(checked, ErrorPage):
+        return _error_page(checked.reason, source.get("client_id"))
+    if isinstance(checked, ErrorRedirect):
+        return _error_to_client(checked)
+    return checked
+
+
+def _session_step(checked: AuthRequest, record) -> str:
+    """What the signed-in session (``record``, None when signed out) must do before ``checked`` is
+    answered: :func:`authsvc.core.oidc.provider.Provider.session_step`, told whether the account has
+    a second factor (a client that requires one sends an account without any to set one up)."""
+    has_factor = record is not None and bool(services().factors.kinds(record.user_id))
+    return _provider().session_step(checked, record, has_second_factor=has_factor)
 
 
 def _params_without(*names: str, source=None) -> list[tuple[str, str]]:
@@ -235,22 +251,17 @@ def _to_login(*, again: bool):
 
 @bp.get("/oauth/authorize")
 def authorize():
-    checked = _read(request.args)
-    client_id = request.args.get("client_id")
-    if isinstance(checked, ErrorPage):
-        return _error_page(checked.reason, client_id)
-    if isinstance(checked, ErrorRedirect):
-        return _error_to_client(checked)
-    svc = services()
+    checked = _checked(request.args)
+    if not isinstance(checked, AuthRequest):
+        return checked
     record = current_user.record if current_user.is_authenticated else None
-    has_factor = record is not None and any(svc.factors.counts(record.user_id).values())
-    step = _provider().session_step(checked, record, has_second_factor=has_factor)
+    step = _session_step(checked, record)
     if step == decide.LOGIN:
         return _to_login(again=False)
     if step in (decide.REAUTHENTICATE, decide.STEP_UP):
         return _to_login(again=True)
     if step == decide.MFA_SET_UP_NEEDED:
-        return _error_page("mfa_set_up_needed", client_id)
+        return _error_page("mfa_set_up_needed", checked.client.client_id)
     if step == decide.LOGIN_REQUIRED:
         return _refuse(checked, "login_required", "The user must sign in.")
     consent = _provider().consent_step(checked, record.user_id)
@@ -297,12 +308,9 @@ def consent():
     may (else back to the authorization request, which signs in again, then asks again); deny tells
     the client access_denied. Answering here, not by going back, is what lets a public client's
     user be asked every time (ASVS V10.7.1): its remembered answer is never reused."""
-    checked = _read(request.form)
-    client_id = request.form.get("client_id")
-    if isinstance(checked, ErrorPage):
-        return _error_page(checked.reason, client_id)
-    if isinstance(checked, ErrorRedirect):
-        return _error_to_client(checked)
+    checked = _checked(request.form)
+    if not isinstance(checked, AuthRequest):
+        return checked
     if not current_user.is_authenticated:
         return _refuse(checked, "login_required", "The user must sign in.")
     if request.form.get("decision") != "allow":
@@ -311,8 +319,7 @@ def consent():
     _provider().consents.grant(current_user.user_id, checked.client.client_id, checked.scopes)
     _provider().audit.emit("oidc_consent_given", client_id=checked.client.client_id, scopes=" ".join(checked.scopes))
     record = current_user.record
-    has_factor = any(services().factors.counts(record.user_id).values())
-    if _provider().session_step(checked, record, has_second_factor=has_factor) == decide.PROCEED:
+    if _session_step(checked, record) == decide.PROCEED:
         return _issue_code(checked, record, status=303)
     return redirect(url_for("oidc.authorize", **dict(_params_without("prompt", source=request.form))), 303)
 
