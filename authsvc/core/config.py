@@ -419,6 +419,21 @@ def _deployment_problems(s: Settings) -> list[Problem]:
     return out
 
 
+def serve_problems(settings: Settings, workers: int) -> list[Problem]:
+    """What ``authsvc serve`` warns about before it starts ``workers`` processes in production:
+    with ``memory://`` rate-limit storage each process counts alone, so every throttle figure (the
+    per-client limits, an account's back-off, its lock-out after ``max_consecutive_failures``) is
+    multiplied by the number of workers an attacker's requests spread over."""
+    if not (settings.production and workers > 1 and settings.ratelimit_storage_uri.startswith("memory://")):
+        return []
+    most = settings.policy.throttle.max_consecutive_failures
+    return [Problem("warning", "AUTHSVC_RATELIMIT_STORAGE_URI",
+                    f"AUTHSVC_RATELIMIT_STORAGE_URI=memory:// with {workers} workers: each worker counts alone, "
+                    f"so an attacker gets up to {workers} times every throttle limit (an account locks after up "
+                    f"to {most * workers} consecutive failures, not {most}). Fix: a Redis every worker shares "
+                    "(AUTHSVC_RATELIMIT_STORAGE_URI=redis://...), or --workers 1.")]
+
+
 def oidc_issuer_problems(settings: Settings, clients: int | None) -> list[Problem]:
     """The OpenID Provider's issuer is ``AUTHSVC_PUBLIC_URL``; without it (in production) every ID
     token and the discovery document would name the placeholder ``https://authsvc.invalid``.

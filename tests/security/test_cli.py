@@ -587,3 +587,51 @@ def test_check_fails_unsound_config_with_one_line_per_problem(tmp_path, monkeypa
             assert value not in shown.replace(name, "")
     assert STRONG_KEY not in shown
     assert ":postgres@" not in shown
+
+
+# --- authsvc serve: memory:// counts per worker ---------------------------------------------------
+
+@pytest.mark.parametrize("env, workers, warned", [
+    ({}, 2, True), ({}, 4, True), ({}, 1, False),
+    ({"AUTHSVC_RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0"}, 4, False),
+    ({"AUTHSVC_ENV": "development"}, 2, False),
+], ids=["memory-2-workers", "memory-4-workers", "memory-1-worker", "redis-4-workers", "development"])
+def test_serve_warns_that_memory_storage_multiplies_the_throttle_by_the_workers(tmp_path, env, workers, warned):
+    """With memory:// each worker keeps its own counts: an attacker's requests spread over the
+    workers get each limit once per worker (the lock-out after 100 consecutive failures becomes up
+    to 100 per worker). serve says so, with the multiplied figure and both fixes."""
+    from authsvc.core import config
+
+    settings = config.from_env(make_env(tmp_path, **env), instance_path=str(tmp_path / "instance"))
+    found = config.serve_problems(settings, workers)
+    if not warned:
+        assert found == []
+        return
+    (problem,) = found
+    most = settings.policy.throttle.max_consecutive_failures
+    assert problem.severity == "warning" and problem.setting == "AUTHSVC_RATELIMIT_STORAGE_URI"
+    assert f"with {workers} workers" in problem.message
+    assert f"up to {most * workers} consecutive failures, not {most}" in problem.message
+    assert "redis://" in problem.message and "--workers 1" in problem.message
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_prints_the_memory_storage_warning_before_it_starts_gunicorn(tmp_path, monkeypatch, capsys, workers):
+    from authsvc.core import db
+
+    for key in [k for k in os.environ if k.startswith(("AUTHSVC_", "PROMETHEUS_"))]:
+        monkeypatch.delenv(key)
+    env = make_env(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    db.upgrade(db.make_engine(env["AUTHSVC_DATABASE_URL"]))
+    started = []
+
+    def execve(path, argv, environ):
+        started.append(argv)
+        os.rmdir(environ["PROMETHEUS_MULTIPROC_DIR"])  # made for the gunicorn that never runs
+    monkeypatch.setattr(cli.os, "execve", execve)
+    cli.main(["serve", "--bind", "127.0.0.1:0", "--workers", str(workers)])
+    err = capsys.readouterr().err
+    assert started, err  # the warning does not stop it
+    assert ("authsvc: warning: AUTHSVC_RATELIMIT_STORAGE_URI=memory:// with 2 workers" in err) == (workers == 2), err
