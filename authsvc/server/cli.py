@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import sys
 import tempfile
@@ -178,8 +179,8 @@ def cmd_serve(args) -> int:
     problem = db.schema_problem(db.make_engine(settings.database_url))
     if problem:
         return _fail(problem)
-    for warning in config_mod.serve_problems(settings, args.workers):
-        print(f"authsvc: {warning}", file=sys.stderr)
+    for warning in config_mod.serve_problems(settings, args.workers):  # a JSON line in the server's own log
+        logging.getLogger("authsvc.server").warning(warning.message)
     env = server_environ(os.environ)
     # Workers share metrics through files here; a fresh directory per start, so no stale counts.
     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
