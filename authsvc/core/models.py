@@ -195,6 +195,9 @@ oidc_codes = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("used_at", Float, nullable=True),
+    # The family of tokens issued from this code was revoked (authsvc.core.oidc.store.TokenStore):
+    # a token saved into it afterwards is saved revoked. The code row outlives its family's tokens.
+    Column("family_revoked_at", Float, nullable=True),
 )
 Index("ix_oidc_codes_expires", oidc_codes.c.expires_at)
 

@@ -157,6 +157,42 @@ def test_0009_gives_clients_registered_before_it_every_scope_they_could_ask_for(
     assert ClientStore(engine, Clock()).get("old-client").scopes == SUPPORTED_SCOPES
 
 
+@pytest.mark.asvs("V10.4.5")
+def test_0010_leaves_every_existing_family_live_and_goes_down_and_up_again(engine):
+    """0010 adds the family's revocation mark to each code row: a code (and so its tokens) from
+    before it is unmarked, so its family keeps working; the mark then holds; 0010 goes down and up."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(db._alembic_config(conn), "0009")
+    from authsvc.core.accounts import AccountStore
+
+    alice = AccountStore(engine, Clock()).create("alice", "x")
+    with engine.begin() as conn:
+        session_id = conn.execute(models.sessions.insert().values(
+            token_hash=b"s" * 32, user_id=alice.id, created_at=1.0, last_seen_at=1.0, expires_at=9e9,
+            remembered=False, client_ip="198.51.100.7", user_agent="ua").returning(models.sessions.c.id)).scalar_one()
+        codes = sa.Table("oidc_codes", sa.MetaData(), autoload_with=conn)
+        code_id = conn.execute(codes.insert().values(
+            code_hash=b"c" * 32, client_id="c", user_id=alice.id, session_id=session_id, redirect_uri="https://a/cb",
+            scope="openid", nonce=None, code_challenge="x" * 43, code_challenge_method="S256", auth_time=1.0,
+            methods="pwd", created_at=1.0, expires_at=9e9, used_at=2.0).returning(codes.c.id)).scalar_one()
+    db.upgrade(engine)
+    from authsvc.core.oidc.store import TokenStore
+
+    tokens = TokenStore(engine, Clock(), access_lifetime=600, refresh_lifetime=86400)
+    save = dict(refresh_token="r", client_id="c", user_id=alice.id, session_id=session_id, family_id=code_id,
+                scope="openid")
+    assert tokens.save(access_token="a1", **save) is True  # the family from before 0010 is live
+    assert tokens.revoke_family(code_id, "refresh_replayed") == 1
+    assert tokens.save(access_token="a2", **dict(save, refresh_token="r2")) is False
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0009")
+    assert "family_revoked_at" not in {c["name"] for c in sa.inspect(engine).get_columns("oidc_codes")}
+    db.upgrade(engine)
+    assert "family_revoked_at" in {c["name"] for c in sa.inspect(engine).get_columns("oidc_codes")}
+
+
 # --- from the previous release, with data ------------------------------------------------------------------
 
 def seed_previous_release(engine, clock: Clock) -> dict:

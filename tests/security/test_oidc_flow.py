@@ -444,6 +444,77 @@ def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_family(signed_in, we
     assert refresh(signed_in, cid, secret, second["refresh_token"]).status_code == 400
 
 
+def _winner_saves_after_the_losers_revocation(svc, app, requests):
+    """Post ``requests`` (zero-argument callables, each on its own test client) at once, holding
+    every token save until a family revocation has run: the order in which the loser of a
+    parallel replay revokes the family before the winner has saved its new pair. Their responses."""
+    import threading
+
+    store = svc.oidc.tokens
+    real_save, real_revoke = store.save, store.revoke_family
+    revoked = threading.Event()
+
+    def save(**kw):
+        revoked.wait(10)
+        return real_save(**kw)
+
+    def revoke_family(*args, **kw):
+        try:
+            return real_revoke(*args, **kw)
+        finally:
+            revoked.set()
+    store.save, store.revoke_family = save, revoke_family
+    try:
+        from tests.security.test_postgres_store import race
+        return race(*requests)
+    finally:
+        store.save, store.revoke_family = real_save, real_revoke
+
+
+@pytest.mark.asvs("V10.4.5")
+def test_keycloak_cve_2026_1035_a_refresh_token_posted_twice_at_once_leaves_no_live_token(app, svc, signed_in, web):
+    """Keycloak CVE-2026-1035's class: one refresh token posted twice at once. One request spends
+    it, the other sees a replay and revokes the family; the first must not then save a pair that
+    outlives the revocation (it did, until session 11). Both are refused and nothing of the family
+    works: not the new pair, not the one before."""
+    from tests.conftest import new_client
+
+    cid, secret = web
+    first = tokens(signed_in, web)
+    answers = _winner_saves_after_the_losers_revocation(svc, app, [
+        lambda: refresh(new_client(app), cid, secret, first["refresh_token"]) for _ in range(2)])
+    assert [a.status_code for a in answers] == [400, 400], [a.get_data(as_text=True) for a in answers]
+    assert {a.get_json()["error"] for a in answers} == {"invalid_grant"}
+    assert userinfo(signed_in, first["access_token"]).status_code == 401
+    with svc.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        from authsvc.core.models import oidc_tokens
+        live = conn.execute(sa.select(sa.func.count()).select_from(oidc_tokens).where(
+            oidc_tokens.c.revoked_at.is_(None))).scalar_one()
+    assert live == 0
+
+
+@pytest.mark.asvs("V10.4.2")
+def test_a_code_posted_twice_at_once_leaves_no_live_token(app, svc, signed_in, web):
+    """The same race on the code: the loser's replay revokes the family (none of its tokens is
+    saved yet), then the winner saves; the winner's pair is born revoked and its request refused."""
+    from tests.conftest import new_client
+
+    cid, secret = web
+    code, verifier = get_code(signed_in, cid)
+    answers = _winner_saves_after_the_losers_revocation(svc, app, [
+        lambda: exchange(new_client(app), cid, secret, code, verifier) for _ in range(2)])
+    assert [a.status_code for a in answers] == [400, 400], [a.get_data(as_text=True) for a in answers]
+    with svc.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        from authsvc.core.models import oidc_tokens
+        rows = conn.execute(sa.select(oidc_tokens.c.revoked_at, oidc_tokens.c.revoke_reason)).all()
+    assert rows and all(r.revoked_at is not None for r in rows), rows
+    assert {r.revoke_reason for r in rows} == {"family_revoked"}
+
+
 def test_no_refresh_token_without_offline_access(signed_in, web):
     body = tokens(signed_in, web, scope="openid")
     assert "refresh_token" not in body

@@ -40,6 +40,21 @@ def _session(svc, user):
     return session_id
 
 
+def _family(svc, user, sid, code="a-code") -> int:
+    """A spent code's row id: the family its tokens are saved into (its anchor)."""
+    svc.oidc.codes.issue(code, client_id="c", user_id=user.id, session_id=sid, redirect_uri="https://a/cb",
+                         scope="openid offline_access", nonce=None, challenge="x" * 43, method="S256",
+                         auth_time=svc.clock(), methods="pwd")
+    spent = svc.oidc.codes.spend(code, "c")
+    assert spent.reason == "ok", spent
+    return spent.code.id
+
+
+def _save(tokens, user, sid, family, access="access", refresh="refresh"):
+    return tokens.save(access_token=access, refresh_token=refresh, client_id="c", user_id=user.id, session_id=sid,
+                       family_id=family, scope="openid offline_access")
+
+
 @pytest.mark.asvs("V10.4.2")
 def test_a_code_presented_twice_at_once_is_spent_exactly_once(svc, user, other):
     codes, _tokens, engine = other
@@ -57,13 +72,73 @@ def test_a_code_presented_twice_at_once_is_spent_exactly_once(svc, user, other):
 def test_a_refresh_token_presented_twice_at_once_is_spent_exactly_once(svc, user, other):
     _codes, tokens, engine = other
     sid = _session(svc, user)
-    svc.oidc.tokens.save(access_token="a", refresh_token="the-refresh", client_id="c", user_id=user.id,
-                         session_id=sid, family_id=7, scope="openid offline_access")
+    assert _save(svc.oidc.tokens, user, sid, _family(svc, user, sid), "a", "the-refresh")
     gate = threading.Barrier(2, timeout=30)
     with statements(svc.engine, "UPDATE OIDC_TOKENS", gate.wait), statements(engine, "UPDATE OIDC_TOKENS", gate.wait):
         results = race(lambda: svc.oidc.tokens.spend_refresh_token("the-refresh"),
                        lambda: tokens.spend_refresh_token("the-refresh"))
     assert sorted(r[1] for r in results) == ["ok", "replayed"], results
+
+
+@pytest.mark.asvs("V10.4.5")
+@pytest.mark.parametrize("first", ["revocation", "save"])
+def test_a_family_revoked_while_a_pair_is_saved_into_it_leaves_no_live_token(svc, user, other, first):
+    """Keycloak CVE-2026-1035's class: two requests present one refresh token (or one code) at
+    once; the loser sees a replay and revokes the family while the winner saves its new pair. On two
+    instances (engines) at the same moment, in either order, the new pair must end up revoked: saved
+    after the revocation it is born revoked and ``save`` says so (the request is refused); saved just
+    before, the revocation ends it with the rest."""
+    import sqlalchemy as sa
+
+    from authsvc.core.models import oidc_tokens
+    _codes, tokens, engine = other
+    sid = _session(svc, user)
+    family = _family(svc, user, sid)
+    assert _save(svc.oidc.tokens, user, sid, family, "a0", "r0")
+    if first == "revocation":  # the revocation has committed when the winner saves
+        assert tokens.revoke_family(family, "refresh_replayed") == 1
+        assert _save(svc.oidc.tokens, user, sid, family, "a1", "r1") is False
+    else:  # the save has committed when the revocation runs
+        assert _save(svc.oidc.tokens, user, sid, family, "a1", "r1") is True
+        assert tokens.revoke_family(family, "refresh_replayed") == 2
+    for access in ("a0", "a1"):
+        found = svc.oidc.tokens.by_access_token(access)
+        assert found is not None and found.revoked, (first, access)
+    with svc.engine.connect() as conn:
+        live = conn.execute(sa.select(sa.func.count()).select_from(oidc_tokens).where(
+            oidc_tokens.c.family_id == family, oidc_tokens.c.revoked_at.is_(None))).scalar_one()
+    assert live == 0
+
+
+@pytest.mark.asvs("V10.4.5")
+def test_a_revocation_and_a_save_at_the_same_moment_on_two_instances_leave_no_live_token(svc, user, other):
+    """The same race with both statements released together (a barrier before each): whichever the
+    database runs first, no token of the family is left live, and a save that lost is refused."""
+    import sqlalchemy as sa
+
+    from authsvc.core.models import oidc_tokens
+    _codes, tokens, engine = other
+    sid = _session(svc, user)
+    family = _family(svc, user, sid)
+    assert _save(svc.oidc.tokens, user, sid, family, "a0", "r0")
+    gate = threading.Barrier(2, timeout=30)
+    with statements(svc.engine, "INSERT INTO OIDC_TOKENS", gate.wait), statements(engine, "UPDATE OIDC_CODES", gate.wait):
+        saved, revoked = race(lambda: _save(svc.oidc.tokens, user, sid, family, "a1", "r1"),
+                              lambda: tokens.revoke_family(family, "refresh_replayed"))
+    if isinstance(saved, Exception):  # SQLite may refuse the loser's write outright: then nothing was saved
+        assert "locked" in str(saved), saved
+    assert not isinstance(revoked, Exception), revoked
+    with svc.engine.connect() as conn:
+        live = conn.execute(sa.select(sa.func.count()).select_from(oidc_tokens).where(
+            oidc_tokens.c.family_id == family, oidc_tokens.c.revoked_at.is_(None))).scalar_one()
+    assert live == 0, (saved, revoked)
+    assert saved is False or revoked == 2, (saved, revoked)  # refused, or saved and then revoked
+
+
+def test_a_pair_for_a_family_whose_code_is_gone_is_not_saved(svc, user):
+    sid = _session(svc, user)
+    assert _save(svc.oidc.tokens, user, sid, 987654) is False
+    assert svc.oidc.tokens.by_access_token("access") is None
 
 
 def test_tokens_and_codes_are_stored_as_digests_only(svc, user):
@@ -73,8 +148,7 @@ def test_tokens_and_codes_are_stored_as_digests_only(svc, user):
     sid = _session(svc, user)
     svc.oidc.codes.issue("code-value-1", client_id="c", user_id=user.id, session_id=sid, redirect_uri="https://a/cb",
                          scope="openid", nonce=None, challenge="x" * 43, method="S256", auth_time=1.0, methods="pwd")
-    svc.oidc.tokens.save(access_token="access-value-1", refresh_token="refresh-value-1", client_id="c",
-                         user_id=user.id, session_id=sid, family_id=1, scope="openid")
+    assert _save(svc.oidc.tokens, user, sid, _family(svc, user, sid, "code-value-2"), "access-value-1", "refresh-value-1")
     with svc.engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(sa.select(oidc_codes)).all()]
         rows += [tuple(r) for r in conn.execute(sa.select(oidc_tokens)).all()]

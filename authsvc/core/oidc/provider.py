@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from authlib.oauth2.rfc6749 import InvalidGrantError
 from sqlalchemy.engine import Engine
 
 from authsvc.core.audit import Audit
@@ -322,9 +323,13 @@ class Provider:
             family, not_after = old.family_id, old.refresh_expires_at
         else:
             family, not_after = request.authorization_code.id, None
-        self.tokens.save(access_token=token["access_token"], refresh_token=token.get("refresh_token"),
-                         client_id=request.client.client_id, user_id=user.user_id, session_id=user.session_id,
-                         family_id=family, scope=token.get("scope", ""), refresh_not_after=not_after)
+        saved = self.tokens.save(access_token=token["access_token"], refresh_token=token.get("refresh_token"),
+                                 client_id=request.client.client_id, user_id=user.user_id,
+                                 session_id=user.session_id, family_id=family, scope=token.get("scope", ""),
+                                 refresh_not_after=not_after)
+        if not saved:  # the family was revoked while this request ran (a parallel replay): nothing is issued
+            self.audit.emit("oidc_token_refused", reason="family_revoked", client_id=request.client.client_id)
+            raise InvalidGrantError("The grant was revoked.")
         rotating = "refresh_token" in token
         self.audit.emit("oidc_tokens_issued", client_id=request.client.client_id, user_id=user.user_id,
                         grant=request.payload.grant_type, refresh=rotating)

@@ -151,6 +151,7 @@ class UpdatedClient:
 
 
 SCOPES_NARROWED = "client_scopes_narrowed"  # oidc_tokens.revoke_reason
+FAMILY_REVOKED = "family_revoked"  # oidc_tokens.revoke_reason: saved into a family revoked before
 CLIENT_STRICTER = "client_made_stricter"     # the same, for trusted taken away or require_mfa set
 
 
@@ -447,19 +448,35 @@ class TokenStore:
         self.refresh_lifetime = refresh_lifetime
 
     def save(self, *, access_token: str, refresh_token: str | None, client_id: str, user_id: int, session_id: int,
-             family_id: int, scope: str, refresh_not_after: float | None = None) -> None:
+             family_id: int, scope: str, refresh_not_after: float | None = None) -> bool:
+        """Store the digests of a new pair in family ``family_id``. False when the family was revoked
+        before (its code or one of its refresh tokens used twice, a token revoked by the client) or its
+        code is gone: the pair is then stored revoked, or not at all, and the caller refuses the request.
+
+        One statement reads the family's code row (its anchor, locked on PostgreSQL) and inserts the
+        pair: a :meth:`revoke_family` running at the same moment either finishes first, and the pair
+        is born revoked, or waits for this insert and revokes it with the rest."""
         now = self.clock()
         refresh_expires = None
         if refresh_token is not None:
             refresh_expires = now + self.refresh_lifetime
             if refresh_not_after is not None:  # rotation never extends the family's first lifetime
                 refresh_expires = min(refresh_expires, refresh_not_after)
+        values = {"client_id": client_id, "user_id": user_id, "session_id": session_id, "family_id": family_id,
+                  "access_hash": digest(access_token),
+                  "refresh_hash": None if refresh_token is None else digest(refresh_token),
+                  "scope": scope, "issued_at": now, "access_expires_at": now + self.access_lifetime,
+                  "refresh_expires_at": refresh_expires}
+        revoked = oidc_codes.c.family_revoked_at.is_not(None)
+        row = sa.select(
+            *(sa.literal(value, oidc_tokens.c[name].type).label(name) for name, value in values.items()),
+            sa.case((revoked, sa.literal(now)), else_=sa.null()).label("revoked_at"),
+            sa.case((revoked, sa.literal(FAMILY_REVOKED)), else_=sa.null()).label("revoke_reason"),
+        ).where(oidc_codes.c.id == family_id).with_for_update(of=oidc_codes)
         with self.engine.begin() as conn:
-            conn.execute(oidc_tokens.insert().values(
-                client_id=client_id, user_id=user_id, session_id=session_id, family_id=family_id,
-                access_hash=digest(access_token), refresh_hash=None if refresh_token is None else digest(refresh_token),
-                scope=scope, issued_at=now, access_expires_at=now + self.access_lifetime,
-                refresh_expires_at=refresh_expires))
+            saved = conn.execute(oidc_tokens.insert().from_select([*values, "revoked_at", "revoke_reason"], row)
+                                 .returning(oidc_tokens.c.revoked_at)).first()
+        return saved is not None and saved.revoked_at is None
 
     def _token(self, row, now: float) -> Token:
         revoked = row.revoked_at is not None or row.session_revoked_at is not None or row.disabled
@@ -502,10 +519,16 @@ class TokenStore:
         return token, "ok"
 
     def revoke_family(self, family_id: int, reason: str) -> int:
+        """End every token of the family, and every token saved into it later (:meth:`save`): the
+        mark on its code row comes first, in its own statement, so a save that held that row finished
+        before the tokens are revoked. How many live tokens it ended."""
+        now = self.clock()
         with self.engine.begin() as conn:
+            conn.execute(oidc_codes.update().where(oidc_codes.c.id == family_id).values(
+                family_revoked_at=sa.func.coalesce(oidc_codes.c.family_revoked_at, now)))
             return conn.execute(oidc_tokens.update().where(
                 oidc_tokens.c.family_id == family_id, oidc_tokens.c.revoked_at.is_(None)).values(
-                revoked_at=self.clock(), revoke_reason=reason)).rowcount
+                revoked_at=now, revoke_reason=reason)).rowcount
 
     def revoke(self, token_id: int, reason: str) -> int:
         with self.engine.begin() as conn:
