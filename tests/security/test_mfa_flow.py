@@ -141,6 +141,28 @@ def test_another_accounts_code_is_refused(app, client, clock, totp):
     assert second_step(client, totp.code()).status_code == 303
 
 
+NAMING_BOB = ("username", "user", "user_id", "account", "account_id", "login", "email", "sub")
+
+
+def test_authentik_ghsa_qgqp_xh8r_v73r_the_second_step_ignores_an_account_named_in_the_request(app, client, clock, totp):
+    """authentik GHSA-qgqp-xh8r-v73r's class: the account a code is checked against taken from the
+    request. The second step's account is the pending sign-in's (in the signed session): fields
+    naming another account change nothing. Bob's code with Bob named is refused; Alice's code
+    with Bob named signs Alice in, never Bob."""
+    bob = add_user(app, "bob")
+    bobs_app = enroll(app, bob, clock)
+    login(client)
+    naming = {field: value for field in NAMING_BOB for value in ([str(bob.id)] if "id" in field else ["bob"])}
+    refused = client.post("/login/mfa", data={"csrf_token": csrf(client, "/login/mfa"), "code": bobs_app.code(),
+                                              **naming})
+    assert refused.status_code == 401 and verify(client) == 401
+    signed = client.post("/login/mfa", data={"csrf_token": csrf(client, "/login/mfa"), "code": totp.code(), **naming})
+    assert signed.status_code == 303
+    answer = client.get("/auth/verify")
+    assert answer.status_code == 200 and answer.headers["X-Auth-User"] == "alice"
+    assert client.get("/auth/verify", query_string=naming).headers["X-Auth-User"] == "alice"
+
+
 @pytest.mark.parametrize("typed", ["", "12345", "１２３４５６", "123 456 7", "x" * 64])
 def test_malformed_codes_are_refused_like_wrong_ones(client, totp, typed):
     login(client)

@@ -171,3 +171,16 @@ def test_a_3xx_from_a_receiver_is_not_a_delivery():
 ])
 def test_state_is_returned_only_when_it_is_a_short_string(state, verdict):
     assert r.state_verdict(state) == verdict
+
+
+@pytest.mark.parametrize("registered", ["https://app.example.com/signed-out", "https://app.example.com/bye?from=idp",
+                                        "http://127.0.0.1:7000/bye"])
+def test_no_single_edit_of_a_registered_logout_uri_is_accepted(registered):
+    """authentik CVE-2024-52289's class on the logout side: the registered post-logout redirect
+    URI is a string, never a pattern; every string one edit away from it is refused."""
+    from tests.security.test_oidc_redirect_rules import single_edits
+
+    accepted = [e for e in set(single_edits(registered)) - {registered}
+                if r.post_logout_redirect_verdict(e, (registered,)) == r.OK]
+    assert accepted == []
+    assert r.post_logout_redirect_verdict(registered, (registered,)) == r.OK

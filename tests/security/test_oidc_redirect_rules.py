@@ -346,3 +346,42 @@ def test_the_form_action_source_of_a_private_scheme_is_the_scheme_alone():
     from authsvc.rules.oidc_redirects import csp_source
 
     assert csp_source("com.example.app:/cb?next=a:b") == "com.example.app:"
+
+
+def single_edits(uri: str):
+    """Every string one edit away from ``uri``: each character replaced by one of a few that a
+    pattern would treat specially or a parser would read as another part, deleted, or one inserted."""
+    for i in range(len(uri) + 1):
+        for c in "x-./?*\\":
+            yield uri[:i] + c + uri[i:]
+        if i < len(uri):
+            yield uri[:i] + uri[i + 1:]
+            for c in "x-./?*\\":
+                yield uri[:i] + c + uri[i + 1:]
+
+
+@pytest.mark.asvs("V10.4.1")
+@pytest.mark.parametrize("uri", REGISTERED)
+def test_authentik_cve_2024_52289_no_single_edit_of_a_registered_uri_is_accepted(uri):
+    """authentik CVE-2024-52289's class: a registered redirect URI used as a pattern (an unescaped
+    '.' matched any character, so app-example.com passed for app.example.com). Every string one edit
+    away from a registered URI is refused, unless it is itself registered (for a confidential
+    client: no loopback port exception)."""
+    accepted = [e for e in set(single_edits(uri)) - set(REGISTERED)
+                if redirect_uri_verdict(e, REGISTERED, public=False) == "ok"]
+    assert accepted == []
+
+
+@pytest.mark.parametrize("requested, registered", [
+    pytest.param("https://app-example.com/callback", "https://app.example.com/callback", id="dot-as-any-char"),
+    pytest.param("https://appxexample.com/callback", "https://app.example.com/callback", id="dot-as-any-char-x"),
+    pytest.param("https://app.example.com/ctenant=a", "https://app.example.com/cb?tenant=a", id="question-mark-as-optional"),
+    pytest.param("https://app.example.com/cbanything", "https://app.example.com/cb*", id="star-as-wildcard"),
+    pytest.param("https://app.example.com/cb", "https://app.example.com/cb*", id="star-as-zero-or-more"),
+    pytest.param("https://app.example.com/callbackk", "https://app.example.com/callback+", id="plus-as-repeat"),
+    pytest.param("https://app.example.com/a", "https://app.example.com/[a-z]", id="character-class"),
+    pytest.param("https://evil.example/x", "https://app.example.com/cb|https://evil.example/x", id="alternation"),
+])
+def test_a_registered_uri_is_never_read_as_a_pattern(requested, registered):
+    assert redirect_uri_verdict(requested, (registered,), public=False) != "ok"
+    assert redirect_uri_verdict(requested, (registered,), public=True) != "ok"
