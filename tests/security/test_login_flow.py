@@ -318,30 +318,41 @@ def test_the_password_is_normalised_once_per_attempt(flow, monkeypatch):
 # --- the password change's check of the current password ----------------------------------------------------
 
 
+# A password change's current password, and a step-up's (a sensitive change long after sign-in):
+# both are password guesses a stolen session could make, through the login throttle.
+CONFIRMING = pytest.mark.parametrize("confirm, event", [("confirm_password", "password_change"),
+                                                        ("reauthenticate", "step_up")])
+
+
 @pytest.mark.asvs("V6.2.3")
-def test_the_current_password_is_confirmed_through_the_login_throttle(flow):
+@CONFIRMING
+def test_the_current_password_is_confirmed_through_the_login_throttle(flow, confirm, event):
     alice = flow.accounts.by_username("alice")
-    assert flow.service.confirm_password(alice, PASSWORD) == Confirmed(alice)
-    assert flow.service.confirm_password(alice, "wrong") == Failed("bad_current_password")
-    assert flow.events.seen == [("password_change_failed", {"reason": "bad_current_password"})]
+    check = getattr(flow.service, confirm)
+    assert check(alice, PASSWORD) == Confirmed(alice)
+    assert check(alice, "wrong") == Failed("bad_current_password")
+    assert flow.events.seen == [(f"{event}_failed", {"reason": "bad_current_password"})]
     with flow.throttle.attempt("alice", None) as login:  # a login attempt is checking its password
         assert login.verdict.allowed
-        assert flow.service.confirm_password(alice, PASSWORD) == Refused("busy", 1)
-    assert flow.events.seen[-1] == ("password_change_throttled", {"reason": "busy"})
+        assert check(alice, PASSWORD) == Refused("busy", 1)
+    assert flow.events.seen[-1] == (f"{event}_throttled", {"reason": "busy"})
 
 
 @pytest.mark.asvs("V6.2.3", "V6.3.1")
-def test_wrong_current_passwords_count_in_the_accounts_back_off(flow):
+@CONFIRMING
+def test_wrong_current_passwords_count_in_the_accounts_back_off(flow, confirm, event):
     alice = flow.accounts.by_username("alice")
+    check = getattr(flow.service, confirm)
     calls = []
     real = HASHER.verify
     flow.service.hasher = type("Counting", (), {"verify": lambda self, *a, **k: calls.append(1) or real(*a, **k)})()
     too_long = "x" * (POLICY.passwords.max_length + 1)
-    assert flow.service.confirm_password(alice, too_long) == Failed("bad_current_password")
+    assert check(alice, too_long) == Failed("bad_current_password")
     assert calls == [], "a password too long to be anyone's needs no argon2 to be wrong"
     for _ in range(POLICY.throttle.failures_before_backoff - 1):
-        assert flow.service.confirm_password(alice, "wrong") == Failed("bad_current_password")
+        assert check(alice, "wrong") == Failed("bad_current_password")
     assert flow.service.attempt("alice", PASSWORD) == Refused("backoff", POLICY.throttle.backoff_initial_seconds)
+    assert check(alice, PASSWORD) == Refused("backoff", POLICY.throttle.backoff_initial_seconds)  # the right one too
 
 
 # --- no Flask -----------------------------------------------------------------------------------------------

@@ -315,6 +315,65 @@ def test_each_recovery_code_signs_in_once(app, client, user, totp):
     assert app.extensions["authsvc"].recovery_codes.remaining(user.id) == 8
 
 
+@pytest.mark.asvs("V6.3.1", "V6.5.1")
+@pytest.mark.parametrize("guesses", ["app-codes", "recovery-codes"])
+def test_recovery_codes_are_held_by_the_code_back_off(app, client, user, totp, guesses):
+    """A recovery code stands in for the factor, so the back-off that holds wrong codes holds it
+    too (Keycloak CVE-2026-9798's class: another way in that ignores the lock): once guesses of
+    either form back the account off, even a valid recovery code gets 429 and stays unspent."""
+    store = app.extensions["authsvc"].recovery_codes
+    codes = store.generate(user.id)
+    login(client)
+    wrong = totp.wrong_codes(12) if guesses == "app-codes" else [
+        f"{c[:-1]}{'0' if c[-1] != '0' else '1'}" for c in codes] + ["AAAA-BBBB-CCCC-DDDD-EEEE-FFFF"]
+    statuses = []
+    for guess in wrong:
+        statuses.append(second_step(client, guess).status_code)
+        if statuses[-1] == 429:
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {401}, statuses
+    assert second_step(client, codes[0]).status_code == 429
+    assert verify(client) == 401
+    assert store.remaining(user.id) == len(codes)
+
+
+@pytest.mark.asvs("V6.3.1", "V2.4.1")
+def test_parallel_code_guesses_cannot_overrun_the_code_back_off(app, client, user, totp, clock):
+    """Kratos #4251's class (an attempt count that parallel requests read before any of them wrote
+    it): guesses arriving together while a code is checked are refused (busy), so the account's
+    code checks never exceed what the back-off allows, however many arrive at once."""
+    import threading
+
+    from tests.security.test_postgres_store import race
+
+    svc = app.extensions["authsvc"]
+    allowed = svc.policy.throttle.failures_before_backoff
+    login(client)
+    for guess in totp.wrong_codes(allowed - 1):
+        assert second_step(client, guess).status_code == 401
+    token = csrf(client, "/login/mfa")
+    checked = []
+    real = svc.totp.check
+    lock = threading.Lock()
+
+    def slow_check(user_id, value):
+        with lock:
+            checked.append(value)
+        clock_wait.wait(0.3)
+        return real(user_id, value)
+    clock_wait = threading.Event()
+    svc.totp.check = slow_check
+    try:
+        guesses = totp.wrong_codes(allowed + 5)[allowed - 1:]  # within the per-client limit: every 429 is the gate
+        answers = race(*(lambda g=g: client.post("/login/mfa", data={"csrf_token": token, "code": g})
+                         for g in guesses))
+    finally:
+        svc.totp.check = real
+    statuses = sorted(a.status_code for a in answers)
+    assert len(checked) == 1, checked  # one check at a time per account: the rest were refused while it ran
+    assert statuses == [401] + [429] * (len(guesses) - 1), statuses
+
+
 @pytest.mark.asvs("V6.5.1")
 def test_new_recovery_codes_void_the_old_ones(app, client, user, totp):
     store = app.extensions["authsvc"].recovery_codes

@@ -367,6 +367,29 @@ def test_a_sign_in_refused_before_the_view_fails_closed_when_the_ratelimit_stora
     assert "Traceback" not in resp.get_data(as_text=True)
 
 
+@pytest.mark.asvs("V6.3.1")
+@pytest.mark.parametrize("spelling", ["ALICE", " Alice ", "ａｌｉｃｅ", "ＡＬＩＣＥ", "Alice\t"])
+def test_authelia_cve_2026_47203_failures_under_any_spelling_share_one_back_off(app, user, spelling):
+    """Authelia CVE-2026-47203's class: the name not canonicalised before the throttle, so another
+    spelling of the account gets a fresh budget. The failures counted under "alice" back off every
+    spelling that signs in as alice (the right password too), and guesses alternating spellings
+    reach the back-off after exactly as many failures as one spelling does."""
+    browser = Browser(app)
+    allowed = app.extensions["authsvc"].policy.throttle.failures_before_backoff
+    for _ in range(allowed):
+        assert browser.post_login("alice").status_code == 401
+    assert_throttled(browser.post_login(spelling, PASSWORD), 30)
+
+
+def test_guesses_alternating_spellings_back_off_after_as_many_failures_as_one(app, user):
+    spellings = ["alice", "ALICE", " Alice ", "ａｌｉｃｅ", "ＡＬＩＣＥ"]
+    browser = Browser(app)
+    for n in range(50):
+        if browser.post_login(spellings[n % len(spellings)]).status_code == 429:
+            break
+    assert n == app.extensions["authsvc"].policy.throttle.failures_before_backoff
+
+
 # --- per-account back-off (the clock fixture moves time) --------------------------------------------
 
 @pytest.mark.asvs("V6.3.1", "V6.1.1")
