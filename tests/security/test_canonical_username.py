@@ -79,3 +79,18 @@ def test_every_header_value_authsvc_sends_is_printable_ascii(app, typed):
     add_user(app, typed)
     seen = names_everywhere(app, typed)
     assert all(value.isascii() and value.isprintable() for value in seen.values()), seen
+
+
+@pytest.mark.parametrize("spelling", ["alicé", "alice\u0301", "álice", "alïce", "ａｌｉｃé"])
+def test_allauth_cve_2026_97764_an_accented_spelling_is_another_name_that_signs_nobody_in(app, spelling):
+    """allauth CVE-2026-97764's class: diacritics. Folding (NFKC, case) never strips an accent, so an
+    accented spelling is another name: it has no account, its right-password login fails like any
+    unknown user's, and its failures are its own bucket, never a fresh budget for alice's password
+    (alice's back-off is counted under alice: tests/security/test_throttle.py)."""
+    add_user(app)
+    svc = app.extensions["authsvc"]
+    assert svc.accounts.by_username(spelling) is None
+    client = browser(app, "198.51.100.40")
+    assert login(client, spelling, PASSWORD).status_code == 401
+    assert client.get("/auth/verify").status_code == 401
+    assert login(client, "alice", PASSWORD).status_code == 303

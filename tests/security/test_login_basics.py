@@ -619,3 +619,28 @@ def test_sql_injection_looking_usernames_just_fail(app, user, username):
     assert response.status_code == 401
     assert verify(client).status_code == 401
     assert app.extensions["authsvc"].accounts.by_username("alice") is not None
+
+
+HOSTILE_NEXT = ["/\\github.com", "\\/github.com", "https://amazon.com\\.lp.com", "//evil.example", "/\t/evil.example",
+                "https://app.example.test@evil.example/", "javascript:alert(1)", "/\\/evil.example/%2e%2e"]
+
+
+@pytest.mark.parametrize("next", HOSTILE_NEXT)
+def test_flask_security_cve_2023_49438_a_hostile_next_posted_with_the_sign_in_lands_on_the_default(app, next):
+    """Flask-Security-Too CVE-2023-49438 and GHSA-w2j7-f3c6-g8cw through the form itself: ``next``
+    posted with a right password (a password-only account, and an account with an authenticator
+    app, through its second step) lands on the default page, never off the allow-list."""
+    from tests.security.factors import enroll, second_step
+
+    add_user(app)
+    client = new_client(app)
+    answer = login(client, next=next)
+    assert answer.status_code == 303 and answer.headers["Location"] == "/", answer.headers.get("Location")
+    bob = add_user(app, "bob")
+    bobs_app = enroll(app, bob, app.extensions["authsvc"].clock)
+    other = new_client(app)
+    first = login(other, "bob", next=next)
+    assert first.status_code == 303 and first.headers["Location"].startswith("/login/mfa")
+    assert "evil" not in first.headers["Location"] and "github" not in first.headers["Location"]
+    answer = second_step(other, bobs_app.code(), next=next)
+    assert answer.status_code == 303 and answer.headers["Location"] == "/", answer.headers.get("Location")

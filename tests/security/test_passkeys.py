@@ -44,6 +44,7 @@ from tests.conftest import (
     api,
     browser,
     build_app,
+    cookie_value,
     csrf,
     login,
     run_cli,
@@ -843,10 +844,21 @@ def test_a_passkey_sign_in_replaces_the_browsers_session(app, key):
     add_user(app, "bob")
     client, _ = signed_in(app, "bob", ip="203.0.113.9")
     before = client.get("/auth/verify").headers["X-Auth-User"]
+    svc = app.extensions["authsvc"]
+    bobs = cookie_value(client, svc.cookies.session)
+    bobs_token = app.session_interface.get_signing_serializer(app).loads(bobs)["_user_id"]
     options, token = login_options_signed_in(client)
     answer = post_json(client, "/login/passkey", {"credential": key.get(options)}, token)
     assert answer.status_code == 200
     assert before == "bob" and client.get("/auth/verify").headers["X-Auth-User"] == "alice"
+    # A new session, not bob's re-pointed at alice: bob's copy of the cookie is refused, and its
+    # record still names bob, ended (Keycloak CVE-2025-12390's class).
+    assert cookie_value(client, svc.cookies.session) != bobs
+    copy = browser(app, "203.0.113.9")
+    copy.set_cookie(svc.cookies.session, bobs, domain=HTTPS.split("://")[1])
+    assert verify(copy) == 401
+    old = svc.sessions.load(bobs_token)
+    assert old.username == "bob" and old.revoked_at is not None
 
 
 def login_options_signed_in(client) -> tuple[dict, str]:
