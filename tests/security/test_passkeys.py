@@ -1009,6 +1009,21 @@ def test_refusals_that_are_no_tampering_count_in_the_code_throttle(app, key, cap
     assert passkey_second_step(client, key)[0].status_code == 200   # the flow stood
 
 
+@pytest.mark.asvs("V6.3.1")
+def test_a_code_back_off_holds_the_passkey_second_step(app, key):
+    """Keycloak CVE-2026-9798's class for the passkey in the second step: once refused tries back
+    the account off, a valid assertion of the account's own passkey gets 429 too, and no session."""
+    client = password_step(app)
+    statuses = []
+    for _ in range(12):
+        statuses.append(passkey_second_step(client, key, flags=UP)[0].status_code)  # no user verification
+        if statuses[-1] == 429:
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {401}, statuses
+    assert passkey_second_step(client, key)[0].status_code == 429
+    no_session(client)
+
+
 def test_the_second_step_challenge_is_used_once(app, key):
     client = password_step(app)
     options, token = second_step_options(client)
