@@ -135,6 +135,32 @@ def test_a_revocation_and_a_save_at_the_same_moment_on_two_instances_leave_no_li
     assert saved is False or revoked == 2, (saved, revoked)  # refused, or saved and then revoked
 
 
+@pytest.mark.parametrize("ended_by", ["the-user", "client-made-stricter", "client-scopes-narrowed"])
+def test_a_refresh_under_way_when_the_user_or_the_admin_ends_the_clients_tokens_saves_nothing_live(svc, user, ended_by):
+    """The account page's "Revoke" and an admin making a client stricter end every token of the
+    client (for the user) at once; a refresh that spent its token just before and saves its new
+    pair just after must not bring the client back: the pair is saved revoked and refused."""
+    from tests.security.oidc_helpers import add_client
+
+    cid, _secret = add_client(svc, trusted=True)
+    sid = _session(svc, user)
+    svc.oidc.codes.issue("c1", client_id=cid, user_id=user.id, session_id=sid, redirect_uri="https://a/cb",
+                         scope="openid offline_access", nonce=None, challenge="x" * 43, method="S256",
+                         auth_time=svc.clock(), methods="pwd")
+    family = svc.oidc.codes.spend("c1", cid).code.id
+    save = dict(client_id=cid, user_id=user.id, session_id=sid, family_id=family, scope="openid offline_access")
+    assert svc.oidc.tokens.save(access_token="a0", refresh_token="r0", **save)
+    assert svc.oidc.tokens.spend_refresh_token("r0")[1] == "ok"  # the refresh under way
+    if ended_by == "the-user":
+        assert svc.oidc.tokens.revoke_for_user(user.id, cid, "user_revoked") == 1
+    elif ended_by == "client-made-stricter":
+        assert svc.oidc.clients.update(cid, trusted=False).revoked == 1
+    else:
+        assert svc.oidc.clients.update(cid, scopes=("openid",)).revoked == 1
+    assert svc.oidc.tokens.save(access_token="a1", refresh_token="r1", **save) is False
+    assert svc.oidc.tokens.by_access_token("a1").revoked
+
+
 def test_a_pair_for_a_family_whose_code_is_gone_is_not_saved(svc, user):
     sid = _session(svc, user)
     assert _save(svc.oidc.tokens, user, sid, 987654) is False

@@ -259,6 +259,7 @@ class ClientStore:
             tokens = codes = consents = 0
             stricter = (trusted is False and before.trusted) or (require_mfa is True and not before.require_mfa)
             if removed or stricter:
+                _end_families(conn, self.clock(), oidc_tokens.c.client_id == client_id)
                 tokens = conn.execute(oidc_tokens.update().where(
                     oidc_tokens.c.client_id == client_id, oidc_tokens.c.revoked_at.is_(None)).values(
                     revoked_at=self.clock(),
@@ -389,6 +390,14 @@ class CodeStore:
 
 
 # --- tokens ---------------------------------------------------------------------------------------
+
+def _end_families(conn, now: float, *criteria) -> None:
+    """Mark revoked, on their code rows, the families of the tokens ``criteria`` select, before
+    those tokens are revoked (the caller's next statement): a pair that a refresh under way saves
+    into one of them afterwards is saved revoked (:meth:`TokenStore.save`)."""
+    conn.execute(oidc_codes.update().where(oidc_codes.c.id.in_(sa.select(oidc_tokens.c.family_id).where(*criteria)))
+                 .values(family_revoked_at=sa.func.coalesce(oidc_codes.c.family_revoked_at, now)))
+
 
 @dataclass(frozen=True)
 class Token(TokenMixin):
@@ -537,11 +546,14 @@ class TokenStore:
                 revoked_at=self.clock(), revoke_reason=reason)).rowcount
 
     def revoke_for_user(self, user_id: int, client_id: str, reason: str) -> int:
-        """End every token ``client_id`` holds for ``user_id`` (the account page's "Revoke")."""
+        """End every token ``client_id`` holds for ``user_id`` (the account page's "Revoke"), and
+        every pair a refresh under way saves into those families afterwards (:func:`_end_families`)."""
+        now = self.clock()
         with self.engine.begin() as conn:
+            _end_families(conn, now, oidc_tokens.c.user_id == user_id, oidc_tokens.c.client_id == client_id)
             return conn.execute(oidc_tokens.update().where(
                 oidc_tokens.c.user_id == user_id, oidc_tokens.c.client_id == client_id,
-                oidc_tokens.c.revoked_at.is_(None)).values(revoked_at=self.clock(), revoke_reason=reason)).rowcount
+                oidc_tokens.c.revoked_at.is_(None)).values(revoked_at=now, revoke_reason=reason)).rowcount
 
     def clients_of(self, user_id: int) -> dict[str, float]:
         """``client_id -> last issued_at`` of every client that got tokens for ``user_id``."""
