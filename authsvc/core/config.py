@@ -412,11 +412,17 @@ def _deployment_problems(s: Settings) -> list[Problem]:
             out.append(Problem("warning", "AUTHSVC_TRUSTED_PROXY_NETWORKS", f"AUTHSVC_TRUSTED_PROXY_NETWORKS lists "
                                f"{network}, wider than a /{proxy_networks.WIDEST_PREFIX[network.version]}: any host in it "
                                "can forge client addresses and request ids. Fix: list only the proxies' addresses."))
-    if s.ratelimit_storage_uri.startswith("memory://"):
+    if counts_per_process(s.ratelimit_storage_uri):
         out.append(Problem("note", "AUTHSVC_RATELIMIT_STORAGE_URI", "AUTHSVC_RATELIMIT_STORAGE_URI=memory:// "
                            "counts per process: with N workers or instances an attacker gets N times the attempts. "
                            "Fix: use redis://... for more than one process."))
     return out
+
+
+def counts_per_process(storage_uri: str) -> bool:
+    """Is ``storage_uri`` the ``limits`` in-memory storage, which each process keeps alone? By its
+    scheme as ``limits`` reads it: ``MEMORY://``, `` memory://`` and ``memory:`` are memory too."""
+    return urlsplit(storage_uri.strip()).scheme.lower() == "memory"
 
 
 def serve_problems(settings: Settings, workers: int) -> list[Problem]:
@@ -424,7 +430,7 @@ def serve_problems(settings: Settings, workers: int) -> list[Problem]:
     with ``memory://`` rate-limit storage each process counts alone, so every throttle figure (the
     per-client limits, an account's back-off, its lock-out after ``max_consecutive_failures``) is
     multiplied by the number of workers an attacker's requests spread over."""
-    if not (settings.production and workers > 1 and settings.ratelimit_storage_uri.startswith("memory://")):
+    if not (settings.production and workers > 1 and counts_per_process(settings.ratelimit_storage_uri)):
         return []
     most = settings.policy.throttle.max_consecutive_failures
     return [Problem("warning", "AUTHSVC_RATELIMIT_STORAGE_URI",

@@ -642,3 +642,25 @@ def test_serve_prints_the_memory_storage_warning_before_it_starts_gunicorn(tmp_p
         (line,) = warned
         assert line["logger"] == "authsvc.server"
         assert line["message"].startswith("AUTHSVC_RATELIMIT_STORAGE_URI=memory:// with 2 workers"), line
+
+
+@pytest.mark.parametrize("uri, per_process", [
+    ("memory://", True), ("MEMORY://", True), ("Memory://", True), (" memory://", True), ("memory:", True),
+    ("redis://127.0.0.1:6379/0", False), ("redis://memory:6379/0", False), ("REDIS://memory/0", False),
+    ("redis+sentinel://s1:26379/memory", False),
+])
+def test_every_spelling_of_the_memory_storage_counts_per_process(tmp_path, uri, per_process):
+    """limits reads the scheme case-insensitively and the URI stripped, so ``MEMORY://`` is the
+    in-memory storage too: the check's note and serve's warning must see it whatever the spelling."""
+    from limits.storage import MemoryStorage, storage_from_string
+
+    from authsvc.core import config
+
+    if per_process:
+        assert isinstance(storage_from_string(uri), MemoryStorage)  # what the app would really use
+    assert config.counts_per_process(uri) is per_process
+    settings = config.from_env(make_env(tmp_path, AUTHSVC_RATELIMIT_STORAGE_URI=uri),
+                               instance_path=str(tmp_path / "instance"))
+    assert bool(config.serve_problems(settings, 2)) is per_process
+    noted = [p for p in config.audit(settings) if p.severity == "note" and p.setting == "AUTHSVC_RATELIMIT_STORAGE_URI"]
+    assert bool(noted) is per_process

@@ -259,10 +259,12 @@ class ClientStore:
             tokens = codes = consents = 0
             stricter = (trusted is False and before.trusted) or (require_mfa is True and not before.require_mfa)
             if removed or stricter:
-                _end_families(conn, self.clock(), oidc_tokens.c.client_id == client_id)
+                now = self.clock()
+                _end_families(conn, now, oidc_codes.c.id.in_(
+                    sa.select(oidc_tokens.c.family_id).where(oidc_tokens.c.client_id == client_id)))
                 tokens = conn.execute(oidc_tokens.update().where(
                     oidc_tokens.c.client_id == client_id, oidc_tokens.c.revoked_at.is_(None)).values(
-                    revoked_at=self.clock(),
+                    revoked_at=now,
                     revoke_reason=SCOPES_NARROWED if removed else CLIENT_STRICTER)).rowcount
                 codes = conn.execute(oidc_codes.delete().where(
                     oidc_codes.c.client_id == client_id, oidc_codes.c.used_at.is_(None))).rowcount
@@ -391,12 +393,12 @@ class CodeStore:
 
 # --- tokens ---------------------------------------------------------------------------------------
 
-def _end_families(conn, now: float, *criteria) -> None:
-    """Mark revoked, on their code rows, the families of the tokens ``criteria`` select, before
-    those tokens are revoked (the caller's next statement): a pair that a refresh under way saves
+def _end_families(conn, now: float, codes) -> None:
+    """Mark revoked the families whose code rows ``codes`` selects (the first mark stays), before
+    their tokens are revoked (the caller's next statement): a pair that a request under way saves
     into one of them afterwards is saved revoked (:meth:`TokenStore.save`)."""
-    conn.execute(oidc_codes.update().where(oidc_codes.c.id.in_(sa.select(oidc_tokens.c.family_id).where(*criteria)))
-                 .values(family_revoked_at=sa.func.coalesce(oidc_codes.c.family_revoked_at, now)))
+    conn.execute(oidc_codes.update().where(codes).values(
+        family_revoked_at=sa.func.coalesce(oidc_codes.c.family_revoked_at, now)))
 
 
 @dataclass(frozen=True)
@@ -533,8 +535,7 @@ class TokenStore:
         before the tokens are revoked. How many live tokens it ended."""
         now = self.clock()
         with self.engine.begin() as conn:
-            conn.execute(oidc_codes.update().where(oidc_codes.c.id == family_id).values(
-                family_revoked_at=sa.func.coalesce(oidc_codes.c.family_revoked_at, now)))
+            _end_families(conn, now, oidc_codes.c.id == family_id)  # marked even before it has a token
             return conn.execute(oidc_tokens.update().where(
                 oidc_tokens.c.family_id == family_id, oidc_tokens.c.revoked_at.is_(None)).values(
                 revoked_at=now, revoke_reason=reason)).rowcount
@@ -550,7 +551,8 @@ class TokenStore:
         every pair a refresh under way saves into those families afterwards (:func:`_end_families`)."""
         now = self.clock()
         with self.engine.begin() as conn:
-            _end_families(conn, now, oidc_tokens.c.user_id == user_id, oidc_tokens.c.client_id == client_id)
+            _end_families(conn, now, oidc_codes.c.id.in_(sa.select(oidc_tokens.c.family_id).where(
+                oidc_tokens.c.user_id == user_id, oidc_tokens.c.client_id == client_id)))
             return conn.execute(oidc_tokens.update().where(
                 oidc_tokens.c.user_id == user_id, oidc_tokens.c.client_id == client_id,
                 oidc_tokens.c.revoked_at.is_(None)).values(revoked_at=now, revoke_reason=reason)).rowcount
