@@ -143,7 +143,8 @@ class FlowState:
 @dataclass(frozen=True)
 class FlowEnded:
     """:meth:`LoginService.resume`: the pending sign-in no longer stands. ``reason``:
-    ``binding_changed``, ``expired``, ``unknown_account``, ``disabled``, ``ended`` (the server
+    ``binding_changed``, ``expired``, ``unknown_account``, ``disabled``, ``password_changed`` (since
+    the password step), ``factor_added`` (to an account this flow was setting one up for), ``ended`` (the server
     ended this flow before: it completed, or a copy came from another browser; each audited as
     ``mfa_flow_ended``) or ``none`` (there was no pending sign-in: nothing to audit)."""
 
@@ -283,8 +284,14 @@ class LoginService:
         if reason is None:
             account = self.accounts.by_id(state.account_id)
             reason = "unknown_account" if account is None else ("disabled" if account.disabled else None)
+            if account is not None and reason is None:
+                has_factor = state.set_up and self.factors is not None and bool(self.factors.kinds(account.id))
+                verdict = rules.account_verdict(account.password_changed_at, state.started_at, state.set_up, has_factor)
+                reason = None if verdict == rules.LIVE else verdict
         if reason is not None:
-            if reason == rules.BINDING_CHANGED:  # a copy elsewhere: end the flow for every copy, the owner's too
+            # A copy elsewhere, or an account that moved on: end the flow for every copy, the owner's
+            # too (a factor added and removed again within the flow's lifetime brings nothing back).
+            if reason in (rules.BINDING_CHANGED, rules.PASSWORD_CHANGED, rules.FACTOR_ADDED):
                 self._end(state)
             self.audit.emit("mfa_flow_ended", reason=reason, user_id=state.account_id)
             return FlowEnded(reason)

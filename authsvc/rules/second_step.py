@@ -48,6 +48,8 @@ OUT_OF_WINDOW: Final = "out_of_window"
 LIVE: Final = "live"
 BINDING_CHANGED: Final = "binding_changed"
 EXPIRED: Final = "expired"
+PASSWORD_CHANGED: Final = "password_changed"
+FACTOR_ADDED: Final = "factor_added"
 
 
 def _compact(raw: object) -> str | None:
@@ -141,6 +143,21 @@ def pending_verdict(started_at: float, now: float, lifetime_seconds: float, boun
         return BINDING_CHANGED
     if not (now - started_at < lifetime_seconds and started_at - now < lifetime_seconds):
         return EXPIRED
+    return LIVE
+
+
+def account_verdict(password_changed_at: float, started_at: float, set_up: bool, has_factor: bool) -> str:
+    """Does the account still stand behind a sign-in waiting for its second step? :data:`LIVE`, or
+    why not: :data:`PASSWORD_CHANGED` (the password that passed the first step is not the account's
+    any more: its owner or an admin changed it since, and whoever still has the old one must not
+    finish) or :data:`FACTOR_ADDED` (a flow setting up the account's first factor, for an account
+    that has one now: the factor its owner added decides, not the one this flow would add).
+    Strictly after: an account created, or a password set, in the same instant as the sign-in
+    started is the password that passed."""
+    if not password_changed_at <= started_at:  # NaN: changed, as far as anyone can tell
+        return PASSWORD_CHANGED
+    if set_up and has_factor:
+        return FACTOR_ADDED
     return LIVE
 
 

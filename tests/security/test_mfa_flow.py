@@ -14,6 +14,7 @@ test_totp.py and test_recovery_codes.py.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,10 @@ from tests.conftest import (
     build_app,
     cookie_value,
     csrf,
+    csrf_in,
     login,
     new_client,
+    run_cli,
     verify,
 )
 from tests.security.factors import app_from_set_up_page, enroll, post_with_csrf, second_step, sign_in
@@ -290,6 +293,77 @@ def test_a_disabled_account_ends_its_pending_flow(app, client, user, totp, capsy
     assert answer.status_code == 303 and answer.headers["Location"] == "/login"
     assert [e["reason"] for e in events(capsys, "mfa_flow_ended")] == ["disabled"]
     assert verify(client) == 401
+
+
+NEW_PASSWORD = "a completely different passphrase 99"
+
+
+def test_a_password_change_ends_a_second_step_the_old_password_started(app, clock, totp, capsys):
+    """Whoever passed the password step with the old password (phished, reused) cannot finish once
+    the owner changed it: the change signs every other session out, and a pending sign-in with the
+    old password must not become a new one."""
+    attacker = browser(app, "198.51.100.66", "Attacker/1")
+    assert login(attacker).headers["Location"].startswith("/login/mfa")
+    token = csrf(attacker, "/login/mfa")
+    owner = browser(app, "203.0.113.50", "Owner/1")
+    clock.advance(30)
+    sign_in(owner, totp)
+    changed = post_with_csrf(owner, "/account/password", {"current_password": PASSWORD, "new_password": NEW_PASSWORD})
+    assert changed.status_code == 200 and "Password changed" in changed.get_data(as_text=True)
+    events(capsys)
+    clock.advance(30)
+    answer = attacker.post("/login/mfa", data={"csrf_token": token, "code": totp.code()})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login"
+    assert verify(attacker) == 401 and api(attacker) == 401
+    assert [e["reason"] for e in events(capsys, "mfa_flow_ended")] == ["password_changed"]
+    assert verify(owner) == 200
+
+
+def test_an_admin_password_reset_ends_a_required_set_up_the_old_password_started(tmp_path, monkeypatch, capsys):
+    """The worst case of the above: ``mfa.required`` and no factor yet. Someone with the phished
+    password is on the set-up page; the admin resets the password (``authsvc user passwd``, its own
+    process and clock). Finishing the set-up would make the attacker's app the account's only factor
+    and lock the owner out behind it: it ends instead, and adds nothing."""
+    clock = Clock(time.time() - 60)  # the command's clock is the real one, a little later
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy(tmp_path, "[mfa]\nrequired = true\n"))
+    alice = add_user(app)
+    attacker = browser(app, "198.51.100.66", "Attacker/1")
+    first = login(attacker)
+    page = attacker.get(first.headers["Location"]).get_data(as_text=True)
+    phone, token = app_from_set_up_page(page, clock), csrf_in(page)
+    assert run_cli(monkeypatch, tmp_path, "user", "passwd", "alice", "--password-stdin", stdin=NEW_PASSWORD + "\n") == 0
+    events(capsys)
+    answer = attacker.post("/login/mfa", data={"csrf_token": token, "code": phone.code()})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login" and verify(attacker) == 401
+    assert [e["reason"] for e in events(capsys, "mfa_flow_ended")] == ["password_changed"]
+    svc = app.extensions["authsvc"]
+    assert svc.factors.kinds(alice.id) == frozenset()
+    clock.advance(120)  # the owner signs in after the reset, by this app's clock too
+    owner = new_client(app)
+    assert login(owner, password=NEW_PASSWORD).headers["Location"].startswith("/login/mfa")
+    assert "otpauth://totp/" in owner.get("/login/mfa").get_data(as_text=True)  # the owner sets up their own
+
+
+def test_a_set_up_flow_ends_when_the_account_got_a_factor_meanwhile(tmp_path, capsys):
+    """``mfa.required``: a set-up flow started with the password, then the owner adds a factor of
+    their own (an app on another page, a passkey). The flow cannot add a second one behind the
+    owner's back: the owner's factor is what the next sign-in asks for."""
+    clock = Clock()
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy(tmp_path, "[mfa]\nrequired = true\n"))
+    alice = add_user(app)
+    attacker = browser(app, "198.51.100.66", "Attacker/1")
+    first = login(attacker)
+    page = attacker.get(first.headers["Location"]).get_data(as_text=True)
+    phone, token = app_from_set_up_page(page, clock), csrf_in(page)
+    svc = app.extensions["authsvc"]
+    # The owner's passkey (another kind than the app the flow sets up: one app per account is the
+    # store's rule anyway), as a registration on the account page stores it.
+    svc.passkeys.store.add(alice.id, b"owner's credential", b"public key", 0, "Owner's key", ())
+    events(capsys)
+    answer = attacker.post("/login/mfa", data={"csrf_token": token, "code": phone.code()})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login" and verify(attacker) == 401
+    assert [e["reason"] for e in events(capsys, "mfa_flow_ended")] == ["factor_added"]
+    assert svc.totp.count(alice.id) == 0 and svc.factors.kinds(alice.id) == {"passkey"}
 
 
 def test_a_new_password_step_ends_the_browsers_previous_session(app, client, totp):
