@@ -77,6 +77,7 @@ EVENTS: dict[str, str] = {
     "mfa_added": "success",
     "mfa_removed": "success",
     "recovery_codes_generated": "success",
+    "recovery_codes_voided": "success",
     "mfa_reset": "success",
     "mfa_resealed": "success",
     # the OpenID Provider (authsvc.core.oidc): client ids, reason codes and counts, never a code,

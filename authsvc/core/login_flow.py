@@ -291,7 +291,7 @@ class LoginService:
         if reason is not None:
             # A copy elsewhere, or an account that moved on: end the flow for every copy, the owner's
             # too (a factor added and removed again within the flow's lifetime brings nothing back).
-            if reason in (rules.BINDING_CHANGED, rules.PASSWORD_CHANGED, rules.FACTOR_ADDED):
+            if reason in (rules.BINDING_CHANGED, rules.CHANGED_SINCE, rules.FACTOR_ADDED):
                 self._end(state)
             self.audit.emit("mfa_flow_ended", reason=reason, user_id=state.account_id)
             return FlowEnded(reason)

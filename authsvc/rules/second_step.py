@@ -48,7 +48,7 @@ OUT_OF_WINDOW: Final = "out_of_window"
 LIVE: Final = "live"
 BINDING_CHANGED: Final = "binding_changed"
 EXPIRED: Final = "expired"
-PASSWORD_CHANGED: Final = "password_changed"
+CHANGED_SINCE: Final = "password_changed"  # the password, since the password step
 FACTOR_ADDED: Final = "factor_added"
 
 
@@ -148,14 +148,14 @@ def pending_verdict(started_at: float, now: float, lifetime_seconds: float, boun
 
 def account_verdict(password_changed_at: float, started_at: float, set_up: bool, has_factor: bool) -> str:
     """Does the account still stand behind a sign-in waiting for its second step? :data:`LIVE`, or
-    why not: :data:`PASSWORD_CHANGED` (the password that passed the first step is not the account's
+    why not: :data:`CHANGED_SINCE` (the password that passed the first step is not the account's
     any more: its owner or an admin changed it since, and whoever still has the old one must not
     finish) or :data:`FACTOR_ADDED` (a flow setting up the account's first factor, for an account
     that has one now: the factor its owner added decides, not the one this flow would add).
     Strictly after: an account created, or a password set, in the same instant as the sign-in
     started is the password that passed."""
     if not password_changed_at <= started_at:  # NaN: changed, as far as anyone can tell
-        return PASSWORD_CHANGED
+        return CHANGED_SINCE
     if set_up and has_factor:
         return FACTOR_ADDED
     return LIVE

@@ -50,7 +50,7 @@ from tests.conftest import (
     run_cli,
     verify,
 )
-from tests.security.factors import only_this_session_is_left
+from tests.security.factors import only_this_session_is_left, second_step
 
 ORIGIN = HTTPS            # https://auth.example.test: AUTHSVC_PUBLIC_URL in conftest
 RP_ID = "auth.example.test"
@@ -806,6 +806,27 @@ def test_removing_a_passkey_ends_every_other_session_and_keeps_this_one(app, key
     only_this_session_is_left(here, [there])
     # The fixture's browser that registered the key is signed out too: two others.
     assert "Passkey removed. 2 other sessions have been signed out." in here.get("/").get_data(as_text=True)
+
+
+def test_removing_the_last_passkey_voids_the_recovery_codes_as_removing_the_app_does(app, alice, key):
+    """Recovery codes stand in for a factor: with no factor left there is nothing to recover. Kept,
+    a code from a sheet printed before (the reason a user removes everything and starts again)
+    would pass the second step again once any factor is added."""
+    svc = app.extensions["authsvc"]
+    old_codes = svc.recovery_codes.generate(alice.id)
+    client, token = signed_in(app)
+    other = SoftAuthenticator()
+    assert register(app, client, token, other, name="Second").status_code == 201
+    # One passkey of two removed: a factor is left, and so are the codes.
+    assert client.post(f"/account/passkeys/{passkey_id(app, key)}/delete", data={"csrf_token": token}).status_code == 303
+    assert svc.recovery_codes.remaining(alice.id) == len(old_codes)
+    assert client.post(f"/account/passkeys/{passkey_id(app, other)}/delete", data={"csrf_token": token}).status_code == 303
+    assert svc.factors.kinds(alice.id) == frozenset() and svc.recovery_codes.remaining(alice.id) == 0
+    # A new factor later: the old sheet signs nobody in.
+    assert register(app, client, csrf(client, "/"), SoftAuthenticator(), name="New").status_code == 201
+    thief = browser(app, ip="198.51.100.99")
+    assert login(thief).headers["Location"].startswith("/login/mfa")
+    assert second_step(thief, old_codes[0]).status_code == 401 and verify(thief) == 401
 
 
 def test_registering_the_same_credential_twice_is_409(app, alice):

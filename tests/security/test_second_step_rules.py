@@ -19,12 +19,12 @@ from authsvc.rules import second_step as rules
 from authsvc.rules.second_step import (
     ACCEPTED,
     BINDING_CHANGED,
+    CHANGED_SINCE,
     EXPIRED,
     FACTOR_ADDED,
     LIVE,
     MALFORMED,
     OUT_OF_WINDOW,
-    PASSWORD_CHANGED,
     RECOVERY,
     RECOVERY_ALPHABET,
     REUSED,
@@ -228,13 +228,13 @@ def test_a_pending_sign_in_stands_only_for_its_browser_and_its_lifetime(started,
 @pytest.mark.parametrize("changed, started, set_up, has_factor, verdict", [
     (NOW - 10, NOW, False, True, LIVE),
     (NOW, NOW, False, True, LIVE),                  # set in the very instant the sign-in started
-    (NOW + 0.001, NOW, False, True, PASSWORD_CHANGED),
-    (NOW + 10**6, NOW, True, False, PASSWORD_CHANGED),
-    (math.nan, NOW, False, True, PASSWORD_CHANGED),
-    (NOW, math.nan, False, True, PASSWORD_CHANGED),
+    (NOW + 0.001, NOW, False, True, CHANGED_SINCE),
+    (NOW + 10**6, NOW, True, False, CHANGED_SINCE),
+    (math.nan, NOW, False, True, CHANGED_SINCE),
+    (NOW, math.nan, False, True, CHANGED_SINCE),
     (NOW - 10, NOW, True, False, LIVE),             # setting up the first factor, none yet
     (NOW - 10, NOW, True, True, FACTOR_ADDED),      # the owner added one meanwhile
-    (NOW + 1, NOW, True, True, PASSWORD_CHANGED),   # the password is named first
+    (NOW + 1, NOW, True, True, CHANGED_SINCE),   # the password is named first
 ])
 def test_a_pending_sign_in_stands_only_while_the_account_is_as_it_was(changed, started, set_up, has_factor, verdict):
     assert account_verdict(changed, started, set_up, has_factor) == verdict

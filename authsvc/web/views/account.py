@@ -264,10 +264,18 @@ def remove_totp():
     uid = current_user.user_id
     if not svc.totp.remove_all(uid):
         return account_page(404, errors=["No authenticator app is set up for this account."])
-    voided = svc.recovery_codes.void(uid) if not svc.factors.kinds(uid) else 0  # nothing left to recover
+    voided = void_recovery_codes_without_factor(uid)
     svc.audit.emit("mfa_removed", method="totp", by="user", recovery_codes_voided=voided)
     ended = end_other_sessions("totp_removed")
     return account_page(notice=f"Authenticator app removed. {others_signed_out(ended)}")
+
+
+def void_recovery_codes_without_factor(user_id: int) -> int:
+    """After a factor was removed: when the account has none left, its recovery codes go too (how
+    many). They stand in for a factor, so there is nothing left to recover; kept, a sheet printed
+    before would come back into force with the next factor added."""
+    svc = services()
+    return svc.recovery_codes.void(user_id) if not svc.factors.kinds(user_id) else 0
 
 
 @bp.post("/account/recovery-codes")

@@ -59,6 +59,7 @@ from authsvc.web.views.account import (
     others_signed_out,
     step_up_is_due,
     step_up_or_refuse,
+    void_recovery_codes_without_factor,
 )
 from authsvc.web.views.login import (
     PENDING,
@@ -228,6 +229,9 @@ def delete(passkey_id: int):
     account = services().accounts.by_id(current_user.user_id)
     if not service.remove(account, passkey_id):
         abort(404)
+    voided = void_recovery_codes_without_factor(account.id)
+    if voided:
+        services().audit.emit("recovery_codes_voided", count=voided, reason="no_factor_left")
     ended = end_other_sessions("passkey_removed")
     flash(f"Passkey removed. {others_signed_out(ended)}")
     return redirect(url_for("account.home"), 303)
