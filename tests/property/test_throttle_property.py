@@ -20,7 +20,8 @@ numbers (never the module's own functions):
 The address is part of each attempt only to make the point that the throttle cannot see it:
 rotating addresses changes nothing here (the per-client limit is Flask-Limiter's, tested elsewhere).
 Storage expiry runs on real time and the trace on the fake clock, so
-``consecutive_failure_memory_seconds`` is outside these properties.
+``consecutive_failure_memory_seconds`` is outside these properties, and so is the per-account success
+limit (tested on its own in test_throttle.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ from limits.storage import MemoryStorage
 from authsvc.core.policy import load_policy
 from authsvc.core.throttle import Throttle
 
-DEFAULT = load_policy().throttle
+# The per-account success limit (successes_per_account: 3 in 10 s ...) is not one of the rules
+# judged here: a trace with a fourth success of one account within 10 s meets it (hypothesis found
+# one). Its windows have their own tests (tests/security/test_throttle.py, test_success_windows_*,
+# test_*_success_window*); here it is out of the way, as the global limit is.
+DEFAULT = dataclasses.replace(load_policy().throttle, successes_per_account=("1000000 per minute",))
 START = 1_800_000_000
 ACCOUNTS = ["alice", "nobody-such"]
 DEVICES = [None, "device-one-aaaaaaaa", "device-two-bbbbbbbb"]
