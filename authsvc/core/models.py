@@ -44,6 +44,9 @@ sessions = Table(
     # from a remember-me cookie): a sensitive change needs it recent (authsvc.rules.second_step).
     Column("methods", String(64), nullable=False, server_default="pwd"),
     Column("authenticated_at", Float, nullable=True),
+    # When an OpenID authorization request (prompt=login, max_age) sent this browser to sign in
+    # again: no code for this session until a sign-in after it (authsvc.rules.oidc_requests).
+    Column("reauth_asked_at", Float, nullable=True),
 )
 Index("ix_sessions_user_live", sessions.c.user_id, sessions.c.revoked_at)
 Index("ix_sessions_expires", sessions.c.expires_at)
@@ -70,6 +73,8 @@ remember_tokens = Table(
     Column("revoke_reason", String(32), nullable=True),
     # The methods of the sign-in that issued the first token of this chain: a restored session carries them.
     Column("methods", String(64), nullable=False, server_default="pwd"),
+    # When that sign-in happened (None: issued before revision 0011): a restored session's auth_time.
+    Column("signed_in_at", Float, nullable=True),
 )
 Index("ix_remember_user", remember_tokens.c.user_id)
 Index("ix_remember_session", remember_tokens.c.session_id)

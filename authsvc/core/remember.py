@@ -110,7 +110,8 @@ _successor = remember_tokens.alias("successor")
 _PRESENTED = sa.select(
     remember_tokens.c.id, remember_tokens.c.validator_hash, remember_tokens.c.user_id,
     remember_tokens.c.expires_at, remember_tokens.c.rotated_at, remember_tokens.c.revoked_at,
-    remember_tokens.c.revoke_reason, remember_tokens.c.successor_id, remember_tokens.c.methods, users.c.disabled,
+    remember_tokens.c.revoke_reason, remember_tokens.c.successor_id, remember_tokens.c.methods,
+    remember_tokens.c.signed_in_at, users.c.disabled,
     _successor.c.id.label("s_id"), _successor.c.rotated_at.label("s_rotated_at"),
     _successor.c.revoked_at.label("s_revoked_at"), _successor.c.revoke_reason.label("s_revoke_reason"),
     _successor.c.session_id.label("s_session_id"),
@@ -171,23 +172,25 @@ class RememberStore:
         """A new token; returns the signed cookie value and its expiry (epoch seconds).
         ``session_id`` is the session it started: ending that session ends the token too.
         ``methods``: the sign-in's (RFC 8176); every successor keeps them, and each session the
-        chain restores carries them."""
-        expires = expires_at or self.clock() + self.policy.remember_lifetime_days * 86400
+        chain restores carries them, as it keeps the time of the sign-in (now: a token is issued
+        by a sign-in), a restored session's ``auth_time`` (:meth:`signed_in_at`)."""
+        now = self.clock()
+        expires = expires_at or now + self.policy.remember_lifetime_days * 86400
         stored = format_methods(methods)
         if conn is None:
             with self.engine.begin() as c:
-                value, _ = self._insert(c, user_id, client_ip, user_agent, expires, session_id, stored)
+                value, _ = self._insert(c, user_id, client_ip, user_agent, expires, session_id, stored, now)
         else:
-            value, _ = self._insert(conn, user_id, client_ip, user_agent, expires, session_id, stored)
+            value, _ = self._insert(conn, user_id, client_ip, user_agent, expires, session_id, stored, now)
         return value, expires
 
     def _insert(self, conn, user_id: int, client_ip: str, user_agent: str, expires: float,
-                session_id: int | None, methods: str) -> tuple[str, int]:
+                session_id: int | None, methods: str, signed_in_at: float | None) -> tuple[str, int]:
         selector, validator = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
         new_id = conn.execute(remember_tokens.insert().returning(remember_tokens.c.id).values(
             selector=selector, validator_hash=_digest(validator), user_id=user_id, created_at=self.clock(),
             expires_at=expires, client_ip=client_ip[:64], user_agent=user_agent[:256], session_id=session_id,
-            methods=methods,
+            methods=methods, signed_in_at=signed_in_at,
         )).scalar_one()
         return self.serializer.dumps(f"{selector}.{validator}"), new_id
 
@@ -233,7 +236,7 @@ class RememberStore:
                 if verdict == "lost":
                     ended = self._end_unused_successor(conn, row, now)
                 new_cookie, new_id = self._insert(conn, row.user_id, client_ip, user_agent, row.expires_at, None,
-                                                  row.methods)
+                                                  row.methods, row.signed_in_at)
                 conn.execute(remember_tokens.update().where(remember_tokens.c.id == row.id)
                              .values(successor_id=new_id))
         except _Abandon as abandoned:

@@ -190,21 +190,40 @@ LOGIN_REQUIRED = "login_required"  # prompt=none and the session cannot answer: 
 
 def session_decision(*, signed_in: bool, prompt: frozenset[str], max_age: int | None,
                      authenticated_at: float | None, now: float, multi_factor: bool, require_mfa: bool,
-                     has_second_factor: bool) -> str:
+                     has_second_factor: bool, reauth_asked_at: float | None = None) -> str:
     """What an authorization request does with the browser's session. ``authenticated_at`` is when
     the user last proved a factor in it (None for a session restored from remember-me: never
-    recent enough for ``max_age``). ``prompt`` comes from :func:`parse_prompt`."""
+    recent enough for ``max_age``). ``prompt`` comes from :func:`parse_prompt`.
+
+    ``reauth_asked_at``: when an earlier request (``prompt=login``, ``max_age``) sent this session
+    to sign in again. The sign-in page comes back to the request without those parameters (else
+    ``max_age=0`` would loop); until the user has proved a factor after that moment, the request
+    without them is the same request, however the browser got to it."""
     silent = "none" in prompt
     if not signed_in:
         return LOGIN_REQUIRED if silent else LOGIN
     stale = max_age is not None and (authenticated_at is None or now - authenticated_at > max_age)
-    if "login" in prompt or stale:
+    asked = reauth_asked_at is not None and not (authenticated_at is not None and authenticated_at >= reauth_asked_at)
+    if "login" in prompt or stale or asked:
         return LOGIN_REQUIRED if silent else REAUTHENTICATE
     if require_mfa and not multi_factor:
         if silent:
             return LOGIN_REQUIRED
         return STEP_UP if has_second_factor else MFA_SET_UP_NEEDED
     return PROCEED
+
+
+def auth_time(authenticated_at: float | None, chain_signed_in_at: float | None, started_at: float) -> float:
+    """The ``auth_time`` of a session's tokens: when the user last proved a factor for it (its
+    sign-in, or a step-up since). A session restored from remember-me proved none: the time of the
+    sign-in that issued the chain's first cookie (``chain_signed_in_at``), never the restore, which
+    a client judging freshness would take for a sign-in just now. A chain from before revision 0011
+    knows no time: the session's start, as before."""
+    if authenticated_at is not None:
+        return authenticated_at
+    if chain_signed_in_at is not None:
+        return chain_signed_in_at
+    return started_at
 
 
 # --- consent ------------------------------------------------------------------------------------

@@ -193,6 +193,41 @@ def test_0010_leaves_every_existing_family_live_and_goes_down_and_up_again(engin
     assert "family_revoked_at" in {c["name"] for c in sa.inspect(engine).get_columns("oidc_codes")}
 
 
+def test_0011_leaves_existing_sessions_unasked_and_chains_without_a_time_and_goes_down_and_up(engine):
+    """0011 adds the sign-in time to remember-me chains and the re-authentication mark to sessions:
+    rows from before it get neither (a session is not sent to sign in again by the upgrade, and a
+    chain from before reports its session's start as auth_time, as it did); 0011 goes down and up."""
+    from alembic import command
+
+    from authsvc.core.accounts import AccountStore
+    from authsvc.rules.oidc_requests import auth_time
+
+    with engine.begin() as conn:
+        command.upgrade(db._alembic_config(conn), "0010")
+    alice = AccountStore(engine, Clock()).create("alice", "x")
+    with engine.begin() as conn:
+        tables = sa.MetaData()
+        sessions = sa.Table("sessions", tables, autoload_with=conn)
+        remember = sa.Table("remember_tokens", tables, autoload_with=conn)
+        session_id = conn.execute(sessions.insert().values(
+            token_hash=b"s" * 32, user_id=alice.id, created_at=5.0, last_seen_at=5.0, expires_at=9e9,
+            remembered=True, client_ip="198.51.100.7", user_agent="ua").returning(sessions.c.id)).scalar_one()
+        conn.execute(remember.insert().values(
+            selector="s" * 22, validator_hash=b"v" * 32, user_id=alice.id, created_at=5.0, expires_at=9e9,
+            client_ip="198.51.100.7", user_agent="ua", session_id=session_id))
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        asked = conn.execute(sa.select(models.sessions.c.reauth_asked_at)).scalar_one()
+        chain = conn.execute(sa.select(models.remember_tokens.c.signed_in_at)).scalar_one()
+    assert asked is None and chain is None and auth_time(None, chain, 5.0) == 5.0
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0010")
+    assert "reauth_asked_at" not in {c["name"] for c in sa.inspect(engine).get_columns("sessions")}
+    assert "signed_in_at" not in {c["name"] for c in sa.inspect(engine).get_columns("remember_tokens")}
+    db.upgrade(engine)
+    assert "signed_in_at" in {c["name"] for c in sa.inspect(engine).get_columns("remember_tokens")}
+
+
 # --- from the previous release, with data ------------------------------------------------------------------
 
 def seed_previous_release(engine, clock: Clock) -> dict:

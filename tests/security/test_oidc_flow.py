@@ -20,7 +20,7 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import KeySet, OctKey
 
-from tests.conftest import HTTPS, browser, csrf_in, login
+from tests.conftest import HTTPS, PASSWORD, browser, csrf_in, login, verify
 from tests.security.oidc_helpers import (
     NATIVE,
     SPA,
@@ -39,6 +39,9 @@ from tests.security.oidc_helpers import (
     userinfo,
     verify_id_token,
 )
+
+
+HOST = HTTPS.split("://")[1]
 
 
 @pytest.fixture
@@ -607,6 +610,66 @@ def test_prompt_login_and_max_age_send_a_signed_in_browser_to_sign_in_again(sign
         assert "prompt" not in response.headers["Location"] and "max_age" not in response.headers["Location"]
         form = signed_in.get(response.headers["Location"])
         assert form.status_code == 200 and 'name="password"' in form.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "10"}, {"max_age": "0"}])
+def test_a_browser_sent_to_sign_in_again_gets_no_code_by_coming_back_without_signing_in(signed_in, web, clock, extra):
+    """prompt=login and max_age send the browser to the form, and the form comes back to the request
+    without them. Whoever holds the browser (not the user: the client asked for the user's password
+    before something sensitive) skips the form and loads that address itself: the same answer, until
+    a sign-in after it; then a code whose auth_time is that sign-in."""
+    cid, secret = web
+    clock.advance(11)
+    sent = authorize(signed_in, authorize_params(cid, challenge=pkce()[1], **extra))
+    assert sent.status_code == 303 and "reauth=1" in sent.headers["Location"]
+    back = query(sent.headers["Location"])["next"]
+    for _ in range(2):
+        skipped = signed_in.get(back)
+        assert skipped.status_code == 303 and "reauth=1" in skipped.headers["Location"], skipped.headers.get("Location")
+        assert query(skipped.headers["Location"])["next"] == back
+    clock.advance(5)
+    form = signed_in.get(sent.headers["Location"])  # the user signs in again
+    again = signed_in.post("/login", data={"csrf_token": csrf_in(form.get_data(as_text=True)), "username": "alice",
+                                           "password": PASSWORD})
+    assert again.status_code == 303
+    signed_in_at = clock()
+    verifier, challenge = pkce()
+    done = signed_in.get(back.replace(query(back)["code_challenge"], challenge))
+    assert done.status_code == 302 and done.headers["Location"].startswith(WEB)
+    body = exchange(signed_in, cid, secret, query(done.headers["Location"])["code"], verifier).get_json()
+    assert verify_id_token(signed_in, body["id_token"], cid, now=clock()).claims["auth_time"] == int(signed_in_at)
+
+
+def test_a_silent_request_after_a_sign_in_was_asked_for_gets_login_required(signed_in, web, clock):
+    cid, _ = web
+    clock.advance(11)
+    assert authorize(signed_in, authorize_params(cid, challenge=pkce()[1], prompt="login")).status_code == 303
+    silent = authorize(signed_in, authorize_params(cid, challenge=pkce()[1], prompt="none"))
+    assert silent.status_code == 302 and query(silent.headers["Location"])["error"] == "login_required"
+
+
+def test_a_restored_sessions_auth_time_is_the_sign_in_that_issued_the_cookie_not_the_restore(app, svc, user, clock):
+    """A remember-me cookie restores a session without a password. Its ID token's auth_time is when
+    the password was typed, days ago, not the restore: a client that judges freshness by auth_time
+    (OIDC Core 2) must not take the cookie for a sign-in just now. Through rotations too."""
+    cid, secret = add_client(svc, trusted=True)
+    first = browser(app)
+    assert login(first, remember=True).status_code == 303
+    signed_in_at = clock()
+    remember = first.get_cookie(svc.cookies.remember, domain=HOST).value
+    for _ in range(2):  # each restore rotates the cookie: the chain keeps the sign-in's time
+        clock.advance(2 * 86400)  # the session is gone (absolute lifetime 1 day); the cookie lives
+        restored = browser(app)
+        restored.set_cookie(svc.cookies.remember, remember, domain=HOST)
+        assert restored.get("/").status_code == 303 and verify(restored) == 200  # restored, then back
+        remember = restored.get_cookie(svc.cookies.remember, domain=HOST).value
+    code, verifier = get_code(restored, cid)
+    body = exchange(restored, cid, secret, code, verifier).get_json()
+    claims = verify_id_token(restored, body["id_token"], cid, now=clock()).claims
+    assert claims["auth_time"] == int(signed_in_at) and clock() - signed_in_at >= 4 * 86400
+    # max_age sends it to sign in: the restore is no authentication.
+    sent = authorize(restored, authorize_params(cid, challenge=pkce()[1], max_age="86400000"))
+    assert sent.status_code == 303 and "reauth=1" in sent.headers["Location"]
 
 
 @pytest.mark.asvs("V6.3.3")

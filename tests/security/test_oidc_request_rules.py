@@ -24,6 +24,7 @@ from authsvc.rules.oidc_requests import (
     SKIP,
     STEP_UP,
     SUPPORTED_SCOPES,
+    auth_time,
     challenge_verdict,
     consent_decision,
     parse_max_age,
@@ -283,6 +284,28 @@ def test_a_sign_in_older_than_max_age_signs_in_again(max_age, authenticated_at, 
 
 def test_prompt_login_always_reauthenticates():
     assert decide(prompt=frozenset({"login"}), authenticated_at=NOW) == REAUTHENTICATE
+
+
+@pytest.mark.parametrize("authenticated_at, asked, prompt, expected", [
+    (NOW - 100, NOW - 50, frozenset(), REAUTHENTICATE),       # asked after the last sign-in: still due
+    (NOW - 100, NOW - 100, frozenset(), PROCEED),             # signed in at that very moment
+    (NOW - 10, NOW - 50, frozenset(), PROCEED),               # signed in (or stepped up) since
+    (None, NOW - 50, frozenset(), REAUTHENTICATE),            # restored from remember-me: never
+    (NOW - 100, NOW - 50, frozenset({"none"}), LOGIN_REQUIRED),
+    (NOW - 100, None, frozenset(), PROCEED),                  # never asked
+    (NOW - 100, float("nan"), frozenset(), REAUTHENTICATE),   # unreadable: due
+])
+def test_a_sign_in_asked_for_stays_due_until_one_after_it(authenticated_at, asked, prompt, expected):
+    assert decide(authenticated_at=authenticated_at, reauth_asked_at=asked, prompt=prompt) == expected
+
+
+@pytest.mark.parametrize("authenticated_at, chain, started, expected", [
+    (NOW - 10, NOW - 5 * 86400, NOW - 20, NOW - 10),   # a sign-in or step-up in this session
+    (None, NOW - 5 * 86400, NOW - 20, NOW - 5 * 86400),  # restored: the chain's sign-in, not the restore
+    (None, None, NOW - 20, NOW - 20),                  # a chain from before revision 0011
+])
+def test_auth_time_is_the_last_proof_never_a_restore(authenticated_at, chain, started, expected):
+    assert auth_time(authenticated_at, chain, started) == expected
 
 
 @pytest.mark.asvs("V6.3.3")

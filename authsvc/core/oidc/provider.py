@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from authsvc.core.audit import Audit
 from authsvc.core.groups import GroupStore
-from authsvc.core.models import sessions, users
+from authsvc.core.models import remember_tokens, sessions, users
 from authsvc.core.oidc.keys import SigningKeys
 from authsvc.core.oidc.logout import Hint, read_hint
 from authsvc.core.oidc.store import (
@@ -39,6 +39,7 @@ from authsvc.rules.oidc_redirects import redirect_uri_verdict
 from authsvc.rules.oidc_requests import (
     OK,
     SUPPORTED_SCOPES,
+    auth_time,
     challenge_verdict,
     consent_decision,
     parse_max_age,
@@ -194,11 +195,15 @@ class Provider:
     def session_step(self, req: AuthRequest, session, *, has_second_factor: bool) -> str:
         """What the browser's session (a SessionRecord or None) does with ``req``: a
         :func:`authsvc.rules.oidc_requests.session_decision` verdict."""
+        asked = None
+        if session is not None:
+            with self.engine.connect() as conn:
+                asked = conn.execute(sa.select(sessions.c.reauth_asked_at).where(sessions.c.id == session.id)).scalar()
         return session_decision(
             signed_in=session is not None, prompt=req.prompt, max_age=req.max_age,
             authenticated_at=None if session is None else session.authenticated_at, now=self.clock(),
             multi_factor=session is not None and is_multi_factor(session.methods),
-            require_mfa=req.client.require_mfa, has_second_factor=has_second_factor)
+            require_mfa=req.client.require_mfa, has_second_factor=has_second_factor, reauth_asked_at=asked)
 
     def consent_step(self, req: AuthRequest, user_id: int) -> str:
         return consent_decision(trusted=req.client.trusted, public=req.client.public, prompt=req.prompt,
@@ -273,16 +278,25 @@ class Provider:
 
     def end_user(self, user_id: int, session_id: int) -> EndUser | None:
         """The user of ``session_id``, or None once that session has ended or the account is disabled."""
+        chain = (sa.select(sa.func.min(remember_tokens.c.signed_in_at))
+                 .where(remember_tokens.c.session_id == sessions.c.id).scalar_subquery())
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(
                 users.c.id, users.c.username_key, users.c.disabled, sessions.c.id.label("sid"), sessions.c.token_hash,
                 sessions.c.revoked_at, sessions.c.methods, sessions.c.authenticated_at, sessions.c.created_at,
+                chain.label("chain_signed_in_at"),
             ).select_from(sessions.join(users, users.c.id == sessions.c.user_id)).where(
                 sessions.c.id == session_id, sessions.c.user_id == user_id)).first()
         if row is None or row.disabled or row.revoked_at is not None:
             return None
         return EndUser(row.id, row.username_key, row.sid, session_sid(row.token_hash), parse_methods(row.methods),
-                       row.authenticated_at if row.authenticated_at is not None else row.created_at)
+                       auth_time(row.authenticated_at, row.chain_signed_in_at, row.created_at))
+
+    def ask_reauthentication(self, session_id: int) -> None:
+        """This session's browser is sent to sign in again (``prompt=login``, ``max_age``): until it
+        has, :meth:`session_step` answers every request of this session as that one."""
+        with self.engine.begin() as conn:
+            conn.execute(sessions.update().where(sessions.c.id == session_id).values(reauth_asked_at=self.clock()))
 
     def claims(self, user: EndUser, scope: str, *, id_token: bool = False) -> dict:
         """``sub`` always (random per account, never the username); ``sid`` in ID tokens;

@@ -242,7 +242,9 @@ def _params_without(*names: str, source=None) -> list[tuple[str, str]]:
 def _to_login(*, again: bool):
     """The sign-in page, then back to this request. ``again`` (prompt=login, max_age, step-up):
     the form even for a signed-in browser, and back without prompt/max_age, which the new sign-in
-    has just satisfied (else max_age=0 would send the user round forever)."""
+    has just satisfied (else max_age=0 would send the user round forever). The session was marked
+    first (:meth:`Provider.ask_reauthentication`), so coming back without signing in gets the same
+    answer."""
     if again:
         back = url_for("oidc.authorize") + "?" + urlencode(_params_without("prompt", "max_age"))
         return redirect(url_for("login.login_form", next=back, reauth=1), 303)
@@ -258,7 +260,10 @@ def authorize():
     step = _session_step(checked, record)
     if step == decide.LOGIN:
         return _to_login(again=False)
-    if step in (decide.REAUTHENTICATE, decide.STEP_UP):
+    if step == decide.REAUTHENTICATE:
+        _provider().ask_reauthentication(record.id)  # the request without prompt/max_age is the same one
+        return _to_login(again=True)
+    if step == decide.STEP_UP:
         return _to_login(again=True)
     if step == decide.MFA_SET_UP_NEEDED:
         return _error_page("mfa_set_up_needed", checked.client.client_id)
