@@ -255,6 +255,37 @@ def test_a_session_cookie_copied_before_logout_signs_nobody_in_after_it(client, 
     assert client.get("/private").status_code == 200
 
 
+@pytest.mark.parametrize("ended_by", ["logout", "backchannel", "nothing"])
+def test_a_copied_session_cookie_never_outlives_a_day_nor_the_record_of_its_logout(provider, monkeypatch, ended_by):
+    """A copy of the app's cookie (Flask keeps it 31 days) against the clock: a sign-in lasts a day,
+    as authsvc's session does (whose expiry sends no logout token), and the record of a Logout or a
+    back-channel logout is kept at least that long, so no copy comes back when it is forgotten."""
+    import time
+
+    app, _ = make_app(provider)
+    victim, thief, other = app.test_client(), app.test_client(), app.test_client()
+    assert sign_in(victim, provider).status_code == 303
+    copy = victim.get_cookie("session").value
+    thief.set_cookie("session", copy)
+    if ended_by == "logout":
+        assert sign_out(victim).status_code == 303
+    elif ended_by == "backchannel":
+        token = provider.logout_token(sid="sid-1")  # the victim's sign-in
+        assert other.post("/authsvc/backchannel-logout", data={"logout_token": token}).status_code == 200
+    assert thief.get("/private").status_code == (200 if ended_by == "nothing" else 302)
+    real = time.time
+    for hours in (23, 25, 24 * 30):
+        later = real() + hours * 3600
+        monkeypatch.setattr(time, "time", lambda: later)
+        monkeypatch.setattr(app.extensions["authsvc"].oidc.ended, "_clock", lambda: later)
+        # another user's back-channel logout: the record drops what it no longer needs
+        token = provider.logout_token(sid=f"another-{hours}")
+        assert other.post("/authsvc/backchannel-logout", data={"logout_token": token}).status_code == 200
+        expected = 200 if ended_by == "nothing" and hours < 24 else 302
+        thief.set_cookie("session", copy)  # the very same copy, replayed
+        assert thief.get("/private").status_code == expected, hours
+
+
 # --- cross-site sign-out: an <img> or a form on another site must not end the sign-in ----------------
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from flask_authsvc.identity import Identity, Malformed, identity_from_claims
-from flask_authsvc.logout_tokens import EVENT, MemoryEndedSessions, logout_token_problem
+from flask_authsvc.logout_tokens import EVENT, MAX_SIGN_IN_SECONDS, MemoryEndedSessions, logout_token_problem
+from flask_authsvc.oidc import sign_in_expired
 from flask_authsvc.redirects import (
     ISS_MISSING,
     ISS_REPEATED,
@@ -120,16 +121,36 @@ def test_hostile_logout_claims_are_refused_with_a_reason(changes, reason):
 
 def test_ended_sid_and_subject():
     clock = [NOW]
-    ended = MemoryEndedSessions(keep_seconds=100, clock=lambda: clock[0])
+    ended = MemoryEndedSessions(clock=lambda: clock[0])
     ended.end("s1", "u1", NOW)
     assert ended.is_ended("s1", "u1", NOW - 10)
     assert not ended.is_ended("s2", "u1", NOW - 10)          # a sid names one sign-in
     ended.end(None, "u2", NOW)
     assert ended.is_ended("s9", "u2", NOW - 1) and ended.is_ended(None, "u2", NOW)
     assert not ended.is_ended("s9", "u2", NOW + 1)           # signed in after the logout
-    clock[0] = NOW + 200
-    ended.end("s3", None, clock[0])                          # old entries are forgotten as new ones come
+    clock[0] = NOW + MAX_SIGN_IN_SECONDS - 1
+    ended.end("s3", None, clock[0])
+    assert ended.is_ended("s1", "u1", NOW - 10)              # kept while its sign-in could still be used
+    assert sign_in_expired(NOW - 10, clock[0])
+    clock[0] = NOW + MAX_SIGN_IN_SECONDS + 1
+    ended.end("s4", None, clock[0])                          # old entries are forgotten as new ones come
     assert not ended.is_ended("s1", "u1", NOW - 10)
+
+
+@pytest.mark.parametrize("keep", [0, 100, MAX_SIGN_IN_SECONDS - 1, float("nan")])
+def test_ended_records_are_never_kept_shorter_than_a_sign_in_lasts(keep):
+    """Forgotten sooner, the record of a Logout would let a copy of the cookie in again."""
+    with pytest.raises(ValueError, match="keep_seconds"):
+        MemoryEndedSessions(keep_seconds=keep)
+
+
+@pytest.mark.parametrize("age, expired", [
+    (0, False), (MAX_SIGN_IN_SECONDS, False), (MAX_SIGN_IN_SECONDS + 0.001, True), (30 * 86_400, True),
+    (-60, False),                     # another instance's clock a little ahead
+    (float("nan"), True), (float("inf"), True),
+])
+def test_a_sign_in_lasts_a_day(age, expired):
+    assert sign_in_expired(NOW - age, NOW) is expired
 
 
 def test_ended_record_is_bounded():

@@ -57,12 +57,25 @@ class EndedSessions(Protocol):
     def is_ended(self, sid: str | None, sub: str, signed_in_at: float) -> bool: ...
 
 
+# How long a sign-in in the app lasts: authsvc's absolute session lifetime by default (a day).
+# Flask keeps its signed cookie for PERMANENT_SESSION_LIFETIME (31 days), and an authsvc session that
+# simply expires sends no logout token: without an age of its own, a copy of the cookie would outlive
+# both the session it came from and the record of its Logout. After it, the user goes through
+# authsvc again (a round trip while authsvc's session lives).
+MAX_SIGN_IN_SECONDS = 86_400
+
+
 class MemoryEndedSessions:
     """This process's record of ended sign-ins: a ``sid`` is ended for good; a ``sub`` alone ends
     every sign-in of that subject made before the logout. Entries are kept ``keep_seconds``
-    (default: a day, longer than authsvc's absolute session lifetime), at most ``max_entries``."""
+    (default: a day, as long as a sign-in lasts, :data:`MAX_SIGN_IN_SECONDS`: a
+    sign-in ended at ``t`` was made before ``t`` and is too old by ``t`` + a day, so no record is
+    forgotten while the cookie it refuses could still sign anyone in), at most ``max_entries``."""
 
-    def __init__(self, keep_seconds: float = 86_400, max_entries: int = 100_000, clock=time.time):
+    def __init__(self, keep_seconds: float = MAX_SIGN_IN_SECONDS, max_entries: int = 100_000, clock=time.time):
+        if not keep_seconds >= MAX_SIGN_IN_SECONDS:
+            raise ValueError(f"keep_seconds must be at least {MAX_SIGN_IN_SECONDS} (how long a sign-in lasts): "
+                             "a record forgotten sooner lets a copy of a signed-out cookie in again")
         self._sids: dict[str, float] = {}
         self._subs: dict[str, float] = {}
         self._keep, self._max, self._clock = keep_seconds, max_entries, clock

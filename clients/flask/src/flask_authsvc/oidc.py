@@ -28,6 +28,7 @@ from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, reque
 from flask_authsvc.crosssite import cross_site_problem, own_origin
 from flask_authsvc.identity import Identity, Malformed, identity_from_claims
 from flask_authsvc.logout_tokens import (
+    MAX_SIGN_IN_SECONDS,
     MAX_TOKEN_LENGTH,
     EndedSessions,
     logout_token_problem,
@@ -41,6 +42,11 @@ log = logging.getLogger("flask_authsvc")
 SIGNED_IN = "_authsvc"           # session: the identity and its sid and time
 NEXT = "_authsvc_next"           # session: where the flow under way returns to
 LOCAL = "local:"                 # EndedSessions key prefix of a sign-in ended by this app's Logout
+
+
+def sign_in_expired(signed_in_at: float, now: float, max_seconds: float = MAX_SIGN_IN_SECONDS) -> bool:
+    """Is a sign-in made at ``signed_in_at`` too old to stand at ``now``? (NaN: too old.)"""
+    return not now - signed_in_at <= max_seconds
 
 
 TLS_HINT = ("; authsvc's certificate is not trusted by this process: name its CA bundle in REQUESTS_CA_BUNDLE "
@@ -229,7 +235,7 @@ class OidcMode:
                                          "groups": data.get("g"), "amr": data.get("m")})
         signed_in_at, local_id = data.get("t"), data.get("n")
         if (isinstance(identity, Malformed) or not isinstance(signed_in_at, (int, float))
-                or not isinstance(local_id, str)):
+                or not isinstance(local_id, str) or sign_in_expired(signed_in_at, time.time())):
             session.pop(SIGNED_IN, None)
             return None
         if (self.ended.is_ended(data.get("sid"), identity.user_id, signed_in_at)
