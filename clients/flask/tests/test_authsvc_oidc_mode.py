@@ -286,6 +286,27 @@ def test_a_copied_session_cookie_never_outlives_a_day_nor_the_record_of_its_logo
         assert thief.get("/private").status_code == expected, hours
 
 
+def test_an_https_app_without_secure_session_cookies_starts_no_sign_in_and_says_which_setting(provider, caplog):
+    """The sign-in lives in Flask's session cookie. Served over https with Flask's default
+    SESSION_COOKIE_SECURE = False, the cookie would also go to http://the-app/ in the clear (a browser
+    pushed there before HSTS): no sign-in starts, and the log names the setting and the fix."""
+    app, _ = make_app(provider)
+    client = app.test_client()
+    at = "https://blog.example.test"
+    first = client.get("/private", base_url=at)
+    with caplog.at_level(logging.ERROR, logger="flask_authsvc"):
+        refused = client.get(first.headers["Location"], base_url=at)
+    assert refused.status_code == 503 and "Set-Cookie" not in refused.headers
+    assert "set SESSION_COOKIE_SECURE = True" in caplog.text
+    app, _ = make_app(provider, SESSION_COOKIE_SECURE=True)
+    client = app.test_client()
+    url = client.get(client.get("/private", base_url=at).headers["Location"], base_url=at).headers["Location"]
+    code, state = provider.issue_code(url)
+    back = client.get(f"/authsvc/callback?code={code}&state={state}", base_url=at)
+    assert back.status_code == 303 and "; Secure" in back.headers["Set-Cookie"]
+    assert client.get("/private", base_url=at).status_code == 200
+
+
 # --- cross-site sign-out: an <img> or a form on another site must not end the sign-in ----------------
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])

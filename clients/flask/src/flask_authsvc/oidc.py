@@ -111,6 +111,13 @@ class OidcMode:
 
     def login(self):
         self.metadata()
+        if request.is_secure and not current_app.config.get("SESSION_COOKIE_SECURE"):
+            # The sign-in will live in Flask's session cookie: without Secure, a browser pushed to
+            # http://this-app/ (no HSTS yet) sends it in the clear. The app is served over https, so
+            # nothing needs it over http. (An app on plain http, loopback development, needs no flag.)
+            log.error("authsvc: SESSION_COOKIE_SECURE is off while this app is served over https: the "
+                      "sign-in cookie would also go over plain http; set SESSION_COOKIE_SECURE = True")
+            abort(503)
         session[NEXT] = local_next(request.args.get("next"))
         extra = {"prompt": "login"} if request.args.get("step_up") == "1" else {}
         return self.client.authorize_redirect(url_for("authsvc.callback", _external=True), **extra)
