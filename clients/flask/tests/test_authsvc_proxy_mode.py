@@ -90,6 +90,23 @@ def test_proxy_fix_cannot_make_a_client_look_like_the_proxy(caplog):
     assert login_redirect(get(client, "/private", {"X-Forwarded-Proto": "https"}))[1] == "https://localhost/private"
 
 
+@pytest.mark.parametrize("layers", [2, 3])
+def test_proxy_fix_twice_believes_no_identity_and_says_to_wrap_once(caplog, layers):
+    """Each ProxyFix overwrites the original peer the one outside it kept: under two (one in
+    create_app, one in wsgi.py), the "original" peer is the X-Forwarded-For the client wrote, and a
+    stranger could name the proxy. No identity is believed then, from anyone: a 503 naming the fix."""
+    app, _ = make_app()
+    for _ in range(layers):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
+    client = app.test_client()
+    with caplog.at_level(logging.ERROR, logger="flask_authsvc"):
+        forged = get(client, "/private", {**ALICE, "X-Forwarded-For": PROXY}, peer=STRANGER)
+    assert forged.status_code == 503 and "alice" not in forged.get_data(as_text=True)
+    assert "wrap app.wsgi_app in ProxyFix once" in caplog.text
+    assert get(client, "/private", {**ALICE, "X-Forwarded-For": STRANGER}, peer=PROXY).status_code == 503
+    assert get(client, "/").status_code == 200  # no identity headers: the app still serves anonymously
+
+
 @pytest.mark.parametrize("forged", ["mallory\n2026-12-07 INFO flask_authsvc: admin signed in", "x\r\nSet-Cookie: a=b",
                                     "\x1b[2J\x1b[Hcleared", "\u202eeulav", "a" * 5000])
 def test_log_lines_about_forged_headers_cannot_be_forged(client, caplog, forged):

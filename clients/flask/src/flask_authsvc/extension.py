@@ -57,6 +57,21 @@ def original_peer(environ: dict[str, Any]) -> object:
     return environ.get("REMOTE_ADDR")
 
 
+def proxy_fix_layers(wsgi_app: object) -> int:
+    """How many of Werkzeug's ``ProxyFix`` wrap ``wsgi_app`` (each middleware's ``app`` followed).
+    Each layer overwrites the original peer the one outside it kept: under two, the "original"
+    peer :func:`original_peer` reads is the ``X-Forwarded-For`` the client wrote."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    layers = 0
+    for _ in range(64):
+        if wsgi_app is None:
+            break
+        layers += isinstance(wsgi_app, ProxyFix)
+        wsgi_app = getattr(wsgi_app, "app", None)
+    return layers
+
+
 class Authsvc:
     """Delegates an app's login to authsvc.
 
@@ -202,6 +217,12 @@ class Authsvc:
         verdict: Identity | None = None
         if headers:
             peer = original_peer(environ)
+            if proxy_fix_layers(current_app.wsgi_app) > 1:
+                log.error("authsvc: identity headers refused: the app is wrapped in ProxyFix more than once, so "
+                          "the peer it reports is what the client wrote; wrap app.wsgi_app in ProxyFix once")
+                environ.setdefault(_VERDICT, None)
+                self._refuse_once(503)
+                return None
             if not is_trusted(peer, self.settings.trusted_proxies):
                 log.warning("authsvc: identity headers from untrusted peer %s ignored (%s %s=%s)",
                             escape(peer), ",".join(sorted(headers)), USER,
