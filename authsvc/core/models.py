@@ -47,6 +47,9 @@ sessions = Table(
     # When an OpenID authorization request (prompt=login, max_age) sent this browser to sign in
     # again: no code for this session until a sign-in after it (authsvc.rules.oidc_requests).
     Column("reauth_asked_at", Float, nullable=True),
+    # The token digest the OpenID sid comes from once a step-up gave the session a new token (its
+    # first token's); None until then: token_hash.
+    Column("sid_hash", LargeBinary(32), nullable=True),
 )
 Index("ix_sessions_user_live", sessions.c.user_id, sessions.c.revoked_at)
 Index("ix_sessions_expires", sessions.c.expires_at)

@@ -265,11 +265,20 @@ class SessionStore:
                           generation)
         return rec, verdict
 
-    def mark_authenticated(self, session_id: int) -> None:
-        """The user proved a factor again in this session (step-up): sensitive changes need no
-        password for another ``mfa.step_up_seconds``."""
+    def reauthenticated(self, session_id: int) -> str | None:
+        """The user proved a factor again in this live session (step-up): sensitive changes need no
+        password for another ``mfa.step_up_seconds``, and the session gets a new token, returned
+        (ASVS V7.2.4: a copy of the old cookie, which the proof was not made with, gets nothing of
+        it, and stops working). The same session otherwise: its id, expiry, methods, remember-me
+        token and OpenID ``sid`` (``sid_hash`` keeps the first token's digest). None if it ended."""
+        token = new_token()
         with self.engine.begin() as conn:
-            conn.execute(sessions.update().where(sessions.c.id == session_id).values(authenticated_at=self.clock()))
+            done = conn.execute(sessions.update().where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+                                .values(sid_hash=sa.func.coalesce(sessions.c.sid_hash, sessions.c.token_hash),
+                                        token_hash=token_digest(token), authenticated_at=self.clock())).rowcount
+        if self.cache is not None:
+            self.cache.invalidate()  # the old token's entry; other processes' expire within the bound
+        return token if done else None
 
     def revoke(self, session_id: int, reason: str, user_id: int | None = None, *, presented: bool = False) -> bool:
         """End one session (of ``user_id``, when given). True if it was live. ``presented``: the

@@ -142,12 +142,28 @@ def start_session(account: Account, *, remembered: bool, fresh: bool = True,
     ua = request.headers.get("User-Agent", "")
     token, _sid = svc.sessions.create(account.id, request.remote_addr or "", ua, remembered, not_after,
                                       methods=methods, authenticated=fresh)
-    record = svc.sessions.load(token)
+    user = _into_browser(svc.sessions.load(token), token, fresh=fresh)
+    g.audit_user_id = account.id
+    return user
+
+
+def _into_browser(record: SessionRecord, token: str, *, fresh: bool) -> AuthUser:
+    """``token``'s session into this browser's Flask session, bound to it."""
     user = AuthUser(record, token)
     login_user(user, fresh=fresh)
     session["_id"] = session_identifier()  # the binding is ours, not the identifier login_user wrote
-    g.audit_user_id = account.id
     return user
+
+
+def renew_session_token() -> AuthUser | None:
+    """The user proved a factor again in this session (step-up): the session gets a new token in
+    this browser's cookie, the old one stops working (ASVS V7.2.4), and everything else stays (the
+    session's id and expiry, its remember-me token, the rest of the browser's session: a set-up
+    under way, the CSRF token). None if the session ended meanwhile."""
+    svc = services()
+    token = svc.sessions.reauthenticated(flask_login.current_user.session_id)
+    record = svc.sessions.load(token) if token is not None else None
+    return _into_browser(record, token, fresh=True) if record is not None else None
 
 
 def init_app(app: Flask) -> None:

@@ -194,8 +194,8 @@ def test_0010_leaves_every_existing_family_live_and_goes_down_and_up_again(engin
 
 
 def test_0011_leaves_existing_sessions_unasked_and_chains_without_a_time_and_goes_down_and_up(engine):
-    """0011 adds the sign-in time to remember-me chains and the re-authentication mark to sessions:
-    rows from before it get neither (a session is not sent to sign in again by the upgrade, and a
+    """0011 adds the sign-in time to remember-me chains, the re-authentication mark and the sid's
+    source to sessions: rows from before it get none (a session is not sent to sign in again by the upgrade, and a
     chain from before reports its session's start as auth_time, as it did); 0011 goes down and up."""
     from alembic import command
 
@@ -217,12 +217,13 @@ def test_0011_leaves_existing_sessions_unasked_and_chains_without_a_time_and_goe
             client_ip="198.51.100.7", user_agent="ua", session_id=session_id))
     db.upgrade(engine)
     with engine.connect() as conn:
-        asked = conn.execute(sa.select(models.sessions.c.reauth_asked_at)).scalar_one()
+        asked, sid_hash = conn.execute(sa.select(models.sessions.c.reauth_asked_at, models.sessions.c.sid_hash)).one()
         chain = conn.execute(sa.select(models.remember_tokens.c.signed_in_at)).scalar_one()
     assert asked is None and chain is None and auth_time(None, chain, 5.0) == 5.0
+    assert sid_hash is None  # its sid still comes from token_hash: clients holding it see no change
     with engine.begin() as conn:
         command.downgrade(db._alembic_config(conn), "0010")
-    assert "reauth_asked_at" not in {c["name"] for c in sa.inspect(engine).get_columns("sessions")}
+    assert not {"reauth_asked_at", "sid_hash"} & {c["name"] for c in sa.inspect(engine).get_columns("sessions")}
     assert "signed_in_at" not in {c["name"] for c in sa.inspect(engine).get_columns("remember_tokens")}
     db.upgrade(engine)
     assert "signed_in_at" in {c["name"] for c in sa.inspect(engine).get_columns("remember_tokens")}

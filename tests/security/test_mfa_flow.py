@@ -517,6 +517,37 @@ def test_sensitive_changes_need_a_recent_authentication_or_the_password(app, cli
     assert app.extensions["authsvc"].totp.count(totp_user_id(app)) == 0
 
 
+@pytest.mark.asvs("V7.2.4")
+def test_a_step_up_gives_the_session_a_new_token_and_a_copy_of_the_old_cookie_gets_nothing(app, clock, totp):
+    """ASVS V7.2.4: a new token at re-authentication too. A copy of the cookie (malware, a shared
+    machine: the same address and browser, so the binding holds) is refused a factor change; when
+    the owner then confirms the password, the fresh authentication belongs to the owner's browser
+    only: the copy stops working, and the rest of the session stays (its id, its remember-me token,
+    the page's CSRF token)."""
+    svc = app.extensions["authsvc"]
+    client = browser(app)  # the owner's browser; the thief's copy comes from the same address and browser
+    sign_in(client, totp, remember=True)
+    session_id = svc.sessions.list_live(totp_user_id(app))[0].id
+    thief = browser(app)
+    thief.set_cookie(svc.cookies.session, cookie_value(client, svc.cookies.session), domain=HOST)
+    clock.advance(svc.policy.mfa.step_up_seconds + 1)
+    assert post_with_csrf(thief, "/account/totp/remove", {}).status_code == 401
+    token = csrf(client, "/")
+    confirmed = client.post("/account/recovery-codes", data={"csrf_token": token, "password": PASSWORD})
+    assert confirmed.status_code == 200
+    assert verify(thief) == 401 and thief.get("/").headers["Location"].startswith("/login")  # signed out
+    assert svc.totp.count(totp_user_id(app)) == 1
+    assert [r.id for r in svc.sessions.list_live(totp_user_id(app))] == [session_id]  # the same session
+    assert verify(client) == 200
+    # The page's form still posts (its CSRF token was kept), and the step-up holds for the owner.
+    assert client.post("/account/totp/remove", data={"csrf_token": token}).status_code == 200
+    # The remember-me cookie still restores this account once the session is gone.
+    restored = browser(app)
+    restored.set_cookie(svc.cookies.remember, cookie_value(client, svc.cookies.remember), domain=HOST)
+    clock.advance(2 * 86400)
+    assert restored.get("/").status_code == 303 and verify(restored) == 200
+
+
 def test_a_restored_session_must_enter_the_password_for_a_sensitive_change(app, client, totp):
     sign_in(client, totp, remember=True)
     svc = app.extensions["authsvc"]

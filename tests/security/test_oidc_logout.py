@@ -461,7 +461,18 @@ def _end_by_cli_disable(ctx):
     assert run_cli(ctx.monkeypatch, ctx.tmp_path, "user", "disable", "alice") == 0
 
 
-ENDINGS = {"logout": _end_by_logout, "rp_logout_with_hint": _end_by_rp_logout,
+def _end_by_logout_after_a_step_up(ctx):
+    """The step-up gave the session a new token (ASVS V7.2.4): its sid, which clients hold, stays."""
+    ctx.svc.clock.advance(ctx.svc.policy.mfa.step_up_seconds + 1)
+    token = csrf(ctx.client, "/")
+    assert ctx.client.post("/account/step-up", data={"csrf_token": token, "password": PASSWORD}).status_code == 200
+    alice = ctx.svc.accounts.by_username("alice").id
+    assert [s.id for s in ctx.svc.sessions.list_live(alice)] == [ctx.session_id]  # the same session, a new token
+    _end_by_logout(ctx)
+
+
+ENDINGS = {"logout": _end_by_logout, "logout_after_a_step_up": _end_by_logout_after_a_step_up,
+           "rp_logout_with_hint": _end_by_rp_logout,
            "rp_logout_confirmed": _end_by_confirmed_rp_logout, "password_change": _end_by_password_change,
            "account_page": _end_on_the_account_page, "session_cap": _end_by_session_cap,
            "cli_sessions_revoke": _end_by_cli_revoke, "cli_user_disable": _end_by_cli_disable}

@@ -18,6 +18,8 @@ one slow receiver delays the others (each attempt is bounded by ``timeout``); th
 from __future__ import annotations
 
 import atexit
+import base64
+import hashlib
 import heapq
 import http.client
 import itertools
@@ -266,14 +268,14 @@ class BackChannel:
         if not pairs:
             return
         with provider.engine.connect() as conn:
-            rows = {r.id: r for r in conn.execute(sa.select(sessions.c.id, sessions.c.user_id, sessions.c.token_hash)
+            rows = {r.id: r for r in conn.execute(sa.select(sessions.c.id, sessions.c.user_id, sid_source())
                                                   .where(sessions.c.id.in_({s for _, s in pairs})))}
         for client_id, session_id in pairs:
             client = provider.clients.get(client_id)
             row = rows.get(session_id)
             if client is None or not client.backchannel_logout_uri or row is None:
                 continue
-            token = self.logout_token(client_id, provider.subjects.of(row.user_id), session_sid_of(row.token_hash))
+            token = self.logout_token(client_id, provider.subjects.of(row.user_id), session_sid(row.sid_source))
             self._queue(_Delivery(client_id, session_id, client.backchannel_logout_uri,
                                   urlencode({"logout_token": token}).encode("ascii")), 0)
 
@@ -302,7 +304,15 @@ class BackChannel:
                         reason=problem or f"http_{status}", status=status)
 
 
-def session_sid_of(token_hash: bytes) -> str:
-    from authsvc.core.oidc.provider import session_sid
+def sid_source():
+    """The column a session's ``sid`` is derived from: its first token's digest, kept in ``sid_hash``
+    once a step-up gave it a new token (:meth:`authsvc.core.sessions.SessionStore.reauthenticated`),
+    else ``token_hash``."""
+    return sa.func.coalesce(sessions.c.sid_hash, sessions.c.token_hash).label("sid_source")
 
-    return session_sid(token_hash)
+
+def session_sid(token_hash: bytes) -> str:
+    """The ``sid`` claim: stable for the session, opaque, not its row id, derived from the stored
+    digest of its first token (itself one-way, :func:`sid_source`), so neither a key rotation nor
+    a step-up's new token changes it."""
+    return base64.urlsafe_b64encode(hashlib.sha256(b"authsvc.oidc.sid\0" + token_hash).digest()[:18]).decode()

@@ -9,8 +9,6 @@ client (:class:`ErrorRedirect`, with ``state`` and ``iss``).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +20,7 @@ from authsvc.core.audit import Audit
 from authsvc.core.groups import GroupStore
 from authsvc.core.models import remember_tokens, sessions, users
 from authsvc.core.oidc.keys import SigningKeys
-from authsvc.core.oidc.logout import Hint, read_hint
+from authsvc.core.oidc.logout import Hint, read_hint, session_sid, sid_source
 from authsvc.core.oidc.store import (
     Client,
     ClientStore,
@@ -114,12 +112,6 @@ class EndUser:
     sid: str
     methods: tuple[str, ...]
     auth_time: float
-
-
-def session_sid(token_hash: bytes) -> str:
-    """The ``sid`` claim: stable for the session, opaque, not its row id, derived from the stored
-    digest of its token (itself one-way), so no key rotation changes it."""
-    return base64.urlsafe_b64encode(hashlib.sha256(b"authsvc.oidc.sid\0" + token_hash).digest()[:18]).decode()
 
 
 class Provider:
@@ -282,14 +274,14 @@ class Provider:
                  .where(remember_tokens.c.session_id == sessions.c.id).scalar_subquery())
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(
-                users.c.id, users.c.username_key, users.c.disabled, sessions.c.id.label("sid"), sessions.c.token_hash,
+                users.c.id, users.c.username_key, users.c.disabled, sessions.c.id.label("sid"), sid_source(),
                 sessions.c.revoked_at, sessions.c.methods, sessions.c.authenticated_at, sessions.c.created_at,
                 chain.label("chain_signed_in_at"),
             ).select_from(sessions.join(users, users.c.id == sessions.c.user_id)).where(
                 sessions.c.id == session_id, sessions.c.user_id == user_id)).first()
         if row is None or row.disabled or row.revoked_at is not None:
             return None
-        return EndUser(row.id, row.username_key, row.sid, session_sid(row.token_hash), parse_methods(row.methods),
+        return EndUser(row.id, row.username_key, row.sid, session_sid(row.sid_source), parse_methods(row.methods),
                        auth_time(row.authenticated_at, row.chain_signed_in_at, row.created_at))
 
     def ask_reauthentication(self, session_id: int) -> None:

@@ -21,7 +21,7 @@ from flask import (
 )
 from flask_login import current_user, logout_user
 
-from authsvc.web.auth import services
+from authsvc.web.auth import renew_session_token, services
 from authsvc.web.errors import respond
 from authsvc.web.forms import field
 from authsvc.core.login_flow import Failed, Refused
@@ -183,7 +183,8 @@ def step_up_or_refuse(render):
         return respond(429, retry_after=checked.retry_after)
     if isinstance(checked, Failed):
         return render(401, [STEP_UP_WRONG])
-    svc.sessions.mark_authenticated(current_user.session_id)
+    if renew_session_token() is None:  # ended meanwhile (signed out elsewhere, revoked)
+        abort(401)
     return None
 
 
