@@ -309,7 +309,10 @@ class RememberStore:
 
     def revoke_cookie(self, cookie: str | None, reason: str = "presented") -> None:
         """End the token of a cookie the browser presented, if its validator matches (a selector
-        alone, from a leaked table, must not end someone's token or its replay evidence)."""
+        alone, from a leaked table, must not end someone's token or its replay evidence). A token
+        already rotated stays as it is: it restores nothing any more, and its being rotated is the
+        evidence that tells a replay (a thief who restored with a copy and then signed out with
+        that copy, within the race grace, would otherwise erase it before the owner comes back)."""
         parts = self.parse(cookie)
         if parts is None:
             return
@@ -318,6 +321,7 @@ class RememberStore:
             if row is not None:
                 conn.execute(remember_tokens.update().where(
                     remember_tokens.c.id == row.id, remember_tokens.c.revoked_at.is_(None),
+                    remember_tokens.c.rotated_at.is_(None),
                 ).values(revoked_at=self.clock(), revoke_reason=reason))
 
     def revoke_all(self, user_id: int, reason: str = "all", *, except_session_id: int | None = None) -> int:

@@ -670,6 +670,29 @@ def test_rotated_cookie_back_within_the_grace_is_a_tab_race_wherever_it_comes_ba
 
 @pytest.mark.asvs("V7.4.1")
 @pytest.mark.parametrize("where", PLACES)
+def test_a_thief_who_signs_out_with_the_stolen_copy_within_the_grace_is_still_caught(app, svc, clock, user, events,
+                                                                                      where):
+    """The thief restores with a copy (the copy rotates, his browser gets the successor), then, within
+    the race grace, posts the sign-out with only the copy: a race, so nothing ends, and the copy's
+    being rotated must survive it. When the owner's browser comes back with it, that is a replay."""
+    owner = remembered(app, ip="198.51.100.1")
+    stolen = remember_value(owner)
+    thief = only_remember(app, stolen, ip="203.0.113.66", ua="curl/8.0")
+    assert restored(restore(thief))
+    clock.advance(1)  # inside the grace
+    cover = browser(app, "203.0.113.66", "curl/8.0")
+    token = csrf(cover, "/login")
+    cover.set_cookie(svc.cookies.remember, stolen, domain=HOST)
+    assert cover.post("/logout", data={"csrf_token": token}).status_code == 303
+    assert verify(thief) == 200
+    clock.advance(60)
+    present(owner, where)
+    assert "remember_replay_detected" in event_names(events)
+    assert verify(thief) == 401
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("where", PLACES)
 def test_thief_who_used_only_the_rotated_token_is_caught_too(app, svc, clock, user, events, where):
     """The thief's session ended and he restored again from his (rotated) token: the successor was
     used even if the first session was not."""
