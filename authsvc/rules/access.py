@@ -278,7 +278,7 @@ def decide(rules: AccessRules, host: str | None, path: str | None, method: str, 
     for i, rule in zip(indices, applicable):
         if rule.paths and not rule.matches_path(normal):  # type: ignore[arg-type]
             continue
-        if rule.methods and method not in rule.methods:
+        if rule.methods and not method_matches(rule.methods, method):
             continue
         if rule.groups or rule.users:
             if user is None:
@@ -299,6 +299,13 @@ def for_the_account(decision: Decision, can_step_up: bool) -> Decision:
     if decision.verdict == STEP_UP and not can_step_up:
         return Decision(DENY, decision.rule, NO_SECOND_FACTOR)
     return decision
+
+
+def method_matches(listed: frozenset[str], method: str) -> bool:
+    """Does a rule listing ``listed`` apply to ``method``? ``HEAD`` is ``GET`` without the body (RFC
+    9110 9.3.2): the app runs its ``GET`` handler, side effects included, so a rule about ``GET``
+    holds for ``HEAD`` too."""
+    return method in listed or (method == "HEAD" and "GET" in listed)
 
 
 def _verdict(policy: str, index: int | None, reason: str, user: str | None, methods: Iterable[str]) -> Decision:

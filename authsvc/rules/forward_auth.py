@@ -80,11 +80,23 @@ def original_request(headers: Mapping[str, str], scheme: str, trusted_proxies: i
     method = method if _METHOD.match(method) else ""
     original = headers.get("X-Original-URL")
     if original is not None:
-        return OriginalRequest(original if _ABSOLUTE.match(original) else None, method)
+        return OriginalRequest(original if well_formed_original_url(original) else None, method)
     host, uri = headers.get("X-Forwarded-Host"), headers.get("X-Forwarded-Uri")
     if scheme not in ("http", "https") or not host or not uri or not _HOST.match(host) or not _URI.match(uri):
         return OriginalRequest(None, method)
     return OriginalRequest(f"{scheme}://{host}{uri}", method)
+
+
+def well_formed_original_url(value: str) -> bool:
+    """An ``X-Original-URL`` to believe: ``http(s)://`` a host (port allowed) and a target that
+    starts with ``/``, in printable ASCII. Anything else is refused, not mended: nginx builds the
+    value from the request, and a Host header such as ``app:443?/x`` or ``app#`` (which nginx routes
+    by the name before the colon) would otherwise move the path the rules judge (to ``/``), while
+    the app gets the real one."""
+    if not _ABSOLUTE.match(value):
+        return False
+    parts = _PARTS.match(value)
+    return parts is not None and bool(_HOST.match(parts.group(1))) and bool(_URI.match(parts.group(2)))
 
 
 def login_location(redirect: LoginRedirect, original: OriginalRequest) -> tuple[str, RedirectDecision | None]:
@@ -109,7 +121,7 @@ def request_parts(original: OriginalRequest) -> tuple[str | None, str | None]:
     if parts is None:  # pragma: no cover - original_request's shapes always split
         return None, None
     host, target = parts.groups()
-    return host, target if target.startswith("/") else "/" + target
+    return host, target
 
 
 def step_up_location(redirect: LoginRedirect, original: OriginalRequest) -> tuple[str, RedirectDecision | None]:

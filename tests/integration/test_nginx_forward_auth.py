@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -81,6 +82,30 @@ def signed_in(stack) -> requests.Session:
 
 
 # --- the delegated login, end to end -----------------------------------------------------------
+
+
+def protected_app_server(config: str) -> list[str]:
+    """The directives of a shipped nginx config's protected-app server block, comments dropped."""
+    block = config[config.index("# The protected app"):]
+    lines = [line.split("#", 1)[0].strip() if not line.lstrip().startswith("#") else "" for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def test_the_load_balancer_config_guards_the_app_exactly_as_the_single_instance_one_does():
+    """loadbalancer.conf is authsvc.conf with more instances: the app's server block must be the
+    same, line for line (it lacked the groups header, the other login proxies' headers and the
+    header-name rules: a signed-in user's own X-Auth-Groups reached the app, found by review), but
+    for the keep-alive to the upstream instances. And neither builds X-Original-URL from the Host
+    header as sent."""
+    folder = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
+    single = protected_app_server((folder / "authsvc.conf").read_text())
+    balanced = protected_app_server((folder / "loadbalancer.conf").read_text())
+    assert [line for line in balanced if line != 'proxy_set_header Connection "";'] == single
+    for config in (single, balanced):
+        original = [line for line in config if line.startswith("proxy_set_header X-Original-URL")]
+        assert original == ["proxy_set_header X-Original-URL $scheme://$host$authsvc_original_port$request_uri;"]
+        assert "proxy_set_header X-Auth-Groups $authsvc_groups;" in config
+        assert 'proxy_set_header Remote-User "";' in config
 
 
 @pytest.mark.asvs("V7.2.1", "V7.4.1", "V3.3.1")

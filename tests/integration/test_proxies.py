@@ -772,6 +772,40 @@ def test_a_path_spelled_to_reach_a_denied_part_never_reaches_the_app(stack, path
         assert reached == [], (stack.proxy, path, reached)
 
 
+def host_spellings(port: int) -> list[str]:
+    """Host headers that name the app to a proxy routing by the name before the colon, with more
+    after it: nginx took them into X-Original-URL as sent, and authsvc judged "/" where the app got
+    the denied path (found by review, session 12)."""
+    return [f"{APP_HOST}:{port}?", f"{APP_HOST}:{port}#", f"{APP_HOST}:{port}?x", f"{APP_HOST}:{port}/",
+            f"{APP_HOST}:{port}?/", f"{APP_HOST}:{port}x", f"{APP_HOST}:{port}:{port}", f"{APP_HOST}?"]
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_a_host_header_spelled_with_more_after_the_port_never_opens_a_denied_path(stack):
+    before = len(stack.app_hits)
+    cookie = {"Cookie": f"{SESSION}={signed_in(stack).cookies.get(SESSION)}"}
+    for host in host_spellings(stack.port):
+        for path in (f"{ADMIN}/x", f"{FINANCE}/report", f"{VAULT}/keys"):
+            status, _ = raw_request(stack, "GET", path, host=host, headers=cookie)
+            assert status != 200, (stack.proxy, host, path, status)
+    reached = stack.app_hits[before:]
+    assert not [hit for hit in reached if any(reads_as(part, hit) for part in (ADMIN, FINANCE, VAULT))], \
+        (stack.proxy, reached)
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_an_absolute_request_line_is_judged_for_the_host_the_proxy_routes_to(stack):
+    """An absolute-form request line names the app, the Host header another host: a proxy routes by
+    the request line, so the rules of that host decide, not the Host header's."""
+    before = len(stack.app_hits)
+    cookie = {"Cookie": f"{SESSION}={signed_in(stack).cookies.get(SESSION)}"}
+    for headers in (cookie, None):
+        status, _ = raw_request(stack, "GET", f"https://{APP_HOST}:{stack.port}{ADMIN}/x",
+                                host=f"other.example.test:{stack.port}", headers=headers)
+        assert status != 200, (stack.proxy, bool(headers), status)
+    assert not [hit for hit in stack.app_hits[before:] if reads_as(ADMIN, hit)], (stack.proxy, stack.app_hits[before:])
+
+
 # --- session cookies that are not a session ---------------------------------------------------
 
 

@@ -220,6 +220,36 @@ def test_the_original_method_decides_method_rules(ruled, method):
     assert ask(ruled, f"{APP}/api/items", client, method="GET").status_code == 200
 
 
+@pytest.mark.parametrize("url", [
+    f"{APP}:443?/admin/x", f"{APP}?/admin/x", f"{APP}#/admin/x", f"{APP}:443#x/admin", f"{APP}:443?",
+    f"{APP}", "https://alice@app.example.test/admin/x", "https://app.example.test:x/admin/x",
+    "https://app.example.test:443:1/admin/x", "https:///admin/x", "https://[zz]/admin/x",
+])
+@BOTH_PARTS
+def test_an_original_url_whose_host_or_path_is_malformed_is_denied_not_mended(ruled, url, flask_view):
+    """nginx built X-Original-URL from the Host header as sent: "app:443?" routes to the app by the
+    name before the colon, and a path read after a "?" or "#" became "/", where no path rule
+    applies, while the app got /admin/x. A value that is not scheme://host/target is described
+    nowhere: denied on a host with rules (signed in or not), never taken for "/"."""
+    _user, client = signed_in(ruled)
+    answer = ask(ruled, url, client, flask_view=flask_view)
+    assert answer.status_code == 403, (url, answer.status_code)
+    assert ask(ruled, f"{APP}/notes", client, flask_view=flask_view).status_code == 200  # a well-formed one
+
+
+def test_a_rule_about_get_holds_for_head(tmp_path, clock):
+    """HEAD runs the app's GET handler (side effects included), without the body: a rule listing
+    GET decides HEAD too; a rule listing HEAD alone does not touch GET."""
+    rules = RULES + '[[access.rules]]\nhosts = ["app.example.test"]\npaths = ["/export"]\nmethods = ["GET"]\npolicy = "deny"\n'
+    rules += '[[access.rules]]\nhosts = ["app.example.test"]\npaths = ["/probe"]\nmethods = ["HEAD"]\npolicy = "deny"\n'
+    app = build_app(tmp_path, clock, AUTHSVC_TRUSTED_PROXIES="1", AUTHSVC_POLICY=policy_file(tmp_path, rules),
+                    AUTHSVC_REDIRECT_ALLOWED_ORIGINS=None)
+    _user, client = signed_in(app)
+    for method, path, status in [("GET", "/export", 403), ("HEAD", "/export", 403), ("head", "/export", 403),
+                                 ("POST", "/export", 200), ("HEAD", "/probe", 403), ("GET", "/probe", 200)]:
+        assert ask(app, f"{APP}{path}", client, method=method).status_code == status, (method, path)
+
+
 @pytest.mark.parametrize("verb", ["OPTIONS", "POST", "DELETE", "PROPFIND"])
 def test_the_proxys_own_method_never_opens_a_denied_path(ruled, verb):
     """Envoy's ext_authz asks with the original method; an automatic OPTIONS answer must not pass."""
