@@ -15,11 +15,13 @@ import zlib
 from html.parser import HTMLParser
 
 import pytest
+import sqlalchemy as sa
 from flask_login import encode_cookie
 from itsdangerous import URLSafeTimedSerializer
 
 from authsvc.web.auth import FLASK_LOGIN_REMEMBER_COOKIE, binding_identifier
 from authsvc.web.csrf import SALT as CSRF_SALT
+from authsvc.core.models import remember_tokens
 from authsvc.core.signing import timed_serializer
 from authsvc.web.views.login import GENERIC_FAILURE
 from tests.conftest import (
@@ -644,3 +646,50 @@ def test_flask_security_cve_2023_49438_a_hostile_next_posted_with_the_sign_in_la
     assert "evil" not in first.headers["Location"] and "github" not in first.headers["Location"]
     answer = second_step(other, bobs_app.code(), next=next)
     assert answer.status_code == 303 and answer.headers["Location"] == "/", answer.headers.get("Location")
+
+
+# --- a sign-in that an account change overtakes ------------------------------------------------------
+
+NEW_PASSWORD = "a completely different passphrase 7"
+
+
+def _change_password(svc, user_id: int) -> None:
+    """What POST /account/password and `authsvc user passwd` do once the checks passed: the new
+    hash, then every session and remember-me token ended and the known devices forgotten."""
+    svc.accounts.set_password_hash(user_id, svc.hasher.hash(NEW_PASSWORD))
+    svc.sign_out.everywhere(user_id, "password_changed")
+
+
+def _disable(svc, user_id: int) -> None:
+    svc.accounts.set_disabled(user_id, True)
+    svc.sign_out.everywhere(user_id, "account_disabled")
+
+
+@pytest.mark.parametrize("change", [_change_password, _disable], ids=["password_changed", "disabled"])
+def test_a_sign_in_checked_while_the_password_changed_leaves_nothing_behind(app, clock, monkeypatch, capsys, change):
+    """argon2 takes a while: the owner's password change (or an admin's disable) can commit, and
+    sign every session out, while a sign-in with the old password is being checked. That sign-in's
+    session, remember-me token and known device would come after the sign-out and outlive it: the
+    sign-in is refused instead, and nothing it made stays."""
+    svc = app.extensions["authsvc"]
+    user = add_user(app)
+    real_verify = svc.hasher.verify
+
+    def verify_while_the_owner_acts(stored, password, *, anonymous):
+        checked = real_verify(stored, password, anonymous=anonymous)  # the old hash, read before
+        clock.advance(1)
+        change(svc, user.id)
+        return checked
+
+    monkeypatch.setattr(svc.hasher, "verify", verify_while_the_owner_acts)
+    attacker = new_client(app)
+    answer = login(attacker, remember=True)
+    monkeypatch.setattr(svc.hasher, "verify", real_verify)
+    assert answer.status_code == 401 and GENERIC_FAILURE in answer.get_data(as_text=True)
+    assert attacker.get("/auth/verify").status_code == 401
+    assert svc.sessions.list_live(user.id) == [] and svc.known_devices.count(user.id) == 0
+    with svc.engine.connect() as conn:
+        live_tokens = conn.execute(sa.select(sa.func.count()).select_from(remember_tokens).where(
+            remember_tokens.c.user_id == user.id, remember_tokens.c.revoked_at.is_(None))).scalar_one()
+    assert live_tokens == 0
+    assert '"reason":"changed_during_sign_in"' in capsys.readouterr().out

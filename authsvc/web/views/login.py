@@ -236,7 +236,22 @@ def finish_sign_in(account: Account, response, *, remember: bool, device_cookie:
                                             methods=methods)
         set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
     forget_legacy_cookies(response)
+    if account_moved_on(account, svc.accounts.by_id(account.id)):
+        # The password was changed, or the account disabled, while this sign-in was checked (argon2
+        # takes a while): the sign-out that change made came before this session. End what was just
+        # made here; a change committed after this read signs it out itself (it updates, then signs out).
+        end_browser_session()
+        svc.remember.revoke_for_session(user.session_id)
+        svc.known_devices.forget_all(account.id)  # the change forgot them; this sign-in's too
+        svc.audit.emit("login_failure", reason="changed_during_sign_in", user_id=account.id)
+        return respond(401, GENERIC_FAILURE)
     return response
+
+
+def account_moved_on(seen: Account, now: Account | None) -> bool:
+    """Has the account changed, since the sign-in read it, in a way that ends its sessions (its
+    password, or disabled, or gone)?"""
+    return now is None or now.disabled or now.password_changed_at != seen.password_changed_at
 
 
 # --- the second step: /login/mfa ----------------------------------------------------------------
