@@ -170,6 +170,10 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     policy = settings.policy
 
     app = Flask(__name__, instance_path=settings.instance_path, instance_relative_config=False)
+    if settings.production:
+        # Flask reads FLASK_DEBUG from the environment, and Flask-Talisman skips its https redirect
+        # in debug mode: a leftover FLASK_DEBUG=1 would serve the sign-in over plain http.
+        app.debug = False
     app.session_interface = SessionInterface()
     app.request_class = StrictRequest  # undecodable form bytes -> U+FFFD -> 400 (authsvc.web.forms.field)
     cookies = CookieNames.for_settings(settings)
@@ -282,7 +286,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     for bp in (login.bp, account.bp, passkeys.bp, verify.bp, api.bp, health.bp, oidc.bp):
         app.register_blueprint(bp)
     oidc.init_app(app)  # Authlib's server and resource protector; its client endpoints skip the form checks
-    metrics.init_app(app, services)  # first before_request hook: times the others too
+    metrics.init_app(app, services)  # first before_request hook but the Host check: times the others too
     auth.init_app(app)
     crosssite.init_app(app)  # before CSRF: a cross-site post is refused for what it is
     # After auth's hook, so a CSRF failure is logged with its request id.
@@ -292,6 +296,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     headers.init_app(app, settings, services.redirect_rules)
     error_pages.init_app(app)
     app.jinja_env.filters["datetimeformat"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+    app.before_request_funcs.setdefault(None, []).insert(0, error_pages.unusable_host)  # before every other hook
     # /auth/verify goes to its own WSGI app, which answers a live session at once (authsvc.web.views.verify).
     fast_verify = verify.mount(app, app.wsgi_app)  # after every hook
     app.wsgi_app = TrustedProxies(fast_verify, settings.trusted_proxies,  # type: ignore[method-assign]

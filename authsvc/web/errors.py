@@ -11,10 +11,11 @@ import functools
 import logging
 
 from flask import Flask, Response, current_app, jsonify, request
+from flask.globals import request_ctx
 from flask_limiter.errors import RateLimitExceeded
 from jinja2 import Environment
 from sqlalchemy.exc import DBAPIError, OperationalError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadHost, HTTPException, RequestEntityTooLarge
 
 from authsvc.web.csrf import MESSAGE as CSRF_MESSAGE
 from authsvc.web.csrf import CSRFError
@@ -47,7 +48,8 @@ def respond(status: int, message: str | None = None, retry_after: int | None = N
     path = request.path
     if path.startswith("/api/") or path in JSON_PATHS:
         resp = jsonify(error=_code(status), message=message)
-    elif path.startswith("/auth/") or request.method == "HEAD":
+    elif path.startswith("/auth/") or request.method == "HEAD" or request_ctx.url_adapter is None:
+        # (No URL adapter: the Host header made none, and the page's links could not be built.)
         resp = Response(b"", mimetype="text/plain")
     else:
         # Straight from the template, without Flask's context processors: Flask-Login's loads the
@@ -65,6 +67,15 @@ def _page(env: Environment, script_root: str, status: int, message: str) -> str:
     """The error page. It depends only on these (its links on the script root), and the messages
     are a fixed set, so each is rendered once: a flood of refusals renders no template."""
     return env.get_template("error.html").render(status=status, message=message)
+
+
+def unusable_host() -> Response | None:
+    """The first before-request hook: a Host header Werkzeug makes no host of (a port that is not a
+    number, an empty or over-long DNS label, an unclosed bracket) is a 400 before anything needs the
+    request's URL (Authlib's https check, a page's links, a redirect)."""
+    if not request.host or isinstance(request.routing_exception, BadHost):
+        return respond(400)
+    return None
 
 
 def _code(status: int) -> str:

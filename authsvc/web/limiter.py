@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
 from werkzeug.exceptions import HTTPException
+from limits.errors import ConfigurationError
 from limits.storage import MovingWindowSupport, Storage, storage_from_string
 
 from authsvc.rules.clientip import client_key
+from authsvc.core.config import ConfigError
 from authsvc.core.devices import device_digest
 from authsvc.web.forms import value_problem
 from authsvc.rules.passwords import normalize_password
@@ -174,8 +176,16 @@ def storage_uri(uri: str) -> str:
 
 
 def make_storage(uri: str) -> Storage:
-    """The storage behind ``AUTHSVC_RATELIMIT_STORAGE_URI``, as the per-account throttle uses it."""
-    return storage_from_string(storage_uri(uri), **storage_options(uri))
+    """The storage behind ``AUTHSVC_RATELIMIT_STORAGE_URI``, as the per-account throttle uses it. A
+    URI ``limits`` cannot open is a :class:`~authsvc.core.config.ConfigError` that names the setting
+    and never the value: limits' own error quotes the whole URI, a Redis password with it, into the
+    traceback a service manager keeps."""
+    try:
+        return storage_from_string(storage_uri(uri), **storage_options(uri))
+    except (ConfigurationError, ValueError):
+        raise ConfigError("AUTHSVC_RATELIMIT_STORAGE_URI is not a storage URI limits can open (its value is "
+                          "not shown: it may hold a password); use memory://, redis://[:password@]host:port/db, "
+                          "rediss://..., redis+sentinel://... or redis+cluster://...") from None
 
 
 def storage_options(uri: str) -> dict:

@@ -298,3 +298,30 @@ def test_no_password_cookie_or_session_token_reaches_a_log_line_or_page(app, cap
         assert leaked not in logs
         for page in pages:
             assert leaked not in page
+
+
+# --- a Host header the app can make no host of -------------------------------------------------------
+
+BAD_HOSTS = ["a" * 64 + ".example.test", "auth.example.test:", "auth.example.test:x", "auth.example.test:99999",
+             "auth.example.test:99999999999", "[::1", "auth..example.test", ".auth.example.test"]
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS)
+@pytest.mark.parametrize("method, path", [("GET", "/login"), ("GET", "/healthz"), ("POST", "/oauth/token"),
+                                          ("POST", "/oauth/revoke"), ("GET", "/auth/verify"), ("GET", "/nowhere")])
+def test_a_host_header_with_no_usable_host_is_a_400_with_the_security_headers_not_a_500(app, capsys, host, method,
+                                                                                       path):
+    """nginx, Caddy and Traefik pass such a Host header on (nginx routes an unknown name to the
+    first server). Authlib's https check then raised (a 500, and the unhandled_error alert an
+    attacker could set off at will) and the error page's links could not be built (an exception out
+    of Flask: gunicorn's bare 500, no security header): a plain 400 with every header instead."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    environ = EnvironBuilder(path=path, method=method, base_url="https://auth.example.test",
+                             data={"grant_type": "x"} if method == "POST" else None,
+                             environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
+    environ["HTTP_HOST"] = host
+    _body, status, headers = run_wsgi_app(app.wsgi_app, environ, buffered=True)
+    assert status.startswith("400 "), (host, path, status)
+    assert "Content-Security-Policy" in headers and "Strict-Transport-Security" in headers
+    assert "unhandled_error" not in capsys.readouterr().out

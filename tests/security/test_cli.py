@@ -644,6 +644,24 @@ def test_serve_prints_the_memory_storage_warning_before_it_starts_gunicorn(tmp_p
         assert line["message"].startswith("AUTHSVC_RATELIMIT_STORAGE_URI=memory:// with 2 workers"), line
 
 
+@pytest.mark.parametrize("uri", ["rediss//:S3cretRedisPw@redis.internal:6379/0", "redis+foo://:S3cretRedisPw@h:6379/0",
+                                 "redis:/:S3cretRedisPw@h:6379/0"])
+def test_a_storage_uri_limits_cannot_open_is_refused_by_name_never_by_value(tmp_path, monkeypatch, capsys, uri):
+    """limits' own error quotes the whole URI, a Redis password with it: a typo in the scheme put the
+    password in the traceback serve died with (journald, the log shipper). The refusal names the
+    setting and shows no part of its value, and serve exits with it, not with a traceback."""
+    for key in [k for k in os.environ if k.startswith(("AUTHSVC_", "PROMETHEUS_"))]:
+        monkeypatch.delenv(key)
+    for name, value in make_env(tmp_path, AUTHSVC_RATELIMIT_STORAGE_URI=uri).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli.os, "execve", lambda *a: pytest.fail("gunicorn started"))
+    code = cli.main(["serve", "--bind", "127.0.0.1:0"])
+    captured = capsys.readouterr()
+    assert code not in (0, None)
+    assert "AUTHSVC_RATELIMIT_STORAGE_URI" in captured.out + captured.err
+    assert "S3cretRedisPw" not in captured.out + captured.err and "Traceback" not in captured.out + captured.err
+
+
 @pytest.mark.parametrize("uri, per_process", [
     ("memory://", True), ("MEMORY://", True), ("Memory://", True), (" memory://", True), ("memory:", True),
     ("redis://127.0.0.1:6379/0", False), ("redis://memory:6379/0", False), ("REDIS://memory/0", False),

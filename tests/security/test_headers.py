@@ -248,6 +248,17 @@ def test_plain_http_request_is_sent_to_https(app, path):
     assert "Set-Cookie" not in response.headers
 
 
+@pytest.mark.parametrize("value", ["1", "true"])
+def test_a_leftover_flask_debug_never_turns_the_https_redirect_off_in_production(tmp_path, monkeypatch, value):
+    """Flask reads FLASK_DEBUG, and Flask-Talisman skips force_https in debug mode: production keeps
+    debug off, whatever the environment says."""
+    monkeypatch.setenv("FLASK_DEBUG", value)
+    app = build_app(tmp_path)
+    assert app.debug is False
+    response = new_client(app).get("/login", base_url=HTTP)
+    assert response.status_code == 302 and response.headers["Location"].startswith("https://")
+
+
 @pytest.mark.asvs("V12.2.1")
 def test_client_forged_x_forwarded_proto_does_not_pass_for_https(app):
     response = new_client(app).get("/login", base_url=HTTP, headers={"X-Forwarded-Proto": "https"})

@@ -110,6 +110,8 @@ def init_app(app: Flask) -> None:
     app.extensions["authsvc.oidc"] = (OidcServer(provider), protector)
     app.extensions.setdefault("authsvc.csrf_exempt", set()).update(CLIENT_ENDPOINTS)
     app.after_request(_form_action_for_the_client)
+    # Raised by Authlib before its own error handling (its request needs an https URL): a 400.
+    app.register_error_handler(OAuth2Error, lambda error: respond(400))
 
 
 def _client_form_source() -> str | None:
