@@ -319,18 +319,23 @@ def test_a_password_change_ends_a_second_step_the_old_password_started(app, cloc
     assert verify(owner) == 200
 
 
+def attacker_on_the_set_up_page(tmp_path, clock):
+    """``mfa.required``, alice without a factor, and someone with her password on the set-up page:
+    (app, alice, the attacker's browser, the app they scanned, the page's CSRF token)."""
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy(tmp_path, "[mfa]\nrequired = true\n"))
+    alice = add_user(app)
+    attacker = browser(app, "198.51.100.66", "Attacker/1")
+    page = attacker.get(login(attacker).headers["Location"]).get_data(as_text=True)
+    return app, alice, attacker, app_from_set_up_page(page, clock), csrf_in(page)
+
+
 def test_an_admin_password_reset_ends_a_required_set_up_the_old_password_started(tmp_path, monkeypatch, capsys):
     """The worst case of the above: ``mfa.required`` and no factor yet. Someone with the phished
     password is on the set-up page; the admin resets the password (``authsvc user passwd``, its own
     process and clock). Finishing the set-up would make the attacker's app the account's only factor
     and lock the owner out behind it: it ends instead, and adds nothing."""
     clock = Clock(time.time() - 60)  # the command's clock is the real one, a little later
-    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy(tmp_path, "[mfa]\nrequired = true\n"))
-    alice = add_user(app)
-    attacker = browser(app, "198.51.100.66", "Attacker/1")
-    first = login(attacker)
-    page = attacker.get(first.headers["Location"]).get_data(as_text=True)
-    phone, token = app_from_set_up_page(page, clock), csrf_in(page)
+    app, alice, attacker, phone, token = attacker_on_the_set_up_page(tmp_path, clock)
     assert run_cli(monkeypatch, tmp_path, "user", "passwd", "alice", "--password-stdin", stdin=NEW_PASSWORD + "\n") == 0
     events(capsys)
     answer = attacker.post("/login/mfa", data={"csrf_token": token, "code": phone.code()})
@@ -349,12 +354,7 @@ def test_a_set_up_flow_ends_when_the_account_got_a_factor_meanwhile(tmp_path, ca
     their own (an app on another page, a passkey). The flow cannot add a second one behind the
     owner's back: the owner's factor is what the next sign-in asks for."""
     clock = Clock()
-    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy(tmp_path, "[mfa]\nrequired = true\n"))
-    alice = add_user(app)
-    attacker = browser(app, "198.51.100.66", "Attacker/1")
-    first = login(attacker)
-    page = attacker.get(first.headers["Location"]).get_data(as_text=True)
-    phone, token = app_from_set_up_page(page, clock), csrf_in(page)
+    app, alice, attacker, phone, token = attacker_on_the_set_up_page(tmp_path, clock)
     svc = app.extensions["authsvc"]
     # The owner's passkey (another kind than the app the flow sets up: one app per account is the
     # store's rule anyway), as a registration on the account page stores it.
