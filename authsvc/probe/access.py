@@ -49,7 +49,10 @@ def decision(status: int, location: str | None, auth_origin: str) -> Decision:
     if status in (401, 403) and not location:
         return Decision(REFUSED, status)
     if location and (300 <= status < 400 or status == 401):
-        is_login, next_value = login_next(location)
+        try:
+            is_login, next_value = login_next(location)
+        except ValueError:  # a Location no URL parser reads ("https://[x/login") leads to no login page
+            is_login, next_value = False, None
         absolute = normal_origin(location)
         relative = location.startswith("/") and not location.startswith("//") and "\\" not in location
         if is_login and (absolute is None and relative or absolute == auth_origin):

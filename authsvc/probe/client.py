@@ -15,9 +15,13 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from authsvc.core.deadline import deadline
 from authsvc.probe.cookies import SetCookie, domain_matches, parse_set_cookie
 
 MAX_BODY = 1 << 20  # a login page or an app page the probe reads; more is cut off
+# A whole exchange takes at most this many --timeout: the timeout bounds each read, and a server
+# that paces its answer out a byte at a time must not hold the probe past its own limit.
+DEADLINE_FACTOR = 4
 
 
 class ProbeError(Exception):
@@ -127,26 +131,34 @@ class Client:
         conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self.context)
         conn.sock = sock
         try:
-            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-            conn.putheader("Host", parts.netloc.rsplit("@", 1)[-1])
-            names = {name.lower() for name, _ in headers}
-            if "user-agent" not in names:
-                conn.putheader("User-Agent", self.user_agent)
-            cookie = jar.header(url) if jar is not None else None
-            if cookie and "cookie" not in names:
-                conn.putheader("Cookie", cookie)
-            for name, value in headers:
-                conn.putheader(name, value)
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            answer = conn.getresponse()
-            data = answer.read(MAX_BODY)
-            response = Response(answer.status, tuple(answer.getheaders()), data, url)
+            with deadline(sock, DEADLINE_FACTOR * self.timeout) as expired:
+                response = self._exchange(conn, method, url, target, parts, headers, body, jar)
         except (OSError, http.client.HTTPException) as exc:  # not ValueError: a header we cannot send is a bug
             raise ProbeError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
         finally:
             conn.close()
+        if expired.is_set():
+            raise ProbeError(f"{method} {url}: no whole answer within {DEADLINE_FACTOR * self.timeout:g} s "
+                             "(the server paced it out)")
         if jar is not None:
             jar.take(response)
         return response
+
+    def _exchange(self, conn, method: str, url: str, target: str, parts, headers, body, jar) -> Response:
+        """Write the request on ``conn`` and read its answer (at most MAX_BODY of the body)."""
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", parts.netloc.rsplit("@", 1)[-1])
+        names = {name.lower() for name, _ in headers}
+        if "user-agent" not in names:
+            conn.putheader("User-Agent", self.user_agent)
+        cookie = jar.header(url) if jar is not None else None
+        if cookie and "cookie" not in names:
+            conn.putheader("Cookie", cookie)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        data = answer.read(MAX_BODY)
+        return Response(answer.status, tuple(answer.getheaders()), data, url)

@@ -94,6 +94,8 @@ def run(args) -> int:
         results = Probe(target, client).run()
     except (ProbeError, OSError) as exc:  # OSError: an unreadable --ca-file
         return _fail(f"{exc}; nothing was checked")
+    except ValueError as exc:  # server text no parser reads, past every judge's own care: no verdict
+        return _fail(f"the deployment answered something the probe cannot read ({exc}); nothing was checked")
     print(report.table(results, target.auth_url, target.app_url))
     if args.json:
         Path(args.json).write_text(report.dump(report.to_json(results, target.auth_url, target.app_url)))

@@ -96,13 +96,21 @@ def _effective(policy: dict[str, list[str]], directive: str) -> list[str] | None
 
 
 def script_problem(policy: dict[str, list[str]]) -> str | None:
+    """What the policy lets run as script that a locked-down one would not. ``script-src-elem``
+    (``<script>`` elements) and ``script-src-attr`` (event handlers) override ``script-src`` where
+    they are given (CSP Level 3), so each of the three is judged, falling back as browsers do."""
     sources = _effective(policy, "script-src")
     if sources is None:
         return "no script-src or default-src"
-    nonce_or_hash = any(s.startswith(("'nonce-", "'sha256-", "'sha384-", "'sha512-")) for s in sources)
-    loose = [s for s in sources if s in _LOOSE_SCRIPT and not (s == "'unsafe-inline'" and nonce_or_hash)]
-    loose += [s for s in sources if "*" in s and s != "*"]
-    return f"script-src allows {' '.join(loose)}" if loose else None
+    problems = []
+    for directive in ("script-src", "script-src-elem", "script-src-attr"):
+        found = policy.get(directive, sources)
+        nonce_or_hash = any(s.startswith(("'nonce-", "'sha256-", "'sha384-", "'sha512-")) for s in found)
+        loose = [s for s in found if s in _LOOSE_SCRIPT and not (s == "'unsafe-inline'" and nonce_or_hash)]
+        loose += [s for s in found if "*" in s and s != "*"]
+        if loose and (directive == "script-src" or directive in policy):
+            problems.append(f"{directive} allows {' '.join(loose)}")
+    return "; ".join(problems) or None
 
 
 def object_problem(policy: dict[str, list[str]]) -> str | None:

@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.integration.conftest import (
+    AUTH_HOST,
     DEPLOY,
     FOREIGN_IDENTITY_NAMES,
     NGINX_TEMPLATE,
@@ -31,6 +32,7 @@ from tests.integration.conftest import (
     Stack,
     authsvc_command,
     backend,
+    make_tls,
     proxy_in_front,
 )
 
@@ -276,3 +278,41 @@ def test_a_proxy_that_passes_client_headers_on_or_rewrites_authsvcs_answers_is_c
     assert run.stdout.count("fix: ") == len(failed)
     errors = {r["ruleId"] for r in sarif["runs"][0]["results"] if r["level"] == "error"}
     assert errors == failed
+
+
+def test_a_server_pacing_its_answer_holds_no_probe_request_past_its_deadline(tmp_path):
+    """--timeout bounds each read; a hostile deployment sending one byte inside every timeout held
+    one request for up to 1 MiB of them. A request now ends at 4 x --timeout, as an error (an outage
+    is no verdict), not as the server's answer."""
+    import socket
+    import ssl
+    import threading
+    import time
+
+    from authsvc.probe.client import Client, ProbeError
+
+    tls = make_tls(tmp_path / "tls")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port, stop = listener.getsockname()[1], threading.Event()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        with context.wrap_socket(raw, server_side=True) as conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
+            while not stop.wait(0.3):
+                try:
+                    conn.sendall(b"a")
+                except OSError:
+                    break
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = Client(ca_file=str(tls.ca), resolve={(AUTH_HOST, port): "127.0.0.1"}, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ProbeError, match="paced it out|OSError|SSLError"):
+        client.request("GET", f"https://{AUTH_HOST}:{port}/login")
+    stop.set()
+    assert time.monotonic() - started < 15  # a 2 s deadline; the drip would take days

@@ -223,9 +223,14 @@ CSP = "Content-Security-Policy"
     [(CSP, "default-src 'none'; base-uri *")],
     [(CSP, "frame-ancestors 'none'")],
     [(CSP, "script-src 'self' 'unsafe-inline'; script-src 'self'; object-src 'none'; base-uri 'none'")],
+    [(CSP, "default-src 'self'; script-src 'self'; script-src-elem 'self' 'unsafe-inline' *; object-src 'none'; "
+           "base-uri 'none'")],
+    [(CSP, "default-src 'self'; script-src 'self'; script-src-attr 'unsafe-inline'; object-src 'none'; "
+           "base-uri 'none'")],
 ], ids=["missing", "report-only", "unsafe-inline", "unsafe-eval", "default star", "scheme source",
         "data script", "wildcard host", "no script-src or default-src", "plugins allowed", "no base-uri",
-        "base-uri star", "only frame-ancestors", "the first of a repeated directive wins"])
+        "base-uri star", "only frame-ancestors", "the first of a repeated directive wins",
+        "script-src-elem overrides for script elements", "script-src-attr overrides for event handlers"])
 def test_csp_that_allows_inline_or_foreign_script_plugins_or_base_fails(found):
     assert headers.judge_csp(found).status == FAIL
 
@@ -236,8 +241,9 @@ def test_csp_that_allows_inline_or_foreign_script_plugins_or_base_fails(found):
     [(CSP, "script-src 'nonce-abc' 'unsafe-inline'; object-src 'none'; base-uri 'none'")],
     [(CSP, "script-src *"), (CSP, GOOD_CSP)],
     [(CSP, "script-src *, " + GOOD_CSP)],
+    [(CSP, GOOD_CSP.replace("script-src", "script-src-attr 'none'; script-src", 1))],
 ], ids=["authsvc's", "upper case", "unsafe-inline ignored beside a nonce", "a second strict policy",
-        "two policies in one header"])
+        "two policies in one header", "a strict script-src-attr beside it"])
 def test_csp_that_restricts_script_plugins_and_base_passes(found):
     assert headers.judge_csp(found).status == OK
 
@@ -316,6 +322,9 @@ def test_login_page_must_not_be_stored(found, status):
     (403, None, access.REFUSED, None),
     (400, None, access.OTHER, None),
     (502, None, access.OTHER, None),
+    (302, "https://[x/login", access.ELSEWHERE, None),          # no URL parser reads it: no login page
+    (401, "https://[::1/login?next=x", access.REFUSED, None),
+    (302, f"{AUTH}:99999999/login", access.ELSEWHERE, None),
 ])
 def test_the_proxys_decision_is_read_from_its_answer(status, location, kind, next_value):
     decided = access.decision(status, location, AUTH)

@@ -40,6 +40,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from authsvc.core.audit import Audit
+from authsvc.core.deadline import deadline
 from authsvc.core.models import sessions
 from authsvc.rules import oidc_logout as rules
 from authsvc.rules.oidc_redirects import loopback_parts
@@ -95,7 +96,9 @@ def trust_context() -> ssl.SSLContext:
 
 def post_form(url: str, body: bytes, timeout: float) -> tuple[int | None, str]:
     """One POST, no redirects followed: ``(status, "")`` or ``(None, what went wrong)``. Plain http
-    only to a loopback address (what registration allows, for a receiver on the same machine)."""
+    only to a loopback address (what registration allows, for a receiver on the same machine). The
+    connection takes at most ``timeout``, the exchange after it at most twice that, however the
+    receiver paces its answer."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     loopback = loopback_parts(url) is not None
@@ -109,11 +112,14 @@ def post_form(url: str, body: bytes, timeout: float) -> tuple[int | None, str]:
             return None, "scheme_refused"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
-            conn.request("POST", path, body=body, headers={
-                "Content-Type": "application/x-www-form-urlencoded", "User-Agent": "authsvc-backchannel-logout"})
-            response = conn.getresponse()
-            response.read(65536)
-            return response.status, ""
+            conn.connect()
+            # A receiver dripping its answer must not hold the thread that delivers every client's logout.
+            with deadline(conn.sock, 2 * timeout) as expired:
+                conn.request("POST", path, body=body, headers={
+                    "Content-Type": "application/x-www-form-urlencoded", "User-Agent": "authsvc-backchannel-logout"})
+                response = conn.getresponse()
+                response.read(65536)
+            return (None, "timeout") if expired.is_set() else (response.status, "")
         finally:
             conn.close()
     except ssl.SSLError:
