@@ -33,11 +33,16 @@ def count(header: str | None, name: str) -> int:
 def without(header: str | None, names: frozenset[str] = AUTHSVC_NAMES) -> str:
     """The ``Cookie`` header an app behind the proxy should get: every cookie named in ``names``
     removed (names read as Werkzeug reads them: spaces around a name ignored), the rest as sent,
-    joined by ``"; "``. ``""`` when nothing is left."""
+    joined by ``"; "``. ``""`` when nothing is left.
+
+    A request with several ``Cookie`` lines reaches the WSGI server joined by ``","`` (gunicorn),
+    so ``app=1,__Secure-authsvc_session=...`` is one part: a part naming one of ``names`` after
+    any comma goes whole (the app loses its own cookie beside it; a browser never sends that)."""
     if not header:
         return ""
     kept = [part.strip() for part in header.split(";")]
-    return "; ".join(part for part in kept if part and part.partition("=")[0].strip() not in names)
+    return "; ".join(part for part in kept if part and not any(
+        piece.partition("=")[0].strip() in names for piece in part.split(",")))
 
 
 def path_prefixes(path: str) -> list[str]:

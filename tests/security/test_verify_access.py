@@ -200,6 +200,27 @@ def test_bypass_with_app_cookie_answers_the_apps_cookies_without_authsvcs(ruled,
     assert without.status_code == 200 and "Cookie" not in without.headers
 
 
+@pytest.mark.parametrize("cookie_lines", [
+    "app=1,{session}=stolen", "app=1, {session}=stolen; lang=en", "lang=en; app=1 ,{session}=stolen",
+    "{session}=stolen,app=1", "app=1,x=2,__Host-authsvc_remember=r; lang=en",
+])
+@pytest.mark.parametrize("flask_view", [False, True])
+def test_cookie_lines_joined_by_a_comma_never_carry_authsvcs_cookie_to_the_app(ruled, flask_view, cookie_lines):
+    """Two Cookie lines (a client that is not a browser; Traefik passes both) reach gunicorn joined
+    by ",": the part holding authsvc's cookie goes whole (found by review through Traefik)."""
+    session = ruled.extensions["authsvc"].cookies.session
+    client = ruled.test_client(use_cookies=False)
+    headers = {"X-Original-URL": f"{APP}/public/x", "X-Original-Method": "GET",
+               "Cookie": cookie_lines.format(session=session)}
+    if flask_view:
+        headers["Upgrade"] = "h2c"
+    answer = client.get("/auth/verify?redirect=1&app_cookie=1", headers=headers)
+    assert answer.status_code == 200
+    passed_on = "; ".join(answer.headers.get_all("Cookie"))
+    assert "stolen" not in passed_on and "authsvc_" not in passed_on, passed_on
+    assert ("lang=en" in passed_on) == ("lang=en" in cookie_lines)
+
+
 @pytest.mark.parametrize("path", ["/public/..%2fadmin", "/public%2f..%2fadmin", "/public/%2e%2e/admin", "/public;/../admin",
                                   "/public%5c..%5cadmin", "/public/%252e%252e/admin"])
 def test_encoded_detours_from_a_bypass_path_are_denied_even_signed_in(ruled, path):
