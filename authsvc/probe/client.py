@@ -15,8 +15,8 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from authsvc.core.deadline import deadline
 from authsvc.probe.cookies import SetCookie, domain_matches, parse_set_cookie
+from authsvc.probe.deadline import deadline
 
 MAX_BODY = 1 << 20  # a login page or an app page the probe reads; more is cut off
 # A whole exchange takes at most this many --timeout: the timeout bounds each read, and a server
