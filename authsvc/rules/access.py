@@ -17,7 +17,8 @@ reason                  verdict      meaning
 ``default``             by policy    rules exist, none matched
 ``unknown_request``     deny         rules exist, and the proxy described no usable host
 ``ambiguous_path``      deny         the host has path rules, and the path is ambiguous
-                                     (:func:`normalize_path` returns None for it)
+                                     (:func:`normalize_path` returns None for it), or it
+                                     reaches a rule's path only as :func:`fold_path` reads it
 ``bad_method``          deny         the host has method rules, and the method is not a token
 ``who_is_asking``       login        an anonymous request reached a rule naming users/groups
 ``no_second_factor``    deny         ``two_factor``, a one-factor session, and the account has
@@ -34,6 +35,9 @@ characters percent-decoded, repeated slashes collapsed, dot segments resolved. W
 framework might read another way (an encoded slash or backslash, a literal backslash, a double
 encoding, an encoded dot segment, an encoded control character, a ``;`` path parameter) makes the
 path ambiguous, and an ambiguous path on a host with path rules is denied, not guessed about.
+So is a path that reaches a rule's path only when read as a case-insensitive server reads it
+(:func:`fold_path`: ``/notes/ADMIN`` or ``/notes/admin.`` against a rule on ``/notes/admin``):
+Express by default, Windows/IIS and files on a case-insensitive disk serve the rule's path for it.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ _PORT = re.compile(r":[0-9]{1,5}\Z")
 _METHOD = re.compile(r"[A-Z]{1,16}\Z")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _DOUBLE = re.compile(r"%25[0-9A-Fa-f]{2}")
+_TRAILING = re.compile(r"(?:\.|%20)+\Z")  # what Windows drops from the end of a file name
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Printable ASCII but the space: what a path may hold before decoding (the rest is an ambiguity).
 _PRINTABLE = re.compile(r"[\x21-\x7e]*\Z")
@@ -88,12 +93,20 @@ class Rule:
 
     # Built once from ``paths`` for the hot path: the paths themselves, and each as a prefix that
     # ends on a segment boundary, so a match is two C calls (a set lookup, str.startswith of a tuple).
+    # The same for the paths as fold_path reads them, and whether that differs from the paths.
     _whole: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
     _under: tuple = field(default=(), init=False, repr=False, compare=False)
+    _folded_whole: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
+    _folded_under: tuple = field(default=(), init=False, repr=False, compare=False)
+    _folds: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        folded = tuple(fold_path(p) for p in self.paths)
         object.__setattr__(self, "_whole", frozenset(self.paths))
         object.__setattr__(self, "_under", tuple(p if p.endswith("/") else p + "/" for p in self.paths))
+        object.__setattr__(self, "_folded_whole", frozenset(folded))
+        object.__setattr__(self, "_folded_under", tuple(p if p.endswith("/") else p + "/" for p in folded))
+        object.__setattr__(self, "_folds", folded != self.paths)
 
     @property
     def names_someone(self) -> bool:
@@ -102,6 +115,14 @@ class Rule:
     def matches_path(self, path: str) -> bool:
         """One of ``paths`` matches ``path`` (a normal form) on a segment boundary (:func:`path_matches`)."""
         return path in self._whole or path.startswith(self._under)
+
+    def matches_only_folded(self, normal: str, folded: str) -> bool:
+        """``normal`` misses every one of ``paths``, but ``folded`` (:func:`fold_path` of it) reaches
+        one as folded: a case-insensitive server would serve this rule's path for it."""
+        if not self.paths or (folded == normal and not self._folds):
+            return False  # nothing folds: the two readings are one
+        reaches = folded in self._folded_whole or folded.startswith(self._folded_under)
+        return reaches and not self.matches_path(normal)
 
 
 @dataclass(frozen=True)
@@ -227,6 +248,23 @@ def normalize_path(raw: str) -> str | None:
     return "/" + "/".join(out)
 
 
+def fold_path(normal: str) -> str:
+    """A normal form (:func:`normalize_path`) as a case-insensitive server reads it: letters in
+    lower case, and each segment without its trailing dots and spaces (Windows drops them from file
+    names, so IIS serves ``/admin`` for ``/admin.`` and ``/admin%20``); a segment left empty goes.
+    A path that reaches a rule's path only in this reading is ambiguous (:func:`decide`)."""
+    folded = normal.lower()
+    if "." not in folded and "%20" not in folded:
+        return folded
+    segments = folded.split("/")
+    kept = [segments[0]]
+    for i, segment in enumerate(segments[1:], start=1):
+        stripped = _TRAILING.sub("", segment)
+        if stripped or i == len(segments) - 1:
+            kept.append(stripped)
+    return "/".join(kept) or "/"
+
+
 def _decode_unreserved(match: re.Match) -> str:
     code = int(match.group(1), 16)
     char = chr(code)
@@ -271,6 +309,9 @@ def decide(rules: AccessRules, host: str | None, path: str | None, method: str, 
     if has_paths:
         normal = normalize_path(path) if path is not None else None
         if normal is None:
+            return Decision(DENY, None, "ambiguous_path")
+        folded = fold_path(normal)
+        if any(rule.matches_only_folded(normal, folded) for rule in applicable):
             return Decision(DENY, None, "ambiguous_path")
     if has_methods and not _METHOD.match(method or ""):
         return Decision(DENY, None, "bad_method")

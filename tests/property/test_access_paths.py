@@ -17,6 +17,7 @@ from authsvc.rules.access import (
     AccessRules,
     Rule,
     decide,
+    fold_path,
     normalize_path,
 )
 
@@ -94,6 +95,42 @@ def test_any_spelling_decides_as_the_normal_form_or_is_denied(access, method, us
     expected = decide(access, HOST, normalize_path(path), method, user, member_of, used)
     got = decide(access, HOST, raw, method, user, member_of, used)
     assert got == expected or got.verdict == DENY, (raw, normal, got, expected)
+
+
+@st.composite
+def case_insensitive_spelling(draw, path: str) -> str:
+    """Another spelling of ``path`` that a case-insensitive server (Express by default, IIS, a
+    case-insensitive disk) serves as ``path``: letters in any case, segments with trailing dots and
+    spaces (which Windows drops), segments of dots alone."""
+    out = []
+    for segment in path.split("/")[1:]:
+        chars = "".join(c.upper() if draw(st.booleans()) else c for c in segment)
+        if draw(st.integers(0, 3)) == 0:
+            chars += "".join(draw(st.lists(st.sampled_from([".", "%20"]), min_size=1, max_size=3)))
+        if draw(st.integers(0, 7)) == 0:
+            out.append("...")
+        out.append(chars)
+    return "/" + "/".join(out)
+
+
+@given(rules(), methods, users, groups, factors, st.data())
+def test_a_case_insensitive_servers_spelling_decides_as_the_path_or_is_denied(access, method, user, member_of,
+                                                                               used, data):
+    """The rules' paths are written in lower case here (as rule_path_problem's examples are); a
+    server reading paths without regard to case or trailing dots serves ``path`` for ``raw``, so
+    ``raw`` must get ``path``'s decision or be denied: never another rule's, never the default's."""
+    path = data.draw(near(access))
+    raw = data.draw(case_insensitive_spelling(path))
+    assert fold_path(normalize_path(raw)) == fold_path(path), raw  # the server really reads it as path
+    expected = decide(access, HOST, path, method, user, member_of, used)
+    got = decide(access, HOST, raw, method, user, member_of, used)
+    assert got == expected or got.verdict == DENY, (raw, got, expected)
+
+
+@given(normal_paths)
+def test_fold_path_is_idempotent_and_keeps_the_normal_form(path):
+    folded = fold_path(path)
+    assert fold_path(folded) == folded and normalize_path(folded) == folded
 
 
 @given(normal_paths, st.data())

@@ -23,6 +23,7 @@ from authsvc.rules.access import (
     Decision,
     Rule,
     decide,
+    fold_path,
     for_the_account,
     normalize_host,
     normalize_path,
@@ -92,10 +93,43 @@ def test_bypass_paths_let_the_anonymous_through(path):
     assert on_app(path, user=None) == Decision(BYPASS, 0, "rule"), path
 
 
-@pytest.mark.parametrize("path", ["/publicity", "/public-x", "/publi", "/Public", "/PUBLIC/x", "/x/public",
-                                  "/administrator", "/admin-panel", "/adminx"])
-def test_prefixes_match_on_segment_boundaries_and_case(path):
+@pytest.mark.parametrize("path", ["/publicity", "/public-x", "/publi", "/x/public", "/Publicity", "/x/PUBLIC",
+                                  "/administrator", "/admin-panel", "/adminx", "/ADMINISTRATOR", "/admin.x",
+                                  "/admin-.", "/.admin", "/%20admin", "/x/admin."])
+def test_prefixes_match_on_segment_boundaries(path):
     assert on_app(path).verdict == ALLOW, path
+
+
+@pytest.mark.asvs("V8.3.1")
+@pytest.mark.parametrize("path", [
+    "/ADMIN", "/Admin/x", "/aDmIn", "/%41dmin", "/%41DMIN/x", "/admin.", "/admin./x", "/admin.../x", "/admin%20",
+    "/admin%20/x", "/admin.%20.", "/admin%2e", "/x/../ADMIN", "/Public", "/PUBLIC/x", "/public.", "/public%20/x",
+    "/.../admin", "/.../.../admin/y",
+])
+def test_a_path_that_reaches_a_rule_only_read_case_insensitively_is_ambiguous(path):
+    """Express (by default), IIS and files on a case-insensitive disk serve "/admin" for "/ADMIN",
+    and IIS for "/admin." and "/admin%20" too (Windows drops trailing dots and spaces from names).
+    Such a path is denied on a host with path rules: neither the deny rule nor the bypass rule can
+    be sidestepped by spelling, and no guess is made about which the app is."""
+    for user in (None, "bob"):
+        assert on_app(path, user=user) == Decision(DENY, None, "ambiguous_path"), (path, user)
+
+
+def test_a_rule_written_with_capitals_holds_for_its_own_spelling_and_denies_the_others():
+    rules = AccessRules("one_factor", (Rule((APP,), "bypass", paths=("/Static",)),))
+    assert decide(rules, APP, "/Static/a.css", "GET", None, (), ()) == Decision(BYPASS, 0, "rule")
+    for path in ("/static/a.css", "/STATIC", "/Static./a.css"):
+        assert decide(rules, APP, path, "GET", None, (), ()) == Decision(DENY, None, "ambiguous_path"), path
+    assert decide(rules, APP, "/other", "GET", None, (), ()).verdict == LOGIN
+
+
+@pytest.mark.parametrize(("normal", "folded"), [
+    ("/", "/"), ("/a/B", "/a/b"), ("/A/", "/a/"), ("/a./b", "/a/b"), ("/a%20/b", "/a/b"), ("/a.%20.", "/a"),
+    ("/.../a", "/a"), ("/a/...", "/a/"), ("/a.b/c", "/a.b/c"), ("/.a", "/.a"), ("/a%20b", "/a%20b"),
+    ("/%C3%A9", "/%c3%a9"),
+])
+def test_fold_path(normal, folded):
+    assert fold_path(normal) == folded
 
 
 def test_the_query_and_fragment_never_take_part():
