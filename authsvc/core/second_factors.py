@@ -1,9 +1,9 @@
 """Which second factors an account has: the one question the login flow asks about them.
 
 Each kind of factor is a *source* with two methods, ``count(user_id)`` and ``remove_all(user_id)``;
-:class:`SecondFactors` holds one source per kind. Today that is ``"totp"``
-(:class:`authsvc.core.totp.TotpStore`); passkeys plug in as another kind (``"passkey"``) without
-the flow changing. Recovery codes are not a kind: they stand in for a factor during the second
+:class:`SecondFactors` holds one source per kind. Today those are ``"totp"``
+(:class:`authsvc.core.totp.TotpStore`) and ``"passkey"`` (:class:`authsvc.core.passkeys.PasskeyStore`,
+counted even where the settings give no relying party to use them with). Recovery codes are not a kind: they stand in for a factor during the second
 step, but an account with only recovery codes has no second step to take.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 TOTP = "totp"
-PASSKEY = "passkey"  # the passkey store's kind (fix/passkeys)
+PASSKEY = "passkey"
 
 
 class FactorSource(Protocol):
@@ -27,10 +27,6 @@ class SecondFactors:
 
     def __init__(self, sources: Mapping[str, FactorSource]) -> None:
         self.sources = dict(sources)
-
-    def with_source(self, kind: str, source: FactorSource) -> SecondFactors:
-        """These sources and one more (how another kind of factor joins at start-up)."""
-        return SecondFactors({**self.sources, kind: source})
 
     def counts(self, user_id: int) -> dict[str, int]:
         """How many of each kind the account has (0 included), for the CLI and the account page."""

@@ -235,12 +235,14 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
     # it against the public URL.
     rp_id = config_mod.relying_party_id(settings)
     party = relying_party(settings.public_url, rp_id=rp_id, public_suffixes=config_mod.PUBLIC_SUFFIXES).party
+    passkey_store = PasskeyStore(engine, clock)
     passkey_service = None if party is None else PasskeyService(
-        store=PasskeyStore(engine, clock), accounts=accounts, rp=party, audit=audit, known_devices=known_devices,
+        store=passkey_store, accounts=accounts, rp=party, audit=audit, known_devices=known_devices,
         device_cookies=devices)
-    factors = SecondFactors({TOTP: totp})
-    if passkey_service is not None:  # an account with a passkey takes the second step with it (or a code)
-        factors = factors.with_source(PASSKEY, passkey_service.store)
+    # Stored passkeys count as a factor whether or not these settings give a relying party: an
+    # instance without one (no AUTHSVC_PUBLIC_URL, an IP address) still asks such an account for its
+    # second step (a recovery code or the app), never the password alone.
+    factors = SecondFactors({TOTP: totp, PASSKEY: passkey_store})
     sessions = SessionStore(engine, policy.sessions, clock, cache=verify_cache, on_sessions_ended=sessions_ended)
     remember = RememberStore(engine, policy.sessions, clock, serializer(
         settings.secret_key, settings.secret_key_fallbacks, "authsvc.remember"), on_sessions_ended=sessions_ended)

@@ -1113,3 +1113,21 @@ def test_adding_or_removing_a_passkey_needs_a_recent_authentication(app, key, cl
     assert client.post("/account/step-up", data={"csrf_token": token, "password": PASSWORD}).status_code == 200
     assert register(app, client, token, SoftAuthenticator(), name="Phone").status_code == 201
     assert client.post(f"/account/passkeys/{pid}/delete", data={"csrf_token": token}).status_code == 303
+
+
+@pytest.mark.asvs("V6.3.4")
+@pytest.mark.parametrize("public_url", [None, "https://192.0.2.10"])
+def test_an_instance_without_a_relying_party_still_asks_a_passkey_account_for_its_second_step(
+        app, key, alice, tmp_path, clock, public_url):
+    """An instance on the same database whose settings give no relying party (AUTHSVC_PUBLIC_URL
+    lost, or an IP address) cannot run a passkey ceremony, but the passkey is still the account's
+    factor: the password alone reaches the second step (a recovery code), never a session. Before,
+    such an instance counted no factor and signed the password straight in (found by review)."""
+    elsewhere = build_app(tmp_path, clock, AUTHSVC_PUBLIC_URL=public_url)
+    assert elsewhere.extensions["authsvc"].passkeys is None
+    thief = browser(elsewhere, ip="192.0.2.66")
+    answer = login(thief)
+    assert answer.status_code == 303 and answer.headers["Location"].startswith("/login/mfa"), answer.headers
+    assert verify(thief) == 401
+    page = thief.get(answer.headers["Location"])
+    assert page.status_code == 200 and b'name="code"' in page.data and b'class="passkey"' not in page.data
