@@ -24,6 +24,9 @@ from authsvc.core.devices import DeviceRegistry
 from authsvc.core.remember import RememberStore
 from authsvc.core.sessions import SessionStore
 
+# The revoke_reason of the sessions and remember-me tokens a second-factor change ends.
+FACTOR_CHANGED = "factor_changed"
+
 
 @dataclass(frozen=True)
 class SignedOut:

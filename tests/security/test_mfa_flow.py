@@ -486,6 +486,34 @@ def test_required_mfa_sends_an_account_without_a_factor_to_set_one_up_first(tmp_
     assert "mfa_added" in {e["event"] for e in events(capsys)}
 
 
+@pytest.mark.asvs("V7.4.3")
+def test_the_factor_the_required_set_up_adds_ends_every_earlier_session_and_remember_me(tmp_path, capsys):
+    """``mfa.required`` turned on (after an incident, say): someone holding a password-only session
+    and a remember-me cookie from before loses both once the owner sets up the app at sign-in, as
+    when it is added on the account page. Before, both lived on (found by review)."""
+    clock = Clock()
+    before = build_app(tmp_path, clock)  # the same database, the policy before mfa.required
+    add_user(before)
+    thief = browser(before, "203.0.113.50", "Thief/1")
+    assert login(thief, remember=True).status_code == 303 and verify(thief) == 200
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy(tmp_path, "[mfa]\nrequired = true\n"))
+    svc = app.extensions["authsvc"]
+    session_copy, remember_copy = browser(app, "203.0.113.50", "Thief/1"), browser(app, "203.0.113.51", "Thief/2")
+    session_copy.set_cookie(svc.cookies.session, cookie_value(thief, svc.cookies.session), domain=HOST)
+    assert verify(session_copy) == 200
+    owner = browser(app, "198.51.100.60", "Owner/1")
+    phone = app_from_set_up_page(owner.get(login(owner).headers["Location"]).get_data(as_text=True), clock)
+    events(capsys)
+    assert second_step(owner, phone.code()).status_code == 303 and verify(owner) == 200
+    assert verify(session_copy) == 401
+    remember_copy.set_cookie(svc.cookies.remember, cookie_value(thief, svc.cookies.remember), domain=HOST)
+    remember_copy.get("/")
+    assert verify(remember_copy) == 401
+    ended = events(capsys, "session_revoked")
+    assert [(e["reason"], e["change"], e["sessions_revoked"], e["remember_revoked"]) for e in ended] == \
+        [("factor_changed", "totp_added", 1, 1)]
+
+
 # --- remember-me carries the methods; a restored session is never fresh -----------------------------
 
 def test_a_restored_session_carries_the_methods_of_the_sign_in_that_issued_the_cookie(app, client, totp):

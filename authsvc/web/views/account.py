@@ -29,7 +29,7 @@ from authsvc.core.second_factors import TOTP
 from authsvc.core.totp import new_secret
 from authsvc.rules.passwords import normalize_password, password_problems
 from authsvc.rules.second_step import MAX_CODE_INPUT, step_up_due
-from authsvc.web.views.login import delete_cookie, page_session, render_set_up
+from authsvc.web.views.login import delete_cookie, end_sessions_after_factor_change, page_session, render_set_up
 
 bp = Blueprint("account", __name__)
 
@@ -37,8 +37,6 @@ bp = Blueprint("account", __name__)
 TOTP_SET_UP = "totp_set_up"
 STEP_UP_MISSING = "Enter your password to confirm this change (you signed in more than a few minutes ago)."
 STEP_UP_WRONG = "The password is not correct."
-# The revoke_reason of the sessions and remember-me tokens a second-factor change ends.
-FACTOR_CHANGED = "factor_changed"
 
 
 def step_up_is_due() -> bool:
@@ -143,19 +141,10 @@ def revoke_app():
 # --- second factors ------------------------------------------------------------------------------
 
 def end_other_sessions(change: str) -> int:
-    """ASVS V7.4.3: after a second factor was added or removed or the recovery codes replaced
-    (``change`` says which, for the audit log), every other session of the account ends, and
-    every remember-me token but this browser's: whoever holds one may be why the user changes a
-    factor, and a remember cookie would start a new session. Returns how many sessions ended.
-
-    Known devices stay known (a password change forgets them): a device cookie only buys
-    attempts at the password, and the password is what it was."""
-    svc = services()
-    ended = svc.sign_out.everywhere(current_user.user_id, FACTOR_CHANGED, keep_session=current_user.session_id,
-                                    keep_remember=True, forget_devices=False)
-    svc.audit.emit("session_revoked", reason=FACTOR_CHANGED, change=change, sessions_revoked=ended.sessions,
-                   remember_revoked=ended.remembered)
-    return ended.sessions
+    """After a second factor was added or removed or the recovery codes replaced on the account
+    page: :func:`authsvc.web.views.login.end_sessions_after_factor_change`, but this session (and
+    its remember-me token) stays. Returns how many sessions ended."""
+    return end_sessions_after_factor_change(current_user.user_id, change, keep_session=current_user.session_id)
 
 
 def others_signed_out(ended: int) -> str:

@@ -12,6 +12,7 @@ from authsvc.web.errors import respond
 from authsvc.web.forms import checkbox, field
 from authsvc.web.limiter import signed_device
 from authsvc.core.accounts import Account
+from authsvc.core.sign_out import FACTOR_CHANGED
 from authsvc.core.login_flow import TOO_LONG, Failed, FlowEnded, FlowState, Refused, SignedIn, StepRequired
 from authsvc.core.totp import new_secret, provisioning_uri
 from authsvc.rules.auth_methods import is_multi_factor
@@ -338,6 +339,8 @@ def second_step_post():
         if secret is None:  # the page was never shown to this session: show it
             return redirect(url_for("login.second_step_form", next=_carried(decision)), 303)
         outcome = svc.login.set_up_step(state, secret, code)
+        if isinstance(outcome, SignedIn):  # a factor was added: every earlier way in ends (V7.4.3)
+            end_sessions_after_factor_change(outcome.account.id, "totp_added")
     else:
         outcome = svc.login.second_step(state, code)
     if isinstance(outcome, Refused):
@@ -345,6 +348,24 @@ def second_step_post():
     if isinstance(outcome, Failed):
         return _render_second_step(state, decision, error=CODE_FAILURE, status=401)
     return _signed_in(outcome, decision)  # start_session empties the Flask session, the pending flow with it
+
+
+def end_sessions_after_factor_change(user_id: int, change: str, *, keep_session: int | None = None) -> int:
+    """ASVS V7.4.3: after a second factor was added or removed or the recovery codes replaced
+    (``change`` says which, for the audit log), every session of the account ends, and every
+    remember-me token, but ``keep_session`` and its token (the account page's own browser): whoever
+    holds one may be why the user changes a factor, and a remember cookie would start a new
+    session. The set-up that ``mfa.required`` asks for at sign-in keeps nothing: its session is
+    made after. Returns how many sessions ended.
+
+    Known devices stay known (a password change forgets them): a device cookie only buys
+    attempts at the password, and the password is what it was."""
+    svc = services()
+    ended = svc.sign_out.everywhere(user_id, FACTOR_CHANGED, keep_session=keep_session, keep_remember=True,
+                                    forget_devices=False)
+    svc.audit.emit("session_revoked", reason=FACTOR_CHANGED, change=change, sessions_revoked=ended.sessions,
+                   remember_revoked=ended.remembered, user_id=user_id)
+    return ended.sessions
 
 
 @bp.post("/logout")
