@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from authsvc.core.models import sessions, users
+from authsvc.core.models import remember_tokens, sessions, users
 from authsvc.rules.usernames import normalize_username
 
 
@@ -26,12 +26,13 @@ class Account:
     disabled: bool
     created_at: float
     password_changed_at: float
+    sign_out_generation: int  # a session or remember-me token stamped with another no longer counts
 
 
 # An account's name is its canonical form, the key (authsvc.rules.usernames): what the CLI shows and, through
 # the session, what /auth/verify and the API hand apps. The ``username`` column, as typed, is never read.
 _COLUMNS = (users.c.id, users.c.username_key.label("username"), users.c.username_key, users.c.password_hash, users.c.disabled,
-            users.c.created_at, users.c.password_changed_at)
+            users.c.created_at, users.c.password_changed_at, users.c.sign_out_generation)
 # Built once: login looks an account up every time.
 _BY_KEY = sa.select(*_COLUMNS).where(users.c.username_key == sa.bindparam("key"))
 _BY_ID = sa.select(*_COLUMNS).where(users.c.id == sa.bindparam("id"))
@@ -74,6 +75,26 @@ class AccountStore:
             values["password_changed_at"] = self.clock()
         with self.engine.begin() as conn:
             conn.execute(users.update().where(users.c.id == user_id).values(**values))
+
+    def next_sign_out_generation(self, user_id: int, *, keep_session: int | None = None,
+                                 keep_remember: bool = False) -> None:
+        """The first step of signing the account out everywhere (:mod:`authsvc.core.sign_out`): from
+        this commit on, no session or remember-me token stamped with an earlier generation counts,
+        including one a sign-in or restore that read the old generation writes afterwards. The
+        session the caller keeps (and, with ``keep_remember``, its remember-me token) moves to the
+        new generation in the same transaction."""
+        current = sa.select(users.c.sign_out_generation).where(users.c.id == user_id).scalar_subquery()
+        with self.engine.begin() as conn:
+            conn.execute(users.update().where(users.c.id == user_id).values(
+                sign_out_generation=users.c.sign_out_generation + 1))
+            if keep_session is None:
+                return
+            conn.execute(sessions.update().where(sessions.c.id == keep_session, sessions.c.user_id == user_id)
+                         .values(generation=current))
+            if keep_remember:
+                conn.execute(remember_tokens.update().where(remember_tokens.c.session_id == keep_session,
+                                                            remember_tokens.c.user_id == user_id)
+                             .values(generation=current))
 
     def set_disabled(self, user_id: int, disabled: bool) -> None:
         """Disabling ends the account's sessions at once (their checks read ``disabled``); the

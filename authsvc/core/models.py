@@ -21,6 +21,9 @@ users = Table(
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Column("password_changed_at", Float, nullable=False),
+    # One more at every sign-out everywhere (authsvc.core.sign_out): a session or remember-me token
+    # stamped with another generation no longer counts, whenever it was written.
+    Column("sign_out_generation", Integer, nullable=False, server_default="0"),
 )
 
 sessions = Table(
@@ -50,6 +53,8 @@ sessions = Table(
     # The token digest the OpenID sid comes from once a step-up gave the session a new token (its
     # first token's); None until then: token_hash.
     Column("sid_hash", LargeBinary(32), nullable=True),
+    # The account's sign_out_generation when the sign-in or restore read its credential.
+    Column("generation", Integer, nullable=False, server_default="0"),
 )
 Index("ix_sessions_user_live", sessions.c.user_id, sessions.c.revoked_at)
 Index("ix_sessions_expires", sessions.c.expires_at)
@@ -78,6 +83,8 @@ remember_tokens = Table(
     Column("methods", String(64), nullable=False, server_default="pwd"),
     # When that sign-in happened (None: issued before revision 0011): a restored session's auth_time.
     Column("signed_in_at", Float, nullable=True),
+    # The account's sign_out_generation when the chain's sign-in read the password; kept by successors.
+    Column("generation", Integer, nullable=False, server_default="0"),
 )
 Index("ix_remember_user", remember_tokens.c.user_id)
 Index("ix_remember_session", remember_tokens.c.session_id)

@@ -53,6 +53,7 @@ class Consumed:
     ended_session_id: int | None = None  # "lost": the unused session ended with the successor
     discarded: bool = False               # "lost": this call ended the unused successor
     methods: tuple[str, ...] = PASSWORD_ONLY  # "ok", "lost": the sign-in's methods, for the restored session
+    generation: int = 0   # "ok", "lost": the chain's sign-out generation, for the restored session
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class TokenFacts:
     user_disabled: bool
     successor_used: bool | None = None
     successor_session_used: bool | None = None
+    signed_out: bool = False  # stamped with another sign-out generation than the account's
 
 
 def reuse_verdict(seconds_since_rotation: float, grace_seconds: float, successor_used: bool | None,
@@ -93,6 +95,8 @@ def presented_verdict(facts: TokenFacts, now: float, grace_seconds: float) -> st
             # from someone else. Within the grace it is two tabs answering each other.
             return "race" if now - facts.revoked_at <= grace_seconds else "replay"
         return "revoked"
+    if facts.signed_out:  # the account was signed out everywhere since the chain's credential was read
+        return "revoked"
     if facts.rotated_at is not None:
         verdict = reuse_verdict(now - facts.rotated_at, grace_seconds, facts.successor_used,
                                 facts.successor_session_used)
@@ -111,7 +115,8 @@ _PRESENTED = sa.select(
     remember_tokens.c.id, remember_tokens.c.validator_hash, remember_tokens.c.user_id,
     remember_tokens.c.expires_at, remember_tokens.c.rotated_at, remember_tokens.c.revoked_at,
     remember_tokens.c.revoke_reason, remember_tokens.c.successor_id, remember_tokens.c.methods,
-    remember_tokens.c.signed_in_at, users.c.disabled,
+    remember_tokens.c.signed_in_at, users.c.disabled, remember_tokens.c.generation,
+    (remember_tokens.c.generation != users.c.sign_out_generation).label("signed_out"),
     _successor.c.id.label("s_id"), _successor.c.rotated_at.label("s_rotated_at"),
     _successor.c.revoked_at.label("s_revoked_at"), _successor.c.revoke_reason.label("s_revoke_reason"),
     _successor.c.session_id.label("s_session_id"),
@@ -131,7 +136,7 @@ def _facts(row) -> TokenFacts:
         if row.ss_id is not None:
             session_used = row.ss_used_at is not None
     return TokenFacts(row.expires_at, row.rotated_at, row.revoked_at, row.revoke_reason, bool(row.disabled),
-                      successor_used, session_used)
+                      successor_used, session_used, bool(row.signed_out))
 
 
 class _Abandon(Exception):
@@ -168,9 +173,12 @@ class RememberStore:
         self.on_sessions_ended = on_sessions_ended
 
     def issue(self, user_id: int, client_ip: str, user_agent: str, expires_at: float | None = None,
-              conn=None, *, session_id: int | None = None, methods: tuple[str, ...] = PASSWORD_ONLY) -> tuple[str, float]:
+              conn=None, *, session_id: int | None = None, methods: tuple[str, ...] = PASSWORD_ONLY,
+              generation: int = 0) -> tuple[str, float]:
         """A new token; returns the signed cookie value and its expiry (epoch seconds).
         ``session_id`` is the session it started: ending that session ends the token too.
+        ``generation``: the account's sign-out generation when the sign-in read the password (the
+        chain keeps it: :mod:`authsvc.core.sign_out`); 0 for an account never signed out everywhere.
         ``methods``: the sign-in's (RFC 8176); every successor keeps them, and each session the
         chain restores carries them, as it keeps the time of the sign-in (now: a token is issued
         by a sign-in), a restored session's ``auth_time`` (:meth:`signed_in_at`)."""
@@ -179,18 +187,18 @@ class RememberStore:
         stored = format_methods(methods)
         if conn is None:
             with self.engine.begin() as c:
-                value, _ = self._insert(c, user_id, client_ip, user_agent, expires, session_id, stored, now)
+                value, _ = self._insert(c, user_id, client_ip, user_agent, expires, session_id, stored, now, generation)
         else:
-            value, _ = self._insert(conn, user_id, client_ip, user_agent, expires, session_id, stored, now)
+            value, _ = self._insert(conn, user_id, client_ip, user_agent, expires, session_id, stored, now, generation)
         return value, expires
 
     def _insert(self, conn, user_id: int, client_ip: str, user_agent: str, expires: float,
-                session_id: int | None, methods: str, signed_in_at: float | None) -> tuple[str, int]:
+                session_id: int | None, methods: str, signed_in_at: float | None, generation: int) -> tuple[str, int]:
         selector, validator = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
         new_id = conn.execute(remember_tokens.insert().returning(remember_tokens.c.id).values(
             selector=selector, validator_hash=_digest(validator), user_id=user_id, created_at=self.clock(),
             expires_at=expires, client_ip=client_ip[:64], user_agent=user_agent[:256], session_id=session_id,
-            methods=methods, signed_in_at=signed_in_at,
+            methods=methods, signed_in_at=signed_in_at, generation=generation,
         )).scalar_one()
         return self.serializer.dumps(f"{selector}.{validator}"), new_id
 
@@ -236,7 +244,7 @@ class RememberStore:
                 if verdict == "lost":
                     ended = self._end_unused_successor(conn, row, now)
                 new_cookie, new_id = self._insert(conn, row.user_id, client_ip, user_agent, row.expires_at, None,
-                                                  row.methods, row.signed_in_at)
+                                                  row.methods, row.signed_in_at, row.generation)
                 conn.execute(remember_tokens.update().where(remember_tokens.c.id == row.id)
                              .values(successor_id=new_id))
         except _Abandon as abandoned:
@@ -244,8 +252,10 @@ class RememberStore:
         if verdict == "lost":
             self._sessions_ended(ended)
             return Consumed("lost", row.user_id, row.expires_at, ended_session_id=ended,
-                            discarded=row.s_revoked_at is None, methods=parse_methods(row.methods)), new_cookie
-        return Consumed("ok", row.user_id, row.expires_at, methods=parse_methods(row.methods)), new_cookie
+                            discarded=row.s_revoked_at is None, methods=parse_methods(row.methods),
+                            generation=row.generation), new_cookie
+        return Consumed("ok", row.user_id, row.expires_at, methods=parse_methods(row.methods),
+                        generation=row.generation), new_cookie
 
     def examine(self, cookie: str | None) -> Consumed:
         """Judge a remember cookie presented where it restores nothing (a signed-in page, login,

@@ -44,6 +44,9 @@ class SessionRecord:
     methods: tuple[str, ...] = PASSWORD_ONLY  # RFC 8176 values the sign-in used (authsvc.rules.auth_methods)
     authenticated_at: float | None = None  # last factor proved in this session; None when restored
     groups: tuple[str, ...] = ()  # the user's groups (authsvc.core.groups), sorted, read with the record
+    # Stamped with another sign-out generation than the account's: signed out everywhere since
+    # its sign-in read the credential (authsvc.core.sign_out), whether or not a revocation found it.
+    signed_out: bool = False
 
 
 def session_verdict(rec: SessionRecord | None, now: float, policy: SessionPolicy) -> str:
@@ -51,7 +54,7 @@ def session_verdict(rec: SessionRecord | None, now: float, policy: SessionPolicy
     ``"unknown"``, ``"revoked"``, ``"disabled"``, ``"expired"`` (absolute lifetime) or ``"idle"``."""
     if rec is None:
         return "unknown"
-    if rec.revoked_at is not None:
+    if rec.revoked_at is not None or rec.signed_out:
         return "revoked"
     if rec.user_disabled:
         return "disabled"
@@ -101,7 +104,7 @@ _SELECT = sa.select(
     sessions.c.id, sessions.c.user_id, users.c.username_key.label("username"), users.c.disabled, sessions.c.created_at,
     sessions.c.last_seen_at, sessions.c.expires_at, sessions.c.remembered, sessions.c.client_ip,
     sessions.c.user_agent, sessions.c.revoked_at, sessions.c.used_at, sessions.c.methods, sessions.c.authenticated_at,
-    _GROUPS.label("groups"),
+    _GROUPS.label("groups"), (sessions.c.generation != users.c.sign_out_generation).label("signed_out"),
 ).select_from(sessions.join(users, users.c.id == sessions.c.user_id))
 _BY_DIGEST = _SELECT.where(sessions.c.token_hash == sa.bindparam("digest"))
 
@@ -112,11 +115,12 @@ def _record(row) -> SessionRecord:
     ``X-Auth-Methods``, ``X-Auth-Groups`` and the access rules. The booleans are made ``bool`` here
     because SQLite's driver returns them as 0 and 1."""
     (session_id, user_id, username, disabled, created_at, last_seen_at, expires_at, remembered, client_ip,
-     user_agent, revoked_at, used_at, methods, authenticated_at, group_names) = row
+     user_agent, revoked_at, used_at, methods, authenticated_at, group_names, signed_out) = row
     return SessionRecord(session_id, user_id, username, bool(disabled), created_at, last_seen_at, expires_at,
                          bool(remembered), client_ip, user_agent, revoked_at, used_at,
                          methods=parse_methods(methods), authenticated_at=authenticated_at,
-                         groups=tuple(sorted(group_names.split(","))) if group_names else ())
+                         groups=tuple(sorted(group_names.split(","))) if group_names else (),
+                         signed_out=bool(signed_out))
 
 
 class DigestLookup:
@@ -185,10 +189,13 @@ class SessionStore:
             self.on_sessions_ended(list(session_ids))
 
     def create(self, user_id: int, client_ip: str, user_agent: str, remembered: bool,
-               not_after: float | None = None, *, methods: tuple[str, ...] = PASSWORD_ONLY,
+               not_after: float | None = None, *, generation: int = 0, methods: tuple[str, ...] = PASSWORD_ONLY,
                authenticated: bool = True) -> tuple[str, int]:
         """A new record and its token (shown once, to be put in the cookie). ``not_after`` caps the
         absolute lifetime: a session restored from a remember cookie ends when that cookie does.
+        ``generation``: the account's sign-out generation when the sign-in read the credential
+        (:class:`authsvc.core.accounts.Account`), or the remember-me token's for a restore; 0 for an
+        account never signed out everywhere.
         ``methods``: what the sign-in used (RFC 8176); ``authenticated``: the user proved them just
         now (a sign-in), not a remember-me cookie (a restore), which never counts for step-up."""
         now = self.clock()
@@ -202,6 +209,7 @@ class SessionStore:
                 "expires_at": expires, "remembered": remembered,
                 "client_ip": client_ip[:64], "user_agent": user_agent[:256],
                 "methods": format_methods(methods), "authenticated_at": now if authenticated else None,
+                "generation": generation,
             }).one()
             capped = self._enforce_cap(conn, user_id, now)
         self._ended(capped)  # after the commit (see VerifyCache.put)

@@ -13,6 +13,11 @@ V7.4.3). They differ only in what they keep, which the caller says:
 * ``forget_devices``: known devices are forgotten (every case but the second factors, where the
   password a device cookie buys attempts at is what it was).
 
+The account's sign-out generation goes up first (:meth:`AccountStore.next_sign_out_generation`):
+a restore or sign-in that read the credential before, and writes its session or successor token
+after the revocations below, stamps it with the old generation, which no longer counts. The
+revocations then end what exists (and tell the verify cache and the back-channel sender).
+
 The stores report the ended sessions themselves (verify cache, back-channel logout).
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authsvc.core.accounts import AccountStore
 from authsvc.core.devices import DeviceRegistry
 from authsvc.core.remember import RememberStore
 from authsvc.core.sessions import SessionStore
@@ -35,7 +41,9 @@ class SignedOut:
 
 
 class AccountSignOut:
-    def __init__(self, sessions: SessionStore, remember: RememberStore, known_devices: DeviceRegistry) -> None:
+    def __init__(self, accounts: AccountStore, sessions: SessionStore, remember: RememberStore,
+                 known_devices: DeviceRegistry) -> None:
+        self.accounts = accounts
         self.sessions = sessions
         self.remember = remember
         self.known_devices = known_devices
@@ -44,6 +52,7 @@ class AccountSignOut:
                    keep_remember: bool = False, forget_devices: bool = True) -> SignedOut:
         """End the account's sessions and remember-me tokens (``reason`` is their revoke_reason),
         but what the caller keeps; forget its known devices unless told not to."""
+        self.accounts.next_sign_out_generation(user_id, keep_session=keep_session, keep_remember=keep_remember)
         sessions = self.sessions.revoke_all(user_id, reason, except_id=keep_session)
         tokens = self.remember.revoke_all(user_id, reason,
                                           except_session_id=keep_session if keep_remember else None)

@@ -129,19 +129,24 @@ def end_browser_session() -> None:
 
 
 def start_session(account: Account, *, remembered: bool, fresh: bool = True,
-                  not_after: float | None = None, methods: tuple[str, ...] = PASSWORD_ONLY) -> AuthUser:
+                  not_after: float | None = None, methods: tuple[str, ...] = PASSWORD_ONLY,
+                  generation: int | None = None) -> AuthUser:
     """A new server-side session for ``account`` (never reusing the visitor's: no fixation), the
     one way a session starts.
 
     A session this browser held before is ended (:func:`end_browser_session`). ``not_after`` caps
     the new session's absolute lifetime. ``methods`` are the RFC 8176 methods the sign-in used
     (``X-Auth-Methods``); ``fresh`` is False for a session restored from a remember-me cookie,
-    which then never counts as a recent authentication (step-up)."""
+    which then never counts as a recent authentication (step-up). The session carries ``account``'s
+    sign-out generation as the sign-in read it before checking the credential (or ``generation``:
+    a restore's, from its remember-me token), so a sign-out everywhere since ends it too
+    (:mod:`authsvc.core.sign_out`)."""
     svc = services()
     end_browser_session()
     ua = request.headers.get("User-Agent", "")
     token, _sid = svc.sessions.create(account.id, request.remote_addr or "", ua, remembered, not_after,
-                                      methods=methods, authenticated=fresh)
+                                      methods=methods, authenticated=fresh,
+                                      generation=account.sign_out_generation if generation is None else generation)
     user = _into_browser(svc.sessions.load(token), token, fresh=fresh)
     g.audit_user_id = account.id
     return user

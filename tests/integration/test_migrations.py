@@ -24,6 +24,7 @@ import secrets
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -157,6 +158,17 @@ def test_0009_gives_clients_registered_before_it_every_scope_they_could_ask_for(
     assert ClientStore(engine, Clock()).get("old-client").scopes == SUPPORTED_SCOPES
 
 
+def account_at_an_old_revision(engine) -> SimpleNamespace:
+    """An account written into the users table as it is at the database's revision (reflected:
+    AccountStore reads the columns of head)."""
+    with engine.begin() as conn:
+        table = sa.Table("users", sa.MetaData(), autoload_with=conn)
+        user_id = conn.execute(table.insert().values(
+            username="alice", username_key="alice", password_hash="x", disabled=False, created_at=1.0,
+            password_changed_at=1.0).returning(table.c.id)).scalar_one()
+    return SimpleNamespace(id=user_id)
+
+
 @pytest.mark.asvs("V10.4.5")
 def test_0010_leaves_every_existing_family_live_and_goes_down_and_up_again(engine):
     """0010 adds the family's revocation mark to each code row: a code (and so its tokens) from
@@ -165,9 +177,7 @@ def test_0010_leaves_every_existing_family_live_and_goes_down_and_up_again(engin
 
     with engine.begin() as conn:
         command.upgrade(db._alembic_config(conn), "0009")
-    from authsvc.core.accounts import AccountStore
-
-    alice = AccountStore(engine, Clock()).create("alice", "x")
+    alice = account_at_an_old_revision(engine)
     with engine.begin() as conn:
         session_id = conn.execute(models.sessions.insert().values(
             token_hash=b"s" * 32, user_id=alice.id, created_at=1.0, last_seen_at=1.0, expires_at=9e9,
@@ -199,12 +209,11 @@ def test_0011_leaves_existing_sessions_unasked_and_chains_without_a_time_and_goe
     chain from before reports its session's start as auth_time, as it did); 0011 goes down and up."""
     from alembic import command
 
-    from authsvc.core.accounts import AccountStore
     from authsvc.rules.oidc_requests import auth_time
 
     with engine.begin() as conn:
         command.upgrade(db._alembic_config(conn), "0010")
-    alice = AccountStore(engine, Clock()).create("alice", "x")
+    alice = account_at_an_old_revision(engine)
     with engine.begin() as conn:
         tables = sa.MetaData()
         sessions = sa.Table("sessions", tables, autoload_with=conn)
@@ -227,6 +236,37 @@ def test_0011_leaves_existing_sessions_unasked_and_chains_without_a_time_and_goe
     assert "signed_in_at" not in {c["name"] for c in sa.inspect(engine).get_columns("remember_tokens")}
     db.upgrade(engine)
     assert "signed_in_at" in {c["name"] for c in sa.inspect(engine).get_columns("remember_tokens")}
+
+
+def test_0012_leaves_existing_sessions_and_chains_live_and_goes_down_and_up(engine):
+    """0012 adds the sign-out generation: every account, session and remember-me token from before
+    it is generation 0, so each keeps working; the next sign-out everywhere ends them; 0012 goes
+    down and up."""
+    from alembic import command
+
+    from authsvc.core.accounts import AccountStore
+    from authsvc.core.sessions import SessionStore, session_verdict
+
+    with engine.begin() as conn:
+        command.upgrade(db._alembic_config(conn), "0011")
+    alice = account_at_an_old_revision(engine)
+    with engine.begin() as conn:
+        sessions = sa.Table("sessions", sa.MetaData(), autoload_with=conn)
+        conn.execute(sessions.insert().values(
+            token_hash=token_digest("old"), user_id=alice.id, created_at=5.0, last_seen_at=5.0, expires_at=9e9,
+            remembered=False, client_ip="198.51.100.7", user_agent="ua"))
+    db.upgrade(engine)
+    clock = Clock(6.0)
+    store = SessionStore(engine, load_policy(TEST_POLICY).sessions, clock)
+    assert session_verdict(store.load("old"), 6.0, store.policy) == "live"
+    AccountStore(engine, clock).next_sign_out_generation(alice.id)
+    assert session_verdict(store.load("old"), 6.0, store.policy) == "revoked"
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0011")
+    assert "sign_out_generation" not in {c["name"] for c in sa.inspect(engine).get_columns("users")}
+    assert "generation" not in {c["name"] for c in sa.inspect(engine).get_columns("sessions")}
+    db.upgrade(engine)
+    assert "generation" in {c["name"] for c in sa.inspect(engine).get_columns("remember_tokens")}
 
 
 # --- from the previous release, with data ------------------------------------------------------------------

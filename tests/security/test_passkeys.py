@@ -1131,3 +1131,29 @@ def test_an_instance_without_a_relying_party_still_asks_a_passkey_account_for_it
     assert verify(thief) == 401
     page = thief.get(answer.headers["Location"])
     assert page.status_code == 200 and b'name="code"' in page.data and b'class="passkey"' not in page.data
+
+
+@pytest.mark.asvs("V7.4.3")
+def test_a_passkey_sign_in_racing_an_mfa_reset_keeps_no_session(app, key, alice, clock):
+    """The assertion was checked, the passkey still there; then `authsvc user mfa-reset` removes it
+    and signs the account out everywhere; then the sign-in writes its session. It carries the sign-out
+    generation the sign-in read, which no longer counts (found by review, session 13: the removed
+    passkey's holder kept a live multi-factor session)."""
+    svc = app.extensions["authsvc"]
+    authenticate = svc.passkeys.authenticate
+
+    def authenticate_then_reset(*args, **kwargs):
+        out = authenticate(*args, **kwargs)
+        svc.factors.remove_all(alice.id)
+        svc.sign_out.everywhere(alice.id, "mfa_reset", forget_devices=False)
+        return out
+
+    svc.passkeys.authenticate = authenticate_then_reset
+    try:
+        holder = browser(app, ip="203.0.113.9", ua="Cloned/1")
+        answer, _ = passkey_login(holder, key)
+    finally:
+        svc.passkeys.authenticate = authenticate
+    assert answer.status_code == 200 and svc.passkeys.store.list(alice.id) == []
+    clock.advance(5)
+    assert verify(holder) == 401 and svc.sessions.list_live(alice.id) == []

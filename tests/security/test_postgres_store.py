@@ -27,7 +27,8 @@ from authsvc.core.models import remember_tokens
 from authsvc.core.models import sessions as sessions_table
 from authsvc.core.sessions import LIVE, SessionStore, session_verdict
 from tests.backends import pg_schema, redis_prefix, require_redis
-from tests.conftest import PASSWORD, build_app, cookie_value, csrf, login, new_client
+from tests.conftest import PASSWORD, api, browser, build_app, cookie_value, csrf, login, new_client, verify
+from tests.security.test_remember_me import HOST, only_remember, remember_value, restore, restored
 
 IP, UA = "198.51.100.7", "Mozilla/5.0 (X11) StoreTest/1"
 
@@ -492,3 +493,74 @@ def test_parallel_device_registrations_on_two_instances_never_exceed_the_cap(app
         t.join(60)
     assert failures == []
     assert svc.known_devices.count(account.id) == cap
+
+
+# --- a sign-out everywhere racing a restore ---------------------------------------------------------------
+
+def thief_with_the_owners_remember_cookie(app):
+    owner = browser(app)
+    assert login(owner, remember=True).status_code == 303
+    return owner, only_remember(app, remember_value(owner), ip="203.0.113.9", ua="Thief/1")
+
+
+def nothing_of_the_account_verifies_or_restores(app, clock, *browsers):
+    clock.advance(2)  # past the verify cache
+    for client in browsers:
+        assert (verify(client), api(client)) == (401, 401)
+        client.delete_cookie(app.extensions["authsvc"].cookies.session, domain=HOST)
+        assert not restored(restore(client)), "a remember-me chain outlived the sign-out everywhere"
+
+
+@pytest.mark.asvs("V7.4.1")
+@pytest.mark.parametrize("reason", ["admin_revoked", "password_changed", "remember_replay"])
+def test_a_sign_out_everywhere_between_a_restores_check_and_its_session_ends_that_session(app, svc, clock, user,
+                                                                                          reason):
+    """The restore has rotated the stolen token (committed); the owner's password change, the
+    admin's `sessions revoke` or the theft alarm signs the account out everywhere; then the restore
+    writes its session. Revoking what existed missed it, and it lived on (found by review, session
+    13): it carries the old sign-out generation now, which no longer counts."""
+    owner, thief = thief_with_the_owners_remember_cookie(app)
+
+    consume = svc.remember.consume
+
+    def consume_then_sign_out_everywhere(*args, **kwargs):
+        out = consume(*args, **kwargs)
+        svc.sign_out.everywhere(user.id, reason)
+        return out
+
+    svc.remember.consume = consume_then_sign_out_everywhere
+    try:
+        assert restored(restore(thief))  # the answer was on its way: nothing after it may count
+    finally:
+        svc.remember.consume = consume
+    assert svc.sessions.list_live(user.id) == []
+    nothing_of_the_account_verifies_or_restores(app, clock, owner, thief)
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_a_sign_out_everywhere_while_a_restore_writes_its_successor_ends_the_successor(app, svc, clock, user):
+    """The sign-out starts while the restore's transaction has written the successor token, not
+    committed it (PostgreSQL: the revocation waits on the presented token's row lock, then finds only
+    the rows it saw before: the successor was not among them, and the chain restored for 14 more
+    days; SQLite: the sign-out waits for the write lock). Found by review, session 13."""
+    owner, thief = thief_with_the_owners_remember_cookie(app)
+
+    insert = svc.remember._insert
+    admin: list[threading.Thread] = []
+
+    def insert_then_the_admin_signs_out_everywhere(conn, *args, **kwargs):
+        out = insert(conn, *args, **kwargs)
+        if not admin:  # another process: its own connection, waiting on this transaction's lock
+            admin.append(threading.Thread(target=svc.sign_out.everywhere, args=(user.id, "admin_revoked")))
+            admin[0].start()
+            time.sleep(0.3)
+        return out
+
+    svc.remember._insert = insert_then_the_admin_signs_out_everywhere
+    try:
+        assert restored(restore(thief))
+    finally:
+        svc.remember._insert = insert
+    admin[0].join(30)
+    assert not admin[0].is_alive()
+    nothing_of_the_account_verifies_or_restores(app, clock, owner, thief)

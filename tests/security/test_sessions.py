@@ -249,7 +249,8 @@ def test_active_session_ends_at_absolute_lifetime(app, clock, user):
 
 
 def test_session_verdict_is_a_pure_function_of_record_and_time(svc):
-    rec = SimpleNamespace(revoked_at=None, user_disabled=False, expires_at=100.0 + ABSOLUTE, last_seen_at=100.0)
+    rec = SimpleNamespace(revoked_at=None, user_disabled=False, expires_at=100.0 + ABSOLUTE, last_seen_at=100.0,
+                          signed_out=False)
     policy = svc.policy.sessions
     assert session_verdict(rec, 100.0 + IDLE - 1, policy) == LIVE
     assert session_verdict(rec, 100.0 + IDLE, policy) == "idle"
@@ -257,6 +258,7 @@ def test_session_verdict_is_a_pure_function_of_record_and_time(svc):
                            100.0 + ABSOLUTE, policy) == "expired"
     assert session_verdict(SimpleNamespace(**{**vars(rec), "revoked_at": 1.0}), 101.0, policy) == "revoked"
     assert session_verdict(SimpleNamespace(**{**vars(rec), "user_disabled": True}), 101.0, policy) == "disabled"
+    assert session_verdict(SimpleNamespace(**{**vars(rec), "signed_out": True}), 101.0, policy) == "revoked"
     assert session_verdict(None, 101.0, policy) == "unknown"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint, after_this_request, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
 
@@ -91,7 +93,7 @@ def restore_from_remember() -> bool:
         # The restored session ends no later than the remember token: remembering never
         # extends past remember_lifetime_days (ASVS 7.3.2).
         user = start_session(account, remembered=True, fresh=False, not_after=consumed.expires_at,
-                             methods=consumed.methods)
+                             methods=consumed.methods, generation=consumed.generation)
         svc.remember.attach(new_cookie, user.session_id)
         max_age = max(1, int(consumed.expires_at - svc.clock()))
 
@@ -234,7 +236,7 @@ def finish_sign_in(account: Account, response, *, remember: bool, device_cookie:
     if remember:
         value, expires = svc.remember.issue(account.id, request.remote_addr or "",
                                             request.headers.get("User-Agent", ""), session_id=user.session_id,
-                                            methods=methods)
+                                            methods=methods, generation=account.sign_out_generation)
         set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
     forget_legacy_cookies(response)
     if account_moved_on(account, svc.accounts.by_id(account.id)):
@@ -341,6 +343,8 @@ def second_step_post():
         outcome = svc.login.set_up_step(state, secret, code)
         if isinstance(outcome, SignedIn):  # a factor was added: every earlier way in ends (V7.4.3)
             end_sessions_after_factor_change(outcome.account.id, "totp_added")
+            account = svc.accounts.by_id(outcome.account.id)  # its sign-out generation is now the next one
+            outcome = outcome if account is None else replace(outcome, account=account)
     else:
         outcome = svc.login.second_step(state, code)
     if isinstance(outcome, Refused):
