@@ -29,7 +29,8 @@ from authsvc.core.login_flow import LoginService
 from authsvc.web.metrics import Metrics
 from authsvc.rules.passkeys import relying_party
 from authsvc.rules.passwords import Blocklist, PasswordRules, load_default_blocklist
-from authsvc.core.passkeys import PasskeyService, PasskeyStore
+from authsvc.core.passkeys import CHALLENGE_SECONDS, PasskeyService, PasskeyStore
+from authsvc.core.spent_once import SpentOnce
 from authsvc.core.policy import Policy
 from authsvc.web.proxies import TrustedProxies
 from authsvc.rules.forward_auth import LoginRedirect, login_url
@@ -135,6 +136,8 @@ class Services:
     # None when the settings give no relying party (see authsvc.rules.passkeys.relying_party: e.g.
     # development on http://127.0.0.1, an IP address WebAuthn refuses): no passkey page or button.
     passkeys: PasskeyService | None = None
+    # Each passkey ceremony's challenge is spent once, on any instance (authsvc.core.spent_once).
+    passkey_challenges: SpentOnce | None = None
     # Groups for access rules (the rules themselves are policy.access, read once with the policy).
     groups: GroupStore | None = None
     # The OpenID back-channel logout sender (authsvc.core.oidc.logout): told of every ended session.
@@ -271,6 +274,8 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
         engine=engine,
         metrics=metrics,
         passkeys=passkey_service,
+        passkey_challenges=SpentOnce(storage, f"{settings.ratelimit_key_prefix}:passkey-challenge",
+                                     CHALLENGE_SECONDS + 60),
         factors=factors,
         totp=totp,
         recovery_codes=recovery,

@@ -50,6 +50,7 @@ from tests.conftest import (
     run_cli,
     verify,
 )
+from tests.backends import redis_prefix, require_redis
 from tests.security.factors import only_this_session_is_left, second_step
 
 ORIGIN = HTTPS            # https://auth.example.test: AUTHSVC_PUBLIC_URL in conftest
@@ -385,6 +386,48 @@ def test_each_challenge_allows_one_try_only(app, key):
     right = key.get(options)
     refused(post_json(client, "/login/passkey", {"credential": right}, token), 400)   # the challenge is spent
     no_session(client)
+
+
+def replay_of_a_captured_sign_in(app, replay_app=None):
+    """A synced passkey (its counter always 0, as iCloud Keychain's and Google Password Manager's)
+    signs alice in once; its request (the Cookie header it came with, its body) is sent again from
+    elsewhere: the thief's answer, and the owner's."""
+    authenticator = SoftAuthenticator(count=None, synced=True)
+    client, token = signed_in(app)
+    assert register(app, client, token, authenticator).status_code == 201
+    owner = browser(app, ip="203.0.113.9")
+    options, token = login_options(owner)
+    pre_login_cookie = cookie_value(owner, app.extensions["authsvc"].cookies.session)
+    credential = authenticator.get(options)
+    answer = post_json(owner, "/login/passkey", {"credential": credential}, token)
+    thief = browser(replay_app or app, ip="192.0.2.66", ua="Mozilla/5.0 (Thief)")
+    thief.set_cookie(app.extensions["authsvc"].cookies.session, pre_login_cookie, domain=RP_ID)
+    return answer, post_json(thief, "/login/passkey", {"credential": credential}, token), thief
+
+
+@pytest.mark.asvs("V6.7.2")
+def test_a_captured_sign_in_replayed_with_the_cookie_it_came_with_is_refused(app, alice, capsys):
+    """The challenge is taken out of the cookie the answer sets, but the request's own cookie (a
+    HAR file, a logging proxy) still held it: a counterless passkey's sign-in replayed within five
+    minutes signed the thief in (found by review, session 13). Each challenge is spent once."""
+    answer, replay, thief = replay_of_a_captured_sign_in(app)
+    assert answer.status_code == 200
+    refused(replay, 400)
+    no_session(thief)
+    assert audit(capsys, "passkey_failed")[-1]["reason"] == "no_challenge"
+
+
+@pytest.mark.asvs("V6.7.2")
+def test_a_captured_sign_in_replayed_on_another_instance_is_refused(tmp_path, clock):
+    """Spent challenges are kept in the rate-limit storage the instances share (Redis here)."""
+    with redis_prefix("passkey-challenge") as prefix:
+        shared = {"AUTHSVC_RATELIMIT_STORAGE_URI": require_redis(), "AUTHSVC_RATELIMIT_KEY_PREFIX": prefix}
+        one, two = build_app(tmp_path, clock, **shared), build_app(tmp_path, clock, **shared)
+        add_user(one, "alice")
+        answer, replay, thief = replay_of_a_captured_sign_in(one, two)
+        assert answer.status_code == 200
+        refused(replay, 400)
+        no_session(thief)
 
 
 def test_a_registration_challenge_cannot_sign_in(app, key, capsys):
@@ -1157,3 +1200,20 @@ def test_a_passkey_sign_in_racing_an_mfa_reset_keeps_no_session(app, key, alice,
     assert answer.status_code == 200 and svc.passkeys.store.list(alice.id) == []
     clock.advance(5)
     assert verify(holder) == 401 and svc.sessions.list_live(alice.id) == []
+
+
+def test_a_value_is_spent_once_and_a_storage_failure_refuses_rather_than_lets_through():
+    from limits.storage import MemoryStorage
+
+    from authsvc.core.spent_once import SpentOnce
+    from authsvc.core.throttle import ThrottleUnavailable
+
+    spent = SpentOnce(MemoryStorage(), "t", 60)
+    assert spent.spend(b"a" * 32) and not spent.spend(b"a" * 32) and spent.spend(b"b" * 32)
+
+    class Down(MemoryStorage):
+        def incr(self, *args, **kwargs):
+            raise ConnectionError("redis is down")
+
+    with pytest.raises(ThrottleUnavailable):
+        SpentOnce(Down(), "t", 60).spend(b"c" * 32)

@@ -129,13 +129,18 @@ def _keep_challenge(key: str, challenge: bytes, bound_to: int | str | None = Non
 
 def _take_challenge(key: str, bound_to: int | str | None = None) -> bytes | None:
     """Pop the challenge kept for ``key`` (it is gone whatever follows); None unless it is there,
-    younger than its options' timeout and was made for the same session (``bound_to``)."""
+    younger than its options' timeout, was made for the same session (``bound_to``) and was never
+    spent before: by this request's own cookie or by any copy of it, on any instance
+    (:mod:`authsvc.core.spent_once`)."""
     kept = session.pop(key, None)
     if not isinstance(kept, dict) or kept.get("s") != bound_to or not isinstance(kept.get("t"), int):
         return None
     if not 0 <= services().clock() - kept["t"] <= CHALLENGE_SECONDS:
         return None
-    return b64url_decode(kept.get("c"), 64)
+    challenge = b64url_decode(kept.get("c"), 64)
+    if challenge is None or not services().passkey_challenges.spend(challenge):
+        return None
+    return challenge
 
 
 def _signed_in_session() -> int:
