@@ -436,7 +436,9 @@ class LoginService:
                 return Refused(attempt.verdict.reason, attempt.verdict.retry_after)
             correct = len(password) <= self.max_password_length and \
                 self.hasher.verify(account.password_hash, password, anonymous=False).ok  # signed in
-            if not correct:
+            if correct:
+                attempt.record_confirmation()
+            else:
                 attempt.record_failure()
         if not correct:
             self.audit.emit("step_up_failed" if step_up else "password_change_failed", reason="bad_current_password")

@@ -202,6 +202,12 @@ class Attempt:
         self._checked()
         self._throttle.record_success(self._username_key, self._device_id)
 
+    def record_confirmation(self) -> None:
+        """A right password that signs nobody in (a password change's current password, a
+        step-up): counted in the account's success windows like a sign-in, the failures kept."""
+        self._checked()
+        self._throttle.record_confirmation(self._username_key)
+
     def _checked(self) -> None:
         if not self.verdict.allowed:  # a programming error: a refused attempt checked no password
             raise RuntimeError("a refused attempt has no outcome to record")
@@ -364,6 +370,17 @@ class Throttle:
         success windows. From a known device it also resets the anonymous bucket's consecutive
         count, but not its back-off or window."""
         self._forget_failures(username_key, device_id, self._success_keys(username_key, self.clock()))
+
+    def record_confirmation(self, username_key: str) -> None:
+        """Count a right password in the account's success windows only (:meth:`Attempt.record_confirmation`):
+        each still costs argon2, so the success limit bounds them as it bounds sign-ins."""
+        windows = self._success_keys(username_key, self.clock())
+
+        def count(st: Storage) -> None:
+            for key, _amount, period in windows:
+                st.incr(key, period + 60)
+        if windows:
+            self._run(count)
 
     def unlock(self, username_key: str) -> None:
         """Admin override (``authsvc user unlock``): forget the anonymous bucket's failures."""

@@ -355,6 +355,25 @@ def test_wrong_current_passwords_count_in_the_accounts_back_off(flow, confirm, e
     assert check(alice, PASSWORD) == Refused("backoff", POLICY.throttle.backoff_initial_seconds)  # the right one too
 
 
+@pytest.mark.asvs("V6.3.1")
+@CONFIRMING
+def test_right_current_passwords_count_in_the_accounts_success_limit(flow, confirm, event):
+    """A right current password runs argon2 like a sign-in, so it counts in the account's success
+    windows like one: a signed-in holder posting the password change form back to back (each new
+    password refused, nothing changed) ran argon2 without limit, at full priority, and could fill
+    the process's global window for every new browser (found by review, session 13)."""
+    alice = flow.accounts.by_username("alice")
+    check = getattr(flow.service, confirm)
+    calls = []
+    real = HASHER.verify
+    flow.service.hasher = type("Counting", (), {"verify": lambda self, *a, **k: calls.append(1) or real(*a, **k)})()
+    first = int(POLICY.throttle.successes_per_account[0].split()[0])  # "3 per 10 seconds"
+    outcomes = [check(alice, PASSWORD) for _ in range(first + 2)]
+    assert [type(o).__name__ for o in outcomes] == ["Confirmed"] * first + ["Refused"] * 2
+    assert outcomes[-1].reason == "successes" and len(calls) == first
+    assert flow.service.attempt("alice", PASSWORD).reason == "successes"  # one budget with sign-ins
+
+
 # --- no Flask -----------------------------------------------------------------------------------------------
 
 
