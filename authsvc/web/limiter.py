@@ -12,6 +12,11 @@ refusals costs no database read):
   and ``per_device``, per device id from any address, so one cookie cannot run argon2 from a
   thousand addresses at once.
 
+The second step (a code, or a passkey, after the password) goes by the same rule, the device being
+the one its password step used (:func:`second_step_device`, from the pending sign-in in the signed
+session): until session 13 it had only the address's anonymous limit, so ten junk posts a minute
+from behind the owner's NAT held every known device there out of its second step.
+
 Known devices were exempt from every per-client limit until the review of December 2026 (finding 1):
 an account holder with ten device cookies ran argon2 at will.
 
@@ -31,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, request, session
 from flask_limiter import Limiter
 from werkzeug.exceptions import HTTPException
 from limits.errors import ConfigurationError
@@ -40,6 +45,7 @@ from limits.storage import MovingWindowSupport, Storage, storage_from_string
 from authsvc.rules.clientip import client_key
 from authsvc.core.config import ConfigError
 from authsvc.core.devices import device_digest
+from authsvc.core.login_flow import FlowState
 from authsvc.web.forms import value_problem
 from authsvc.rules.passwords import normalize_password
 from authsvc.core.throttle import account_hash
@@ -252,7 +258,7 @@ def refused_for_size(form, policy) -> bool:
 
 
 def _known_client_key() -> str:
-    known = signed_device()
+    known = known_device()
     return f"{_key()}|{known.account if known else '-'}"
 
 
@@ -284,16 +290,40 @@ def _presented_client_credentials() -> tuple[str | None, str | None]:
 
 
 def _device_key() -> str:
-    known = signed_device()
+    known = known_device()
     return f"dev:{device_digest(known.device_id).hex()[:32]}" if known else "-"
 
 
 def _not_known() -> bool:
-    return signed_device() is None
+    return known_device() is None
 
 
 def _known() -> bool:
-    return signed_device() is not None
+    return known_device() is not None
+
+
+# The signed session's key of a sign-in waiting for its second step (authsvc.web.views.login keeps
+# it there), and the endpoints of that second step.
+PENDING = "mfa_flow"
+SECOND_STEP_ENDPOINTS = frozenset({"login.second_step_post", "passkeys.second_step_finish"})
+
+
+def known_device() -> KnownDevice | None:
+    """The known device the per-client limits of this request go by: the password form's signed
+    device cookie (:func:`signed_device`), or for the second step its password step's device
+    (:func:`second_step_device`)."""
+    return second_step_device() if request.endpoint in SECOND_STEP_ENDPOINTS else signed_device()
+
+
+def second_step_device() -> KnownDevice | None:
+    """The known device of this browser's pending sign-in: the one its password step used, found in
+    the device registry then (:class:`authsvc.core.login_flow.FlowState`, in the signed session, so
+    only a browser that passed the password with that device holds it). Whether the flow still
+    stands is the view's question; the limits only need whose budget a post spends."""
+    state = FlowState.from_session(session.get(PENDING))
+    if state is None or state.device is None:
+        return None
+    return KnownDevice(f"id:{state.account_id}", state.device)
 
 
 def init_app(app: Flask, services) -> Limiter:
@@ -322,14 +352,25 @@ def init_app(app: Flask, services) -> Limiter:
                              scope=DEVICE_SCOPE, exempt_when=_not_known)(view)
     app.view_functions[endpoint] = view
     # A passkey sign-in runs no argon2 and guesses no secret, but each try costs a signature check
-    # and database reads; a second-step code is a guess at a secret, counted per account by the
-    # login service but also here, so one address holding several accounts' passwords cannot spread
-    # its guesses over them. Each gets the anonymous per-client limit, counted apart from the
-    # password form's (and from each other's).
-    for other in ("passkeys.login_finish", "login.second_step_post", "passkeys.second_step_finish"):
-        if policy.per_client and other in app.view_functions:
-            app.view_functions[other] = limiter.limit(";".join(policy.per_client), methods=["POST"])(
-                app.view_functions[other])
+    # and database reads: the anonymous per-client limit. A second-step code is a guess at a secret,
+    # counted per account by the login service but also here, so one address holding several
+    # accounts' passwords cannot spread its guesses over them; the second step of a known device's
+    # sign-in goes by the known-device limits, as its password step did. Each endpoint's counts are
+    # its own (apart from the password form's and from each other's).
+    if policy.per_client and "passkeys.login_finish" in app.view_functions:
+        app.view_functions["passkeys.login_finish"] = limiter.limit(";".join(policy.per_client), methods=["POST"])(
+            app.view_functions["passkeys.login_finish"])
+    for other in SECOND_STEP_ENDPOINTS & app.view_functions.keys():
+        step = app.view_functions[other]
+        if policy.per_client:
+            step = limiter.limit(";".join(policy.per_client), methods=["POST"], exempt_when=_known)(step)
+        if policy.per_client_known_device:
+            step = limiter.limit(";".join(policy.per_client_known_device), methods=["POST"],
+                                 key_func=_known_client_key, scope=KNOWN_CLIENT_SCOPE, exempt_when=_not_known)(step)
+        if policy.per_device:
+            step = limiter.limit(";".join(policy.per_device), methods=["POST"], key_func=_device_key,
+                                 scope=DEVICE_SCOPE, exempt_when=_not_known)(step)
+        app.view_functions[other] = step
     if policy.per_client:
         counted = frozenset(e for e in (endpoint, "passkeys.login_finish", "login.second_step_post",
                                         "passkeys.second_step_finish") if e in app.view_functions)

@@ -240,6 +240,30 @@ def test_one_address_spreading_code_guesses_over_several_accounts_meets_the_per_
     assert second_step(other, apps["frank"].code()).status_code == 303
 
 
+@pytest.mark.asvs("V6.3.1")
+def test_a_neighbour_behind_the_owners_address_cannot_hold_a_known_devices_second_step(app, clock, capsys):
+    """Someone behind the owner's NAT (an office, a carrier's NAT, one IPv6 /64) fills the address's
+    anonymous limit with junk posts to the second step: no sign-in, no CSRF token. The owner's known
+    device passes its second step all the same (it goes by the known-device limits, as its password
+    step does); a new browser there waits, as on the password form. Before, ten junk posts a minute
+    held every known device behind that address out (found by review, session 13)."""
+    alice = add_user(app)
+    totp = enroll(app, alice, clock)
+    owner = browser(app, "198.51.100.7")
+    assert sign_in(owner, totp).status_code == 303 and owner.get_cookie(
+        app.extensions["authsvc"].cookies.device, domain=HOST) is not None
+    assert owner.post("/logout", data={"csrf_token": csrf(owner, "/")}).status_code == 303
+    clock.advance(60)
+    neighbour = browser(app, "198.51.100.7", "Mozilla/5.0 Neighbour/1")
+    junk = [neighbour.post("/login/mfa", data={"code": "000000"}).status_code for _ in range(12)]
+    assert junk[-1] == 429, junk
+    assert login(owner).headers["Location"].startswith("/login/mfa")
+    assert second_step(owner, totp.code()).status_code == 303 and verify(owner) == 200
+    stranger = browser(app, "198.51.100.7", "Mozilla/5.0 NewBrowser/1")
+    assert login(stranger).headers["Location"].startswith("/login/mfa")
+    assert second_step(stranger, totp.code(1)).status_code == 429
+
+
 def test_a_code_guess_runs_no_argon2(app, client, totp, monkeypatch):
     login(client)
     hasher = app.extensions["authsvc"].hasher

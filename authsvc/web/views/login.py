@@ -12,7 +12,7 @@ from authsvc.web.auth import end_browser_session, services, session_identifier, 
 from authsvc.web.crosssite import expire_planted_copies
 from authsvc.web.errors import respond
 from authsvc.web.forms import checkbox, field
-from authsvc.web.limiter import signed_device
+from authsvc.web.limiter import PENDING, signed_device
 from authsvc.core.accounts import Account
 from authsvc.core.sign_out import FACTOR_CHANGED
 from authsvc.core.login_flow import TOO_LONG, Failed, FlowEnded, FlowState, Refused, SignedIn, StepRequired
@@ -28,7 +28,6 @@ CODE_FAILURE = "That code is not correct, or it was used before."
 
 # The signed-session keys of a sign-in waiting for its second step: the flow (FlowState.to_session)
 # and, when the account must first set up a factor, the new secret sealed (TotpStore.seal_pending).
-PENDING = "mfa_flow"
 PENDING_SET_UP = "mfa_set_up"
 
 
