@@ -5,7 +5,8 @@ format), shown once when generated and stored as its SHA-256 digest: at 120 bits
 enough (ASVS 5.0 V6.5.2 asks a salted password hash only below 112), and checking one costs a hash
 and an indexed query, never argon2. Using a code is one conditional write (``used_at IS NULL``),
 so a code is accepted once even when two requests present it at the same moment on two instances.
-Generating new codes deletes the old ones in the same transaction.
+Generating new codes deletes the old ones in the same transaction, one generation per account at a
+time; an account without a second factor gets none (they stand in for one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from authsvc.core.models import recovery_codes
+from authsvc.core.models import recovery_codes, users
 from authsvc.rules.second_step import RECOVERY_ALPHABET, RECOVERY_LENGTH, format_recovery_code
 
 COUNT = 10
@@ -42,6 +43,10 @@ class RecoveryCodes:
         codes = [new_code() for _ in range(COUNT)]
         now = self.clock()
         with self.engine.begin() as conn:
+            # One generation per account at a time (PostgreSQL: the account's row locked; SQLite
+            # writes one at a time anyway). Under READ COMMITTED a second generation's DELETE did
+            # not see the first's new rows, and both sets stayed live (found by review, session 13).
+            conn.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
             conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user_id))
             conn.execute(recovery_codes.insert(), [
                 {"user_id": user_id, "code_hash": code_digest(code), "created_at": now} for code in codes])

@@ -158,13 +158,13 @@ def test_0009_gives_clients_registered_before_it_every_scope_they_could_ask_for(
     assert ClientStore(engine, Clock()).get("old-client").scopes == SUPPORTED_SCOPES
 
 
-def account_at_an_old_revision(engine) -> SimpleNamespace:
+def account_at_an_old_revision(engine, name: str = "alice") -> SimpleNamespace:
     """An account written into the users table as it is at the database's revision (reflected:
     AccountStore reads the columns of head)."""
     with engine.begin() as conn:
         table = sa.Table("users", sa.MetaData(), autoload_with=conn)
         user_id = conn.execute(table.insert().values(
-            username="alice", username_key="alice", password_hash="x", disabled=False, created_at=1.0,
+            username=name, username_key=name, password_hash="x", disabled=False, created_at=1.0,
             password_changed_at=1.0).returning(table.c.id)).scalar_one()
     return SimpleNamespace(id=user_id)
 
@@ -267,6 +267,34 @@ def test_0012_leaves_existing_sessions_and_chains_live_and_goes_down_and_up(engi
     assert "generation" not in {c["name"] for c in sa.inspect(engine).get_columns("sessions")}
     db.upgrade(engine)
     assert "generation" in {c["name"] for c in sa.inspect(engine).get_columns("remember_tokens")}
+
+
+def test_0013_voids_the_recovery_codes_of_accounts_without_a_second_factor(engine):
+    """Codes made while an account had no factor (anyone with a reused password could) would pass
+    the second step of the factor added later: 0013 voids them; an account with an app or a
+    passkey keeps its codes."""
+    from alembic import command
+
+    from authsvc.core.recovery_codes import RecoveryCodes
+
+    with engine.begin() as conn:
+        command.upgrade(db._alembic_config(conn), "0012")
+    with_app, with_passkey, without = (account_at_an_old_revision(engine, name) for name in ("a", "b", "c"))
+    codes = RecoveryCodes(engine, Clock())
+    for account in (with_app, with_passkey, without):
+        codes.generate(account.id)
+    with engine.begin() as conn:
+        conn.execute(models.totp_factors.insert().values(user_id=with_app.id, secret=b"x", created_at=1.0,
+                                                         last_step=0))
+        conn.execute(models.passkeys.insert().values(
+            user_id=with_passkey.id, credential_id=b"c" * 16, public_key=b"k", sign_count=0, name="Laptop",
+            transports="", created_at=1.0))
+    db.upgrade(engine)
+    assert [codes.remaining(a.id) for a in (with_app, with_passkey, without)] == [10, 10, 0]
+    with engine.begin() as conn:
+        command.downgrade(db._alembic_config(conn), "0012")
+    db.upgrade(engine)
+    assert [codes.remaining(a.id) for a in (with_app, with_passkey, without)] == [10, 10, 0]
 
 
 # --- from the previous release, with data ------------------------------------------------------------------

@@ -564,3 +564,37 @@ def test_a_sign_out_everywhere_while_a_restore_writes_its_successor_ends_the_suc
     admin[0].join(30)
     assert not admin[0].is_alive()
     nothing_of_the_account_verifies_or_restores(app, clock, owner, thief)
+
+
+def test_two_recovery_code_generations_at_once_leave_one_set(app, svc, user, backend):
+    """Instance A has deleted the old codes and is about to insert its new ones when instance B
+    starts its own generation. Under READ COMMITTED, B's delete did not see A's new rows: both sets of
+    ten stayed live, one of them a sheet the user never kept (found by review, session 13). B now
+    waits for A, then voids A's set."""
+    from authsvc.core.recovery_codes import RecoveryCodes
+    from authsvc.rules.second_step import recovery_code
+
+    other = db.make_engine(backend)
+    try:
+        old = svc.recovery_codes.generate(user.id)
+        b_started = threading.Event()
+
+        def a_before_insert():
+            if threading.current_thread().name == "A":
+                b_started.wait(10)
+                time.sleep(0.3)  # B's first statement is under way (and waits, if it locks)
+
+        results: dict = {}
+        with statements(svc.engine, "INSERT INTO RECOVERY_CODES", a_before_insert), \
+                statements(other, "SELECT USERS.ID", b_started.set), \
+                statements(other, "DELETE FROM RECOVERY_CODES", b_started.set):
+            a = threading.Thread(name="A", target=lambda: results.__setitem__("A", svc.recovery_codes.generate(user.id)))
+            a.start()
+            time.sleep(0.1)
+            results["B"] = RecoveryCodes(other, svc.clock).generate(user.id)
+            a.join(30)
+        assert svc.recovery_codes.remaining(user.id) == 10
+        assert not any(svc.recovery_codes.use(user.id, recovery_code(c)) for c in old + results["A"])
+        assert all(svc.recovery_codes.use(user.id, recovery_code(c)) for c in results["B"])
+    finally:
+        other.dispose()

@@ -105,6 +105,20 @@ def test_the_account_page_shows_new_codes_once_and_then_only_how_many_are_left(a
     assert 'Recovery codes left: <strong>9<' in client.get("/").get_data(as_text=True)
 
 
+def test_an_account_without_a_second_factor_gets_no_recovery_codes(app, client, user, clock):
+    """They stand in for a factor: made while there is none (by whoever holds a reused password),
+    they passed the second step of the app the owner added later to lock them out (found by
+    review, session 13). The page offers none, and a post gets 409 and makes none."""
+    assert login(client).status_code == 303
+    page = client.get("/").get_data(as_text=True)
+    assert "/account/recovery-codes" not in page and "set up an authenticator app or a passkey first" in page
+    refused = post_with_csrf(client, "/account/recovery-codes", {})
+    assert refused.status_code == 409 and not SHOWN.findall(refused.get_data(as_text=True))
+    assert app.extensions["authsvc"].recovery_codes.remaining(user.id) == 0
+    enroll(app, user, clock)
+    assert "/account/recovery-codes" in client.get("/").get_data(as_text=True)
+
+
 @pytest.mark.asvs("V7.4.3")
 def test_new_codes_end_every_other_session_and_keep_this_one(app, user, clock):
     """New codes are a change of factor: a session that may have read the old ones ends."""

@@ -37,6 +37,7 @@ bp = Blueprint("account", __name__)
 TOTP_SET_UP = "totp_set_up"
 STEP_UP_MISSING = "Enter your password to confirm this change (you signed in more than a few minutes ago)."
 STEP_UP_WRONG = "The password is not correct."
+NO_FACTOR_FOR_CODES = "Set up an authenticator app or a passkey first: recovery codes stand in for one of them."
 
 
 def step_up_is_due() -> bool:
@@ -277,6 +278,10 @@ def generate_recovery_codes():
     refused = step_up_or_refuse(account_page_with_errors)
     if refused is not None:
         return refused
+    if not svc.factors.kinds(current_user.user_id):
+        # They stand in for a factor: made before one exists, whoever made them (a reused
+        # password's holder, say) would pass the second step of the factor the owner adds later.
+        return account_page(409, errors=[NO_FACTOR_FOR_CODES])
     codes = svc.recovery_codes.generate(current_user.user_id)
     svc.audit.emit("recovery_codes_generated", count=len(codes))
     ended = end_other_sessions("recovery_codes_generated")
