@@ -64,6 +64,23 @@ class ScopeDecision:
         return " ".join(self.scopes)
 
 
+def unreadable_basic(header: str | None) -> bool:
+    """Is ``header`` (an ``Authorization`` value) HTTP Basic credentials that are not base64 of
+    UTF-8 text? Authlib raised UnicodeDecodeError reading them (``\\xff:\\xfe``, a lone surrogate):
+    a 500 at /oauth/token and /oauth/revoke, and the ``unhandled_error`` alert, for anyone to set
+    off (found by review, session 13). Such a request names no client: ``invalid_client``."""
+    if not header:
+        return False
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return True
+    return False
+
+
 def parse_scope(raw: object, supported: tuple[str, ...] = SUPPORTED_SCOPES,
                 allowed: tuple[str, ...] | frozenset[str] | None = None) -> ScopeDecision:
     """The scopes of ``raw`` (RFC 6749 3.3), which must include ``openid`` and name only ``supported``

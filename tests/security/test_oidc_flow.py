@@ -20,6 +20,7 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import KeySet, OctKey
 
+from authsvc.rules import oidc_requests as decide
 from tests.conftest import HTTPS, PASSWORD, browser, csrf_in, login, verify
 from tests.security.oidc_helpers import (
     NATIVE,
@@ -860,6 +861,28 @@ def test_a_next_naming_an_unregistered_redirect_uri_adds_nothing(svc, client):
 def test_hostile_token_requests_get_a_4xx(client, web, headers, data):
     response = client.post("/oauth/token", data=data, headers=headers)
     assert 400 <= response.status_code < 500
+
+
+@pytest.mark.parametrize("raw", [b"\xff:\xfe", b"client:\xed\xa0\x80", b"\xc3:x", b"c:\x80"])
+def test_basic_credentials_that_are_not_utf_8_get_invalid_client_not_a_500(client, web, raw, capsys):
+    """Authlib raised UnicodeDecodeError reading them: a 500 at both endpoints, and the
+    unhandled_error alert on demand (found by review, session 13)."""
+    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    for path, data in (("/oauth/token", {"grant_type": "refresh_token", "refresh_token": "x"}),
+                       ("/oauth/revoke", {"token": "x"})):
+        response = client.post(path, data=data, headers=headers)
+        assert response.status_code == 401 and response.get_json() == {"error": "invalid_client"}, path
+        assert response.headers["Cache-Control"] == "no-store" and "Basic" in response.headers["WWW-Authenticate"]
+    assert "unhandled_error" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("header", "unreadable"), [
+    (None, False), ("", False), ("Bearer \xff", False), ("Basic " + base64.b64encode(b"a:b").decode(), False),
+    ("basic " + base64.b64encode("é:é".encode()).decode(), False), ("Basic !!!", True), ("Basic YQ", True),
+    ("BASIC " + base64.b64encode(b"\xff:\xfe").decode(), True), ("Basic", False),
+])
+def test_unreadable_basic(header, unreadable):
+    assert decide.unreadable_basic(header) is unreadable
 
 
 @pytest.mark.parametrize("query_string", [

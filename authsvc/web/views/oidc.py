@@ -416,6 +416,8 @@ def end_session_confirm():
 def token():
     if request.method == "OPTIONS":
         return "", 204
+    if decide.unreadable_basic(request.headers.get("Authorization")):
+        return _invalid_client()
     return _server().create_token_response()
 
 
@@ -423,7 +425,20 @@ def token():
 def revoke():
     if request.method == "OPTIONS":
         return "", 204
+    if decide.unreadable_basic(request.headers.get("Authorization")):
+        return _invalid_client()
     return _server().create_endpoint_response("revocation")
+
+
+def _invalid_client():
+    """RFC 6749 5.2's answer to client credentials that cannot be read, as Authlib gives it for
+    wrong ones: 401, ``WWW-Authenticate: Basic``, never cached."""
+    response = jsonify(error="invalid_client")
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Basic realm="authsvc"'
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
 
 
 @bp.route("/oauth/userinfo", methods=["GET", "POST", "OPTIONS"])
