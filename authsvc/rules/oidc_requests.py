@@ -267,3 +267,21 @@ def consent_decision(*, trusted: bool, public: bool, prompt: frozenset[str], gra
     if covered and "consent" not in prompt:
         return SKIP
     return CONSENT_REQUIRED if silent else ASK
+
+
+def code_verdict(*, scope: str, multi_factor: bool, client_scopes: tuple[str, ...], trusted: bool,
+                 public: bool, require_mfa: bool, granted: frozenset[str] | None) -> str:
+    """``OK`` when a code, exchanged now, still fits its client as the client is now; else why not.
+    ``client oidc update`` ends the codes it finds, but a sign-in that read the client before and
+    wrote its code after was not among them (found by review, session 13): such a code carries a
+    scope taken off the list (``scope_narrowed``), a sign-in without the second factor the client
+    now requires (``mfa_required``), or, for a confidential client no longer trusted, no consent of
+    the user's covering it (``no_consent``; also a consent the user revoked since)."""
+    wanted = set(scope.split())
+    if not wanted <= set(client_scopes):
+        return "scope_narrowed"
+    if require_mfa and not multi_factor:
+        return "mfa_required"
+    if not trusted and not public and (granted is None or not wanted <= granted):
+        return "no_consent"
+    return OK

@@ -21,7 +21,7 @@ from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import KeySet, OctKey
 
 from authsvc.rules import oidc_requests as decide
-from tests.conftest import HTTPS, PASSWORD, browser, csrf_in, login, verify
+from tests.conftest import HTTPS, PASSWORD, browser, csrf, csrf_in, login, verify
 from tests.security.oidc_helpers import (
     NATIVE,
     SPA,
@@ -844,6 +844,67 @@ def test_a_next_naming_an_unregistered_redirect_uri_adds_nothing(svc, client):
     page = client.get("/login?" + urlencode({"next": evil}))
     assert "evil" not in _form_action(page)
     assert "evil" not in _form_action(client.get("/login?" + urlencode({"next": "/oauth/authorize?client_id=x"})))
+
+
+@pytest.mark.asvs("V10.4.5")
+def test_a_code_issued_before_the_user_revokes_the_app_is_not_exchanged(app, svc, user):
+    """"Revoke" on the account page ends the consent and the tokens; a code the app had not
+    exchanged yet was exchanged after it for live tokens, a refresh token among them (found by
+    review, session 13). The app's unexchanged codes for the user end with the rest."""
+    client = browser(app)
+    assert login(client).status_code == 303
+    cid, secret = add_client(svc, trusted=True)
+    first, verifier = get_code(client, cid)
+    assert exchange(client, cid, secret, first, verifier).status_code == 200  # the app is listed
+    code, verifier = get_code(client, cid, scope="openid offline_access")
+    revoked = client.post("/account/apps/revoke", data={"csrf_token": csrf(client, "/"), "client_id": cid})
+    assert revoked.status_code in (200, 303)
+    late = exchange(client, cid, secret, code, verifier)
+    assert late.status_code == 400 and late.get_json()["error"] == "invalid_grant"
+
+
+@pytest.mark.asvs("V10.4.11")
+@pytest.mark.parametrize("change", ["scopes_narrowed", "no_longer_trusted", "mfa_required"])
+def test_a_code_written_after_the_client_was_narrowed_is_refused_at_the_token_endpoint(app, svc, user, monkeypatch,
+                                                                                       change):
+    """The admin's `oidc client update` lands while a sign-in to the client is under way: the
+    request read the client before and writes its code after the update ended the client's codes.
+    The code carried the scope taken away, a one-factor sign-in or no consent into live tokens
+    (found by review, session 13); the token endpoint now judges each code against the client as it
+    is (oidc_requests.code_verdict)."""
+    client = browser(app)
+    assert login(client).status_code == 303
+    cid, secret = add_client(svc, trusted=True)
+    issue = svc.oidc.codes.issue
+
+    def the_admin_first(*args, **kwargs):
+        if change == "scopes_narrowed":
+            svc.oidc.clients.update(cid, scopes=("openid", "profile", "offline_access"))
+        else:
+            svc.oidc.clients.update(cid, **({"trusted": False} if change == "no_longer_trusted" else {"require_mfa": True}))
+        return issue(*args, **kwargs)
+
+    monkeypatch.setattr(svc.oidc.codes, "issue", the_admin_first)
+    code, verifier = get_code(client, cid, scope="openid groups offline_access")
+    response = exchange(client, cid, secret, code, verifier)
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant", response.get_json()
+
+
+@pytest.mark.parametrize(("code", "client", "verdict"), [
+    ({}, {}, "ok"),
+    ({"scope": "openid groups"}, {"client_scopes": ("openid",)}, "scope_narrowed"),
+    ({}, {"require_mfa": True}, "mfa_required"),
+    ({"multi_factor": True}, {"require_mfa": True}, "ok"),
+    ({}, {"trusted": False}, "no_consent"),
+    ({}, {"trusted": False, "granted": frozenset({"openid"})}, "no_consent"),
+    ({}, {"trusted": False, "granted": frozenset({"openid", "profile"})}, "ok"),
+    ({}, {"trusted": False, "public": True}, "ok"),  # a public client asks every time: nothing remembered
+])
+def test_code_verdict(code, client, verdict):
+    given = {"scope": "openid profile", "multi_factor": False, **code}
+    settings = {"client_scopes": ("openid", "profile", "groups"), "trusted": True, "public": False,
+                "require_mfa": False, "granted": None, **client}
+    assert decide.code_verdict(**given, **settings) == verdict
 
 
 # --- bad input: 4xx, never 500 --------------------------------------------------------------------

@@ -161,6 +161,35 @@ def test_a_refresh_under_way_when_the_user_or_the_admin_ends_the_clients_tokens_
     assert svc.oidc.tokens.by_access_token("a1").revoked
 
 
+@pytest.mark.asvs("V10.4.5")
+@pytest.mark.parametrize("ended_by", ["the-user", "client-made-stricter", "client-scopes-narrowed"])
+def test_a_code_exchange_under_way_when_the_clients_tokens_are_ended_saves_nothing_live(svc, user, ended_by):
+    """As above, for a code: spent, its pair not saved yet, when the user revokes the app or the
+    admin makes the client stricter. Its family had no token yet, so nothing marked it, and the pair
+    came out live (found by review, session 13): every family of the client's codes is marked now."""
+    from tests.security.oidc_helpers import add_client
+
+    cid, _secret = add_client(svc, trusted=True)
+    sid = _session(svc, user)
+    issue = dict(client_id=cid, user_id=user.id, session_id=sid, redirect_uri="https://a/cb",
+                 scope="openid groups offline_access", nonce=None, challenge="x" * 43, method="S256",
+                 auth_time=svc.clock(), methods="pwd")
+    svc.oidc.codes.issue("c0", **issue)  # an earlier sign-in: the app holds a pair (the page lists it)
+    save = dict(client_id=cid, user_id=user.id, session_id=sid, scope="openid groups offline_access")
+    assert svc.oidc.tokens.save(access_token="a0", refresh_token="r0", family_id=svc.oidc.codes.spend("c0", cid).code.id,
+                                **save)
+    svc.oidc.codes.issue("c1", **issue)
+    family = svc.oidc.codes.spend("c1", cid).code.id  # the exchange under way
+    if ended_by == "the-user":
+        svc.oidc.revoke_app(user.id, cid)
+    elif ended_by == "client-made-stricter":
+        svc.oidc.clients.update(cid, trusted=False)
+    else:
+        svc.oidc.clients.update(cid, scopes=("openid", "offline_access"))
+    assert svc.oidc.tokens.save(access_token="a1", refresh_token="r1", family_id=family, **save) is False
+    assert svc.oidc.tokens.by_access_token("a1").revoked
+
+
 def test_a_pair_for_a_family_whose_code_is_gone_is_not_saved(svc, user):
     sid = _session(svc, user)
     assert _save(svc.oidc.tokens, user, sid, 987654) is False

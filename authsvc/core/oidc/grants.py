@@ -20,9 +20,11 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core.grants import OpenIDCode
 from joserfc.jwk import ECKey, RSAKey
 
+from authsvc.rules.auth_methods import is_multi_factor
 from authsvc.rules.oidc_requests import (
     OK,
     challenge_verdict,
+    code_verdict,
     parse_scope,
     pkce_matches,
     refresh_scope,
@@ -107,7 +109,16 @@ class CodeGrant(AuthorizationCodeGrant):
         if spent.reason != OK:
             provider.audit.emit("oidc_token_refused", reason=f"code_{spent.reason}", client_id=client.client_id)
             return None
-        return spent.code
+        code = spent.code
+        fits = code_verdict(scope=code.scope, multi_factor=is_multi_factor(code.methods), client_scopes=client.scopes,
+                            trusted=client.trusted, public=client.public, require_mfa=client.require_mfa,
+                            granted=None if client.trusted or client.public
+                            else provider.consents.granted(code.user_id, client.client_id))
+        if fits != OK:
+            provider.audit.emit("oidc_token_refused", reason=f"code_{fits}", client_id=client.client_id,
+                                user_id=code.user_id)
+            return None
+        return code
 
     def delete_authorization_code(self, authorization_code):
         """Nothing to do: :meth:`query_authorization_code` spent it (one conditional write)."""

@@ -260,8 +260,9 @@ class ClientStore:
             stricter = (trusted is False and before.trusted) or (require_mfa is True and not before.require_mfa)
             if removed or stricter:
                 now = self.clock()
-                _end_families(conn, now, oidc_codes.c.id.in_(
-                    sa.select(oidc_tokens.c.family_id).where(oidc_tokens.c.client_id == client_id)))
+                # Every family of the client's codes, not only those with tokens yet: a pair that a
+                # code exchange under way saves afterwards is saved revoked.
+                _end_families(conn, now, oidc_codes.c.client_id == client_id)
                 tokens = conn.execute(oidc_tokens.update().where(
                     oidc_tokens.c.client_id == client_id, oidc_tokens.c.revoked_at.is_(None)).values(
                     revoked_at=now,
@@ -547,12 +548,17 @@ class TokenStore:
                 revoked_at=self.clock(), revoke_reason=reason)).rowcount
 
     def revoke_for_user(self, user_id: int, client_id: str, reason: str) -> int:
-        """End every token ``client_id`` holds for ``user_id`` (the account page's "Revoke"), and
-        every pair a refresh under way saves into those families afterwards (:func:`_end_families`)."""
+        """End every token ``client_id`` holds for ``user_id`` (the account page's "Revoke"), every
+        pair a refresh or code exchange under way saves into those families afterwards
+        (:func:`_end_families`), and the codes not yet exchanged."""
         now = self.clock()
+        mine = sa.and_(oidc_codes.c.user_id == user_id, oidc_codes.c.client_id == client_id)
         with self.engine.begin() as conn:
-            _end_families(conn, now, oidc_codes.c.id.in_(sa.select(oidc_tokens.c.family_id).where(
-                oidc_tokens.c.user_id == user_id, oidc_tokens.c.client_id == client_id)))
+            # Every family of the user's codes for the client (a pair a code exchange under way
+            # saves afterwards is saved revoked), and the codes not yet exchanged: until session 13
+            # a code issued just before "Revoke" was exchanged for live tokens after it.
+            _end_families(conn, now, mine)
+            conn.execute(oidc_codes.delete().where(mine, oidc_codes.c.used_at.is_(None)))
             return conn.execute(oidc_tokens.update().where(
                 oidc_tokens.c.user_id == user_id, oidc_tokens.c.client_id == client_id,
                 oidc_tokens.c.revoked_at.is_(None)).values(revoked_at=now, revoke_reason=reason)).rowcount
