@@ -273,17 +273,22 @@ class SessionStore:
                           generation)
         return rec, verdict
 
-    def reauthenticated(self, session_id: int) -> str | None:
-        """The user proved a factor again in this live session (step-up): sensitive changes need no
-        password for another ``mfa.step_up_seconds``, and the session gets a new token, returned
-        (ASVS V7.2.4: a copy of the old cookie, which the proof was not made with, gets nothing of
-        it, and stops working). The same session otherwise: its id, expiry, methods, remember-me
-        token and OpenID ``sid`` (``sid_hash`` keeps the first token's digest). None if it ended."""
+    def reauthenticated(self, session_id: int, *, proved: bool = True) -> str | None:
+        """The session gets a new token, returned, after the user proved a factor again in it
+        (step-up: ``proved``, and sensitive changes need no password for another
+        ``mfa.step_up_seconds``) or changed the password or a factor in it (``proved`` False: the
+        step-up's window stays as it was). ASVS V7.2.4 and V7.4.3: a copy of the old cookie, which
+        the change was not made with, gets nothing of it, and stops working. The same session
+        otherwise: its id, expiry, methods, remember-me token and OpenID ``sid`` (``sid_hash`` keeps
+        the first token's digest). None if it ended."""
         token = new_token()
+        values = {"sid_hash": sa.func.coalesce(sessions.c.sid_hash, sessions.c.token_hash),
+                  "token_hash": token_digest(token)}
+        if proved:
+            values["authenticated_at"] = self.clock()
         with self.engine.begin() as conn:
             done = conn.execute(sessions.update().where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
-                                .values(sid_hash=sa.func.coalesce(sessions.c.sid_hash, sessions.c.token_hash),
-                                        token_hash=token_digest(token), authenticated_at=self.clock())).rowcount
+                                .values(**values)).rowcount
         if self.cache is not None:
             self.cache.invalidate()  # the old token's entry; other processes' expire within the bound
         return token if done else None

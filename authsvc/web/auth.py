@@ -160,13 +160,14 @@ def _into_browser(record: SessionRecord, token: str, *, fresh: bool) -> AuthUser
     return user
 
 
-def renew_session_token() -> AuthUser | None:
-    """The user proved a factor again in this session (step-up): the session gets a new token in
-    this browser's cookie, the old one stops working (ASVS V7.2.4), and everything else stays (the
-    session's id and expiry, its remember-me token, the rest of the browser's session: a set-up
-    under way, the CSRF token). None if the session ended meanwhile."""
+def renew_session_token(*, proved: bool = True) -> AuthUser | None:
+    """The user proved a factor again in this session (step-up: ``proved``), or changed the
+    password or a factor in it: the session gets a new token in this browser's cookie, the old one
+    stops working (ASVS V7.2.4, V7.4.3: a copy of the cookie made before keeps nothing), and
+    everything else stays (the session's id and expiry, its remember-me token, the rest of the
+    browser's session: a set-up under way, the CSRF token). None if the session ended meanwhile."""
     svc = services()
-    token = svc.sessions.reauthenticated(flask_login.current_user.session_id)
+    token = svc.sessions.reauthenticated(flask_login.current_user.session_id, proved=proved)
     record = svc.sessions.load(token) if token is not None else None
     return _into_browser(record, token, fresh=True) if record is not None else None
 

@@ -600,6 +600,35 @@ def test_a_step_up_gives_the_session_a_new_token_and_a_copy_of_the_old_cookie_ge
     assert restored.get("/").status_code == 303 and verify(restored) == 200
 
 
+@pytest.mark.asvs("V7.2.4", "V7.4.3")
+@pytest.mark.parametrize("change", ["password", "recovery_codes", "remove_app"])
+def test_a_change_made_in_a_session_leaves_a_copy_of_its_cookie_nothing(app, clock, totp, change):
+    """A password or factor change within the step-up window (no password asked) ended every other
+    session but left a copy of this browser's cookie (the same address and browser: a shared
+    machine) signed in (found by review, session 13). The session gets a new token, its id, CSRF
+    token and step-up window kept."""
+    svc = app.extensions["authsvc"]
+    client = browser(app)
+    sign_in(client, totp)
+    session_id = svc.sessions.list_live(totp_user_id(app))[0].id
+    copy = browser(app)
+    copy.set_cookie(svc.cookies.session, cookie_value(client, svc.cookies.session), domain=HOST)
+    assert verify(copy) == 200
+    token = csrf(client, "/")
+    if change == "password":
+        done = client.post("/account/password", data={"csrf_token": token, "current_password": PASSWORD,
+                                                      "new_password": "a fresh passphrase nobody used"})
+    elif change == "recovery_codes":
+        done = client.post("/account/recovery-codes", data={"csrf_token": token})
+    else:
+        done = client.post("/account/totp/remove", data={"csrf_token": token})
+    assert done.status_code == 200, done.get_data(as_text=True)[:300]
+    assert verify(copy) == 401 and verify(client) == 200
+    assert [r.id for r in svc.sessions.list_live(totp_user_id(app))] == [session_id]
+    again = client.post("/account/recovery-codes", data={"csrf_token": token})  # the page's token still posts
+    assert again.status_code == (409 if change == "remove_app" else 200)  # 409: no factor left for codes
+
+
 def test_a_restored_session_must_enter_the_password_for_a_sensitive_change(app, client, totp):
     sign_in(client, totp, remember=True)
     svc = app.extensions["authsvc"]

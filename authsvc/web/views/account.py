@@ -96,6 +96,7 @@ def change_password():
     # known device is forgotten (minted with the old password, it keeps no budget).
     ended = svc.sign_out.everywhere(account.id, "password_changed", keep_session=current_user.session_id).sessions
     svc.audit.emit("password_changed", by="user", sessions_revoked=ended)
+    renew_session_token()  # the password was just proved; a copy of this browser's cookie keeps nothing
 
     @after_this_request
     def _forget_remember(response):
@@ -144,8 +145,11 @@ def revoke_app():
 def end_other_sessions(change: str) -> int:
     """After a second factor was added or removed or the recovery codes replaced on the account
     page: :func:`authsvc.web.views.login.end_sessions_after_factor_change`, but this session (and
-    its remember-me token) stays. Returns how many sessions ended."""
-    return end_sessions_after_factor_change(current_user.user_id, change, keep_session=current_user.session_id)
+    its remember-me token) stays, under a new token: a copy of this browser's cookie made before
+    the change keeps nothing (until session 13 it did). Returns how many sessions ended."""
+    ended = end_sessions_after_factor_change(current_user.user_id, change, keep_session=current_user.session_id)
+    renew_session_token(proved=False)
+    return ended
 
 
 def others_signed_out(ended: int) -> str:
