@@ -10,6 +10,11 @@ from werkzeug.formparser import FormDataParser
 
 from authsvc.rules.streamsafe import MAX_NON_STARTERS, is_stream_safe
 
+# A row id in a URL path (``<ROW_ID:name>``): a positive integer a 32-bit database column holds.
+# Werkzeug's plain ``int`` has no bound: 2**63 raised OverflowError in SQLite's driver (a 500) and
+# 2**31 a DataError in PostgreSQL's (a false "database unavailable" 503); now such a path is a 404.
+ROW_ID = "int(min=1, max=2147483647)"
+
 
 class _FormDataParser(FormDataParser):
     """URL-encoded bodies decoded as multipart ones are: a percent-escape that is not UTF-8 becomes

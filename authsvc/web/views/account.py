@@ -23,7 +23,7 @@ from flask_login import current_user, logout_user
 
 from authsvc.web.auth import renew_session_token, services
 from authsvc.web.errors import respond
-from authsvc.web.forms import field
+from authsvc.web.forms import ROW_ID, field
 from authsvc.core.login_flow import Failed, Refused
 from authsvc.core.second_factors import TOTP
 from authsvc.core.totp import new_secret
@@ -105,7 +105,7 @@ def change_password():
     return account_page(notice="Password changed. Every other session has been signed out.")
 
 
-@bp.post("/account/sessions/<int:session_id>/revoke")
+@bp.post(f"/account/sessions/<{ROW_ID}:session_id>/revoke")
 def revoke_session(session_id: int):
     if not current_user.is_authenticated:
         abort(401)

@@ -50,7 +50,7 @@ from authsvc.core.passkeys import (
 )
 from authsvc.rules.passkeys import MAX_RAW_NAME_LENGTH, passkey_name
 from authsvc.web.auth import services
-from authsvc.web.forms import field
+from authsvc.web.forms import ROW_ID, field
 from authsvc.web.views.account import (
     STEP_UP_MISSING,
     account_page,
@@ -207,7 +207,7 @@ def register():
     return jsonify(id=outcome.passkey.id, name=outcome.passkey.name, other_sessions_ended=ended), 201
 
 
-@bp.post("/account/passkeys/<int:passkey_id>/rename")
+@bp.post(f"/account/passkeys/<{ROW_ID}:passkey_id>/rename")
 def rename(passkey_id: int):
     service = _service()
     if not current_user.is_authenticated:
@@ -222,7 +222,7 @@ def rename(passkey_id: int):
     return redirect(url_for("account.home"), 303)
 
 
-@bp.post("/account/passkeys/<int:passkey_id>/delete")
+@bp.post(f"/account/passkeys/<{ROW_ID}:passkey_id>/delete")
 def delete(passkey_id: int):
     """Remove a passkey: the password again when the last authentication is not recent (step-up)."""
     service = _service()
