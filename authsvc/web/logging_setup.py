@@ -24,7 +24,7 @@ import sys
 import threading
 
 from authsvc.core.audit import iso_utc
-from authsvc.core.config import DEFAULT_SYSLOG_SOCKET, parse_destination
+from authsvc.core.config import parse_destination
 
 AUDIT_LOGGER = "authsvc.audit"
 MAX_MESSAGE = 2000

@@ -210,3 +210,30 @@ def test_tokens_and_codes_are_stored_as_digests_only(svc, user):
     dumped = repr(rows)
     for secret in ("code-value-1", "access-value-1", "refresh-value-1"):
         assert secret not in dumped
+
+
+@pytest.mark.parametrize("field", ["client_id", "nonce", "state", "redirect_uri", "scope", "code_challenge",
+                                   "prompt", "max_age", "login_hint", "id_token_hint"])
+def test_a_nul_in_any_oidc_parameter_is_a_4xx_or_the_clients_error_never_a_503(app, svc, user, field, capsys):
+    """PostgreSQL refuses a NUL in a text parameter (psycopg's DataError), which the app answered as
+    the database being down: 503 and a `dependency_failed` alert, on demand and unauthenticated
+    (found by review, session 13; the bad-input tests ran on SQLite only)."""
+    from tests.conftest import browser, csrf, login
+    from tests.security.oidc_helpers import add_client, authorize, authorize_params, pkce
+
+    cid, secret = add_client(svc, trusted=True)
+    client = browser(app)
+    assert login(client).status_code == 303
+    params = authorize_params(cid, challenge=pkce()[1])
+    params[field] = "a\x00b"
+    answers = [authorize(client, params).status_code,
+               client.get("/oauth/logout", query_string={field: "\x00", "client_id": cid}).status_code,
+               client.post("/oauth/logout/confirm", data={"csrf_token": csrf(client, "/"), "decision": "logout",
+                                                          field: "\x00"}).status_code,
+               client.post("/oauth/token", data={"grant_type": "authorization_code", "code": "x", field: "\x00"},
+                           auth=(cid, secret)).status_code,
+               client.post("/oauth/token", data={"grant_type": "authorization_code", "code": "x", "client_id": "\x00"}
+                           ).status_code,
+               client.post("/oauth/revoke", data={"token": "\x00", field: "\x00"}, auth=(cid, secret)).status_code]
+    assert all(code in (200, 302, 303) or 400 <= code < 500 for code in answers), answers
+    assert "dependency_failed" not in capsys.readouterr().out

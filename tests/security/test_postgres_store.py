@@ -27,7 +27,7 @@ from authsvc.core.models import remember_tokens
 from authsvc.core.models import sessions as sessions_table
 from authsvc.core.sessions import LIVE, SessionStore, session_verdict
 from tests.backends import pg_schema, redis_prefix, require_redis
-from tests.conftest import PASSWORD, api, browser, build_app, cookie_value, csrf, login, new_client, verify
+from tests.conftest import PASSWORD, api, build_app, cookie_value, csrf, login, new_client, verify
 from tests.security.test_remember_me import HOST, only_remember, remember_value, restore, restored
 
 IP, UA = "198.51.100.7", "Mozilla/5.0 (X11) StoreTest/1"

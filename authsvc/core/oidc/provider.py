@@ -180,7 +180,7 @@ class Provider:
         if age_ok != OK:
             return refuse("invalid_request", "max_age is not valid.")
         nonce = get("nonce")
-        if nonce is not None and (not nonce or len(nonce) > MAX_NONCE):
+        if nonce is not None and (not nonce or len(nonce) > MAX_NONCE or "\x00" in nonce):
             return refuse("invalid_request", "nonce is not valid.")
         return AuthRequest(client, redirect_uri, scope.scopes, state, nonce, prompt, max_age)
 

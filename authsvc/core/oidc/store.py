@@ -190,7 +190,10 @@ class ClientStore:
         return NewClient(client, secret)
 
     def get(self, client_id: object) -> Client | None:
-        if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+        """The client, or None (for a value no client id can be, without asking the database:
+        PostgreSQL refuses a NUL in a text value, and its DataError read as the database being
+        down, a 503 and a ``dependency_failed`` alert on demand; found by review, session 13)."""
+        if not isinstance(client_id, str) or not client_id or len(client_id) > 64 or "\x00" in client_id:
             return None
         with self.engine.connect() as conn:
             row = conn.execute(oidc_clients.select().where(oidc_clients.c.client_id == client_id)).first()
@@ -381,6 +384,8 @@ class CodeStore:
         return Spent(found, "ok")
 
     def nonce_seen(self, client_id: str, nonce: str) -> bool:
+        if "\x00" in client_id or "\x00" in nonce:
+            return False  # never stored (the request is refused: Provider.authorization_request); see ClientStore.get
         with self.engine.connect() as conn:
             return conn.execute(sa.select(oidc_codes.c.id).where(
                 oidc_codes.c.client_id == client_id, oidc_codes.c.nonce == nonce).limit(1)).first() is not None

@@ -50,6 +50,7 @@ from authsvc.rules import oidc_requests as decide
 from authsvc.rules.oidc_redirects import csp_source, response_location
 from authsvc.rules.oidc_requests import SUPPORTED_SCOPES
 from authsvc.web.auth import services
+from authsvc.web.errors import respond
 from authsvc.web.views.login import sign_out
 
 bp = Blueprint("oidc", __name__)
