@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 
 from authsvc.core.models import remember_tokens, sessions, users
 from authsvc.core.policy import SessionPolicy
-from authsvc.core.sessions import end_if_unused
+from authsvc.core.sessions import ENDED_BY_OWNER, end_if_unused
 from authsvc.rules.auth_methods import PASSWORD_ONLY, format_methods, parse_methods
 
 _PART = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
@@ -70,6 +70,7 @@ class TokenFacts:
     successor_used: bool | None = None
     successor_session_used: bool | None = None
     signed_out: bool = False  # stamped with another sign-out generation than the account's
+    session_ended_by_owner: bool = False  # the session it started was ended on the account page
 
 
 def reuse_verdict(seconds_since_rotation: float, grace_seconds: float, successor_used: bool | None,
@@ -97,6 +98,11 @@ def presented_verdict(facts: TokenFacts, now: float, grace_seconds: float) -> st
         return "revoked"
     if facts.signed_out:  # the account was signed out everywhere since the chain's credential was read
         return "revoked"
+    if facts.session_ended_by_owner:
+        # Its owner ended that session ("End" on the account page), which then revokes this token in
+        # a second commit: a restore between the two rotated it first and kept the device signed in
+        # with a live chain (found by review, session 13).
+        return "revoked"
     if facts.rotated_at is not None:
         verdict = reuse_verdict(now - facts.rotated_at, grace_seconds, facts.successor_used,
                                 facts.successor_session_used)
@@ -110,6 +116,7 @@ def presented_verdict(facts: TokenFacts, now: float, grace_seconds: float) -> st
 
 
 _successor = remember_tokens.alias("successor")
+_own_session = sessions.alias("own_session")
 # One read judges any presented token: the token, its user, its successor and that one's session.
 _PRESENTED = sa.select(
     remember_tokens.c.id, remember_tokens.c.validator_hash, remember_tokens.c.user_id,
@@ -121,10 +128,12 @@ _PRESENTED = sa.select(
     _successor.c.revoked_at.label("s_revoked_at"), _successor.c.revoke_reason.label("s_revoke_reason"),
     _successor.c.session_id.label("s_session_id"),
     sessions.c.id.label("ss_id"), sessions.c.used_at.label("ss_used_at"),
+    _own_session.c.revoke_reason.label("own_revoke_reason"),
 ).select_from(
     remember_tokens.join(users, users.c.id == remember_tokens.c.user_id)
     .outerjoin(_successor, _successor.c.id == remember_tokens.c.successor_id)
     .outerjoin(sessions, sessions.c.id == _successor.c.session_id)
+    .outerjoin(_own_session, _own_session.c.id == remember_tokens.c.session_id)
 ).where(remember_tokens.c.selector == sa.bindparam("selector"))
 
 
@@ -136,7 +145,8 @@ def _facts(row) -> TokenFacts:
         if row.ss_id is not None:
             session_used = row.ss_used_at is not None
     return TokenFacts(row.expires_at, row.rotated_at, row.revoked_at, row.revoke_reason, bool(row.disabled),
-                      successor_used, session_used, bool(row.signed_out))
+                      successor_used, session_used, bool(row.signed_out),
+                      row.own_revoke_reason == ENDED_BY_OWNER)
 
 
 class _Abandon(Exception):

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from authsvc.core.verify_cache import VerifyCache
 
 LIVE = "live"
+# The revoke_reason of a session its owner ended on the account page: its remember-me token
+# restores nothing after it (authsvc.core.remember.presented_verdict).
+ENDED_BY_OWNER = "user_revoked"
 
 
 @dataclass(frozen=True)

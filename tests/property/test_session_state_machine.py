@@ -436,6 +436,12 @@ class SessionMachine(RuleBasedStateMachine):
         self.passwords[user] = new
         self._revoke_user(user, except_session=b.session)
         b.remember = None  # the response clears this browser's (revoked) remember cookie
+        # This browser's session goes on under a new token (a copy of the old cookie keeps nothing).
+        old, renewed = b.session.token, self._cookie_token(b)
+        assert renewed is not None and renewed != old and renewed not in self.seen_tokens
+        self.seen_tokens.add(renewed)
+        self.ended.add(old)
+        b.session.token = renewed
 
     def _end_session(self, b: Browser, token: str, pick: int) -> None:
         """End one of the user's live sessions (maybe this one) from the account page."""

@@ -983,3 +983,41 @@ def test_lost_response_retry_racing_the_successors_first_use_is_either_theft_or_
         assert restored(results["retry"])
         assert "remember_replay_detected" not in event_names(events)
         assert (verify(owner), verify(thief)) == (401, 200)
+
+
+@pytest.mark.asvs("V7.5.2")
+def test_ending_a_session_while_its_device_restores_leaves_it_signed_out_with_no_chain(app, svc, clock, user):
+    """"End" on the account page revokes the session, then (a second commit) its remember-me token.
+    The ended device (a thief's copy of the laptop's cookies, loading pages) restored between the two:
+    the token rotated first, the second commit found nothing to end, and the device stayed signed in
+    with a live chain (found by review, session 13). A token whose session its owner ended restores
+    nothing."""
+
+    laptop = remembered(app, ip="198.51.100.2")
+    here = browser(app, ip="198.51.100.1")
+    login(here)
+    (sid,) = [s.id for s in svc.sessions.list_live(user.id) if s.client_ip == "198.51.100.2"]
+    token = csrf(here, "/")
+    session_ended, page_loaded = threading.Event(), threading.Event()
+    revoke_for_session = svc.remember.revoke_for_session
+
+    def between(session_id):
+        session_ended.set()  # the session's revocation has committed
+        assert page_loaded.wait(10)
+        return revoke_for_session(session_id)
+
+    svc.remember.revoke_for_session = between
+    try:
+        ended = {}
+        owner = threading.Thread(target=lambda: ended.setdefault(
+            "answer", here.post(f"/account/sessions/{sid}/revoke", data={"csrf_token": token})))
+        owner.start()
+        assert session_ended.wait(10)
+        answer = restore(laptop, "/")  # the ended device's next page load
+        page_loaded.set()
+        owner.join(10)
+    finally:
+        svc.remember.revoke_for_session = revoke_for_session
+    assert ended["answer"].status_code == 303
+    assert not restored(answer) and verify(laptop) == 401
+    assert [t for t in token_rows(svc, user.id) if t.revoked_at is None and t.rotated_at is None] == []

@@ -26,6 +26,7 @@ from authsvc.web.errors import respond
 from authsvc.web.forms import ROW_ID, field
 from authsvc.core.login_flow import Failed, Refused
 from authsvc.core.second_factors import TOTP
+from authsvc.core.sessions import ENDED_BY_OWNER
 from authsvc.core.totp import new_secret
 from authsvc.rules.passwords import normalize_password, password_problems
 from authsvc.rules.second_step import MAX_CODE_INPUT, step_up_due
@@ -110,12 +111,14 @@ def revoke_session(session_id: int):
     if not current_user.is_authenticated:
         abort(401)
     svc = services()
-    if not svc.sessions.revoke(session_id, "user_revoked", user_id=current_user.user_id):
+    if not svc.sessions.revoke(session_id, ENDED_BY_OWNER, user_id=current_user.user_id):
         abort(404)
-    # Its remember cookie would otherwise start a new session on that device's next page load.
+    # Its remember cookie would otherwise start a new session on that device's next page load. (A
+    # restore with it between these two commits restores nothing either: the token's own session
+    # was ended by its owner, which authsvc.core.remember.presented_verdict refuses.)
     remember_ended = svc.remember.revoke_for_session(session_id)  # a count
     g.audit_user_id = current_user.user_id
-    svc.audit.emit("session_revoked", reason="user_revoked", session_id=session_id, remember_revoked=remember_ended)
+    svc.audit.emit("session_revoked", reason=ENDED_BY_OWNER, session_id=session_id, remember_revoked=remember_ended)
     if session_id == current_user.session_id:
         logout_user()
         response = redirect(url_for("login.login_form"), 303)
