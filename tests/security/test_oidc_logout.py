@@ -634,3 +634,45 @@ def test_revoking_an_app_of_another_user_or_unknown_is_404(app, svc, user, web):
     assert login(bob, "bob").status_code == 303
     for cid in (web[0], "unknown"):
         assert bob.post("/account/apps/revoke", data={"csrf_token": csrf(bob, "/"), "client_id": cid}).status_code == 404
+
+
+@pytest.mark.parametrize("how", ["logout_button", "app_logout_then_confirm"])
+def test_signing_out_after_an_idle_spell_ends_the_session_and_tells_its_apps(app, svc, user, receiver, bc_client,
+                                                                           how):
+    """The browser's session timed out (idle) but was never revoked; the user signs out (the page's
+    button, or through an app: the confirmation page, then its form). Before, nothing was ended: the
+    apps of that session heard nothing and their refresh tokens went on working for days (found by
+    review, session 13). A link alone (GET /oauth/logout) still ends nothing: it asks first."""
+    from tests.security.oidc_helpers import refresh
+
+    client = browser(app)
+    assert login(client).status_code == 303
+    cid, secret = bc_client
+    code, verifier = get_code(client, cid)
+    body = exchange(client, cid, secret, code, verifier).get_json()
+    claims = claims_of(body["id_token"])
+    svc.clock.advance(svc.policy.sessions.idle_timeout_seconds + 1)
+    if how == "logout_button":
+        assert client.post("/logout", data={"csrf_token": csrf(client, "/login")}).status_code == 303
+    else:
+        page = end_session(client, id_token_hint=body["id_token"])
+        assert page.status_code == 200 and unrevoked(svc, user) == 1  # asked: a link alone ends nothing
+        confirmed = client.post("/oauth/logout/confirm", data={
+            "csrf_token": csrf_in(page.get_data(as_text=True)), "decision": "logout", "client_id": cid})
+        assert confirmed.status_code in (200, 302, 303)
+    assert svc.backchannel.drain(15)
+    got = receiver.wait_for(1)
+    assert len(got) == 1
+    check_logout_token(client, got[0].body, cid, sub=claims["sub"], sid=claims["sid"])
+    assert refresh(client, cid, secret, body["refresh_token"]).status_code == 400
+    assert unrevoked(svc, user) == 0
+
+
+def unrevoked(svc, user) -> int:
+    import sqlalchemy as sa
+
+    from authsvc.core.models import sessions
+
+    with svc.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(sessions).where(
+            sessions.c.user_id == user.id, sessions.c.revoked_at.is_(None))).scalar_one()

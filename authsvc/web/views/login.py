@@ -8,12 +8,13 @@ from flask import Blueprint, after_this_request, g, redirect, render_template, r
 from flask_login import current_user, logout_user
 
 from authsvc.web import qr
-from authsvc.web.auth import end_browser_session, services, session_identifier, start_session
+from authsvc.web.auth import end_browser_session, is_session_token, services, session_identifier, start_session
 from authsvc.web.crosssite import expire_planted_copies
 from authsvc.web.errors import respond
 from authsvc.web.forms import checkbox, field
 from authsvc.web.limiter import PENDING, signed_device
 from authsvc.core.accounts import Account
+from authsvc.core.sessions import SessionRecord
 from authsvc.core.sign_out import FACTOR_CHANGED
 from authsvc.core.login_flow import TOO_LONG, Failed, FlowEnded, FlowState, Refused, SignedIn, StepRequired
 from authsvc.core.totp import new_secret, provisioning_uri
@@ -376,6 +377,18 @@ def logout():
     return sign_out(redirect(url_for("login.login_form"), 303))
 
 
+def unrevoked_ended_session() -> SessionRecord | None:
+    """The session this browser's cookie names when it timed out (idle, or its absolute lifetime)
+    but was never revoked: signing out revokes it, so the OpenID clients that got tokens in it hear
+    of it over the back channel and their refresh tokens end (until session 13 a sign-out after an
+    idle spell ended nothing: found by review). None when there is none."""
+    token = session.get("_user_id")
+    if current_user.is_authenticated or not is_session_token(token):
+        return None
+    record = services().sessions.load(token)
+    return record if record is not None and record.revoked_at is None else None
+
+
 def sign_out(response, **audit_fields):
     """End this browser's session and its remember cookie, as /logout does (also the OpenID
     Provider's RP-initiated logout: authsvc.web.views.oidc); ``response`` is the answer to send."""
@@ -385,6 +398,10 @@ def sign_out(response, **audit_fields):
     if signed_in:
         svc.sessions.revoke(current_user.session_id, "logout")
         svc.audit.emit("logout", session_id=current_user.session_id, **audit_fields)
+    else:
+        ended = unrevoked_ended_session()
+        if ended is not None and svc.sessions.revoke(ended.id, "logout"):
+            svc.audit.emit("logout", session_id=ended.id, timed_out=True, **audit_fields)
     svc.remember.revoke_cookie(request.cookies.get(svc.cookies.remember), "logout")
     session.clear()
     delete_cookie(response, svc.cookies.remember)  # the session cookie is deleted by Flask (emptied)

@@ -51,7 +51,7 @@ from authsvc.rules.oidc_redirects import csp_source, response_location
 from authsvc.rules.oidc_requests import SUPPORTED_SCOPES
 from authsvc.web.auth import services
 from authsvc.web.errors import respond
-from authsvc.web.views.login import sign_out
+from authsvc.web.views.login import sign_out, unrevoked_ended_session
 
 bp = Blueprint("oidc", __name__)
 
@@ -378,8 +378,11 @@ def end_session():
     signed_in = current_user.is_authenticated
     step = provider.logout_step(checked, current_user.user_id if signed_in else None,
                                 current_user.session_id if signed_in else None)
-    if step == oidc_logout.NOTHING_TO_END and request.cookies.get(services().cookies.remember):
-        step = oidc_logout.CONFIRM  # no live session, but a remember-me cookie would start one: ask to end it
+    if step == oidc_logout.NOTHING_TO_END and (request.cookies.get(services().cookies.remember)
+                                               or unrevoked_ended_session() is not None):
+        # No live session, but a remember-me cookie would start one, or a timed-out session's apps
+        # still hold its tokens: ask, and the confirmed sign-out ends it (a link alone must not).
+        step = oidc_logout.CONFIRM
     provider.audit.emit("oidc_logout", step=step, client_id=_client_id(checked))
     if step == oidc_logout.NOTHING_TO_END:
         return _after_logout(checked)
