@@ -77,24 +77,26 @@ class AccountStore:
             conn.execute(users.update().where(users.c.id == user_id).values(**values))
 
     def next_sign_out_generation(self, user_id: int, *, keep_session: int | None = None,
-                                 keep_remember: bool = False) -> None:
+                                 keep_remember: bool = False) -> int:
         """The first step of signing the account out everywhere (:mod:`authsvc.core.sign_out`): from
         this commit on, no session or remember-me token stamped with an earlier generation counts,
         including one a sign-in or restore that read the old generation writes afterwards. The
         session the caller keeps (and, with ``keep_remember``, its remember-me token) moves to the
-        new generation in the same transaction."""
+        new generation in the same transaction. Returns the new generation (0: no such account), the
+        one a session made after this sign-out carries."""
         current = sa.select(users.c.sign_out_generation).where(users.c.id == user_id).scalar_subquery()
         with self.engine.begin() as conn:
-            conn.execute(users.update().where(users.c.id == user_id).values(
-                sign_out_generation=users.c.sign_out_generation + 1))
+            generation = conn.execute(users.update().where(users.c.id == user_id).values(
+                sign_out_generation=users.c.sign_out_generation + 1).returning(users.c.sign_out_generation)).scalar()
             if keep_session is None:
-                return
+                return generation or 0
             conn.execute(sessions.update().where(sessions.c.id == keep_session, sessions.c.user_id == user_id)
                          .values(generation=current))
             if keep_remember:
                 conn.execute(remember_tokens.update().where(remember_tokens.c.session_id == keep_session,
                                                             remember_tokens.c.user_id == user_id)
                              .values(generation=current))
+        return generation or 0
 
     def set_disabled(self, user_id: int, disabled: bool) -> None:
         """Disabling ends the account's sessions at once (their checks read ``disabled``); the

@@ -23,7 +23,7 @@ The stores report the ended sessions themselves (verify cache, back-channel logo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from authsvc.core.accounts import AccountStore
 from authsvc.core.devices import DeviceRegistry
@@ -38,6 +38,7 @@ FACTOR_CHANGED = "factor_changed"
 class SignedOut:
     sessions: int
     remembered: int  # remember-me cookies that can no longer restore a session
+    generation: int = field(default=0, compare=False)  # the account's sign-out generation after it
 
 
 class AccountSignOut:
@@ -52,10 +53,11 @@ class AccountSignOut:
                    keep_remember: bool = False, forget_devices: bool = True) -> SignedOut:
         """End the account's sessions and remember-me tokens (``reason`` is their revoke_reason),
         but what the caller keeps; forget its known devices unless told not to."""
-        self.accounts.next_sign_out_generation(user_id, keep_session=keep_session, keep_remember=keep_remember)
+        generation = self.accounts.next_sign_out_generation(user_id, keep_session=keep_session,
+                                                            keep_remember=keep_remember)
         sessions = self.sessions.revoke_all(user_id, reason, except_id=keep_session)
         tokens = self.remember.revoke_all(user_id, reason,
                                           except_session_id=keep_session if keep_remember else None)
         if forget_devices:
             self.known_devices.forget_all(user_id)
-        return SignedOut(sessions, tokens)
+        return SignedOut(sessions, tokens, generation)

@@ -538,6 +538,32 @@ def test_the_factor_the_required_set_up_adds_ends_every_earlier_session_and_reme
         [("factor_changed", "totp_added", 1, 1)]
 
 
+def test_a_password_change_during_the_required_set_up_still_ends_what_it_makes(tmp_path):
+    """The set-up's own sign-out (the factor it adds ends every earlier session) must not hide a
+    password change made while the request ran: the session it makes is judged against the account
+    as the set-up read it. A review of session 13's fixes found the re-read account handed on (the
+    change invisible, the session live)."""
+    clock = Clock()
+    app = build_app(tmp_path, clock, AUTHSVC_POLICY=policy(tmp_path, "[mfa]\nrequired = true\n"))
+    svc = app.extensions["authsvc"]
+    alice = add_user(app)
+    thief = browser(app, "203.0.113.50", "Thief/1")
+    phone = app_from_set_up_page(thief.get(login(thief).headers["Location"]).get_data(as_text=True), clock)
+    set_up_step = svc.login.set_up_step
+
+    def and_the_admin_changes_the_password(state, secret, code):
+        outcome = set_up_step(state, secret, code)
+        clock.advance(1)  # `authsvc user passwd alice`, a moment after the set-up's checks
+        svc.accounts.set_password_hash(alice.id, svc.hasher.hash(NEW_PASSWORD))
+        svc.sign_out.everywhere(alice.id, "password_changed")
+        return outcome
+
+    svc.login.set_up_step = and_the_admin_changes_the_password
+    answer = second_step(thief, phone.code())
+    assert answer.status_code == 401 and verify(thief) == 401
+    assert svc.sessions.list_live(alice.id) == []
+
+
 # --- remember-me carries the methods; a restored session is never fresh -----------------------------
 
 def test_a_restored_session_carries_the_methods_of_the_sign_in_that_issued_the_cookie(app, client, totp):

@@ -152,7 +152,7 @@ def end_other_sessions(change: str) -> int:
     the change keeps nothing (until session 13 it did). Returns how many sessions ended."""
     ended = end_sessions_after_factor_change(current_user.user_id, change, keep_session=current_user.session_id)
     renew_session_token(proved=False)
-    return ended
+    return ended.sessions
 
 
 def others_signed_out(ended: int) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from flask import Blueprint, after_this_request, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
 
@@ -15,7 +13,7 @@ from authsvc.web.forms import checkbox, field
 from authsvc.web.limiter import PENDING, signed_device
 from authsvc.core.accounts import Account
 from authsvc.core.sessions import SessionRecord
-from authsvc.core.sign_out import FACTOR_CHANGED
+from authsvc.core.sign_out import FACTOR_CHANGED, SignedOut
 from authsvc.core.login_flow import TOO_LONG, Failed, FlowEnded, FlowState, Refused, SignedIn, StepRequired
 from authsvc.core.totp import new_secret, provisioning_uri
 from authsvc.rules.auth_methods import is_multi_factor
@@ -212,19 +210,21 @@ def login_post():
     return _signed_in(outcome, decision)
 
 
-def _signed_in(outcome: SignedIn, decision: RedirectDecision):
+def _signed_in(outcome: SignedIn, decision: RedirectDecision, *, generation: int | None = None):
     """The session and the cookies of a successful sign-in, and the redirect to ``next``."""
     return finish_sign_in(outcome.account, redirect(decision.target, 303), remember=outcome.remember,
-                          device_cookie=outcome.device_cookie, methods=outcome.methods)
+                          device_cookie=outcome.device_cookie, methods=outcome.methods, generation=generation)
 
 
 def finish_sign_in(account: Account, response, *, remember: bool, device_cookie: str | None,
-                   methods: tuple[str, ...]):
+                   methods: tuple[str, ...], generation: int | None = None):
     """Start ``account``'s session and put the cookies of a sign-in on ``response`` (the redirect of
     POST /login, the JSON answer of a passkey sign-in): the known-device cookie, a new remember-me
     cookie when asked for, and the end of any remember-me or legacy cookie this browser held."""
     svc = services()
-    user = start_session(account, remembered=remember, methods=methods)
+    if generation is None:
+        generation = account.sign_out_generation  # as the sign-in read it, before checking the credential
+    user = start_session(account, remembered=remember, methods=methods, generation=generation)
     if device_cookie is not None:
         set_cookie(response, svc.cookies.device, device_cookie,
                    svc.policy.throttle.device_cookie_lifetime_days * 86400)
@@ -236,7 +236,7 @@ def finish_sign_in(account: Account, response, *, remember: bool, device_cookie:
     if remember:
         value, expires = svc.remember.issue(account.id, request.remote_addr or "",
                                             request.headers.get("User-Agent", ""), session_id=user.session_id,
-                                            methods=methods, generation=account.sign_out_generation)
+                                            methods=methods, generation=generation)
         set_cookie(response, svc.cookies.remember, value, int(expires - svc.clock()))
     forget_legacy_cookies(response)
     if account_moved_on(account, svc.accounts.by_id(account.id)):
@@ -342,9 +342,10 @@ def second_step_post():
             return redirect(url_for("login.second_step_form", next=_carried(decision)), 303)
         outcome = svc.login.set_up_step(state, secret, code)
         if isinstance(outcome, SignedIn):  # a factor was added: every earlier way in ends (V7.4.3)
-            end_sessions_after_factor_change(outcome.account.id, "totp_added")
-            account = svc.accounts.by_id(outcome.account.id)  # its sign-out generation is now the next one
-            outcome = outcome if account is None else replace(outcome, account=account)
+            # The session made next carries the generation this sign-out set; the account stays
+            # as the set-up read it, so a password change made meanwhile still ends what is made.
+            generation = end_sessions_after_factor_change(outcome.account.id, "totp_added").generation
+            return _signed_in(outcome, decision, generation=generation)
     else:
         outcome = svc.login.second_step(state, code)
     if isinstance(outcome, Refused):
@@ -354,13 +355,13 @@ def second_step_post():
     return _signed_in(outcome, decision)  # start_session empties the Flask session, the pending flow with it
 
 
-def end_sessions_after_factor_change(user_id: int, change: str, *, keep_session: int | None = None) -> int:
+def end_sessions_after_factor_change(user_id: int, change: str, *, keep_session: int | None = None) -> SignedOut:
     """ASVS V7.4.3: after a second factor was added or removed or the recovery codes replaced
     (``change`` says which, for the audit log), every session of the account ends, and every
     remember-me token, but ``keep_session`` and its token (the account page's own browser): whoever
     holds one may be why the user changes a factor, and a remember cookie would start a new
     session. The set-up that ``mfa.required`` asks for at sign-in keeps nothing: its session is
-    made after. Returns how many sessions ended.
+    made after, with the generation this returns.
 
     Known devices stay known (a password change forgets them): a device cookie only buys
     attempts at the password, and the password is what it was."""
@@ -369,7 +370,7 @@ def end_sessions_after_factor_change(user_id: int, change: str, *, keep_session:
                                     forget_devices=False)
     svc.audit.emit("session_revoked", reason=FACTOR_CHANGED, change=change, sessions_revoked=ended.sessions,
                    remember_revoked=ended.remembered, user_id=user_id)
-    return ended.sessions
+    return ended
 
 
 @bp.post("/logout")
