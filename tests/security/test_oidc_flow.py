@@ -1010,3 +1010,29 @@ def test_database_down_every_provider_endpoint_fails_closed_with_a_503(svc, sign
         assert "code=" not in text and body["access_token"] not in text, name
     for name in ("token (code)", "token (refresh)", "userinfo", "revoke"):
         assert answers[name].is_json, name
+
+
+def test_tokens_end_with_the_sign_out_generation_even_when_the_revocation_after_it_failed(svc, client, user):
+    """A sign-out everywhere moves the account's sign-out generation, then revokes; when the database
+    fails between the two, /auth/verify already calls the session signed out, and so must every
+    token check (a review of session 13's fixes found the provider reading revoked_at only)."""
+    import sqlalchemy.exc
+
+    assert login(client).status_code == 303
+    cid, secret = add_client(svc, trusted=True)
+    code, verifier = get_code(client, cid)
+    body = exchange(client, cid, secret, code, verifier).get_json()
+    revoke_all = svc.sessions.revoke_all
+
+    def deadlocked(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("UPDATE sessions", {}, Exception("deadlock detected"))
+
+    svc.sessions.revoke_all = deadlocked
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            svc.sign_out.everywhere(user.id, "admin_revoked")
+    finally:
+        svc.sessions.revoke_all = revoke_all
+    assert verify(client) == 401
+    assert userinfo(client, body["access_token"]).status_code == 401
+    assert refresh(client, cid, secret, body["refresh_token"]).status_code == 400

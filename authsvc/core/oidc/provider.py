@@ -269,7 +269,8 @@ class Provider:
     # --- users and claims ------------------------------------------------------------------------
 
     def end_user(self, user_id: int, session_id: int) -> EndUser | None:
-        """The user of ``session_id``, or None once that session has ended or the account is disabled."""
+        """The user of ``session_id``, or None once that session has ended (revoked, or signed out
+        everywhere by its sign-out generation) or the account is disabled."""
         chain = (sa.select(sa.func.min(remember_tokens.c.signed_in_at))
                  .where(remember_tokens.c.session_id == sessions.c.id).scalar_subquery())
         with self.engine.connect() as conn:
@@ -277,9 +278,10 @@ class Provider:
                 users.c.id, users.c.username_key, users.c.disabled, sessions.c.id.label("sid"), sid_source(),
                 sessions.c.revoked_at, sessions.c.methods, sessions.c.authenticated_at, sessions.c.created_at,
                 chain.label("chain_signed_in_at"),
+                (sessions.c.generation != users.c.sign_out_generation).label("signed_out"),
             ).select_from(sessions.join(users, users.c.id == sessions.c.user_id)).where(
                 sessions.c.id == session_id, sessions.c.user_id == user_id)).first()
-        if row is None or row.disabled or row.revoked_at is not None:
+        if row is None or row.disabled or row.revoked_at is not None or row.signed_out:
             return None
         return EndUser(row.id, row.username_key, row.sid, session_sid(row.sid_source), parse_methods(row.methods),
                        auth_time(row.authenticated_at, row.chain_signed_in_at, row.created_at))

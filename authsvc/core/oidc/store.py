@@ -452,6 +452,9 @@ _TOKEN_SELECT = sa.select(
     oidc_tokens.c.session_id, oidc_tokens.c.family_id, oidc_tokens.c.scope, oidc_tokens.c.issued_at,
     oidc_tokens.c.access_expires_at, oidc_tokens.c.refresh_expires_at, oidc_tokens.c.revoked_at,
     oidc_tokens.c.rotated_at, sessions.c.revoked_at.label("session_revoked_at"), users.c.disabled,
+    # The session signed out everywhere (its sign-out generation passed: authsvc.core.sign_out),
+    # whether or not the revocation that follows has run (or failed between the two).
+    (sessions.c.generation != users.c.sign_out_generation).label("session_signed_out"),
 ).select_from(oidc_tokens.join(users, users.c.id == oidc_tokens.c.user_id)
               .join(sessions, sessions.c.id == oidc_tokens.c.session_id))
 
@@ -496,7 +499,8 @@ class TokenStore:
         return saved is not None and saved.revoked_at is None
 
     def _token(self, row, now: float) -> Token:
-        revoked = row.revoked_at is not None or row.session_revoked_at is not None or row.disabled
+        revoked = (row.revoked_at is not None or row.session_revoked_at is not None or bool(row.session_signed_out)
+                   or row.disabled)
         return Token(row.id, row.client_id, row.user_id, row.username_key, row.session_id, row.family_id, row.scope,
                      row.issued_at, row.access_expires_at, row.refresh_expires_at, revoked, now)
 
