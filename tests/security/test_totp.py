@@ -305,6 +305,26 @@ def test_adding_the_app_ends_every_other_session_and_remember_cookie_but_this_br
 
 
 @pytest.mark.asvs("V7.4.3")
+def test_a_copy_of_this_browsers_remember_cookie_from_before_a_factor_change_restores_nothing(app, user, clock):
+    """The browser that adds the app keeps its session (under a new token) and its remember-me
+    chain (under a new cookie): a copy of both cookies made before (a shared machine) comes back in
+    through neither. Before, the remember-me cookie was kept as it was, and the copy's restored a
+    session (found by a review of session 13's fixes)."""
+    svc = app.extensions["authsvc"]
+    here = browser(app, ip="198.51.100.1")
+    assert login(here, remember=True).status_code == 303
+    old_remember = cookie_value(here, svc.cookies.remember)
+    phone = app_from_set_up_page(here.get("/account/totp").get_data(as_text=True), clock)
+    assert post_with_csrf(here, "/account/totp", {"code": phone.code()}, "/account/totp").status_code == 200
+    assert cookie_value(here, svc.cookies.remember) != old_remember
+    copy = browser(app, ip="198.51.100.1")
+    copy.set_cookie(svc.cookies.remember, old_remember, domain="auth.example.test")
+    clock.advance(svc.policy.sessions.remember_rotation_grace_seconds + 1)
+    assert copy.get("/login").status_code == 200 and verify(copy) == 401
+    assert verify(here) == 401  # the old cookie back after its rotation is theft: every session ends
+
+
+@pytest.mark.asvs("V7.4.3")
 def test_removing_the_app_ends_every_other_session_and_keeps_this_one(app, user, clock):
     phone = enroll(app, user, clock)
     here, there = browser(app, ip="198.51.100.1"), browser(app, ip="198.51.100.2")

@@ -30,7 +30,13 @@ from authsvc.core.sessions import ENDED_BY_OWNER
 from authsvc.core.totp import new_secret
 from authsvc.rules.passwords import normalize_password, password_problems
 from authsvc.rules.second_step import MAX_CODE_INPUT, step_up_due
-from authsvc.web.views.login import delete_cookie, end_sessions_after_factor_change, page_session, render_set_up
+from authsvc.web.views.login import (
+    delete_cookie,
+    end_sessions_after_factor_change,
+    page_session,
+    render_set_up,
+    rotate_remember_cookie,
+)
 
 bp = Blueprint("account", __name__)
 
@@ -148,10 +154,12 @@ def revoke_app():
 def end_other_sessions(change: str) -> int:
     """After a second factor was added or removed or the recovery codes replaced on the account
     page: :func:`authsvc.web.views.login.end_sessions_after_factor_change`, but this session (and
-    its remember-me token) stays, under a new token: a copy of this browser's cookie made before
-    the change keeps nothing (until session 13 it did). Returns how many sessions ended."""
+    its remember-me token) stays, under a new token, and the remember-me cookie rotates: a copy of
+    this browser's cookies made before the change keeps nothing (until session 13 it did). Returns
+    how many sessions ended."""
     ended = end_sessions_after_factor_change(current_user.user_id, change, keep_session=current_user.session_id)
     renew_session_token(proved=False)
+    rotate_remember_cookie(current_user.session_id)
     return ended.sessions
 
 

@@ -116,6 +116,29 @@ def restore_from_remember() -> bool:
     return False
 
 
+def rotate_remember_cookie(session_id: int) -> None:
+    """Give this browser's remember-me cookie a successor, attached to ``session_id`` (the session
+    the browser keeps through a factor change): a copy of the old cookie restores nothing after
+    (it is rotated: presenting it again is judged as replay). Until session 13 a factor change kept
+    the cookie as it was, and a copy of both cookies came back in through it (found by review)."""
+    svc = services()
+    name = svc.cookies.remember
+    presented = request.cookies.get(name)
+    if not presented:
+        return
+    consumed, new_cookie = svc.remember.consume(presented, request.remote_addr or "",
+                                                request.headers.get("User-Agent", ""))
+    if consumed.outcome != "ok" or new_cookie is None:
+        return
+    svc.remember.attach(new_cookie, session_id)
+    max_age = max(1, int(consumed.expires_at - svc.clock()))
+
+    @after_this_request
+    def _rotate(response):
+        set_cookie(response, name, new_cookie, max_age)
+        return response
+
+
 def _clear_remember_cookie() -> None:
     @after_this_request
     def _clear(response):
