@@ -379,24 +379,29 @@ class LoginService:
             return "wrong_code"
         return "malformed_code"
 
-    def set_up_step(self, state: FlowState, secret: str, code: str) -> Failed | SignedIn:
+    def set_up_step(self, state: FlowState, secret: str, code: str, *,
+                    before_enroll: Callable[[], object] | None = None) -> Failed | SignedIn:
         """An account that must have a second factor (``mfa.required``) and has none confirms the
         authenticator app it just set up (``secret``, kept sealed in its session) with a first
         code; the factor is stored and the sign-in finishes with both methods."""
         account = self.accounts.by_id(state.account_id)
         if account is None or account.disabled or not state.set_up or self.totp is None:
             return Failed("unknown_user" if account is None else "disabled")
-        result = self.add_totp(account.id, secret, code)
+        result = self.add_totp(account.id, secret, code, before_enroll=before_enroll)
         if isinstance(result, Failed):
             return result
         self._end(state)
         passed = FlowState(state.account_id, state.remember, state.device, (*state.passed, ONE_TIME_CODE))
         return self._finish(account, passed)
 
-    def add_totp(self, user_id: int, secret: str, code: str) -> Confirmed | Failed:
+    def add_totp(self, user_id: int, secret: str, code: str, *,
+                 before_enroll: Callable[[], object] | None = None) -> Confirmed | Failed:
         """Store the authenticator-app ``secret`` for the account once ``code`` shows the app
         produces its codes (that code's step counts as used). ``Failed("bad_code")`` for a code
-        that does not match, ``Failed("already_set_up")`` when another request stored one first."""
+        that does not match, ``Failed("already_set_up")`` when another request stored one first.
+        ``before_enroll`` runs once the code is right, before the factor is stored: the caller's
+        sign-out of every other session, so that no session that was live when the factor appeared
+        can make recovery codes for it (:meth:`authsvc.core.recovery_codes.RecoveryCodes.generate`)."""
         digits = rules.totp_code(code)
         if self.totp is None:
             return Failed("already_set_up")
@@ -405,6 +410,8 @@ class LoginService:
             self.audit.emit("mfa_failed", reason="wrong_code" if digits else "malformed_code", method="totp_set_up",
                             user_id=user_id)
             return Failed(BAD_CODE)
+        if before_enroll is not None:
+            before_enroll()
         if not self.totp.enroll(user_id, secret, step):
             return Failed("already_set_up")
         self.audit.emit("mfa_added", method="totp", user_id=user_id)

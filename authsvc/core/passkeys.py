@@ -311,8 +311,10 @@ class PasskeyService:
         return Options(options_to_json(options), challenge)
 
     def register(self, account: Account, challenge: bytes | None, credential: object,
-                 name: object) -> Registered | PasskeyFailed:
-        """Verify the browser's answer to :meth:`registration_options` and keep the passkey."""
+                 name: object, *, before_add: Callable[[], object] | None = None) -> Registered | PasskeyFailed:
+        """Verify the browser's answer to :meth:`registration_options` and keep the passkey;
+        ``before_add`` runs once the answer is verified, before the passkey is stored (see
+        :meth:`authsvc.core.login_flow.LoginService.add_totp`'s ``before_enroll``)."""
         decided = passkey_name(name)
         if decided.name is None:
             return self._failed("register", PasskeyFailed("bad_name", decided.reason), account.id)
@@ -332,6 +334,8 @@ class PasskeyService:
                 raise _Refused("malformed")
             if self.store.count(account.id) >= MAX_PASSKEYS_PER_ACCOUNT:
                 raise _Refused("too_many")
+            if before_add is not None:
+                before_add()
             try:
                 added = self.store.add(account.id, verified.credential_id, verified.credential_public_key,
                                        verified.sign_count, decided.name, _transports(body))

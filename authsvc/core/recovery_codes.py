@@ -18,7 +18,7 @@ from typing import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from authsvc.core.models import recovery_codes, users
+from authsvc.core.models import recovery_codes, sessions, users
 from authsvc.rules.second_step import RECOVERY_ALPHABET, RECOVERY_LENGTH, format_recovery_code
 
 COUNT = 10
@@ -38,8 +38,15 @@ class RecoveryCodes:
         self.engine = engine
         self.clock = clock
 
-    def generate(self, user_id: int) -> list[str]:
-        """Ten new codes for the account, as shown to its owner (grouped); the old ones are void."""
+    def generate(self, user_id: int, *, session_id: int | None = None) -> list[str] | None:
+        """Ten new codes for the account, as shown to its owner (grouped); the old ones are void.
+        None, and nothing changed, when ``session_id`` (the session asking) is no longer the
+        account's: revoked, or signed out everywhere since (its sign-out generation passed). A
+        factor is stored only after every other session was signed out (the factor-adding paths'
+        ``before_enroll``/``before_add``), so a session that saw the new factor and is still the
+        account's is the one that added it, or one that signed in since: a review of session 13's
+        fixes found a session about to be signed out getting codes for the factor just added.
+        ``session_id`` None: not on behalf of a session (an administrator's tool, a test)."""
         codes = [new_code() for _ in range(COUNT)]
         now = self.clock()
         with self.engine.begin() as conn:
@@ -47,6 +54,11 @@ class RecoveryCodes:
             # writes one at a time anyway). Under READ COMMITTED a second generation's DELETE did
             # not see the first's new rows, and both sets stayed live (found by review, session 13).
             conn.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
+            if session_id is not None and conn.execute(sa.select(sessions.c.id).select_from(
+                    sessions.join(users, users.c.id == sessions.c.user_id)).where(
+                    sessions.c.id == session_id, sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None),
+                    sessions.c.generation == users.c.sign_out_generation)).first() is None:
+                return None
             conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user_id))
             conn.execute(recovery_codes.insert(), [
                 {"user_id": user_id, "code_hash": code_digest(code), "created_at": now} for code in codes])

@@ -551,8 +551,8 @@ def test_a_password_change_during_the_required_set_up_still_ends_what_it_makes(t
     phone = app_from_set_up_page(thief.get(login(thief).headers["Location"]).get_data(as_text=True), clock)
     set_up_step = svc.login.set_up_step
 
-    def and_the_admin_changes_the_password(state, secret, code):
-        outcome = set_up_step(state, secret, code)
+    def and_the_admin_changes_the_password(state, secret, code, **kwargs):
+        outcome = set_up_step(state, secret, code, **kwargs)
         clock.advance(1)  # `authsvc user passwd alice`, a moment after the set-up's checks
         svc.accounts.set_password_hash(alice.id, svc.hasher.hash(NEW_PASSWORD))
         svc.sign_out.everywhere(alice.id, "password_changed")

@@ -18,8 +18,15 @@ import sqlalchemy as sa
 from authsvc.core.models import recovery_codes
 from authsvc.core.recovery_codes import COUNT, RecoveryCodes, code_digest
 from authsvc.rules.second_step import RECOVERY_ALPHABET, RECOVERY_LENGTH, recovery_code
-from tests.conftest import build_app, add_user, browser, login, new_client
-from tests.security.factors import enroll, only_this_session_is_left, post_with_csrf, second_step, sign_in
+from tests.conftest import add_user, browser, build_app, csrf, login, new_client, verify
+from tests.security.factors import (
+    app_from_set_up_page,
+    enroll,
+    only_this_session_is_left,
+    post_with_csrf,
+    second_step,
+    sign_in,
+)
 
 SHOWN = re.compile(r'<code class="recovery-code">([^<]+)</code>')
 
@@ -131,3 +138,64 @@ def test_new_codes_end_every_other_session_and_keep_this_one(app, user, clock):
     assert generated.status_code == 200
     only_this_session_is_left(here, [there])
     assert "1 other session has been signed out." in generated.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("factor", ["app", "passkey"])
+def test_a_session_signed_out_by_a_new_factor_gets_no_codes_for_it(app, user, clock, factor):
+    """Someone holding the password of an account without a factor polls for recovery codes (409
+    while there is none). The owner adds an app or a passkey; a poll landing just after the factor
+    was stored and before the others were signed out got ten codes that passed the new factor's
+    second step (found by a review of session 13's fixes). The others are now signed out before the
+    factor is stored, and codes are made only for a session still the account's."""
+    svc = app.extensions["authsvc"]
+    attacker = browser(app, "203.0.113.9", "Attacker/1")
+    assert login(attacker).status_code == 303
+    token = csrf(attacker, "/")
+    assert attacker.post("/account/recovery-codes", data={"csrf_token": token}).status_code == 409
+    stolen: list[str] = []
+    store = svc.totp if factor == "app" else svc.passkeys.store
+    name = "enroll" if factor == "app" else "add"
+    stored = getattr(store, name)
+
+    def and_then_the_attackers_poll_lands(*args, **kwargs):
+        result = stored(*args, **kwargs)
+        if not stolen:  # its own thread: a request of its own, outside the owner's app context
+            def poll():
+                answer = attacker.post("/account/recovery-codes", data={"csrf_token": token})
+                stolen.extend(SHOWN.findall(answer.get_data(as_text=True)) or [answer.status_code])
+            attacker_request = threading.Thread(target=poll)
+            attacker_request.start()
+            attacker_request.join(10)
+        return result
+
+    setattr(store, name, and_then_the_attackers_poll_lands)
+    try:
+        owner = browser(app, "198.51.100.1", "Owner/1")
+        assert login(owner).status_code == 303
+        if factor == "app":
+            phone = app_from_set_up_page(owner.get("/account/totp").get_data(as_text=True), clock)
+            assert post_with_csrf(owner, "/account/totp", {"code": phone.code()}, "/account/totp").status_code == 200
+        else:
+            from tests.security.test_passkeys import SoftAuthenticator, register
+
+            assert register(app, owner, csrf(owner, "/"), SoftAuthenticator()).status_code == 201
+    finally:
+        setattr(store, name, stored)
+    assert stolen == [401] and verify(attacker) == 401  # signed out before the factor was stored
+    assert svc.recovery_codes.remaining(user.id) == 0
+
+
+def test_codes_are_made_only_for_a_session_still_the_accounts(app, user, clock):
+    """The second half of the above: a request that passed its checks before the sign-out (its
+    session live, the factor there) makes no codes once its session is no longer the account's."""
+    svc = app.extensions["authsvc"]
+    enroll(app, user, clock)
+    _token, session_id = svc.sessions.create(user.id, "198.51.100.7", "UA", False)
+    assert svc.recovery_codes.generate(user.id, session_id=session_id) is not None
+    svc.accounts.next_sign_out_generation(user.id)  # signed out everywhere, the revocation not yet run
+    assert svc.recovery_codes.generate(user.id, session_id=session_id) is None
+    _token, other = svc.sessions.create(user.id, "198.51.100.7", "UA", False,
+                                        generation=svc.accounts.by_id(user.id).sign_out_generation)
+    svc.sessions.revoke(other, "logout")
+    assert svc.recovery_codes.generate(user.id, session_id=other) is None
+    assert svc.recovery_codes.remaining(user.id) == 10  # the first set, untouched by the refusals

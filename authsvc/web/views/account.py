@@ -152,15 +152,25 @@ def revoke_app():
 # --- second factors ------------------------------------------------------------------------------
 
 def end_other_sessions(change: str) -> int:
-    """After a second factor was added or removed or the recovery codes replaced on the account
-    page: :func:`authsvc.web.views.login.end_sessions_after_factor_change`, but this session (and
-    its remember-me token) stays, under a new token, and the remember-me cookie rotates: a copy of
-    this browser's cookies made before the change keeps nothing (until session 13 it did). Returns
-    how many sessions ended."""
-    ended = end_sessions_after_factor_change(current_user.user_id, change, keep_session=current_user.session_id)
+    """After a second factor was removed or the recovery codes replaced on the account page:
+    :func:`sign_out_others`, then :func:`keep_this_browser`. Returns how many sessions ended. (Adding
+    a factor signs the others out before the factor is stored, and keeps this browser after.)"""
+    ended = sign_out_others(change)
+    keep_this_browser()
+    return ended
+
+
+def sign_out_others(change: str) -> int:
+    """:func:`authsvc.web.views.login.end_sessions_after_factor_change`, but this session (and its
+    remember-me token) stays. Returns how many sessions ended."""
+    return end_sessions_after_factor_change(current_user.user_id, change, keep_session=current_user.session_id).sessions
+
+
+def keep_this_browser() -> None:
+    """This session goes on under a new token, and the remember-me cookie rotates: a copy of this
+    browser's cookies made before a factor change keeps nothing (until session 13 it did)."""
     renew_session_token(proved=False)
     rotate_remember_cookie(current_user.session_id)
-    return ended.sessions
 
 
 def others_signed_out(ended: int) -> str:
@@ -246,7 +256,9 @@ def add_totp():
     refused = step_up_or_refuse(_set_up_page)
     if refused is not None:
         return refused
-    added = svc.login.add_totp(current_user.user_id, secret, code)
+    ended: list = []
+    added = svc.login.add_totp(current_user.user_id, secret, code,
+                               before_enroll=lambda: ended.append(sign_out_others("totp_added")))
     if isinstance(added, Failed):
         if added.reason == "already_set_up":
             session.pop(TOTP_SET_UP, None)
@@ -254,9 +266,9 @@ def add_totp():
         return _set_up_page(400, ["That code is not correct. Check the app shows codes for this account, and "
                                   "that your device's clock is right."])
     session.pop(TOTP_SET_UP, None)
-    ended = end_other_sessions("totp_added")
+    keep_this_browser()
     return account_page(notice="Authenticator app added: signing in now asks for its code. Generate recovery codes "
-                        f"below in case you lose it. {others_signed_out(ended)}")
+                        f"below in case you lose it. {others_signed_out(ended[0])}")
 
 
 @bp.post("/account/totp/remove")
@@ -297,7 +309,9 @@ def generate_recovery_codes():
         # They stand in for a factor: made before one exists, whoever made them (a reused
         # password's holder, say) would pass the second step of the factor the owner adds later.
         return account_page(409, errors=[NO_FACTOR_FOR_CODES])
-    codes = svc.recovery_codes.generate(current_user.user_id)
+    codes = svc.recovery_codes.generate(current_user.user_id, session_id=current_user.session_id)
+    if codes is None:  # this session was signed out meanwhile (a factor added elsewhere, say)
+        abort(401)
     svc.audit.emit("recovery_codes_generated", count=len(codes))
     ended = end_other_sessions("recovery_codes_generated")
     return render_template("recovery_codes.html", codes=codes, notice=others_signed_out(ended))

@@ -363,12 +363,14 @@ def second_step_post():
         secret = svc.totp.open_pending(state.account_id, session.get(PENDING_SET_UP))
         if secret is None:  # the page was never shown to this session: show it
             return redirect(url_for("login.second_step_form", next=_carried(decision)), 303)
-        outcome = svc.login.set_up_step(state, secret, code)
-        if isinstance(outcome, SignedIn):  # a factor was added: every earlier way in ends (V7.4.3)
-            # The session made next carries the generation this sign-out set; the account stays
-            # as the set-up read it, so a password change made meanwhile still ends what is made.
-            generation = end_sessions_after_factor_change(outcome.account.id, "totp_added").generation
-            return _signed_in(outcome, decision, generation=generation)
+        # A factor is added: every earlier way in ends (V7.4.3), before it is stored. The session
+        # made next carries the generation this sign-out set; the account stays as the set-up read
+        # it, so a password change made meanwhile still ends what is made.
+        signed_out: list[SignedOut] = []
+        outcome = svc.login.set_up_step(state, secret, code, before_enroll=lambda: signed_out.append(
+            end_sessions_after_factor_change(state.account_id, "totp_added")))
+        if isinstance(outcome, SignedIn):
+            return _signed_in(outcome, decision, generation=signed_out[0].generation)
     else:
         outcome = svc.login.second_step(state, code)
     if isinstance(outcome, Refused):

@@ -56,7 +56,9 @@ from authsvc.web.views.account import (
     account_page,
     account_page_with_errors,
     end_other_sessions,
+    keep_this_browser,
     others_signed_out,
+    sign_out_others,
     step_up_is_due,
     step_up_or_refuse,
     void_recovery_codes_without_factor,
@@ -195,16 +197,18 @@ def register():
     challenge = _take_challenge(REGISTER, session_id)
     name = body.get("name") or DEFAULT_NAME
     account = services().accounts.by_id(current_user.user_id)
-    outcome = service.register(account, challenge, body.get("credential"), name)
+    ended: list = []
+    outcome = service.register(account, challenge, body.get("credential"), name,
+                               before_add=lambda: ended.append(sign_out_others("passkey_added")))
     if isinstance(outcome, PasskeyFailed):
         if outcome.reason == "bad_name":
             return _name_refused(outcome.detail)
         status = 409 if outcome.reason in REGISTER_MESSAGES else 400
         return _answer(status, outcome.reason if status == 409 else "refused",
                        REGISTER_MESSAGES.get(outcome.reason, REFUSED))
-    ended = end_other_sessions("passkey_added")
-    flash(f"Passkey added. {others_signed_out(ended)}")  # for the account page the script goes to next
-    return jsonify(id=outcome.passkey.id, name=outcome.passkey.name, other_sessions_ended=ended), 201
+    keep_this_browser()
+    flash(f"Passkey added. {others_signed_out(ended[0])}")  # for the account page the script goes to next
+    return jsonify(id=outcome.passkey.id, name=outcome.passkey.name, other_sessions_ended=ended[0]), 201
 
 
 @bp.post(f"/account/passkeys/<{ROW_ID}:passkey_id>/rename")
