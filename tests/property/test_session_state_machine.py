@@ -420,6 +420,9 @@ class SessionMachine(RuleBasedStateMachine):
         self._examine(b)  # a rotated cookie given back at logout is judged like anywhere else
         if signed_in:
             b.session.revoked = True
+        elif b.session is not None and b.session.binding == (b.ip, b.ua) and not b.session.revoked:
+            event("logout of a timed-out session")
+            b.session.revoked = True  # signing out ends the timed-out session the cookie names
         if t is not None:
             self._revoke_token(t)  # even a rotated one: it is this browser's to end
         b.session, b.remember = None, None
@@ -525,8 +528,8 @@ class SessionMachine(RuleBasedStateMachine):
             rec = self.svc.sessions.load(s.token)
             live = session_verdict(rec, now, self.svc.policy.sessions) == LIVE
             assert live == self._live(s), (s, now)
-            assert (rec.revoked_at is not None) == s.revoked, (s, rec.revoke_reason)
-            assert (rec.used_at is not None) == s.used, (s, rec.revoke_reason)
+            assert (rec.revoked_at is not None) == s.revoked, (s, rec.revoked_at)
+            assert (rec.used_at is not None) == s.used, (s, rec.used_at)
             if not live:
                 self.ended.add(s.token)
         with self.svc.engine.connect() as conn:
