@@ -84,19 +84,19 @@ class AccountStore:
         session the caller keeps (and, with ``keep_remember``, its remember-me token) moves to the
         new generation in the same transaction. Returns the new generation (0: no such account), the
         one a session made after this sign-out carries."""
-        current = sa.select(users.c.sign_out_generation).where(users.c.id == user_id).scalar_subquery()
         with self.engine.begin() as conn:
             generation = conn.execute(users.update().where(users.c.id == user_id).values(
                 sign_out_generation=users.c.sign_out_generation + 1).returning(users.c.sign_out_generation)).scalar()
-            if keep_session is None:
-                return generation or 0
-            conn.execute(sessions.update().where(sessions.c.id == keep_session, sessions.c.user_id == user_id)
-                         .values(generation=current))
-            if keep_remember:
-                conn.execute(remember_tokens.update().where(remember_tokens.c.session_id == keep_session,
-                                                            remember_tokens.c.user_id == user_id)
-                             .values(generation=current))
-        return generation or 0
+            if generation is None:
+                return 0
+            if keep_session is not None:
+                conn.execute(sessions.update().where(sessions.c.id == keep_session, sessions.c.user_id == user_id)
+                             .values(generation=generation))
+                if keep_remember:
+                    conn.execute(remember_tokens.update().where(remember_tokens.c.session_id == keep_session,
+                                                                remember_tokens.c.user_id == user_id)
+                                 .values(generation=generation))
+        return generation
 
     def set_disabled(self, user_id: int, disabled: bool) -> None:
         """Disabling ends the account's sessions at once (their checks read ``disabled``); the

@@ -98,10 +98,11 @@ def presented_verdict(facts: TokenFacts, now: float, grace_seconds: float) -> st
         return "revoked"
     if facts.signed_out:  # the account was signed out everywhere since the chain's credential was read
         return "revoked"
-    if facts.session_ended_by_owner:
+    if facts.session_ended_by_owner and facts.rotated_at is None:
         # Its owner ended that session ("End" on the account page), which then revokes this token in
         # a second commit: a restore between the two rotated it first and kept the device signed in
-        # with a live chain (found by review, session 13).
+        # with a live chain (found by review, session 13). A rotated token goes on to the replay
+        # judgement below: ending a session must not turn a thief's replay into a quiet refusal.
         return "revoked"
     if facts.rotated_at is not None:
         verdict = reuse_verdict(now - facts.rotated_at, grace_seconds, facts.successor_used,

@@ -74,7 +74,9 @@ _PORT = re.compile(r":[0-9]{1,5}\Z")
 _METHOD = re.compile(r"[A-Z]{1,16}\Z")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _DOUBLE = re.compile(r"%25[0-9A-Fa-f]{2}")
-_TRAILING = re.compile(r"(?:\.|%20)+\Z")  # what Windows drops from the end of a file name
+# What Windows drops from the end of a file name (dots, spaces), and NTFS's name of a file's
+# main data stream (IIS served "/secret.txt::$DATA" as "/secret.txt" on unpatched versions).
+_TRAILING = re.compile(r"(?:\.|%20|::\$data)+\Z")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Printable ASCII but the space: what a path may hold before decoding (the rest is an ambiguity).
 _PRINTABLE = re.compile(r"[\x21-\x7e]*\Z")
@@ -251,10 +253,11 @@ def normalize_path(raw: str) -> str | None:
 def fold_path(normal: str) -> str:
     """A normal form (:func:`normalize_path`) as a case-insensitive server reads it: letters in
     lower case, and each segment without its trailing dots and spaces (Windows drops them from file
-    names, so IIS serves ``/admin`` for ``/admin.`` and ``/admin%20``); a segment left empty goes.
+    names, so IIS serves ``/admin`` for ``/admin.`` and ``/admin%20``; and ``::$DATA``, NTFS's
+    name of a file's data stream); a segment left empty goes.
     A path that reaches a rule's path only in this reading is ambiguous (:func:`decide`)."""
     folded = normal.lower()
-    if "." not in folded and "%20" not in folded:
+    if "." not in folded and "%20" not in folded and "::$" not in folded:
         return folded
     segments = folded.split("/")
     kept = [segments[0]]

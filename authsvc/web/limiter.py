@@ -341,36 +341,33 @@ def init_app(app: Flask, services) -> Limiter:
         key_prefix=settings.ratelimit_key_prefix,
     )
     endpoint = "login.login_post"
-    view = app.view_functions[endpoint]
-    if policy.per_client:
-        view = limiter.limit(";".join(policy.per_client), methods=["POST"], exempt_when=_known)(view)
-    if policy.per_client_known_device:
-        view = limiter.limit(";".join(policy.per_client_known_device), methods=["POST"], key_func=_known_client_key,
-                             scope=KNOWN_CLIENT_SCOPE, exempt_when=_not_known)(view)
-    if policy.per_device:
-        view = limiter.limit(";".join(policy.per_device), methods=["POST"], key_func=_device_key,
-                             scope=DEVICE_SCOPE, exempt_when=_not_known)(view)
-    app.view_functions[endpoint] = view
-    # A passkey sign-in runs no argon2 and guesses no secret, but each try costs a signature check
-    # and database reads: the anonymous per-client limit. A second-step code is a guess at a secret,
-    # counted per account by the login service but also here, so one address holding several
-    # accounts' passwords cannot spread its guesses over them; the second step of a known device's
-    # sign-in goes by the known-device limits, as its password step did. Each endpoint's counts are
-    # its own (apart from the password form's and from each other's).
+
+    def by_device(view):
+        """The anonymous per-client limit, or for a known device (:func:`known_device`) the
+        known-device ones. Their scopes name no endpoint: a known device's password step and its
+        second step spend one per-device budget (per address and account they count apart: the
+        password form names the account by its name's hash, the pending flow by its id)."""
+        if policy.per_client:
+            view = limiter.limit(";".join(policy.per_client), methods=["POST"], exempt_when=_known)(view)
+        if policy.per_client_known_device:
+            view = limiter.limit(";".join(policy.per_client_known_device), methods=["POST"],
+                                 key_func=_known_client_key, scope=KNOWN_CLIENT_SCOPE, exempt_when=_not_known)(view)
+        if policy.per_device:
+            view = limiter.limit(";".join(policy.per_device), methods=["POST"], key_func=_device_key,
+                                 scope=DEVICE_SCOPE, exempt_when=_not_known)(view)
+        return view
+
+    # A second-step code is a guess at a secret, counted per account by the login service but also
+    # here, so one address holding several accounts' passwords cannot spread its guesses over them;
+    # the second step of a known device's sign-in goes by the known-device limits, as its password
+    # step did. A passkey sign-in runs no argon2 and guesses no secret, but each try costs a
+    # signature check and database reads: the anonymous per-client limit. The anonymous limit's
+    # counts are each endpoint's own.
+    for name in ({endpoint} | SECOND_STEP_ENDPOINTS) & app.view_functions.keys():
+        app.view_functions[name] = by_device(app.view_functions[name])
     if policy.per_client and "passkeys.login_finish" in app.view_functions:
         app.view_functions["passkeys.login_finish"] = limiter.limit(";".join(policy.per_client), methods=["POST"])(
             app.view_functions["passkeys.login_finish"])
-    for other in SECOND_STEP_ENDPOINTS & app.view_functions.keys():
-        step = app.view_functions[other]
-        if policy.per_client:
-            step = limiter.limit(";".join(policy.per_client), methods=["POST"], exempt_when=_known)(step)
-        if policy.per_client_known_device:
-            step = limiter.limit(";".join(policy.per_client_known_device), methods=["POST"],
-                                 key_func=_known_client_key, scope=KNOWN_CLIENT_SCOPE, exempt_when=_not_known)(step)
-        if policy.per_device:
-            step = limiter.limit(";".join(policy.per_device), methods=["POST"], key_func=_device_key,
-                                 scope=DEVICE_SCOPE, exempt_when=_not_known)(step)
-        app.view_functions[other] = step
     if policy.per_client:
         counted = frozenset(e for e in (endpoint, "passkeys.login_finish", "login.second_step_post",
                                         "passkeys.second_step_finish") if e in app.view_functions)

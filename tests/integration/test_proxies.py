@@ -735,20 +735,20 @@ DETOURS = [
     "/notes/%61dmin/x", "/notes/admin;x=1", f"{ADMIN}%2f", f"{ADMIN}/", f"{ADMIN}?{PUBLIC}", f"{ADMIN}#{PUBLIC}",
     # What a case-insensitive app (Express by default, IIS, a case-insensitive disk) serves as ADMIN.
     "/notes/ADMIN/x", "/notes/Admin", "/NOTES/admin/x", f"{PUBLIC}/../Admin/x", "/notes/admin./x",
-    "/notes/admin%20/x", "/notes/admin.%20./x", "/notes/%41dmin/x",
+    "/notes/admin%20/x", "/notes/admin.%20./x", "/notes/%41dmin/x", "/notes/admin::$DATA/x",
 ]
 
 
 def reads_as(part: str, target: str) -> bool:
     """Whether some app could take request target ``target`` for a path under ``part``: the query
     and fragment cut off, escapes decoded (again and again), backslashes as slashes, ``;`` parameters
-    dropped, empty and dot segments resolved; in any case, and segments without trailing dots and
-    spaces (a case-insensitive app, IIS)."""
+    dropped, empty and dot segments resolved; in any case, and segments without trailing dots,
+    spaces and ``::$DATA`` (a case-insensitive app, IIS)."""
     path = target.split("?", 1)[0].split("#", 1)[0]
     while unquote(path) != path:
         path = unquote(path)
     segments = [s.split(";", 1)[0] for s in path.replace("\\", "/").lower().split("/")]
-    segments = [s if s in (".", "..") else s.rstrip(". ") for s in segments]
+    segments = [s if s in (".", "..") else s.removesuffix("::$data").rstrip(". ") for s in segments]
     path = posixpath.normpath("/" + "/".join(s for s in segments if s))
     return path == part or path.startswith(part + "/")
 

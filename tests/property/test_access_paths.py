@@ -101,12 +101,12 @@ def test_any_spelling_decides_as_the_normal_form_or_is_denied(access, method, us
 def case_insensitive_spelling(draw, path: str) -> str:
     """Another spelling of ``path`` that a case-insensitive server (Express by default, IIS, a
     case-insensitive disk) serves as ``path``: letters in any case, segments with trailing dots and
-    spaces (which Windows drops), segments of dots alone."""
+    spaces (which Windows drops), NTFS's ``::$DATA``, segments of dots alone."""
     out = []
     for segment in path.split("/")[1:]:
         chars = "".join(c.upper() if draw(st.booleans()) else c for c in segment)
         if draw(st.integers(0, 3)) == 0:
-            chars += "".join(draw(st.lists(st.sampled_from([".", "%20"]), min_size=1, max_size=3)))
+            chars += "".join(draw(st.lists(st.sampled_from([".", "%20", "::$DATA"]), min_size=1, max_size=3)))
         if draw(st.integers(0, 7)) == 0:
             out.append("...")
         out.append(chars)

@@ -423,8 +423,10 @@ class SessionMachine(RuleBasedStateMachine):
         elif b.session is not None and b.session.binding == (b.ip, b.ua) and not b.session.revoked:
             event("logout of a timed-out session")
             b.session.revoked = True  # signing out ends the timed-out session the cookie names
-        if t is not None:
-            self._revoke_token(t)  # even a rotated one: it is this browser's to end
+        if t is not None and t.rotated_at is None:
+            # A rotated one stays as it is (session 12, fa85fdc): revoking it would let a thief
+            # signing out with a stolen copy turn the owner's later replay into a quiet refusal.
+            self._revoke_token(t)
         b.session, b.remember = None, None
         r = b.client.post("/logout", data={"csrf_token": token})
         assert r.status_code == 303

@@ -104,7 +104,7 @@ def test_prefixes_match_on_segment_boundaries(path):
 @pytest.mark.parametrize("path", [
     "/ADMIN", "/Admin/x", "/aDmIn", "/%41dmin", "/%41DMIN/x", "/admin.", "/admin./x", "/admin.../x", "/admin%20",
     "/admin%20/x", "/admin.%20.", "/admin%2e", "/x/../ADMIN", "/Public", "/PUBLIC/x", "/public.", "/public%20/x",
-    "/.../admin", "/.../.../admin/y",
+    "/.../admin", "/.../.../admin/y", "/admin::$DATA", "/admin::$data/x", "/Admin.::$DATA",
 ])
 def test_a_path_that_reaches_a_rule_only_read_case_insensitively_is_ambiguous(path):
     """Express (by default), IIS and files on a case-insensitive disk serve "/admin" for "/ADMIN",
@@ -126,7 +126,7 @@ def test_a_rule_written_with_capitals_holds_for_its_own_spelling_and_denies_the_
 @pytest.mark.parametrize(("normal", "folded"), [
     ("/", "/"), ("/a/B", "/a/b"), ("/A/", "/a/"), ("/a./b", "/a/b"), ("/a%20/b", "/a/b"), ("/a.%20.", "/a"),
     ("/.../a", "/a"), ("/a/...", "/a/"), ("/a.b/c", "/a.b/c"), ("/.a", "/.a"), ("/a%20b", "/a%20b"),
-    ("/%C3%A9", "/%c3%a9"),
+    ("/%C3%A9", "/%c3%a9"), ("/a::$DATA", "/a"), ("/a::$DATA/b", "/a/b"), ("/a::$x", "/a::$x"),
 ])
 def test_fold_path(normal, folded):
     assert fold_path(normal) == folded

@@ -93,12 +93,7 @@ def restore_from_remember() -> bool:
         user = start_session(account, remembered=True, fresh=False, not_after=consumed.expires_at,
                              methods=consumed.methods, generation=consumed.generation)
         svc.remember.attach(new_cookie, user.session_id)
-        max_age = max(1, int(consumed.expires_at - svc.clock()))
-
-        @after_this_request
-        def _rotate(response):
-            set_cookie(response, name, new_cookie, max_age)
-            return response
+        _send_rotated_cookie(new_cookie, consumed.expires_at)
         if consumed.outcome == "lost":
             _successor_unused(consumed, restored=True)
         else:
@@ -122,8 +117,7 @@ def rotate_remember_cookie(session_id: int) -> None:
     (it is rotated: presenting it again is judged as replay). Until session 13 a factor change kept
     the cookie as it was, and a copy of both cookies came back in through it (found by review)."""
     svc = services()
-    name = svc.cookies.remember
-    presented = request.cookies.get(name)
+    presented = request.cookies.get(svc.cookies.remember)
     if not presented:
         return
     consumed, new_cookie = svc.remember.consume(presented, request.remote_addr or "",
@@ -131,11 +125,17 @@ def rotate_remember_cookie(session_id: int) -> None:
     if consumed.outcome != "ok" or new_cookie is None:
         return
     svc.remember.attach(new_cookie, session_id)
-    max_age = max(1, int(consumed.expires_at - svc.clock()))
+    _send_rotated_cookie(new_cookie, consumed.expires_at)
+
+
+def _send_rotated_cookie(value: str, expires_at: float) -> None:
+    """This response sets the remember-me cookie's successor, until the chain's own expiry."""
+    svc = services()
+    max_age = max(1, int(expires_at - svc.clock()))
 
     @after_this_request
     def _rotate(response):
-        set_cookie(response, name, new_cookie, max_age)
+        set_cookie(response, svc.cookies.remember, value, max_age)
         return response
 
 
