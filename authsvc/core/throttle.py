@@ -234,8 +234,10 @@ class Throttle:
         # The global limit is per process on purpose: it protects this instance's CPU.
         item = parse_limit(rules.global_logins)
         self._global = _GlobalWindow(item.amount, item.get_expiry())
-        # The last F failure times live in F slots (a ring), enough to decide whether F fall
-        # within the window; at least one slot so the ring is never empty.
+        # The last F failure times live in F slots, each failure overwriting the oldest: enough to
+        # decide whether F fall within the window, with no counter kept beside them (a counter
+        # would outlive the slots by the consecutive count's memory, one more key per username
+        # tried). At least one slot, so there is always one to write.
         self._slots = max(1, rules.failures_before_backoff)
         self._successes = tuple((item.amount, item.get_expiry()) for rate in rules.successes_per_account
                                 for item in parse_many(rate)) if guards_argon2 else ()
@@ -348,11 +350,13 @@ class Throttle:
 
         def write(st: Storage) -> Verdict:
             consecutive = st.incr(f"{bucket}:c", memory)
-            sequence = st.incr(f"{bucket}:n", memory)
-            slot = f"{bucket}:t:{sequence % self._slots}"
-            st.clear(slot)
-            st.incr(slot, r.failure_window_seconds + 60, now_ms)
-            recent = [st.get(f"{bucket}:t:{i}") / 1000 for i in range(self._slots)]
+            slots = [f"{bucket}:t:{i}" for i in range(self._slots)]
+            stamps = [st.get(slot) for slot in slots]
+            oldest = stamps.index(min(stamps))  # an empty slot reads 0, so it goes first
+            st.clear(slots[oldest])
+            st.incr(slots[oldest], r.failure_window_seconds + 60, now_ms)
+            stamps[oldest] = now_ms
+            recent = [stamp / 1000 for stamp in stamps]
             previous = st.get(f"{bucket}:u") / 1000
             until = block_after_failure([t for t in recent if t > 0], consecutive, now, previous, r)
             blocked_until = previous
@@ -393,7 +397,7 @@ class Throttle:
         def clear(st: Storage) -> None:
             for key, _amount, period in windows:
                 st.incr(key, period + 60)
-            for suffix in ("c", "u", "n", *(f"t:{i}" for i in range(self._slots))):
+            for suffix in ("c", "u", *(f"t:{i}" for i in range(self._slots))):
                 st.clear(f"{own}:{suffix}")
             if own != anon:
                 st.clear(f"{anon}:c")

@@ -909,6 +909,36 @@ def test_flood_from_ever_new_addresses_does_not_spin_the_in_memory_sweeper(app, 
     assert len(started) <= 2 + int(time.monotonic() - began), f"{len(started)} sweeps for 10,000 writes"
 
 
+@pytest.mark.asvs("V2.4.1")
+def test_a_spray_of_new_usernames_leaves_one_key_each_past_the_back_off(clock):
+    # A wrong password for a username nobody tried before must be remembered for the consecutive
+    # count's whole memory (30 days), so a spray of ever new usernames costs storage for that long:
+    # one key per username, not two (a slot counter beside the count doubled it).
+    from authsvc.core.policy import load_policy
+    from authsvc.core.throttle import Throttle
+    from authsvc.web.limiter import SweptMemoryStorage
+
+    rules = load_policy(TEST_POLICY).throttle
+    lasting: dict[str, float] = {}
+
+    class Recording(SweptMemoryStorage):
+        def incr(self, key, expiry, amount=1):
+            if expiry > rules.backoff_max_seconds + rules.failure_window_seconds + 60:  # past any block
+                lasting[key] = expiry
+            return super().incr(key, expiry, amount)
+
+    throttle = Throttle(Recording(), rules, clock)
+    names = [f"sprayed-{n}" for n in range(50)]
+    for name in names:
+        for _ in range(rules.failures_before_backoff + 2):  # into the back-off, every slot written
+            with throttle.attempt(name, None) as attempt:
+                if attempt.verdict.allowed:
+                    attempt.record_failure()
+            clock.advance(1)
+    assert len(lasting) == len(names) and all(key.endswith(":anon:c") for key in lasting), sorted(lasting)[:4]
+    assert set(lasting.values()) == {rules.consecutive_failure_memory_seconds}
+
+
 def test_the_swept_storage_answers_as_limits_own_memory_storage(monkeypatch):
     # SweptMemoryStorage re-implements limits' MemoryStorage on its public interface: same counts,
     # same windows, under one frozen clock (each module's ``time``), through expiry and clearing.
