@@ -77,7 +77,9 @@ _DOUBLE = re.compile(r"%25[0-9A-Fa-f]{2}")
 # What Windows drops from the end of a file name (dots, spaces), and NTFS's name of a file's
 # main data stream (IIS served "/secret.txt::$DATA" as "/secret.txt" on unpatched versions).
 _TRAILING = re.compile(r"(?:\.|%20|::\$data)+\Z")
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Escapes normalize_path keeps: decoded, each would change how the path is read ("%" starts an
+# escape, "?" a query, "#" a fragment, ";" a path parameter) or is a space (fold_path reads "%20").
+_KEPT_ENCODED = frozenset("%?#; ")
 # Printable ASCII but the space: what a path may hold before decoding (the rest is an ambiguity).
 _PRINTABLE = re.compile(r"[\x21-\x7e]*\Z")
 
@@ -198,26 +200,22 @@ def normalize_host(raw: str | None) -> str | None:
     return host
 
 
-def split_target(target: str) -> str:
-    """The path of a request target: the query and the fragment cut off."""
-    for mark in ("?", "#"):
-        cut = target.find(mark)
-        if cut >= 0:
-            target = target[:cut]
-    return target
-
-
 def normalize_path(raw: str) -> str | None:
     """The path as the app will see it, or None when apps could read it in more than one way.
 
-    Unreserved characters are percent-decoded (``%61`` is ``a``), other escapes keep an upper-case
-    form, repeated slashes collapse, literal ``.`` and ``..`` segments are resolved (RFC 3986
-    5.2.4, never above the root); a trailing slash stays. None for: no leading ``/``, a space or
-    character outside printable ASCII, a malformed escape, an encoded slash or backslash (``%2f``,
-    ``%5c``, any case), a literal backslash, a double encoding (``%25`` followed by two hex
-    digits), an encoded control character, a dot segment made by decoding (``%2e%2e``), a ``;``
-    (path parameters, which Java servers strip), or more than :data:`MAX_PATH` characters."""
-    path = split_target(raw)
+    The query is cut off. Escapes of printable ASCII characters are decoded (``%61`` is ``a``,
+    ``%40`` is ``@``: every app decodes them), except those of ``%``, ``?``, ``#``, ``;`` and space,
+    which keep an upper-case form as do escapes of other bytes; repeated slashes collapse, literal
+    ``.`` and ``..`` segments are resolved (RFC 3986 5.2.4, never above the root); a trailing slash
+    stays. None for: no leading ``/``, a space or character outside printable ASCII, a ``#`` (no
+    browser sends a fragment; nginx passes one on in the path, and Go's server reads it as part of
+    the path), a malformed escape, an encoded slash or backslash (``%2f``, ``%5c``, any case), a
+    literal backslash, a double encoding (``%25`` followed by two hex digits), an encoded control
+    character, a dot segment made by decoding (``%2e%2e``), a ``;`` (path parameters, which Java
+    servers strip), or more than :data:`MAX_PATH` characters."""
+    path = raw.split("?", 1)[0]
+    if "#" in path:
+        return None
     if not path.startswith("/") or len(path) > MAX_PATH or not _PRINTABLE.match(path):
         return None
     if "%" not in path and "//" not in path and "/." not in path and "\\" not in path and ";" not in path:
@@ -228,7 +226,7 @@ def normalize_path(raw: str) -> str | None:
         return None  # a "%" that starts no escape, or an escape of an escape
     segments: list[str] = []
     for raw_segment in path.split("/")[1:]:
-        segment = _PCT.sub(_decode_unreserved, raw_segment) if "%" in raw_segment else raw_segment
+        segment = _PCT.sub(_decode_escape, raw_segment) if "%" in raw_segment else raw_segment
         if "\x00" in segment:
             return None
         if segment in (".", "..") and segment != raw_segment:
@@ -268,15 +266,15 @@ def fold_path(normal: str) -> str:
     return "/".join(kept) or "/"
 
 
-def _decode_unreserved(match: re.Match) -> str:
+def _decode_escape(match: re.Match) -> str:
     code = int(match.group(1), 16)
     char = chr(code)
-    if char in _UNRESERVED:
-        return char
     if char in "/\\" or code < 0x20 or code == 0x7f:
         # An encoded slash, backslash or control character is read differently by different apps
         # (and proxies): the marker makes normalize_path refuse the path.
         return "\x00"
+    if code < 0x7f and char not in _KEPT_ENCODED:
+        return char  # apps decode it, so "/@admin" and "/%40admin" are one path to them
     return f"%{match.group(1).upper()}"
 
 

@@ -713,6 +713,7 @@ BACKEND_GROUPS = ("ops", "staff")
 # the app host with paths also mean every path there is normalized, and an ambiguous one denied.
 PUBLIC, ADMIN, OPS, FINANCE, VAULT = (f"{APP_PREFIX}/{part}" for part in ("public", "admin", "ops", "finance",
                                                                           "vault"))
+AT_STAFF = f"{APP_PREFIX}/@staff"   # a rule path with a reserved character, which apps read from "%40" too
 BACKEND_RULES = f"""
 [[access.rules]]
 hosts = ["{APP_HOST}"]
@@ -745,6 +746,11 @@ policy = "deny"
 hosts = ["{APP_HOST}"]
 paths = ["{VAULT}"]
 policy = "two_factor"
+
+[[access.rules]]
+hosts = ["{APP_HOST}"]
+paths = ["{AT_STAFF}"]
+policy = "deny"
 """
 DENY_OTHERS_RULE = 4   # the index of the rule that refuses ops and finance to everyone not let in above
 

@@ -38,6 +38,7 @@ from tests.integration.conftest import (
     ADMIN,
     APP_HOST,
     APP_PREFIX,
+    AT_STAFF,
     AUTH_HOST,
     BACKEND_GROUPS,
     DENY_OTHERS_RULE,
@@ -736,15 +737,22 @@ DETOURS = [
     # What a case-insensitive app (Express by default, IIS, a case-insensitive disk) serves as ADMIN.
     "/notes/ADMIN/x", "/notes/Admin", "/NOTES/admin/x", f"{PUBLIC}/../Admin/x", "/notes/admin./x",
     "/notes/admin%20/x", "/notes/admin.%20./x", "/notes/%41dmin/x", "/notes/admin::$DATA/x",
+    # A "#" in the request line that Go's server reads as part of the path (nginx passes it on).
+    f"{PUBLIC}#/../admin/x", f"{PUBLIC}#/%2e%2e/admin/x", "/notes/x#/../admin/x",
 ]
 
 
 def reads_as(part: str, target: str) -> bool:
     """Whether some app could take request target ``target`` for a path under ``part``: the query
-    and fragment cut off, escapes decoded (again and again), backslashes as slashes, ``;`` parameters
-    dropped, empty and dot segments resolved; in any case, and segments without trailing dots,
-    spaces and ``::$DATA`` (a case-insensitive app, IIS)."""
-    path = target.split("?", 1)[0].split("#", 1)[0]
+    cut off, and a fragment cut off or its "#" read as part of the path (Go's server); escapes
+    decoded (again and again), backslashes as slashes, ``;`` parameters dropped, empty and dot
+    segments resolved; in any case, and segments without trailing dots, spaces and ``::$DATA`` (a
+    case-insensitive app, IIS)."""
+    before_query = target.split("?", 1)[0]
+    return any(_reads_as(part, path) for path in (before_query.split("#", 1)[0], before_query))
+
+
+def _reads_as(part: str, path: str) -> bool:
     while unquote(path) != path:
         path = unquote(path)
     segments = [s.split(";", 1)[0] for s in path.replace("\\", "/").lower().split("/")]
@@ -756,12 +764,14 @@ def reads_as(part: str, target: str) -> bool:
 @pytest.mark.asvs("V8.3.1", "V4.1.3")
 @pytest.mark.parametrize("path", DETOURS)
 def test_a_path_spelled_to_reach_a_denied_part_never_reaches_the_app(stack, path):
-    """The rules judge the path as the app will see it (escapes of unreserved characters decoded,
+    """The rules judge the path as the app will see it (escapes of printable characters decoded,
     "//" and dot segments resolved) and deny what apps read in more than one way (%2f, %5c, %2e%2e,
-    %252e, ";", a backslash). Whatever the proxy does with the spelling (refuse it: 400; pass it on),
-    it is refused before the app, signed in or not. A "#" in the request line is the one spelling a
+    %252e, ";", a backslash, a "#"). Whatever the proxy does with the spelling (refuse it: 400; pass it
+    on), it is refused before the app, signed in or not. A "#" in the request line is the one spelling a
     proxy may make another path of (Caddy sends it on as %23: "admin%23" is not "admin"); then that
-    path is judged, and the app must still never get one it could read as the denied part."""
+    path is judged, and the app must still never get one it could read as the denied part. nginx
+    passed "/notes/public#/../admin/x" on as it came, authsvc judged "/notes/public" and a Go app
+    served "/notes/admin/x" (found by review, session 14)."""
     assert reads_as(ADMIN, path), path   # each detour really is a spelling of the denied part
     before = len(stack.app_hits)
     for cookie in ("", f"{SESSION}={signed_in(stack).cookies.get(SESSION)}"):
@@ -775,6 +785,19 @@ def test_a_path_spelled_to_reach_a_denied_part_never_reaches_the_app(stack, path
     assert not [hit for hit in reached if reads_as(ADMIN, hit)], (stack.proxy, path, reached)
     if "#" not in path:
         assert reached == [], (stack.proxy, path, reached)
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_an_escaped_reserved_character_never_opens_a_part_a_rule_denies(stack):
+    """A rule on "/notes/@staff" was matched only as written, while every app decodes "%40" to "@":
+    "/notes/%40staff/x" got the default and reached the app (found by review, session 14)."""
+    cookie = {"Cookie": f"{SESSION}={signed_in(stack).cookies.get(SESSION)}"}
+    before = len(stack.app_hits)
+    for path in (f"{AT_STAFF}/x", f"{APP_PREFIX}/%40staff/x", f"{APP_PREFIX}/%40staff", f"{APP_PREFIX}/%40STAFF/x"):
+        assert reads_as(AT_STAFF, path), path
+        status, _ = raw_request(stack, "GET", path, host=f"{APP_HOST}:{stack.port}", headers=cookie)
+        assert status in (400, 403), (stack.proxy, path, status)
+    assert stack.app_hits[before:] == [], (stack.proxy, stack.app_hits[before:])
 
 
 def host_spellings(port: int) -> list[str]:
