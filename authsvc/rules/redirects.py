@@ -131,6 +131,12 @@ class _Rejected(Exception):
         self.reason = reason
 
 
+def loggable(raw: str) -> str:
+    """What an audit line keeps of a refused URL: at most 200 characters before its query and
+    fragment, which can carry a reset token, a code or a session id of whoever followed the link."""
+    return re.split(r"[?#]", raw, maxsplit=1)[0][:200]
+
+
 def _check(raw: str | None, rules: RedirectRules) -> tuple[str, AllowedApp | None]:
     if not isinstance(raw, str) or not raw:
         raise _Rejected("empty")

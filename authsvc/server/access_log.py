@@ -8,7 +8,10 @@ ESC, NEL or U+2028 becomes a ``\\`` escape), so no request can start a line. gun
 one object per line.
 
 The access line never holds the query string (``next=...``) nor cookies; its ``request_id`` joins
-it to the audit events of the same request.
+it to the audit events of the same request. Neither does the error log: gunicorn says "Invalid
+request from ip=...: Invalid HTTP request line: '<the line as sent>'" when it refuses a request,
+and that line, or a refused header line, can hold a token or a cookie
+(:func:`without_request_data`).
 
 :class:`JsonLogger` is given to gunicorn with its documented ``logger_class`` setting; it replaces
 only :meth:`access` (the method gunicorn calls once per request) and the formatters of the
@@ -27,6 +30,8 @@ from authsvc.core.audit import iso_utc
 from authsvc.web.logging_setup import JsonLines
 
 ACCESS_LOGGER = "gunicorn.access"
+INVALID_REQUEST = "Invalid request from ip="  # gunicorn.workers.base.Worker.handle_error's messages
+FAILED_REQUEST = "Error handling request "
 MAX_PATH = 2000
 
 
@@ -52,6 +57,27 @@ def wsgi_text(value: str | None) -> str | None:
         return value
 
 
+def without_request_data(message: str) -> str:
+    """gunicorn's message about a request it refused, without the part of the request it quotes
+    (every such message of gunicorn's quotes it with ``%r`` after a ``: ``), and about a request
+    that failed, without the target's query; other messages as they are."""
+    if message.startswith(FAILED_REQUEST) and "?" in message:
+        return message.split("?", 1)[0] + "?(not logged)"
+    if not message.startswith(INVALID_REQUEST):
+        return message
+    quoted = [at for at in (message.find(": '"), message.find(': "')) if at >= 0]
+    return f"{message[:min(quoted)]}: (not logged)" if quoted else message
+
+
+class _WithoutRequestData(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = without_request_data(message)
+        if shown is not message:
+            record.msg, record.args = shown, None
+        return True
+
+
 def _status(status) -> int | str | None:
     text = str(status).split(None, 1)[0] if status is not None else ""
     return int(text) if text.isdigit() else (text or None)
@@ -73,6 +99,8 @@ class JsonLogger(Logger):
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 handler.setFormatter(_formatter(log.name))
+        if not any(isinstance(f, _WithoutRequestData) for f in self.error_log.filters):  # setup runs again on reload
+            self.error_log.addFilter(_WithoutRequestData())
 
     def access(self, resp, req, environ, request_time) -> None:
         if not self.access_log.handlers:  # no access log configured (gunicorn's logger does not propagate)

@@ -8,11 +8,15 @@ import datetime
 import io
 import json
 import logging
+import socket
+import types
 
 import pytest
 from gunicorn.config import Config
+from gunicorn.http import errors
+from gunicorn.workers.base import Worker
 
-from authsvc.server.access_log import JsonLogger, access_line, wsgi_text
+from authsvc.server.access_log import JsonLogger, access_line, without_request_data, wsgi_text
 from authsvc.server.cli import gunicorn_argv
 
 HOSTILE = ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1b[2K",
@@ -83,6 +87,49 @@ def test_json_logger_writes_gunicorn_access_and_error_lines_as_json_objects(guni
     assert "secret-query" not in line and "cookie-canary" not in line
     (err,) = error.getvalue().splitlines()
     assert json.loads(err)["logger"] == "gunicorn.error" and json.loads(err)["level"] == "warning"
+
+
+TOKEN = "eyJhbGciOiJFUzI1NiJ9.ID-TOKEN-CANARY.sig"
+COOKIE = "__Host-authsvc_session=SESSION-COOKIE-CANARY"
+
+
+@pytest.mark.asvs("V16.2.5")
+@pytest.mark.parametrize("refused", [
+    errors.InvalidRequestLine(f"GET /oauth/logout?id_token_hint={TOKEN}&state=\xc3\xa9 HTTP/1.1"),
+    errors.InvalidHeaderName(f"Cookie {COOKIE}"),
+    errors.InvalidHeader(f"Cookie: {COOKIE}\x00"),
+    errors.ObsoleteFolding(f"Cookie: {COOKIE}"),
+    errors.InvalidRequestMethod(f"G\x00T /?token={TOKEN}"),
+    errors.InvalidHTTPVersion(f"HTTP/9 {TOKEN}"),
+    errors.UnsupportedTransferCoding(f"chunked, {COOKIE}"),
+], ids=lambda exc: type(exc).__name__)
+def test_a_request_gunicorn_refuses_is_logged_without_what_it_quoted(gunicorn_logger, refused):
+    # gunicorn's Worker.handle_error itself: it logs "Invalid request from ip=...: <str(exc)>", and
+    # str(exc) quotes the request line or header line as sent, query string and cookie values
+    # included (found by review, session 14).
+    log, _access, error = gunicorn_logger
+    server, client = socket.socketpair()
+    with server, client:
+        Worker.handle_error(types.SimpleNamespace(log=log, cfg=log.cfg), None, server, ("192.0.2.5", 4000), refused)
+    (line,) = error.getvalue().splitlines()
+    message = json.loads(line)["message"]
+    assert "CANARY" not in line, line
+    assert message.startswith("Invalid request from ip=192.0.2.5: ") and str(refused).split(":")[0] in message
+
+
+def test_a_request_that_fails_is_logged_without_its_query(gunicorn_logger):
+    log, _access, error = gunicorn_logger
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("Error handling request %s %s", "GET", f"/oauth/logout?id_token_hint={TOKEN}")
+    assert "CANARY" not in error.getvalue() and "/oauth/logout?(not logged)" in error.getvalue()
+
+
+@pytest.mark.parametrize("message", ["Booting worker with pid: 7", "Invalid request from ip=192.0.2.5: no quote here",
+                                     "Worker exiting (pid: 7)", "Error handling request (no URI read)"])
+def test_other_gunicorn_messages_are_logged_as_they_are(message):
+    assert without_request_data(message) == message
 
 
 def test_serve_runs_gunicorn_with_the_json_logger_and_no_plain_access_format():

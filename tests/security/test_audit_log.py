@@ -342,6 +342,24 @@ def test_rejected_redirect_is_logged_escaped_and_truncated(client, capsys):
     assert "\\r\\n" in json.dumps(line)
 
 
+@pytest.mark.asvs("V16.2.5")
+@pytest.mark.parametrize("hostile", [
+    "https://wiki.example.test/magic-login?token=RESET-CANARY-7b1f",
+    "https://wiki.example.test/cb#access_token=RESET-CANARY-7b1f",
+    "//evil.example/?code=RESET-CANARY-7b1f",
+    "/reset?token=RESET-CANARY-7b1f&" + "x" * 3000,
+], ids=["query", "fragment", "scheme_relative", "too_long"])
+def test_a_rejected_redirect_is_logged_without_its_query_or_fragment(client, capsys, hostile):
+    # A link with a reset token, a magic-link token or an OAuth code in it, refused as `next`, wrote
+    # its first 200 characters, token included, to the audit log (found by review, session 14).
+    capsys.readouterr()
+    client.get("/login", query_string={"next": hostile})
+    out = capsys.readouterr().out
+    (line,) = events(out, "redirect_rejected")
+    assert "CANARY" not in out and line["length"] == len(hostile)
+    assert hostile.startswith(line["value"]) and line["value"]
+
+
 # --- start-up refusal ---------------------------------------------------------------------------------------
 
 @pytest.mark.asvs("V16.3.4", "V16.2.5")

@@ -310,6 +310,19 @@ def test_rejected_original_url_is_audited(proxied, caplog):
     assert events and '"source":"verify"' in events[0] and '"reason":"host_not_allowed"' in events[0]
 
 
+@pytest.mark.parametrize("url", ["https://wiki.example.test/magic-login?token=RESET-CANARY-7b1f",
+                                 f"{NOTES}/reset?token=RESET-CANARY-7b1f&state=" + "s" * 3000],
+                         ids=["host_not_allowed", "too_long"])
+def test_a_rejected_original_url_is_audited_without_its_query(proxied, caplog, url):
+    # Refused for its host or its length, the URL a signed-out user opened went to the audit log with
+    # its query: a reset or magic-link token (found by review, session 14).
+    with caplog.at_level(logging.INFO, logger="authsvc.audit"):
+        verify(proxied, headers={"X-Original-URL": url})
+    events = [r.getMessage() for r in caplog.records if '"redirect_rejected"' in r.getMessage()]
+    assert events and f'"length":{len(url)}' in events[0]
+    assert "CANARY" not in "".join(r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("header", ["X-Original-Method", "X-Forwarded-Method"])
 def test_non_get_original_request_is_sent_to_login_without_next(proxied, header):
     response = verify(proxied, headers={"X-Original-URL": f"{NOTES}/a", header: "POST"})

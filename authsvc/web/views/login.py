@@ -17,7 +17,7 @@ from authsvc.core.sign_out import FACTOR_CHANGED, SignedOut
 from authsvc.core.login_flow import TOO_LONG, Failed, FlowEnded, FlowState, Refused, SignedIn, StepRequired
 from authsvc.core.totp import new_secret, provisioning_uri
 from authsvc.rules.auth_methods import is_multi_factor
-from authsvc.rules.redirects import RedirectDecision, validate_next
+from authsvc.rules.redirects import RedirectDecision, loggable, validate_next
 from authsvc.rules.second_step import MAX_CODE_INPUT
 
 bp = Blueprint("login", __name__)
@@ -34,7 +34,7 @@ def next_decision(raw: str | None) -> RedirectDecision:
     svc = services()
     decision = validate_next(raw, svc.redirect_rules)
     if raw and not decision.accepted:
-        svc.audit.emit("redirect_rejected", reason=decision.reason, value=raw[:200])
+        svc.audit.emit("redirect_rejected", reason=decision.reason, value=loggable(raw), length=len(raw))
     return decision
 
 

@@ -47,6 +47,7 @@ from authsvc.web.auth import binding_identifier, is_session_token, request_id, s
 from authsvc.rules.access import ALLOW, BYPASS, DENY, ONE_FACTOR, STEP_UP, AccessRules, decide, for_the_account
 from authsvc.rules.forward_auth import login_location, original_request, request_parts, step_up_location
 from authsvc.rules.groups import format_groups
+from authsvc.rules.redirects import loggable
 from authsvc.web.headers import fixed_headers
 from authsvc.core.sessions import LIVE, SessionRecord
 from authsvc.rules.auth_methods import format_methods
@@ -276,7 +277,8 @@ def verify():
     else:
         location, judged = login_location(redirect, original)
     if judged is not None and not judged.accepted:
-        svc.audit.emit("redirect_rejected", reason=judged.reason, value=original.url[:200], source="verify")
+        svc.audit.emit("redirect_rejected", reason=judged.reason, value=loggable(original.url),
+                       length=len(original.url), source="verify")
     return ProxyAnswer(status=status, headers={"Location": location})
 
 
