@@ -24,12 +24,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from authsvc.rules.redirects import RedirectDecision, RedirectRules, validate_next
 
-__all__ = ["LoginRedirect", "OriginalRequest", "login_location", "login_url", "original_request", "request_parts",
-           "step_up_location"]
+__all__ = ["METHOD_OVERRIDE_HEADERS", "LoginRedirect", "OriginalRequest", "login_location", "login_url",
+           "method_overridden", "original_request", "request_parts", "step_up_location"]
 
 # Only the shapes a proxy produces; validate_next still judges whatever passes these.
 _ABSOLUTE = re.compile(r"https?://[\x21-\x7e]+\Z", re.IGNORECASE)
@@ -37,6 +37,11 @@ _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.
 _URI = re.compile(r"/[\x21-\x7e]*\Z")
 _METHOD = re.compile(r"[A-Z]{1,16}\Z")
 _PARTS = re.compile(r"[A-Za-z]+://([^/?#]*)(.*)\Z", re.DOTALL)  # authority, then path, query and fragment
+# Where some frameworks read the method instead of the request line: these headers (Express's
+# method-override, Symfony and Laravel with overrides on, ASP.NET, Google's APIs), and a "_method"
+# query parameter (Symfony and Laravel read it for a POST; PHP reads ".method" and " method" as
+# "_method" too). With one present the app may act on a method the proxy did not describe.
+METHOD_OVERRIDE_HEADERS = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
 # The browser repeats the original request as a GET after login: only safe methods get a `next`.
 _RESUMABLE = frozenset({"GET", "HEAD"})
 
@@ -71,7 +76,8 @@ def original_request(headers: Mapping[str, str], scheme: str, trusted_proxies: i
     (several proxies appended) or any part outside printable ASCII gives ``url=None``: refused, not
     guessed. The method is ``X-Original-Method`` or ``X-Forwarded-Method``; without either, the
     method of the proxy's own request (``own_method``: Envoy's ``ext_authz`` asks with the
-    original request's method).
+    original request's method). A method the app may take from elsewhere
+    (:func:`method_overridden`) is nonsense, ``""``: denied on a host with method rules.
     """
     if trusted_proxies < 1:
         return OriginalRequest(None, "GET")
@@ -80,11 +86,27 @@ def original_request(headers: Mapping[str, str], scheme: str, trusted_proxies: i
     method = method if _METHOD.match(method) else ""
     original = headers.get("X-Original-URL")
     if original is not None:
-        return OriginalRequest(original if well_formed_original_url(original) else None, method)
-    host, uri = headers.get("X-Forwarded-Host"), headers.get("X-Forwarded-Uri")
-    if scheme not in ("http", "https") or not host or not uri or not _HOST.match(host) or not _URI.match(uri):
-        return OriginalRequest(None, method)
-    return OriginalRequest(f"{scheme}://{host}{uri}", method)
+        url = original if well_formed_original_url(original) else None
+    else:
+        host, uri = headers.get("X-Forwarded-Host"), headers.get("X-Forwarded-Uri")
+        well_formed = scheme in ("http", "https") and host and uri and _HOST.match(host) and _URI.match(uri)
+        url = f"{scheme}://{host}{uri}" if well_formed else None
+    return OriginalRequest(url, "" if method_overridden(headers, url or original or "") else method)
+
+
+def method_overridden(headers: Mapping[str, str], url: str) -> bool:
+    """Does the request carry a method an app may act on instead of the described one: a method
+    override header (any value: an empty one is still read by some), or a ``_method`` parameter in
+    the query of ``url``, however its name is escaped or spelled for PHP?"""
+    if any(headers.get(name) is not None for name in METHOD_OVERRIDE_HEADERS):
+        return True
+    query = url.partition("?")[2].partition("#")[0]
+    if "method" not in query.lower() and "%" not in query:
+        return False  # the common case, decided without parsing
+    return any(name.lower().translate(_PHP_NAME) == "_method" for name, _ in parse_qsl(query, keep_blank_values=True))
+
+
+_PHP_NAME = str.maketrans({".": "_", " ": "_", "[": "_"})
 
 
 def well_formed_original_url(value: str) -> bool:

@@ -714,6 +714,7 @@ BACKEND_GROUPS = ("ops", "staff")
 PUBLIC, ADMIN, OPS, FINANCE, VAULT = (f"{APP_PREFIX}/{part}" for part in ("public", "admin", "ops", "finance",
                                                                           "vault"))
 AT_STAFF = f"{APP_PREFIX}/@staff"   # a rule path with a reserved character, which apps read from "%40" too
+API = f"{APP_PREFIX}/api"           # DELETE denied there: a method rule
 BACKEND_RULES = f"""
 [[access.rules]]
 hosts = ["{APP_HOST}"]
@@ -750,6 +751,12 @@ policy = "two_factor"
 [[access.rules]]
 hosts = ["{APP_HOST}"]
 paths = ["{AT_STAFF}"]
+policy = "deny"
+
+[[access.rules]]
+hosts = ["{APP_HOST}"]
+paths = ["{API}"]
+methods = ["DELETE"]
 policy = "deny"
 """
 DENY_OTHERS_RULE = 4   # the index of the rule that refuses ops and finance to everyone not let in above

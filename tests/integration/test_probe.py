@@ -94,7 +94,7 @@ def broken_traefik_templates() -> dict[str, str]:
     return {
         "traefik/authsvc.yml": altered(DEPLOY / "traefik" / "authsvc.yml", [
             (r"^ *authResponseHeadersRegex: .*\n", "", 1),
-            (r"^ *authRequestHeaders: \[Cookie, User-Agent\]\n", "", 1),
+            (r"^ *authRequestHeaders: \[Cookie, User-Agent[^]\n]*\]\n", "", 1),
             (r"^( *)trustForwardHeader: false\n", r"\1trustForwardHeader: true\n", 1),
             (r"^ *middlewares: \[authsvc-own-headers\]\n", "", 1),
         ]),

@@ -36,6 +36,7 @@ from authsvc.web.session_cookie import SessionInterface
 from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
     ADMIN,
+    API,
     APP_HOST,
     APP_PREFIX,
     AT_STAFF,
@@ -797,6 +798,24 @@ def test_an_escaped_reserved_character_never_opens_a_part_a_rule_denies(stack):
         assert reads_as(AT_STAFF, path), path
         status, _ = raw_request(stack, "GET", path, host=f"{APP_HOST}:{stack.port}", headers=cookie)
         assert status in (400, 403), (stack.proxy, path, status)
+    assert stack.app_hits[before:] == [], (stack.proxy, stack.app_hits[before:])
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_a_method_override_never_takes_a_denied_method_to_the_app(stack):
+    """A POST saying DELETE in X-HTTP-Method-Override (Express's method-override, ASP.NET) or in a
+    "_method" query parameter (Symfony, Laravel) passed a rule denying DELETE: the app acted on a
+    method verify never judged. Each proxy hands verify the override (Envoy by allowed_headers)."""
+    cookie = f"{SESSION}={signed_in(stack).cookies.get(SESSION)}"
+    host = f"{APP_HOST}:{stack.port}"
+    assert raw_request(stack, "POST", f"{API}/items", host=host, headers={"Cookie": cookie})[0] == 200  # the control
+    before = len(stack.app_hits)
+    for name in ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"):
+        status, _ = raw_request(stack, "POST", f"{API}/items", host=host, headers={"Cookie": cookie, name: "DELETE"})
+        assert status in (400, 403), (stack.proxy, name, status)
+    for query in ("_method=DELETE", "%5Fmethod=DELETE", ".method=DELETE"):
+        status, _ = raw_request(stack, "POST", f"{API}/items?{query}", host=host, headers={"Cookie": cookie})
+        assert status in (400, 403), (stack.proxy, query, status)
     assert stack.app_hits[before:] == [], (stack.proxy, stack.app_hits[before:])
 
 

@@ -241,6 +241,33 @@ def test_the_original_method_decides_method_rules(ruled, method):
     assert ask(ruled, f"{APP}/api/items", client, method="GET").status_code == 200
 
 
+@pytest.mark.asvs("V8.3.1")
+@pytest.mark.parametrize(("query", "headers"), [
+    ("", {"X-HTTP-Method-Override": "DELETE"}), ("", {"X-HTTP-Method": "DELETE"}),
+    ("", {"X-Method-Override": "delete"}), ("", {"x-http-method-override": "DELETE"}),
+    ("", {"X-HTTP-Method-Override": ""}), ("", {"X-HTTP-Method-Override": "GET"}),
+    ("?_method=DELETE", {}), ("?a=1&_method=delete", {}), ("?%5Fmethod=DELETE", {}), ("?_METHOD=DELETE", {}),
+    ("?.method=DELETE", {}), ("?+method=DELETE", {}), ("?_method", {}), ("?x=1&%5f%6Dethod=DELETE", {}),
+])
+@BOTH_PARTS
+def test_a_method_an_app_may_take_from_a_header_or_the_query_is_denied_on_a_host_with_method_rules(
+        ruled, query, headers, flask_view):
+    """Express's method-override, Symfony, Laravel and ASP.NET act on the method a header or a
+    "_method" parameter names: a POST (or GET) that says DELETE there passed a rule denying DELETE
+    (found by review of session 13's leftovers, session 14)."""
+    _user, client = signed_in(ruled)
+    answer = ask(ruled, f"{APP}/api/items{query}", client, method="POST", headers=headers, flask_view=flask_view)
+    assert answer.status_code == 403, (query, headers, answer.status_code)
+    assert ask(ruled, f"{APP}/api/items{query}", client, method="POST", flask_view=flask_view).status_code == (
+        403 if query else 200)
+
+
+@pytest.mark.parametrize("query", ["?methods=DELETE", "?method=DELETE", "?x_method=1", "?a=_method", "?q=%5Fmethod"])
+def test_a_query_that_only_mentions_a_method_changes_nothing(ruled, query):
+    _user, client = signed_in(ruled)
+    assert ask(ruled, f"{APP}/api/items{query}", client, method="POST").status_code == 200
+
+
 @pytest.mark.parametrize("url", [
     f"{APP}:443?/admin/x", f"{APP}?/admin/x", f"{APP}#/admin/x", f"{APP}:443#x/admin", f"{APP}:443?",
     f"{APP}", "https://alice@app.example.test/admin/x", "https://app.example.test:x/admin/x",

@@ -45,7 +45,8 @@ from werkzeug.sansio.http import parse_cookie
 from authsvc.web import cookieheader
 from authsvc.web.auth import binding_identifier, is_session_token, request_id, services
 from authsvc.rules.access import ALLOW, BYPASS, DENY, ONE_FACTOR, STEP_UP, AccessRules, decide, for_the_account
-from authsvc.rules.forward_auth import login_location, original_request, request_parts, step_up_location
+from authsvc.rules.forward_auth import (METHOD_OVERRIDE_HEADERS, login_location, original_request, request_parts,
+                                         step_up_location)
 from authsvc.rules.groups import format_groups
 from authsvc.rules.redirects import loggable
 from authsvc.web.headers import fixed_headers
@@ -79,7 +80,8 @@ class ProxyHeaders:
     environ keys are worked out once, not on every request as Werkzeug's ``EnvironHeaders`` does."""
 
     KEYS = {name: "HTTP_" + name.upper().replace("-", "_") for name in (
-        "X-Original-URL", "X-Original-Method", "X-Forwarded-Host", "X-Forwarded-Uri", "X-Forwarded-Method")}
+        "X-Original-URL", "X-Original-Method", "X-Forwarded-Host", "X-Forwarded-Uri", "X-Forwarded-Method",
+        *METHOD_OVERRIDE_HEADERS)}
     __slots__ = ("environ",)
 
     def __init__(self, environ) -> None:
