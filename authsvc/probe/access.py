@@ -71,6 +71,19 @@ def kept_out(d: Decision) -> bool:
     return d.kind not in (LET_THROUGH, ELSEWHERE)
 
 
+def same(a: Decision, b: Decision) -> bool:
+    """Whether two answers are the same decision: kind, status and the login page's next."""
+    return (a.kind, a.status, a.next) == (b.kind, b.status, b.next)
+
+
+def refused_outright(d: Decision) -> bool:
+    """The proxy refused a request before anyone was asked: a 400 without ``Location`` (nginx on
+    "X-Auth-User :", Envoy on a Connection header naming its own), or the connection closed
+    (status 0). authsvc answers a forward-auth request with 200, 401, 403 or a redirect, never a
+    bare 400, so any other difference from the plain request is someone acting on the request."""
+    return not d.location and d.status in (0, 400)
+
+
 def judge_anonymous(d: Decision, app_url: str) -> Finding:
     if d.kind == LET_THROUGH:
         return failed(f"{d.status}: the app answered an anonymous request")

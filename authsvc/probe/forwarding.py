@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from authsvc.probe.access import LET_THROUGH, OTHER, REFUSED, Decision
+from authsvc.probe.access import LET_THROUGH, Decision, refused_outright
 from authsvc.probe.model import Check, Finding, failed, not_applicable, passed
 
 FIX = ("Make the proxy describe the original request itself and overwrite whatever the client sent: nginx "
@@ -47,8 +47,7 @@ def refused_by_proxy(forgery: Forgery, d: Decision) -> bool:
     headers it sets itself never reached authsvc or the app, which is what hop-by-hop stripping is
     for. Only these forgeries and only these answers: authsvc answers such a forward-auth request
     with 200, 401, 403 or a redirect, never a bare 400, so every other change still counts."""
-    return forgery.hop_by_hop and not d.location and (
-        (d.kind == OTHER and d.status == 400) or (d.kind == REFUSED and d.status == 0))
+    return forgery.hop_by_hop and refused_outright(d)
 
 
 def _refusals(outcomes: list[tuple[Forgery, Decision]]) -> str:

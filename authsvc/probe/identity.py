@@ -11,7 +11,10 @@ From outside, what the app saw shows only in what it answers. Each forged header
 value no real identity has; a canary in the answer (body or headers) proves the app saw the
 client's header. With a sign-in, the real user's name in the answer proves the app shows who is
 signed in, which makes the absence of canaries meaningful; without it the check says it cannot
-tell.
+tell. A canary names no one, so an app may refuse it (403) even when the proxy let it through:
+with a sign-in the real user's name is forged too, anonymously, and every forgery must be
+answered as the same request without it (anonymous: sent to the login page; signed in: let
+through), or refused outright by the proxy (a bare 400, a closed connection).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from authsvc.probe.access import Decision, kept_out
+from authsvc.probe.access import Decision, kept_out, refused_outright, same
 from authsvc.probe.model import Check, Finding, failed, not_applicable, passed
 
 ANONYMOUS = Check("identity.anonymous", "made-up identity headers get an anonymous client nowhere",
@@ -44,6 +47,10 @@ FOREIGN = ("Remote-User", "X-Remote-User", "X-Forwarded-User", "X-Auth-Request-U
            "X-Auth-Request-Email", "Remote-Groups", "Remote-Email", "Remote-Name", "X-Forwarded-Preferred-Username",
            "X-Forwarded-Groups")
 NAMES = OWN + FOREIGN
+# The names that carry a user name: forged with the real user's, an app behind a proxy that trusts
+# them lets an anonymous client in as that user.
+USER_NAMES = ("X-Auth-User", "Remote-User", "X-Remote-User", "X-Forwarded-User", "X-Auth-Request-User",
+              "X-Forwarded-Preferred-Username")
 _FOREIGN_READ_AS = frozenset(name.lower() for name in FOREIGN)
 
 
@@ -96,6 +103,14 @@ def forgeries(token: Callable[[], str] = lambda: secrets.token_hex(6)) -> list[F
     return made
 
 
+def impersonations(username: str) -> list[Forgery]:
+    """Per spelling, one request naming the real user in every header that carries a user name:
+    what an attacker who knows a user name sends. No canaries: the name is the real one."""
+    return [Forgery(f"{spelling}, naming {username}", tuple((spelled, username) for name in USER_NAMES
+                                                                 for spelled in spell(name)), {})
+            for spelling, spell in SPELLINGS.items()]
+
+
 def canaries_seen(answer: str, forgery: Forgery) -> list[str]:
     """The header names whose forged value the answer repeats."""
     return sorted({name for canary, name in forgery.canaries.items() if canary in answer})
@@ -118,23 +133,36 @@ def _seen(outcomes: list[tuple[Forgery, Decision, str]]) -> str:
     return "; ".join(seen) + note if seen else ""
 
 
-def judge_anonymous(outcomes: list[tuple[Forgery, Decision, str]]) -> Finding:
-    """``outcomes``: per forgery, the proxy's decision and the whole answer as text."""
-    leaks = [f"{f.spelling}: {d.describe()}" for f, d, _ in outcomes if not kept_out(d)]
+def judge_anonymous(baseline: Decision, outcomes: list[tuple[Forgery, Decision, str]]) -> Finding:
+    """``baseline``: the decision on the plain anonymous request; ``outcomes``: per forgery, the
+    proxy's decision and the whole answer as text. Any other answer than the baseline's (but the
+    proxy refusing outright) means someone acted on the forged header: a 403 from an app that was
+    handed a name it does not know is not the proxy keeping the client out."""
+    leaks = sorted((kept_out(d), f"{f.spelling}: {d.describe()}") for f, d, _ in outcomes
+                   if not kept_out(d) or not same(d, baseline) and not refused_outright(d))
     seen = _seen(outcomes)
-    if leaks:
-        return failed("let through with made-up identity: " + "; ".join(leaks))
+    if leaks:  # those let through first
+        return failed(f"without them: {baseline.describe()}; with made-up identity: "
+                      + "; ".join(text for _, text in leaks[:6]) + (" ..." if len(leaks) > 6 else ""))
     if seen:
         return failed("the answer repeats made-up identity headers: " + seen)
-    return passed(f"{len(outcomes)} spellings, each kept out")
+    return passed(f"{len(outcomes)} forgeries, each answered as without them ({baseline.describe()})")
 
 
-def judge_signed_in(baseline: str, outcomes: list[tuple[Forgery, Decision, str]], username: str) -> Finding:
-    """``baseline``: the app's answer to the signed-in user without forged headers."""
+def judge_signed_in(baseline: str, decided: Decision, outcomes: list[tuple[Forgery, Decision, str]],
+                    username: str) -> Finding:
+    """``baseline``: the app's answer to the signed-in user without forged headers, ``decided``
+    the proxy's decision on it. A forgery answered otherwise (refused, sent to the login page) but
+    refused outright by the proxy means the client's header changed what the proxy or app did."""
     seen = _seen(outcomes)
     if seen:
         return failed("the app saw the client's identity headers: " + seen)
-    dropped = [f.spelling for f, d, _ in outcomes if kept_out(d)]
+    changed = [f"{f.spelling}: {d.describe()}" for f, d, _ in outcomes
+               if d.kind != decided.kind and not refused_outright(d)]
+    if changed:
+        return failed(f"without them: {decided.describe()}; with made-up identity: " + "; ".join(changed[:5])
+                      + (" ..." if len(changed) > 5 else ""))
+    dropped = [f.spelling for f, d, _ in outcomes if refused_outright(d)]
     shows_user = username.lower() in baseline.lower()
     if not shows_user:
         return not_applicable("the app page does not show who is signed in, so what it believed cannot be seen "

@@ -106,7 +106,7 @@ class Probe:
 
         baseline = self.decide(self.get(self.app_url))
         self.record(access.ANONYMOUS, access.judge_anonymous(baseline, self.app_url), self.app_url)
-        self.anonymous_identity()
+        self.anonymous_identity(baseline)
         self.anonymous_forwarding(baseline)
         issued = anonymous.value("session")
         self.malformed(issued)
@@ -129,12 +129,15 @@ class Probe:
         self.record(cookies.SCOPE, cookies.judge_scope(self.set_cookies, auth_host, app_host), f"{self.auth}/login")
         return [Result(c, *self.findings[c.id]) for c in CHECKS if c.id in self.findings]
 
-    def anonymous_identity(self) -> None:
+    def anonymous_identity(self, baseline: Decision) -> None:
+        made = identity.forgeries(self.token)
+        if self.target.username:  # the real user's name, as an attacker who knows it sends it
+            made += identity.impersonations(self.target.username)
         outcomes = []
-        for forgery in identity.forgeries(self.token):
+        for forgery in made:
             response = self.hostile(self.app_url, forgery.headers)
             outcomes.append((forgery, self.decide(response), _text(response) if response else ""))
-        self.record(identity.ANONYMOUS, identity.judge_anonymous(outcomes), self.app_url)
+        self.record(identity.ANONYMOUS, identity.judge_anonymous(baseline, outcomes), self.app_url)
 
     def anonymous_forwarding(self, baseline: Decision) -> None:
         token = self.token()
@@ -220,7 +223,8 @@ class Probe:
         for forgery in identity.forgeries(self.token):
             response = self.hostile(self.app_url, forgery.headers, jar=jar)
             outcomes.append((forgery, self.decide(response), _text(response) if response else ""))
-        self.record(identity.SIGNED_IN, identity.judge_signed_in(_text(baseline), outcomes, username), self.app_url)
+        self.record(identity.SIGNED_IN, identity.judge_signed_in(_text(baseline), self.decide(baseline),
+                                                                   outcomes, username), self.app_url)
 
         forged = [(f, self.decide(self.hostile(self.app_url, f.headers, jar=jar)))
                   for f in forwarding.forgeries(self.app_url, self.token())]

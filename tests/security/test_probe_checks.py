@@ -349,6 +349,8 @@ def test_anonymous_access(decided, status):
 
 KEPT_OUT = Decision(access.TO_LOGIN, 302, APP)
 THROUGH = Decision(access.LET_THROUGH, 200)
+PROXY_400 = Decision(access.OTHER, 400)      # a proxy's own "Bad Request": no Location
+DROPPED = Decision(access.REFUSED, 0)         # the proxy closed the connection
 
 
 def test_forged_identity_covers_every_spelling_with_distinct_canaries():
@@ -387,7 +389,7 @@ def test_signed_in_app_that_shows_either_copy_of_a_header_sent_twice_fails(spell
     canary = forgery.headers[copy][1]
     outcomes = [(f, THROUGH, '{"user": ["alice"]}') for f in made if f is not forgery]
     outcomes.append((forgery, THROUGH, f'{{"user": ["alice", "{canary}"]}}'))
-    found = identity.judge_signed_in('{"user": ["alice"]}', outcomes, "alice")
+    found = identity.judge_signed_in('{"user": ["alice"]}', THROUGH, outcomes, "alice")
     assert found.status == FAIL and spelling in found.detail and forgery.headers[copy][0] in found.detail
 
 
@@ -398,18 +400,18 @@ def test_a_proxy_that_refuses_whitespace_before_the_colon_passes():
     assert "whitespace before the colon" in {f.spelling for f in made}
     refused = Decision(access.REFUSED, 400)
     outcomes = [(f, refused if f.spelling == "whitespace before the colon" else THROUGH, "alice") for f in made]
-    assert identity.judge_signed_in("alice", outcomes, "alice").status == OK
-    assert identity.judge_anonymous([(f, refused if f.spelling == "whitespace before the colon" else KEPT_OUT, "")
+    assert identity.judge_signed_in("alice", THROUGH, outcomes, "alice").status == OK
+    assert identity.judge_anonymous(KEPT_OUT, [(f, refused if f.spelling == "whitespace before the colon" else KEPT_OUT, "")
                                      for f in made]).status == OK
 
 
 @pytest.mark.asvs("V8.3.1")
 def test_anonymous_forged_identity_let_through_or_echoed_fails():
     made = identity.forgeries()
-    assert identity.judge_anonymous([(f, KEPT_OUT, "") for f in made]).status == OK
-    assert identity.judge_anonymous([(made[0], THROUGH, "")] + [(f, KEPT_OUT, "") for f in made[1:]]).status == FAIL
+    assert identity.judge_anonymous(KEPT_OUT, [(f, KEPT_OUT, "") for f in made]).status == OK
+    assert identity.judge_anonymous(KEPT_OUT, [(made[0], THROUGH, "")] + [(f, KEPT_OUT, "") for f in made[1:]]).status == FAIL
     echoed = next(iter(made[3].canaries))
-    assert identity.judge_anonymous([(f, KEPT_OUT, f"<p>{echoed}</p>") for f in made]).status == FAIL
+    assert identity.judge_anonymous(KEPT_OUT, [(f, KEPT_OUT, f"<p>{echoed}</p>") for f in made]).status == FAIL
 
 
 @pytest.mark.asvs("V8.3.1", "V4.1.3")
@@ -419,7 +421,7 @@ def test_signed_in_app_that_shows_a_forged_value_in_any_spelling_fails():
         canary, name = next(iter(forgery.canaries.items()))
         outcomes = [(f, THROUGH, '{"user": ["alice"]}') for f in made if f is not forgery]
         outcomes.append((forgery, THROUGH, f'{{"user": ["alice", "{canary}"]}}'))
-        found = identity.judge_signed_in('{"user": ["alice"]}', outcomes, "alice")
+        found = identity.judge_signed_in('{"user": ["alice"]}', THROUGH, outcomes, "alice")
         assert found.status == FAIL and name in found.detail, forgery.spelling
 
 
@@ -463,11 +465,11 @@ def test_a_proxy_that_passes_remote_user_or_another_login_proxys_header_fails_th
                                if re.sub(r"[_.]", "-", n.strip().lower()) == name.lower())
         outcomes = [(f, THROUGH, '{"user": ["alice"]}') for f in made if f is not forgery]
         outcomes.append((forgery, THROUGH, f'{{"user": ["alice"], "identity_fields": [["{spelled}", "{canary}"]]}}'))
-        found = identity.judge_signed_in('{"user": ["alice"]}', outcomes, "alice")
+        found = identity.judge_signed_in('{"user": ["alice"]}', THROUGH, outcomes, "alice")
         assert found.status == FAIL and spelled in found.detail, (forgery.spelling, found.detail)
         assert "authsvc never sends" in found.detail and "remove" in found.detail, found.detail
         anonymous = [(f, KEPT_OUT, f"<p>{canary}</p>" if f is forgery else "") for f in made]
-        echoed = identity.judge_anonymous(anonymous)
+        echoed = identity.judge_anonymous(KEPT_OUT, anonymous)
         assert echoed.status == FAIL and spelled in echoed.detail and "authsvc never sends" in echoed.detail
 
 
@@ -476,25 +478,68 @@ def test_a_forged_x_auth_user_is_not_called_another_proxys_header():
     forgery = made[0]
     canary = next(c for c, n in forgery.canaries.items() if n == "X-Auth-User")
     outcomes = [(f, THROUGH, f'{{"user": ["alice", "{canary}"]}}' if f is forgery else "alice") for f in made]
-    found = identity.judge_signed_in("alice", outcomes, "alice")
+    found = identity.judge_signed_in("alice", THROUGH, outcomes, "alice")
     assert found.status == FAIL and "X-Auth-User" in found.detail and "never sends" not in found.detail
 
 
 def test_signed_in_app_whose_user_vanishes_under_forged_headers_fails():
     made = identity.forgeries()
     outcomes = [(f, THROUGH, '{"user": []}') for f in made]
-    assert identity.judge_signed_in('{"user": ["Alice"]}', outcomes, "alice").status == FAIL
+    assert identity.judge_signed_in('{"user": ["Alice"]}', THROUGH, outcomes, "alice").status == FAIL
 
 
-def test_signed_in_app_that_keeps_showing_the_real_user_passes_and_a_refusal_is_fine():
+def test_signed_in_app_that_keeps_showing_the_real_user_passes_and_a_proxys_bare_400_is_fine():
     made = identity.forgeries()
-    outcomes = [(made[0], KEPT_OUT, "")] + [(f, THROUGH, "Signed in as ALICE") for f in made[1:]]
-    assert identity.judge_signed_in("Signed in as alice", outcomes, "alice").status == OK
+    outcomes = [(made[0], PROXY_400, "")] + [(f, THROUGH, "Signed in as ALICE") for f in made[1:]]
+    assert identity.judge_signed_in("Signed in as alice", THROUGH, outcomes, "alice").status == OK
+
+
+@pytest.mark.asvs("V8.3.1")
+@pytest.mark.parametrize("answer", [
+    Decision(access.REFUSED, 403), Decision(access.REFUSED, 401), KEPT_OUT, Decision(access.OTHER, 500),
+    Decision(access.ELSEWHERE, 302, location="/notes/home"),
+], ids=["403", "401", "sent to the login page", "500", "the app's own redirect"])
+def test_a_signed_in_user_answered_otherwise_with_forged_identity_headers_fails(answer):
+    """A proxy that hands the client's X-Auth-User to the app instead of the session's: the app
+    refuses a made-up name (403), which is not the proxy keeping anyone out. Only a bare 400 or a
+    closed connection is the proxy refusing the header itself."""
+    made = identity.forgeries()
+    outcomes = [(made[1], answer, "forbidden")] + [(f, THROUGH, "alice") for f in made if f is not made[1]]
+    found = identity.judge_signed_in("alice", THROUGH, outcomes, "alice")
+    assert found.status == FAIL and made[1].spelling in found.detail, found.detail
+
+
+@pytest.mark.asvs("V8.3.1")
+@pytest.mark.parametrize("answer", [
+    Decision(access.REFUSED, 403), Decision(access.REFUSED, 401), Decision(access.TO_LOGIN, 302, None),
+    Decision(access.TO_LOGIN, 401, APP), Decision(access.OTHER, 500), THROUGH,
+], ids=["403", "401", "next dropped", "other status", "500", "let through"])
+def test_an_anonymous_forgery_answered_otherwise_than_the_plain_request_fails(answer):
+    made = identity.forgeries() + identity.impersonations("alice")
+    forgery = made[-3]
+    outcomes = [(f, answer if f is forgery else KEPT_OUT, "") for f in made]
+    found = identity.judge_anonymous(KEPT_OUT, outcomes)
+    assert found.status == FAIL and forgery.spelling in found.detail, found.detail
+
+
+@pytest.mark.parametrize("refusal", [PROXY_400, DROPPED], ids=["400", "connection closed"])
+def test_an_anonymous_forgery_the_proxy_refuses_outright_passes(refusal):
+    made = identity.forgeries() + identity.impersonations("alice")
+    outcomes = [(f, refusal if f.spelling.startswith("whitespace") else KEPT_OUT, "") for f in made]
+    assert identity.judge_anonymous(KEPT_OUT, outcomes).status == OK
+
+
+def test_impersonations_name_the_real_user_in_every_spelling_of_every_user_name_header():
+    made = identity.impersonations("alice")
+    assert [f.spelling.split(", naming")[0] for f in made] == list(identity.SPELLINGS)
+    sent = {name for f in made for name, value in f.headers if value == "alice"}
+    assert {"X-Auth-User", "x_auth_user", "Remote-User", "REMOTE-USER", "X.Forwarded.User", "X-Auth-User "} <= sent
+    assert all(value == "alice" for f in made for _, value in f.headers)
 
 
 def test_an_app_that_does_not_show_the_user_cannot_prove_anything():
     made = identity.forgeries()
-    assert identity.judge_signed_in("<h1>Notes</h1>", [(f, THROUGH, "<h1>Notes</h1>") for f in made],
+    assert identity.judge_signed_in("<h1>Notes</h1>", THROUGH, [(f, THROUGH, "<h1>Notes</h1>") for f in made],
                                     "alice").status == NOT_APPLICABLE
 
 
@@ -532,10 +577,6 @@ def test_signed_in_forwarding():
     assert forwarding.judge_signed_in(THROUGH, [(f, THROUGH) for f in made]).status == OK
     assert forwarding.judge_signed_in(THROUGH, [(made[0], KEPT_OUT)]).status == FAIL
     assert forwarding.judge_signed_in(KEPT_OUT, []).status == NOT_APPLICABLE
-
-
-PROXY_400 = Decision(access.OTHER, 400)      # a proxy's own "Bad Request": no Location
-DROPPED = Decision(access.REFUSED, 0)         # the proxy closed the connection
 
 
 @pytest.mark.asvs("V4.1.3")
