@@ -3,6 +3,10 @@ and the like, empty ones, and ``Connection:`` naming them (a hop-by-hop header m
 drop the headers they set themselves: Traefik CVE-2024-45410). None may change the proxy's decision
 or the ``next`` the login page gets (authentik GHSA-5wcc-hf24-rf5h, tinyauth CVE-2026-137182,
 oauth2-proxy CVE-2026-40575, tinyauth GHSA-xg2q-62g2-cvcm).
+
+A made-up URL shows only in the ``next`` of a login redirect: when the plain request's redirect
+carries none (the app's origin is not allow-listed, or the proxy answers 401 without a redirect),
+an unchanged answer proves nothing about it, and the checks say they cannot tell.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from authsvc.probe.access import LET_THROUGH, Decision, refused_outright
+from authsvc.probe.access import LET_THROUGH, TO_LOGIN, Decision, refused_outright
 from authsvc.probe.model import Check, Finding, failed, not_applicable, passed
 
 FIX = ("Make the proxy describe the original request itself and overwrite whatever the client sent: nginx "
@@ -85,6 +89,12 @@ def forgeries(app_url: str, token: str) -> list[Forgery]:
     return made
 
 
+def shows_next(baseline: Decision) -> bool:
+    """Whether the plain anonymous request's answer would show a made-up URL: a login redirect
+    with a next."""
+    return baseline.kind == TO_LOGIN and baseline.next is not None
+
+
 def judge_anonymous(baseline: Decision, outcomes: list[tuple[Forgery, Decision]]) -> Finding:
     changed = [f"{f.label}: {d.describe()}" for f, d in outcomes
                if (d.kind, d.status, d.next) != (baseline.kind, baseline.status, baseline.next)
@@ -92,6 +102,10 @@ def judge_anonymous(baseline: Decision, outcomes: list[tuple[Forgery, Decision]]
     if changed:
         return failed(f"without them: {baseline.describe()}; with " + "; ".join(changed[:4])
                       + (" ..." if len(changed) > 4 else ""))
+    if not shows_next(baseline):
+        return not_applicable(f"{len(outcomes)} forgeries answered as without them ({baseline.describe()}), but "
+                              "with no next in the login redirect a made-up URL cannot show: allow-list the app's "
+                              "origin (AUTHSVC_REDIRECT_ALLOWED_ORIGINS or [[redirects.apps]]) to check it")
     return passed(f"{len(outcomes)} forgeries, each answered as without them ({baseline.describe()})"
                   + _refusals(outcomes))
 
@@ -106,10 +120,16 @@ def judge_signed_in(baseline: Decision, outcomes: list[tuple[Forgery, Decision]]
     return passed(f"{len(outcomes)} forgeries, each let through as without them" + _refusals(outcomes))
 
 
-def judge_login_host(status: int, location: str | None, token: str) -> Finding:
-    """The login host's /auth/verify asked with a made-up X-Original-URL: the made-up URL must not
-    come back as a ``next``."""
+def judge_login_host(status: int, location: str | None, token: str, baseline: Decision) -> Finding:
+    """The login host's /auth/verify asked with a made-up X-Original-URL (status 0: no answer): the
+    made-up URL must not come back as a ``next``. ``baseline``: the app's plain anonymous answer;
+    without a next there, authsvc drops the app's URLs anyway and the made-up one cannot show."""
     if location and f"{MARK}-{token}" in location:
         return failed(f"{status} with the made-up URL in Location: the proxy passes the client's X-Original-URL "
                       "to authsvc on the login host")
+    if status == 0:
+        return not_applicable("the login host gave no answer to the made-up forward-auth request")
+    if not shows_next(baseline):
+        return not_applicable(f"{status}, but the app's login redirect carries no next, so a made-up URL of the "
+                              "app would not show either")
     return passed(f"{status}, the made-up URL is not used")

@@ -149,7 +149,7 @@ class Probe:
             ("X-Original-URL", elsewhere), ("X-Forwarded-Host", urlsplit(elsewhere).netloc),
             ("X-Forwarded-Uri", urlsplit(elsewhere).path)])
         self.record(forwarding.LOGIN_HOST, forwarding.judge_login_host(
-            verify.status if verify else 0, verify.header("Location") if verify else None, token),
+            verify.status if verify else 0, verify.header("Location") if verify else None, token, baseline),
             f"{self.auth}/auth/verify")
 
     def malformed(self, issued: tuple[str, str] | None) -> None:

@@ -635,9 +635,26 @@ def test_a_bare_400_to_a_forwarding_forgery_without_a_connection_header_still_fa
 
 
 def test_login_host_forgery_shows_in_the_location():
-    assert forwarding.judge_login_host(302, f"{AUTH}/login?next=https%3A//app/probe-forged-tok", "tok").status == FAIL
-    assert forwarding.judge_login_host(302, f"{AUTH}/login", "tok").status == OK
-    assert forwarding.judge_login_host(404, None, "tok").status == OK
+    assert forwarding.judge_login_host(302, f"{AUTH}/login?next=https%3A//app/probe-forged-tok", "tok",
+                                       KEPT_OUT).status == FAIL
+    assert forwarding.judge_login_host(302, f"{AUTH}/login", "tok", KEPT_OUT).status == OK
+    assert forwarding.judge_login_host(404, None, "tok", KEPT_OUT).status == OK
+
+
+@pytest.mark.asvs("V4.1.3")
+@pytest.mark.parametrize("baseline", [
+    Decision(access.TO_LOGIN, 302, None), Decision(access.REFUSED, 401), THROUGH,
+], ids=["login redirect without next", "401 without a redirect", "let through"])
+def test_forwarding_checks_that_cannot_see_a_made_up_url_are_not_applicable_not_passed(baseline):
+    """Without a next in the plain request's login redirect, a forged X-Original-URL that authsvc
+    reads changes nothing visible: an unchanged answer is no pass."""
+    made = forwarding.forgeries(APP, "x")
+    assert forwarding.judge_anonymous(baseline, [(f, baseline) for f in made]).status == NOT_APPLICABLE
+    assert forwarding.judge_login_host(302, f"{AUTH}/login", "x", baseline).status == NOT_APPLICABLE
+    assert forwarding.judge_login_host(0, None, "x", KEPT_OUT).status == NOT_APPLICABLE
+    changed = [(f, Decision(access.LET_THROUGH, 200) if f is made[0] else baseline) for f in made]
+    if baseline.kind != access.LET_THROUGH:
+        assert forwarding.judge_anonymous(baseline, changed).status == FAIL
 
 
 # --- session cookies that are not sessions ------------------------------------------------------------------

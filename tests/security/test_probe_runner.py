@@ -253,3 +253,12 @@ def test_a_403_to_forged_identity_headers_where_the_plain_request_goes_to_the_lo
     status, detail = found["identity.anonymous"]
     assert status == FAIL and "403" in detail, detail
 
+
+# --- finding 2: forwarding checks blind without next ---------------------------------------------------
+
+
+@pytest.mark.asvs("V4.1.3")
+def test_forwarding_checks_without_a_next_to_compare_say_so_instead_of_passing():
+    found = run(Deployment("nonext"))
+    assert found["forwarding.next"][0] == NOT_APPLICABLE, found["forwarding.next"]
+    assert found["forwarding.login_host"][0] == NOT_APPLICABLE, found["forwarding.login_host"]
