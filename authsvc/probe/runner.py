@@ -68,6 +68,7 @@ class Probe:
         self.findings: dict[str, tuple[Finding, str]] = {}
         self.set_cookies: list[SetCookie] = []
         self.malformed_outcomes: list[tuple[str, Decision]] = []
+        self.anonymous = Decision(access.OTHER, 0)  # the plain anonymous request's decision, once asked
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -104,13 +105,13 @@ class Probe:
                                                  headers.judge_framing, headers.judge_referrer, headers.judge_cache)):
             self.record(check, judge(login_page.headers), login_page.url)
 
-        baseline = self.decide(self.get(self.app_url))
+        baseline = self.anonymous = self.decide(self.get(self.app_url))
         self.record(access.ANONYMOUS, access.judge_anonymous(baseline, self.app_url), self.app_url)
         self.anonymous_identity(baseline)
         self.anonymous_forwarding(baseline)
         issued = anonymous.value("session")
-        self.malformed(issued)
-        self.health_checks()
+        self.malformed(issued, baseline)
+        self.health_checks(baseline)
         next_problems = self.hostile_next(None)
 
         if self.target.username is None or self.target.password is None:
@@ -152,7 +153,7 @@ class Probe:
             verify.status if verify else 0, verify.header("Location") if verify else None, token, baseline),
             f"{self.auth}/auth/verify")
 
-    def malformed(self, issued: tuple[str, str] | None) -> None:
+    def malformed(self, issued: tuple[str, str] | None, baseline: Decision) -> None:
         names = [issued[0]] if issued else list(DEFAULT_SESSION_NAMES)
         outcomes = []
         for name in names:
@@ -165,12 +166,12 @@ class Probe:
             for other in sessions.name_variants(name):
                 outcomes.append((f"renamed {other}", self.app_with_cookie(f"{other}={value}")))
         self.malformed_outcomes = outcomes
-        self.record(sessions.MALFORMED, sessions.judge_malformed(outcomes), self.app_url)
+        self.record(sessions.MALFORMED, sessions.judge_malformed(baseline, outcomes), self.app_url)
 
-    def health_checks(self) -> None:
+    def health_checks(self, baseline: Decision) -> None:
         outcomes = [(agent, self.decide(self.hostile(self.app_url, [("User-Agent", agent)])))
                     for agent in sessions.HEALTH_CHECK_AGENTS]
-        self.record(sessions.HEALTH_CHECK, sessions.judge_health_check(outcomes), self.app_url)
+        self.record(sessions.HEALTH_CHECK, sessions.judge_health_check(baseline, outcomes), self.app_url)
 
     def hostile_next(self, jar: Jar | None) -> list[str | None]:
         problems = []
@@ -236,7 +237,7 @@ class Probe:
             more = [(f"{name} live session, {label[len('issued, '):]}", self.app_with_cookie(f"{name}={altered}"))
                     for label, altered in sessions.malformed_values(value) if label.startswith("issued")]
             outcomes_all = self.malformed_outcomes + more
-            self.record(sessions.MALFORMED, sessions.judge_malformed(outcomes_all), self.app_url)
+            self.record(sessions.MALFORMED, sessions.judge_malformed(self.anonymous, outcomes_all), self.app_url)
 
         problems = self.hostile_next(jar)
         self.logout(jar)

@@ -2,11 +2,17 @@
 login page that names no user, another prefix, two at once. None may reach the app (authentik
 CVE-2026-25748: a malformed session cookie passed forward auth with no identity headers). Nor may
 a health checker's User-Agent (oauth2-proxy CVE-2026-34457).
+
+Each answer is judged against the plain anonymous request's: a proxy that keeps the client out
+answers it the same way (the same login redirect). A 401, 403 or 5xx where the plain request is
+sent to the login page is the app answering a request the proxy let through without an identity.
+Only a proxy refusing a cookie header outright (a bare 400, a closed connection: as authsvc's own
+host answers two session cookies) is kept out another way.
 """
 
 from __future__ import annotations
 
-from authsvc.probe.access import Decision, kept_out
+from authsvc.probe.access import Decision, kept_out, refused_outright, same
 from authsvc.probe.model import Check, Finding, failed, passed
 
 MALFORMED = Check("session.malformed", "malformed, truncated, tampered or empty session cookies never reach the app",
@@ -62,18 +68,23 @@ def name_variants(name: str) -> list[str]:
     return sorted(variants)
 
 
-def judge_malformed(outcomes: list[tuple[str, Decision]]) -> Finding:
-    through = [f"{label}: {d.describe()}" for label, d in outcomes if not kept_out(d)]
-    errors = [f"{label}: {d.status}" for label, d in outcomes if d.status >= 500]
-    if through:
-        return failed(f"{len(through)} of {len(outcomes)} reached the app: " + "; ".join(through[:5]))
-    if errors:
-        return failed("server errors (bad input must get a 4xx or the login page): " + "; ".join(errors[:5]))
-    return passed(f"{len(outcomes)} cookies, each kept out")
+def _reached(baseline: Decision, d: Decision) -> bool:
+    return not kept_out(d) or not same(d, baseline)
 
 
-def judge_health_check(outcomes: list[tuple[str, Decision]]) -> Finding:
-    through = [f"{agent or '(none)'!r}: {d.describe()}" for agent, d in outcomes if not kept_out(d)]
+def judge_malformed(baseline: Decision, outcomes: list[tuple[str, Decision]]) -> Finding:
+    """``baseline``: the decision on the plain anonymous request."""
+    through = [f"{label}: {d.describe()}" for label, d in outcomes
+               if _reached(baseline, d) and not refused_outright(d)]
     if through:
-        return failed("let through without a session: " + "; ".join(through))
-    return passed(f"{len(outcomes)} User-Agents, each kept out")
+        return failed(f"{len(through)} of {len(outcomes)} answered otherwise than without a cookie "
+                      f"({baseline.describe()}): " + "; ".join(through[:5]))
+    return passed(f"{len(outcomes)} cookies, each kept out as without one")
+
+
+def judge_health_check(baseline: Decision, outcomes: list[tuple[str, Decision]]) -> Finding:
+    """``baseline``: the decision on the plain anonymous request, which every User-Agent must get."""
+    through = [f"{agent or '(none)'!r}: {d.describe()}" for agent, d in outcomes if _reached(baseline, d)]
+    if through:
+        return failed(f"answered otherwise than without them ({baseline.describe()}): " + "; ".join(through))
+    return passed(f"{len(outcomes)} User-Agents, each answered as without them")

@@ -679,14 +679,43 @@ def test_name_variants_are_the_other_prefixes_and_cases():
 @pytest.mark.asvs("V7.2.1")
 def test_any_malformed_cookie_let_through_or_a_server_error_fails():
     kept = [(f"c{i}", KEPT_OUT) for i in range(5)]
-    assert sessions.judge_malformed(kept).status == OK
-    assert sessions.judge_malformed(kept + [("truncated", THROUGH)]).status == FAIL
+    assert sessions.judge_malformed(KEPT_OUT, kept).status == OK
+    assert sessions.judge_malformed(KEPT_OUT, kept + [("truncated", THROUGH)]).status == FAIL
     # The app's own redirect is the app answering: the cookie got through.
-    assert sessions.judge_malformed(kept + [("renamed", Decision(access.ELSEWHERE, 302, location="/home"))]).status == FAIL
-    assert sessions.judge_malformed(kept + [("4 KiB", Decision(access.OTHER, 400))]).status == OK
-    assert sessions.judge_malformed(kept + [("huge", Decision(access.OTHER, 500))]).status == FAIL
-    assert sessions.judge_health_check([("kube-probe/1.31", THROUGH)]).status == FAIL
-    assert sessions.judge_health_check([(a, KEPT_OUT) for a in sessions.HEALTH_CHECK_AGENTS]).status == OK
+    assert sessions.judge_malformed(KEPT_OUT, kept + [("renamed", Decision(access.ELSEWHERE, 302, location="/home"))]).status == FAIL
+    assert sessions.judge_malformed(KEPT_OUT, kept + [("4 KiB", Decision(access.OTHER, 400))]).status == OK
+    assert sessions.judge_malformed(KEPT_OUT, kept + [("huge", Decision(access.OTHER, 500))]).status == FAIL
+    assert sessions.judge_health_check(KEPT_OUT, [("kube-probe/1.31", THROUGH)]).status == FAIL
+    assert sessions.judge_health_check(KEPT_OUT, [(a, KEPT_OUT) for a in sessions.HEALTH_CHECK_AGENTS]).status == OK
+
+
+@pytest.mark.asvs("V7.2.1", "V8.3.1")
+@pytest.mark.parametrize("answer", [
+    Decision(access.REFUSED, 401), Decision(access.REFUSED, 403), Decision(access.OTHER, 502),
+    Decision(access.TO_LOGIN, 302, None), Decision(access.REFUSED, 401, location=f"{AUTH}/login"),
+], ids=["401", "403", "502", "login without next", "401 with a login Location"])
+def test_a_cookie_or_user_agent_answered_otherwise_than_the_plain_request_fails(answer):
+    """A proxy that fails open passes the request on with no identity; the app refusing it (401,
+    403) is not the proxy keeping the client out (authentik CVE-2026-25748, oauth2-proxy
+    CVE-2026-34457)."""
+    kept = [(f"c{i}", KEPT_OUT) for i in range(5)]
+    found = sessions.judge_malformed(KEPT_OUT, kept + [("truncated", answer)])
+    assert found.status == FAIL and "truncated" in found.detail
+    found = sessions.judge_health_check(KEPT_OUT, [("kube-probe/1.31", answer), ("Traefik", KEPT_OUT)])
+    assert found.status == FAIL and "kube-probe" in found.detail
+
+
+@pytest.mark.parametrize("refusal", [PROXY_400, DROPPED], ids=["400", "connection closed"])
+def test_a_cookie_the_proxy_or_authsvc_refuses_outright_passes(refusal):
+    """authsvc answers two session cookies on its own host with a bare 400; a proxy may refuse a
+    cookie header it cannot read the same way."""
+    assert sessions.judge_malformed(KEPT_OUT, [("two session cookies", refusal), ("x", KEPT_OUT)]).status == OK
+
+
+def test_a_deployment_that_refuses_anonymous_requests_with_401_passes_when_every_cookie_gets_401():
+    refused = Decision(access.REFUSED, 401)
+    assert sessions.judge_malformed(refused, [("x", refused), ("y", refused)]).status == OK
+    assert sessions.judge_health_check(refused, [("kube-probe/1.31", refused)]).status == OK
 
 
 # --- hostile next ------------------------------------------------------------------------------------------

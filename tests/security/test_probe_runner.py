@@ -262,3 +262,18 @@ def test_forwarding_checks_without_a_next_to_compare_say_so_instead_of_passing()
     found = run(Deployment("nonext"))
     assert found["forwarding.next"][0] == NOT_APPLICABLE, found["forwarding.next"]
     assert found["forwarding.login_host"][0] == NOT_APPLICABLE, found["forwarding.login_host"]
+
+
+# --- finding 3: the app's own refusal is not the proxy keeping a client out -------------------------------
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_health_checker_user_agents_that_reach_an_app_answering_403_itself_fail():
+    status, detail = run(Deployment("health"))["session.health_check"]
+    assert status == FAIL and "kube-probe" in detail and "403" in detail, detail
+
+
+@pytest.mark.asvs("V7.2.1")
+def test_malformed_cookies_that_reach_an_app_answering_401_itself_fail():
+    status, detail = run(Deployment("malformed"))["session.malformed"]
+    assert status == FAIL and "401" in detail, detail
