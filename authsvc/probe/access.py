@@ -1,12 +1,16 @@
 """What the proxy decided about a request to the app, read from its answer: let through (2xx),
 sent to the login page (a redirect to the login host, with or without ``next``), refused (401,
 403) or something else. The other families compare these decisions.
+
+The login page is authsvc's only when the ``Location``, resolved against the URL asked as a
+browser does, lands on the login host: an app without forward auth that sends its visitors to its
+own ``/login`` is the app answering.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 from authsvc.probe.model import Check, Finding, failed, passed, shown
 from authsvc.probe.redirects import normal_origin
@@ -43,19 +47,28 @@ def login_next(location: str) -> tuple[bool, str | None]:
     return parts.path.rstrip("/").endswith("/login"), (values[0] if len(values) == 1 else None)
 
 
-def decision(status: int, location: str | None, auth_origin: str) -> Decision:
+def resolved(location: str, url: str) -> str | None:
+    """Where a browser sent from ``url`` to ``location`` arrives, or None when a browser may read
+    it otherwise than urljoin (a backslash, whitespace, a control character) or no URL parser
+    reads it ("https://[x/login")."""
+    if "\\" in location or any(ord(c) <= 0x20 or ord(c) == 0x7f for c in location):
+        return None
+    try:
+        return urljoin(url, location)
+    except ValueError:
+        return None
+
+
+def decision(status: int, location: str | None, auth_origin: str, url: str) -> Decision:
+    """The proxy's decision on a request for ``url``, from its answer's status and ``Location``."""
     if 200 <= status < 300:
         return Decision(LET_THROUGH, status)
     if status in (401, 403) and not location:
         return Decision(REFUSED, status)
-    if location and (300 <= status < 400 or status == 401):
-        try:
-            is_login, next_value = login_next(location)
-        except ValueError:  # a Location no URL parser reads ("https://[x/login") leads to no login page
-            is_login, next_value = False, None
-        absolute = normal_origin(location)
-        relative = location.startswith("/") and not location.startswith("//") and "\\" not in location
-        if is_login and (absolute is None and relative or absolute == auth_origin):
+    target = resolved(location, url) if location else None
+    if target and (300 <= status < 400 or status == 401) and normal_origin(target) == auth_origin:
+        is_login, next_value = login_next(target)
+        if is_login:
             return Decision(TO_LOGIN, status, next_value, location)
     if status in (401, 403):
         return Decision(REFUSED, status, location=location)

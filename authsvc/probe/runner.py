@@ -81,7 +81,7 @@ class Probe:
     def decide(self, response: Response | None) -> Decision:
         if response is None:  # the proxy closed the connection on a hostile request: kept out
             return Decision(access.REFUSED, 0)
-        return access.decision(response.status, response.header("Location"), self.auth_origin)
+        return access.decision(response.status, response.header("Location"), self.auth_origin, response.url)
 
     def hostile(self, url: str, headers=(), jar: Jar | None = None) -> Response | None:
         """A request a proxy may rightly drop the connection on: None then, once a plain request

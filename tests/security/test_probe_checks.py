@@ -310,7 +310,11 @@ def test_login_page_must_not_be_stored(found, status):
     (204, None, access.LET_THROUGH, None),
     (302, f"{AUTH}/login?next=https%3A%2F%2Fapp.example.com%2Fnotes%2F", access.TO_LOGIN, APP),
     (302, f"{AUTH}:443/login", access.TO_LOGIN, None),
-    (303, "/login?next=/x", access.TO_LOGIN, "/x"),
+    (303, "/login?next=/x", access.ELSEWHERE, None),         # the app's own login page
+    (302, "https://app.example.com/login?next=x", access.ELSEWHERE, None),
+    (302, "login", access.ELSEWHERE, None),
+    (302, "/\\auth.example.com/login", access.ELSEWHERE, None),
+    (302, "//auth.example.com/login?next=a", access.TO_LOGIN, "a"),
     (401, f"{AUTH}/login?next=a", access.TO_LOGIN, "a"),
     (302, f"{AUTH}/login?next=a&next=b", access.TO_LOGIN, None),
     (302, "https://evil.example/login?next=x", access.ELSEWHERE, None),
@@ -327,9 +331,29 @@ def test_login_page_must_not_be_stored(found, status):
     (302, f"{AUTH}:99999999/login", access.ELSEWHERE, None),
 ])
 def test_the_proxys_decision_is_read_from_its_answer(status, location, kind, next_value):
-    decided = access.decision(status, location, AUTH)
+    decided = access.decision(status, location, AUTH, APP)
     assert (decided.kind, decided.next) == (kind, next_value)
     assert access.kept_out(decided) == (kind not in (access.LET_THROUGH, access.ELSEWHERE))
+
+
+@pytest.mark.asvs("V8.3.1")
+@pytest.mark.parametrize(("location", "url", "kind"), [
+    ("/login", APP, access.ELSEWHERE),
+    ("/login?next=https%3A%2F%2Fapp.example.com%2Fnotes%2F", APP, access.ELSEWHERE),
+    ("../login", APP, access.ELSEWHERE),
+    ("/login", f"{AUTH}/auth/verify", access.TO_LOGIN),
+    ("login", f"{AUTH}/", access.TO_LOGIN),
+    ("https://AUTH.example.com:443/login", APP, access.TO_LOGIN),
+    ("https://auth.example.com.evil.example/login", APP, access.ELSEWHERE),
+    ("http://auth.example.com/login", APP, access.ELSEWHERE),
+    ("/login\t", f"{AUTH}/", access.ELSEWHERE),
+], ids=["app's own /login", "app's own /login with next", "app's own ../login", "relative on the login host",
+        "path-relative on the login host", "absolute, any case, default port", "look-alike host", "http",
+        "tab"])
+def test_a_location_is_the_login_page_only_where_a_browser_lands_on_the_login_host(location, url, kind):
+    """An app without forward auth that redirects to its own /login is the app answering, not
+    authsvc's login page: the Location is resolved against the URL asked, as a browser does."""
+    assert access.decision(302, location, AUTH, url).kind == kind
 
 
 @pytest.mark.parametrize(("decided", "status"), [

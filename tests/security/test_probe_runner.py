@@ -277,3 +277,12 @@ def test_health_checker_user_agents_that_reach_an_app_answering_403_itself_fail(
 def test_malformed_cookies_that_reach_an_app_answering_401_itself_fail():
     status, detail = run(Deployment("malformed"))["session.malformed"]
     assert status == FAIL and "401" in detail, detail
+
+
+# --- finding 4: a relative /login on the app host -------------------------------------------------------
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_an_app_with_no_forward_auth_redirecting_to_its_own_login_page_fails_access_anonymous():
+    status, detail = run(Deployment("unprotected"), user=False)["access.anonymous"]
+    assert status == FAIL and "/login" in detail, detail
