@@ -11,9 +11,13 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 from authsvc.probe.access import TO_LOGIN, Decision, kept_out
-from authsvc.probe.model import Check, Finding, failed, not_applicable, passed
+from authsvc.probe.model import OK, Check, Finding, failed, not_applicable, passed
 
 LOGOUT_GRACE_SECONDS = 1.0
+# Requests with the old cookies after the grace (and at the login page): a session that survives
+# on one node of several, or in a cache some requests miss, shows in some answers and not others.
+LATE_ATTEMPTS = 5
+REPLAY_ATTEMPTS = 3
 
 SIGN_IN = Check("signin.form", "signing in through the login form reaches the app",
                 "Check the probe account (no second factor; `authsvc user list`), that the app's origin is "
@@ -98,7 +102,8 @@ def judge_sign_in(status: int, location: str | None, arrived: Decision | None) -
 
 def judge_logout(logout_status: int, attempts: list[tuple[float, Decision]]) -> Finding:
     """``attempts``: (seconds after the logout answer when the request started, the app's decision)
-    with the cookies from before the logout, until one is kept out."""
+    with the cookies from before the logout, until several past the grace. Every one past the
+    grace must be kept out, and a pass needs one there: a first refusal proves no more than that."""
     if not (300 <= logout_status < 400 or logout_status == 200):
         return failed(f"the logout form's post answered {logout_status}")
     if not attempts:
@@ -106,13 +111,18 @@ def judge_logout(logout_status: int, attempts: list[tuple[float, Decision]]) -> 
     late = [(t, d) for t, d in attempts if t > LOGOUT_GRACE_SECONDS and not kept_out(d)]
     if late:
         t, d = late[0]
-        return failed(f"the app still answered {d.status} to the old cookies {t:.2f} s after logout")
+        return failed(f"the app still answered {d.status} to the old cookies {t:.2f} s after logout"
+                      + (f" ({len(late)} of the requests after {LOGOUT_GRACE_SECONDS:g} s)" if len(late) > 1 else ""))
     refused = [(t, d) for t, d in attempts if kept_out(d)]
     if not refused:
         return failed(f"the app still answered the old cookies {attempts[-1][0]:.2f} s after logout")
+    after = [t for t, _ in attempts if t > LOGOUT_GRACE_SECONDS]
+    if not after:
+        return not_applicable(f"no request with the old cookies after {LOGOUT_GRACE_SECONDS:g} s")
     t, d = refused[0]
     where = "to the login page" if d.kind == TO_LOGIN else d.kind
-    return passed(f"the old cookies were sent {where} {t:.2f} s after logout")
+    return passed(f"the old cookies were sent {where} {t:.2f} s after logout, and every time up to "
+                  f"{after[-1]:.2f} s ({len(attempts)} requests)")
 
 
 def judge_replay(status: int, page: str) -> Finding:
@@ -123,3 +133,15 @@ def judge_replay(status: int, page: str) -> Finding:
     if status == 200 and login_form(page) is not None:
         return passed("the login page asks for a password")
     return failed(f"{status} without a login form")
+
+
+def judge_replays(answers: list[tuple[int, str]]) -> Finding:
+    """Several askings of :func:`judge_replay` (status, page): any one that lets the old cookies
+    through fails."""
+    if not answers:
+        return not_applicable("the login page was not asked after logout")
+    for number, (status, page) in enumerate(answers, 1):
+        found = judge_replay(status, page)
+        if found.status != OK:
+            return failed(f"request {number} of {len(answers)}: {found.detail}")
+    return passed(f"{found.detail}, {len(answers)} times")

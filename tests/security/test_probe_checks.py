@@ -860,8 +860,10 @@ def test_a_sign_in_that_does_not_reach_the_app_fails_and_says_why(status, locati
 
 @pytest.mark.asvs("V7.4.1")
 @pytest.mark.parametrize(("attempts", "status"), [
-    ([(0.0, KEPT_OUT)], OK),
-    ([(0.0, THROUGH), (0.5, THROUGH), (0.9, KEPT_OUT)], OK),
+    ([(0.0, KEPT_OUT), (1.1, KEPT_OUT)], OK),
+    ([(0.0, THROUGH), (0.5, THROUGH), (0.9, KEPT_OUT), (1.1, KEPT_OUT), (1.5, KEPT_OUT)], OK),
+    ([(0.0, KEPT_OUT)], NOT_APPLICABLE),
+    ([(0.0, KEPT_OUT), (1.1, KEPT_OUT), (1.2, THROUGH), (1.3, KEPT_OUT)], FAIL),
     ([(0.0, THROUGH), (1.05, THROUGH)], FAIL),
     ([(0.0, THROUGH), (0.5, THROUGH)], FAIL),
     ([(0.0, THROUGH), (1.2, KEPT_OUT)], OK),
@@ -870,6 +872,14 @@ def test_a_sign_in_that_does_not_reach_the_app_fails_and_says_why(status, locati
 ])
 def test_logout_must_end_access_within_a_second(attempts, status):
     assert signin.judge_logout(303, attempts).status == status
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_old_cookies_signing_in_at_the_login_page_on_any_asking_fail_replay():
+    assert signin.judge_replays([(200, LOGIN_PAGE)] * 3).status == OK
+    found = signin.judge_replays([(200, LOGIN_PAGE), (303, ""), (200, LOGIN_PAGE)])
+    assert found.status == FAIL and "request 2 of 3" in found.detail
+    assert signin.judge_replays([]).status == NOT_APPLICABLE
 
 
 def test_a_failed_logout_post_and_a_surviving_session_fail():

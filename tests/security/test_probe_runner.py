@@ -286,3 +286,18 @@ def test_malformed_cookies_that_reach_an_app_answering_401_itself_fail():
 def test_an_app_with_no_forward_auth_redirecting_to_its_own_login_page_fails_access_anonymous():
     status, detail = run(Deployment("unprotected"), user=False)["access.anonymous"]
     assert status == FAIL and "/login" in detail, detail
+
+
+# --- finding 5: a session that survives logout now and then -----------------------------------------------
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_a_session_let_through_every_other_request_after_logout_fails():
+    status, detail = run(Deployment("flakycache"))["logout.ends_access"]
+    assert status == FAIL and "after logout" in detail, detail
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_old_cookies_that_sign_in_at_the_login_page_every_other_time_fail_replay():
+    status, detail = run(Deployment("flakyreplay"))["logout.replay"]
+    assert status == FAIL, detail
