@@ -194,6 +194,9 @@ class Probe:
         form = signin.login_form(page.text)
         if page.status != 200 or form is None:
             return failed(f"no login form with a password field at {self.auth}/login ({page.status})"), None
+        problem = signin.action_problem(form.action or "/login", page.url, self.auth_origin)
+        if problem:
+            return failed(f"the login form {problem}: the probe sent no password"), None
         fields = dict(form.fields)
         user_field = next((n for n, t in form.types.items() if t in ("text", "email")), "username")
         password_field = next(n for n, t in form.types.items() if t == "password")
@@ -201,7 +204,7 @@ class Probe:
         fields[password_field] = self.target.password or ""
         if form.types.get("remember") == "checkbox":
             fields["remember"] = "on"  # so the logout checks see a remember-me token end too
-        posted = self.client.request("POST", urljoin(page.url, form.action or "/login"), [
+        posted = self.client.request("POST", urljoin(page.url, form.action.strip() or "/login"), [
             ("Content-Type", "application/x-www-form-urlencoded"), ("Origin", self.auth_origin),
             ("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "navigate"), ("Sec-Fetch-Dest", "document"),
         ], urlencode(fields).encode(), jar=jar)
@@ -247,11 +250,14 @@ class Probe:
         stolen = jar.copy()  # what a thief (or a second tab) holds: must stop working
         account = self.get(f"{self.auth}/", jar=jar)
         form = signin.logout_form(account.text)
-        if form is None:
+        problem = signin.action_problem(form.action, account.url, self.auth_origin) if form else None
+        if form is None or problem:
+            detail = (f"the logout form {problem}: the probe did not post it" if problem
+                      else f"no logout form on {self.auth}/ ({account.status})")
             for check in (signin.LOGOUT, signin.REPLAY):
-                self.record(check, failed(f"no logout form on {self.auth}/ ({account.status})"), f"{self.auth}/")
+                self.record(check, failed(detail), f"{self.auth}/")
             return
-        out = self.client.request("POST", urljoin(account.url, form.action), [
+        out = self.client.request("POST", urljoin(account.url, form.action.strip()), [
             ("Content-Type", "application/x-www-form-urlencoded"), ("Origin", self.auth_origin),
             ("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "navigate"), ("Sec-Fetch-Dest", "document"),
         ], urlencode(form.fields).encode(), jar=jar)

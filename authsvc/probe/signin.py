@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from urllib.parse import urljoin
 
 from authsvc.probe.access import TO_LOGIN, Decision, kept_out
-from authsvc.probe.model import OK, Check, Finding, failed, not_applicable, passed
+from authsvc.probe.model import OK, Check, Finding, failed, not_applicable, passed, shown
+from authsvc.probe.redirects import normal_origin
 
 LOGOUT_GRACE_SECONDS = 1.0
 # Requests with the old cookies after the grace (and at the login page): a session that survives
@@ -80,6 +82,24 @@ def login_form(page: str) -> Form | None:
 
 def logout_form(page: str) -> Form | None:
     return next((f for f in forms(page) if f.method == "post" and f.action.rstrip("/").endswith("/logout")), None)
+
+
+def action_problem(action: str, page_url: str, auth_origin: str) -> str | None:
+    """Why the probe must not post a form whose ``action`` it read on ``page_url``, or None. The
+    password (or the session, for the logout form) goes to the login host only: a page that names
+    another host, or an action a browser may read otherwise than the probe (a backslash, a control
+    or non-ASCII character), gets nothing."""
+    action = action.strip(" \t\n\f\r")  # as browsers strip an action
+    if "\\" in action or any(ord(c) < 0x20 or ord(c) >= 0x7f for c in action):
+        return f"action {shown(action, 100)!r} has a backslash, a control or a non-ASCII character"
+    try:
+        target = urljoin(page_url, action)
+    except ValueError:
+        return f"action {shown(action, 100)!r} is not a URL"
+    origin = normal_origin(target)
+    if origin != auth_origin:
+        return f"posts to {shown(origin or target, 100)}, not the login host {auth_origin}"
+    return None
 
 
 def judge_sign_in(status: int, location: str | None, arrived: Decision | None) -> Finding:

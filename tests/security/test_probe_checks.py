@@ -847,6 +847,23 @@ def test_hostile_markup_never_breaks_the_form_reader(page):
     assert found is None or found.method == "post"
 
 
+@pytest.mark.asvs("V6.3.1")
+@pytest.mark.parametrize("action", [
+    "https://evil.example/collect", "//evil.example/collect", "https://auth.example.com.evil.example/login",
+    "http://auth.example.com/login", "https://auth.example.com:444/login", "/\\evil.example/login",
+    "/l\u00f6gin", "/login\x00", "https://[::1/login", "https://auth.example.com:99999/login",
+    "javascript:alert(1)",
+], ids=repr)
+def test_a_form_posting_anywhere_but_the_login_host_gets_no_password(action):
+    assert signin.action_problem(action, f"{AUTH}/login?next=x", AUTH)
+
+
+@pytest.mark.parametrize("action", ["/login", "", "?next=x", "login", " /login ", f"{AUTH}/login",
+                                    "https://AUTH.example.com:443/logout"], ids=repr)
+def test_a_form_posting_to_the_login_host_may_be_posted(action):
+    assert signin.action_problem(action, f"{AUTH}/login?next=x", AUTH) is None
+
+
 @pytest.mark.parametrize(("status", "location", "arrived", "text"), [
     (401, None, None, "not correct"), (429, None, None, "throttled"), (400, None, None, "refused"),
     (403, None, None, "refused"), (200, None, None, "not a redirect"),

@@ -301,3 +301,22 @@ def test_a_session_let_through_every_other_request_after_logout_fails():
 def test_old_cookies_that_sign_in_at_the_login_page_every_other_time_fail_replay():
     status, detail = run(Deployment("flakyreplay"))["logout.replay"]
     assert status == FAIL, detail
+
+
+# --- finding 6: the password goes to the login host only ----------------------------------------------------
+
+
+@pytest.mark.asvs("V6.3.1")
+def test_a_login_form_posting_to_another_host_gets_no_password():
+    deployment = Deployment("evilaction")
+    status, detail = run(deployment)["signin.form"]
+    assert status == FAIL and "evil.example" in detail, detail
+    assert not [url for _, url in deployment.asked if url.startswith(EVIL)]
+    assert all(PASSWORD not in form.values() for _, form in deployment.posted)
+
+
+def test_a_logout_form_posting_to_another_host_is_not_followed():
+    deployment = Deployment("evillogout")
+    found = run(deployment)
+    assert found["logout.ends_access"][0] == FAIL and "evil.example" in found["logout.ends_access"][1]
+    assert not [url for _, url in deployment.asked if url.startswith(EVIL)]
