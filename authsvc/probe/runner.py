@@ -8,6 +8,7 @@ the logout runs last.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -188,7 +189,8 @@ class Probe:
 
     # --- signed in ------------------------------------------------------------------------------------
 
-    def sign_in(self, jar: Jar) -> tuple[Finding, Decision | None]:
+    def sign_in(self, jar: Jar) -> tuple[Finding | None, Response | None]:
+        """Post the login form: (None, the answer), or (why nothing was posted, None)."""
         page = self.get(f"{self.auth}/login?next={quote(self.app_url, safe='')}", jar=jar)
         self.set_cookies += page.set_cookies
         form = signin.login_form(page.text)
@@ -209,18 +211,36 @@ class Probe:
             ("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "navigate"), ("Sec-Fetch-Dest", "document"),
         ], urlencode(fields).encode(), jar=jar)
         self.set_cookies += posted.set_cookies
-        location = posted.header("Location")
-        arrived = self.decide(self.get(self.app_url, jar=jar)) if 300 <= posted.status < 400 else None
-        return signin.judge_sign_in(posted.status, location, arrived), arrived
+        return None, posted
 
     def signed_in(self) -> list[str | None]:
+        """The checks that need a session, then the logout checks. Once the sign-in post answered
+        with a redirect a session may live: whatever happens next, the probe signs out before it
+        returns or raises, so a failed run leaves no session or remember-me token behind."""
         jar = Jar()
-        finding, arrived = self.sign_in(jar)
-        self.record(signin.SIGN_IN, finding, f"{self.auth}/login")
-        if finding.status != OK or arrived is None:
-            for check in NEEDS_SIGN_IN:
-                self.record(check, not_applicable("the probe could not sign in (see signin.form)"), self.app_url)
-            return []
+        refusal, posted = self.sign_in(jar)
+        session_made = posted is not None and 300 <= posted.status < 400
+        try:
+            if posted is None:
+                finding = refusal or failed("the login form was not posted")
+            else:
+                arrived = self.decide(self.get(self.app_url, jar=jar)) if session_made else None
+                finding = signin.judge_sign_in(posted.status, posted.header("Location"), arrived)
+            self.record(signin.SIGN_IN, finding, f"{self.auth}/login")
+            if finding.status != OK:
+                for check in NEEDS_SIGN_IN:
+                    self.record(check, not_applicable("the probe could not sign in (see signin.form)"), self.app_url)
+                return []
+            problems = self.with_session(jar)
+            self.logout(jar)
+            session_made = False
+            return problems
+        finally:
+            if session_made:
+                with contextlib.suppress(ProbeError):  # the run's own error, if any, is the one to report
+                    self.sign_out(jar)
+
+    def with_session(self, jar: Jar) -> list[str | None]:
         username = self.target.username or ""
         baseline = self.get(self.app_url, jar=jar)
         outcomes = []
@@ -242,26 +262,31 @@ class Probe:
             outcomes_all = self.malformed_outcomes + more
             self.record(sessions.MALFORMED, sessions.judge_malformed(self.anonymous, outcomes_all), self.app_url)
 
-        problems = self.hostile_next(jar)
-        self.logout(jar)
-        return problems
+        return self.hostile_next(jar)
 
-    def logout(self, jar: Jar) -> None:
-        stolen = jar.copy()  # what a thief (or a second tab) holds: must stop working
+    def sign_out(self, jar: Jar) -> tuple[Response | None, str]:
+        """Post the account page's logout form: (the answer, ""), or (None, why it was not posted)."""
         account = self.get(f"{self.auth}/", jar=jar)
         form = signin.logout_form(account.text)
-        problem = signin.action_problem(form.action, account.url, self.auth_origin) if form else None
-        if form is None or problem:
-            detail = (f"the logout form {problem}: the probe did not post it" if problem
-                      else f"no logout form on {self.auth}/ ({account.status})")
-            for check in (signin.LOGOUT, signin.REPLAY):
-                self.record(check, failed(detail), f"{self.auth}/")
-            return
+        if form is None:
+            return None, f"no logout form on {self.auth}/ ({account.status})"
+        problem = signin.action_problem(form.action, account.url, self.auth_origin)
+        if problem:
+            return None, f"the logout form {problem}: the probe did not post it"
         out = self.client.request("POST", urljoin(account.url, form.action.strip()), [
             ("Content-Type", "application/x-www-form-urlencoded"), ("Origin", self.auth_origin),
             ("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "navigate"), ("Sec-Fetch-Dest", "document"),
         ], urlencode(form.fields).encode(), jar=jar)
         self.set_cookies += out.set_cookies
+        return out, ""
+
+    def logout(self, jar: Jar) -> None:
+        stolen = jar.copy()  # what a thief (or a second tab) holds: must stop working
+        out, why = self.sign_out(jar)
+        if out is None:
+            for check in (signin.LOGOUT, signin.REPLAY):
+                self.record(check, failed(why), f"{self.auth}/")
+            return
         started = self.clock()
         attempts: list[tuple[float, Decision]] = []
         late = 0

@@ -320,3 +320,22 @@ def test_a_logout_form_posting_to_another_host_is_not_followed():
     found = run(deployment)
     assert found["logout.ends_access"][0] == FAIL and "evil.example" in found["logout.ends_access"][1]
     assert not [url for _, url in deployment.asked if url.startswith(EVIL)]
+
+
+# --- finding 7: no session left behind ---------------------------------------------------------------------
+
+
+@pytest.mark.asvs("V7.4.1")
+def test_a_sign_in_that_does_not_reach_the_app_is_still_signed_out():
+    deployment = Deployment("hostonly")
+    found = run(deployment)
+    assert found["signin.form"][0] == FAIL
+    assert {found[c][0] for c in ("logout.ends_access", "logout.replay")} == {NOT_APPLICABLE}
+    assert not deployment.sessions and not deployment.remember
+
+
+def test_a_run_that_breaks_off_after_sign_in_still_signs_out():
+    deployment = Deployment("brokenapp")
+    with pytest.raises(ProbeError):
+        run(deployment)
+    assert not deployment.sessions and not deployment.remember
