@@ -135,6 +135,13 @@ def judge_answer(label: str, value: str, status: int, location: str | None, page
     return None
 
 
+def no_answer(label: str) -> str:
+    """The problem of a hostile ``next`` the login page did not answer (timed out, or the
+    connection dropped): a validator that hangs on it (catastrophic backtracking) or crashes is a
+    denial of service, whereas a page that refuses it answers 4xx."""
+    return f"{label}: no answer (timed out or the connection dropped; a refusal is a 4xx)"
+
+
 def judge_next(problems: list[str | None], tried: int, signed_in: bool) -> Finding:
     if tried == 0:
         return not_applicable("no hostile next was sent")

@@ -179,8 +179,8 @@ class Probe:
         for label, value in redirects.samples(urlsplit(self.auth).netloc, urlsplit(self.app_url).netloc):
             response = self.hostile(f"{self.auth}/login?next={quote(value, safe='')}",
                                     jar=jar.copy() if jar is not None else None)
-            if response is None:
-                problems.append(None)
+            if response is None:  # the login page hung or dropped it: a ReDoS, or a crash, not a refusal
+                problems.append(redirects.no_answer(label))
                 continue
             problems.append(redirects.judge_answer(label, value, response.status, response.header("Location"),
                                                    response.text, [c.name for c in response.set_cookies],

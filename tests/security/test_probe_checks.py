@@ -813,6 +813,12 @@ def test_a_login_page_that_drops_or_neutralises_next_is_fine(status, location, p
     assert redirects.judge_answer("x", "/\"><script>alert(1)</script>", status, location, page, [], TRUSTED) is None
 
 
+@pytest.mark.asvs("V3.7.2")
+def test_a_hostile_next_the_login_page_does_not_answer_is_a_problem():
+    found = redirects.judge_next([None, redirects.no_answer("oversized")], 2, False)
+    assert found.status == FAIL and "oversized" in found.detail and "no answer" in found.detail
+
+
 def test_judge_next_counts():
     assert redirects.judge_next([None, None], 2, False).status == OK
     assert redirects.judge_next([None, "x: bad"], 2, True).status == FAIL

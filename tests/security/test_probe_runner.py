@@ -339,3 +339,12 @@ def test_a_run_that_breaks_off_after_sign_in_still_signs_out():
     with pytest.raises(ProbeError):
         run(deployment)
     assert not deployment.sessions and not deployment.remember
+
+
+# --- finding 8: a login page that hangs on a long next -----------------------------------------------------
+
+
+@pytest.mark.asvs("V3.7.2")
+def test_a_login_page_that_hangs_on_a_hostile_next_fails():
+    status, detail = run(Deployment("slownext"), user=False)["redirect.next"]
+    assert status == FAIL and "oversized" in detail, detail
