@@ -106,8 +106,11 @@ def script_problem(policy: dict[str, list[str]]) -> str | None:
     for directive in ("script-src", "script-src-elem", "script-src-attr"):
         found = policy.get(directive, sources)
         nonce_or_hash = any(s.startswith(("'nonce-", "'sha256-", "'sha384-", "'sha512-")) for s in found)
-        loose = [s for s in found if s in _LOOSE_SCRIPT and not (s == "'unsafe-inline'" and nonce_or_hash)]
-        loose += [s for s in found if "*" in s and s != "*"]
+        # Every source that is not a quoted keyword names other origins (a host, a scheme, a
+        # wildcard): a CDN or an API host serves script anyone can make it serve (JSONP, old
+        # AngularJS). 'self' is the login host; use it for the login host's own scripts.
+        loose = [s for s in found if s in _LOOSE_SCRIPT and not (s == "'unsafe-inline'" and nonce_or_hash)
+                 or not s.startswith("'")]
         if loose and (directive == "script-src" or directive in policy):
             problems.append(f"{directive} allows {' '.join(loose)}")
     return "; ".join(problems) or None
@@ -145,7 +148,9 @@ def judge_nosniff(headers: Headers) -> Finding:
 
 
 def frame_ancestors_problem(sources: list[str]) -> str | None:
-    loose = [s for s in sources if "*" in s or s in ("http:", "https:", "data:", "blob:")]
+    """Any source but 'none' and 'self' lets another site frame the login page (clickjacking);
+    a named origin is another site too."""
+    loose = [s for s in sources if s not in ("'none'", "'self'")]
     return f"frame-ancestors allows {' '.join(loose)}" if loose else None
 
 

@@ -19,6 +19,8 @@ through), or refused outright by the proxy (a bare 400, a closed connection).
 
 from __future__ import annotations
 
+import html
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,6 +113,18 @@ def impersonations(username: str) -> list[Forgery]:
             for spelling, spell in SPELLINGS.items()]
 
 
+_HIDDEN = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
+
+
+def shows(username: str, answer: str) -> bool:
+    """Whether ``answer`` shows ``username`` as a word of its visible text: not inside markup (a
+    link to /admin/ is no sign that "admin" is signed in) and not part of a longer word, path,
+    host or address ("administrator", "/admin/x", "admin.example", "admin@x")."""
+    visible = html.unescape(_HIDDEN.sub(" ", answer))
+    word = rf"(?<![\w./@-]){re.escape(username)}(?![\w/@-]|\.\w)"
+    return bool(username) and re.search(word, visible, re.IGNORECASE) is not None
+
+
 def canaries_seen(answer: str, forgery: Forgery) -> list[str]:
     """The header names whose forged value the answer repeats."""
     return sorted({name for canary, name in forgery.canaries.items() if canary in answer})
@@ -163,11 +177,10 @@ def judge_signed_in(baseline: str, decided: Decision, outcomes: list[tuple[Forge
         return failed(f"without them: {decided.describe()}; with made-up identity: " + "; ".join(changed[:5])
                       + (" ..." if len(changed) > 5 else ""))
     dropped = [f.spelling for f, d, _ in outcomes if refused_outright(d)]
-    shows_user = username.lower() in baseline.lower()
-    if not shows_user:
+    if not shows(username, baseline):
         return not_applicable("the app page does not show who is signed in, so what it believed cannot be seen "
                               "(point --app-url at a page that echoes X-Auth-User); no canary came back")
-    lost = [f.spelling for f, _, text in outcomes if username.lower() not in text.lower() and f.spelling not in dropped]
+    lost = [f.spelling for f, _, text in outcomes if not shows(username, text) and f.spelling not in dropped]
     if lost:
         return failed("the signed-in user's name is gone from the app's answer with made-up headers "
                       f"({', '.join(lost)}): the client's header replaced the proxy's")

@@ -217,6 +217,10 @@ CSP = "Content-Security-Policy"
     [(CSP, "script-src https:; object-src 'none'; base-uri 'self'")],
     [(CSP, "script-src 'self' data:; object-src 'none'; base-uri 'self'")],
     [(CSP, "script-src 'self' *.cdn.example; object-src 'none'; base-uri 'self'")],
+    [(CSP, "default-src 'self'; script-src 'self' https://cdnjs.cloudflare.com; object-src 'none'; base-uri 'none'")],
+    [(CSP, "script-src 'self' www.google.com; object-src 'none'; base-uri 'none'")],
+    [(CSP, "script-src 'nonce-abc' https://cdn.example; object-src 'none'; base-uri 'none'")],
+    [(CSP, "script-src 'self' wss:; object-src 'none'; base-uri 'none'")],
     [(CSP, "img-src 'self'; object-src 'none'; base-uri 'self'")],
     [(CSP, "default-src 'self'; base-uri 'self'")],
     [(CSP, "default-src 'none'")],
@@ -228,7 +232,8 @@ CSP = "Content-Security-Policy"
     [(CSP, "default-src 'self'; script-src 'self'; script-src-attr 'unsafe-inline'; object-src 'none'; "
            "base-uri 'none'")],
 ], ids=["missing", "report-only", "unsafe-inline", "unsafe-eval", "default star", "scheme source",
-        "data script", "wildcard host", "no script-src or default-src", "plugins allowed", "no base-uri",
+        "data script", "wildcard host", "named CDN host", "bare host", "host beside a nonce", "other scheme",
+        "no script-src or default-src", "plugins allowed", "no base-uri",
         "base-uri star", "only frame-ancestors", "the first of a repeated directive wins",
         "script-src-elem overrides for script elements", "script-src-attr overrides for event handlers"])
 def test_csp_that_allows_inline_or_foreign_script_plugins_or_base_fails(found):
@@ -269,12 +274,15 @@ def test_nosniff(found, status):
     ([(CSP, "frame-ancestors *"), ("X-Frame-Options", "DENY")], FAIL),
     ([(CSP, "frame-ancestors https:")], FAIL),
     ([(CSP, "frame-ancestors https://*.example.com")], FAIL),
+    ([(CSP, "frame-ancestors https://evil.example"), ("X-Frame-Options", "DENY")], FAIL),
+    ([(CSP, "frame-ancestors 'self' partner.example")], FAIL),
     ([("X-Frame-Options", "ALLOW-FROM https://evil.example")], FAIL),
     ([("X-Frame-Options", "DENY"), ("X-Frame-Options", "SAMEORIGIN")], FAIL),
     ([(CSP, "default-src 'none'")], FAIL),
     ([], FAIL),
 ], ids=["frame-ancestors none", "frame-ancestors beats a bad XFO", "XFO deny", "XFO sameorigin spaced",
-        "frame-ancestors star beats XFO", "scheme source", "wildcard host", "allow-from", "XFO twice",
+        "frame-ancestors star beats XFO", "scheme source", "wildcard host", "named foreign origin beats XFO",
+        "bare host beside self", "allow-from", "XFO twice",
         "default-src does not cover framing", "nothing"])
 def test_framing(found, status):
     assert headers.judge_framing(found).status == status
@@ -559,6 +567,29 @@ def test_impersonations_name_the_real_user_in_every_spelling_of_every_user_name_
     sent = {name for f in made for name, value in f.headers if value == "alice"}
     assert {"X-Auth-User", "x_auth_user", "Remote-User", "REMOTE-USER", "X.Forwarded.User", "X-Auth-User "} <= sent
     assert all(value == "alice" for f in made for _, value in f.headers)
+
+
+@pytest.mark.asvs("V8.3.1")
+@pytest.mark.parametrize("page", [
+    "<html><a href='/admin/settings'>Settings</a> Dashboard</html>",
+    "<p>Administrators only</p>", "<p>see /admin/x</p>", "<p>mail admin@example.com</p>",
+    "<p>admin.example.com</p>", "<script>var role = 'admin';</script><p>Notes</p>",
+    '<img alt="admin">', "<p>sysadmin</p>",
+], ids=["in a link", "longer word", "path", "address", "host", "in a script", "in an attribute", "suffix"])
+def test_an_app_that_shows_the_username_only_inside_markup_or_another_word_cannot_prove_anything(page):
+    """The check's proof is that the app shows who is signed in: "admin" in a link or a longer word
+    is not that, and the forged headers' absence would prove nothing."""
+    made = identity.forgeries()
+    found = identity.judge_signed_in(page, THROUGH, [(f, THROUGH, page) for f in made], "admin")
+    assert found.status == NOT_APPLICABLE, found.detail
+
+
+@pytest.mark.parametrize("page", [
+    "<p>Signed in as admin</p>", '{"user": ["admin"]}', "X-Auth-User: admin\n\nok", "<b>ADMIN</b>.",
+    "Hello, admin!", "user=admin&x=1",
+], ids=["text", "json", "echoed header", "markup around, full stop", "punctuation", "query"])
+def test_the_username_as_a_word_of_the_visible_text_shows_the_user(page):
+    assert identity.shows("admin", page)
 
 
 def test_an_app_that_does_not_show_the_user_cannot_prove_anything():
