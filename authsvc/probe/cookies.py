@@ -9,6 +9,7 @@ hosts (issue 10: apps behind the proxy must never hold authsvc's credentials).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from authsvc.probe.model import Check, Finding, failed, not_applicable, passed, shown
@@ -70,9 +71,9 @@ class SetCookie:
     @property
     def deletes(self) -> bool:
         """True when the header removes the cookie (Max-Age zero or less, or an Expires in 1970)."""
-        max_age = self.attributes.get("max-age")
-        if max_age is not None and max_age.strip().lstrip("-").isdigit():
-            return int(max_age.strip()) <= 0
+        max_age = (self.attributes.get("max-age") or "").strip()
+        if re.fullmatch(r"-?[0-9]+", max_age):  # anything else a browser ignores ("--1", "1e3")
+            return int(max_age) <= 0
         return "1970" in self.attributes.get("expires", "")
 
 

@@ -103,7 +103,10 @@ def target_problem(target: str | None, trusted_origins: set[str]) -> str | None:
         return "a backslash (browsers read it as a slash)"
     if target.startswith("/"):
         return "scheme-relative (another host)" if target.startswith("//") else None
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # "https://[::1": no URL parser reads it, and a browser may read it its own way
+        return "unparsable"
     if parts.scheme.lower() != "https":
         return f"scheme {parts.scheme or 'missing'}"
     if "@" in parts.netloc:

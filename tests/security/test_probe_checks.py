@@ -63,6 +63,17 @@ def test_set_cookie_attributes_are_read_as_a_browser_reads_them():
     assert c.domain == "example.com"
 
 
+@pytest.mark.parametrize("raw", ["a=b; Max-Age=--1", "a=b; Max-Age=-", "a=b; Max-Age=1e3", "a=b; Max-Age=\u0661"],
+                         ids=["double minus", "bare minus", "exponent", "arabic-indic digit"])
+def test_a_max_age_a_browser_ignores_is_read_without_error(raw):
+    """A hostile Set-Cookie must be judged, not end the run ('--1' passed the old digit check and
+    crashed int())."""
+    assert not parse(raw).deletes
+    jar = Jar()
+    jar.take(answer(AUTH + "/", raw))
+    assert jar.header(AUTH + "/") == "a=b"
+
+
 def test_empty_domain_means_host_only_and_past_expiry_or_zero_max_age_deletes():
     assert parse("a=b; Domain=").domain is None
     assert parse("a=; Max-Age=0").deletes and parse("a=; Max-Age=-1").deletes
@@ -833,6 +844,14 @@ def test_hidden_next_is_read_in_any_markup(page, found):
 def test_a_login_page_answer_that_lets_a_hostile_next_through_is_a_problem(status, location, page, cookies_set):
     value = "/\"><script>alert(1)</script>" if "script" in page else "https://evil.example/"
     assert redirects.judge_answer("x", value, status, location, page, cookies_set, TRUSTED)
+
+
+@pytest.mark.parametrize(("location", "page"), [
+    ("https://[::1", ""), ("https://[x/login", ""), (None, '<input type="hidden" name="next" value="https://[::1">'),
+], ids=["Location", "Location with a path", "form field"])
+def test_an_unparsable_target_in_an_answer_is_a_problem_not_a_crash(location, page):
+    status = 303 if location else 200
+    assert "unparsable" in (redirects.judge_answer("x", "https://[::1", status, location, page, [], TRUSTED) or "")
 
 
 @pytest.mark.parametrize(("status", "location", "page"), [

@@ -115,7 +115,8 @@ class Deployment:
     # --- the login host -----------------------------------------------------------------------------
 
     def login_page(self, next_value: str | None, status: int = 200, extra=()):
-        action = f"{EVIL}/collect" if "evilaction" in self.modes else "/login"
+        action = f"{EVIL}/collect" if "evilaction" in self.modes else "/l\u00f6gin" if "unicodeaction" in self.modes \
+            else "/login"
         hidden = f'<input type="hidden" name="next" value="{next_value}">' if next_value else ""
         page = (f'<form method="post" action="{action}"><input type="hidden" name="csrf_token" value="t">'
                 f'{hidden}<input type="text" name="username"><input type="password" name="password">'
@@ -128,6 +129,8 @@ class Deployment:
         if parts.path == "/login" and method == "GET":
             if "slownext" in self.modes and len(query.get("next", "")) > 5000:
                 raise ProbeError("GET /login: TimeoutError: the read operation timed out")
+            if "oddanswers" in self.modes and query.get("next", "").startswith("https://evil"):
+                return 303, [("Location", "https://[::1"), ("Set-Cookie", "odd=1; Max-Age=--1")], ""
             target = self.allowed_next(query.get("next"))
             remembered = dict(self.cookies(sent)).get(REMEMBER)
             if user is None and "flakyreplay" in self.modes and token in self.ended:
@@ -234,7 +237,7 @@ def test_the_sound_deployment_passes_every_check():
     assert not Deployment().sessions
 
 
-# --- finding 1: a proxy that trusts the client's X-Auth-User -----------------------------------------
+# --- a proxy that trusts the client's X-Auth-User -----------------------------------------------------------
 
 
 @pytest.mark.asvs("V8.3.1")
@@ -254,7 +257,7 @@ def test_a_403_to_forged_identity_headers_where_the_plain_request_goes_to_the_lo
     assert status == FAIL and "403" in detail, detail
 
 
-# --- finding 2: forwarding checks blind without next ---------------------------------------------------
+# --- forwarding checks that cannot see a made-up URL --------------------------------------------------------
 
 
 @pytest.mark.asvs("V4.1.3")
@@ -264,7 +267,7 @@ def test_forwarding_checks_without_a_next_to_compare_say_so_instead_of_passing()
     assert found["forwarding.login_host"][0] == NOT_APPLICABLE, found["forwarding.login_host"]
 
 
-# --- finding 3: the app's own refusal is not the proxy keeping a client out -------------------------------
+# --- the app's own refusal is not the proxy keeping a client out --------------------------------------------
 
 
 @pytest.mark.asvs("V8.3.1")
@@ -279,7 +282,7 @@ def test_malformed_cookies_that_reach_an_app_answering_401_itself_fail():
     assert status == FAIL and "401" in detail, detail
 
 
-# --- finding 4: a relative /login on the app host -------------------------------------------------------
+# --- an app's own relative /login ---------------------------------------------------------------------------
 
 
 @pytest.mark.asvs("V8.3.1")
@@ -288,7 +291,7 @@ def test_an_app_with_no_forward_auth_redirecting_to_its_own_login_page_fails_acc
     assert status == FAIL and "/login" in detail, detail
 
 
-# --- finding 5: a session that survives logout now and then -----------------------------------------------
+# --- a session that survives logout now and then ------------------------------------------------------------
 
 
 @pytest.mark.asvs("V7.4.1")
@@ -303,7 +306,7 @@ def test_old_cookies_that_sign_in_at_the_login_page_every_other_time_fail_replay
     assert status == FAIL, detail
 
 
-# --- finding 6: the password goes to the login host only ----------------------------------------------------
+# --- the password goes to the login host only ---------------------------------------------------------------
 
 
 @pytest.mark.asvs("V6.3.1")
@@ -322,7 +325,7 @@ def test_a_logout_form_posting_to_another_host_is_not_followed():
     assert not [url for _, url in deployment.asked if url.startswith(EVIL)]
 
 
-# --- finding 7: no session left behind ---------------------------------------------------------------------
+# --- no session left behind ---------------------------------------------------------------------------------
 
 
 @pytest.mark.asvs("V7.4.1")
@@ -341,10 +344,21 @@ def test_a_run_that_breaks_off_after_sign_in_still_signs_out():
     assert not deployment.sessions and not deployment.remember
 
 
-# --- finding 8: a login page that hangs on a long next -----------------------------------------------------
+# --- a login page that hangs on a long next -----------------------------------------------------------------
 
 
 @pytest.mark.asvs("V3.7.2")
 def test_a_login_page_that_hangs_on_a_hostile_next_fails():
     status, detail = run(Deployment("slownext"), user=False)["redirect.next"]
     assert status == FAIL and "oversized" in detail, detail
+
+
+# --- answers no parser reads --------------------------------------------------------------------------------
+
+
+def test_unparsable_answers_are_judged_not_a_reason_to_stop():
+    """A Location no URL parser reads on a hostile next, a Max-Age of "--1", a form action that is
+    not ASCII: each is judged, and the run reports every failure it found (no exit 2)."""
+    found = run(Deployment("oddanswers", "unicodeaction"))
+    assert found["redirect.next"][0] == FAIL and "unparsable" in found["redirect.next"][1]
+    assert found["signin.form"][0] == FAIL and "non-ASCII" in found["signin.form"][1]
