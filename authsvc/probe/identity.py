@@ -149,8 +149,8 @@ def _seen(outcomes: list[tuple[Forgery, Decision, str]]) -> str:
 
 def judge_anonymous(baseline: Decision, outcomes: list[tuple[Forgery, Decision, str]]) -> Finding:
     """``baseline``: the decision on the plain anonymous request; ``outcomes``: per forgery, the
-    proxy's decision and the whole answer as text. Any other answer than the baseline's (but the
-    proxy refusing outright) means someone acted on the forged header: a 403 from an app that was
+    proxy's decision and the whole answer as text. Any other answer than the baseline's, unless
+    the proxy refused it outright, means someone acted on the forged header: a 403 from an app that was
     handed a name it does not know is not the proxy keeping the client out."""
     leaks = sorted((kept_out(d), f"{f.spelling}: {d.describe()}") for f, d, _ in outcomes
                    if not kept_out(d) or not same(d, baseline) and not refused_outright(d))
@@ -166,8 +166,9 @@ def judge_anonymous(baseline: Decision, outcomes: list[tuple[Forgery, Decision, 
 def judge_signed_in(baseline: str, decided: Decision, outcomes: list[tuple[Forgery, Decision, str]],
                     username: str) -> Finding:
     """``baseline``: the app's answer to the signed-in user without forged headers, ``decided``
-    the proxy's decision on it. A forgery answered otherwise (refused, sent to the login page) but
-    refused outright by the proxy means the client's header changed what the proxy or app did."""
+    the proxy's decision on it. A forgery answered otherwise (refused, sent to the login page),
+    unless the proxy refused it outright, means the client's header changed what the proxy or app
+    did."""
     seen = _seen(outcomes)
     if seen:
         return failed("the app saw the client's identity headers: " + seen)
