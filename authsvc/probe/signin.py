@@ -12,7 +12,15 @@ from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 from authsvc.probe.access import TO_LOGIN, Decision, kept_out
-from authsvc.probe.model import OK, Check, Finding, failed, not_applicable, passed, shown
+from authsvc.probe.model import (
+    OK,
+    Check,
+    Finding,
+    failed,
+    not_applicable,
+    passed,
+    shown,
+)
 from authsvc.probe.redirects import normal_origin
 
 LOGOUT_GRACE_SECONDS = 1.0

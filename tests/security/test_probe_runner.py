@@ -196,7 +196,7 @@ class Deployment:
         return 200, [("Content-Type", "application/json")], json.dumps({"user": [user]})
 
     def verify(self, sent) -> tuple[bool, str | None]:
-        user, token = self.session_of(sent)
+        user, _ = self.session_of(sent)
         values = [v for n, v in self.cookies(sent) if n == SESSION]
         if user is None and "flakycache" in self.modes and len(values) == 1 and values[0] in self.ended:
             self.flips += 1
