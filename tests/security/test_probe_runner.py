@@ -27,8 +27,8 @@ SESSION, REMEMBER = "__Secure-authsvc_session", "__Host-authsvc_remember"
 HEALTH_AGENTS = ("kube-probe", "elb-healthchecker", "googlehc")
 SECURITY_HEADERS = (
     ("Strict-Transport-Security", "max-age=63072000; includeSubDomains"),
-    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; object-src 'none'; base-uri 'none'; "
-                                "frame-ancestors 'none'"),
+    ("Content-Security-Policy", ("default-src 'none'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+                                 "frame-ancestors 'none'")),
     ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 )
