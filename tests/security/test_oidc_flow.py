@@ -530,6 +530,40 @@ def test_a_refresh_token_of_another_client_is_refused(svc, signed_in, web):
     assert refresh(signed_in, *other, body["refresh_token"]).status_code == 400
 
 
+def _audit_events(out: str, name: str) -> list[dict]:
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [e for e in lines if e.get("event") == name]
+
+
+@pytest.mark.asvs("V10.4.5")
+@pytest.mark.parametrize("thief", ["public", "confidential"])
+def test_a_leaked_refresh_token_posted_by_another_client_spends_nothing_and_kills_no_family(svc, signed_in, web,
+                                                                                          capsys, thief):
+    """A confidential client's refresh token leaks, its secret does not. The thief posts the token
+    as another client: any public one (no secret to know) or its own. Refused, and the token is not
+    spent: until the review of session 13's OIDC flow it was spent before Authlib compared the
+    client, so the owner's next refresh looked like a replay, its whole family was revoked and the
+    audit named the owner. The refusal is audited against the client that posted it."""
+    cid, secret = web
+    if thief == "public":
+        other, other_secret = add_client(svc, "SPA", (SPA,), public=True)
+    else:
+        other, other_secret = add_client(svc, "Other", ("https://other.example.com/cb",), trusted=True)
+    body = tokens(signed_in, web)
+    capsys.readouterr()
+    stolen = refresh(signed_in, other, other_secret, body["refresh_token"])
+    assert stolen.status_code == 400 and stolen.get_json()["error"] == "invalid_grant"
+    assert "access_token" not in stolen.get_json()
+    assert userinfo(signed_in, body["access_token"]).status_code == 200  # the owner's pair lives
+    own = refresh(signed_in, cid, secret, body["refresh_token"])
+    assert own.status_code == 200, own.get_json()  # no replay: the family lives
+    assert userinfo(signed_in, own.get_json()["access_token"]).status_code == 200
+    out = capsys.readouterr().out
+    refused = _audit_events(out, "oidc_token_refused")
+    assert [(e["reason"], e["client_id"]) for e in refused] == [("refresh_other_client", other)]
+    assert _audit_events(out, "oidc_refresh_replayed") == []
+
+
 @pytest.mark.asvs("V10.4.8")
 def test_rotation_never_extends_the_refresh_lifetime(signed_in, web, clock, svc):
     cid, secret = web

@@ -75,8 +75,8 @@ def test_a_refresh_token_presented_twice_at_once_is_spent_exactly_once(svc, user
     assert _save(svc.oidc.tokens, user, sid, _family(svc, user, sid), "a", "the-refresh")
     gate = threading.Barrier(2, timeout=30)
     with statements(svc.engine, "UPDATE OIDC_TOKENS", gate.wait), statements(engine, "UPDATE OIDC_TOKENS", gate.wait):
-        results = race(lambda: svc.oidc.tokens.spend_refresh_token("the-refresh"),
-                       lambda: tokens.spend_refresh_token("the-refresh"))
+        results = race(lambda: svc.oidc.tokens.spend_refresh_token("the-refresh", "c"),
+                       lambda: tokens.spend_refresh_token("the-refresh", "c"))
     assert sorted(r[1] for r in results) == ["ok", "replayed"], results
 
 
@@ -150,7 +150,7 @@ def test_a_refresh_under_way_when_the_user_or_the_admin_ends_the_clients_tokens_
     family = svc.oidc.codes.spend("c1", cid).code.id
     save = dict(client_id=cid, user_id=user.id, session_id=sid, family_id=family, scope="openid offline_access")
     assert svc.oidc.tokens.save(access_token="a0", refresh_token="r0", **save)
-    assert svc.oidc.tokens.spend_refresh_token("r0")[1] == "ok"  # the refresh under way
+    assert svc.oidc.tokens.spend_refresh_token("r0", cid)[1] == "ok"  # the refresh under way
     if ended_by == "the-user":
         assert svc.oidc.tokens.revoke_for_user(user.id, cid, "user_revoked") == 1
     elif ended_by == "client-made-stricter":
@@ -188,6 +188,21 @@ def test_a_code_exchange_under_way_when_the_clients_tokens_are_ended_saves_nothi
         svc.oidc.clients.update(cid, scopes=("openid", "offline_access"))
     assert svc.oidc.tokens.save(access_token="a1", refresh_token="r1", family_id=family, **save) is False
     assert svc.oidc.tokens.by_access_token("a1").revoked
+
+
+@pytest.mark.asvs("V10.4.5")
+def test_a_refresh_token_presented_by_another_client_is_not_spent(svc, user):
+    """The client is compared before the conditional write, as :meth:`CodeStore.spend` does: a
+    thief naming another client (a public one needs no secret) spends nothing, so the owner's next
+    refresh is no replay and its family lives."""
+    sid = _session(svc, user)
+    assert _save(svc.oidc.tokens, user, sid, _family(svc, user, sid), "a", "the-refresh")
+    for _ in range(2):
+        assert svc.oidc.tokens.spend_refresh_token("the-refresh", "another-client") == (None, "other_client")
+    token, reason = svc.oidc.tokens.spend_refresh_token("the-refresh", "c")
+    assert reason == "ok" and token.client_id == "c" and not token.revoked
+    assert svc.oidc.tokens.spend_refresh_token("the-refresh", "another-client") == (None, "other_client")
+    assert svc.oidc.tokens.spend_refresh_token("the-refresh", "c")[1] == "replayed"
 
 
 def test_a_pair_for_a_family_whose_code_is_gone_is_not_saved(svc, user):

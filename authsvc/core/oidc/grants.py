@@ -132,15 +132,18 @@ class RefreshGrant(RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every use gives a new one and ends the old
 
     def authenticate_refresh_token(self, refresh_token):
+        """Spend the token for the client that authenticated (Authlib set ``request.client`` first):
+        Authlib compares the client only after this returns, too late for a token spent here."""
         provider = _provider(self)
-        token, reason = provider.tokens.spend_refresh_token(refresh_token)
+        client_id = self.request.client.get_client_id()
+        token, reason = provider.tokens.spend_refresh_token(refresh_token, client_id)
         if reason == "replayed":
             revoked = provider.tokens.revoke_family(token.family_id, "refresh_replayed")
             provider.audit.emit("oidc_refresh_replayed", client_id=token.client_id, revoked=revoked,
                                 user_id=token.user_id)
             return None
         if reason != OK:
-            provider.audit.emit("oidc_token_refused", reason=f"refresh_{reason}")
+            provider.audit.emit("oidc_token_refused", reason=f"refresh_{reason}", client_id=client_id)
             return None
         return token
 

@@ -518,9 +518,13 @@ class TokenStore:
             row = conn.execute(_TOKEN_SELECT.where(oidc_tokens.c.refresh_hash == digest(value))).first()
         return self._token(row, self.clock()) if row else None
 
-    def spend_refresh_token(self, value: object) -> tuple[Token | None, str]:
-        """Use a refresh token, once: ``(token, "ok")``; ``(token, "replayed")`` when it was used
-        before (the caller revokes its family); ``(None, reason)`` when it cannot be used."""
+    def spend_refresh_token(self, value: object, client_id: str) -> tuple[Token | None, str]:
+        """Use a refresh token for ``client_id``, once: ``(token, "ok")``; ``(token, "replayed")``
+        when it was used before (the caller revokes its family); ``(None, reason)`` when it cannot be
+        used. Another client's token (``other_client``) is compared before the write, as
+        :meth:`CodeStore.spend` does, and spends nothing: a thief holding a confidential client's
+        token but not its secret names a public client, and until the review of session 13's OIDC
+        flow that spent the token, so the owner's next refresh was a replay that ended its family."""
         if not isinstance(value, str) or not value or len(value) > 128:
             return None, "unknown"
         now = self.clock()
@@ -528,6 +532,8 @@ class TokenStore:
             row = conn.execute(_TOKEN_SELECT.where(oidc_tokens.c.refresh_hash == digest(value))).first()
             if row is None:
                 return None, "unknown"
+            if not hmac.compare_digest(row.client_id, client_id):
+                return None, "other_client"
             token = self._token(row, now)
             won = conn.execute(oidc_tokens.update().where(
                 oidc_tokens.c.id == row.id, oidc_tokens.c.rotated_at.is_(None)).values(rotated_at=now)).rowcount
