@@ -844,6 +844,35 @@ def test_an_id_token_from_a_rotated_away_key_stops_verifying_after_its_lifetime(
         verify_id_token(signed_in, body["id_token"], web[0], now=svc.clock())
 
 
+@pytest.mark.asvs("V9.1.1")
+def test_a_key_rotation_while_an_id_token_is_signed_never_gives_a_kid_naming_another_key(svc, signed_in, web,
+                                                                                        monkeypatch):
+    """`authsvc oidc keys rotate` (or another instance's) commits while an ID token is being made:
+    simulated by a rotation after every read of the current key. Authlib asks for the algorithm,
+    the header and the private key separately, and each read the current key, so the header's
+    ``kid`` named one key and the signature was another's: no relying party could verify the token
+    (found by review of session 13's OIDC flow). One read per ID token: ``kid``, ``alg`` and
+    signature are one key's, which the JWKS still publishes after the rotation."""
+    cid, secret = web
+    keys = svc.oidc.keys
+    keys.current()
+    code, verifier = get_code(signed_in, cid)
+    real, reads = keys.current, []
+
+    def current_then_rotated():
+        key = real()
+        reads.append(key.kid)
+        keys.rotate()
+        return key
+    monkeypatch.setattr(keys, "current", current_then_rotated)
+    response = exchange(signed_in, cid, secret, code, verifier)
+    monkeypatch.setattr(keys, "current", real)
+    assert response.status_code == 200, response.get_json()
+    token = verify_id_token(signed_in, response.get_json()["id_token"], cid, now=svc.clock())
+    assert token.header["kid"] == reads[0] and token.header["alg"] == "ES256"
+    assert len(reads) == 1, reads
+
+
 def test_a_nonce_seen_before_for_the_client_is_refused(signed_in, web):
     get_code(signed_in, web[0], nonce="same")
     response = authorize(signed_in, authorize_params(web[0], challenge=pkce()[1], nonce="same"))

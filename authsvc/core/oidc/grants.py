@@ -5,12 +5,15 @@ Each class overrides only the hooks Authlib documents for subclasses (``save_aut
 ``query_authorization_code``, ``authenticate_refresh_token``, ``exists_nonce``, ...). The decisions
 those hooks make are authsvc's own: codes and refresh tokens are spent by one conditional write and
 a second use revokes their family (:mod:`authsvc.core.oidc.store`), PKCE is S256 for every client
-(:mod:`authsvc.rules.oidc_requests`), the signing key is the provider's current one.
+(:mod:`authsvc.rules.oidc_requests`), the signing key is the provider's current one, read once per
+ID token (``IdToken.encode_id_token``, Authlib's public method, wrapped to hold that one key).
 
 The grants reach the provider through ``self.server.provider`` (the web layer's server carries it).
 """
 
 from __future__ import annotations
+
+from contextvars import ContextVar
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
@@ -20,6 +23,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core.grants import OpenIDCode
 from joserfc.jwk import ECKey, RSAKey
 
+from authsvc.core.oidc.keys import SigningKey
 from authsvc.rules.auth_methods import is_multi_factor
 from authsvc.rules.oidc_requests import (
     OK,
@@ -45,6 +49,11 @@ _CHALLENGE_ERRORS = {
     "unsupported_method": "code_challenge_method must be S256.",
     "malformed": "code_challenge is not a base64url SHA-256 digest.",
 }
+
+
+# The key of the ID token being made (IdToken.encode_id_token): one IdToken serves every request,
+# so the key is held per request (thread, task), never on the instance.
+_signing_key: ContextVar[SigningKey | None] = ContextVar("authsvc_oidc_signing_key", default=None)
 
 
 def _provider(grant_or_server):
@@ -179,15 +188,33 @@ class IdToken(OpenIDCode):
     def exists_nonce(self, nonce, request):
         return self.provider.codes.nonce_seen(request.payload.client_id, nonce)
 
+    def encode_id_token(self, token, request):
+        """The current key is read once per ID token, here: Authlib asks for the algorithm, the
+        header and the private key separately, and when each read the current key a rotation
+        between two reads (``authsvc oidc keys rotate``, on any instance) gave a ``kid`` naming one
+        key over another's signature, which no relying party can verify (found by review of
+        session 13's OIDC flow). The three hooks below take that one key."""
+        held = _signing_key.set(self.provider.keys.current())
+        try:
+            return super().encode_id_token(token, request)
+        finally:
+            _signing_key.reset(held)
+
+    def _key(self) -> SigningKey:
+        key = _signing_key.get()
+        if key is None:  # pragma: no cover - Authlib calls the hooks only from encode_id_token
+            raise RuntimeError("the ID token's signing key is read in IdToken.encode_id_token")
+        return key
+
     def resolve_client_private_key(self, client):
-        key = self.provider.keys.current()
+        key = self._key()
         return (ECKey if key.alg == "ES256" else RSAKey).import_key(key.private_key)
 
     def get_client_algorithm(self, client):
-        return self.provider.keys.current().alg
+        return self._key().alg
 
     def get_encode_header(self, client):
-        key = self.provider.keys.current()
+        key = self._key()
         return {"alg": key.alg, "kid": key.kid, "typ": "JWT"}
 
     def get_client_claims(self, client):
