@@ -869,8 +869,46 @@ def test_a_key_rotation_while_an_id_token_is_signed_never_gives_a_kid_naming_ano
     monkeypatch.setattr(keys, "current", real)
     assert response.status_code == 200, response.get_json()
     token = verify_id_token(signed_in, response.get_json()["id_token"], cid, now=svc.clock())
-    assert token.header["kid"] == reads[0] and token.header["alg"] == "ES256"
-    assert len(reads) == 1, reads
+    # Every read was followed by a rotation: the kid is the last read's key, which signed it.
+    assert token.header["kid"] == reads[-1] and token.header["alg"] == "ES256"
+
+
+def test_a_signing_key_that_does_not_open_gets_a_503_and_leaves_the_code_unspent(svc, signed_in, web, monkeypatch,
+                                                                                  capsys):
+    """AUTHSVC_SECRET_KEY changed and the old one left out of the fallbacks: the signing key does not
+    open. The token endpoint answered 500 (the ``unhandled_error`` alert) after spending the code and
+    saving a pair nobody got, and the JWKS endpoint 500 too (found by review of session 13's OIDC
+    flow). Now: 503 ``temporarily_unavailable`` in JSON before the code is spent, the log line says
+    what to do, and the JWKS still publishes the public halves (tokens signed before still verify).
+    With the old secret key back in the fallbacks the same code is exchanged."""
+    from authsvc.core.oidc.keys import SEALING_INFO
+    from authsvc.core.sealing import Sealer
+
+    cid, secret = web
+    svc.oidc.keys.current()
+    code, verifier = get_code(signed_in, cid)
+    real = svc.oidc.keys.sealer
+    monkeypatch.setattr(svc.oidc.keys, "sealer", Sealer("another-secret-key-" * 3, (), SEALING_INFO))
+    capsys.readouterr()
+    published = signed_in.get("/oauth/jwks")
+    assert published.status_code == 200 and len(published.get_json()["keys"]) == 1
+    refused = exchange(signed_in, cid, secret, code, verifier)
+    assert refused.status_code == 503, refused.get_data(as_text=True)[:300]
+    assert refused.get_json()["error"] == "temporarily_unavailable" and "access_token" not in refused.get_json()
+    assert refused.headers["Cache-Control"] == "no-store"
+    captured = capsys.readouterr()
+    assert "unhandled_error" not in captured.out + captured.err
+    assert "AUTHSVC_SECRET_KEY_FALLBACKS" in captured.out + captured.err  # the log line says what to do
+    assert [e["reason"] for e in _audit_events(captured.out, "oidc_token_refused")] == ["signing_key_unavailable"]
+    with svc.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        from authsvc.core.models import oidc_tokens
+        assert conn.execute(sa.select(sa.func.count()).select_from(oidc_tokens)).scalar_one() == 0
+    monkeypatch.setattr(svc.oidc.keys, "sealer", real)  # the operator puts the old secret key back
+    done = exchange(signed_in, cid, secret, code, verifier)
+    assert done.status_code == 200, done.get_json()
+    verify_id_token(signed_in, done.get_json()["id_token"], cid, now=svc.clock())
 
 
 def test_a_nonce_seen_before_for_the_client_is_refused(signed_in, web):

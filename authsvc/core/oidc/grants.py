@@ -108,6 +108,10 @@ class CodeGrant(AuthorizationCodeGrant):
 
     def query_authorization_code(self, code, client):
         provider = _provider(self)
+        # Every code carries openid, so its exchange signs an ID token: a key that does not open
+        # (SigningKeyUnavailable, a 503) must stop the request before the code is spent, else the
+        # user's sign-in is lost and a pair nobody received is saved.
+        provider.keys.current()
         spent = provider.codes.spend(code, client.client_id)
         if spent.reason == "replayed":
             # RFC 6749 4.1.2 / ASVS V10.4.2: a code used twice revokes what was issued from it.

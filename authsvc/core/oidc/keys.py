@@ -31,6 +31,11 @@ SEALING_INFO = b"authsvc.oidc-signing-key.v1"
 ALGORITHMS = ("ES256", "RS256")
 
 
+class SigningKeyUnavailable(RuntimeError):
+    """The signing key does not open with the configured secret keys (the message says what to do).
+    The token endpoint answers 503 ``temporarily_unavailable`` before a code is spent."""
+
+
 @dataclass(frozen=True)
 class SigningKey:
     kid: str
@@ -83,17 +88,24 @@ class SigningKeys:
                 retired_at=now))
             return self._add(conn, self.alg)
 
-    def current(self) -> SigningKey:
-        """The signing key (made on first use when there is none). Fails closed when no configured
-        secret key opens it: ID tokens are never signed with anything else."""
-        row = self._newest()
-        if row is None:
+    def ensure(self) -> None:
+        """Make the first key when there is none, without opening any: the JWKS publishes the
+        public halves (stored in clear) even when the private one does not open."""
+        if self._newest() is None:
             with self.engine.begin() as conn:
                 self._add(conn, self.alg)
+
+    def current(self) -> SigningKey:
+        """The signing key (made on first use when there is none). Fails closed when no configured
+        secret key opens it (:class:`SigningKeyUnavailable`): ID tokens are never signed with
+        anything else."""
+        row = self._newest()
+        if row is None:
+            self.ensure()
             row = self._newest()
         opened = self.sealer.open(row.private_key, row.kid.encode("ascii"))
         if opened is None:
-            raise RuntimeError("the OpenID signing key does not open with AUTHSVC_SECRET_KEY or its fallbacks; "
+            raise SigningKeyUnavailable("the OpenID signing key does not open with AUTHSVC_SECRET_KEY or its fallbacks; "
                                "put the old key back in AUTHSVC_SECRET_KEY_FALLBACKS or run `authsvc oidc keys rotate`")
         key = serialization.load_der_private_key(opened.plaintext, password=None)
         return SigningKey(row.kid, row.alg, key, row.created_at)
