@@ -29,6 +29,7 @@ __all__ = [
     "refresh_scope",
     "s256",
     "session_decision",
+    "signed_out_way_back",
     "verifier_verdict",
 ]
 
@@ -228,6 +229,28 @@ def session_decision(*, signed_in: bool, prompt: frozenset[str], max_age: int | 
             return LOGIN_REQUIRED
         return STEP_UP if has_second_factor else MFA_SET_UP_NEEDED
     return PROCEED
+
+
+# The max_age a signed-out browser's request asking for a fresh sign-in comes back with (below).
+SIGNED_OUT_WAY_BACK_MAX_AGE = 300
+
+
+def signed_out_way_back(prompt: frozenset[str], max_age: int | None) -> tuple[tuple[str, str], ...] | None:
+    """The ``prompt`` and ``max_age`` a request that found the browser signed out (:data:`LOGIN`)
+    carries back from the sign-in form, the other parameters unchanged; None: back as it came.
+
+    A request asking for a fresh sign-in (``prompt=login``, ``max_age``) came back with them, so
+    the sign-in it had just had was asked for a second time (found by review of session 13's OIDC
+    flow). It comes back without ``login`` (other prompt values kept) and with ``max_age`` of
+    :data:`SIGNED_OUT_WAY_BACK_MAX_AGE` instead of the client's: the browser had no session, so
+    whatever session it comes back with started after the request, and a factor proved for it
+    satisfies both. The one session that proved none, a remember-me restore (the sign-in page
+    restores one from the cookie and goes straight back), is never recent enough for any
+    ``max_age``: :func:`session_decision` sends it to the form, marked, as before."""
+    if "login" not in prompt and max_age is None:
+        return None
+    rest = " ".join(sorted(prompt - {"login"}))
+    return ((("prompt", rest),) if rest else ()) + (("max_age", str(SIGNED_OUT_WAY_BACK_MAX_AGE)),)
 
 
 def auth_time(authenticated_at: float | None, chain_signed_in_at: float | None, started_at: float) -> float:

@@ -675,6 +675,58 @@ def test_a_browser_sent_to_sign_in_again_gets_no_code_by_coming_back_without_sig
     assert verify_id_token(signed_in, body["id_token"], cid, now=clock()).claims["auth_time"] == int(signed_in_at)
 
 
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "0"}, {"max_age": "10"},
+                                   {"prompt": "login", "max_age": "0"}])
+def test_a_signed_out_browser_asked_to_sign_in_again_signs_in_once(client, user, web, clock, extra):
+    """A signed-out browser's request with prompt=login or max_age: the one sign-in it needs
+    anyway satisfies it. Its way back kept prompt=login (and max_age), so the fresh session was
+    sent to the form a second time (found by review of session 13's OIDC flow)."""
+    cid, secret = web
+    verifier, challenge = pkce()
+    sent = authorize(client, authorize_params(cid, challenge=challenge, **extra))
+    assert sent.status_code == 303 and urlsplit(sent.headers["Location"]).path == "/login"
+    back = login(client, next=query(sent.headers["Location"])["next"])
+    assert back.status_code == 303
+    signed_in_at = clock()
+    clock.advance(1)
+    done = client.get(back.headers["Location"])
+    assert done.status_code == 302 and done.headers["Location"].startswith(WEB), done.headers["Location"]
+    body = exchange(client, cid, secret, query(done.headers["Location"])["code"], verifier).get_json()
+    assert verify_id_token(client, body["id_token"], cid, now=clock()).claims["auth_time"] == int(signed_in_at)
+
+
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "0"}, {"max_age": "86400000"}])
+def test_a_signed_out_browser_with_a_remember_cookie_gets_no_code_from_the_restore(app, svc, user, clock, extra):
+    """The same request in a browser whose session is gone but whose remember-me cookie lives: the
+    sign-in page restores a session from the cookie (no factor proved) and goes straight back. That
+    restore must not pass for the sign-in the client asked for, however often the way back is
+    loaded: the form, until the password is typed."""
+    cid, secret = add_client(svc, trusted=True)
+    first = browser(app)
+    assert login(first, remember=True).status_code == 303
+    remember = first.get_cookie(svc.cookies.remember, domain=HOST).value
+    clock.advance(2 * 86400)  # the session is gone (absolute lifetime 1 day); the cookie lives
+    held = browser(app)
+    held.set_cookie(svc.cookies.remember, remember, domain=HOST)
+    verifier, challenge = pkce()
+    sent = authorize(held, authorize_params(cid, challenge=challenge, **extra))
+    assert sent.status_code == 303 and urlsplit(sent.headers["Location"]).path == "/login"
+    restored = held.get(sent.headers["Location"])  # restores from the cookie, then back to next
+    assert restored.status_code == 303 and verify(held) == 200
+    way_back = restored.headers["Location"]
+    for _ in range(2):
+        skipped = held.get(way_back)
+        assert skipped.status_code == 303 and "reauth=1" in skipped.headers["Location"], skipped.headers["Location"]
+    form = held.get(skipped.headers["Location"])
+    assert form.status_code == 200 and 'name="password"' in form.get_data(as_text=True)
+    again = held.post("/login", data={"csrf_token": csrf_in(form.get_data(as_text=True)), "username": "alice",
+                                      "password": PASSWORD, "next": query(skipped.headers["Location"])["next"]})
+    assert again.status_code == 303
+    done = held.get(again.headers["Location"])
+    assert done.status_code == 302 and done.headers["Location"].startswith(WEB), done.headers.get("Location")
+    assert exchange(held, cid, secret, query(done.headers["Location"])["code"], verifier).status_code == 200
+
+
 def test_a_silent_request_after_a_sign_in_was_asked_for_gets_login_required(signed_in, web, clock):
     cid, _ = web
     clock.advance(11)

@@ -33,7 +33,9 @@ from authsvc.rules.oidc_requests import (
     pkce_matches,
     refresh_scope,
     s256,
+    SIGNED_OUT_WAY_BACK_MAX_AGE,
     session_decision,
+    signed_out_way_back,
     verifier_verdict,
 )
 
@@ -297,6 +299,42 @@ def test_prompt_login_always_reauthenticates():
 ])
 def test_a_sign_in_asked_for_stays_due_until_one_after_it(authenticated_at, asked, prompt, expected):
     assert decide(authenticated_at=authenticated_at, reauth_asked_at=asked, prompt=prompt) == expected
+
+
+@pytest.mark.parametrize("prompt, max_age, expected", [
+    (frozenset(), None, None),                                   # nothing asked: back as it came
+    (frozenset({"consent"}), None, None),
+    (frozenset({"select_account"}), None, None),
+    (frozenset({"login"}), None, ()),
+    (frozenset(), 0, ()),
+    (frozenset(), 86400000, ()),
+    (frozenset({"login", "consent"}), 10, (("prompt", "consent"),)),  # consent is still asked
+    (frozenset({"login", "consent", "select_account"}), None, (("prompt", "consent select_account"),)),
+])
+def test_a_signed_out_request_for_a_fresh_sign_in_comes_back_satisfied_by_one(prompt, max_age, expected):
+    got = signed_out_way_back(prompt, max_age)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == expected + (("max_age", str(SIGNED_OUT_WAY_BACK_MAX_AGE)),)
+
+
+@given(st.sets(st.sampled_from(["login", "consent", "select_account"])), st.one_of(st.none(), st.integers(0, 10**9)))
+def test_the_way_back_a_sign_in_just_now_passes_and_a_restore_never_does(prompt, max_age):
+    """Whatever the signed-out request asked, its way back keeps every prompt value but ``login``,
+    is answered for a session signed in just now (the form's sign-in, up to the window later) and
+    never for one restored from remember-me (no factor proved: ``authenticated_at`` None)."""
+    way_back = signed_out_way_back(frozenset(prompt), max_age)
+    if "login" not in prompt and max_age is None:
+        assert way_back is None
+        return
+    params = dict(way_back)
+    back_prompt = parse_prompt(params.get("prompt"))[1]
+    back_age = parse_max_age(params["max_age"])[1]
+    assert back_prompt == frozenset(prompt) - {"login"}
+    for ago in (0, 1, SIGNED_OUT_WAY_BACK_MAX_AGE):
+        assert decide(prompt=back_prompt, max_age=back_age, authenticated_at=NOW - ago) == PROCEED
+    assert decide(prompt=back_prompt, max_age=back_age, authenticated_at=None) == REAUTHENTICATE
 
 
 @pytest.mark.parametrize("authenticated_at, chain, started, expected", [

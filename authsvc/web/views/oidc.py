@@ -247,15 +247,21 @@ def _params_without(*names: str, source=None) -> list[tuple[str, str]]:
     return [(k, source[k]) for k in AUTHORIZE_PARAMS if k in source and k not in names]
 
 
-def _to_login(*, again: bool):
+def _to_login(*, again: bool, checked: AuthRequest | None = None):
     """The sign-in page, then back to this request. ``again`` (prompt=login, max_age, step-up):
     the form even for a signed-in browser, and back without prompt/max_age, which the new sign-in
     has just satisfied (else max_age=0 would send the user round forever). The session was marked
     first (:meth:`Provider.ask_reauthentication`), so coming back without signing in gets the same
-    answer."""
+    answer. A signed-out browser (``checked`` given) comes back with the prompt and max_age of
+    :func:`authsvc.rules.oidc_requests.signed_out_way_back`: the one sign-in it needs anyway is
+    the fresh one its request asked for."""
     if again:
         back = url_for("oidc.authorize") + "?" + urlencode(_params_without("prompt", "max_age"))
         return redirect(url_for("login.login_form", next=back, reauth=1), 303)
+    way_back = None if checked is None else decide.signed_out_way_back(checked.prompt, checked.max_age)
+    if way_back is not None:
+        back = url_for("oidc.authorize") + "?" + urlencode(_params_without("prompt", "max_age") + list(way_back))
+        return redirect(url_for("login.login_form", next=back), 303)
     return redirect(url_for("login.login_form", next=request.full_path), 303)
 
 
@@ -267,7 +273,7 @@ def authorize():
     record = current_user.record if current_user.is_authenticated else None
     step = _session_step(checked, record)
     if step == decide.LOGIN:
-        return _to_login(again=False)
+        return _to_login(again=False, checked=checked)
     if step == decide.REAUTHENTICATE:
         _provider().ask_reauthentication(record.id)  # the request without prompt/max_age is the same one
         return _to_login(again=True)
