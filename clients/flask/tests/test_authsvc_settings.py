@@ -145,3 +145,24 @@ def test_oidc_mode_without_a_secret_key_is_refused(monkeypatch):
     monkeypatch.setitem(sys.modules, "authlib", types.ModuleType("authlib"))  # as if the extra were installed
     error = init(OIDC_BASE)
     assert error.setting == "SECRET_KEY"
+
+
+@pytest.mark.parametrize("key", ["dev", "you-will-never-guess", "k" * 31, b"\x00" * 31, "\u00e9" * 15])
+def test_oidc_mode_refuses_a_guessable_short_secret_key(key):
+    """SECRET_KEY alone signs the sign-in kept in Flask's session cookie: a short one ("dev", a
+    tutorial's) is guessed offline from any one cookie (flask-unsign's word lists), and a cookie
+    forged with it signs anyone in as anyone, with any groups and mfa."""
+    pytest.importorskip("authlib")
+    error = init({**OIDC_BASE, "SECRET_KEY": key})
+    assert error.setting == "SECRET_KEY" and "under 32" in str(error) and "secrets.token_hex(32)" in str(error)
+    # Flask 3.1 also accepts a cookie signed with any of SECRET_KEY_FALLBACKS
+    error = init({**OIDC_BASE, "SECRET_KEY": "k" * 32, "SECRET_KEY_FALLBACKS": ["o" * 32, key]})
+    assert error.setting == "SECRET_KEY_FALLBACKS" and "under 32" in str(error)
+
+
+@pytest.mark.parametrize("key", ["k" * 32, b"\x00" * 32, "\u00e9" * 16])
+def test_oidc_mode_takes_a_secret_key_of_32_bytes(key):
+    pytest.importorskip("authlib")
+    app = Flask(__name__)
+    app.config.update({**OIDC_BASE, "SECRET_KEY": key, "SECRET_KEY_FALLBACKS": [key]})
+    Authsvc(app, LoginManager(app))       # no ConfigError

@@ -31,7 +31,7 @@ from flask_authsvc.identity import (
 from flask_authsvc.logout_tokens import EndedSessions, MemoryEndedSessions
 from flask_authsvc.logsafe import escape
 from flask_authsvc.peers import is_trusted
-from flask_authsvc.settings import OIDC, ConfigError, Settings, read_settings
+from flask_authsvc.settings import OIDC, ConfigError, Settings, read_secret_keys, read_settings
 
 log = logging.getLogger("flask_authsvc")
 
@@ -111,8 +111,7 @@ class Authsvc:
         oidc = None
         if settings.mode == OIDC:
             _require_authlib()
-            if not app.config.get("SECRET_KEY"):
-                raise ConfigError("SECRET_KEY", "is not set: the OIDC mode keeps the sign-in in Flask's signed session")
+            read_secret_keys(app.config)
             from flask_authsvc.oidc import OidcMode
             oidc = OidcMode(app, settings, self._ended_sessions or MemoryEndedSessions())
         self.login_manager = login_manager

@@ -131,3 +131,29 @@ def read_oidc(url: str, config: Mapping[str, object]) -> Settings:
         raise ConfigError("AUTHSVC_TRUSTED_PROXIES", "is a proxy-mode setting; the OIDC mode reads no identity "
                                                      "headers: remove it, or set AUTHSVC_MODE = 'proxy'")
     return Settings(url, OIDC, client_id=client_id.strip(), client_secret=secret, scopes=scopes)
+
+
+# The OIDC mode's sign-in (user, groups, mfa) is a cookie signed with SECRET_KEY alone: a short key
+# is guessed offline from any one cookie (word lists of tutorial keys, "dev", brute force), and a
+# cookie forged with it signs anyone in as anyone. 32 bytes is what secrets.token_hex(32) gives.
+MIN_SECRET_KEY_BYTES: Final = 32
+
+
+def read_secret_keys(config: Mapping[str, object]) -> None:
+    """Raise :class:`ConfigError` naming ``SECRET_KEY`` unless it is at least 32 bytes (a ``str``
+    counted in UTF-8), or naming ``SECRET_KEY_FALLBACKS`` unless each of those is too (Flask 3.1
+    accepts a cookie signed with any of them)."""
+    fix = "secrets.token_hex(32), kept out of the code (e.g. in the environment)"
+    key = config.get("SECRET_KEY")
+    if not key:
+        raise ConfigError("SECRET_KEY", f"is not set: the OIDC mode keeps the sign-in in Flask's signed session; "
+                                        f"set it to {fix}")
+    fallbacks = config.get("SECRET_KEY_FALLBACKS") or []
+    for name, value in [("SECRET_KEY", key)] + [("SECRET_KEY_FALLBACKS", v) for v in fallbacks]:
+        if not isinstance(value, (str, bytes)):
+            raise ConfigError(name, f"must hold a string or bytes, not {type(value).__name__}; use {fix}")
+        size = len(value.encode() if isinstance(value, str) else value)
+        if size < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(name, f"holds a key of {size} bytes, under {MIN_SECRET_KEY_BYTES}: the OIDC mode's "
+                                    f"sign-in cookie is signed with it alone, and a short key is guessed offline "
+                                    f"from any one cookie; use {fix}")
