@@ -172,6 +172,30 @@ def test_spoiled_id_token_is_a_401(client, provider, changes):
     assert client.get("/private").status_code == 302
 
 
+@pytest.mark.parametrize("changes", [
+    {"aud": "another-client", "azp": CLIENT_ID},        # Authlib takes an azp naming this client for aud
+    {"aud": ["another-client"], "azp": CLIENT_ID},
+    {"aud": []},                                         # no audience at all
+    {"aud": ["another-client", CLIENT_ID]},              # several audiences: azp must name this client
+    {"aud": [CLIENT_ID, "another-client"], "azp": "another-client"},
+    {"aud": CLIENT_ID, "azp": "another-client"},         # issued to another client
+    {"aud": [CLIENT_ID], "azp": ""},
+    {"aud": {CLIENT_ID: True}},
+], ids=repr)
+def test_an_id_token_not_for_this_client_is_a_401(client, provider, changes):
+    """An ID token is for this app only when its aud names the client id (OpenID Connect Core
+    3.1.3.7, steps 3 to 5): with several audiences, or an azp, the azp must be the client id."""
+    assert sign_in(client, provider, **changes).status_code == 401
+    assert client.get("/private").status_code == 302
+
+
+@pytest.mark.parametrize("changes", [{"aud": [CLIENT_ID]}, {"aud": CLIENT_ID, "azp": CLIENT_ID},
+                                     {"aud": [CLIENT_ID, "another-client"], "azp": CLIENT_ID}], ids=repr)
+def test_an_id_token_for_this_client_signs_in(client, provider, changes):
+    assert sign_in(client, provider, **changes).status_code == 303
+    assert client.get("/private").status_code == 200
+
+
 def test_id_token_signed_by_another_key_is_a_401(client, provider):
     url = start(client)
     nonce = parse_qs(urlsplit(url).query)["nonce"][0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from flask_authsvc.identity import Identity, Malformed, identity_from_claims
 from flask_authsvc.logout_tokens import EVENT, MAX_SIGN_IN_SECONDS, MemoryEndedSessions, logout_token_problem
-from flask_authsvc.oidc import sign_in_expired
+from flask_authsvc.oidc import WRONG_AUDIENCE, WRONG_AZP, id_token_audience_problem, sign_in_expired
 from flask_authsvc.redirects import (
     ISS_MISSING,
     ISS_REPEATED,
@@ -158,3 +158,26 @@ def test_ended_record_is_bounded():
     for i in range(1000):
         ended.end(f"s{i}", None, NOW)
     assert ended.is_ended("s999", "u", NOW) and not ended.is_ended("s0", "u", NOW)
+
+
+@pytest.mark.parametrize("claims", [
+    {"aud": "microblog"}, {"aud": ["microblog"]}, {"aud": "microblog", "azp": "microblog"},
+    {"aud": ["microblog", "other"], "azp": "microblog"}, {"aud": ["other", "microblog"], "azp": "microblog"},
+], ids=repr)
+def test_an_id_token_for_this_client_passes(claims):
+    assert id_token_audience_problem(claims, "microblog") is None
+
+
+@pytest.mark.parametrize("claims, reason", [
+    ({}, WRONG_AUDIENCE), ({"aud": None}, WRONG_AUDIENCE), ({"aud": []}, WRONG_AUDIENCE),
+    ({"aud": "other"}, WRONG_AUDIENCE), ({"aud": "other", "azp": "microblog"}, WRONG_AUDIENCE),
+    ({"aud": ["other"], "azp": "microblog"}, WRONG_AUDIENCE), ({"aud": "Microblog"}, WRONG_AUDIENCE),
+    ({"aud": "microblog "}, WRONG_AUDIENCE), ({"aud": {"microblog": 1}}, WRONG_AUDIENCE),
+    ({"aud": ("microblog",)}, WRONG_AUDIENCE), ({"aud": "microblog,other"}, WRONG_AUDIENCE),
+    ({"aud": ["microblog", "other"]}, WRONG_AZP), ({"aud": ["microblog", "microblog"]}, WRONG_AZP),
+    ({"aud": ["microblog", "other"], "azp": "other"}, WRONG_AZP),
+    ({"aud": "microblog", "azp": "other"}, WRONG_AZP), ({"aud": "microblog", "azp": None}, WRONG_AZP),
+    ({"aud": "microblog", "azp": ""}, WRONG_AZP), ({"aud": "microblog", "azp": ["microblog"]}, WRONG_AZP),
+], ids=repr)
+def test_an_id_token_for_another_client_or_none_is_refused(claims, reason):
+    assert id_token_audience_problem(claims, "microblog") == reason

@@ -3,7 +3,7 @@
 Authorization code with PKCE (S256) and a nonce, from authsvc's discovery document
 (``AUTHSVC_URL/.well-known/openid-configuration``, whose ``issuer`` must be ``AUTHSVC_URL``).
 Authlib checks the state, the ID token's signature (the provider's JWKS, its advertised
-algorithms), issuer, audience, expiry and nonce; :func:`flask_authsvc.identity.identity_from_claims`
+algorithms), issuer, expiry and nonce; :func:`id_token_audience_problem` its audience; :func:`flask_authsvc.identity.identity_from_claims`
 then reads the identity, which is kept in Flask's signed session (so ``SECRET_KEY`` is required).
 Routes, under ``/authsvc``: ``login`` (starts the flow), ``callback``, ``logout`` (ends the local
 sign-in on a POST from this app's own pages, :mod:`flask_authsvc.crosssite`; a GET shows a page
@@ -47,6 +47,24 @@ LOCAL = "local:"                 # EndedSessions key prefix of a sign-in ended b
 def sign_in_expired(signed_in_at: float, now: float, max_seconds: float = MAX_SIGN_IN_SECONDS) -> bool:
     """Is a sign-in made at ``signed_in_at`` too old to stand at ``now``? (NaN: too old.)"""
     return not now - signed_in_at <= max_seconds
+
+
+WRONG_AUDIENCE = "wrong_audience"
+WRONG_AZP = "wrong_azp"
+
+
+def id_token_audience_problem(claims: dict[str, Any], client_id: str) -> str | None:
+    """None when the ID token was issued to this client (OpenID Connect Core 3.1.3.7, steps 3 to
+    5): its ``aud`` (a string or a list) names ``client_id``; with more than one audience, or any
+    ``azp``, the ``azp`` is ``client_id``. Authlib checks ``aud`` only through ``azp``: an ID token
+    for another client whose ``azp`` named this one, or with no audience at all, passed it."""
+    audience = claims.get("aud")
+    audiences = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
+    if client_id not in audiences:
+        return WRONG_AUDIENCE
+    if (len(audiences) > 1 or "azp" in claims) and claims.get("azp") != client_id:
+        return WRONG_AZP
+    return None
 
 
 TLS_HINT = ("; authsvc's certificate is not trusted by this process: name its CA bundle in REQUESTS_CA_BUNDLE "
@@ -144,6 +162,11 @@ class OidcMode:
         claims = token.get("userinfo") if isinstance(token, dict) else None
         if not claims:
             log.warning("authsvc: OIDC callback refused: no ID token")
+            abort(401)
+        problem = id_token_audience_problem(claims, self.settings.client_id)
+        if problem is not None:
+            log.warning("authsvc: OIDC ID token refused: %s (aud %s, azp %s)", problem, escape(claims.get("aud")),
+                        escape(claims.get("azp")))
             abort(401)
         identity = identity_from_claims(claims)
         if isinstance(identity, Malformed):
