@@ -145,6 +145,23 @@ def test_provider_error_answer_is_a_401(client, provider):
     assert client.get(f"/authsvc/callback?error=access_denied&state={state}").status_code == 401
 
 
+def test_abandoned_login_starts_do_not_grow_the_session_cookie_until_sign_in_fails(client, provider):
+    """Each start keeps Authlib's state (about 180 bytes) in the session cookie for an hour: 21
+    abandoned starts (tabs, back buttons, or a page of the attacker's that makes the browser GET
+    /authsvc/login 21 times) made it over 4 KB, which a browser drops, and sign-in failed for
+    the hour. Only the last few starts are kept."""
+    from flask_authsvc.oidc import MAX_PENDING_SIGN_INS
+
+    urls = [client.get("/authsvc/login?next=/private").headers["Location"] for _ in range(40)]
+    assert len(client.get_cookie("session").value) < 2000
+    for url in urls[:-MAX_PENDING_SIGN_INS]:          # the oldest are forgotten: their callback is a 401
+        code, state = provider.issue_code(url)
+        assert client.get(f"/authsvc/callback?code={code}&state={state}").status_code == 401
+    code, state = provider.issue_code(urls[-MAX_PENDING_SIGN_INS])   # the oldest kept still completes
+    assert client.get(f"/authsvc/callback?code={code}&state={state}").status_code == 303
+    assert client.get("/private").status_code == 200
+
+
 # --- spoiled ID tokens ---------------------------------------------------------------------------
 
 OTHER_KEY = RSAKey.generate_key(2048, parameters={"kid": "k1"})

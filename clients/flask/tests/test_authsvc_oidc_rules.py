@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 from flask_authsvc.identity import Identity, Malformed, identity_from_claims
 from flask_authsvc.logout_tokens import EVENT, MAX_SIGN_IN_SECONDS, MemoryEndedSessions, logout_token_problem
-from flask_authsvc.oidc import WRONG_AUDIENCE, WRONG_AZP, id_token_audience_problem, sign_in_expired
+from flask_authsvc.oidc import (
+    PENDING,
+    WRONG_AUDIENCE,
+    WRONG_AZP,
+    id_token_audience_problem,
+    sign_in_expired,
+    stale_pending_sign_ins,
+)
 from flask_authsvc.redirects import (
     ISS_MISSING,
     ISS_REPEATED,
@@ -181,3 +188,20 @@ def test_an_id_token_for_this_client_passes(claims):
 ], ids=repr)
 def test_an_id_token_for_another_client_or_none_is_refused(claims, reason):
     assert id_token_audience_problem(claims, "microblog") == reason
+
+
+def test_a_sign_in_start_keeps_only_the_latest_few_under_way():
+    session = {f"{PENDING}s{i}": {"data": {}, "exp": NOW + i} for i in range(8)}
+    session.update({"_authsvc_next": "/", "_state_other_x": {"exp": 0}, "_authsvc": {"u": "alice"}})
+    dropped = stale_pending_sign_ins(session, keep=5)
+    assert dropped == [f"{PENDING}s{i}" for i in range(4)]     # the oldest; four kept, plus the new one
+    assert stale_pending_sign_ins({f"{PENDING}a": {"exp": NOW}}, keep=5) == []
+    assert stale_pending_sign_ins({}, keep=5) == []
+    assert stale_pending_sign_ins({f"{PENDING}a": {"exp": NOW}}, keep=1) == [f"{PENDING}a"]
+
+
+@pytest.mark.parametrize("odd", [None, "soon", float("nan"), float("inf"), [], "x"], ids=repr)
+def test_a_pending_sign_in_without_a_usable_expiry_is_dropped_first(odd):
+    session = {f"{PENDING}new{i}": {"exp": NOW + i} for i in range(4)}
+    session[f"{PENDING}odd"] = odd if odd == "x" else {"exp": odd}
+    assert stale_pending_sign_ins(session, keep=5) == [f"{PENDING}odd"]

@@ -19,8 +19,10 @@ before the Logout signs nobody in after it (Flask's session is a cookie the serv
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, request, session, url_for
@@ -42,6 +44,12 @@ log = logging.getLogger("flask_authsvc")
 SIGNED_IN = "_authsvc"           # session: the identity and its sid and time
 NEXT = "_authsvc_next"           # session: where the flow under way returns to
 LOCAL = "local:"                 # EndedSessions key prefix of a sign-in ended by this app's Logout
+PENDING = "_state_authsvc_"     # session: Authlib's key prefix for a sign-in under way (its state, PKCE
+                                #   verifier, nonce; about 180 bytes each), "_state_<client name>_<state>"
+# Sign-ins under way kept per browser: a few tabs' worth. Authlib keeps each for an hour, so
+# abandoned starts (or another site making the browser GET /authsvc/login over and over) grew the
+# cookie past the 4 KB a browser keeps, and sign-in failed until they expired.
+MAX_PENDING_SIGN_INS = 5
 
 
 def sign_in_expired(signed_in_at: float, now: float, max_seconds: float = MAX_SIGN_IN_SECONDS) -> bool:
@@ -65,6 +73,19 @@ def id_token_audience_problem(claims: dict[str, Any], client_id: str) -> str | N
     if (len(audiences) > 1 or "azp" in claims) and claims.get("azp") != client_id:
         return WRONG_AZP
     return None
+
+
+def stale_pending_sign_ins(session: Mapping[str, object], keep: int = MAX_PENDING_SIGN_INS) -> list[str]:
+    """The session keys of the sign-ins under way to drop before one more starts, so that at most
+    ``keep`` remain with it: the oldest (by Authlib's expiry, which is the start plus an hour; one
+    without a usable expiry first)."""
+    def expiry(key: str) -> float:
+        value = session[key]
+        exp = value.get("exp") if isinstance(value, dict) else None
+        return exp if isinstance(exp, (int, float)) and math.isfinite(exp) else -math.inf
+
+    pending = sorted((key for key in session if isinstance(key, str) and key.startswith(PENDING)), key=expiry)
+    return pending[:max(0, len(pending) - (keep - 1))]
 
 
 TLS_HINT = ("; authsvc's certificate is not trusted by this process: name its CA bundle in REQUESTS_CA_BUNDLE "
@@ -97,7 +118,7 @@ class OidcMode:
         self.ended = ended
         oauth = OAuth(app)
         self.client = oauth.register(
-            "authsvc", client_id=settings.client_id, client_secret=settings.client_secret,
+            "authsvc", client_id=settings.client_id, client_secret=settings.client_secret,  # the name: PENDING
             server_metadata_url=settings.url + "/.well-known/openid-configuration",
             client_kwargs={"scope": " ".join(settings.scopes), "code_challenge_method": "S256",
                            "token_endpoint_auth_method": "client_secret_basic" if settings.client_secret else "none"})
@@ -136,6 +157,8 @@ class OidcMode:
             log.error("authsvc: SESSION_COOKIE_SECURE is off while this app is served over https: the "
                       "sign-in cookie would also go over plain http; set SESSION_COOKIE_SECURE = True")
             abort(503)
+        for key in stale_pending_sign_ins(session):
+            session.pop(key, None)
         session[NEXT] = local_next(request.args.get("next"))
         extra = {"prompt": "login"} if request.args.get("step_up") == "1" else {}
         return self.client.authorize_redirect(url_for("authsvc.callback", _external=True), **extra)
