@@ -32,6 +32,7 @@ class FakeProvider:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     iss_supported: bool = False      # advertise RFC 9207's iss in authorization responses (authsvc does)
     jwks_fetches: int = 0
+    jwks_stall: float = 0.0          # seconds the JWKS answer takes (a stalled provider)
 
     def sign(self, claims: dict[str, Any], key: RSAKey | None = None, alg: str = "RS256") -> str:
         signer = key or self.key
@@ -76,6 +77,7 @@ class FakeProvider:
         @app.get("/oauth/jwks")
         def jwks():
             self.jwks_fetches += 1
+            time.sleep(self.jwks_stall)
             return jsonify(KeySet([self.key]).as_dict(private=False))
 
         @app.post("/oauth/token")

@@ -40,6 +40,7 @@ def provider(running_provider):
     running_provider.issuer = None
     running_provider.iss_supported = False
     running_provider.key = PROVIDER_KEY
+    running_provider.jwks_stall = 0.0
     return running_provider
 
 
@@ -677,6 +678,52 @@ def test_an_unknown_kid_refetches_once_and_is_still_refused(client, provider, ap
     assert post_logout(app.test_client(), provider.logout_token(key=stranger)).status_code == 400
     assert provider.jwks_fetches == fetched + 1
     assert client.get("/private").status_code == 200
+
+
+def test_unknown_kids_from_anyone_fetch_the_jwks_at_most_once_a_while(client, provider, app):
+    """The back-channel endpoint takes anonymous POSTs: each token with a kid not in the cached JWKS
+    made the app fetch the provider's JWKS again, as often as anyone cared to post. Now once per
+    JWKS_REFRESH_SECONDS per process; a token whose kid is unknown meanwhile is a 503 (authsvc
+    retries it, and by then the fetch may go ahead)."""
+    from flask_authsvc.oidc import JWKS_REFRESH_SECONDS
+
+    assert sign_in(client, provider).status_code == 303          # the JWKS is cached now
+    oidc = app.extensions["authsvc"].oidc
+    start = oidc.clock()
+    oidc.clock = lambda: start
+    fetched = provider.jwks_fetches
+    answers = [post_logout(app.test_client(), provider.logout_token(
+        key=RSAKey.import_key(OTHER_KEY.as_dict(private=True), {"kid": f"random-{i}"}))).status_code
+        for i in range(20)]
+    assert provider.jwks_fetches == fetched + 1
+    assert answers[0] == 400 and set(answers[1:]) == {503}
+    provider.key = ROTATED_KEY                                     # a real rotation meanwhile
+    assert post_logout(app.test_client(), provider.logout_token()).status_code == 503
+    assert client.get("/private").status_code == 200
+    oidc.clock = lambda: start + JWKS_REFRESH_SECONDS + 0.1        # authsvc's retry, a little later
+    assert post_logout(app.test_client(), provider.logout_token()).status_code == 200
+    assert provider.jwks_fetches == fetched + 2
+    assert client.get("/private").status_code == 302
+    # a token signed with a key the cached JWKS has never fetches
+    assert post_logout(app.test_client(), provider.logout_token(sid="sid-3")).status_code == 200
+    assert provider.jwks_fetches == fetched + 2
+
+
+def test_a_stalled_jwks_answer_holds_the_request_only_until_the_timeout(provider, monkeypatch):
+    """With no timeout, a provider (or a route) that stalls held the app's worker as long as it
+    stalled, and anyone could make it wait there (an unknown kid forces the fetch)."""
+    import time
+
+    import flask_authsvc.oidc
+
+    monkeypatch.setattr(flask_authsvc.oidc, "HTTP_TIMEOUT", 0.5)
+    app, _ = make_app(provider)
+    assert sign_in(app.test_client(), provider).status_code == 303
+    provider.jwks_stall = 3.0
+    began = time.monotonic()
+    stranger = RSAKey.import_key(OTHER_KEY.as_dict(private=True), {"kid": "stranger"})
+    assert post_logout(app.test_client(), provider.logout_token(key=stranger)).status_code == 503
+    assert time.monotonic() - began < 2
 
 
 # --- a provider whose certificate this process does not trust ------------------------------------------

@@ -11,6 +11,7 @@ from flask_authsvc.oidc import (
     WRONG_AUDIENCE,
     WRONG_AZP,
     id_token_audience_problem,
+    jwks_refresh_due,
     sign_in_expired,
     stale_pending_sign_ins,
 )
@@ -205,3 +206,11 @@ def test_a_pending_sign_in_without_a_usable_expiry_is_dropped_first(odd):
     session = {f"{PENDING}new{i}": {"exp": NOW + i} for i in range(4)}
     session[f"{PENDING}odd"] = odd if odd == "x" else {"exp": odd}
     assert stale_pending_sign_ins(session, keep=5) == [f"{PENDING}odd"]
+
+
+@pytest.mark.parametrize("last, now, due", [
+    (None, 0.0, True), (100.0, 100.0, False), (100.0, 104.9, False), (100.0, 105.0, True), (100.0, 1e9, True),
+    (100.0, 50.0, False),            # a clock behind the last fetch: not due
+])
+def test_the_jwks_is_fetched_again_at_most_every_five_seconds(last, now, due):
+    assert jwks_refresh_due(last, now, every=5.0) is due

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -50,11 +51,24 @@ PENDING = "_state_authsvc_"     # session: Authlib's key prefix for a sign-in un
 # abandoned starts (or another site making the browser GET /authsvc/login over and over) grew the
 # cookie past the 4 KB a browser keeps, and sign-in failed until they expired.
 MAX_PENDING_SIGN_INS = 5
+# The back-channel endpoint takes anonymous POSTs, and a kid not in the cached JWKS makes the app
+# fetch the provider's JWKS again (a key rotated in): at most once in this many seconds per process,
+# so nobody can make the app hammer authsvc. Short enough that authsvc's retries of a logout token
+# signed with a key rotated in meanwhile (after 1, 2 and 4 seconds) get through.
+JWKS_REFRESH_SECONDS = 5.0
+# Every request to the provider (discovery, JWKS, token): a provider or route that stalls holds a
+# worker this long at most, not as long as it stalls.
+HTTP_TIMEOUT = 10.0
 
 
 def sign_in_expired(signed_in_at: float, now: float, max_seconds: float = MAX_SIGN_IN_SECONDS) -> bool:
     """Is a sign-in made at ``signed_in_at`` too old to stand at ``now``? (NaN: too old.)"""
     return not now - signed_in_at <= max_seconds
+
+
+def jwks_refresh_due(last: float | None, now: float, every: float = JWKS_REFRESH_SECONDS) -> bool:
+    """May the JWKS be fetched again at ``now`` (a monotonic clock), last fetched again at ``last``?"""
+    return last is None or now - last >= every
 
 
 WRONG_AUDIENCE = "wrong_audience"
@@ -116,12 +130,16 @@ class OidcMode:
 
         self.settings = settings
         self.ended = ended
+        self.clock = time.monotonic
+        self._jwks_refreshed_at: float | None = None
+        self._jwks_lock = threading.Lock()
         oauth = OAuth(app)
         self.client = oauth.register(
             "authsvc", client_id=settings.client_id, client_secret=settings.client_secret,  # the name: PENDING
             server_metadata_url=settings.url + "/.well-known/openid-configuration",
             client_kwargs={"scope": " ".join(settings.scopes), "code_challenge_method": "S256",
-                           "token_endpoint_auth_method": "client_secret_basic" if settings.client_secret else "none"})
+                           "token_endpoint_auth_method": "client_secret_basic" if settings.client_secret else "none",
+                           "default_timeout": HTTP_TIMEOUT})
         bp = Blueprint("authsvc", __name__, url_prefix="/authsvc")
         bp.add_url_rule("/login", "login", self.login, methods=["GET"])
         bp.add_url_rule("/callback", "callback", self.callback, methods=["GET"])
@@ -258,7 +276,16 @@ class OidcMode:
                 token = jwt.decode(raw, KeySet.import_key_set(self.client.fetch_jwk_set()), registry=registry)
             except InvalidKeyIdError:
                 # A kid not in the cached JWKS: the provider may have rotated its key since (authsvc
-                # signs with the new key at once). Fetch the JWKS again, once.
+                # signs with the new key at once). Fetch the JWKS again, once, unless it was fetched
+                # again moments ago (anyone can post a token with a made-up kid): then ask for a retry.
+                if not self._may_refresh_jwks():
+                    log.warning("authsvc: back-channel logout: a kid not in the JWKS, fetched again under %ss "
+                                "ago: 503, retry", JWKS_REFRESH_SECONDS)
+                    response = jsonify(error="temporarily_unavailable", error_description="jwks_refresh_throttled")
+                    response.status_code = 503
+                    response.headers["Cache-Control"] = "no-store"
+                    response.headers["Retry-After"] = str(math.ceil(JWKS_REFRESH_SECONDS))
+                    return response
                 token = jwt.decode(raw, KeySet.import_key_set(self.client.fetch_jwk_set(force=True)),
                                    registry=registry)
         except (JoseError, ValueError, TypeError, KeyError):
@@ -277,6 +304,14 @@ class OidcMode:
         response = jsonify()
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    def _may_refresh_jwks(self) -> bool:
+        with self._jwks_lock:
+            now = self.clock()
+            if not jwks_refresh_due(self._jwks_refreshed_at, now):
+                return False
+            self._jwks_refreshed_at = now
+            return True
 
     # --- the current request --------------------------------------------------------------------
 
