@@ -44,15 +44,16 @@ def provider(running_provider):
     return running_provider
 
 
-def make_app(provider: FakeProvider, before=None, **config):
-    """The app; ``before(app)`` runs before ``Authsvc(app)`` (an extension the app binds first)."""
+def make_app(provider: FakeProvider, before=None, ended=None, **config):
+    """The app; ``before(app)`` runs before ``Authsvc(app)`` (an extension the app binds first);
+    ``ended``: the record of ended sign-ins (default: the extension's own)."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY="test-only-" + "k" * 32, AUTHSVC_URL=provider.base, AUTHSVC_MODE="oidc",
                       AUTHSVC_CLIENT_ID=CLIENT_ID, AUTHSVC_SCOPES="openid profile")
     app.config.update(config)
     if before is not None:
         before(app)
-    authsvc = Authsvc(app, LoginManager(app))
+    authsvc = Authsvc(app, LoginManager(app), ended_sessions=ended)
     authsvc.user_loader(User)
 
     @app.get("/private")
@@ -326,6 +327,42 @@ def test_a_copied_session_cookie_never_outlives_a_day_nor_the_record_of_its_logo
         expected = 200 if ended_by == "nothing" and hours < 24 else 302
         thief.set_cookie("session", copy)  # the very same copy, replayed
         assert thief.get("/private").status_code == expected, hours
+
+
+def test_one_users_sign_in_and_out_cycles_never_flush_the_record_of_anothers_logout(provider, caplog):
+    """Every Logout adds a record, which the record used to forget oldest first once full: one user
+    signing in and out over and over pushed out another's Logout, and a copy of that user's cookie
+    (stolen before the Logout) signed in again. Now no record is forgotten while the sign-in it
+    refuses could still be used; a record full of such records refuses new sign-ins (503, logged)."""
+    import time
+
+    from flask_authsvc.logout_tokens import MAX_SIGN_IN_SECONDS, MemoryEndedSessions
+
+    now = [time.time()]
+    ended = MemoryEndedSessions(max_entries=20, clock=lambda: now[0])
+    app, _ = make_app(provider, ended=ended)
+    victim, thief, attacker = app.test_client(), app.test_client(), app.test_client()
+    assert sign_in(victim, provider).status_code == 303
+    stolen = victim.get_cookie("session").value
+    assert sign_out(victim).status_code == 303
+    statuses = []
+    with caplog.at_level(logging.ERROR, logger="flask_authsvc"):
+        for _ in range(40):
+            login = attacker.get("/authsvc/login")
+            if login.status_code == 302:
+                code, state = provider.issue_code(login.headers["Location"], preferred_username="mallory",
+                                                  sub="s-mallory", sid="sid-m")
+                login = attacker.get(f"/authsvc/callback?code={code}&state={state}")
+                assert login.status_code == 303
+                assert sign_out(attacker).status_code == 303
+            statuses.append(login.status_code)
+    assert statuses[:19] == [303] * 19 and set(statuses[19:]) == {503}
+    assert "ended sign-ins is full" in caplog.text
+    thief.set_cookie("session", stolen)
+    assert thief.get("/private").status_code == 302                # the victim's Logout still stands
+    assert app.test_client().get("/authsvc/login").status_code == 503
+    now[0] += MAX_SIGN_IN_SECONDS + 1                              # every record's sign-in is too old now
+    assert sign_in(attacker, provider).status_code == 303
 
 
 def test_an_https_app_without_secure_session_cookies_starts_no_sign_in_and_says_which_setting(provider, caplog):

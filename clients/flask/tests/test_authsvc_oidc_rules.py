@@ -161,11 +161,39 @@ def test_a_sign_in_lasts_a_day(age, expired):
     assert sign_in_expired(NOW - age, NOW) is expired
 
 
-def test_ended_record_is_bounded():
-    ended = MemoryEndedSessions(max_entries=10, clock=lambda: NOW)
-    for i in range(1000):
+def test_ended_record_is_bounded_by_being_full_never_by_forgetting_a_record_still_needed():
+    """A full record used to forget its oldest entry: one user's sign-outs flushed another's."""
+    clock = [NOW]
+    ended = MemoryEndedSessions(max_entries=10, clock=lambda: clock[0])
+    for i in range(9):
         ended.end(f"s{i}", None, NOW)
-    assert ended.is_ended("s999", "u", NOW) and not ended.is_ended("s0", "u", NOW)
+    assert not ended.full()
+    ended.end(None, "u1", NOW)
+    assert ended.full()                                       # no sign-in starts now
+    for i in range(9, 20):                                    # sign-ins made before it still end, recorded
+        ended.end(f"s{i}", None, NOW)
+    assert all(ended.is_ended(f"s{i}", "u", NOW) for i in range(20)) and ended.is_ended(None, "u1", NOW - 1)
+    clock[0] = NOW + MAX_SIGN_IN_SECONDS - 1
+    assert ended.full() and ended.is_ended("s0", "u", NOW)   # still needed: a sign-in lasts a day
+    clock[0] = NOW + MAX_SIGN_IN_SECONDS + 1
+    assert not ended.full() and not ended.is_ended("s0", "u", NOW) and not ended.is_ended(None, "u1", NOW - 1)
+
+
+def test_ending_again_moves_an_entry_behind_the_younger_ones():
+    """Entries are forgotten from the front, oldest first, stopping at the first one still needed:
+    an entry ended again must not stay in front with its new time, shielding older ones, nor be
+    forgotten by its first time."""
+    clock = [NOW]
+    ended = MemoryEndedSessions(clock=lambda: clock[0])
+    ended.end(None, "u1", NOW)
+    ended.end(None, "u2", NOW + 100)
+    ended.end(None, "u1", NOW + 200)                          # u1 signed out everywhere again
+    clock[0] = NOW + MAX_SIGN_IN_SECONDS + 150
+    ended.end("s", None, clock[0])
+    assert not ended.is_ended(None, "u2", NOW + 50)           # forgotten: too old
+    assert ended.is_ended(None, "u1", NOW + 150)              # kept by its latest end
+    ended.end(None, "u1", NOW)                                # an older logout never moves it back
+    assert ended.is_ended(None, "u1", NOW + 150)
 
 
 @pytest.mark.parametrize("claims", [

@@ -50,7 +50,9 @@ def _number(value: object) -> bool:
 
 class EndedSessions(Protocol):
     """Where ended sign-ins are kept until they could no longer be presented. Pass a shared one
-    (``Authsvc(app, login, ended_sessions=...)``) when the app runs several processes."""
+    (``Authsvc(app, login, ended_sessions=...)``) when the app runs several processes. It must never
+    forget an entry younger than :data:`MAX_SIGN_IN_SECONDS` to make room; one that can fill up
+    should also have ``full() -> bool`` (optional), true while no sign-in may start."""
 
     def end(self, sid: str | None, sub: str | None, at: float) -> None: ...
 
@@ -70,12 +72,19 @@ class MemoryEndedSessions:
     every sign-in of that subject made before the logout. Entries are kept ``keep_seconds``
     (default: a day, as long as a sign-in lasts, :data:`MAX_SIGN_IN_SECONDS`: a
     sign-in ended at ``t`` was made before ``t`` and is too old by ``t`` + a day, so no record is
-    forgotten while the cookie it refuses could still sign anyone in), at most ``max_entries``."""
+    forgotten while the cookie it refuses could still sign anyone in).
+
+    Bounded by refusing sign-ins, never by forgetting: with ``max_entries`` records younger than
+    that, :meth:`full` is true and the extension starts no sign-in (503) until they age out. (Forgetting
+    the oldest let one user flush another's Logout by signing in and out over and over, and a copy
+    of the other's cookie, taken before the Logout, signed in again.) A logout is always recorded."""
 
     def __init__(self, keep_seconds: float = MAX_SIGN_IN_SECONDS, max_entries: int = 100_000, clock=time.time):
         if not keep_seconds >= MAX_SIGN_IN_SECONDS:
             raise ValueError(f"keep_seconds must be at least {MAX_SIGN_IN_SECONDS} (how long a sign-in lasts): "
                              "a record forgotten sooner lets a copy of a signed-out cookie in again")
+        # Each dict in the order its entries were (last) written, so the oldest are at the front
+        # and forgetting stops at the first entry young enough to keep.
         self._sids: dict[str, float] = {}
         self._subs: dict[str, float] = {}
         self._keep, self._max, self._clock = keep_seconds, max_entries, clock
@@ -85,9 +94,11 @@ class MemoryEndedSessions:
         with self._lock:
             self._forget_old()
             if sid is not None:
+                self._sids.pop(sid, None)
                 self._sids[sid] = at
             elif sub is not None:
-                self._subs[sub] = max(at, self._subs.get(sub, 0.0))
+                at = max(at, self._subs.pop(sub, 0.0))
+                self._subs[sub] = at
 
     def is_ended(self, sid: str | None, sub: str, signed_in_at: float) -> bool:
         with self._lock:
@@ -96,10 +107,17 @@ class MemoryEndedSessions:
             ended_at = self._subs.get(sub)
             return ended_at is not None and signed_in_at <= ended_at
 
+    def full(self) -> bool:
+        """Are there ``max_entries`` records still needed? Then no sign-in may start."""
+        with self._lock:
+            self._forget_old()
+            return len(self._sids) + len(self._subs) >= self._max
+
     def _forget_old(self) -> None:
         horizon = self._clock() - self._keep
         for table in (self._sids, self._subs):
-            for key in [k for k, at in table.items() if at < horizon]:
-                del table[key]
-            while len(table) >= self._max:
-                del table[next(iter(table))]
+            while table:
+                oldest = next(iter(table))
+                if not table[oldest] < horizon:
+                    break
+                del table[oldest]

@@ -168,6 +168,7 @@ class OidcMode:
 
     def login(self):
         self.metadata()
+        self._refuse_when_the_record_is_full()
         if request.is_secure and not current_app.config.get("SESSION_COOKIE_SECURE"):
             # The sign-in will live in Flask's session cookie: without Secure, a browser pushed to
             # http://this-app/ (no HSTS yet) sends it in the clear. The app is served over https, so
@@ -213,6 +214,7 @@ class OidcMode:
         if isinstance(identity, Malformed):
             log.warning("authsvc: OIDC ID token refused: %s in %s", identity.reason, identity.header)
             abort(401)
+        self._refuse_when_the_record_is_full()
         target = local_next(session.get(NEXT))
         session.clear()   # nothing of the anonymous session carries over into the signed-in one
         sid = claims.get("sid")
@@ -304,6 +306,17 @@ class OidcMode:
         response = jsonify()
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    def _refuse_when_the_record_is_full(self) -> None:
+        """No new sign-in while the record of ended sign-ins is full of records still needed: a
+        record that made room by forgetting would let a signed-out cookie in again. (``full`` is
+        optional for a record the app passes.)"""
+        full = getattr(self.ended, "full", None)
+        if callable(full) and full():
+            log.error("authsvc: sign-in refused: the record of ended sign-ins is full (every entry still "
+                      "refuses a sign-in less than a day old); pass a larger or shared one: "
+                      "Authsvc(app, login, ended_sessions=...)")
+            abort(503)
 
     def _may_refresh_jwks(self) -> bool:
         with self._jwks_lock:
