@@ -17,5 +17,8 @@ else:
     #   authsvc oidc client add Microblog --redirect-uri https://blog.example.com/authsvc/callback
     #       --scopes "openid profile groups"   (groups only if MICROBLOG_AUTHSVC_SCOPES asks for it)
     # and given MICROBLOG_AUTHSVC_CLIENT_ID, MICROBLOG_AUTHSVC_CLIENT_SECRET and MICROBLOG_SECRET_KEY
-    # (the sign-in is kept in Flask's signed session cookie).
+    # (the sign-in is kept in Flask's signed session cookie). Served over https, also
+    # MICROBLOG_SESSION_COOKIE_SECURE=true and MICROBLOG_SESSION_COOKIE_NAME=__Host-session: without
+    # them no sign-in starts (503) and the log names the setting (a sibling subdomain could plant a
+    # session cookie of any other name). On plain http (loopback, run.sh --oidc) neither is needed.
     AUTHSVC_SCOPES = "openid profile"

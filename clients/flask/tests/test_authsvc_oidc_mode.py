@@ -377,13 +377,76 @@ def test_an_https_app_without_secure_session_cookies_starts_no_sign_in_and_says_
         refused = client.get(first.headers["Location"], base_url=at)
     assert refused.status_code == 503 and "Set-Cookie" not in refused.headers
     assert "set SESSION_COOKIE_SECURE = True" in caplog.text
-    app, _ = make_app(provider, SESSION_COOKIE_SECURE=True)
+    app, _ = make_app(provider, SESSION_COOKIE_SECURE=True, SESSION_COOKIE_NAME="__Host-session")
     client = app.test_client()
     url = client.get(client.get("/private", base_url=at).headers["Location"], base_url=at).headers["Location"]
     code, state = provider.issue_code(url)
     back = client.get(f"/authsvc/callback?code={code}&state={state}", base_url=at)
     assert back.status_code == 303 and "; Secure" in back.headers["Set-Cookie"]
     assert client.get("/private", base_url=at).status_code == 200
+
+
+HTTPS_APP = "https://blog.example.test"
+
+
+@pytest.mark.parametrize("config, says", [
+    ({}, "set SESSION_COOKIE_NAME = '__Host-session'"),
+    ({"SESSION_COOKIE_NAME": "blog_session"}, "set SESSION_COOKIE_NAME = '__Host-session'"),
+    ({"SESSION_COOKIE_NAME": "__Secure-session"}, "set SESSION_COOKIE_NAME = '__Host-session'"),
+    ({"SESSION_COOKIE_NAME": "__host-session"}, "set SESSION_COOKIE_NAME = '__Host-session'"),
+    ({"SESSION_COOKIE_NAME": "__Host-session", "SESSION_COOKIE_DOMAIN": "example.test"}, "unset SESSION_COOKIE_DOMAIN"),
+    ({"SESSION_COOKIE_NAME": "__Host-session", "SESSION_COOKIE_PATH": "/blog"}, "set SESSION_COOKIE_PATH = '/'"),
+    ({"SESSION_COOKIE_NAME": "__Host-session", "APPLICATION_ROOT": "/blog"}, "set SESSION_COOKIE_PATH = '/'"),
+], ids=repr)
+def test_an_https_app_whose_session_cookie_a_sibling_could_plant_starts_no_sign_in(provider, caplog, config, says):
+    """A sibling subdomain sets ``session=<its own signed sign-in>; Domain=example.test; Path=/private``:
+    the browser sends it first and the app reads it, so the victim works in the attacker's account.
+    Only a ``__Host-`` cookie (this host only, https, Path=/, no Domain) cannot be planted: an app
+    served over https starts no sign-in without one, and the log names the setting and the fix."""
+    app, _ = make_app(provider, SESSION_COOKIE_SECURE=True, **config)
+    client = app.test_client()
+    with caplog.at_level(logging.ERROR, logger="flask_authsvc"):
+        refused = client.get("/authsvc/login?next=/private", base_url=HTTPS_APP)
+    assert refused.status_code == 503 and "Set-Cookie" not in refused.headers
+    assert says in caplog.text
+
+
+def test_an_https_app_with_a_host_prefixed_session_cookie_signs_in(provider):
+    app, _ = make_app(provider, SESSION_COOKIE_SECURE=True, SESSION_COOKIE_NAME="__Host-session")
+    client = app.test_client()
+    login = client.get("/authsvc/login?next=/private", base_url=HTTPS_APP)
+    code, state = provider.issue_code(login.headers["Location"])
+    back = client.get(f"/authsvc/callback?code={code}&state={state}", base_url=HTTPS_APP)
+    assert back.status_code == 303
+    cookie = back.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-session=") and "; Secure" in cookie and "; Path=/" in cookie
+    assert "Domain" not in cookie
+    assert client.get("/private", base_url=HTTPS_APP).get_data(as_text=True).startswith("alice ")
+
+
+def test_a_request_with_two_session_cookies_is_refused_and_every_copy_expired(app, provider, caplog):
+    """Cookie tossing on an app where a sibling can still plant (plain http, or a cookie named
+    before the __Host- rule): the request carries the victim's cookie and the planted one, the
+    planted one first. Refused (400), nobody signed in, nothing of either copy written back, and the
+    answer deletes every copy the browser may hold (each domain and path of this request's), so no
+    request after it reads the planted one."""
+    attacker, victim = app.test_client(), app.test_client()
+    assert sign_in(attacker, provider, preferred_username="mallory", sub="s-mallory", sid="sid-m").status_code == 303
+    assert sign_in(victim, provider).status_code == 303
+    planted, own = attacker.get_cookie("session").value, victim.get_cookie("session").value
+    browser = app.test_client(use_cookies=False)
+    at = "http://blog.example.test"
+    with caplog.at_level(logging.WARNING, logger="flask_authsvc"):
+        refused = browser.get("/private", base_url=at, headers={"Cookie": f"session={planted}; session={own}"})
+    assert refused.status_code == 400 and "mallory" not in refused.get_data(as_text=True)
+    assert "two session cookies" in caplog.text
+    deleted = {(c.split("; Domain=")[1].split(";")[0] if "; Domain=" in c else None, c.split("; Path=")[1].split(";")[0])
+               for c in refused.headers.getlist("Set-Cookie") if c.startswith("session=;") and "Expires=Thu, 01 Jan 1970" in c}
+    assert {(None, "/"), (None, "/private"), ("example.test", "/"), ("example.test", "/private"),
+            ("blog.example.test", "/"), ("blog.example.test", "/private")} <= deleted
+    assert not [c for c in refused.headers.getlist("Set-Cookie") if c.startswith("session=") and "1970" not in c]
+    for path in ("/authsvc/login", "/authsvc/callback?code=x&state=y", "/"):    # every route, the extension's too
+        assert browser.get(path, headers={"Cookie": f"session={own}; session={planted}"}).status_code == 400
 
 
 # --- cross-site sign-out: an <img> or a form on another site must not end the sign-in ----------------

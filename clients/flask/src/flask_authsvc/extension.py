@@ -211,6 +211,10 @@ class Authsvc:
         if _VERDICT in environ:
             return environ[_VERDICT]
         if self._oidc is not None:
+            if self._oidc.two_session_cookies():
+                environ.setdefault(_VERDICT, None)
+                self._refuse_once(400)
+                return None
             return environ.setdefault(_VERDICT, self._oidc.identity())
         headers = headers_from_environ(environ)
         verdict: Identity | None = None

@@ -3,8 +3,8 @@
 Authorization code with PKCE (S256) and a nonce, from authsvc's discovery document
 (``AUTHSVC_URL/.well-known/openid-configuration``, whose ``issuer`` must be ``AUTHSVC_URL``).
 Authlib checks the state, the ID token's signature (the provider's JWKS, its advertised
-algorithms), issuer, expiry and nonce; :func:`id_token_audience_problem` its audience; :func:`flask_authsvc.identity.identity_from_claims`
-then reads the identity, which is kept in Flask's signed session (so ``SECRET_KEY`` is required).
+algorithms), issuer, expiry and nonce; :func:`id_token_audience_problem` its audience;
+:func:`flask_authsvc.identity.identity_from_claims` then reads the identity, which is kept in Flask's signed session (so ``SECRET_KEY`` is required).
 Routes, under ``/authsvc``: ``login`` (starts the flow), ``callback``, ``logout`` (ends the local
 sign-in on a POST from this app's own pages, :mod:`flask_authsvc.crosssite`; a GET shows a page
 with the Sign out button) and ``backchannel-logout`` (OpenID Connect Back-Channel Logout 1.0: the
@@ -26,8 +26,20 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    after_this_request,
+    current_app,
+    jsonify,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 
+from flask_authsvc.cookies import HOST_PREFIX, SUGGESTED_NAME, session_cookie_problem, stray_locations
 from flask_authsvc.crosssite import cross_site_problem, own_origin
 from flask_authsvc.identity import Identity, Malformed, identity_from_claims
 from flask_authsvc.logout_tokens import (
@@ -169,12 +181,15 @@ class OidcMode:
     def login(self):
         self.metadata()
         self._refuse_when_the_record_is_full()
-        if request.is_secure and not current_app.config.get("SESSION_COOKIE_SECURE"):
-            # The sign-in will live in Flask's session cookie: without Secure, a browser pushed to
-            # http://this-app/ (no HSTS yet) sends it in the clear. The app is served over https, so
-            # nothing needs it over http. (An app on plain http, loopback development, needs no flag.)
-            log.error("authsvc: SESSION_COOKIE_SECURE is off while this app is served over https: the "
-                      "sign-in cookie would also go over plain http; set SESSION_COOKIE_SECURE = True")
+        # The sign-in will live in Flask's session cookie. Over https it must be Secure (else a
+        # browser pushed to http://this-app/, no HSTS yet, sends it in the clear) and __Host- (else
+        # a sibling subdomain plants its own). An app on plain http (loopback development) needs neither.
+        app, interface = current_app._get_current_object(), current_app.session_interface
+        problem = session_cookie_problem(https=request.is_secure, name=interface.get_cookie_name(app),
+                                         secure=interface.get_cookie_secure(app),
+                                         domain=interface.get_cookie_domain(app), path=interface.get_cookie_path(app))
+        if problem is not None:
+            log.error("authsvc: sign-in refused: %s", problem)
             abort(503)
         for key in stale_pending_sign_ins(session):
             session.pop(key, None)
@@ -327,6 +342,28 @@ class OidcMode:
             return True
 
     # --- the current request --------------------------------------------------------------------
+
+    def two_session_cookies(self) -> bool:
+        """Does the request carry two cookies of the session cookie's name (one planted by a
+        sibling subdomain, which Flask may have read)? Then nothing of the session is kept (Flask
+        expires this app's copy, writing back nothing of either), and the answer deletes every
+        other copy the browser may hold here."""
+        app = current_app._get_current_object()
+        name = app.session_interface.get_cookie_name(app)
+        if len(request.cookies.getlist(name)) < 2:
+            return False
+        log.warning("authsvc: request refused: two session cookies named %s (one planted by a sibling "
+                    "subdomain?); every copy expired%s", escape(name),
+                    "" if name.startswith(HOST_PREFIX) else f"; name it {SUGGESTED_NAME} (SESSION_COOKIE_NAME)")
+        session.clear()
+        secure = request.is_secure
+
+        @after_this_request
+        def expire_copies(response):
+            for domain, path in stray_locations(request.host, request.path):
+                response.delete_cookie(name, path=path, domain=domain, secure=secure, httponly=True)
+            return response
+        return True
 
     def identity(self) -> Identity | None:
         data = session.get(SIGNED_IN)
