@@ -329,40 +329,74 @@ def test_a_copied_session_cookie_never_outlives_a_day_nor_the_record_of_its_logo
         assert thief.get("/private").status_code == expected, hours
 
 
-def test_one_users_sign_in_and_out_cycles_never_flush_the_record_of_anothers_logout(provider, caplog):
-    """Every Logout adds a record, which the record used to forget oldest first once full: one user
-    signing in and out over and over pushed out another's Logout, and a copy of that user's cookie
-    (stolen before the Logout) signed in again. Now no record is forgotten while the sign-in it
-    refuses could still be used; a record full of such records refuses new sign-ins (503, logged)."""
-    import time
+def test_one_users_sign_in_and_out_cycles_neither_flush_anothers_logout_nor_stop_anyones_sign_in(provider):
+    """Every Logout adds a record. Forgetting the oldest once full let one user, signing in and out
+    over and over, push out another's Logout (a copy of that cookie, stolen before it, signed in
+    again); refusing every sign-in once full let that one user stop everybody's sign-in for a day.
+    Now a subject's own records are collapsed into one past PER_SUBJECT: the record never fills up
+    with one account's sign-outs, and every sign-out still stands."""
+    from flask_authsvc.logout_tokens import PER_SUBJECT, MemoryEndedSessions
 
-    from flask_authsvc.logout_tokens import MAX_SIGN_IN_SECONDS, MemoryEndedSessions
-
-    now = [time.time()]
-    ended = MemoryEndedSessions(max_entries=20, clock=lambda: now[0])
+    ended = MemoryEndedSessions(max_entries=3)
     app, _ = make_app(provider, ended=ended)
     victim, thief, attacker = app.test_client(), app.test_client(), app.test_client()
     assert sign_in(victim, provider).status_code == 303
     stolen = victim.get_cookie("session").value
     assert sign_out(victim).status_code == 303
-    statuses = []
-    with caplog.at_level(logging.ERROR, logger="flask_authsvc"):
-        for _ in range(40):
-            login = attacker.get("/authsvc/login")
-            if login.status_code == 302:
-                code, state = provider.issue_code(login.headers["Location"], preferred_username="mallory",
-                                                  sub="s-mallory", sid="sid-m")
-                login = attacker.get(f"/authsvc/callback?code={code}&state={state}")
-                assert login.status_code == 303
-                assert sign_out(attacker).status_code == 303
-            statuses.append(login.status_code)
-    assert statuses[:19] == [303] * 19 and set(statuses[19:]) == {503}
-    assert "ended sign-ins is full" in caplog.text
+    own_copies = []
+    for i in range(PER_SUBJECT * 4):
+        login = attacker.get("/authsvc/login")
+        assert login.status_code == 302, i
+        code, state = provider.issue_code(login.headers["Location"], preferred_username="mallory",
+                                          sub="s-mallory", sid="sid-m")
+        assert attacker.get(f"/authsvc/callback?code={code}&state={state}").status_code == 303, i
+        if i < PER_SUBJECT + 2:
+            own_copies.append(attacker.get_cookie("session").value)
+        assert sign_out(attacker).status_code == 303
+        assert not ended.full(), i
     thief.set_cookie("session", stolen)
     assert thief.get("/private").status_code == 302                # the victim's Logout still stands
-    assert app.test_client().get("/authsvc/login").status_code == 503
+    for copy in own_copies:                                        # and each of the cycler's own
+        thief.set_cookie("session", copy)
+        assert thief.get("/private").status_code == 302
+    carol = app.test_client()
+    code, state = provider.issue_code(carol.get("/authsvc/login").headers["Location"], preferred_username="carol",
+                                      sub="s-carol", sid="sid-c")
+    assert carol.get(f"/authsvc/callback?code={code}&state={state}").status_code == 303
+    assert carol.get("/private").status_code == 200                # another user signs in as ever
+    assert sign_in(attacker, provider).status_code == 303          # and so does the cycler, afresh
+    assert attacker.get("/private").status_code == 200
+
+
+def test_a_record_full_of_distinct_subjects_refuses_sign_ins_rather_than_forget(provider, caplog):
+    """Past max_entries distinct subjects with records under a day old the record is full: forgetting
+    would let a signed-out cookie in again, so new sign-ins are refused (503, logged) instead."""
+    import time
+
+    from flask_authsvc.logout_tokens import MAX_SIGN_IN_SECONDS, MemoryEndedSessions
+
+    now = [time.time()]
+    ended = MemoryEndedSessions(max_entries=3, clock=lambda: now[0])
+    app, _ = make_app(provider, ended=ended)
+    copies = []
+    for name in ("ann", "bob", "cid"):
+        user = app.test_client()
+        login = user.get("/authsvc/login")
+        assert login.status_code == 302
+        code, state = provider.issue_code(login.headers["Location"], preferred_username=name, sub=f"s-{name}",
+                                          sid=f"sid-{name}")
+        assert user.get(f"/authsvc/callback?code={code}&state={state}").status_code == 303
+        copies.append(user.get_cookie("session").value)
+        assert sign_out(user).status_code == 303
+    with caplog.at_level(logging.ERROR, logger="flask_authsvc"):
+        assert app.test_client().get("/authsvc/login").status_code == 503
+    assert "ended sign-ins is full" in caplog.text
+    thief = app.test_client()
+    for copy in copies:
+        thief.set_cookie("session", copy)
+        assert thief.get("/private").status_code == 302            # every Logout still stands
     now[0] += MAX_SIGN_IN_SECONDS + 1                              # every record's sign-in is too old now
-    assert sign_in(attacker, provider).status_code == 303
+    assert sign_in(app.test_client(), provider).status_code == 303
 
 
 def test_an_https_app_without_secure_session_cookies_starts_no_sign_in_and_says_which_setting(provider, caplog):

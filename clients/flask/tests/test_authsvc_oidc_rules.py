@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from flask_authsvc.identity import Identity, Malformed, identity_from_claims
-from flask_authsvc.logout_tokens import EVENT, MAX_SIGN_IN_SECONDS, MemoryEndedSessions, logout_token_problem
+from flask_authsvc.logout_tokens import (EVENT, MAX_SIGN_IN_SECONDS, PER_SUBJECT, MemoryEndedSessions,
+                                         logout_token_problem)
 from flask_authsvc.oidc import (
     PENDING,
     WRONG_AUDIENCE,
@@ -161,22 +162,84 @@ def test_a_sign_in_lasts_a_day(age, expired):
     assert sign_in_expired(NOW - age, NOW) is expired
 
 
-def test_ended_record_is_bounded_by_being_full_never_by_forgetting_a_record_still_needed():
-    """A full record used to forget its oldest entry: one user's sign-outs flushed another's."""
+def test_ended_record_is_full_only_of_distinct_subjects_never_by_forgetting_a_record_still_needed():
+    """A full record used to forget its oldest entry: one user's sign-outs flushed another's. It
+    forgets nothing under a day old; only ``max_entries`` distinct subjects with such records fill
+    it (and no sign-in starts while it is full)."""
     clock = [NOW]
     ended = MemoryEndedSessions(max_entries=10, clock=lambda: clock[0])
     for i in range(9):
-        ended.end(f"s{i}", None, NOW)
+        ended.end(f"s{i}", f"u{i}", NOW)
     assert not ended.full()
-    ended.end(None, "u1", NOW)
+    ended.end(None, "u9", NOW)
     assert ended.full()                                       # no sign-in starts now
-    for i in range(9, 20):                                    # sign-ins made before it still end, recorded
-        ended.end(f"s{i}", None, NOW)
-    assert all(ended.is_ended(f"s{i}", "u", NOW) for i in range(20)) and ended.is_ended(None, "u1", NOW - 1)
+    for i in range(10, 20):                                   # sign-ins made before it still end, recorded
+        ended.end(f"s{i}", f"u{i}", NOW)
+    assert all(ended.is_ended(f"s{i}", "u", NOW) for i in range(20) if i != 9) and ended.is_ended(None, "u9", NOW - 1)
     clock[0] = NOW + MAX_SIGN_IN_SECONDS - 1
     assert ended.full() and ended.is_ended("s0", "u", NOW)   # still needed: a sign-in lasts a day
     clock[0] = NOW + MAX_SIGN_IN_SECONDS + 1
-    assert not ended.full() and not ended.is_ended("s0", "u", NOW) and not ended.is_ended(None, "u1", NOW - 1)
+    assert not ended.full() and not ended.is_ended("s0", "u", NOW) and not ended.is_ended(None, "u9", NOW - 1)
+
+
+def cycle(ended, sub, times, start=NOW):
+    """``sub`` signs in and out ``times`` times, one second apart: sign-in ``i`` made at ``start + 2i``,
+    its Logout at ``start + 2i + 1`` (the sid the extension gives a local sign-in is random)."""
+    for i in range(times):
+        ended.end(f"{sub}-sid-{i}", sub, start + 2 * i + 1)
+
+
+def test_one_subject_signing_in_and_out_over_and_over_never_fills_the_record_nor_drops_anothers_logout():
+    """One account cycling sign-in and sign-out (no password needed while its authsvc session lives)
+    used to fill the record with its own Logouts, and then every sign-in of everybody was a 503 for
+    a day. A subject's own records are now collapsed past PER_SUBJECT, so it holds one entry or so."""
+    ended = MemoryEndedSessions(max_entries=3, clock=lambda: NOW + 10_000)
+    ended.end("victim-sid", "victim", NOW)
+    for i in range(PER_SUBJECT * 500):
+        ended.end(f"m-{i}", "mallory", NOW + i / 100)
+        assert not ended.full(), i
+    assert ended.is_ended("victim-sid", "victim", NOW - 1)   # the victim's stolen cookie: still refused
+    assert not ended.is_ended("carol-sid", "carol", NOW)     # another user's sign-in: still fine
+
+
+def test_a_subjects_collapsed_records_still_refuse_each_of_its_sign_ins_made_before_them():
+    ended = MemoryEndedSessions(clock=lambda: NOW)
+    cycle(ended, "mallory", PER_SUBJECT * 3)
+    for i in range(PER_SUBJECT * 3):                          # each copy of a signed-out cookie
+        assert ended.is_ended(f"mallory-sid-{i}", "mallory", NOW + 2 * i), i
+    assert ended.is_ended("mallory-other-device", "mallory", NOW + 1)   # stricter for that subject only
+
+
+def test_a_collapse_never_refuses_a_sign_in_made_after_it():
+    ended = MemoryEndedSessions(clock=lambda: NOW)
+    cycle(ended, "mallory", PER_SUBJECT + 1)                 # collapsed at the last Logout
+    last = NOW + 2 * PER_SUBJECT + 1
+    assert ended.is_ended("new", "mallory", last)            # made at the collapse time: refused
+    assert not ended.is_ended("new", "mallory", last + 0.001)
+    ended.end("after", "mallory", last + 5)                  # it keeps recording sid by sid after it
+    assert ended.is_ended("after", "mallory", last + 4) and not ended.is_ended("new", "mallory", last + 1)
+
+
+@pytest.mark.parametrize("victim_end", [("v-sid", "victim"), ("v-sid", None), (None, "victim")], ids=repr)
+def test_an_ended_record_of_another_subject_survives_any_amount_of_cycling(victim_end):
+    clock = [NOW]
+    ended = MemoryEndedSessions(clock=lambda: clock[0])
+    ended.end(*victim_end, NOW)
+    for rounds in range(10):
+        clock[0] = NOW + rounds * 3600                        # within the day the record must hold
+        cycle(ended, "mallory", PER_SUBJECT * 100, start=clock[0])
+        cycle(ended, f"mallory{rounds}", PER_SUBJECT + 1, start=clock[0])
+        assert ended.is_ended("v-sid", "victim", NOW - 1), rounds
+    assert not ended.is_ended("v2-sid", "victim2", NOW - 1)
+
+
+def test_ended_sids_move_between_subjects_without_a_trace():
+    """A sid ended again (under its subject, or another) leaves no stale entry in either subject's share."""
+    ended = MemoryEndedSessions(clock=lambda: NOW)
+    ended.end("s", "u1", NOW)
+    ended.end("s", "u2", NOW + 1)
+    cycle(ended, "u1", PER_SUBJECT + 1, start=NOW + 10)      # u1 collapses: "s" is u2's now, kept
+    assert ended.is_ended("s", "u2", NOW + 100)
 
 
 def test_ending_again_moves_an_entry_behind_the_younger_ones():

@@ -52,7 +52,9 @@ class EndedSessions(Protocol):
     """Where ended sign-ins are kept until they could no longer be presented. Pass a shared one
     (``Authsvc(app, login, ended_sessions=...)``) when the app runs several processes. It must never
     forget an entry younger than :data:`MAX_SIGN_IN_SECONDS` to make room; one that can fill up
-    should also have ``full() -> bool`` (optional), true while no sign-in may start."""
+    should also have ``full() -> bool`` (optional), true while no sign-in may start. ``end`` gets the
+    ``sub`` whenever it is known (also with a ``sid``): a record may bound each subject's share with
+    it, as :class:`MemoryEndedSessions` does, so that one account cannot fill it."""
 
     def end(self, sid: str | None, sub: str | None, at: float) -> None: ...
 
@@ -66,6 +68,14 @@ class EndedSessions(Protocol):
 # authsvc again (a round trip while authsvc's session lives).
 MAX_SIGN_IN_SECONDS = 86_400
 
+# At most this many ended sids are kept per subject; one more and they collapse into one entry,
+# "every sign-in of this subject made before its latest". Any account can sign in and out as often
+# as it likes (no password while its authsvc session lives), so without a per-subject bound one
+# account's own Logouts could fill the record (and stop everybody's sign-in). Small, because past it
+# the subject's other sign-ins made before then end too (only that subject's); large enough that a
+# user's ordinary sign-outs over a day never get there.
+PER_SUBJECT = 20
+
 
 class MemoryEndedSessions:
     """This process's record of ended sign-ins: a ``sid`` is ended for good; a ``sub`` alone ends
@@ -74,19 +84,29 @@ class MemoryEndedSessions:
     sign-in ended at ``t`` was made before ``t`` and is too old by ``t`` + a day, so no record is
     forgotten while the cookie it refuses could still sign anyone in).
 
-    Bounded by refusing sign-ins, never by forgetting: with ``max_entries`` records younger than
-    that, :meth:`full` is true and the extension starts no sign-in (503) until they age out. (Forgetting
-    the oldest let one user flush another's Logout by signing in and out over and over, and a copy
-    of the other's cookie, taken before the Logout, signed in again.) A logout is always recorded."""
+    Each ended sid is kept with its subject, and a subject with more than :data:`PER_SUBJECT` of
+    them has them collapsed into its subject-wide entry (at the latest of their times): at least as
+    strict for that subject (a sign-in is made before it ends; one finishing after its back-channel
+    logout arrived, a racing callback, passes as it would a logout token with only ``sub``), untouched
+    for every other. So one account signing in and out over and over holds a couple of entries,
+    however often it does it. Never bounded by forgetting (forgetting the oldest let one user flush
+    another's Logout, and a copy of the other's cookie, taken before the Logout, signed in again):
+    with ``max_entries`` distinct subjects with records younger than a day (a sid ended without a
+    subject, which authsvc never sends, counts as one), :meth:`full` is true and the extension starts
+    no sign-in (503) until they age out; that takes that many accounts, never one. A logout is always
+    recorded."""
 
     def __init__(self, keep_seconds: float = MAX_SIGN_IN_SECONDS, max_entries: int = 100_000, clock=time.time):
         if not keep_seconds >= MAX_SIGN_IN_SECONDS:
             raise ValueError(f"keep_seconds must be at least {MAX_SIGN_IN_SECONDS} (how long a sign-in lasts): "
                              "a record forgotten sooner lets a copy of a signed-out cookie in again")
-        # Each dict in the order its entries were (last) written, so the oldest are at the front
-        # and forgetting stops at the first entry young enough to keep.
-        self._sids: dict[str, float] = {}
-        self._subs: dict[str, float] = {}
+        # _sids and _subs each in the order their entries were (last) written, so the oldest are at
+        # the front and forgetting stops at the first entry young enough to keep.
+        self._sids: dict[str, tuple[float, str | None]] = {}     # sid -> (ended at, its subject)
+        self._subs: dict[str, float] = {}                        # subject -> its sign-ins before this ended
+        self._shares: dict[str, dict[str, None]] = {}            # subject -> its sids in _sids
+        self._subjects = 0                                       # distinct keys of _shares and _subs
+        self._loose = 0                                          # sids in _sids without a subject
         self._keep, self._max, self._clock = keep_seconds, max_entries, clock
         self._lock = threading.Lock()
 
@@ -94,11 +114,20 @@ class MemoryEndedSessions:
         with self._lock:
             self._forget_old()
             if sid is not None:
-                self._sids.pop(sid, None)
-                self._sids[sid] = at
+                earlier = self._drop_sid(sid)
+                self._sids[sid] = (max(at, earlier), sub)
+                if sub is None:
+                    self._loose += 1
+                    return
+                if sub not in self._shares and sub not in self._subs:
+                    self._subjects += 1
+                share = self._shares.setdefault(sub, {})
+                share[sid] = None
+                if len(share) > PER_SUBJECT:
+                    latest = max(self._drop_sid(mine) for mine in list(share))
+                    self._end_subject(sub, latest)
             elif sub is not None:
-                at = max(at, self._subs.pop(sub, 0.0))
-                self._subs[sub] = at
+                self._end_subject(sub, at)
 
     def is_ended(self, sid: str | None, sub: str, signed_in_at: float) -> bool:
         with self._lock:
@@ -108,16 +137,44 @@ class MemoryEndedSessions:
             return ended_at is not None and signed_in_at <= ended_at
 
     def full(self) -> bool:
-        """Are there ``max_entries`` records still needed? Then no sign-in may start."""
+        """Are there ``max_entries`` subjects with records still needed? Then no sign-in may start."""
         with self._lock:
             self._forget_old()
-            return len(self._sids) + len(self._subs) >= self._max
+            return self._subjects + self._loose >= self._max
+
+    def _end_subject(self, sub: str, at: float) -> None:
+        if sub not in self._subs and sub not in self._shares:
+            self._subjects += 1
+        self._subs[sub] = max(at, self._subs.pop(sub, 0.0))    # moved to the back, never moved back in time
+
+    def _drop_sid(self, sid: str) -> float:
+        """Take ``sid`` out of ``_sids`` and out of its subject's share; when it was ended (0 if not)."""
+        entry = self._sids.pop(sid, None)
+        if entry is None:
+            return 0.0
+        at, sub = entry
+        if sub is None:
+            self._loose -= 1
+        else:
+            share = self._shares[sub]
+            del share[sid]
+            if not share:
+                del self._shares[sub]
+                if sub not in self._subs:
+                    self._subjects -= 1
+        return at
 
     def _forget_old(self) -> None:
         horizon = self._clock() - self._keep
-        for table in (self._sids, self._subs):
-            while table:
-                oldest = next(iter(table))
-                if not table[oldest] < horizon:
-                    break
-                del table[oldest]
+        while self._sids:
+            oldest = next(iter(self._sids))
+            if not self._sids[oldest][0] < horizon:
+                break
+            self._drop_sid(oldest)
+        while self._subs:
+            oldest = next(iter(self._subs))
+            if not self._subs[oldest] < horizon:
+                break
+            del self._subs[oldest]
+            if oldest not in self._shares:
+                self._subjects -= 1

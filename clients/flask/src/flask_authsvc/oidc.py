@@ -259,7 +259,10 @@ class OidcMode:
             return page, 403, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
         data = session.pop(SIGNED_IN, None)
         if isinstance(data, dict) and isinstance(data.get("n"), str):
-            self.ended.end(LOCAL + data["n"], None, time.time())
+            # With its subject: the record keeps a bounded share per subject, so one account's
+            # sign-outs cannot fill it (logout_tokens.PER_SUBJECT).
+            sub = data.get("i")
+            self.ended.end(LOCAL + data["n"], sub if isinstance(sub, str) else None, time.time())
         return redirect(self.settings.url + "/", 303)
 
     def _logout_page(self):
