@@ -9,7 +9,9 @@ code does not match.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -82,18 +84,66 @@ def _alembic_config(connection) -> Config:
     return cfg
 
 
+class MigrationError(RuntimeError):
+    """A migration would leave the database inconsistent; nothing of it was committed."""
+
+
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection in one transaction to run migrations on.
+
+    PostgreSQL: under an advisory lock, so instances upgrading at once take turns.
+
+    SQLite: with foreign keys off. SQLite cannot drop a column in place, so a migration rebuilds the
+    table (copy, drop, rename); with foreign keys on (make_engine turns them on), dropping the old
+    ``users`` table would cascade to every row that names an account (its second factors, groups,
+    sessions). The pragma is a no-op inside a transaction, so it is set before this one begins,
+    checked, and every reference is checked before the commit (SQLite's documented procedure for
+    changing a table's schema). The connection goes back to the pool with foreign keys on again."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+            if conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() != 0:  # pragma: no cover - driver change
+                raise MigrationError("cannot turn SQLite's foreign keys off to migrate (a transaction is open)")
+            conn.commit()
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+                yield conn
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        tables = ", ".join(sorted({str(row[0]) for row in broken}))
+                        raise MigrationError(f"the migration would leave {len(broken)} row(s) naming a row that "
+                                             f"does not exist (in {tables}); nothing was committed")
+        finally:
+            if sqlite:
+                conn.rollback()
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create or migrate the schema to ``revision`` (``authsvc db upgrade``).
 
     On PostgreSQL the whole upgrade is one transaction (DDL included) under an advisory lock:
     several instances upgrading at once run it one after another, and the later ones find the
-    schema already at head."""
+    schema already at head. On SQLite it runs with foreign keys off (see :func:`_migrating`)."""
     from alembic import command
 
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+    with _migrating(engine) as conn:
         command.upgrade(_alembic_config(conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to ``revision``, keeping every row the older schema can hold."""
+    from alembic import command
+
+    with _migrating(engine) as conn:
+        command.downgrade(_alembic_config(conn), revision)
 
 
 def _scripts() -> ScriptDirectory:

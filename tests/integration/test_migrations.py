@@ -121,10 +121,7 @@ def test_0007_groups_memberships_end_with_their_group_or_account_and_downgrade_c
     with engine.begin() as conn:
         conn.execute(models.users.delete().where(models.users.c.id == alice.id))
         assert conn.execute(sa.select(sa.func.count()).select_from(models.group_members)).scalar() == 0
-    from alembic import command
-
-    with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0006")
+    db.downgrade(engine, "0006")
     assert not {"groups", "group_members"} & tables(engine)
     db.upgrade(engine)
     assert {"groups", "group_members"} <= tables(engine)
@@ -134,13 +131,10 @@ def test_0007_groups_memberships_end_with_their_group_or_account_and_downgrade_c
 def test_0009_gives_clients_registered_before_it_every_scope_they_could_ask_for(engine):
     """A client of 0008 could ask for every offered scope: after 0009 its list is all of them, so
     it keeps working; a new row must name its own (no default); 0009 goes down and up again."""
-    from alembic import command
-
     from authsvc.core.oidc.store import ClientStore
     from authsvc.rules.oidc_requests import LEGACY_CLIENT_SCOPES, SUPPORTED_SCOPES
 
-    with engine.begin() as conn:
-        command.upgrade(db._alembic_config(conn), "0008")
+    db.upgrade(engine, "0008")
     row = {"client_id": "old-client", "secret_hash": None, "name": "Old", "redirect_uris": "https://a.example/cb",
            "public": True, "trusted": False, "require_mfa": False, "post_logout_redirect_uris": "",
            "backchannel_logout_uri": None, "created_at": 1.0}
@@ -151,8 +145,7 @@ def test_0009_gives_clients_registered_before_it_every_scope_they_could_ask_for(
     assert ClientStore(engine, Clock()).get("old-client").scopes == SUPPORTED_SCOPES
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # no default for a new row
         conn.execute(models.oidc_clients.insert().values(**dict(row, client_id="new-client")))
-    with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0008")
+    db.downgrade(engine, "0008")
     assert "scopes" not in {c["name"] for c in sa.inspect(engine).get_columns("oidc_clients")}
     db.upgrade(engine)
     assert ClientStore(engine, Clock()).get("old-client").scopes == SUPPORTED_SCOPES
@@ -173,10 +166,7 @@ def account_at_an_old_revision(engine, name: str = "alice") -> SimpleNamespace:
 def test_0010_leaves_every_existing_family_live_and_goes_down_and_up_again(engine):
     """0010 adds the family's revocation mark to each code row: a code (and so its tokens) from
     before it is unmarked, so its family keeps working; the mark then holds; 0010 goes down and up."""
-    from alembic import command
-
-    with engine.begin() as conn:
-        command.upgrade(db._alembic_config(conn), "0009")
+    db.upgrade(engine, "0009")
     alice = account_at_an_old_revision(engine)
     with engine.begin() as conn:
         session_id = conn.execute(models.sessions.insert().values(
@@ -196,8 +186,7 @@ def test_0010_leaves_every_existing_family_live_and_goes_down_and_up_again(engin
     assert tokens.save(access_token="a1", **save) is True  # the family from before 0010 is live
     assert tokens.revoke_family(code_id, "refresh_replayed") == 1
     assert tokens.save(access_token="a2", **dict(save, refresh_token="r2")) is False
-    with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0009")
+    db.downgrade(engine, "0009")
     assert "family_revoked_at" not in {c["name"] for c in sa.inspect(engine).get_columns("oidc_codes")}
     db.upgrade(engine)
     assert "family_revoked_at" in {c["name"] for c in sa.inspect(engine).get_columns("oidc_codes")}
@@ -207,12 +196,9 @@ def test_0011_leaves_existing_sessions_unasked_and_chains_without_a_time_and_goe
     """0011 adds the sign-in time to remember-me chains, the re-authentication mark and the sid's
     source to sessions: rows from before it get none (a session is not sent to sign in again by the upgrade, and a
     chain from before reports its session's start as auth_time, as it did); 0011 goes down and up."""
-    from alembic import command
-
     from authsvc.rules.oidc_requests import auth_time
 
-    with engine.begin() as conn:
-        command.upgrade(db._alembic_config(conn), "0010")
+    db.upgrade(engine, "0010")
     alice = account_at_an_old_revision(engine)
     with engine.begin() as conn:
         tables = sa.MetaData()
@@ -230,8 +216,7 @@ def test_0011_leaves_existing_sessions_unasked_and_chains_without_a_time_and_goe
         chain = conn.execute(sa.select(models.remember_tokens.c.signed_in_at)).scalar_one()
     assert asked is None and chain is None and auth_time(None, chain, 5.0) == 5.0
     assert sid_hash is None  # its sid still comes from token_hash: clients holding it see no change
-    with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0010")
+    db.downgrade(engine, "0010")
     assert not {"reauth_asked_at", "sid_hash"} & {c["name"] for c in sa.inspect(engine).get_columns("sessions")}
     assert "signed_in_at" not in {c["name"] for c in sa.inspect(engine).get_columns("remember_tokens")}
     db.upgrade(engine)
@@ -242,13 +227,10 @@ def test_0012_leaves_existing_sessions_and_chains_live_and_goes_down_and_up(engi
     """0012 adds the sign-out generation: every account, session and remember-me token from before
     it is generation 0, so each keeps working; the next sign-out everywhere ends them; 0012 goes
     down and up."""
-    from alembic import command
-
     from authsvc.core.accounts import AccountStore
     from authsvc.core.sessions import SessionStore, session_verdict
 
-    with engine.begin() as conn:
-        command.upgrade(db._alembic_config(conn), "0011")
+    db.upgrade(engine, "0011")
     alice = account_at_an_old_revision(engine)
     with engine.begin() as conn:
         sessions = sa.Table("sessions", sa.MetaData(), autoload_with=conn)
@@ -261,8 +243,7 @@ def test_0012_leaves_existing_sessions_and_chains_live_and_goes_down_and_up(engi
     assert session_verdict(store.load("old"), 6.0, store.policy) == "live"
     AccountStore(engine, clock).next_sign_out_generation(alice.id)
     assert session_verdict(store.load("old"), 6.0, store.policy) == "revoked"
-    with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0011")
+    db.downgrade(engine, "0011")
     assert "sign_out_generation" not in {c["name"] for c in sa.inspect(engine).get_columns("users")}
     assert "generation" not in {c["name"] for c in sa.inspect(engine).get_columns("sessions")}
     db.upgrade(engine)
@@ -273,12 +254,9 @@ def test_0013_voids_the_recovery_codes_of_accounts_without_a_second_factor(engin
     """Codes made while an account had no factor (anyone with a reused password could) would pass
     the second step of the factor added later: 0013 voids them; an account with an app or a
     passkey keeps its codes."""
-    from alembic import command
-
     from authsvc.core.recovery_codes import RecoveryCodes
 
-    with engine.begin() as conn:
-        command.upgrade(db._alembic_config(conn), "0012")
+    db.upgrade(engine, "0012")
     with_app, with_passkey, without = (account_at_an_old_revision(engine, name) for name in ("a", "b", "c"))
     codes = RecoveryCodes(engine, Clock())
     for account in (with_app, with_passkey, without):
@@ -291,8 +269,7 @@ def test_0013_voids_the_recovery_codes_of_accounts_without_a_second_factor(engin
             transports="", created_at=1.0))
     db.upgrade(engine)
     assert [codes.remaining(a.id) for a in (with_app, with_passkey, without)] == [10, 10, 0]
-    with engine.begin() as conn:
-        command.downgrade(db._alembic_config(conn), "0012")
+    db.downgrade(engine, "0012")
     db.upgrade(engine)
     assert [codes.remaining(a.id) for a in (with_app, with_passkey, without)] == [10, 10, 0]
 
@@ -564,3 +541,50 @@ def test_instances_upgrading_postgres_at_the_same_moment_take_turns():
                 assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
         finally:
             engine.dispose()
+
+
+# --- SQLite rebuilds tables without cascading ----------------------------------------------------------
+
+def _row_counts(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {name: conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()  # nosec B608 - fixed names
+                for name in ("users", "totp_factors", "recovery_codes", "passkeys", "group_members", "sessions",
+                             "remember_tokens") if name in tables(engine)}
+
+
+def test_a_downgrade_keeps_every_second_factor_membership_session_and_remember_token(engine):
+    """On SQLite, dropping a column rebuilds the table (copy, drop, rename). With foreign keys on,
+    dropping the old users table cascaded to every row that named an account: a downgrade of 0012
+    deleted every authenticator app, recovery code, passkey, group membership and session, and
+    those of 0011, 0005, 0004 and 0002 ended every session's remember-me link. Migrations run with
+    foreign keys off and check them after, so each row survives the way down."""
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        uid = conn.execute(models.users.insert().values(
+            username="alice", username_key="alice", password_hash="x", disabled=False, created_at=1.0,
+            password_changed_at=1.0).returning(models.users.c.id)).scalar_one()
+        conn.execute(models.totp_factors.insert().values(user_id=uid, secret=b"s", created_at=1.0, last_step=0))
+        conn.execute(models.recovery_codes.insert().values(user_id=uid, code_hash=b"c" * 32, created_at=1.0))
+        conn.execute(models.passkeys.insert().values(user_id=uid, credential_id=b"p" * 16, public_key=b"k",
+                                                     sign_count=0, name="Laptop", transports="", created_at=1.0))
+        gid = conn.execute(models.groups.insert().values(name="admins", created_at=1.0)
+                           .returning(models.groups.c.id)).scalar_one()
+        conn.execute(models.group_members.insert().values(group_id=gid, user_id=uid))
+        sid = conn.execute(models.sessions.insert().values(
+            token_hash=b"t" * 32, user_id=uid, created_at=1.0, last_seen_at=1.0, expires_at=9e9, remembered=True,
+            client_ip=IP, user_agent=UA).returning(models.sessions.c.id)).scalar_one()
+        conn.execute(models.remember_tokens.insert().values(
+            selector="r" * 22, validator_hash=b"v" * 32, user_id=uid, created_at=1.0, expires_at=9e9,
+            client_ip=IP, user_agent=UA, session_id=sid))
+    every_row = _row_counts(engine)
+    assert set(every_row.values()) == {1}
+    db.downgrade(engine, "0011")
+    assert _row_counts(engine) == every_row
+    db.downgrade(engine, "0001")
+    assert _row_counts(engine) == {"users": 1, "sessions": 1, "remember_tokens": 1}
+    db.upgrade(engine)
+    assert _row_counts(engine) == {**every_row, "totp_factors": 0, "recovery_codes": 0, "passkeys": 0,
+                                   "group_members": 0}
+    with engine.connect() as conn:  # the connection goes back to the pool with foreign keys on again
+        if conn.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
