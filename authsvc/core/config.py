@@ -25,6 +25,14 @@ DEVELOPMENT = "development"
 # argon2id floors from the OWASP Password Storage Cheat Sheet / ASVS 5.0 appendix C: t -> min KiB.
 ARGON2_MEMORY_FLOOR_KIB = {1: 47104, 2: 19456, 3: 12288}
 
+# Bounds outside which a policy value switches its protection off (each an error in production).
+MIN_FAILURE_WINDOW_SECONDS = 60             # the back-off counts failures in this window
+MIN_FAILURE_MEMORY_SECONDS = 86400          # the lock-out after max_consecutive_failures lasts this
+MAX_REMEMBER_GRACE_SECONDS = 60             # a replayed remember-me cookie is theft after this
+MAX_QUEUE_TIMEOUT_SECONDS = 60              # a request thread waits this long for an argon2 slot
+MAX_CONTENT_LENGTH_CEILING = 1024 * 1024    # no form or token request of authsvc's needs more
+USERNAME_COLUMN_LENGTH = 64                 # models.users.username_key: String(64)
+
 # Credentials nobody should run a database with (ASVS 13.2.3).
 _DEFAULT_DB_PASSWORDS = {"postgres", "password", "admin", "root", "changeme", "secret", "test", "example"}
 
@@ -285,6 +293,10 @@ def _policy_problems(p: Policy) -> list[Problem]:
         warn("argon2.anonymous_max_concurrent", "policy argon2.anonymous_max_concurrent equals max_concurrent: a "
                                                 "login flood can take every argon2 slot from known devices. Fix: "
                                                 "set it to max_concurrent - 1.")
+    if a.queue_timeout_seconds > MAX_QUEUE_TIMEOUT_SECONDS:
+        err("argon2.queue_timeout_seconds", f"policy argon2.queue_timeout_seconds={a.queue_timeout_seconds:g}: "
+            f"a login may wait at most {MAX_QUEUE_TIMEOUT_SECONDS} s for an argon2 slot, or a flood holds every "
+            "server thread. Fix: set 3.")
     if a.anonymous_queue < 0:
         err("argon2.anonymous_queue", "policy argon2.anonymous_queue must be 0 or more.")
     if not 0 <= a.request_nice <= 19:
@@ -314,6 +326,13 @@ def _policy_problems(p: Policy) -> list[Problem]:
     if not 1 <= se.remember_lifetime_days <= 30:
         err("sessions.remember_lifetime_days", f"policy sessions.remember_lifetime_days={se.remember_lifetime_days}; "
             "use 1 to 30 (NIST SP 800-63B overall reauthentication limit).")
+    if se.max_sessions_per_user < 1:
+        err("sessions.max_sessions_per_user", f"policy sessions.max_sessions_per_user={se.max_sessions_per_user}: "
+            "0 lifts the cap on live sessions per account (ASVS 7.1.2). Fix: set 20.")
+    if se.remember_rotation_grace_seconds > MAX_REMEMBER_GRACE_SECONDS:
+        err("sessions.remember_rotation_grace_seconds", f"policy sessions.remember_rotation_grace_seconds="
+            f"{se.remember_rotation_grace_seconds}: a stolen remember-me cookie replayed within it is taken for "
+            f"two tabs racing, not theft; at most {MAX_REMEMBER_GRACE_SECONDS} s. Fix: set 5.")
     if se.verify_cache_seconds > 1:
         err("sessions.verify_cache_seconds", "policy sessions.verify_cache_seconds must be at most 1 so revocation "
             "reaches every instance within one second.")
@@ -346,6 +365,14 @@ def _policy_problems(p: Policy) -> list[Problem]:
     if t.backoff_initial_seconds < 1 or t.backoff_max_seconds < t.backoff_initial_seconds:
         warn("throttle.backoff_initial_seconds", "policy throttle backoff is off or inverted; use initial >= 1 s "
              "and max >= initial.")
+    if t.failure_window_seconds < MIN_FAILURE_WINDOW_SECONDS:
+        err("throttle.failure_window_seconds", f"policy throttle.failure_window_seconds={t.failure_window_seconds}: "
+            f"failures older than this are forgotten, so under {MIN_FAILURE_WINDOW_SECONDS} s the back-off hardly "
+            "or never starts. Fix: set 900.")
+    if t.consecutive_failure_memory_seconds < MIN_FAILURE_MEMORY_SECONDS:
+        err("throttle.consecutive_failure_memory_seconds", f"policy throttle.consecutive_failure_memory_seconds="
+            f"{t.consecutive_failure_memory_seconds}: the lock-out after max_consecutive_failures is forgotten "
+            f"that soon; at least {MIN_FAILURE_MEMORY_SECONDS} (one day). Fix: set 2592000 (30 days).")
     if not 1 <= t.max_consecutive_failures <= 100:
         err("throttle.max_consecutive_failures", f"policy throttle.max_consecutive_failures="
             f"{t.max_consecutive_failures}; NIST SP 800-63B allows at most 100.")
@@ -356,6 +383,14 @@ def _policy_problems(p: Policy) -> list[Problem]:
         err("headers.hsts_max_age_seconds", "policy headers.hsts_max_age_seconds must be at least 31536000 (one year).")
     if p.limits.username_max_length < 1 or p.limits.max_content_length < 4096:
         err("limits", "policy limits: username_max_length must be >= 1 and max_content_length >= 4096.")
+    if p.limits.max_content_length > MAX_CONTENT_LENGTH_CEILING:
+        err("limits.max_content_length", f"policy limits.max_content_length={p.limits.max_content_length}: every "
+            f"request may send that much to be read and parsed; at most {MAX_CONTENT_LENGTH_CEILING} (1 MiB). "
+            "Fix: set 65536.")
+    if p.limits.username_max_length > USERNAME_COLUMN_LENGTH:
+        err("limits.username_max_length", f"policy limits.username_max_length={p.limits.username_max_length}: "
+            f"usernames that long are read and normalized before any limit, and the database holds at most "
+            f"{USERNAME_COLUMN_LENGTH}. Fix: set 64.")
     m = p.mfa
     if m.pending_seconds < 30:
         err("mfa.pending_seconds", f"policy mfa.pending_seconds={m.pending_seconds}: nobody can open an "
@@ -376,6 +411,10 @@ def _policy_problems(p: Policy) -> list[Problem]:
     if not 1 <= o.code_lifetime_seconds <= 60:
         err("oidc.code_lifetime_seconds", f"policy oidc.code_lifetime_seconds={o.code_lifetime_seconds}: an "
             "authorization code must expire within 60 s (ASVS V10.4.3). Fix: set 60.")
+    if not o.token_requests_per_client:
+        err("oidc.token_requests_per_client", "policy oidc.token_requests_per_client is empty: POST /oauth/token "
+            "has no limit, so a client secret can be guessed as fast as the server answers. "
+            'Fix: set ["60 per minute", "1000 per hour"].')
     if o.refresh_token_lifetime_seconds > 30 * 86400:
         warn("oidc.refresh_token_lifetime_seconds", f"policy oidc.refresh_token_lifetime_seconds="
              f"{o.refresh_token_lifetime_seconds}: refresh tokens outlive 30 days. Fix: set 1209600 (14 days).")

@@ -8,6 +8,7 @@ are *sound* for production is judged separately by :mod:`authsvc.core.config` (`
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import MISSING, dataclass, fields
 from importlib import resources
@@ -210,6 +211,8 @@ def _check_type(key: str, kind: str, value: Any) -> Any:
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise PolicyError(f"policy key {key} must be a number >= 0, not {value!r}")
+        if not math.isfinite(value):  # TOML has inf and nan: a wait that overflows or never ends
+            raise PolicyError(f"policy key {key} must be a finite number, not {value!r}")
         return float(value)
     if kind == "bool":
         if not isinstance(value, bool):

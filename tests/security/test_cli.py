@@ -519,6 +519,28 @@ UNSOUND = {
                                       'storage_failure="memory"', 1),
     "no-per-client-limit": (_policy("[throttle]\nper_client = []\n"), "throttle.per_client", 1),
     "hsts-1000s": (_policy("[headers]\nhsts_max_age_seconds = 1000\n"), "hsts_max_age_seconds", 1),
+    # Values that switch a protection off (found by review): each is refused, naming the key.
+    "throttle-window-0-backoff-never-starts": (_policy("[throttle]\nfailure_window_seconds = 0\n"),
+                                                "throttle.failure_window_seconds=0", 1),
+    "throttle-lockout-forgotten-after-1s": (_policy("[throttle]\nconsecutive_failure_memory_seconds = 1\n"),
+                                            "throttle.consecutive_failure_memory_seconds=1", 1),
+    "no-session-cap": (_policy("[sessions]\nmax_sessions_per_user = 0\n"), "sessions.max_sessions_per_user=0", 1),
+    "remember-theft-grace-1-year": (_policy("[sessions]\nremember_rotation_grace_seconds = 31536000\n"),
+                                    "sessions.remember_rotation_grace_seconds=31536000", 1),
+    "no-token-endpoint-limit": (_policy("[oidc]\ntoken_requests_per_client = []\n"),
+                                "oidc.token_requests_per_client is empty", 1),
+    "body-limit-1-terabyte": (_policy("[limits]\nmax_content_length = 1000000000000\n"),
+                              "limits.max_content_length=1000000000000", 1),
+    "username-limit-100-million": (_policy("[limits]\nusername_max_length = 100000000\n"),
+                                   "limits.username_max_length=100000000", 1),
+    "argon2-queue-wait-1-hour": (_policy("[argon2]\nqueue_timeout_seconds = 3600\n"),
+                                 "argon2.queue_timeout_seconds=3600", 1),
+    "argon2-queue-wait-inf": (_policy("[argon2]\nqueue_timeout_seconds = inf\n"),
+                              "argon2.queue_timeout_seconds must be a finite number", 1),
+    "argon2-queue-wait-nan": (_policy("[argon2]\nqueue_timeout_seconds = nan\n"),
+                              "argon2.queue_timeout_seconds must be a finite number", 1),
+    "verify-cache-nan": (_policy("[sessions]\nverify_cache_seconds = nan\n"),
+                         "sessions.verify_cache_seconds must be a finite number", 1),
     "http-redirect-origin": (_env(AUTHSVC_REDIRECT_ALLOWED_ORIGINS="http://app.example.test"),
                              "redirect origin http://app.example.test is http", 1),
     "http-redirect-app-in-policy": (_policy('[[redirects.apps]]\norigin = "http://wiki.example.test"\n'),
@@ -588,6 +610,44 @@ def test_check_fails_unsound_config_with_one_line_per_problem(tmp_path, monkeypa
             assert value not in shown.replace(name, "")
     assert STRONG_KEY not in shown
     assert ":postgres@" not in shown
+
+
+SWITCHED_OFF = """
+[throttle]
+failure_window_seconds = 0
+consecutive_failure_memory_seconds = 1
+[sessions]
+max_sessions_per_user = 0
+remember_rotation_grace_seconds = 31536000
+[oidc]
+token_requests_per_client = []
+[limits]
+max_content_length = 1000000000000
+username_max_length = 100000000
+"""
+
+
+def test_production_refuses_to_start_on_a_policy_that_switches_protections_off(tmp_path):
+    """The back-off that never starts, a lock-out forgotten after a second, no session cap, a year of
+    remember-me replay read as a tab race, no limit on client-secret guessing and unbounded bodies:
+    each passed `check` and started in production. Now the start is refused, naming every key;
+    development still starts (it lists them as warnings)."""
+    from authsvc.core import config
+    from authsvc.web.app import StartupRefused, create_app
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SWITCHED_OFF)
+    with pytest.raises(StartupRefused) as refused:
+        create_app(config.from_env(make_env(tmp_path, AUTHSVC_POLICY=str(policy)),
+                                   instance_path=str(tmp_path / "instance")))
+    assert {p.setting for p in refused.value.problems} == {
+        "throttle.failure_window_seconds", "throttle.consecutive_failure_memory_seconds",
+        "sessions.max_sessions_per_user", "sessions.remember_rotation_grace_seconds",
+        "oidc.token_requests_per_client", "limits.max_content_length", "limits.username_max_length"}
+    development = config.from_env(make_env(tmp_path, AUTHSVC_POLICY=str(policy), AUTHSVC_ENV="development"),
+                                  instance_path=str(tmp_path / "instance"))
+    assert {p.severity for p in config.audit(development) if p.setting.startswith(("throttle", "sessions"))} \
+        == {"warning"}
 
 
 # --- authsvc serve: memory:// counts per worker ---------------------------------------------------
