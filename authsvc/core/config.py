@@ -447,7 +447,12 @@ def _deployment_problems(s: Settings) -> list[Problem]:
             out.append(Problem("error", "AUTHSVC_METRICS_TOKEN", "AUTHSVC_METRICS_TOKEN repeats the secret key; "
                                "whoever scrapes metrics could sign cookies. Fix: a separate `authsvc gen-secret`."))
     for network in s.trusted_proxy_networks if s.trusted_proxies else ():
-        if proxy_networks.too_wide(network):
+        if proxy_networks.far_too_wide(network):  # an error: 0.0.0.0/0 lets anyone forge their address
+            out.append(Problem("error", "AUTHSVC_TRUSTED_PROXY_NETWORKS", f"AUTHSVC_TRUSTED_PROXY_NETWORKS lists "
+                               f"{network}, wider than a /{proxy_networks.REFUSED_PREFIX[network.version]}: any host "
+                               "in it can forge client addresses (a fresh throttle bucket per attempt), the scheme "
+                               "and request ids. Fix: list only the proxies' addresses."))
+        elif proxy_networks.too_wide(network):
             out.append(Problem("warning", "AUTHSVC_TRUSTED_PROXY_NETWORKS", f"AUTHSVC_TRUSTED_PROXY_NETWORKS lists "
                                f"{network}, wider than a /{proxy_networks.WIDEST_PREFIX[network.version]}: any host in it "
                                "can forge client addresses and request ids. Fix: list only the proxies' addresses."))

@@ -10,6 +10,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_NETWORKS = "127.0.0.0/8,::1/128"
 # Wider than this, a trusted-proxy network likely holds hosts that are not proxies (`authsvc check`).
 WIDEST_PREFIX = {4: 16, 6: 48}
+# Wider than this it cannot name "the proxy" at all (0.0.0.0/0 is the internet): production refuses
+# it, as the Flask extension (clients/flask, flask_authsvc.peers.MIN_PREFIX) refuses its own setting.
+REFUSED_PREFIX = {4: 8, 6: 32}
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:
@@ -44,6 +47,12 @@ def too_wide(network: Network) -> bool:
     """Wider than a /16 (IPv4) or a /48 (IPv6): more than one site's proxies, likely clients too.
     Loopback (``127.0.0.0/8``) is never too wide: every address in it is this host."""
     return network.prefixlen < WIDEST_PREFIX[network.version] and not network.is_loopback
+
+
+def far_too_wide(network: Network) -> bool:
+    """Wider than a /8 (IPv4) or a /32 (IPv6), such as ``0.0.0.0/0``: it would trust whole swathes of
+    the internet to say who the client is."""
+    return network.prefixlen < REFUSED_PREFIX[network.version]
 
 
 def is_trusted_proxy(peer: str | None, networks: tuple[Network, ...]) -> bool:

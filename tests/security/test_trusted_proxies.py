@@ -10,7 +10,7 @@ Attacks tried here:
   a Unix socket's empty address;
 - a trusted-networks setting that cannot mean what the operator thinks: host bits set, a zone id,
   an IPv4-mapped network, not a network at all, an empty list; and a network so wide it holds
-  clients too (``authsvc check`` warns).
+  clients too (``authsvc check`` warns), or the internet (wider than a /8 or /32: production refuses).
 """
 
 from __future__ import annotations
@@ -144,6 +144,31 @@ def test_check_warns_about_a_trusted_network_that_holds_clients_too(tmp_path, mo
     monkeypatch.setenv("AUTHSVC_INSTANCE_PATH", str(tmp_path))
     assert cli.main(["check"]) == 1
     assert "warning: AUTHSVC_TRUSTED_PROXY_NETWORKS lists 172.16.0.0/12" in capsys.readouterr().out
+
+
+@pytest.mark.asvs("V4.1.3")
+@pytest.mark.parametrize("networks, refused", [
+    ("0.0.0.0/0,::/0", ["0.0.0.0/0", "::/0"]), ("0.0.0.0/0", ["0.0.0.0/0"]), ("::/0", ["::/0"]),
+    ("10.0.0.0/7", ["10.0.0.0/7"]), ("fd00::/31", ["fd00::/31"]), ("10.0.0.0/8,fd00::/32", []),
+])
+def test_production_refuses_a_trusted_network_wider_than_a_8_or_a_32(tmp_path, networks, refused):
+    """``0.0.0.0/0,::/0`` was only a warning: any peer on the internet could then set its own client
+    address (a fresh throttle bucket per attempt, a forged audit address) and scheme. Wider than a
+    /8 or a /32 (the Flask extension's bound for the same setting) now refuses the start; up to that,
+    wider than a /16 or /48 stays a warning."""
+    from authsvc.web.app import StartupRefused, create_app
+
+    settings = config.from_env(make_env(tmp_path, AUTHSVC_TRUSTED_PROXIES="1", AUTHSVC_TRUSTED_PROXY_NETWORKS=networks),
+                               instance_path=str(tmp_path))
+    problems = [p for p in config.audit(settings) if p.setting == "AUTHSVC_TRUSTED_PROXY_NETWORKS"]
+    errors = [p for p in problems if p.severity == "error"]
+    assert [next(n for n in refused if f"lists {n}," in p.message) for p in errors] == refused
+    assert all("Fix: list only the proxies' addresses" in p.message for p in problems)
+    if refused:
+        with pytest.raises(StartupRefused):
+            create_app(settings)
+    else:
+        assert [p.severity for p in problems] == ["warning", "warning"]
 
 
 def test_the_default_networks_raise_no_warning(tmp_path):
