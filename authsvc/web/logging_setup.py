@@ -67,10 +67,24 @@ class StdoutHandler(logging.StreamHandler):
         pass
 
 
+class PrivateWatchedFileHandler(logging.handlers.WatchedFileHandler):
+    """A WatchedFileHandler whose every open creates the file owner-only (ASVS 16.4.2): the first,
+    and the reopen after logrotate moves the file away, which otherwise makes the new file with
+    open()'s 0666 less the umask (0644: the audit trail readable by every local user). An existing
+    file keeps its mode. ``_open`` is the stdlib's one place FileHandler opens its stream (its
+    ``reopenIfNeeded`` and ``emit`` call it); test_audit_log.py pins that it still is."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
 def _file_handler(path: str) -> logging.Handler:
-    # Create it owner-only before logging opens it (ASVS 16.4.2); an existing file keeps its mode.
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-    return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    return PrivateWatchedFileHandler(path, encoding="utf-8")
 
 
 def _syslog_handler(path: str) -> logging.Handler:

@@ -480,6 +480,26 @@ def test_file_destination_gets_every_line_owner_only_and_stdout_gets_none(tmp_pa
     assert len(our_handlers()) == 1
 
 
+@pytest.mark.asvs("V16.4.2")
+def test_the_file_logrotate_moves_away_is_reopened_owner_only_whatever_the_umask(tmp_path, capsys):
+    """logrotate renames the log; the handler then makes a new file at the next line. It made it
+    with open()'s mode, 0666 less the umask: 0644 under the usual 022, so every local user could
+    read the audit trail from the first rotation on. The new file is 0600 like the first."""
+    path = tmp_path / "audit.log"
+    before = os.umask(0o022)
+    try:
+        app = build_app(tmp_path, AUTHSVC_LOG=f"file:{path}")
+        audit = app.extensions["authsvc"].audit
+        audit.emit("account_disabled", user_id=1, by="cli")
+        path.rename(tmp_path / "audit.log.1")  # what logrotate does (without copytruncate)
+        audit.emit("account_enabled", user_id=1, by="cli")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert [e["event"] for e in events(path.read_text())] == ["account_enabled"]
+    assert [e["event"] for e in events((tmp_path / "audit.log.1").read_text())] == ["account_disabled"]
+
+
 @pytest.mark.asvs("V16.2.3", "V16.4.3")
 def test_syslog_destination_sends_each_event_to_the_socket(tmp_path, capsys):
     address = str(tmp_path / "log.sock")
