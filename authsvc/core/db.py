@@ -39,15 +39,25 @@ def engine_url(url: str) -> str:
 
 
 def sqlite_file(url: str) -> str | None:
-    """The file of a SQLite URL (``sqlite:///relative.db``, ``sqlite:////abs/path.db``); None for
-    any other database and for SQLite in memory."""
+    """The file of a SQLite URL (``sqlite:///relative.db``, ``sqlite:////abs/path.db``, and SQLite's
+    URI form ``sqlite:///file:/abs/path.db?uri=true``); None for any other database and for SQLite
+    in memory. Whatever is a file must be found here: make_engine creates it owner-only and
+    `authsvc check` reports its mode."""
     parsed = make_url(engine_url(url))
     if parsed.get_backend_name() != "sqlite":
         return None
     name = parsed.database or ""
-    if not name or name == ":memory:" or name.startswith("file:") or parsed.query.get("mode") == "memory":
+    if name.startswith("file:") and str(parsed.query.get("uri", "")).strip().lower() in _TRUE:
+        # https://sqlite.org/uri.html: file:PATH, or file://[localhost]/PATH (an authority is that or nothing)
+        name = name[len("file:"):]
+        if name.startswith("//"):
+            name = "/" + name[2:].partition("/")[2]
+    if not name or name == ":memory:" or parsed.query.get("mode") == "memory":
         return None
     return name
+
+
+_TRUE = ("1", "true", "yes", "on", "t", "y")  # what SQLAlchemy reads as uri=true
 
 
 def make_engine(url: str) -> Engine:

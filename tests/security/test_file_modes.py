@@ -73,6 +73,36 @@ def test_a_relative_sqlite_path_gets_the_same_modes(tmp_path, umask, monkeypatch
         engine.dispose()
 
 
+@pytest.mark.asvs("V13.3.2")
+@pytest.mark.parametrize("umask", UMASKS[:1], indirect=True)
+@pytest.mark.parametrize("form", ["file:{path}?uri=true", "file://{path}?uri=true", "file://localhost{path}?uri=true",
+                                  "file:{path}?mode=rwc&uri=true"])
+def test_a_sqlite_url_in_uri_form_gets_the_same_modes(tmp_path, umask, form):
+    """``sqlite:///file:/path/authsvc.db?uri=true`` (SQLite's URI filenames) was not taken for a
+    file: SQLite made it 0644 in a 0755 folder and `authsvc check` said nothing."""
+    folder = tmp_path / "uri"
+    folder.mkdir(mode=0o755)
+    engine, conn = open_database("sqlite:///" + form.format(path=folder / "authsvc.db"))
+    try:
+        files = {p.name: mode(p) for p in folder.iterdir()}
+        assert {"authsvc.db", "authsvc.db-wal"} <= set(files) and files == dict.fromkeys(files, 0o600), files
+    finally:
+        conn.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("url, file", [
+    ("sqlite:///file:/srv/a.db?uri=true", "/srv/a.db"), ("sqlite:///file:///srv/a.db?uri=true", "/srv/a.db"),
+    ("sqlite:///file://localhost/srv/a.db?uri=true", "/srv/a.db"), ("sqlite:///file:a.db?uri=true", "a.db"),
+    ("sqlite:///file:/srv/a.db?uri=true&mode=memory", None), ("sqlite:///file::memory:?uri=true", None),
+    ("sqlite:///file:/srv/a.db", "file:/srv/a.db"),  # without uri=true, a file named that way (in ./file:)
+    ("sqlite:////srv/a.db", "/srv/a.db"), ("sqlite://", None), ("sqlite:///:memory:", None),
+    ("postgresql://u:p@h/d", None),
+])
+def test_the_file_of_every_sqlite_url_form_is_found(url, file):
+    assert db.sqlite_file(url) == file
+
+
 @pytest.mark.parametrize("umask", UMASKS[:1], indirect=True)
 def test_in_an_existing_open_folder_the_new_database_is_still_owner_only_and_check_names_the_folder(
         tmp_path, umask, monkeypatch, capsys):
