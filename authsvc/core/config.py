@@ -424,7 +424,7 @@ def _policy_problems(p: Policy) -> list[Problem]:
 def _deployment_problems(s: Settings) -> list[Problem]:
     out: list[Problem] = []
     for origin in s.redirect_allowed_origins + tuple(app.origin for app in s.policy.redirects.apps):
-        if origin.startswith("http://"):
+        if urlsplit(origin.strip()).scheme.lower() == "http":  # as parse_origin reads it: HTTP:// is http
             out.append(Problem("error", "AUTHSVC_REDIRECT_ALLOWED_ORIGINS",
                                f"redirect origin {origin} is http; users would be sent back unencrypted. Use https."))
     if s.public_url and s.public_url.startswith("http://"):
