@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from authsvc.rules import proxy_networks, secretkeys
 from authsvc.core.filemodes import make_private_folder
 from authsvc.core.policy import Policy, PolicyError, load_policy
@@ -429,13 +432,9 @@ def _deployment_problems(s: Settings) -> list[Problem]:
                                f"redirect origin {origin} is http; users would be sent back unencrypted. Use https."))
     if s.public_url and s.public_url.startswith("http://"):
         out.append(Problem("error", "AUTHSVC_PUBLIC_URL", "AUTHSVC_PUBLIC_URL must be https in production."))
-    db = s.database_url
-    if "@" in db and "://" in db:
-        creds = db.split("://", 1)[1].split("@", 1)[0]
-        password = creds.split(":", 1)[1] if ":" in creds else ""
-        if password.lower() in _DEFAULT_DB_PASSWORDS:
-            out.append(Problem("error", "AUTHSVC_DATABASE_URL", "AUTHSVC_DATABASE_URL uses a default database "
-                               "password. Fix: give the database role a generated password."))
+    if database_password(s.database_url).lower() in _DEFAULT_DB_PASSWORDS:
+        out.append(Problem("error", "AUTHSVC_DATABASE_URL", "AUTHSVC_DATABASE_URL uses a default database "
+                           "password. Fix: give the database role a generated password."))
     if s.cookie_domain:
         out += cookie_domain_problems(s.cookie_domain, s.public_url)
     if s.policy.mfa.rp_id:
@@ -446,6 +445,10 @@ def _deployment_problems(s: Settings) -> list[Problem]:
         if s.metrics_token == s.secret_key:
             out.append(Problem("error", "AUTHSVC_METRICS_TOKEN", "AUTHSVC_METRICS_TOKEN repeats the secret key; "
                                "whoever scrapes metrics could sign cookies. Fix: a separate `authsvc gen-secret`."))
+        elif s.metrics_token in s.secret_key_fallbacks:  # a fallback still verifies every signed cookie
+            out.append(Problem("error", "AUTHSVC_METRICS_TOKEN", "AUTHSVC_METRICS_TOKEN repeats a key in "
+                               "AUTHSVC_SECRET_KEY_FALLBACKS, which still verifies cookies: whoever scrapes metrics "
+                               "could sign them. Fix: a separate `authsvc gen-secret`."))
     for network in s.trusted_proxy_networks if s.trusted_proxies else ():
         if proxy_networks.far_too_wide(network):  # an error: 0.0.0.0/0 lets anyone forge their address
             out.append(Problem("error", "AUTHSVC_TRUSTED_PROXY_NETWORKS", f"AUTHSVC_TRUSTED_PROXY_NETWORKS lists "
@@ -461,6 +464,18 @@ def _deployment_problems(s: Settings) -> list[Problem]:
                            "counts per process: with N workers or instances an attacker gets N times the attempts. "
                            "Fix: use redis://... for more than one process."))
     return out
+
+
+def database_password(url: str) -> str:
+    """The password the database driver will be given for ``url``: percent-decoded, from the user
+    info or a ``password=`` query parameter (libpq takes either); "" when none, or when the URL
+    cannot be read (:func:`from_env` refuses such a URL)."""
+    try:
+        parsed = make_url(url)
+    except (ValueError, ArgumentError):
+        return ""
+    query = parsed.query.get("password", "")
+    return str(parsed.password or (query if isinstance(query, str) else query[0] if query else ""))
 
 
 def counts_per_process(storage_uri: str) -> bool:

@@ -482,6 +482,10 @@ def _oidc_client_without_public_url(tmp_path) -> dict:
     return {"AUTHSVC_DATABASE_URL": url, "AUTHSVC_PUBLIC_URL": None}
 
 
+# An older key still in AUTHSVC_SECRET_KEY_FALLBACKS (it verifies cookies until it leaves the list).
+ROTATED_KEY = "Vq2-rotated-out-key-9d4c1e7a5b3f8e2d6c0a4b9f1e7d3c5a8b2"
+
+
 # (setup, text one problem line must contain, number of problem lines or None for "at least one")
 UNSOUND = {
     "weak-key-from-tutorial": (_env(AUTHSVC_SECRET_KEY="you-will-never-guess-" + STRONG_KEY),
@@ -564,6 +568,18 @@ UNSOUND = {
     "database-password-postgres": (
         _env(AUTHSVC_DATABASE_URL="postgresql+psycopg://authsvc:postgres@127.0.0.1:9/authsvc"),
         "default database password", None),
+    "database-password-percent-encoded": (
+        _env(AUTHSVC_DATABASE_URL="postgresql+psycopg://authsvc:p%61ssword@127.0.0.1:9/authsvc"),
+        "default database password", None),
+    "database-password-all-percent-encoded": (
+        _env(AUTHSVC_DATABASE_URL="postgresql+psycopg://authsvc:%70%6f%73%74%67%72%65%73@127.0.0.1:9/authsvc"),
+        "default database password", None),
+    "database-password-in-the-query": (
+        _env(AUTHSVC_DATABASE_URL="postgresql+psycopg://authsvc@127.0.0.1:9/authsvc?password=postgres"),
+        "default database password", None),
+    "metrics-token-is-a-fallback-key": (
+        _env(AUTHSVC_SECRET_KEY_FALLBACKS=ROTATED_KEY, AUTHSVC_METRICS_TOKEN=ROTATED_KEY),
+        "AUTHSVC_METRICS_TOKEN repeats a key in AUTHSVC_SECRET_KEY_FALLBACKS", 1),
     "unknown-policy-key": (_policy("[passwords]\nmin_lenght = 15\n"), "unknown policy key passwords.min_lenght", 1),
     "authsvc-env-typo-prod": (_env(AUTHSVC_ENV="prod"), "AUTHSVC_ENV='prod'", 1),
     "schema-not-upgraded": (_fresh_database, "authsvc db upgrade", 1),
