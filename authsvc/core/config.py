@@ -20,7 +20,7 @@ from authsvc.rules import proxy_networks, secretkeys
 from authsvc.core.filemodes import make_private_folder
 from authsvc.core.policy import Policy, PolicyError, load_policy
 from authsvc.rules.passkeys import relying_party, rp_id_problem
-from authsvc.rules.redirects import parse_origin
+from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules, parse_origin
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -217,7 +217,13 @@ def from_env(environ: Mapping[str, str] | None = None, *, instance_path: str | N
 
     cookie_domain = (environ.get("AUTHSVC_COOKIE_DOMAIN") or "").strip().lower() or None
     database_url = environ.get("AUTHSVC_DATABASE_URL") or f"sqlite:///{instance / 'authsvc.db'}"
-    return Settings(
+    try:
+        make_url(database_url)
+    except (ValueError, ArgumentError):  # the value may hold a password: never in the message
+        raise ConfigError("AUTHSVC_DATABASE_URL cannot be read as a database URL (write "
+                          "dialect+driver://user:password@host:port/database, the port a number, or "
+                          "sqlite:////absolute/path.db; the value is not shown, it may hold a password)") from None
+    settings = Settings(
         env=env,
         secret_key=secret,
         secret_key_fallbacks=fallbacks,
@@ -236,6 +242,24 @@ def from_env(environ: Mapping[str, str] | None = None, *, instance_path: str | N
         log_destination=_log_destination(environ),
         key_file=key_file,
     )
+    redirect_rules(settings)  # what the app builds at start-up: refused here, so `check` says so too
+    return settings
+
+
+def redirect_rules(settings: Settings) -> RedirectRules:
+    """The redirect rules the app validates every ``next`` with: the allowed origins, the policy's
+    ``[[redirects.apps]]`` and ``redirects.default``. Raises :class:`ConfigError` naming the setting."""
+    apps = [AllowedApp(origin) for origin in settings.redirect_allowed_origins]
+    apps += [AllowedApp(a.origin, a.path_prefix, a.name) for a in settings.policy.redirects.apps]
+    try:
+        build_rules(settings.own_origin, apps, max_length=settings.policy.redirects.max_length)
+    except ValueError as exc:
+        raise ConfigError(f"AUTHSVC_POLICY: policy redirects.apps: {exc}") from None
+    try:
+        return build_rules(settings.own_origin, apps, default=settings.policy.redirects.default,
+                           max_length=settings.policy.redirects.max_length)
+    except ValueError as exc:
+        raise ConfigError(f"AUTHSVC_POLICY: policy redirects.default: {exc}") from None
 
 
 # --- the production audit -------------------------------------------------------------------

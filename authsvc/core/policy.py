@@ -183,6 +183,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[s
             raise PolicyError(f"policy key {where}{key} was renamed: use {_RENAMED[f'{where}{key}']}")
         if key not in base:
             raise PolicyError(f"unknown policy key {where}{key}")
+        if isinstance(base[key], dict) and not isinstance(value, dict):
+            raise PolicyError(f"policy key {where}{key} must be a table ([{where}{key}]), not {value!r}")
         if isinstance(base[key], dict) and isinstance(value, dict):
             merged[key] = _merge(base[key], value, f"{where}{key}.")
         else:
@@ -231,6 +233,8 @@ def _check_type(key: str, kind: str, value: Any) -> Any:
             raise PolicyError(f"policy key {key} must be a list of tables ([[redirects.apps]])")
         apps = []
         for i, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                raise PolicyError(f"policy {key}[{i}] must be a table ([[redirects.apps]]), not {entry!r}")
             unknown = set(entry) - {"origin", "path_prefix", "name"}
             if unknown or "origin" not in entry:
                 raise PolicyError(f"policy {key}[{i}] needs 'origin' and may have 'path_prefix', 'name'")

@@ -34,7 +34,7 @@ from authsvc.core.spent_once import SpentOnce
 from authsvc.core.policy import Policy
 from authsvc.web.proxies import TrustedProxies
 from authsvc.rules.forward_auth import LoginRedirect, login_url
-from authsvc.rules.redirects import AllowedApp, RedirectRules, build_rules
+from authsvc.rules.redirects import RedirectRules
 from authsvc.core.oidc.keys import SEALING_INFO as OIDC_KEY_SEALING_INFO
 from authsvc.core.oidc.keys import SigningKeys
 from authsvc.core.oidc.logout import BackChannel
@@ -152,13 +152,6 @@ def _password_rules(policy: Policy) -> PasswordRules:
         raise StartupRefused([config_mod.Problem("error", "passwords", f"policy passwords: {exc}")]) from None
 
 
-def _redirect_rules(settings: config_mod.Settings) -> RedirectRules:
-    apps = [AllowedApp(origin) for origin in settings.redirect_allowed_origins]
-    apps += [AllowedApp(a.origin, a.path_prefix, a.name) for a in settings.policy.redirects.apps]
-    return build_rules(settings.own_origin, apps, default=settings.policy.redirects.default,
-                       max_length=settings.policy.redirects.max_length)
-
-
 def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[], float] = time.time,
                monotonic: Callable[[], float] = time.monotonic) -> Flask:
     """``clock`` is the wall clock every store, the throttle and the audit log read (Unix seconds);
@@ -232,7 +225,7 @@ def create_app(settings: config_mod.Settings | None = None, *, clock: Callable[[
                              guards_argon2=False)
     totp = TotpStore(engine, Sealer(settings.secret_key, settings.secret_key_fallbacks, TOTP_SEALING_INFO), clock)
     recovery = RecoveryCodes(engine, clock)
-    redirect_rules = _redirect_rules(settings)
+    redirect_rules = config_mod.redirect_rules(settings)
     # One relying-party id for passkeys and the issuer authenticator apps show (config decides it:
     # the policy's mfa.rp_id, else the cookie domain, else the public URL's host); the rule checks
     # it against the public URL.

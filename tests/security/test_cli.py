@@ -580,6 +580,22 @@ UNSOUND = {
     "metrics-token-is-a-fallback-key": (
         _env(AUTHSVC_SECRET_KEY_FALLBACKS=ROTATED_KEY, AUTHSVC_METRICS_TOKEN=ROTATED_KEY),
         "AUTHSVC_METRICS_TOKEN repeats a key in AUTHSVC_SECRET_KEY_FALLBACKS", 1),
+    # Input the service cannot use: one error naming the setting, never a traceback, and `check`
+    # refuses what `serve` would refuse (found by review).
+    "policy-section-not-a-table": (_policy("argon2 = 5\n"), "policy key argon2 must be a table", 1),
+    "policy-app-not-a-table": (_policy("[redirects]\napps = [1]\n"), "redirects.apps[0] must be a table", 1),
+    "redirect-default-off-site": (_policy('[redirects]\ndefault = "https://evil.example"\n'),
+                                  "redirects.default: default redirect 'https://evil.example' is not a safe", 1),
+    "redirect-app-origin-with-a-path": (_policy('[[redirects.apps]]\norigin = "https://app.example.test/wiki"\n'),
+                                        "redirects.apps: origin 'https://app.example.test/wiki' must not have a path",
+                                        1),
+    "redirect-app-bad-path-prefix": (_policy('[[redirects.apps]]\norigin = "https://app.example.test"\n'
+                                             'path_prefix = "wiki"\n'), "redirects.apps: path_prefix 'wiki'", 1),
+    "database-url-port-not-a-number": (
+        _env(AUTHSVC_DATABASE_URL="postgresql://authsvc:S3cretDbPw@db.internal:54x2/authsvc"),
+        "AUTHSVC_DATABASE_URL cannot be read as a database URL", 1),
+    "database-url-not-a-url": (_env(AUTHSVC_DATABASE_URL="authsvc.db"),
+                               "AUTHSVC_DATABASE_URL cannot be read as a database URL", 1),
     "unknown-policy-key": (_policy("[passwords]\nmin_lenght = 15\n"), "unknown policy key passwords.min_lenght", 1),
     "authsvc-env-typo-prod": (_env(AUTHSVC_ENV="prod"), "AUTHSVC_ENV='prod'", 1),
     "schema-not-upgraded": (_fresh_database, "authsvc db upgrade", 1),
@@ -629,7 +645,8 @@ def test_check_fails_unsound_config_with_one_line_per_problem(tmp_path, monkeypa
         if value and name in ("AUTHSVC_SECRET_KEY", "AUTHSVC_SECRET_KEY_FALLBACKS"):
             assert value not in shown.replace(name, "")
     assert STRONG_KEY not in shown
-    assert ":postgres@" not in shown
+    assert ":postgres@" not in shown and "S3cretDbPw" not in shown
+    assert "Traceback" not in shown
 
 
 SWITCHED_OFF = """
@@ -740,6 +757,25 @@ def test_a_storage_uri_limits_cannot_open_is_refused_by_name_never_by_value(tmp_
     assert code not in (0, None)
     assert "AUTHSVC_RATELIMIT_STORAGE_URI" in captured.out + captured.err
     assert "S3cretRedisPw" not in captured.out + captured.err and "Traceback" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("policy", ['[redirects]\ndefault = "https://evil.example"\n',
+                                    '[[redirects.apps]]\norigin = "https://app.example.test/wiki"\n',
+                                    "argon2 = 5\n"], ids=["default-off-site", "origin-with-a-path", "not-a-table"])
+def test_serve_refuses_a_policy_it_cannot_build_with_one_line_not_a_traceback(tmp_path, monkeypatch, capsys, policy):
+    """`check` said "ok" for these, then `serve` (and every other command) died with a ValueError
+    or TypeError traceback. Now both refuse with the setting's name, before gunicorn starts."""
+    for key in [k for k in os.environ if k.startswith(("AUTHSVC_", "PROMETHEUS_"))]:
+        monkeypatch.delenv(key)
+    path = tmp_path / "policy.toml"
+    path.write_text(policy)
+    for name, value in make_env(tmp_path, AUTHSVC_POLICY=str(path)).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli.os, "execve", lambda *a: pytest.fail("gunicorn started"))
+    code = cli.main(["serve", "--bind", "127.0.0.1:0"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.startswith("authsvc: AUTHSVC_POLICY: ") and "Traceback" not in captured.err + captured.out
 
 
 @pytest.mark.parametrize("uri, per_process", [
