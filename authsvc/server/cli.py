@@ -665,18 +665,29 @@ def _oidc_client_update(args, svc) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    """A count of workers or threads: a whole number, 1 or more (0 workers listens and never answers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authsvc", description="A security-hardened login service.")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     serve = sub.add_parser("serve", help="run the production server (gunicorn)")
     serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default 127.0.0.1:8000)")
-    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--workers", type=_at_least_one, default=2)
     # gthread: a login's argon2 (which releases the GIL) holds one thread, not a whole worker, so verify
     # keeps answering while people sign in; sync answers more verify requests per core when nobody
     # does (scripts/bench, docs/performance.md).
     serve.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
-    serve.add_argument("--threads", type=int, default=8, help="threads per worker with --worker-class gthread")
+    serve.add_argument("--threads", type=_at_least_one, default=8, help="threads per worker with --worker-class gthread")
     serve.set_defaults(func=cmd_serve)
 
     dbp = sub.add_parser("db", help="database schema")

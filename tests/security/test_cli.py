@@ -778,6 +778,18 @@ def test_serve_refuses_a_policy_it_cannot_build_with_one_line_not_a_traceback(tm
     assert captured.err.startswith("authsvc: AUTHSVC_POLICY: ") and "Traceback" not in captured.err + captured.out
 
 
+@pytest.mark.parametrize("option, value", [("--workers", "0"), ("--workers", "-1"), ("--threads", "0"),
+                                           ("--workers", "two")])
+def test_serve_refuses_a_server_with_no_worker_or_thread(monkeypatch, capsys, option, value):
+    """`serve --workers 0` started a gunicorn arbiter that listened on the port with no worker to
+    answer: every request hung. A count below 1 is a usage error before anything starts."""
+    monkeypatch.setattr(cli.os, "execve", lambda *a: pytest.fail("gunicorn started"))
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["serve", "--bind", "127.0.0.1:0", option, value])
+    assert usage.value.code == 2
+    assert f"argument {option}: " in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("uri, per_process", [
     ("memory://", True), ("MEMORY://", True), ("Memory://", True), (" memory://", True), ("memory:", True),
     ("redis://127.0.0.1:6379/0", False), ("redis://memory:6379/0", False), ("REDIS://memory/0", False),
