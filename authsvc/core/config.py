@@ -484,9 +484,12 @@ def _deployment_problems(s: Settings) -> list[Problem]:
                                f"{network}, wider than a /{proxy_networks.WIDEST_PREFIX[network.version]}: any host in it "
                                "can forge client addresses and request ids. Fix: list only the proxies' addresses."))
     if counts_per_process(s.ratelimit_storage_uri):
-        out.append(Problem("note", "AUTHSVC_RATELIMIT_STORAGE_URI", "AUTHSVC_RATELIMIT_STORAGE_URI=memory:// "
-                           "counts per process: with N workers or instances an attacker gets N times the attempts. "
-                           "Fix: use redis://... for more than one process."))
+        # A warning, not an error: one process (serve --workers 1, one instance) counts soundly, but
+        # serve runs 2 workers by default, so check must not call the default sound for production.
+        out.append(Problem("warning" if s.production else "note", "AUTHSVC_RATELIMIT_STORAGE_URI",
+                           "AUTHSVC_RATELIMIT_STORAGE_URI=memory:// counts per process: with N workers (authsvc "
+                           "serve runs 2 by default) or instances an attacker gets N times every rate limit and "
+                           "lock-out. Fix: use redis://... shared by every process."))
     return out
 
 

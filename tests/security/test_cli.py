@@ -394,13 +394,17 @@ def upgraded_db(tmp_path_factory):
     return f"sqlite:///{where / 'authsvc.db'}"
 
 
+# Shared rate-limit storage, as production needs: `check` names it but never connects to it.
+SHARED_STORAGE = "redis://127.0.0.1:6379/0"
+
+
 def check_in_process(tmp_path, monkeypatch, capsys, **overrides) -> tuple[int, str]:
     """`authsvc check` through ``cli.main`` with exactly the stated environment. The subprocess
     runs above prove the installed command and its exit status; the matrix below runs in-process
     so thirty configurations cost seconds, not minutes."""
     for name in [n for n in os.environ if n.startswith("AUTHSVC_")]:
         monkeypatch.delenv(name)
-    for name, value in make_env(tmp_path, **overrides).items():
+    for name, value in make_env(tmp_path, **{"AUTHSVC_RATELIMIT_STORAGE_URI": SHARED_STORAGE, **overrides}).items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
     code = cli.main(["check"])
@@ -417,12 +421,26 @@ def test_check_passes_sound_production_config_after_db_upgrade(tmp_path):
     upgrade = run_cli(tmp_path, "db", "upgrade")
     assert upgrade.returncode == 0
     assert "database at revision" in upgrade.stdout
-    result = run_cli(tmp_path, "check")
+    result = run_cli(tmp_path, "check", AUTHSVC_RATELIMIT_STORAGE_URI=SHARED_STORAGE)
     assert result.returncode == 0, result.stdout
     assert problem_lines(result.stdout) == []
-    assert any(line.startswith("note: ") and "memory://" in line for line in result.stdout.splitlines())
     assert result.stdout.splitlines()[-1].startswith("ok: configuration is sound for production")
     assert STRONG_KEY not in result.stdout + result.stderr
+
+
+def test_check_does_not_call_per_process_throttle_counts_sound_for_production(tmp_path):
+    """With memory:// (the default) each of serve's workers (2 by default) and each instance counts
+    alone: an attacker gets that many times every limit. `check` called it a note and then printed
+    "configuration is sound for production"; now it is a warning (check fails, serve still starts)
+    with the fix, and only a note in development."""
+    assert run_cli(tmp_path, "db", "upgrade").returncode == 0
+    result = run_cli(tmp_path, "check")
+    assert result.returncode == 1, result.stdout
+    (line,) = problem_lines(result.stdout)
+    assert line.startswith("warning: AUTHSVC_RATELIMIT_STORAGE_URI=memory:// counts per process") and "redis://" in line
+    assert not any(out.startswith("ok:") for out in result.stdout.splitlines())
+    development = run_cli(tmp_path, "check", AUTHSVC_ENV="development")
+    assert any(out.startswith("note: AUTHSVC_RATELIMIT_STORAGE_URI") for out in development.stdout.splitlines())
 
 
 def test_check_in_process_passes_the_matrix_base_config(tmp_path, monkeypatch, capsys, upgraded_db):
@@ -808,5 +826,5 @@ def test_every_spelling_of_the_memory_storage_counts_per_process(tmp_path, uri, 
     settings = config.from_env(make_env(tmp_path, AUTHSVC_RATELIMIT_STORAGE_URI=uri),
                                instance_path=str(tmp_path / "instance"))
     assert bool(config.serve_problems(settings, 2)) is per_process
-    noted = [p for p in config.audit(settings) if p.severity == "note" and p.setting == "AUTHSVC_RATELIMIT_STORAGE_URI"]
-    assert bool(noted) is per_process
+    warned = [p for p in config.audit(settings) if p.severity == "warning" and p.setting == "AUTHSVC_RATELIMIT_STORAGE_URI"]
+    assert bool(warned) is per_process

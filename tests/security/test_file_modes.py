@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from authsvc.core import config, db
 from authsvc.core.filemodes import mode_problem
 from tests.conftest import PASSWORD, build_app
-from tests.security.test_cli import AUTHSVC, check_in_process, cli_env
+from tests.security.test_cli import AUTHSVC, SHARED_STORAGE, check_in_process, cli_env
 
 UMASKS = [pytest.param(0o022, id="umask-022"), pytest.param(0o002, id="umask-002"),
           pytest.param(0o077, id="umask-077"), pytest.param(0o000, id="umask-000")]
@@ -181,7 +181,8 @@ def test_mode_problem_flags_any_group_or_other_bit(path, mode_, folder, fix):
 def test_the_installed_cli_makes_owner_only_files_under_the_umask_it_is_given(tmp_path, umask):
     """`authsvc db upgrade`, `user add` and `check`, as an operator runs them."""
     folder = tmp_path / "var"
-    env = cli_env(tmp_path, AUTHSVC_DATABASE_URL=f"sqlite:///{folder / 'authsvc.db'}")
+    env = cli_env(tmp_path, AUTHSVC_DATABASE_URL=f"sqlite:///{folder / 'authsvc.db'}",
+                  AUTHSVC_RATELIMIT_STORAGE_URI=SHARED_STORAGE)
     env["AUTHSVC_INSTANCE_PATH"] = str(tmp_path / "instance")
 
     def run(*args, input=None):
