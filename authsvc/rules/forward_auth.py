@@ -97,16 +97,22 @@ def original_request(headers: Mapping[str, str], scheme: str, trusted_proxies: i
 def method_overridden(headers: Mapping[str, str], url: str) -> bool:
     """Does the request carry a method an app may act on instead of the described one: a method
     override header (any value: an empty one is still read by some), or a ``_method`` parameter in
-    the query of ``url``, however its name is escaped or spelled for PHP?"""
+    the query of ``url`` (all of it: a server may keep a ``#`` in the query), however its name is
+    escaped or spelled for PHP (:func:`php_name`)?"""
     if any(headers.get(name) is not None for name in METHOD_OVERRIDE_HEADERS):
         return True
-    query = url.partition("?")[2].partition("#")[0]
+    query = url.partition("?")[2]
     if "method" not in query.lower() and "%" not in query:
         return False  # the common case, decided without parsing
-    return any(name.lower().translate(_PHP_NAME) == "_method" for name, _ in parse_qsl(query, keep_blank_values=True))
+    return any(php_name(name).lower() == "_method" for name, _ in parse_qsl(query, keep_blank_values=True))
 
 
-_PHP_NAME = str.maketrans({".": "_", " ": "_", "[": "_"})
+def php_name(name: str) -> str:
+    """The variable PHP files a query parameter under: leading spaces dropped, cut at a NUL (a C
+    string), spaces and dots as ``_``, and cut at a ``[`` (``_method[x]`` is an array under
+    ``_method``; without a ``]`` PHP would say ``_method_``, taken alike here, on the safe side)."""
+    name = name.lstrip(" ").partition("\x00")[0]
+    return name.split("[", 1)[0].replace(" ", "_").replace(".", "_")
 
 
 def well_formed_original_url(value: str) -> bool:

@@ -247,7 +247,11 @@ def test_the_original_method_decides_method_rules(ruled, method):
     ("", {"X-Method-Override": "delete"}), ("", {"x-http-method-override": "DELETE"}),
     ("", {"X-HTTP-Method-Override": ""}), ("", {"X-HTTP-Method-Override": "GET"}),
     ("?_method=DELETE", {}), ("?a=1&_method=delete", {}), ("?%5Fmethod=DELETE", {}), ("?_METHOD=DELETE", {}),
-    ("?.method=DELETE", {}), ("?+method=DELETE", {}), ("?_method", {}), ("?x=1&%5f%6Dethod=DELETE", {}),
+    ("?.method=DELETE", {}), ("?_method", {}), ("?x=1&%5f%6Dethod=DELETE", {}),
+    # What PHP still files under _method (found by review of the fix): leading spaces dropped, a
+    # name cut at a NUL, an array; and a "#" some servers keep in the query.
+    ("?+_method=DELETE", {}), ("?%20%20_method=DELETE", {}), ("?_method%00=DELETE", {}), ("?_method%00x=DELETE", {}),
+    ("?_method[x]=DELETE", {}), ("?a=1#&_method=DELETE", {}),
 ])
 @BOTH_PARTS
 def test_a_method_an_app_may_take_from_a_header_or_the_query_is_denied_on_a_host_with_method_rules(
