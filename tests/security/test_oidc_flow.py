@@ -535,6 +535,27 @@ def _audit_events(out: str, name: str) -> list[dict]:
     return [e for e in lines if e.get("event") == name]
 
 
+@pytest.mark.asvs("V10.4.2")
+@pytest.mark.parametrize("how", ["wrong_verifier", "no_verifier", "malformed_verifier", "wrong_redirect_uri"])
+def test_a_leaked_code_posted_without_its_verifier_or_redirect_uri_spends_nothing(svc, signed_in, capsys, how):
+    """Anyone may name a public client at the token endpoint. A code that leaks (a log, the history,
+    another app on the device) posted with a wrong or missing verifier, or another redirect URI, was
+    refused but spent first, so the app's own exchange then failed and the user's sign-in was lost
+    (found by review, session 14). Now nothing is spent, and a later replay of the used code by such
+    a post revokes nothing either."""
+    cid, _ = add_client(svc, "SPA", (SPA,), public=True)
+    code, verifier = get_code_with_consent(signed_in, cid, SPA)
+    thief = {"wrong_verifier": lambda: exchange(signed_in, cid, None, code, "a" * 43, SPA),
+             "no_verifier": lambda: exchange(signed_in, cid, None, code, None, SPA),
+             "malformed_verifier": lambda: exchange(signed_in, cid, None, code, "short", SPA),
+             "wrong_redirect_uri": lambda: exchange(signed_in, cid, None, code, verifier, "https://elsewhere.example/cb")}
+    assert thief[how]().status_code == 400
+    owner = exchange(signed_in, cid, None, code, verifier, SPA)
+    assert owner.status_code == 200, (how, owner.get_json())
+    assert thief[how]().status_code == 400      # the used code again, without the proof: no replay judgement
+    assert userinfo(signed_in, owner.get_json()["access_token"]).status_code == 200   # the family lives
+
+
 @pytest.mark.asvs("V10.4.5")
 @pytest.mark.parametrize("thief", ["public", "confidential"])
 def test_a_leaked_refresh_token_posted_by_another_client_spends_nothing_and_kills_no_family(svc, signed_in, web,

@@ -10,10 +10,15 @@ import pytest
 
 from authsvc.core import db
 from authsvc.core.oidc.store import CodeStore, TokenStore
+from authsvc.rules.oidc_requests import s256
 from tests.conftest import build_app
 from tests.security.test_postgres_store import backend, race, statements  # noqa: F401 - fixture
 
 __all__ = ["backend"]
+
+VERIFIER = "a-verifier-of-the-code-" + "v" * 30
+CHALLENGE = s256(VERIFIER)
+PROOF = {"redirect_uri": "https://a/cb", "verifier": VERIFIER}   # what the token endpoint is given
 
 
 @pytest.fixture
@@ -43,9 +48,9 @@ def _session(svc, user):
 def _family(svc, user, sid, code="a-code") -> int:
     """A spent code's row id: the family its tokens are saved into (its anchor)."""
     svc.oidc.codes.issue(code, client_id="c", user_id=user.id, session_id=sid, redirect_uri="https://a/cb",
-                         scope="openid offline_access", nonce=None, challenge="x" * 43, method="S256",
+                         scope="openid offline_access", nonce=None, challenge=CHALLENGE, method="S256",
                          auth_time=svc.clock(), methods="pwd")
-    spent = svc.oidc.codes.spend(code, "c")
+    spent = svc.oidc.codes.spend(code, "c", **PROOF)
     assert spent.reason == "ok", spent
     return spent.code.id
 
@@ -60,11 +65,12 @@ def test_a_code_presented_twice_at_once_is_spent_exactly_once(svc, user, other):
     codes, _tokens, engine = other
     sid = _session(svc, user)
     svc.oidc.codes.issue("the-code", client_id="c", user_id=user.id, session_id=sid, redirect_uri="https://a/cb",
-                         scope="openid", nonce=None, challenge="x" * 43, method="S256", auth_time=svc.clock(),
+                         scope="openid", nonce=None, challenge=CHALLENGE, method="S256", auth_time=svc.clock(),
                          methods="pwd")
     gate = threading.Barrier(2, timeout=30)
     with statements(svc.engine, "UPDATE OIDC_CODES", gate.wait), statements(engine, "UPDATE OIDC_CODES", gate.wait):
-        results = race(lambda: svc.oidc.codes.spend("the-code", "c"), lambda: codes.spend("the-code", "c"))
+        results = race(lambda: svc.oidc.codes.spend("the-code", "c", **PROOF),
+                       lambda: codes.spend("the-code", "c", **PROOF))
     assert sorted(r.reason for r in results) == ["ok", "replayed"], results
 
 
@@ -145,9 +151,9 @@ def test_a_refresh_under_way_when_the_user_or_the_admin_ends_the_clients_tokens_
     cid, _secret = add_client(svc, trusted=True)
     sid = _session(svc, user)
     svc.oidc.codes.issue("c1", client_id=cid, user_id=user.id, session_id=sid, redirect_uri="https://a/cb",
-                         scope="openid offline_access", nonce=None, challenge="x" * 43, method="S256",
+                         scope="openid offline_access", nonce=None, challenge=CHALLENGE, method="S256",
                          auth_time=svc.clock(), methods="pwd")
-    family = svc.oidc.codes.spend("c1", cid).code.id
+    family = svc.oidc.codes.spend("c1", cid, **PROOF).code.id
     save = dict(client_id=cid, user_id=user.id, session_id=sid, family_id=family, scope="openid offline_access")
     assert svc.oidc.tokens.save(access_token="a0", refresh_token="r0", **save)
     assert svc.oidc.tokens.spend_refresh_token("r0", cid)[1] == "ok"  # the refresh under way
@@ -172,14 +178,15 @@ def test_a_code_exchange_under_way_when_the_clients_tokens_are_ended_saves_nothi
     cid, _secret = add_client(svc, trusted=True)
     sid = _session(svc, user)
     issue = dict(client_id=cid, user_id=user.id, session_id=sid, redirect_uri="https://a/cb",
-                 scope="openid groups offline_access", nonce=None, challenge="x" * 43, method="S256",
+                 scope="openid groups offline_access", nonce=None, challenge=CHALLENGE, method="S256",
                  auth_time=svc.clock(), methods="pwd")
     svc.oidc.codes.issue("c0", **issue)  # an earlier sign-in: the app holds a pair (the page lists it)
     save = dict(client_id=cid, user_id=user.id, session_id=sid, scope="openid groups offline_access")
-    assert svc.oidc.tokens.save(access_token="a0", refresh_token="r0", family_id=svc.oidc.codes.spend("c0", cid).code.id,
+    assert svc.oidc.tokens.save(access_token="a0", refresh_token="r0",
+                                family_id=svc.oidc.codes.spend("c0", cid, **PROOF).code.id,
                                 **save)
     svc.oidc.codes.issue("c1", **issue)
-    family = svc.oidc.codes.spend("c1", cid).code.id  # the exchange under way
+    family = svc.oidc.codes.spend("c1", cid, **PROOF).code.id  # the exchange under way
     if ended_by == "the-user":
         svc.oidc.revoke_app(user.id, cid)
     elif ended_by == "client-made-stricter":
@@ -217,7 +224,7 @@ def test_tokens_and_codes_are_stored_as_digests_only(svc, user):
     from authsvc.core.models import oidc_codes, oidc_tokens
     sid = _session(svc, user)
     svc.oidc.codes.issue("code-value-1", client_id="c", user_id=user.id, session_id=sid, redirect_uri="https://a/cb",
-                         scope="openid", nonce=None, challenge="x" * 43, method="S256", auth_time=1.0, methods="pwd")
+                         scope="openid", nonce=None, challenge=CHALLENGE, method="S256", auth_time=1.0, methods="pwd")
     assert _save(svc.oidc.tokens, user, sid, _family(svc, user, sid, "code-value-2"), "access-value-1", "refresh-value-1")
     with svc.engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(sa.select(oidc_codes)).all()]

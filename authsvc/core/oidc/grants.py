@@ -112,13 +112,24 @@ class CodeGrant(AuthorizationCodeGrant):
         # (SigningKeyUnavailable, a 503) must stop the request before the code is spent, else the
         # user's sign-in is lost and a pair nobody received is saved.
         provider.keys.current()
-        spent = provider.codes.spend(code, client.client_id)
+        verifier = self.request.form.get("code_verifier")
+        spent = provider.codes.spend(code, client.client_id, redirect_uri=self.request.payload.redirect_uri,
+                                     verifier=verifier)
         if spent.reason == "replayed":
             # RFC 6749 4.1.2 / ASVS V10.4.2: a code used twice revokes what was issued from it.
             revoked = provider.tokens.revoke_family(spent.code.id, "code_replayed")
             provider.audit.emit("oidc_code_replayed", client_id=client.client_id, revoked=revoked,
                                 user_id=spent.code.user_id)
             return None
+        if spent.reason == "pkce_failed":
+            verdict = verifier_verdict(verifier)
+            if verdict != OK:
+                raise InvalidRequestError("Missing 'code_verifier'." if verdict == "missing" else "Invalid 'code_verifier'.")
+            provider.audit.emit("oidc_token_refused", reason="pkce_failed", client_id=client.client_id)
+            raise InvalidGrantError("Code challenge failed.")
+        if spent.reason == "wrong_redirect_uri":
+            provider.audit.emit("oidc_token_refused", reason="code_wrong_redirect_uri", client_id=client.client_id)
+            raise InvalidGrantError("Invalid 'redirect_uri' in request.")
         if spent.reason != OK:
             provider.audit.emit("oidc_token_refused", reason=f"code_{spent.reason}", client_id=client.client_id)
             return None

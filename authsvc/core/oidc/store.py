@@ -36,7 +36,7 @@ from authsvc.core.models import (
 )
 from authsvc.rules.auth_methods import parse_methods
 from authsvc.rules.oidc_redirects import redirect_uri_verdict
-from authsvc.rules.oidc_requests import DEFAULT_CLIENT_SCOPES, SUPPORTED_SCOPES
+from authsvc.rules.oidc_requests import DEFAULT_CLIENT_SCOPES, SUPPORTED_SCOPES, pkce_matches
 
 GRANT_TYPES = ("authorization_code", "refresh_token")
 
@@ -341,7 +341,7 @@ class Spent:
     """What :meth:`CodeStore.spend` found: the code (None when it cannot be used) and why."""
 
     code: Code | None
-    reason: str  # ok | unknown | expired | replayed | other_client
+    reason: str  # ok | unknown | expired | replayed | other_client | wrong_redirect_uri | pkce_failed
 
 
 class CodeStore:
@@ -360,9 +360,14 @@ class CodeStore:
                 code_challenge_method=method, auth_time=auth_time, methods=methods, created_at=now,
                 expires_at=now + self.lifetime))
 
-    def spend(self, code: str, client_id: str) -> Spent:
-        """Use ``code`` for ``client_id``, once. A code seen again (or lost in a race) is a replay:
-        the caller revokes what it issued (:meth:`TokenStore.revoke_family`)."""
+    def spend(self, code: str, client_id: str, *, redirect_uri: str | None, verifier: object) -> Spent:
+        """Use ``code`` for ``client_id``, once, presented with the ``redirect_uri`` of its
+        authorization request and the PKCE ``verifier`` of its challenge. A code seen again (or
+        lost in a race) is a replay: the caller revokes what it issued
+        (:meth:`TokenStore.revoke_family`). The client, the redirect URI and the verifier are
+        compared before the write, so a post that fails them spends nothing and revokes nothing:
+        anyone may name a public client, and a leaked code posted without its verifier used to be
+        spent, the user's sign-in lost (found by review, session 14)."""
         if not isinstance(code, str) or not code or len(code) > 128:
             return Spent(None, "unknown")
         now = self.clock()
@@ -372,6 +377,10 @@ class CodeStore:
                 return Spent(None, "unknown")
             if row.client_id != client_id:
                 return Spent(None, "other_client")
+            if row.redirect_uri and redirect_uri != row.redirect_uri:
+                return Spent(None, "wrong_redirect_uri")
+            if not pkce_matches(verifier, row.code_challenge, row.code_challenge_method):
+                return Spent(None, "pkce_failed")
             won = conn.execute(oidc_codes.update().where(
                 oidc_codes.c.id == row.id, oidc_codes.c.used_at.is_(None)).values(used_at=now)).rowcount
         methods = parse_methods(row.methods)
