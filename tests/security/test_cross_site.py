@@ -13,6 +13,8 @@ Chromium through nginx.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authsvc.web import cookieheader
 
@@ -202,6 +204,14 @@ def test_path_prefixes_stop_at_what_a_path_attribute_cannot_hold(path, expected)
 def test_a_hostile_host_header_yields_no_domain_but_the_configured_one(host):
     domains = {d for d, _ in cookieheader.stray_locations(host, "/login", ".example.test")}
     assert domains <= {None, "example.test"}
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.text(alphabet="/ab;%3B ä,\r\n.", max_size=40), st.text(max_size=40)))
+def test_the_flask_extension_reads_cookie_paths_as_authsvc_does(path):
+    # flask_authsvc.cookies keeps a copy (the extension does not depend on authsvc): the two must not drift.
+    from flask_authsvc.cookies import path_prefixes as extensions
+    assert extensions(path) == cookieheader.path_prefixes(path)
 
 
 def test_deep_paths_are_bounded():

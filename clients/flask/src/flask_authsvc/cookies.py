@@ -54,7 +54,8 @@ def path_prefixes(path: str) -> list[str]:
     """Every cookie path that matches request path ``path`` (RFC 6265 5.1.4), shortest first:
     ``/notes/7`` -> ``/``, ``/notes``, ``/notes/``, ``/notes/7``. Only up to the first character
     that has no place in a ``Path`` attribute (the path is the client's, and each prefix goes into
-    a Set-Cookie)."""
+    a Set-Cookie). The same reading as authsvc's own (``authsvc.web.cookieheader.path_prefixes``),
+    copied because the extension does not depend on authsvc; a test holds the two alike."""
     if not path.startswith("/"):
         return ["/"]
     path = _UNSAFE_IN_PATH.split(path, 1)[0]
