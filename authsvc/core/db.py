@@ -12,6 +12,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import parse_qsl, unquote
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -47,12 +48,18 @@ def sqlite_file(url: str) -> str | None:
     if parsed.get_backend_name() != "sqlite":
         return None
     name = parsed.database or ""
+    mode = parsed.query.get("mode")
     if name.startswith("file:") and str(parsed.query.get("uri", "")).strip().lower() in _TRUE:
-        # https://sqlite.org/uri.html: file:PATH, or file://[localhost]/PATH (an authority is that or nothing)
-        name = name[len("file:"):]
+        # https://sqlite.org/uri.html: file:PATH, or file://[localhost]/PATH (an authority is that or
+        # nothing), then SQLite's own "?query" and "#fragment"; SQLite percent-decodes the path once
+        # more (SQLAlchemy decoded the URL once): "auth%2520data.db" is the file "auth data.db".
+        name, _, rest = name[len("file:"):].partition("?")
+        name = name.partition("#")[0]
+        mode = dict(parse_qsl(rest.partition("#")[0])).get("mode", mode)
         if name.startswith("//"):
             name = "/" + name[2:].partition("/")[2]
-    if not name or name == ":memory:" or parsed.query.get("mode") == "memory":
+        name = unquote(name)
+    if not name or name == ":memory:" or mode == "memory":
         return None
     return name
 

@@ -98,9 +98,26 @@ def test_a_sqlite_url_in_uri_form_gets_the_same_modes(tmp_path, umask, form):
     ("sqlite:///file:/srv/a.db", "file:/srv/a.db"),  # without uri=true, a file named that way (in ./file:)
     ("sqlite:////srv/a.db", "/srv/a.db"), ("sqlite://", None), ("sqlite:///:memory:", None),
     ("postgresql://u:p@h/d", None),
+    # SQLite decodes its URI's path once more, and ends it at its own "?" or "#" (found by review of
+    # the fix, session 14: authsvc made "auth%20data.db" owner-only, SQLite "auth data.db" 0644).
+    ("sqlite:///file:/srv/auth%2520data.db?uri=true", "/srv/auth data.db"),
+    ("sqlite:///file:/srv/a.db%23x?uri=true", "/srv/a.db"), ("sqlite:///file:/srv/a.db%3Fcache%3Dshared?uri=true", "/srv/a.db"),
+    ("sqlite:///file:/srv/a.db%3Fmode%3Dmemory?uri=true", None),
 ])
 def test_the_file_of_every_sqlite_url_form_is_found(url, file):
     assert db.sqlite_file(url) == file
+
+
+@pytest.mark.parametrize("umask", UMASKS[:1], indirect=True)
+def test_a_sqlite_uri_whose_path_sqlite_decodes_again_gets_the_real_file_owner_only(tmp_path, umask):
+    url = f"sqlite:///file:{tmp_path}/auth%2520data.db?uri=true"
+    engine, conn = open_database(url)
+    try:
+        made = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    finally:
+        conn.close()
+        engine.dispose()
+    assert made == {"auth data.db": "0o600", "auth data.db-wal": "0o600", "auth data.db-shm": "0o600"}, made
 
 
 @pytest.mark.parametrize("umask", UMASKS[:1], indirect=True)
