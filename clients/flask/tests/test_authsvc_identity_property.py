@@ -18,6 +18,8 @@ names = st.sampled_from([*HEADERS, *(h.lower() for h in HEADERS), "Cookie", "X-A
 values = st.one_of(st.text(max_size=40), st.text(alphabet="abcz09,. @+_-A\t\n\u0430", max_size=30),
                    st.sampled_from(["alice", "7", "pwd,otp,mfa", "admins, staff", "", " "]))
 
+PER_SUBJECT = 20  # each record's per-subject bound in these tests: small, so they reach the collapse
+
 
 # Shared CPUs: no deadline, and slow generation is no failure.
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -73,10 +75,10 @@ def test_ended_record_is_never_less_strict_than_keeping_every_record_and_counts_
     of its own made after them, and lets through no sign-in the naive record refuses (of a sid: made
     before that sid was ended, with the sid's own subject, as every sign-in is); full() is true
     exactly with ``most`` distinct subjects (or subject-less sids) holding records under a day old."""
-    from flask_authsvc.logout_tokens import MAX_SIGN_IN_SECONDS, PER_SUBJECT, MemoryEndedSessions
+    from flask_authsvc.logout_tokens import MAX_SIGN_IN_SECONDS, MemoryEndedSessions
 
     now = [1_000_000.0]
-    ended = MemoryEndedSessions(max_entries=most, clock=lambda: now[0])
+    ended = MemoryEndedSessions(max_entries=most, clock=lambda: now[0], per_subject=PER_SUBJECT)
     owner, sid_at, sub_at = {}, {}, {}     # naive: sid -> subject, sid -> ended at, subject -> ended at
     collapsed, share = {}, {}              # subject -> when it last collapsed, its sids since
 

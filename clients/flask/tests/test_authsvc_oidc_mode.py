@@ -269,6 +269,7 @@ def test_oidc_mode_needs_a_secret_key(provider):
 
 # --- sign out, step-up ----------------------------------------------------------------------------
 
+PER_SUBJECT = 20  # each record's per-subject bound in these tests: small, so they reach the collapse
 OWN = "http://localhost"     # the test client's origin: the app's own pages
 FROM_HERE = {"Origin": OWN, "Sec-Fetch-Site": "same-origin"}
 
@@ -335,9 +336,9 @@ def test_one_users_sign_in_and_out_cycles_neither_flush_anothers_logout_nor_stop
     again); refusing every sign-in once full let that one user stop everybody's sign-in for a day.
     Now a subject's own records are collapsed into one past PER_SUBJECT: the record never fills up
     with one account's sign-outs, and every sign-out still stands."""
-    from flask_authsvc.logout_tokens import PER_SUBJECT, MemoryEndedSessions
+    from flask_authsvc.logout_tokens import MemoryEndedSessions
 
-    ended = MemoryEndedSessions(max_entries=3)
+    ended = MemoryEndedSessions(max_entries=3, per_subject=PER_SUBJECT)
     app, _ = make_app(provider, ended=ended)
     victim, thief, attacker = app.test_client(), app.test_client(), app.test_client()
     assert sign_in(victim, provider).status_code == 303

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from flask_authsvc.identity import Identity, Malformed, identity_from_claims
-from flask_authsvc.logout_tokens import (EVENT, MAX_SIGN_IN_SECONDS, PER_SUBJECT, MemoryEndedSessions,
+from flask_authsvc.logout_tokens import (EVENT, MAX_SIGN_IN_SECONDS, MemoryEndedSessions,
                                          logout_token_problem)
 from flask_authsvc.oidc import (
     PENDING,
@@ -94,6 +94,7 @@ def test_claims_outside_the_expected_form_are_malformed(change, claim):
     assert isinstance(verdict, Malformed) and verdict.header == claim
 
 
+PER_SUBJECT = 20  # each record's per-subject bound in these tests: small, so they reach the collapse
 NOW = 1_800_000_000.0
 TOKEN = {"iss": "https://auth.example.com", "aud": "microblog", "iat": NOW - 5, "jti": "j", "sid": "s1",
          "sub": "u1", "events": {EVENT: {}}}
@@ -130,7 +131,7 @@ def test_hostile_logout_claims_are_refused_with_a_reason(changes, reason):
 
 def test_ended_sid_and_subject():
     clock = [NOW]
-    ended = MemoryEndedSessions(clock=lambda: clock[0])
+    ended = MemoryEndedSessions(per_subject=PER_SUBJECT, clock=lambda: clock[0])
     ended.end("s1", "u1", NOW)
     assert ended.is_ended("s1", "u1", NOW - 10)
     assert not ended.is_ended("s2", "u1", NOW - 10)          # a sid names one sign-in
@@ -150,7 +151,7 @@ def test_ended_sid_and_subject():
 def test_ended_records_are_never_kept_shorter_than_a_sign_in_lasts(keep):
     """Forgotten sooner, the record of a Logout would let a copy of the cookie in again."""
     with pytest.raises(ValueError, match="keep_seconds"):
-        MemoryEndedSessions(keep_seconds=keep)
+        MemoryEndedSessions(per_subject=PER_SUBJECT, keep_seconds=keep)
 
 
 @pytest.mark.parametrize("age, expired", [
@@ -167,7 +168,7 @@ def test_ended_record_is_full_only_of_distinct_subjects_never_by_forgetting_a_re
     forgets nothing under a day old; only ``max_entries`` distinct subjects with such records fill
     it (and no sign-in starts while it is full)."""
     clock = [NOW]
-    ended = MemoryEndedSessions(max_entries=10, clock=lambda: clock[0])
+    ended = MemoryEndedSessions(per_subject=PER_SUBJECT, max_entries=10, clock=lambda: clock[0])
     for i in range(9):
         ended.end(f"s{i}", f"u{i}", NOW)
     assert not ended.full()
@@ -189,11 +190,23 @@ def cycle(ended, sub, times, start=NOW):
         ended.end(f"{sub}-sid-{i}", sub, start + 2 * i + 1)
 
 
+@pytest.mark.parametrize("sign_outs", [21, 100, 200])
+def test_a_persons_sign_outs_in_a_day_leave_their_other_devices_signed_in(sign_outs):
+    # With a bound of 20, 21 sign-outs at a kiosk collapsed alice's records into "every sign-in
+    # before the last", and the phone she signed in on that morning was signed out (found by review,
+    # session 14). The default bound is far above a person's day.
+    ended = MemoryEndedSessions(clock=lambda: NOW + 10_000)
+    phone_signed_in_at = NOW - 3600
+    cycle(ended, "alice", sign_outs)
+    assert not ended.is_ended("phone-sid", "alice", phone_signed_in_at)
+    assert all(ended.is_ended(f"alice-sid-{i}", "alice", NOW + 2 * i) for i in range(sign_outs))
+
+
 def test_one_subject_signing_in_and_out_over_and_over_never_fills_the_record_nor_drops_anothers_logout():
     """One account cycling sign-in and sign-out (no password needed while its authsvc session lives)
     used to fill the record with its own Logouts, and then every sign-in of everybody was a 503 for
     a day. A subject's own records are now collapsed past PER_SUBJECT, so it holds one entry or so."""
-    ended = MemoryEndedSessions(max_entries=3, clock=lambda: NOW + 10_000)
+    ended = MemoryEndedSessions(per_subject=PER_SUBJECT, max_entries=3, clock=lambda: NOW + 10_000)
     ended.end("victim-sid", "victim", NOW)
     for i in range(PER_SUBJECT * 500):
         ended.end(f"m-{i}", "mallory", NOW + i / 100)
@@ -203,7 +216,7 @@ def test_one_subject_signing_in_and_out_over_and_over_never_fills_the_record_nor
 
 
 def test_a_subjects_collapsed_records_still_refuse_each_of_its_sign_ins_made_before_them():
-    ended = MemoryEndedSessions(clock=lambda: NOW)
+    ended = MemoryEndedSessions(per_subject=PER_SUBJECT, clock=lambda: NOW)
     cycle(ended, "mallory", PER_SUBJECT * 3)
     for i in range(PER_SUBJECT * 3):                          # each copy of a signed-out cookie
         assert ended.is_ended(f"mallory-sid-{i}", "mallory", NOW + 2 * i), i
@@ -211,7 +224,7 @@ def test_a_subjects_collapsed_records_still_refuse_each_of_its_sign_ins_made_bef
 
 
 def test_a_collapse_never_refuses_a_sign_in_made_after_it():
-    ended = MemoryEndedSessions(clock=lambda: NOW)
+    ended = MemoryEndedSessions(per_subject=PER_SUBJECT, clock=lambda: NOW)
     cycle(ended, "mallory", PER_SUBJECT + 1)                 # collapsed at the last Logout
     last = NOW + 2 * PER_SUBJECT + 1
     assert ended.is_ended("new", "mallory", last)            # made at the collapse time: refused
@@ -223,7 +236,7 @@ def test_a_collapse_never_refuses_a_sign_in_made_after_it():
 @pytest.mark.parametrize("victim_end", [("v-sid", "victim"), ("v-sid", None), (None, "victim")], ids=repr)
 def test_an_ended_record_of_another_subject_survives_any_amount_of_cycling(victim_end):
     clock = [NOW]
-    ended = MemoryEndedSessions(clock=lambda: clock[0])
+    ended = MemoryEndedSessions(per_subject=PER_SUBJECT, clock=lambda: clock[0])
     ended.end(*victim_end, NOW)
     for rounds in range(10):
         clock[0] = NOW + rounds * 3600                        # within the day the record must hold
@@ -235,7 +248,7 @@ def test_an_ended_record_of_another_subject_survives_any_amount_of_cycling(victi
 
 def test_ended_sids_move_between_subjects_without_a_trace():
     """A sid ended again (under its subject, or another) leaves no stale entry in either subject's share."""
-    ended = MemoryEndedSessions(clock=lambda: NOW)
+    ended = MemoryEndedSessions(per_subject=PER_SUBJECT, clock=lambda: NOW)
     ended.end("s", "u1", NOW)
     ended.end("s", "u2", NOW + 1)
     cycle(ended, "u1", PER_SUBJECT + 1, start=NOW + 10)      # u1 collapses: "s" is u2's now, kept
@@ -247,7 +260,7 @@ def test_ending_again_moves_an_entry_behind_the_younger_ones():
     an entry ended again must not stay in front with its new time, shielding older ones, nor be
     forgotten by its first time."""
     clock = [NOW]
-    ended = MemoryEndedSessions(clock=lambda: clock[0])
+    ended = MemoryEndedSessions(per_subject=PER_SUBJECT, clock=lambda: clock[0])
     ended.end(None, "u1", NOW)
     ended.end(None, "u2", NOW + 100)
     ended.end(None, "u1", NOW + 200)                          # u1 signed out everywhere again

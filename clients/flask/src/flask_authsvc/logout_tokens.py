@@ -71,10 +71,12 @@ MAX_SIGN_IN_SECONDS = 86_400
 # At most this many ended sids are kept per subject; one more and they collapse into one entry,
 # "every sign-in of this subject made before its latest". Any account can sign in and out as often
 # as it likes (no password while its authsvc session lives), so without a per-subject bound one
-# account's own Logouts could fill the record (and stop everybody's sign-in). Small, because past it
-# the subject's other sign-ins made before then end too (only that subject's); large enough that a
-# user's ordinary sign-outs over a day never get there.
-PER_SUBJECT = 20
+# account's own Logouts could fill the record (and stop everybody's sign-in). Past it the subject's
+# other sign-ins made before then end too (only that subject's: a phone signed in yesterday is
+# signed out), so it is far above what a person signs out of one app in a day (20 was not: 21
+# sign-outs at a kiosk signed the phone out; found by review, session 14), and small enough that a
+# subject's share stays a few kilobytes.
+PER_SUBJECT = 200
 
 
 class MemoryEndedSessions:
@@ -96,7 +98,8 @@ class MemoryEndedSessions:
     no sign-in (503) until they age out; that takes that many accounts, never one. A logout is always
     recorded."""
 
-    def __init__(self, keep_seconds: float = MAX_SIGN_IN_SECONDS, max_entries: int = 100_000, clock=time.time):
+    def __init__(self, keep_seconds: float = MAX_SIGN_IN_SECONDS, max_entries: int = 100_000, clock=time.time,
+                 per_subject: int = PER_SUBJECT):
         if not keep_seconds >= MAX_SIGN_IN_SECONDS:
             raise ValueError(f"keep_seconds must be at least {MAX_SIGN_IN_SECONDS} (how long a sign-in lasts): "
                              "a record forgotten sooner lets a copy of a signed-out cookie in again")
@@ -108,6 +111,7 @@ class MemoryEndedSessions:
         self._subjects = 0                                       # distinct keys of _shares and _subs
         self._loose = 0                                          # sids in _sids without a subject
         self._keep, self._max, self._clock = keep_seconds, max_entries, clock
+        self._per_subject = per_subject
         self._lock = threading.Lock()
 
     def end(self, sid: str | None, sub: str | None, at: float) -> None:
@@ -123,7 +127,7 @@ class MemoryEndedSessions:
                     self._subjects += 1
                 share = self._shares.setdefault(sub, {})
                 share[sid] = None
-                if len(share) > PER_SUBJECT:
+                if len(share) > self._per_subject:
                     latest = max(self._drop_sid(mine) for mine in list(share))
                     self._end_subject(sub, latest)
             elif sub is not None:
