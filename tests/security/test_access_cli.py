@@ -109,6 +109,20 @@ def test_user_groups_with_an_unknown_group_or_user_fails_with_a_message(app, tmp
     assert run_cli(monkeypatch, tmp_path, "group", "remove", "nope") == 1
 
 
+@pytest.mark.parametrize("order", [("admins", "nope"), ("nope", "admins")])
+def test_user_groups_with_one_unknown_group_in_the_list_changes_nothing(app, tmp_path, monkeypatch, capsys, order):
+    # Each join committed on its own: "--add admins --add nope" failed and left carol in admins,
+    # audited, while the admin read an error (found by review, session 14).
+    user = add_user(app, "carol")
+    run_cli(monkeypatch, tmp_path, "group", "add", "admins")
+    capsys.readouterr()
+    args = [arg for name in order for arg in ("--add", name)]
+    assert run_cli(monkeypatch, tmp_path, "user", "groups", "carol", *args) == 1
+    out, err = capsys.readouterr()
+    assert "no group named 'nope'" in err and "nothing was changed" in err and not events(out, "group_member_added")
+    assert app.extensions["authsvc"].groups.of_user(user.id) == ()
+
+
 def test_user_groups_remove(app, tmp_path, monkeypatch, capsys):
     user = add_user(app, "carol")
     run_cli(monkeypatch, tmp_path, "group", "add", "admins")
