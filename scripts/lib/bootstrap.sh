@@ -90,15 +90,19 @@ ensure_venv() {
   local want; want=$(cat "$ROOT/pyproject.toml" "$ROOT/clients/flask/pyproject.toml" "$lock" | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "authsvc: installing Python packages into .venv from ${lock#"$ROOT"/} ..." >&2
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    # --require-hashes: a file whose hash is not in the lock is refused, whichever index served it.
+    # No bare "pip install --upgrade pip": an unpinned, unhashed pip from whichever index answered
+    # would run on every later start of the venv. The test lock pins pip; the runtime one keeps the
+    # pip the venv came with. --require-hashes: a file whose hash is not in the lock is refused,
+    # whichever index served it. The lock also holds setuptools and wheel (requirements/build.in),
+    # which build the two packages below with --no-build-isolation: else pip fetches them unchecked.
     pip_install --require-hashes -r "$lock" || {
       echo "authsvc: installing ${lock#"$ROOT"/} failed (a hash mismatch means a file is not the one locked)" >&2
       return 1
     }
-    pip_install --no-deps -e "$ROOT" || { echo "authsvc: installing authsvc itself failed" >&2; return 1; }
+    pip_install --no-deps --no-build-isolation -e "$ROOT" || { echo "authsvc: installing authsvc itself failed" >&2; return 1; }
     # examples/microblog and clients/flask/tests use it; scripts/test runs those tests.
-    pip_install --no-deps -e "$ROOT/clients/flask" || { echo "authsvc: installing clients/flask failed" >&2; return 1; }
+    pip_install --no-deps --no-build-isolation -e "$ROOT/clients/flask" || {
+      echo "authsvc: installing clients/flask failed" >&2; return 1; }
     "$VENV/bin/python" -c "import authsvc, flask_authsvc" || { echo "authsvc: package install failed" >&2; return 1; }
     # A dependency added to pyproject.toml but not yet locked shows up here.
     if ! "$VENV/bin/python" -m pip check >/dev/null 2>&1; then

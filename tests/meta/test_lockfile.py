@@ -129,3 +129,29 @@ def test_continuations_and_comments_are_read_as_uv_writes_them():
     assert parse_lock(text) == ({"flask": "3.1.3"}, [])
     with_marker = "async-timeout==5.0.1 ; python_full_version < '3.11.3' " + GOOD_HASH + "\n"
     assert parse_lock(with_marker) == ({"async-timeout": "5.0.1"}, [])
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=str)
+def test_the_build_tools_of_both_packages_are_locked(lock):
+    # pip built authsvc and clients/flask with setuptools and wheel it fetched for a build
+    # environment, unpinned and unhashed: a package source serving a bad wheel ran code in every
+    # install, the production one too (found by review, session 14). They are locked, and installs
+    # build with --no-build-isolation.
+    path, _ = LOCKS[lock]
+    pins, _ = parse_lock(path.read_text(encoding="utf-8"))
+    for project in (ROOT / "pyproject.toml", ROOT / "clients" / "flask" / "pyproject.toml"):
+        for raw in tomllib.loads(project.read_text(encoding="utf-8"))["build-system"]["requires"]:
+            requirement = Requirement(raw)
+            pinned = pins.get(canonicalize_name(requirement.name))
+            assert pinned and requirement.specifier.contains(pinned), f"{raw} ({project.name}) not in {path.name} ({FIX})"
+
+
+def test_every_install_of_the_packages_builds_with_the_locked_tools_and_no_pip_comes_unlocked():
+    code = [line for line in (ROOT / "scripts" / "lib" / "bootstrap.sh").read_text(encoding="utf-8").splitlines()
+            if not line.lstrip().startswith("#")]
+    installs = [line for line in code if "pip_install --no-deps" in line]
+    assert len(installs) == 2 and all("--no-build-isolation" in line for line in installs), installs
+    assert not [line for line in code if re.search(r"pip[ _]install.*--upgrade", line)]
+    guide = (ROOT / "docs" / "integration.md").read_text(encoding="utf-8")
+    assert "pip install --no-deps --no-build-isolation ." in guide
+
