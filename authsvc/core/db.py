@@ -134,8 +134,10 @@ def _migrating(engine: Engine) -> Iterator[sa.Connection]:
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                     if broken:
                         tables = ", ".join(sorted({str(row[0]) for row in broken}))
-                        raise MigrationError(f"the migration would leave {len(broken)} row(s) naming a row that "
-                                             f"does not exist (in {tables}); nothing was committed")
+                        raise MigrationError(
+                            f"the migration would leave {len(broken)} row(s) naming a row that does not exist "
+                            f"(in {tables}); its row changes were rolled back, but SQLite may keep a table "
+                            "change: restore the backup taken before upgrading")
         finally:
             if sqlite:
                 conn.rollback()
