@@ -95,7 +95,10 @@ ensure_venv() {
     # pip the venv came with. --require-hashes: a file whose hash is not in the lock is refused,
     # whichever index served it. The lock also holds setuptools and wheel (requirements/build.in),
     # which build the two packages below with --no-build-isolation: else pip fetches them unchecked.
-    pip_install --require-hashes -r "$lock" || {
+    # --no-deps: the lock is the whole closure, so pip installs exactly its pins and resolves
+    # nothing (the venv's own older pip misreads a dependency's extras in hash mode); pip check below
+    # proves the set complete.
+    pip_install --require-hashes --no-deps -r "$lock" || {
       echo "authsvc: installing ${lock#"$ROOT"/} failed (a hash mismatch means a file is not the one locked)" >&2
       return 1
     }
