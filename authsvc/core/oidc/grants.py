@@ -30,7 +30,6 @@ from authsvc.rules.oidc_requests import (
     challenge_verdict,
     code_verdict,
     parse_scope,
-    pkce_matches,
     refresh_scope,
     verifier_verdict,
 )
@@ -76,17 +75,9 @@ class PkceS256(CodeChallenge):
             raise InvalidRequestError(_CHALLENGE_ERRORS[verdict])
 
     def validate_code_verifier(self, grant, result):
-        request = grant.request
-        verifier = request.form.get("code_verifier")
-        code = request.authorization_code
-        verdict = verifier_verdict(verifier)
-        if verdict == "missing":
-            raise InvalidRequestError("Missing 'code_verifier'.")
-        if verdict != OK:
-            raise InvalidRequestError("Invalid 'code_verifier'.")
-        if not pkce_matches(verifier, code.code_challenge, code.code_challenge_method):
-            _provider(grant).audit.emit("oidc_token_refused", reason="pkce_failed", client_id=code.client_id)
-            raise InvalidGrantError("Code challenge failed.")
+        """Nothing left to check: the verifier was compared with the code's challenge before the code
+        was spent (:meth:`CodeGrant.query_authorization_code`, :meth:`CodeStore.spend`), so a post
+        without it spends nothing; Authlib calls this only after that."""
 
 
 class CodeGrant(AuthorizationCodeGrant):
