@@ -549,7 +549,11 @@ def test_a_leaked_code_posted_without_its_verifier_or_redirect_uri_spends_nothin
              "no_verifier": lambda: exchange(signed_in, cid, None, code, None, SPA),
              "malformed_verifier": lambda: exchange(signed_in, cid, None, code, "short", SPA),
              "wrong_redirect_uri": lambda: exchange(signed_in, cid, None, code, verifier, "https://elsewhere.example/cb")}
+    capsys.readouterr()
     assert thief[how]().status_code == 400
+    refused = [e.get("reason") for e in _audit_events(capsys.readouterr().out, "oidc_token_refused")]
+    expected = {"wrong_verifier": ["pkce_failed"], "wrong_redirect_uri": ["code_wrong_redirect_uri"]}
+    assert refused == expected.get(how, []), (how, refused)   # a missing or malformed verifier: a 400 invalid_request
     owner = exchange(signed_in, cid, None, code, verifier, SPA)
     assert owner.status_code == 200, (how, owner.get_json())
     assert thief[how]().status_code == 400      # the used code again, without the proof: no replay judgement
