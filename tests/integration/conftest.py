@@ -193,13 +193,18 @@ def raw_fields(lines: list[bytes]) -> list[list[str]]:
     return fields
 
 
+# The method override headers (authsvc.rules.forward_auth.METHOD_OVERRIDE_HEADERS) as read_as spells them.
+METHOD_OVERRIDE_READ_AS = ("x-http-method-override", "x-http-method", "x-method-override")
+
+
 class EchoHandler(http.server.BaseHTTPRequestHandler):
     """Answers every request, whatever its method, with JSON: the method and path, every header
     that a framework might read as X-Auth-User, X-Auth-User-Id, X-Auth-Groups, X-Auth-Methods or
     X-Request-ID (:func:`read_as`: any case, "-", "_" or "." between the words, whitespace around
     the name), those fields again as received, with every field it could read as another login
     proxy's identity header (``identity_fields``: [raw name, value], so a test sees the spelling a
-    proxy passed on; FOREIGN_IDENTITY_NAMES), and the Cookie headers the app was sent. Nothing else
+    proxy passed on; FOREIGN_IDENTITY_NAMES), every field it could read as a method override header
+    (``override_fields``), and the Cookie headers the app was sent. Nothing else
     of the request is echoed (`authsvc probe` looks for its canaries anywhere in the answer). The
     test proxies put nothing else between the client and this."""
 
@@ -227,7 +232,8 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
                            "user_id": seen["x-auth-user-id"], "groups": seen["x-auth-groups"],
                            "methods": seen["x-auth-methods"], "request_id": seen["x-request-id"],
                            "cookie": self.headers.get_all("Cookie") or [],
-                           "identity_fields": [f for f in fields if read_as(f[0]) in identity]}).encode()
+                           "identity_fields": [f for f in fields if read_as(f[0]) in identity],
+                           "override_fields": [f for f in fields if read_as(f[0]) in METHOD_OVERRIDE_READ_AS]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -32,6 +32,7 @@ import requests
 from flask import Flask
 from itsdangerous import URLSafeTimedSerializer
 
+from authsvc.rules import forward_auth
 from authsvc.web.session_cookie import SessionInterface
 from tests.conftest import PASSWORD, csrf_in
 from tests.integration.conftest import (
@@ -305,14 +306,15 @@ class RawClient:
     def __init__(self, stack):
         self.stack, self.sock = stack, None
 
-    def get(self, path: str, lines: list[str], cookie: str | None = None) -> tuple[int, dict | None]:
+    def get(self, path: str, lines: list[str], cookie: str | None = None,
+            method: str = "GET") -> tuple[int, dict | None]:
         """(status, the echo app's JSON or None)."""
         if self.sock is None:
             context = ssl.create_default_context(cafile=str(self.stack.tls.ca))
             self.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", self.stack.port), timeout=10),
                                             server_hostname=APP_HOST)
-        head = [f"GET {path} HTTP/1.1", *lines, f"Host: {APP_HOST}:{self.stack.port}", f"User-Agent: {UA}",
-                *([f"Cookie: {cookie}"] if cookie else [])]
+        head = [f"{method} {path} HTTP/1.1", *lines, f"Host: {APP_HOST}:{self.stack.port}", f"User-Agent: {UA}",
+                *([f"Cookie: {cookie}"] if cookie else []), *(["Content-Length: 0"] if method == "POST" else [])]
         self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
         response = http.client.HTTPResponse(self.sock)
         response.begin()
@@ -817,6 +819,30 @@ def test_a_method_override_never_takes_a_denied_method_to_the_app(stack):
         status, _ = raw_request(stack, "POST", f"{API}/items?{query}", host=host, headers={"Cookie": cookie})
         assert status in (400, 403), (stack.proxy, query, status)
     assert stack.app_hits[before:] == [], (stack.proxy, stack.app_hits[before:])
+
+
+@pytest.mark.asvs("V8.3.1")
+def test_a_method_override_spelled_with_underscores_or_dots_never_reaches_the_app_unjudged(stack):
+    """The override headers as a WSGI server or PHP reads them (X_HTTP_Method_Override, X.HTTP.Method,
+    any mix): a proxy that passes such a field to the app but not to verify (Traefik and Envoy hand
+    verify only the headers they name) would let the app act on DELETE where a rule denies it.
+    Each spelling is refused, or denied by verify, or never reaches the app."""
+    cookie = f"{SESSION}={signed_in(stack).cookies.get(SESSION)}"
+    aliases = [v for name in forward_auth.METHOD_OVERRIDE_HEADERS for v in spellings(name, "-_.")
+               if "_" in v or "." in v]
+    wrong = {}
+    client = RawClient(stack)
+    try:
+        for alias in aliases:
+            status, seen = client.get(f"{API}/items", [f"{alias}: DELETE"], cookie, method="POST")
+            if status == 200 and seen["override_fields"]:
+                wrong[alias] = seen["override_fields"]
+            elif status not in (200, 400, 403, 431):
+                wrong[alias] = status
+    finally:
+        client.close()
+    assert not wrong, (f"{stack.proxy} passed a method override to the app that verify never judged:\n"
+                       + "\n".join(f"  {alias}: {got}" for alias, got in wrong.items()))
 
 
 def host_spellings(port: int) -> list[str]:
