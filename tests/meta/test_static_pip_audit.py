@@ -9,6 +9,7 @@ every package was skipped). Where one answers, a vulnerable dependency fails the
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -51,11 +52,29 @@ def test_a_vulnerable_dependency_is_a_blocking_issue_and_skipped_ones_are_named(
     assert skipped == ["authsvc (Dependency not found on PyPI and could not be audited: authsvc (0.1.0))"]
 
 
+def test_offline_fails_the_scan_when_an_audit_is_required(capsys, monkeypatch):
+    """A CI that reaches the internet sets AUTHSVC_REQUIRE_AUDIT=1 (or passes --require-audit): then
+    "not audited" is a failure, not a note, so a broken route to the vulnerability service cannot
+    pass unseen."""
+    offline = scan.run_pip_audit(services=UNREACHABLE, timeout=2)
+    monkeypatch.setattr(scan, "scan", lambda root, audit=True: [offline])
+    monkeypatch.delenv(scan.REQUIRE_AUDIT, raising=False)
+    assert scan.main([]) == 0
+    assert scan.main(["--require-audit"]) == 1
+    for value, required in (("1", True), ("true", True), (" YES ", True), ("0", False), ("", False)):
+        monkeypatch.setenv(scan.REQUIRE_AUDIT, value)
+        assert scan.main([]) == (1 if required else 0), value
+    assert "security scan: FAILED" in capsys.readouterr().out
+
+
 def test_dependencies_have_no_known_vulnerabilities():
+    """Skipped, not failed, where no vulnerability service answers (this project's CI reaches only
+    package indexes), unless AUTHSVC_REQUIRE_AUDIT=1 says the CI must reach one."""
+    fail_or_skip = pytest.fail if scan.audit_required(os.environ) else pytest.skip
     why = [f"{name}: {scan.probe(url, method, body)}" for name, url, method, body in scan.SERVICES]
     if all(not w.endswith(": None") for w in why):
-        pytest.skip("dependencies NOT audited: no vulnerability service reachable (" + "; ".join(why) + ")")
+        fail_or_skip("dependencies NOT audited: no vulnerability service reachable (" + "; ".join(why) + ")")
     result = scan.run_pip_audit()
     if result.status == "offline":
-        pytest.skip(result.note)
+        fail_or_skip(result.note)
     assert result.status == "ok", "\n".join(map(str, result.issues)) + "\n" + json.dumps(result.note)

@@ -409,20 +409,32 @@ def scan(root: Path = ROOT, *, audit: bool = True) -> list[ToolResult]:
     return results
 
 
+# Where the CI reaches a vulnerability service, this makes "not audited" a failure (scan and suite).
+REQUIRE_AUDIT = "AUTHSVC_REQUIRE_AUDIT"
+
+
+def audit_required(environ) -> bool:
+    return environ.get(REQUIRE_AUDIT, "").strip().lower() in ("1", "true", "yes")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/security-scan",
                                      description="bandit, ruff S rules, authsvc AST rules, suppression reasons, pip-audit")
     parser.add_argument("--sarif", metavar="FILE", help="also write the findings as SARIF 2.1.0 to FILE")
     parser.add_argument("--no-audit", action="store_true", help="skip pip-audit (dependency vulnerabilities)")
+    parser.add_argument("--require-audit", action="store_true",
+                        help="fail when no vulnerability service answers (for a CI that reaches the internet; "
+                             f"also {REQUIRE_AUDIT}=1)")
     parser.add_argument("--sbom", metavar="FILE",
                         help="also write a CycloneDX JSON SBOM of the runtime dependencies (requirements/runtime.lock) to FILE")
     args = parser.parse_args(argv)
+    require_audit = args.require_audit or audit_required(os.environ)
     os.chdir(ROOT)
     results = scan(ROOT, audit=not args.no_audit)
     failed = False
     for result in results:
         blocking = result.blocking
-        failed |= bool(blocking) or result.status == "error"
+        failed |= bool(blocking) or result.status == "error" or (result.status == "offline" and require_audit)
         label = {"ok": "ok", "failed": "FAILED", "offline": "NOT RUN (offline)", "error": "ERROR"}[result.status]
         print(f"== {result.tool}: {label}" + (f" ({len(blocking)} blocking, {len(result.issues) - len(blocking)} "
                                                 f"accepted or low)" if result.issues else ""))
