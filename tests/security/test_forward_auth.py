@@ -126,6 +126,20 @@ def test_x_original_url_wins_over_x_forwarded_headers():
     {"X-Original-URL": f"{NOTES}/\r\nSet-Cookie: x=y"},
     {"X-Original-URL": f"{NOTES}/\u00e9"},
     {"X-Original-URL": ""},
+    # Not scheme://host/target (well_formed_original_url): nginx built these from a Host header
+    # ("app:443?" routes by the name before the colon), and read as a URL each moves the path
+    # the rules judge (to "/") or names another host; refused, not mended.
+    {"X-Original-URL": "https://app.example.test:443?/admin/x"},
+    {"X-Original-URL": "https://app.example.test?/admin/x"},
+    {"X-Original-URL": "https://app.example.test#/admin/x"},
+    {"X-Original-URL": "https://app.example.test:443#x/admin"},
+    {"X-Original-URL": "https://app.example.test:443?"},
+    {"X-Original-URL": "https://app.example.test"},
+    {"X-Original-URL": "https://alice@app.example.test/admin/x"},
+    {"X-Original-URL": "https://app.example.test:x/admin/x"},
+    {"X-Original-URL": "https://app.example.test:443:1/admin/x"},
+    {"X-Original-URL": "https:///admin/x"},
+    {"X-Original-URL": "https://[zz]/admin/x"},
     {"X-Forwarded-Host": "app.example.test"},                  # no URI: not guessed
     {"X-Forwarded-Uri": "/notes/a"},                           # no host: not guessed
     {"X-Forwarded-Host": "app.example.test, evil.example", "X-Forwarded-Uri": "/notes/a"},
