@@ -7,7 +7,9 @@ are run):
 * authsvc/core/sessions.py: session_verdict, needs_touch;
 * authsvc/core/throttle.py: decide, block_after_failure, backoff_seconds;
 * authsvc/rules/second_step.py, auth_methods.py, passkeys.py, oidc_redirects.py, oidc_requests.py,
-  oidc_logout.py: every function.
+  oidc_logout.py, access.py, forward_auth.py, clientip.py, proxy_networks.py, sameorigin.py,
+  usernames.py, groups.py, streamsafe.py: every function (mutmut skips decorated ones, such as
+  clientip.client_group under its lru_cache).
 
 The tests are the fast modules listed in [tool.mutmut] pytest_add_cli_args_test_selection, with
 the hypothesis profile ``mutation`` (few examples, fixed seed: a mutant never survives by luck).
@@ -48,6 +50,14 @@ TARGETS: dict[str, tuple[str, ...] | None] = {
     "authsvc/rules/oidc_redirects.py": None,
     "authsvc/rules/oidc_requests.py": None,
     "authsvc/rules/oidc_logout.py": None,
+    "authsvc/rules/access.py": None,
+    "authsvc/rules/forward_auth.py": None,
+    "authsvc/rules/clientip.py": None,
+    "authsvc/rules/proxy_networks.py": None,
+    "authsvc/rules/sameorigin.py": None,
+    "authsvc/rules/usernames.py": None,
+    "authsvc/rules/groups.py": None,
+    "authsvc/rules/streamsafe.py": None,
 }
 RESULT = re.compile(r"^\s*(?P<name>\S+): (?P<status>.+?)\s*$")  # a line of `mutmut results --all true`
 EQUIVALENT = re.compile(r"^\s*[-*]\s+`(?P<name>authsvc\.[^`]+__mutmut_\d+)`")
