@@ -46,8 +46,8 @@ def _shape(char: str) -> tuple[int, int, bool, int]:
 
 def longest_non_starter_run(text: str, *, stop_above: int | None = None) -> int:
     """The longest run of non-starters (canonical combining class > 0) in ``text``'s NFKD, in
-    time linear in ``len(text)``; with ``stop_above``, the first run found longer than that
-    (the scan stops there). ASCII has none."""
+    time linear in ``len(text)``; with ``stop_above``, a count above it as soon as a run passes it
+    (the scan stops there, so not that run's whole length). ASCII has none."""
     if text.isascii():
         return 0
     limit = len(text) * _LONGEST_DECOMPOSITION if stop_above is None else stop_above

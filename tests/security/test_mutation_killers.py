@@ -15,7 +15,8 @@ import os
 
 import pytest
 
-from authsvc.rules import secretkeys
+from authsvc.rules import access, secretkeys
+from authsvc.rules.access import AccessRules, Decision, Rule
 from authsvc.rules.passwords import Blocklist, PasswordRules, load_default_blocklist, password_problems, shortest_period
 from authsvc.core.policy import load_policy
 from authsvc.rules.redirects import AllowedApp, build_rules, parse_origin, validate_next
@@ -527,3 +528,397 @@ def test_a_host_ending_in_a_number_is_an_ip_address_whatever_the_labels_before(h
     assert rp_id_problem(host) == "ip_address"
     assert relying_party("https://auth.example.test", rp_id=host).reason == "ip_address"
     assert relying_party(f"https://{host}").party is None   # (the origin parser refuses such hosts first)
+
+
+# --- access rules (authsvc.rules.access) ---------------------------------------------------------
+# Rules are built inside each test: mutmut's trampoline is off while a test module is imported, so
+# an AccessRules built at module level never runs a mutated __post_init__.
+
+APP, ADMIN = "app.example.com", "admin.example.com"
+ONE, TWO = ("pwd",), ("pwd", "otp", "mfa")
+
+
+def test_a_wildcard_rule_matches_subdomains_only_when_built_at_run_time():
+    rules = AccessRules("one_factor", (Rule(("*.internal.example.com",), "deny"),))
+    for host in ("a.internal.example.com", "A.b.Internal.example.com."):
+        assert access.decide(rules, host, "/", "GET", "bob", (), ONE) == Decision("deny", 0, "rule"), host
+    for host in ("internal.example.com", "evil-internal.example.com", "internal.example.com.evil.com"):
+        assert access.decide(rules, host, "/", "GET", "bob", (), ONE) == Decision("allow", None, "default"), host
+
+
+def test_a_path_rule_matches_its_path_and_below_and_a_root_rule_every_path():
+    rules = AccessRules("one_factor", (Rule((APP,), "deny", paths=("/admin",)), Rule((ADMIN,), "deny", paths=("/",)),
+                                       Rule(("dots.example.com",), "deny", paths=("/a/...",))))
+
+    def on(host, path):
+        return access.decide(rules, host, path, "GET", "bob", (), ONE)
+    assert on(APP, "/admin") == on(APP, "/admin/x") == Decision("deny", 0, "rule")
+    assert on(APP, "/Administrator") == Decision("allow", None, "default")   # not /admin read case-blind
+    assert on(APP, "/ADMIN") == Decision("deny", None, "ambiguous_path")
+    assert on(ADMIN, "/") == on(ADMIN, "/x") == Decision("deny", 1, "rule")
+    # Windows reads "/a/..." as the folder "/a/": what lies under it reaches the rule only so read.
+    assert on("dots.example.com", "/a/x") == Decision("deny", None, "ambiguous_path")
+
+
+def test_a_hosts_plan_is_remembered_and_the_memory_is_bounded():
+    rules = AccessRules("one_factor", (Rule((APP,), "deny"),))
+    assert rules.plan(APP) is rules.plan(APP)
+    for i in range(access.PLAN_CACHE + 10):
+        rules.plan(f"h{i}.example.com")
+    rules.plan(None)
+    assert len(rules._plans) == access.PLAN_CACHE
+
+
+@pytest.mark.parametrize(("default", "mfa", "one_factor"), [("deny", "deny", "deny"), ("two_factor", "allow", "step_up"),
+                                                            ("one_factor", "allow", "allow")])
+def test_without_rules_the_default_still_decides(default, mfa, one_factor):
+    rules = AccessRules(default)
+    assert access.decide(rules, APP, "/", "GET", "bob", (), TWO) == Decision(mfa, None, "no_rules")
+    assert access.decide(rules, APP, "/", "GET", "bob", (), ONE) == Decision(one_factor, None, "no_rules")
+
+
+def test_no_path_on_a_host_with_path_rules_is_ambiguous_and_a_nonsense_method_says_bad_method():
+    rules = AccessRules("one_factor", (Rule((APP,), "deny", paths=("/a",)), Rule((ADMIN,), "deny", methods=frozenset({"POST"}))))
+    assert access.decide(rules, APP, None, "GET", "bob", (), ONE) == Decision("deny", None, "ambiguous_path")
+    assert access.decide(rules, ADMIN, "/", "post", "bob", (), ONE) == Decision("deny", None, "bad_method")
+
+
+def test_a_method_rule_that_does_not_match_falls_through_to_the_next_rule_and_get_covers_head():
+    rules = AccessRules("one_factor", (Rule((APP,), "bypass", methods=frozenset({"GET"})), Rule((APP,), "deny")))
+    assert access.decide(rules, APP, "/", "POST", "bob", (), ONE) == Decision("deny", 1, "rule")
+    assert access.decide(rules, APP, "/", "HEAD", None) == Decision("bypass", 0, "rule")
+    assert access.method_matches(frozenset({"GET"}), "HEAD") and access.method_matches(frozenset({"HEAD"}), "HEAD")
+    assert not access.method_matches(frozenset({"GET"}), "POST")
+    assert not access.method_matches(frozenset({"POST"}), "HEAD")
+
+
+def test_an_anonymous_request_sent_to_sign_in_by_a_rule_names_that_rule():
+    rules = AccessRules("deny", (Rule((ADMIN,), "deny"), Rule((APP,), "one_factor")))
+    assert access.decide(rules, APP, "/", "GET", None) == Decision("login", 1, "rule")
+
+
+def test_an_escaped_capital_x_is_decoded_like_any_letter():
+    assert access.normalize_path("/%58") == "/X" and access.normalize_path("/%78") == "/x"
+
+
+def test_only_the_first_question_mark_starts_the_query():
+    assert access.normalize_path("/x?y?/admin") == "/x"
+
+
+def test_a_path_of_exactly_max_path_characters_is_read_and_one_more_is_ambiguous():
+    longest = "/" + "a" * (access.MAX_PATH - 1)
+    assert access.normalize_path(longest) == longest and access.normalize_path(longest + "a") is None
+
+
+def test_a_host_of_253_characters_with_a_trailing_dot_and_a_port_is_read_and_254_is_not():
+    longest = ".".join(["a" * 63] * 3 + ["b" * 61])
+    assert len(longest) == 253 and len(longest + ".:65535") == access.MAX_HOST + 7
+    assert access.normalize_host(longest + ".:65535") == longest
+    assert access.normalize_host(longest[:-4] + ":443") == longest[:-4]
+    one_more = longest + "b"
+    assert access.normalize_host(one_more) is None and access.normalize_host(one_more + ":1") is None
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ("app.example.com", None), ("*.example.com", None),
+    (".".join(["a" * 63] * 3 + ["b" * 61]), None),
+    (".".join(["a" * 63] * 3 + ["b" * 62]), 'must be a host name like "app.example.com", or "*.example.com" for its subdomains'),
+    ("localhost", 'must be a host name like "app.example.com", or "*.example.com" for its subdomains'),
+    (7, "must be a string"),
+    ("аdmin.example.com", "is not ASCII: write an internationalized name in its xn-- (punycode) form"),
+    ("admin.example.com:443", "names a port: write the host alone (rules match every port)"),
+    ("Admin.example.com", 'is not in normal form: write "admin.example.com"'),
+    ("admin.example.com.", 'is not in normal form: write "admin.example.com"'),
+    ("Admin.Example.COM.", 'is not in normal form: write "admin.example.com"'),
+])
+def test_rule_host_problems_word_for_word(raw, problem):
+    assert access.rule_host_problem(raw) == problem
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ("/admin", None), ("/", None), ("/a/b", None),
+    (3, "must be a string"),
+    ("/admin?x", "has a query or fragment, which never take part: write the path alone"),
+    ("/admin#x", "has a query or fragment, which never take part: write the path alone"),
+    ("/admin;x", 'must be a plain path starting with "/" (no encoded slash, backslash, ";" or dot segment)'),
+    ("/admin/", 'is not in normal form: write "/admin" (prefixes already match on segment boundaries)'),
+    ("/ADMINX/", 'is not in normal form: write "/ADMINX" (prefixes already match on segment boundaries)'),
+    ("/a/../b", 'is not in normal form: write "/b" (prefixes already match on segment boundaries)'),
+    ("//", 'is not in normal form: write "/" (prefixes already match on segment boundaries)'),
+])
+def test_rule_path_problems_word_for_word(raw, problem):
+    assert access.rule_path_problem(raw) == problem
+
+
+@pytest.mark.parametrize(("raw", "problem"), [("GET", None), ("PROPFIND", None), ("get", "bad"), ("", "bad"),
+                                              ("G T", "bad"), (7, "bad")])
+def test_method_problem(raw, problem):
+    expected = 'must be an upper-case HTTP method like "GET" or "POST"' if problem else None
+    assert access.method_problem(raw) == expected
+
+
+def test_wide_bypass_messages():
+    assert access.wide_bypass(Rule(("*.example.com",), "bypass", paths=("/x",))) == "bypasses every subdomain of a domain"
+    for paths in ((), ("/",), ("/x", "/")):
+        assert access.wide_bypass(Rule((APP,), "bypass", paths=paths)) == "bypasses a whole host (give it paths)"
+
+
+def test_host_matches():
+    assert access.host_matches("*.example.com", "a.example.com")
+    assert not access.host_matches("*.example.com", "example.com")
+    assert access.host_matches(APP, APP) and not access.host_matches(APP, ADMIN)
+
+
+@pytest.mark.parametrize(("rules", "index", "shadow"), [
+    # an earlier rule that does not cover is passed over, and a later one that does is found
+    ((Rule((ADMIN,), "deny"), Rule((APP,), "deny"), Rule((APP,), "deny", paths=("/x",))), 2, 1),
+    ((Rule((APP,), "deny", paths=("/a",)), Rule((APP,), "deny"), Rule((APP,), "deny", paths=("/b",))), 2, 1),
+    ((Rule((APP,), "deny", methods=frozenset({"POST"})), Rule((APP,), "deny"),
+      Rule((APP,), "deny", methods=frozenset({"GET"}))), 2, 1),
+    ((Rule((APP,), "deny", users=frozenset({"x"})), Rule((APP,), "deny"), Rule((APP,), "deny", users=frozenset({"y"}))), 2, 1),
+    # methods: the same set or a subset is shadowed, another is not
+    ((Rule((APP,), "deny", methods=frozenset({"GET"})), Rule((APP,), "deny", methods=frozenset({"GET"}))), 1, 0),
+    ((Rule((APP,), "deny", methods=frozenset({"GET", "POST"})), Rule((APP,), "deny", methods=frozenset({"GET"}))), 1, 0),
+    ((Rule((APP,), "deny", methods=frozenset({"GET"})), Rule((APP,), "deny", methods=frozenset({"POST"}))), 1, None),
+    # people: the same users or groups are shadowed, a group more is not
+    ((Rule((APP,), "deny", users=frozenset({"x"})), Rule((APP,), "deny", users=frozenset({"x"}))), 1, 0),
+    ((Rule((APP,), "deny", groups=frozenset({"g"})), Rule((APP,), "deny", groups=frozenset({"g"}))), 1, 0),
+    ((Rule((APP,), "deny", users=frozenset({"x"})), Rule((APP,), "deny", users=frozenset({"x"}), groups=frozenset({"g"}))),
+     1, None),
+    # hosts: a wider wildcard covers a narrower one; another domain, a mere suffix or the bare domain do not
+    ((Rule(("*.example.com",), "deny"), Rule(("*.a.example.com",), "deny")), 1, 0),
+    ((Rule(("*.example.org",), "deny"), Rule(("*.example.com",), "deny")), 1, None),
+    ((Rule(("*.ample.com",), "deny"), Rule(("*.example.com",), "deny")), 1, None),
+    ((Rule(("example.com",), "deny"), Rule(("*.example.com",), "deny")), 1, None),
+    ((Rule(("*.example.com",), "deny"), Rule(("example.com",), "deny")), 1, None),
+])
+def test_shadowed_by_edges(rules, index, shadow):
+    assert access.shadowed_by(AccessRules("one_factor", rules), index) == shadow
+
+
+# --- cross-site requests (authsvc.rules.sameorigin) -----------------------------------------------
+
+@pytest.mark.parametrize("space", ["\n", "\r", "\x0b", "\x0c", "\xa0", "\u2028"])
+@pytest.mark.parametrize("site", [None, "same-origin"])
+def test_an_origin_padded_with_anything_but_spaces_and_tabs_is_foreign(space, site):
+    from authsvc.rules.sameorigin import check
+
+    own = "https://auth.example.test"
+    assert check("POST", own + space, site, own).reason == "foreign_origin"
+    assert check("POST", space + own + " \t", site, own).reason == "foreign_origin"
+    assert check("POST", " \t" + own + " \t", site, own).allowed
+
+
+# --- client identity for limits and session binding (authsvc.rules.clientip) ----------------------
+
+@pytest.mark.parametrize(("remote_addr", "group", "key"), [
+    (None, None, "unknown"), ("", None, "unknown"),
+    ("not-an-address", None, "invalid"), ("192.0.2.1/32", None, "invalid"), ("%eth0", None, "invalid"),
+    ("192.0.2.1", "192.0.2.1", "v4:192.0.2.1"), (" 192.0.2.1\t", "192.0.2.1", "v4:192.0.2.1"),
+    ("::ffff:192.0.2.1", "192.0.2.1", "v4:192.0.2.1"),                    # a dual-stack socket's IPv4
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64", "v6:2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64", "v6:2001:db8:1:2::/64"),  # one /64, one bucket
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64", "v6:2001:db8:1:3::/64"),      # the next /64 is another client
+    ("fe80::1%eth0", "fe80::/64", "v6:fe80::/64"), ("fe80::1%eth0%x", "fe80::/64", "v6:fe80::/64"),
+    ("192.0.2.1%a%b", "192.0.2.1", "v4:192.0.2.1"),                        # a zone id goes, whatever it holds
+    ("::1", "::/64", "v6:::/64"),
+])
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64(remote_addr, group, key):
+    from authsvc.rules.clientip import client_group, client_key
+
+    client_group.cache_clear()   # a warm cache would answer without asking the function
+    assert client_group(remote_addr) == group
+    assert client_key(remote_addr) == key
+
+
+# --- which request the proxy asks about (authsvc.rules.forward_auth) ------------------------------
+
+FA_NOTES = "https://app.example.test/notes"
+
+
+@pytest.mark.parametrize(("url", "headers", "overridden"), [
+    (f"{FA_NOTES}?_method=DELETE", {}, True),
+    (f"{FA_NOTES}?a=1&_METHOD=put", {}, True),
+    (f"{FA_NOTES}?_method", {}, True), (f"{FA_NOTES}?_method=", {}, True),       # blank still counts
+    (f"{FA_NOTES}?%5F%6Dethod=PUT", {}, True),                                  # escaped: no "method" in sight
+    (f"{FA_NOTES}?.method=PUT", {}, True), (f"{FA_NOTES}?_method[x]=PUT", {}, True),
+    (f"{FA_NOTES}?_method%00junk=PUT", {}, True),
+    (f"{FA_NOTES}?_method=PUT?x=1", {}, True),                                  # only the first "?" starts the query
+    (f"{FA_NOTES}?methods=1&a=%20", {}, False), (f"{FA_NOTES}?a=_method", {}, False), (f"{FA_NOTES}", {}, False),
+    (f"{FA_NOTES}/_method", {}, False),
+    (FA_NOTES, {"X-HTTP-Method-Override": ""}, True), (FA_NOTES, {"X-HTTP-Method": "PUT"}, True),
+    (FA_NOTES, {"X-Method-Override": "PUT"}, True),
+])
+def test_method_overridden(url, headers, overridden):
+    from authsvc.rules.forward_auth import method_overridden
+
+    assert method_overridden(headers, url) is overridden
+
+
+@pytest.mark.parametrize(("name", "php"), [
+    ("_method", "_method"), ("  _method", "_method"), ("_method[x]", "_method"), ("_method[", "_method"),
+    ("_method\x00junk", "_method"), (".method", "_method"), (" method", "method"), ("a b.c", "a_b_c"),
+    ("a[b.c]", "a"), ("x _method", "x__method"), ("_method[a][b]", "_method"),
+    ("\t_method", "\t_method"), ("X_method", "X_method"),                      # only spaces are dropped
+])
+def test_php_name(name, php):
+    from authsvc.rules.forward_auth import php_name
+
+    assert php_name(name) == php
+
+
+def test_a_method_override_in_any_description_makes_the_method_nonsense():
+    from authsvc.rules.forward_auth import original_request
+
+    traefik = {"X-Forwarded-Host": "app.example.test", "X-Forwarded-Uri": "/notes?_method=DELETE"}
+    assert original_request(traefik, "https", 1) == \
+        original_request({**traefik, "X-Forwarded-Uri": "/notes"}, "https", 1).__class__(
+            "https://app.example.test/notes?_method=DELETE", "")
+    # a malformed X-Original-URL gives no URL, but its query still says what the app may do
+    assert original_request({"X-Original-URL": f"{FA_NOTES} x?_method=PUT"}, "https", 1).method == ""
+    assert original_request({"X-Original-URL": f"{FA_NOTES}", "X-HTTP-Method-Override": "PUT"}, "https", 1).method == ""
+    assert original_request({}, "https", 1).method == "GET"
+
+
+def test_plain_http_forwarded_headers_give_an_http_url():
+    from authsvc.rules.forward_auth import original_request
+
+    headers = {"X-Forwarded-Host": "app.example.test", "X-Forwarded-Uri": "/notes/a"}
+    assert original_request(headers, "http", 1).url == "http://app.example.test/notes/a"
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    (f"{FA_NOTES}/a?b", True), ("http://app.example.test:8443/", True), ("https://[::1]:8443/x", True),
+    ("https://app.example.test@evil.example/notes", False), ("https://app_x.example.test/notes", False),
+    ("https://app.example.test?/notes", False), ("https://app.example.test#/notes", False),
+    ("https://app.example.test", False), ("https:///notes", False),
+])
+def test_well_formed_original_url(value, ok):
+    from authsvc.rules.forward_auth import well_formed_original_url
+
+    assert well_formed_original_url(value) is ok
+
+
+def test_request_parts_and_the_step_up_location():
+    from authsvc.rules.forward_auth import LoginRedirect, OriginalRequest, request_parts, step_up_location
+    from authsvc.rules.redirects import AllowedApp, build_rules
+
+    assert request_parts(OriginalRequest(None, "GET")) == (None, None)
+    assert request_parts(OriginalRequest("https://app.example.test:8443/a?b=c#d", "GET")) == \
+        ("app.example.test:8443", "/a?b=c#d")
+    login = "https://auth.example.test/login"
+    redirect = LoginRedirect(login, build_rules("https://auth.example.test", [AllowedApp("https://app.example.test")]), 1)
+    location, decision = step_up_location(redirect, OriginalRequest("https://app.example.test/a", "GET"))
+    assert location == f"{login}?next=https://app.example.test/a&step_up=1" and decision.accepted
+    location, decision = step_up_location(redirect, OriginalRequest("https://evil.example/a", "GET"))
+    assert location == f"{login}?step_up=1" and decision.reason == "host_not_allowed"
+    assert step_up_location(redirect, OriginalRequest(None, "GET")) == (f"{login}?step_up=1", None)
+
+
+# --- trusted proxies (authsvc.rules.proxy_networks) ------------------------------------------------
+
+def test_empty_items_between_networks_are_skipped_and_an_empty_list_says_what_to_write():
+    from authsvc.rules.proxy_networks import parse_networks
+
+    assert [str(n) for n in parse_networks(" , 10.0.0.0/24,,fd00::/64,")] == ["10.0.0.0/24", "fd00::/64"]
+    with pytest.raises(ValueError) as refused:
+        parse_networks(" , ")
+    assert str(refused.value) == ("lists no network; write the proxies' networks (default 127.0.0.0/8,::1/128), "
+                                  "or set AUTHSVC_TRUSTED_PROXIES=0 to believe no forwarding header")
+
+
+@pytest.mark.parametrize(("peer", "trusted"), [
+    ("127.0.0.1%lo", True), ("127.0.0.1%a%b", True), ("::1%lo", True),
+    (2130706433, False), (b"127.0.0.1", False), (("127.0.0.1",), False),
+])
+def test_a_zone_id_is_ignored_and_a_peer_that_is_no_string_is_not_trusted(peer, trusted):
+    from authsvc.rules.proxy_networks import DEFAULT_NETWORKS, is_trusted_proxy, parse_networks
+
+    assert is_trusted_proxy(peer, parse_networks(DEFAULT_NETWORKS)) is trusted
+
+
+@pytest.mark.parametrize(("network", "refused"), [
+    ("0.0.0.0/0", True), ("10.0.0.0/7", True), ("10.0.0.0/8", False), ("127.0.0.0/8", False),
+    ("::/0", True), ("fd00::/31", True), ("fd00::/32", False), ("::1/128", False),
+])
+def test_far_too_wide_is_wider_than_a_8_or_a_32(network, refused):
+    import ipaddress
+
+    from authsvc.rules.proxy_networks import far_too_wide
+
+    assert far_too_wide(ipaddress.ip_network(network)) is refused
+
+
+# --- usernames and group names (authsvc.rules.usernames, authsvc.rules.groups) --------------------
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ("alice", None), (" Alice ", None), ("a" * 32, None),
+    ("a" * 33, "Username is longer than 32 characters."), ("", "Username is empty."), ("  ", "Username is empty."),
+    ("al ice", "Username may contain only letters a-z, digits and . _ @ + -"),
+    ("a" + "\u0301" * 31, "Username has more than 30 combining marks in a row."),
+])
+def test_username_problems_word_for_word(raw, problem):
+    from authsvc.rules.usernames import username_problem
+
+    assert username_problem(raw, 32) == problem
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ("a" * 64, None), ("a" * 65, "Group name is longer than 64 characters."), ("", "Group name is empty."),
+    (" \t", "Group name is empty."),
+    ("-ops", "Group name may contain only letters a-z, digits and . _ - (starting with a letter or digit)"),
+    ("a" + "\u0301" * 31, "Group name has more than 30 combining marks in a row."),
+])
+def test_group_problems_word_for_word(raw, problem):
+    from authsvc.rules.groups import group_problem
+
+    assert group_problem(raw) == problem
+
+
+# --- the stream-safe bound with a cold cache (authsvc.rules.streamsafe) ---------------------------
+# _SHAPES remembers every character a process has seen, so in a warm process _shape is never asked.
+
+ACUTE_MARK = "\u0301"
+
+
+def test_shapes_of_one_code_point_and_the_cache_that_remembers_them(monkeypatch):
+    from authsvc.rules import streamsafe
+
+    monkeypatch.setattr(streamsafe, "_SHAPES", {})
+    assert streamsafe._shape("a") is streamsafe._STARTER
+    assert streamsafe._shape("\u00e9") == (0, 1, False, 1)          # e + acute
+    assert streamsafe._shape(ACUTE_MARK) == (1, 1, True, 1)
+    assert streamsafe._shape("\u0f73") == (2, 2, True, 2)            # two marks, no base
+    assert streamsafe._shape("\u1e69") == (0, 2, False, 2)           # s + dot below + dot above
+    assert streamsafe._shape("\u3300") == (0, 0, False, 1)           # a mark inside
+    assert streamsafe._SHAPES["\u00e9"] == (0, 1, False, 1) and streamsafe._SHAPES["a"] is streamsafe._STARTER
+
+
+def test_the_shape_cache_stops_growing_at_its_bound(monkeypatch):
+    from authsvc.rules import streamsafe
+
+    full = dict.fromkeys(map(chr, range(0x10000, 0x10000 + streamsafe._MAX_REMEMBERED)), streamsafe._STARTER)
+    monkeypatch.setattr(streamsafe, "_SHAPES", full)
+    streamsafe._shape("\u00e9")
+    assert len(full) == streamsafe._MAX_REMEMBERED and "\u00e9" not in full
+
+
+@pytest.mark.parametrize(("text", "run"), [
+    ("a" + ACUTE_MARK * 5 + "\u00e9\u00e9", 5), ("\u00e9" + ACUTE_MARK * 30, 31), ("\u1e69" * 3, 2),
+    ("x" + ACUTE_MARK * 30 + "y", 30), ("\u0f73" * 16, 32), ("\u3300\u3300", 1), ("plain", 0),
+])
+def test_runs_are_counted_with_a_cold_cache(monkeypatch, text, run):
+    from authsvc.rules import streamsafe
+
+    monkeypatch.setattr(streamsafe, "_SHAPES", {})
+    assert streamsafe.is_stream_safe(text) == (run <= streamsafe.MAX_NON_STARTERS)
+    monkeypatch.setattr(streamsafe, "_SHAPES", {})
+    assert streamsafe.longest_non_starter_run(text) == run
+
+
+def test_stop_above_stops_the_scan_as_soon_as_a_run_passes_it():
+    from authsvc.rules.streamsafe import longest_non_starter_run
+
+    text = "a" + ACUTE_MARK * 10 + "b" + ACUTE_MARK * 20
+    assert longest_non_starter_run(text) == 20
+    assert longest_non_starter_run(text, stop_above=5) == 6
