@@ -195,6 +195,13 @@ def raw_fields(lines: list[bytes]) -> list[list[str]]:
 
 # The method override headers (authsvc.rules.forward_auth.METHOD_OVERRIDE_HEADERS) as read_as spells them.
 METHOD_OVERRIDE_READ_AS = ("x-http-method-override", "x-http-method", "x-method-override")
+# Headers an app or its framework may take the request's URL, path, host, scheme, port or client
+# address from (IIS URL Rewrite and Zend read X-Original-URL and X-Rewrite-URL as the path; Werkzeug's
+# ProxyFix, Django and Rails read the X-Forwarded-* family and Forwarded).
+DESCRIBING_READ_AS = ("x-original-url", "x-original-uri", "x-original-method", "x-rewrite-url", "x-forwarded-uri",
+                      "x-forwarded-host", "x-forwarded-method", "x-forwarded-proto", "x-forwarded-prefix",
+                      "x-forwarded-port", "x-forwarded-server", "x-forwarded-ssl", "x-forwarded-for", "x-real-ip",
+                      "forwarded", "x-client-ip", "client-ip", "x-cluster-client-ip", "true-client-ip")
 
 
 class EchoHandler(http.server.BaseHTTPRequestHandler):
@@ -204,7 +211,8 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
     the name), those fields again as received, with every field it could read as another login
     proxy's identity header (``identity_fields``: [raw name, value], so a test sees the spelling a
     proxy passed on; FOREIGN_IDENTITY_NAMES), every field it could read as a method override header
-    (``override_fields``), and the Cookie headers the app was sent. Nothing else
+    (``override_fields``) or as a description of the request (``describing_fields``: its URL,
+    host, scheme, port or client address), and the Cookie headers the app was sent. Nothing else
     of the request is echoed (`authsvc probe` looks for its canaries anywhere in the answer). The
     test proxies put nothing else between the client and this."""
 
@@ -233,7 +241,8 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
                            "methods": seen["x-auth-methods"], "request_id": seen["x-request-id"],
                            "cookie": self.headers.get_all("Cookie") or [],
                            "identity_fields": [f for f in fields if read_as(f[0]) in identity],
-                           "override_fields": [f for f in fields if read_as(f[0]) in METHOD_OVERRIDE_READ_AS]}).encode()
+                           "override_fields": [f for f in fields if read_as(f[0]) in METHOD_OVERRIDE_READ_AS],
+                           "describing_fields": [f for f in fields if read_as(f[0]) in DESCRIBING_READ_AS]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

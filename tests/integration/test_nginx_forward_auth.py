@@ -103,7 +103,9 @@ def test_the_load_balancer_config_guards_the_app_exactly_as_the_single_instance_
     assert [line for line in balanced if line != 'proxy_set_header Connection "";'] == single
     for config in (single, balanced):
         original = [line for line in config if line.startswith("proxy_set_header X-Original-URL")]
-        assert original == ["proxy_set_header X-Original-URL $scheme://$host$authsvc_original_port$request_uri;"]
+        # the one authsvc is told (the auth subrequest's), and the app's, which only clears the client's
+        assert original == ["proxy_set_header X-Original-URL $scheme://$host$authsvc_original_port$request_uri;",
+                            'proxy_set_header X-Original-URL "";']
         assert "proxy_set_header X-Auth-Groups $authsvc_groups;" in config
         assert 'proxy_set_header Remote-User "";' in config
 

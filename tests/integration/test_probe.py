@@ -108,11 +108,12 @@ def broken_traefik_templates() -> dict[str, str]:
 def broken_caddy_templates() -> dict[str, str]:
     """Caddy with its protections taken out: no identity header removed (every spelling the client
     sends reaches the app) or copied from authsvc's answer, and the client's X-Original-* and
-    X-Forwarded-Uri/-Method left for authsvc, on the app host and on the login host."""
+    X-Forwarded-Uri/-Method left for authsvc (and the app), on the app host and on the login host."""
     return {"caddy/Caddyfile": altered(DEPLOY / "caddy" / "Caddyfile", [
         (r"^\s*import strip_identity\n", "", 1),
         (r"^\s*copy_headers X-Auth-User X-Auth-User-Id X-Auth-Groups X-Auth-Methods\n", "", 1),
         (r"^\s*header_up -X-(?:Original-URL|Original-Method|Forwarded-Uri|Forwarded-Method)\n", "", 6),
+        (r"^\s*request_header -X-(?:Original-URL|Original-Method|Forwarded-Uri|Forwarded-Method)\n", "", 4),
     ])}
 
 

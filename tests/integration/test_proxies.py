@@ -428,6 +428,42 @@ def test_client_forwarding_headers_change_neither_the_decision_nor_the_next(stac
 
 
 @pytest.mark.asvs("V4.1.3")
+def test_the_app_never_gets_the_clients_description_of_the_request(stack):
+    """The app must not be told the request by the client either: an app behind IIS URL Rewrite or
+    Zend routes by X-Original-URL or X-Rewrite-URL (a path verify never judged), and ProxyFix,
+    Django or Rails build links and redirects from X-Forwarded-Host, -Proto, -Port, -Prefix and
+    Forwarded (Zitadel GHSA-2wmj-46rj-qm2w, on the app). Each such header the client sends, in every
+    case, is removed or replaced by the proxy's own value before the app: no field the app gets
+    carries the client's value, signed in or on the bypass path."""
+    canary = "forgedcanary"
+    forged = {"X-Original-URL": f"https://{canary}.example/notes/admin", "X-Original-URI": f"/{canary}",
+              "X-Original-Method": canary, "X-Rewrite-URL": f"/{canary}", "X-Forwarded-Uri": f"/{canary}",
+              "X-Forwarded-Host": f"{canary}.example", "X-Forwarded-Method": canary,
+              "X-Forwarded-Proto": canary, "X-Forwarded-Prefix": f"/{canary}", "X-Forwarded-Port": canary,
+              "X-Forwarded-Server": canary, "X-Forwarded-Ssl": canary, "X-Forwarded-For": f"{canary}",
+              "X-Real-IP": canary, "Forwarded": f"for={canary};host={canary}.example;proto=http",
+              "X-Client-IP": canary, "Client-IP": canary, "X-Cluster-Client-IP": canary, "True-Client-IP": canary}
+    cookie = f"{SESSION}={signed_in(stack).cookies.get(SESSION)}"
+    wrong = {}
+    client = RawClient(stack)
+    try:
+        for spelling in (str, str.lower, str.upper):
+            lines = [f"{spelling(name)}: {value}" for name, value in forged.items()]
+            for who, path, sent_cookie in (("signed in", f"{APP_PREFIX}/described", cookie),
+                                           ("bypass", f"{PUBLIC}/described", None)):
+                for one in ([line] for line in lines):
+                    status, seen = client.get(path, one, sent_cookie)
+                    if status == 200 and any(canary in (value or "") for _, value in seen["describing_fields"]):
+                        wrong[f"{who}: {one[0]}"] = seen["describing_fields"]
+                    elif status not in (200, 400):
+                        wrong[f"{who}: {one[0]}"] = status
+    finally:
+        client.close()
+    assert not wrong, (f"{stack.proxy} passed the client's description of the request to the app:\n"
+                       + "\n".join(f"  {case}: {got}" for case, got in wrong.items()))
+
+
+@pytest.mark.asvs("V4.1.3")
 def test_tinyauth_cve_2026_137182_a_spoofed_x_original_url_naming_a_public_page_lets_nothing_through(stack):
     """The client points X-Original-URL (and X-Original-URI) at pages anyone may see: the login
     page, authsvc's health check, its static files. The request is still the app's, and refused."""
