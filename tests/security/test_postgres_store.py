@@ -598,3 +598,23 @@ def test_two_recovery_code_generations_at_once_leave_one_set(app, svc, user, bac
         assert all(svc.recovery_codes.use(user.id, recovery_code(c)) for c in results["B"])
     finally:
         other.dispose()
+
+
+@pytest.mark.asvs("V6.5.1")
+def test_one_authenticator_code_both_instances_read_as_new_is_accepted_by_one(app, svc, user, clock, other_instance):
+    """Both instances have read the account's last step, and found the code's step newer, before
+    either records it: the conditional write (``UPDATE ... WHERE last_step < :step``) lets one
+    through, and the other answers ``reused``. With ``<=`` both signed in with one code. (The
+    threads of test_totp.py rarely interleave like this: that test passed with ``<=``.)"""
+    from authsvc.core.sealing import Sealer
+    from authsvc.core.totp import ACCEPTED_CODE, REUSED_CODE, SEALING_INFO, TotpStore
+    from tests.conftest import STRONG_KEY
+    from tests.security.factors import enroll
+
+    code = enroll(app, user, clock).code()
+    two = TotpStore(other_instance.engine, Sealer(STRONG_KEY, (), SEALING_INFO), clock)
+    both_read = threading.Barrier(2, timeout=10)  # each waits, before its write, for the other's read
+    with statements(svc.engine, "UPDATE TOTP_FACTORS", both_read.wait), \
+            statements(other_instance.engine, "UPDATE TOTP_FACTORS", both_read.wait):
+        results = race(lambda: svc.totp.check(user.id, code), lambda: two.check(user.id, code))
+    assert sorted(results) == [ACCEPTED_CODE, REUSED_CODE]
