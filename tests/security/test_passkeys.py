@@ -674,6 +674,17 @@ def test_a_huge_body_is_413(app, key, path):
 
 
 @pytest.mark.parametrize("path", JSON_ENDPOINTS)
+def test_a_chunked_body_over_the_endpoints_limit_is_413(app, key, path):
+    """A chunked body has no Content-Length to refuse it by: only the bounded read stops it, below
+    the policy's limit that the server enforces on the stream (gunicorn sets wsgi.input_terminated)."""
+    client, token = signed_in(app, ip="203.0.113.9")
+    answer = client.post(path, data=json.dumps({"credential": "A" * 40_000}), content_type="application/json",
+                         headers={"X-CSRF-Token": token, "Transfer-Encoding": "chunked"},
+                         environ_overrides={"wsgi.input_terminated": True})
+    assert answer.status_code == 413, answer.get_data(as_text=True)[:200]
+
+
+@pytest.mark.parametrize("path", JSON_ENDPOINTS)
 def test_a_form_body_where_json_is_expected_is_415(app, key, path):
     client, token = signed_in(app, ip="203.0.113.9")
     answer = client.post(path, data={"csrf_token": token, "credential": "{}"})
