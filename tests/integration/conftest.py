@@ -42,6 +42,7 @@ from types import MappingProxyType
 import pytest
 import urllib3.util.connection
 
+from authsvc.rules.forward_auth import METHOD_OVERRIDE_HEADERS
 from tests.conftest import PASSWORD, ROOT, STRONG_KEY, TEST_POLICY, csrf_in, free_port
 
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "authsvc.conf"
@@ -193,8 +194,8 @@ def raw_fields(lines: list[bytes]) -> list[list[str]]:
     return fields
 
 
-# The method override headers (authsvc.rules.forward_auth.METHOD_OVERRIDE_HEADERS) as read_as spells them.
-METHOD_OVERRIDE_READ_AS = ("x-http-method-override", "x-http-method", "x-method-override")
+# The method override headers authsvc judges, as read_as spells them.
+METHOD_OVERRIDE_READ_AS = tuple(name.lower() for name in METHOD_OVERRIDE_HEADERS)
 # Headers an app or its framework may take the request's URL, path, host, scheme, port or client
 # address from (IIS URL Rewrite and Zend read X-Original-URL and X-Rewrite-URL as the path; Werkzeug's
 # ProxyFix, Django and Rails read the X-Forwarded-* family and Forwarded).
